@@ -1,0 +1,34 @@
+//! hashbuy's pure domain: everything between a tweet's bytes and a payment
+//! command, with no I/O, no clock and no async runtime.
+//!
+//! - [`decode`] reads a record (Twitter API v1.1 JSON, API v2 JSON or
+//!   protobuf `Tweet`, detected per record) into the few facts matching
+//!   needs, on a hot path that skips what it need not read ([`json`]).
+//! - [`hashtag`] extracts hashtags by the twitter-text rules and normalizes
+//!   them for matching (NFKC + lowercase).
+//! - [`tables`] loads the catalog (hashtag → offer) and account links
+//!   (user → card) from TOML or JSON table files.
+//! - [`rules`] turns a decoded record and the tables into a [`Decision`]: the
+//!   payment commands it causes, or the reason it buys nothing.
+//!
+//! ```
+//! use hashbuy_core::{rules::Rules, tables::{Accounts, Catalog}};
+//!
+//! let catalog = Catalog::from_file_text("catalog.json", r#"{"offers": [{"hashtag": "BuyRedSneakers42",
+//!     "offer_id": "red-sneakers-42", "merchant_id": "acme", "amount": 4200, "currency": "usd"}]}"#).unwrap();
+//! let accounts = Accounts::from_file_text("accounts.json", r#"{"accounts": [{"user_id": "12345",
+//!     "customer_id": "cus_123", "payment_method_id": "pm_card_visa"}]}"#).unwrap();
+//! let tweet = br#"{"id_str": "1001", "text": "Love these! #buyredsneakers42",
+//!     "user": {"id_str": "12345", "protected": false}, "timestamp_ms": "1780272000000"}"#;
+//! let decision = Rules::new(&catalog, &accounts).decide_bytes(tweet);
+//! assert_eq!(decision.commands()[0].amount, 4200);
+//! ```
+
+pub mod decode;
+pub mod hashtag;
+pub mod json;
+pub mod rules;
+pub mod tables;
+
+pub use decode::{decode, DecodeError, Record};
+pub use rules::{Decision, Rules, SkipReason};

@@ -1,0 +1,538 @@
+//! The tables tweets are joined against: the catalog (hashtag → offer) and
+//! the account links (user → customer + payment method).
+//!
+//! Both load from table files, TOML or JSON, in the format of design.md
+//! ("Table files"). Loading is pure: the caller reads the file and passes its
+//! name (for messages) and text. Every error names the file, the line of the
+//! entry, the key and the problem, because a bad catalog found at start-up is
+//! cheap and one found by a shopper's tweet is not.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use hashbuy_proto::v1::{AccountLink, Offer};
+use serde::{Deserialize, Serialize};
+
+use crate::hashtag::{self, normalize};
+
+/// How a table file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// JSON: `{"offers": [...]}` or `{"accounts": [...]}`.
+    Json,
+    /// TOML: `[[offers]]` or `[[accounts]]` tables.
+    Toml,
+}
+
+impl TableFormat {
+    /// The format a file name implies: `.toml` is TOML, anything else JSON.
+    pub fn from_file_name(name: &str) -> Self {
+        if name.to_ascii_lowercase().ends_with(".toml") {
+            TableFormat::Toml
+        } else {
+            TableFormat::Json
+        }
+    }
+}
+
+/// A table file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {problem}")]
+pub struct TableError {
+    /// The file's name as the user gave it.
+    pub file: String,
+    /// 1-based line of the problem (of the entry, for a problem with one).
+    pub line: usize,
+    /// What is wrong, naming the entry and key.
+    pub problem: String,
+}
+
+/// One catalog entry as written in a table file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferRow {
+    /// The purchase hashtag, without `#` (a leading `#` is accepted).
+    pub hashtag: String,
+    /// The merchant's stable id of the offer.
+    pub offer_id: String,
+    /// The merchant selling it.
+    pub merchant_id: String,
+    /// Price in the currency's minor unit, at least 1.
+    pub amount: u64,
+    /// Lowercase ISO 4217 code, as Stripe writes it (`usd`).
+    pub currency: String,
+    /// Active from this RFC 3339 time on (inclusive); absent: always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Active until this RFC 3339 time (exclusive); absent or null: no end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<DateTime<Utc>>,
+    /// How many times one user may buy it; default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_user: Option<u32>,
+}
+
+/// One account link as written in a table file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRow {
+    /// The shopper's Twitter user id, a decimal string.
+    pub user_id: String,
+    /// The provider's customer id (`cus_…`).
+    pub customer_id: String,
+    /// The provider's payment method id (`pm_…`).
+    pub payment_method_id: String,
+    /// Most the shopper spends per currency over a rolling 24 h, in minor
+    /// units; absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spend_limit: Option<u64>,
+}
+
+/// A catalog table file: `{"offers": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogFile {
+    /// The offers, in file order.
+    pub offers: Vec<OfferRow>,
+}
+
+/// An accounts table file: `{"accounts": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountsFile {
+    /// The account links, in file order.
+    pub accounts: Vec<AccountRow>,
+}
+
+/// The default of `max_per_user` when an offer leaves it out.
+pub const DEFAULT_MAX_PER_USER: u32 = 1;
+
+impl OfferRow {
+    /// The offer as hashbuy's wire type, checked. Errors name the key.
+    pub fn to_offer(&self) -> Result<Offer, String> {
+        let hashtag = self
+            .hashtag
+            .strip_prefix(['#', '＃'])
+            .unwrap_or(&self.hashtag);
+        let offer = Offer {
+            offer_id: self.offer_id.clone(),
+            merchant_id: self.merchant_id.clone(),
+            hashtag: hashtag.to_owned(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            starts_at_ms: self.starts_at.map(|t| t.timestamp_millis()),
+            ends_at_ms: self.ends_at.map(|t| t.timestamp_millis()),
+            max_per_user: self.max_per_user.unwrap_or(DEFAULT_MAX_PER_USER),
+        };
+        check_offer(&offer)?;
+        Ok(offer)
+    }
+}
+
+impl AccountRow {
+    /// The link as hashbuy's wire type, checked. Errors name the key.
+    pub fn to_link(&self) -> Result<AccountLink, String> {
+        let link = AccountLink {
+            user_id: self.user_id.clone(),
+            customer_id: self.customer_id.clone(),
+            payment_method_id: self.payment_method_id.clone(),
+            spend_limit: self.spend_limit,
+        };
+        check_link(&link)?;
+        Ok(link)
+    }
+}
+
+/// Checks one offer on its own; the message names the key at fault.
+pub fn check_offer(offer: &Offer) -> Result<(), String> {
+    if offer.offer_id.is_empty() {
+        return Err("offer_id: must not be empty".into());
+    }
+    if offer.merchant_id.is_empty() {
+        return Err("merchant_id: must not be empty".into());
+    }
+    if !hashtag::is_valid_hashtag(&offer.hashtag) {
+        return Err(format!(
+            "hashtag: {:?} is not a hashtag a tweet can carry (letters, marks, digits and `_`, not all digits)",
+            offer.hashtag
+        ));
+    }
+    if offer.amount == 0 {
+        return Err("amount: must be at least 1 (minor units, e.g. cents)".into());
+    }
+    check_currency(&offer.currency)?;
+    if let (Some(start), Some(end)) = (offer.starts_at_ms, offer.ends_at_ms) {
+        if end <= start {
+            return Err("ends_at: must be after starts_at".into());
+        }
+    }
+    if offer.max_per_user == 0 {
+        return Err("max_per_user: must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// Checks one account link on its own; the message names the key at fault.
+pub fn check_link(link: &AccountLink) -> Result<(), String> {
+    if link.user_id.is_empty() || !link.user_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "user_id: {:?} is not a decimal user id",
+            link.user_id
+        ));
+    }
+    if link.customer_id.is_empty() {
+        return Err("customer_id: must not be empty".into());
+    }
+    if link.payment_method_id.is_empty() {
+        return Err("payment_method_id: must not be empty".into());
+    }
+    if link.spend_limit == Some(0) {
+        return Err("spend_limit: must be at least 1, or left out for no limit".into());
+    }
+    Ok(())
+}
+
+fn check_currency(currency: &str) -> Result<(), String> {
+    if currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_lowercase()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "currency: {currency:?} is not a lowercase ISO 4217 code (e.g. \"usd\")"
+        ))
+    }
+}
+
+/// Offers by normalized hashtag.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    offers: Vec<Offer>,
+    by_hashtag: HashMap<String, usize>,
+}
+
+impl Catalog {
+    /// Builds a catalog, refusing an invalid offer, a repeated offer id, and
+    /// two hashtags that normalize alike. The error names the offers by
+    /// their index.
+    pub fn new(offers: Vec<Offer>) -> Result<Self, String> {
+        let mut by_hashtag = HashMap::with_capacity(offers.len());
+        let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(offers.len());
+        for (i, offer) in offers.iter().enumerate() {
+            check_offer(offer).map_err(|e| format!("offers[{i}].{e}"))?;
+            if let Some(first) = by_id.insert(&offer.offer_id, i) {
+                return Err(format!(
+                    "offers[{i}].offer_id: {:?} is already the id of offers[{first}]",
+                    offer.offer_id
+                ));
+            }
+            if let Some(first) = by_hashtag.insert(normalize(&offer.hashtag).into_owned(), i) {
+                return Err(format!(
+                    "offers[{i}].hashtag: {:?} normalizes like {:?} of offers[{first}] (offer_id {:?}); a tweet could not tell them apart",
+                    offer.hashtag, offers[first].hashtag, offers[first].offer_id
+                ));
+            }
+        }
+        Ok(Catalog { offers, by_hashtag })
+    }
+
+    /// Loads a catalog table file (`name` is for messages only).
+    pub fn from_file_text(name: &str, text: &str) -> Result<Self, TableError> {
+        let rows: Vec<Located<OfferRow>> = parse_rows(name, text, "offers")?;
+        let offers = convert(name, &rows, "offers", OfferRow::to_offer)?;
+        Catalog::new(offers).map_err(|problem| entry_error(name, &rows, &problem))
+    }
+
+    /// The offer a hashtag buys: `normalized` must come from
+    /// [`normalize`](crate::hashtag::normalize).
+    pub fn get(&self, normalized: &str) -> Option<&Offer> {
+        self.by_hashtag.get(normalized).map(|&i| &self.offers[i])
+    }
+
+    /// All offers, in load order.
+    pub fn offers(&self) -> &[Offer] {
+        &self.offers
+    }
+
+    /// How many offers there are.
+    pub fn len(&self) -> usize {
+        self.offers.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.offers.is_empty()
+    }
+}
+
+/// Account links by user id.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    by_user: HashMap<String, AccountLink>,
+}
+
+impl Accounts {
+    /// Builds the table, refusing an invalid link and a repeated user id.
+    pub fn new(links: Vec<AccountLink>) -> Result<Self, String> {
+        let mut by_user = HashMap::with_capacity(links.len());
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(links.len());
+        for (i, link) in links.into_iter().enumerate() {
+            check_link(&link).map_err(|e| format!("accounts[{i}].{e}"))?;
+            if let Some(first) = index.insert(link.user_id.clone(), i) {
+                return Err(format!(
+                    "accounts[{i}].user_id: {:?} is already linked by accounts[{first}]",
+                    link.user_id
+                ));
+            }
+            by_user.insert(link.user_id.clone(), link);
+        }
+        Ok(Accounts { by_user })
+    }
+
+    /// Loads an accounts table file (`name` is for messages only).
+    pub fn from_file_text(name: &str, text: &str) -> Result<Self, TableError> {
+        let rows: Vec<Located<AccountRow>> = parse_rows(name, text, "accounts")?;
+        let links = convert(name, &rows, "accounts", AccountRow::to_link)?;
+        Accounts::new(links).map_err(|problem| entry_error(name, &rows, &problem))
+    }
+
+    /// The link of a user.
+    pub fn get(&self, user_id: &str) -> Option<&AccountLink> {
+        self.by_user.get(user_id)
+    }
+
+    /// How many links there are.
+    pub fn len(&self) -> usize {
+        self.by_user.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_user.is_empty()
+    }
+}
+
+/// A row with the line it starts on.
+struct Located<T> {
+    line: usize,
+    row: T,
+}
+
+fn parse_rows<T: serde::de::DeserializeOwned>(
+    name: &str,
+    text: &str,
+    key: &str,
+) -> Result<Vec<Located<T>>, TableError> {
+    match TableFormat::from_file_name(name) {
+        TableFormat::Json => parse_json_rows(name, text, key),
+        TableFormat::Toml => parse_toml_rows(name, text, key),
+    }
+}
+
+fn parse_json_rows<T: serde::de::DeserializeOwned>(
+    name: &str,
+    text: &str,
+    key: &str,
+) -> Result<Vec<Located<T>>, TableError> {
+    use serde_json::value::RawValue;
+    let json_error = |e: serde_json::Error, base_line: usize, context: &str| {
+        // The line goes in front, as for every table error; serde_json's
+        // own "at line L column C" would repeat it.
+        let message = e.to_string();
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m);
+        let column = if base_line == 1 && e.line() == 1 {
+            format!(" (column {})", e.column())
+        } else {
+            String::new()
+        };
+        TableError {
+            file: name.to_owned(),
+            line: base_line + e.line().saturating_sub(1),
+            problem: format!("{context}{message}{column}"),
+        }
+    };
+    let top: HashMap<String, &RawValue> =
+        serde_json::from_str(text).map_err(|e| json_error(e, 1, ""))?;
+    let unknown: Vec<&str> = top
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != key)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(TableError {
+            file: name.to_owned(),
+            line: 1,
+            problem: format!(
+                "unknown key {:?}; a {key} table has only {key:?}",
+                unknown[0]
+            ),
+        });
+    }
+    let Some(list) = top.get(key) else {
+        return Err(missing_key(name, key));
+    };
+    let list_line = line_of(text, list.get());
+    let items: Vec<&RawValue> = serde_json::from_str(list.get())
+        .map_err(|e| json_error(e, list_line, &format!("{key}: ")))?;
+    // Items come in file order, so lines are counted onwards from the last
+    // item rather than from the top each time (catalogs run to 10^5 rows).
+    let mut lines = LineCounter {
+        text,
+        offset: 0,
+        line: 1,
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let line = lines.line_of(item.get());
+            let row = serde_json::from_str(item.get())
+                .map_err(|e| json_error(e, line, &format!("{key}[{i}]: ")))?;
+            Ok(Located { line, row })
+        })
+        .collect()
+}
+
+fn parse_toml_rows<T: serde::de::DeserializeOwned>(
+    name: &str,
+    text: &str,
+    key: &str,
+) -> Result<Vec<Located<T>>, TableError> {
+    let mut top: toml::Table = text.parse().map_err(|e: toml::de::Error| TableError {
+        file: name.to_owned(),
+        line: e.span().map_or(1, |s| line_at(text, s.start)),
+        problem: e.message().to_owned(),
+    })?;
+    if let Some(other) = top.keys().find(|k| *k != key) {
+        return Err(TableError {
+            file: name.to_owned(),
+            line: find_line(text, other),
+            problem: format!("unknown key {other:?}; a {key} table has only [[{key}]]"),
+        });
+    }
+    let Some(list) = top.remove(key) else {
+        return Err(missing_key(name, key));
+    };
+    let toml::Value::Array(items) = list else {
+        return Err(TableError {
+            file: name.to_owned(),
+            line: find_line(text, key),
+            problem: format!("{key}: must be an array of tables ([[{key}]])"),
+        });
+    };
+    // toml::Table keeps no spans, so an entry's line is the line of its
+    // `[[key]]` header (or the `key = [` line for an inline array).
+    let headers = header_lines(text, key);
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let line = headers
+                .get(i)
+                .copied()
+                .unwrap_or_else(|| find_line(text, key));
+            let row = T::deserialize(item).map_err(|e| TableError {
+                file: name.to_owned(),
+                line,
+                problem: format!("{key}[{i}]: {}", e.message()),
+            })?;
+            Ok(Located { line, row })
+        })
+        .collect()
+}
+
+fn convert<R, T>(
+    name: &str,
+    rows: &[Located<R>],
+    key: &str,
+    to_wire: impl Fn(&R) -> Result<T, String>,
+) -> Result<Vec<T>, TableError> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, located)| {
+            to_wire(&located.row).map_err(|problem| TableError {
+                file: name.to_owned(),
+                line: located.line,
+                problem: format!("{key}[{i}].{problem}"),
+            })
+        })
+        .collect()
+}
+
+/// Attaches the line of the entry a table-level problem starts with
+/// (`offers[3]…`, `accounts[3]…`).
+fn entry_error<R>(name: &str, rows: &[Located<R>], problem: &str) -> TableError {
+    let index = problem
+        .split_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .and_then(|(n, _)| n.parse::<usize>().ok());
+    TableError {
+        file: name.to_owned(),
+        line: index.and_then(|i| rows.get(i)).map_or(1, |r| r.line),
+        problem: problem.to_owned(),
+    }
+}
+
+fn missing_key(name: &str, key: &str) -> TableError {
+    TableError {
+        file: name.to_owned(),
+        line: 1,
+        problem: format!("missing key {key:?}"),
+    }
+}
+
+/// The 1-based line at which `part`, a slice of `text`, starts.
+fn line_of(text: &str, part: &str) -> usize {
+    let offset = (part.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    line_at(text, offset)
+}
+
+/// Lines of slices of one text, asked for in increasing order.
+struct LineCounter<'t> {
+    text: &'t str,
+    offset: usize,
+    line: usize,
+}
+
+impl LineCounter<'_> {
+    fn line_of(&mut self, part: &str) -> usize {
+        let offset = (part.as_ptr() as usize)
+            .saturating_sub(self.text.as_ptr() as usize)
+            .clamp(self.offset, self.text.len());
+        self.line += memchr::memchr_iter(b'\n', &self.text.as_bytes()[self.offset..offset]).count();
+        self.offset = offset;
+        self.line
+    }
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    1 + memchr::memchr_iter(b'\n', &text.as_bytes()[..end]).count()
+}
+
+/// The line of the first line that starts with `key` (a TOML key or header).
+fn find_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start().trim_start_matches('[');
+            l.starts_with(key)
+        })
+        .map_or(1, |i| i + 1)
+}
+
+fn header_lines(text: &str, key: &str) -> Vec<usize> {
+    let header = format!("[[{key}]]");
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == header)
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+impl fmt::Display for TableFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TableFormat::Json => "JSON",
+            TableFormat::Toml => "TOML",
+        })
+    }
+}

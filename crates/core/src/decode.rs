@@ -779,16 +779,23 @@ fn scan_top_field<'a>(s: &mut Scanner<'a>, key: &str, f: &mut Facts<'a>) -> Scan
                 })?;
             }
         }
-        other => {
-            if let Some(i) = NOTICES.iter().position(|n| *n == other) {
-                if s.peek()? != Kind::Null {
-                    f.notices |= 1 << i;
-                }
-            }
-            s.skip()?;
-        }
+        "limit" => scan_notice(s, f, 1)?,
+        "scrub_geo" => scan_notice(s, f, 2)?,
+        "status_withheld" => scan_notice(s, f, 3)?,
+        "user_withheld" => scan_notice(s, f, 4)?,
+        "disconnect" => scan_notice(s, f, 5)?,
+        "warning" => scan_notice(s, f, 6)?,
+        _ => s.skip()?,
     }
     Ok(())
+}
+
+/// Marks notice `NOTICES[index]` present unless its value is `null`.
+fn scan_notice(s: &mut Scanner<'_>, f: &mut Facts<'_>, index: u8) -> ScanResult {
+    if s.peek()? != Kind::Null {
+        f.notices |= 1 << index;
+    }
+    Ok(s.skip()?)
 }
 
 fn scan_v2_data<'a>(s: &mut Scanner<'a>, v2: &mut V2Facts<'a>) -> ScanResult {

@@ -294,23 +294,41 @@ impl<'a> Scanner<'a> {
         self.skip_ws();
         self.expect(b'"')?;
         let start = self.pos;
+        let escaped = self.string_body()?;
+        // `start` follows a quote and `self.pos - 1` is one: char boundaries.
+        let raw = &self.text[start..self.pos - 1];
+        Ok(if escaped {
+            Text::Escaped(raw)
+        } else {
+            Text::Plain(raw)
+        })
+    }
+
+    /// Moves past a string's contents and closing quote (the opening one is
+    /// behind); whether it had escapes.
+    #[inline(always)]
+    fn string_body(&mut self) -> Result<bool> {
         let mut escaped = false;
         loop {
             self.pos = find_string_special(self.bytes, self.pos);
             match self.bytes.get(self.pos) {
                 Some(b'"') => {
-                    let raw = &self.text[start..self.pos];
                     self.pos += 1;
-                    return Ok(if escaped {
-                        Text::Escaped(raw)
-                    } else {
-                        Text::Plain(raw)
-                    });
+                    return Ok(escaped);
                 }
                 Some(b'\\') => {
                     escaped = true;
-                    self.pos += 1;
-                    self.escape()?;
+                    // One-character escapes (`\/` in every URL Twitter
+                    // writes) stay in the loop; `\u` takes the long way.
+                    match self.bytes.get(self.pos + 1) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.pos += 2
+                        }
+                        _ => {
+                            self.pos += 1;
+                            self.escape()?;
+                        }
+                    }
                 }
                 Some(_) => return self.error("control character in string"),
                 None => return self.error("unterminated string"),
@@ -400,14 +418,26 @@ impl<'a> Scanner<'a> {
     pub fn number(&mut self) -> Result<Option<u64>> {
         self.skip_ws();
         let start = self.pos;
-        let negative = self.eat(b'-');
-        let int_start = self.pos;
+        let integer = self.number_body()?;
+        let literal = &self.text[start..self.pos];
+        Ok(if integer {
+            literal.parse::<u64>().ok()
+        } else {
+            None
+        })
+    }
+
+    /// Moves past a number; whether it is an integer (no fraction, no
+    /// exponent).
+    #[inline(always)]
+    fn number_body(&mut self) -> Result<bool> {
+        let start = self.pos;
+        self.eat(b'-');
         match self.bytes.get(self.pos) {
             Some(b'0') => self.pos += 1,
             Some(b'1'..=b'9') => self.digits(),
             _ => return self.error("invalid number"),
         }
-        let int_end = self.pos;
         let mut integer = true;
         if self.eat(b'.') {
             integer = false;
@@ -427,21 +457,17 @@ impl<'a> Scanner<'a> {
             }
             self.digits();
         }
-        let literal = &self.text[start..self.pos];
-        let value = if integer && !negative {
-            self.text[int_start..int_end].parse::<u64>().ok()
-        } else {
-            None
-        };
-        // serde_json refuses numbers beyond f64's range; only long literals
-        // can be, so only they pay for the check.
-        if value.is_none()
-            && (int_end - int_start > 15 || !integer)
-            && !literal.parse::<f64>().is_ok_and(f64::is_finite)
+        // serde_json refuses numbers beyond f64's range. An integer needs
+        // over 300 digits for that; anything with a fraction or exponent is
+        // checked by parsing (rare in tweets).
+        if (!integer || self.pos - start > 300)
+            && !self.text[start..self.pos]
+                .parse::<f64>()
+                .is_ok_and(f64::is_finite)
         {
             return self.error("number out of range");
         }
-        Ok(value)
+        Ok(integer)
     }
 
     #[inline]
@@ -451,26 +477,42 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Checks and moves past the next value, whatever it is, without
-    /// recursion (depth is bounded, but the stack needn't be involved).
+    /// Checks and moves past the next value, whatever it is.
+    #[inline]
     pub fn skip(&mut self) -> Result<()> {
+        // Scalars, most of what is skipped, without the container machinery.
+        self.skip_ws();
+        match self.bytes.get(self.pos) {
+            Some(b'"') => {
+                self.pos += 1;
+                self.string_body().map(|_| ())
+            }
+            Some(b'-' | b'0'..=b'9') => self.number_body().map(|_| ()),
+            _ => self.skip_any(),
+        }
+    }
+
+    /// [`Scanner::skip`] for any value, containers included, without
+    /// recursion (depth is bounded, but the stack needn't be involved).
+    fn skip_any(&mut self) -> Result<()> {
         // One bit per open container: 1 for an object, 0 for an array.
         let mut stack: u128 = 0;
         let mut open: u32 = 0;
         'value: loop {
-            match self.peek()? {
-                Kind::String => {
-                    self.string()?;
+            self.skip_ws();
+            match self.bytes.get(self.pos) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    self.string_body()?;
                 }
-                Kind::Number => {
-                    self.number()?;
+                Some(b'-' | b'0'..=b'9') => {
+                    self.number_body()?;
                 }
-                Kind::Bool => {
-                    self.boolean()?;
-                }
-                Kind::Null => self.null()?,
-                Kind::Object | Kind::Array => {
-                    let is_object = self.bytes[self.pos] == b'{';
+                Some(b't') if self.literal(b"true") => {}
+                Some(b'f') if self.literal(b"false") => {}
+                Some(b'n') if self.literal(b"null") => {}
+                Some(&open_byte @ (b'{' | b'[')) => {
+                    let is_object = open_byte == b'{';
                     self.pos += 1;
                     self.enter()?;
                     self.skip_ws();
@@ -485,6 +527,8 @@ impl<'a> Scanner<'a> {
                         continue 'value;
                     }
                 }
+                Some(_) => return self.error("expected a value"),
+                None => return self.error("unexpected end of input"),
             }
             // After a value: close what ends here, then find the next value.
             loop {
@@ -510,10 +554,10 @@ impl<'a> Scanner<'a> {
     /// A key and its colon, inside an object being skipped.
     fn key(&mut self) -> Result<()> {
         self.skip_ws();
-        if self.bytes.get(self.pos) != Some(&b'"') {
+        if !self.eat(b'"') {
             return self.error("expected a key");
         }
-        self.string()?;
+        self.string_body()?;
         self.skip_ws();
         self.expect(b':')
     }
@@ -521,27 +565,46 @@ impl<'a> Scanner<'a> {
 
 /// The index of the first `"`, `\` or control character at or after `i`, or
 /// the length when there is none.
-#[inline]
-fn find_string_special(bytes: &[u8], mut i: usize) -> usize {
+#[inline(always)]
+fn find_string_special(bytes: &[u8], i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{
-            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
-            _mm_set1_epi8,
-        };
+    return x86::find_string_special_sse2(bytes, i);
+    #[cfg(not(target_arch = "x86_64"))]
+    find_string_special_tail(bytes, i)
+}
+
+/// Byte at a time, for the tail of the input (and other architectures).
+#[inline]
+fn find_string_special_tail(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(&b) = bytes.get(i) {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return i;
+        }
+        i += 1;
+    }
+    i
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::find_string_special_tail;
+
+    /// 16 bytes a step.
+    #[inline(always)]
+    pub(super) fn find_string_special_sse2(bytes: &[u8], mut i: usize) -> usize {
         // SAFETY: SSE2 is part of the x86_64 baseline, and every load reads
-        // 16 bytes that lie within `bytes` (checked by the loop condition).
+        // 16 bytes that lie within `bytes` (loop condition).
         unsafe {
             let quote = _mm_set1_epi8(b'"' as i8);
             let backslash = _mm_set1_epi8(b'\\' as i8);
             let control_max = _mm_set1_epi8(0x1F);
             while i + 16 <= bytes.len() {
                 let v = _mm_loadu_si128(bytes.as_ptr().add(i).cast());
-                // A byte is a control character when max(byte, 0x1F) == 0x1F.
-                let control = _mm_cmpeq_epi8(_mm_max_epu8(v, control_max), control_max);
                 let hits = _mm_or_si128(
                     _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                    control,
+                    _mm_cmpeq_epi8(_mm_max_epu8(v, control_max), control_max),
                 );
                 let mask = _mm_movemask_epi8(hits) as u32;
                 if mask != 0 {
@@ -550,14 +613,8 @@ fn find_string_special(bytes: &[u8], mut i: usize) -> usize {
                 i += 16;
             }
         }
+        find_string_special_tail(bytes, i)
     }
-    while let Some(&b) = bytes.get(i) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            return i;
-        }
-        i += 1;
-    }
-    i
 }
 
 #[cfg(test)]

@@ -640,24 +640,8 @@ fn scan_top_field<'a>(s: &mut Scanner<'a>, key: &str, f: &mut Facts<'a>) -> Scan
             }
         }
         "extended_tweet" => {
-            if scan_present(s, Kind::Object, "extended_tweet")? {
-                let mut extended = HashtagFacts::default();
-                scan_fields(s, |s, key| {
-                    match key {
-                        "full_text" => {
-                            extended.text = scan_opt_string(s, "extended_tweet.full_text")?
-                        }
-                        "entities" => {
-                            if scan_present(s, Kind::Object, "extended_tweet.entities")? {
-                                extended.listed =
-                                    scan_entities(s, "extended_tweet.entities.hashtags", "text")?;
-                            }
-                        }
-                        _ => s.skip()?,
-                    }
-                    Ok(())
-                })?;
-                f.extended = Some(extended);
+            if scan_present(s, Kind::Object, EXTENDED_TWEET.object)? {
+                f.extended = Some(scan_long_text(s, &EXTENDED_TWEET)?);
             }
         }
         "user" => {
@@ -811,25 +795,8 @@ fn scan_v2_data<'a>(s: &mut Scanner<'a>, v2: &mut V2Facts<'a>) -> ScanResult {
                 }
             }
             "note_tweet" => {
-                if scan_present(s, Kind::Object, "data.note_tweet")? {
-                    let mut note = HashtagFacts::default();
-                    scan_fields(s, |s, key| {
-                        match key {
-                            "text" => note.text = scan_opt_string(s, "data.note_tweet.text")?,
-                            "entities" => {
-                                if scan_present(s, Kind::Object, "data.note_tweet.entities")? {
-                                    note.listed = scan_entities(
-                                        s,
-                                        "data.note_tweet.entities.hashtags",
-                                        "tag",
-                                    )?;
-                                }
-                            }
-                            _ => s.skip()?,
-                        }
-                        Ok(())
-                    })?;
-                    v2.note = Some(note);
+                if scan_present(s, Kind::Object, NOTE_TWEET.object)? {
+                    v2.note = Some(scan_long_text(s, &NOTE_TWEET)?);
                 }
             }
             "referenced_tweets" => {
@@ -854,6 +821,56 @@ fn scan_v2_data<'a>(s: &mut Scanner<'a>, v2: &mut V2Facts<'a>) -> ScanResult {
         }
         Ok(())
     })
+}
+
+/// Where a long tweet keeps its full text and entities: v1.1's
+/// `extended_tweet`, v2's `note_tweet`.
+struct LongText {
+    object: &'static str,
+    text_key: &'static str,
+    text: &'static str,
+    entities: &'static str,
+    hashtags: &'static str,
+    tag_key: &'static str,
+}
+
+const EXTENDED_TWEET: LongText = LongText {
+    object: "extended_tweet",
+    text_key: "full_text",
+    text: "extended_tweet.full_text",
+    entities: "extended_tweet.entities",
+    hashtags: "extended_tweet.entities.hashtags",
+    tag_key: "text",
+};
+
+const NOTE_TWEET: LongText = LongText {
+    object: "data.note_tweet",
+    text_key: "text",
+    text: "data.note_tweet.text",
+    entities: "data.note_tweet.entities",
+    hashtags: "data.note_tweet.entities.hashtags",
+    tag_key: "tag",
+};
+
+/// Reads a long tweet's object (the next value must be one).
+fn scan_long_text<'a>(
+    s: &mut Scanner<'a>,
+    paths: &LongText,
+) -> Result<HashtagFacts<'a>, DecodeError> {
+    let mut facts = HashtagFacts::default();
+    scan_fields(s, |s, key| {
+        if key == paths.text_key {
+            facts.text = scan_opt_string(s, paths.text)?;
+        } else if key == "entities" {
+            if scan_present(s, Kind::Object, paths.entities)? {
+                facts.listed = scan_entities(s, paths.hashtags, paths.tag_key)?;
+            }
+        } else {
+            s.skip()?;
+        }
+        Ok(())
+    })?;
+    Ok(facts)
 }
 
 /// Reads an entities object's hashtag list: `[{"<tag_key>": "..."}, ...]`.
@@ -1013,6 +1030,20 @@ mod reference {
             .map(Some)
     }
 
+    fn long_text<'a>(
+        object: &'a Map<String, Value>,
+        paths: &LongText,
+    ) -> Result<HashtagFacts<'a>, DecodeError> {
+        let mut facts = HashtagFacts {
+            text: opt_string(object.get(paths.text_key), paths.text)?,
+            listed: None,
+        };
+        if let Some(e) = opt_object(object.get("entities"), paths.entities)? {
+            facts.listed = entities(e, paths.hashtags, paths.tag_key)?;
+        }
+        Ok(facts)
+    }
+
     pub(super) fn fill_top<'a>(
         top: &'a Map<String, Value>,
         f: &mut Facts<'a>,
@@ -1026,15 +1057,8 @@ mod reference {
         if let Some(entities_obj) = opt_object(top.get("entities"), "entities")? {
             f.body.listed = entities(entities_obj, "entities.hashtags", "text")?;
         }
-        if let Some(ext) = opt_object(top.get("extended_tweet"), "extended_tweet")? {
-            let mut extended = HashtagFacts {
-                text: opt_string(ext.get("full_text"), "extended_tweet.full_text")?,
-                listed: None,
-            };
-            if let Some(e) = opt_object(ext.get("entities"), "extended_tweet.entities")? {
-                extended.listed = entities(e, "extended_tweet.entities.hashtags", "text")?;
-            }
-            f.extended = Some(extended);
+        if let Some(ext) = opt_object(top.get("extended_tweet"), EXTENDED_TWEET.object)? {
+            f.extended = Some(long_text(ext, &EXTENDED_TWEET)?);
         }
         if let Some(user) = opt_object(top.get("user"), "user")? {
             f.tweet_fields = true;
@@ -1089,15 +1113,8 @@ mod reference {
             if let Some(e) = opt_object(data.get("entities"), "data.entities")? {
                 v2.body.listed = entities(e, "data.entities.hashtags", "tag")?;
             }
-            if let Some(note) = opt_object(data.get("note_tweet"), "data.note_tweet")? {
-                let mut facts = HashtagFacts {
-                    text: opt_string(note.get("text"), "data.note_tweet.text")?,
-                    listed: None,
-                };
-                if let Some(e) = opt_object(note.get("entities"), "data.note_tweet.entities")? {
-                    facts.listed = entities(e, "data.note_tweet.entities.hashtags", "tag")?;
-                }
-                v2.note = Some(facts);
+            if let Some(note) = opt_object(data.get("note_tweet"), NOTE_TWEET.object)? {
+                v2.note = Some(long_text(note, &NOTE_TWEET)?);
             }
             if let Some(refs) = opt_array(data.get("referenced_tweets"), "data.referenced_tweets")?
             {

@@ -2,7 +2,7 @@
 
 use crate::json::{push_escaped, push_id_pair, push_string, push_twitter_date, push_u64};
 use crate::pools;
-use crate::text::{Text, UrlKind};
+use crate::text::{Span, Text, UrlKind};
 use crate::world::World;
 
 /// A tweet to render.
@@ -89,11 +89,10 @@ fn push_media(out: &mut Vec<u8>, w: &World, t: &Text, status_id: u64) {
     out.push(b'}');
 }
 
-/// Appends an `entities` object (and `,"extended_entities":{…}` after it
-/// when `extended` and there is a photo).
-fn push_entities(out: &mut Vec<u8>, w: &World, t: &Text, status_id: u64, extended: bool) {
-    out.extend_from_slice(b"{\"hashtags\":[");
-    for (k, s) in t.tags.iter().enumerate() {
+/// Appends hashtag or cashtag entities: `{"text":…,"indices":[…]}`, comma
+/// separated.
+fn push_text_spans(out: &mut Vec<u8>, t: &Text, spans: &[Span]) {
+    for (k, s) in spans.iter().enumerate() {
         if k > 0 {
             out.push(b',');
         }
@@ -102,6 +101,13 @@ fn push_entities(out: &mut Vec<u8>, w: &World, t: &Text, status_id: u64, extende
         out.push(b',');
         push_indices(out, s.i0, s.i1);
     }
+}
+
+/// Appends an `entities` object (and `,"extended_entities":{…}` after it
+/// when `extended` and there is a photo).
+fn push_entities(out: &mut Vec<u8>, w: &World, t: &Text, status_id: u64, extended: bool) {
+    out.extend_from_slice(b"{\"hashtags\":[");
+    push_text_spans(out, t, &t.tags);
     out.extend_from_slice(b"],\"urls\":[");
     for (k, u) in t.urls.iter().enumerate() {
         if k > 0 {
@@ -138,15 +144,7 @@ fn push_entities(out: &mut Vec<u8>, w: &World, t: &Text, status_id: u64, extende
         w.write_mention(out, m.user, m.i0, m.i1);
     }
     out.extend_from_slice(b"],\"symbols\":[");
-    for (k, s) in t.symbols.iter().enumerate() {
-        if k > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"text\":");
-        push_string(out, t.span_text(s));
-        out.push(b',');
-        push_indices(out, s.i0, s.i1);
-    }
+    push_text_spans(out, t, &t.symbols);
     out.push(b']');
     if t.media.is_some() {
         out.extend_from_slice(b",\"media\":[");

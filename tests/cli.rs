@@ -1,0 +1,278 @@
+//! The `hashbuy` binary, run as a user runs it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn hashbuy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(args)
+        .output()
+        .expect("hashbuy runs")
+}
+
+fn hashbuy_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hashbuy starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("input written");
+    child.wait_with_output().expect("hashbuy ends")
+}
+
+fn sample(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone())
+        .expect("UTF-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn inspect_decides_every_sample_line() {
+    let lines = json_lines(&hashbuy(&[
+        "inspect",
+        &sample("tweets.jsonl"),
+        "--catalog",
+        &sample("catalog.toml"),
+        "--accounts",
+        &sample("accounts.json"),
+    ]));
+    let input_lines = std::fs::read_to_string(sample("tweets.jsonl"))
+        .expect("sample")
+        .lines()
+        .count();
+    assert_eq!(
+        lines.len(),
+        input_lines,
+        "one output line per input line, blank ones too"
+    );
+    let summary: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let decision = &l["decision"];
+            let outcome = match decision["skip"].as_str() {
+                Some(reason) => reason.to_owned(),
+                None => decision["commands"]
+                    .as_array()
+                    .expect("commands")
+                    .iter()
+                    .map(|c| c["offer_id"].as_str().expect("offer id").to_owned())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+            };
+            (l["kind"].as_str().expect("kind").to_owned(), outcome)
+        })
+        .collect();
+    let expected = [
+        ("tweet", "red-sneakers-42"),
+        ("tweet", "red-sneakers-42+cafe-latte"),
+        ("tweet", "retweet"),
+        ("tweet", "protected_author"),
+        ("tweet", "no_catalog_hashtag"),
+        ("tweet", "account_not_linked"),
+        ("tweet", "offer_inactive"),
+        ("delete", "notice"),
+        ("limit", "notice"),
+        ("other", "notice"),
+        ("invalid", "invalid"),
+        ("invalid", "invalid"),
+        ("tweet", "concert-ticket"),
+        ("tweet", "retweet"),
+        ("tweet", "cafe-latte"),
+        ("tweet", "no_catalog_hashtag"),
+        ("other", "notice"),
+        ("invalid", "invalid"),
+        ("tweet", "red-sneakers-42"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(k, o)| (k.to_string(), o.to_string()))
+        .collect();
+    assert_eq!(summary, expected);
+
+    let first = &lines[0];
+    assert_eq!(first["id"], "1930000000000000001");
+    assert_eq!(first["hashtags"], serde_json::json!(["BuyRedSneakers42"]));
+    assert_eq!(first["retweet"], false);
+    let command = &first["decision"]["commands"][0];
+    assert_eq!(command["amount"], "4200", "64-bit integers are strings");
+    assert_eq!(command["currency"], "usd");
+    assert_eq!(command["customer_id"], "cus_jane");
+    assert_eq!(
+        lines[7]["id"], "1930000000000000005",
+        "a delete's id is the deleted tweet's"
+    );
+    assert_eq!(lines[9]["notice"], "scrub_geo");
+    assert_eq!(lines[11]["error"], "empty record");
+    assert!(lines[10]["error"]
+        .as_str()
+        .expect("error")
+        .starts_with("invalid JSON"));
+}
+
+#[test]
+fn inspect_without_tables_reads_stdin_and_compressed_files() {
+    let plain = std::fs::read(sample("tweets.jsonl")).expect("sample");
+    let from_stdin = json_lines(&hashbuy_with_stdin(&["inspect"], &plain));
+    assert!(from_stdin.iter().all(|l| l.get("decision").is_none()));
+    assert_eq!(from_stdin[2]["retweet"], true);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gz = dir.path().join("tweets.jsonl.gz");
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&plain).expect("gzip");
+    std::fs::write(&gz, encoder.finish().expect("gzip")).expect("write gz");
+    let zst = dir.path().join("tweets.jsonl.zst");
+    std::fs::write(&zst, zstd::encode_all(plain.as_slice(), 3).expect("zstd")).expect("write zst");
+    for file in [gz, zst] {
+        let lines = json_lines(&hashbuy(&["inspect", file.to_str().expect("path")]));
+        assert_eq!(lines, from_stdin, "{}", file.display());
+    }
+}
+
+#[test]
+fn bad_tables_and_files_are_named_in_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let catalog = dir.path().join("catalog.json");
+    std::fs::write(&catalog, "{\"offers\": [\n{\"hashtag\": \"BuyX\", \"offer_id\": \"x\", \"merchant_id\": \"m\", \"amount\": 5, \"currency\": \"dollars\"}]}")
+        .expect("write");
+    let out = hashbuy(&[
+        "inspect",
+        &sample("tweets.jsonl"),
+        "--catalog",
+        catalog.to_str().expect("path"),
+        "--accounts",
+        &sample("accounts.json"),
+    ]);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains(
+            "catalog.json:2: offers[0].currency: \"dollars\" is not a lowercase ISO 4217 code"
+        ),
+        "{message}"
+    );
+
+    let out = hashbuy(&["inspect", "/nonexistent/tweets.jsonl"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot open /nonexistent/tweets.jsonl"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = hashbuy(&[
+        "inspect",
+        &sample("tweets.jsonl"),
+        "--catalog",
+        &sample("catalog.toml"),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--accounts"), "{}", stderr(&out));
+}
+
+fn gen(dir: &Path, seed: &str, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let out = dir.join(name);
+    let catalog = dir.join(format!("{name}.catalog.toml"));
+    let accounts = dir.join(format!("{name}.accounts.json"));
+    let result = hashbuy(&[
+        "gen",
+        "--tweets",
+        "3000",
+        "--seed",
+        seed,
+        "--purchase-share",
+        "0.05",
+        "--offers",
+        "200",
+        "--linked-users",
+        "300",
+        "--out",
+        out.to_str().expect("path"),
+        "--catalog-out",
+        catalog.to_str().expect("path"),
+        "--accounts-out",
+        accounts.to_str().expect("path"),
+    ]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("wrote 3000 lines"),
+        "{}",
+        stderr(&result)
+    );
+    (out, catalog, accounts)
+}
+
+#[test]
+fn gen_writes_a_seeded_stream_whose_purchases_inspect_finds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first, catalog, accounts) = gen(dir.path(), "9", "first.jsonl");
+    let (again, _, _) = gen(dir.path(), "9", "again.jsonl");
+    let (other, _, _) = gen(dir.path(), "10", "other.jsonl");
+    let bytes = std::fs::read(&first).expect("stream");
+    assert_eq!(bytes.iter().filter(|&&b| b == b'\n').count(), 3000);
+    assert_eq!(
+        bytes,
+        std::fs::read(&again).expect("stream"),
+        "same seed, same bytes"
+    );
+    assert_ne!(bytes, std::fs::read(&other).expect("stream"));
+
+    let lines = json_lines(&hashbuy(&[
+        "inspect",
+        first.to_str().expect("path"),
+        "--catalog",
+        catalog.to_str().expect("path"),
+        "--accounts",
+        accounts.to_str().expect("path"),
+    ]));
+    let buys = lines
+        .iter()
+        .filter(|l| l["decision"]["skip"].is_null())
+        .count();
+    let invalid = lines.iter().filter(|l| l["kind"] == "invalid").count();
+    assert_eq!(invalid, 0);
+    assert!(
+        (60..=150).contains(&buys),
+        "about 5% purchase tweets, fewer after the rules: {buys}"
+    );
+}
+
+#[test]
+fn gen_refuses_a_share_outside_zero_to_one() {
+    let out = hashbuy(&["gen", "--tweets", "1", "--purchase-share", "1.5"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a fraction between 0 and 1"),
+        "{}",
+        stderr(&out)
+    );
+}

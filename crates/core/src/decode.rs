@@ -911,40 +911,34 @@ fn scan_entities<'a>(
     Ok(listed)
 }
 
-/// [`Scanner::object`] with callbacks that may fail with a `DecodeError`.
+/// Walks an object, calling `field` with each key; `field` must consume the
+/// value.
+#[inline]
 fn scan_fields<'a>(
     s: &mut Scanner<'a>,
     mut field: impl FnMut(&mut Scanner<'a>, &str) -> ScanResult,
 ) -> ScanResult {
-    let mut error = None;
-    s.object(|s, key| {
-        field(s, key).map_err(|e| {
-            error = Some(e);
-            SyntaxError {
-                offset: 0,
-                what: "",
-            }
-        })
-    })
-    .map_err(|syntax| error.take().unwrap_or(syntax.into()))
+    let mut members = s.members()?;
+    while let Some(key) = members.next(s)? {
+        match key {
+            Text::Plain(k) => field(s, k)?,
+            Text::Escaped(_) => field(s, &key.get())?,
+        }
+    }
+    Ok(())
 }
 
-/// [`Scanner::array`] with callbacks that may fail with a `DecodeError`.
+/// Walks an array, calling `item` for each element; `item` must consume it.
+#[inline]
 fn scan_items<'a>(
     s: &mut Scanner<'a>,
     mut item: impl FnMut(&mut Scanner<'a>) -> ScanResult,
 ) -> ScanResult {
-    let mut error = None;
-    s.array(|s| {
-        item(s).map_err(|e| {
-            error = Some(e);
-            SyntaxError {
-                offset: 0,
-                what: "",
-            }
-        })
-    })
-    .map_err(|syntax| error.take().unwrap_or(syntax.into()))
+    let mut elements = s.elements()?;
+    while elements.next(s)? {
+        item(s)?;
+    }
+    Ok(())
 }
 
 /// The plain decoder's walk over a `serde_json::Value`, filling the same

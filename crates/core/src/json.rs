@@ -208,60 +208,24 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// Walks an object (the next value must be one), calling `field` with
-    /// each key, unescaped; `field` must consume the value.
-    pub fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Result<()>) -> Result<()> {
+    /// Starts walking an object (the next value must be one): call
+    /// [`Members::next`] for each key, and consume each value.
+    #[inline]
+    pub fn members(&mut self) -> Result<Members> {
         self.skip_ws();
         self.expect(b'{')?;
         self.enter()?;
-        self.skip_ws();
-        if self.eat(b'}') {
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            self.skip_ws();
-            if self.bytes.get(self.pos) != Some(&b'"') {
-                return self.error("expected a key");
-            }
-            let key = self.string()?;
-            self.skip_ws();
-            self.expect(b':')?;
-            match key {
-                Text::Plain(k) => field(self, k)?,
-                Text::Escaped(_) => field(self, &key.get())?,
-            }
-            self.skip_ws();
-            if self.eat(b',') {
-                continue;
-            }
-            self.expect(b'}')?;
-            self.depth -= 1;
-            return Ok(());
-        }
+        Ok(Members { first: true })
     }
 
-    /// Walks an array (the next value must be one), calling `item` for each
-    /// element; `item` must consume it.
-    pub fn array(&mut self, mut item: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+    /// Starts walking an array (the next value must be one): call
+    /// [`Elements::next`] before each element, and consume it.
+    #[inline]
+    pub fn elements(&mut self) -> Result<Elements> {
         self.skip_ws();
         self.expect(b'[')?;
         self.enter()?;
-        self.skip_ws();
-        if self.eat(b']') {
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            item(self)?;
-            self.skip_ws();
-            if self.eat(b',') {
-                continue;
-            }
-            self.expect(b']')?;
-            self.depth -= 1;
-            return Ok(());
-        }
+        Ok(Elements { first: true })
     }
 
     #[inline]
@@ -290,6 +254,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads a string (the next value must be one).
+    #[inline(always)]
     pub fn string(&mut self) -> Result<Text<'a>> {
         self.skip_ws();
         self.expect(b'"')?;
@@ -478,7 +443,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Checks and moves past the next value, whatever it is.
-    #[inline]
+    #[inline(always)]
     pub fn skip(&mut self) -> Result<()> {
         // Scalars, most of what is skipped, without the container machinery.
         self.skip_ws();
@@ -560,6 +525,66 @@ impl<'a> Scanner<'a> {
         self.string_body()?;
         self.skip_ws();
         self.expect(b':')
+    }
+}
+
+/// A walk over an object's members, from [`Scanner::members`].
+pub struct Members {
+    first: bool,
+}
+
+impl Members {
+    /// The next key, unescaped only if it has escapes, with its colon
+    /// consumed; `None` after the closing brace.
+    #[inline(always)]
+    pub fn next<'a>(&mut self, s: &mut Scanner<'a>) -> Result<Option<Text<'a>>> {
+        s.skip_ws();
+        if std::mem::take(&mut self.first) {
+            if s.eat(b'}') {
+                s.depth -= 1;
+                return Ok(None);
+            }
+        } else if s.eat(b',') {
+            s.skip_ws();
+        } else {
+            s.expect(b'}')?;
+            s.depth -= 1;
+            return Ok(None);
+        }
+        if s.bytes.get(s.pos) != Some(&b'"') {
+            return s.error("expected a key");
+        }
+        let key = s.string()?;
+        s.skip_ws();
+        s.expect(b':')?;
+        Ok(Some(key))
+    }
+}
+
+/// A walk over an array's elements, from [`Scanner::elements`].
+pub struct Elements {
+    first: bool,
+}
+
+impl Elements {
+    /// Whether another element follows (to be consumed by the caller);
+    /// false after the closing bracket.
+    #[inline]
+    pub fn next(&mut self, s: &mut Scanner<'_>) -> Result<bool> {
+        s.skip_ws();
+        if std::mem::take(&mut self.first) {
+            if s.eat(b']') {
+                s.depth -= 1;
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        if s.eat(b',') {
+            return Ok(true);
+        }
+        s.expect(b']')?;
+        s.depth -= 1;
+        Ok(false)
     }
 }
 
@@ -674,11 +699,10 @@ mod tests {
     fn strings_unescape_only_when_escaped() {
         let mut s = Scanner::new(r#"["plain", "a\nb\u00e9\ud83d\ude00\/"]"#);
         let mut got = Vec::new();
-        s.array(|s| {
-            got.push(s.string()?);
-            Ok(())
-        })
-        .expect("valid");
+        let mut elements = s.elements().expect("an array");
+        while elements.next(&mut s).expect("valid") {
+            got.push(s.string().expect("a string"));
+        }
         assert_eq!(got[0], Text::Plain("plain"));
         assert!(matches!(got[1], Text::Escaped(_)));
         assert_eq!(got[1].get(), "a\nbé😀/");
@@ -698,11 +722,10 @@ mod tests {
     fn numbers_give_their_integer_value() {
         let mut s = Scanner::new("[18446744073709551615, 18446744073709551616, -1, 1.5, 7]");
         let mut got = Vec::new();
-        s.array(|s| {
-            got.push(s.number()?);
-            Ok(())
-        })
-        .expect("valid");
+        let mut elements = s.elements().expect("an array");
+        while elements.next(&mut s).expect("valid") {
+            got.push(s.number().expect("a number"));
+        }
         assert_eq!(got, [Some(u64::MAX), None, None, None, Some(7)]);
     }
 }

@@ -1,6 +1,7 @@
 //! `hashbuy`: buy by tweeting. One binary, one subcommand a job; each
 //! subcommand lives in its own module with a `run(args)` entry point.
 
+mod broker;
 mod gen;
 mod input;
 mod inspect;
@@ -23,6 +24,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Write a synthetic tweet firehose, with a matching catalog and accounts.
     Gen(gen::Args),
+    /// Run the embedded development broker (in memory, bounded retention).
+    Broker(broker::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Gen(args) => gen::run(args),
+        Command::Broker(args) => broker::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

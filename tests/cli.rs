@@ -276,3 +276,120 @@ fn gen_refuses_a_share_outside_zero_to_one() {
         stderr(&out)
     );
 }
+
+/// A child `hashbuy broker` on a free port, stopped by SIGTERM.
+struct BrokerProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl BrokerProcess {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("bound")
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+            .args(["broker", "--port", &port.to_string(), "--partitions", "4"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("broker starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker did not listen within 20 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        BrokerProcess { child, port }
+    }
+
+    /// Sends SIGTERM and returns the exit status and standard error.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker did not stop within 20 s of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().expect("stderr"), &mut err)
+            .expect("stderr read");
+        (status, err)
+    }
+}
+
+#[test]
+fn broker_serves_its_port_and_stops_on_sigterm() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{ClientConfig, Message};
+
+    let broker = BrokerProcess::start();
+    let bootstrap = format!("127.0.0.1:{}", broker.port);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    producer
+        .send(BaseRecord::to("tweets").key("42").payload("hello"))
+        .expect("queued");
+    producer
+        .flush(std::time::Duration::from_secs(10))
+        .expect("delivered");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "cli-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["tweets"]).expect("subscribed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let payload = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "record not read back within 20 s"
+        );
+        if let Some(message) = consumer.poll(std::time::Duration::from_millis(100)) {
+            break message.expect("no error").payload().map(<[u8]>::to_vec);
+        }
+    };
+    assert_eq!(payload.as_deref(), Some(&b"hello"[..]));
+    // Clients close while the broker is up; closed after it, they wait out
+    // their timeouts.
+    drop(consumer);
+    drop(producer);
+
+    let (status, err) = broker.stop();
+    assert!(status.success(), "exit {status}: {err}");
+    assert!(
+        err.contains("development broker on 127.0.0.1:") && err.contains("deleted silently"),
+        "{err}"
+    );
+}
+
+#[test]
+fn broker_on_a_taken_port_says_so() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let port = taken.local_addr().expect("bound").port().to_string();
+    let out = hashbuy(&["broker", "--port", &port]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -2,4 +2,7 @@
 //!
 //! - [`offsets`]: which offset a partition may commit while many of its
 //!   records are in flight.
+//! - [`broker`]: the embedded development broker (librdkafka's mock
+//!   cluster) behind `hashbuy broker` and the in-process tests.
+pub mod broker;
 pub mod offsets;

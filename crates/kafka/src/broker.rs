@@ -1,0 +1,79 @@
+//! The embedded development broker: librdkafka's mock cluster, so that
+//! hashbuy runs, and its tests start a broker, without a Kafka.
+//!
+//! It is a development broker with bounded retention, not a Kafka: it keeps
+//! everything in memory, at most [`PARTITION_RETENTION_BYTES`] (and 100,000
+//! batches) per partition, and silently deletes older data (fixed in
+//! librdkafka's `rdkafka_mock.c`). Its topics therefore get many partitions
+//! ([`DEFAULT_PARTITIONS`]); a consumer that falls further behind than that
+//! loses data, which hashbuy's consumers report as data loss rather than
+//! skip. It supports consumer groups and transactions, but not the
+//! CreateTopics admin API: its topics are made here, at start-up.
+//!
+//! The mock cluster listens on an ephemeral loopback port. For a fixed
+//! port, [`forward`] relays a listener to it; clients bootstrap through the
+//! fixed port and then follow the broker's metadata to the ephemeral one,
+//! which works for clients on this machine.
+
+use std::net::SocketAddr;
+
+use rdkafka::error::KafkaError;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Partitions per topic unless asked otherwise: at 5 MB each, 64 hold about
+/// 120,000 tweets of 2.5 KB per topic before the oldest are deleted.
+pub const DEFAULT_PARTITIONS: i32 = 64;
+
+/// What the mock cluster keeps per partition before deleting the oldest.
+pub const PARTITION_RETENTION_BYTES: u64 = 5 * 1024 * 1024;
+
+/// hashbuy's topics, created at start-up: tweets, payment commands,
+/// payment acknowledgements and dead letters.
+pub const TOPICS: [&str; 4] = ["tweets", "payment-commands", "payment-acks", "dead-letters"];
+
+/// A running embedded broker; stops when dropped.
+pub struct EmbeddedBroker {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    partitions: i32,
+}
+
+impl EmbeddedBroker {
+    /// Starts a one-broker mock cluster with `topics`, each of `partitions`
+    /// partitions.
+    pub fn start(topics: &[&str], partitions: i32) -> Result<Self, KafkaError> {
+        let cluster = MockCluster::new(1)?;
+        for topic in topics {
+            cluster.create_topic(topic, partitions, 1)?;
+        }
+        Ok(EmbeddedBroker {
+            cluster,
+            partitions,
+        })
+    }
+
+    /// The `bootstrap.servers` of the broker's own (ephemeral) port.
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// How much each topic keeps before deleting its oldest data.
+    pub fn topic_capacity_bytes(&self) -> u64 {
+        PARTITION_RETENTION_BYTES * self.partitions as u64
+    }
+}
+
+/// Relays every connection accepted on `listener` to `target` (the broker's
+/// own port) until the task is dropped.
+pub async fn forward(listener: TcpListener, target: SocketAddr) -> std::io::Result<()> {
+    loop {
+        let (mut inbound, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            // A client that hangs up ends its relay; nothing to report.
+            if let Ok(mut outbound) = TcpStream::connect(target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}

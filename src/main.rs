@@ -5,6 +5,9 @@ mod broker;
 mod gen;
 mod input;
 mod inspect;
+mod kafka_args;
+mod replay;
+mod tail;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,10 @@ enum Command {
     Gen(gen::Args),
     /// Run the embedded development broker (in memory, bounded retention).
     Broker(broker::Args),
+    /// Produce recorded tweet streams to a topic, keyed by user id.
+    Replay(replay::Args),
+    /// Print a topic as JSON lines, decoding hashbuy's messages.
+    Tail(tail::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +41,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Gen(args) => gen::run(args),
         Command::Broker(args) => broker::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Tail(args) => tail::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

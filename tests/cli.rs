@@ -393,3 +393,141 @@ fn broker_on_a_taken_port_says_so() {
         stderr(&out)
     );
 }
+
+#[test]
+fn replay_then_tail_carries_every_record_keyed_by_user() {
+    use prost::Message as _;
+
+    let broker = BrokerProcess::start();
+    let brokers = format!("127.0.0.1:{}", broker.port);
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // The JSON sample, and two protobuf tweets in a length-delimited file.
+    let out = hashbuy(&[
+        "replay",
+        &sample("tweets.jsonl"),
+        "--brokers",
+        &brokers,
+        "--speed",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("replayed 18 records"),
+        "blank lines are skipped: {}",
+        stderr(&out)
+    );
+    let tweets: Vec<hashbuy_proto::v1::Tweet> = (1..=2)
+        .map(|i| hashbuy_proto::v1::Tweet {
+            id: format!("77{i}"),
+            user_id: "12345".into(),
+            timestamp_ms: 1_780_315_200_000 + i,
+            text: "#BuyCafé".into(),
+            ..Default::default()
+        })
+        .collect();
+    let mut delimited = Vec::new();
+    for tweet in &tweets {
+        tweet
+            .encode_length_delimited(&mut delimited)
+            .expect("encodes");
+    }
+    let pb_file = dir.path().join("tweets.pb");
+    std::fs::write(&pb_file, delimited).expect("write");
+    let out = hashbuy(&[
+        "replay",
+        pb_file.to_str().expect("path"),
+        "--brokers",
+        &brokers,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let lines = json_lines(&hashbuy(&[
+        "tail",
+        "--brokers",
+        &brokers,
+        "--topic",
+        "tweets",
+        "--from-beginning",
+        "--exit-at-end",
+    ]));
+    assert_eq!(lines.len(), 20);
+    let sample_lines: Vec<Value> = std::fs::read_to_string(sample("tweets.jsonl"))
+        .expect("sample")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.to_owned())))
+        .collect();
+    for expected in &sample_lines {
+        assert!(
+            lines.iter().any(|l| &l["value"] == expected),
+            "missing {expected}"
+        );
+    }
+    let first = lines
+        .iter()
+        .find(|l| l["value"]["id_str"] == "1930000000000000001")
+        .expect("first tweet");
+    assert_eq!(first["key"], "12345", "keyed by the author");
+    assert!(first["offset"].is_string() && first["partition"].is_number());
+    let notice = lines
+        .iter()
+        .find(|l| l["value"].get("limit").is_some())
+        .expect("limit notice");
+    assert!(notice["key"].is_null(), "notices have no user");
+    let protobuf: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["value"]["text"] == "#BuyCafé")
+        .collect();
+    assert_eq!(protobuf.len(), 2, "protobuf tweets are decoded");
+    assert_eq!(
+        protobuf[0]["value"]["timestamp_ms"]
+            .as_str()
+            .map(|t| t.starts_with("178031520000")),
+        Some(true)
+    );
+
+    let (status, err) = broker.stop();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn tail_names_a_missing_topic_and_an_unreachable_broker() {
+    let broker = BrokerProcess::start();
+    let out = hashbuy(&[
+        "tail",
+        "--brokers",
+        &format!("127.0.0.1:{}", broker.port),
+        "--topic",
+        "no-such-topic",
+        "--exit-at-end",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("topic \"no-such-topic\" does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    let (status, _) = broker.stop();
+    assert!(status.success());
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("bound")
+        .port();
+    let out = hashbuy(&[
+        "tail",
+        "--brokers",
+        &format!("127.0.0.1:{closed}"),
+        "--topic",
+        "tweets",
+        "--exit-at-end",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("cannot reach Kafka at 127.0.0.1:{closed}")),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -301,9 +301,19 @@ fn classify(bytes: &[u8]) -> Result<Format, DecodeError> {
     }
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         None => Err(DecodeError::Empty),
-        Some(b'!'..=b'~') => Ok(Format::Json),
+        Some(_) if looks_like_text(bytes) => Ok(Format::Json),
         Some(_) => Ok(Format::Protobuf),
     }
+}
+
+/// Whether a record is text (JSON or not) rather than a protobuf `Tweet`:
+/// its first non-whitespace byte is printable ASCII (see [`decode`]'s
+/// format detection).
+pub fn looks_like_text(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(u8::is_ascii_graphic)
 }
 
 fn utf8_error(bytes: &[u8]) -> DecodeError {

@@ -2,7 +2,9 @@
 //!
 //! - [`offsets`]: which offset a partition may commit while many of its
 //!   records are in flight.
+//! - [`client`]: client settings and a bounded check that Kafka answers.
 //! - [`broker`]: the embedded development broker (librdkafka's mock
 //!   cluster) behind `hashbuy broker` and the in-process tests.
 pub mod broker;
+pub mod client;
 pub mod offsets;

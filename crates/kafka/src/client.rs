@@ -1,0 +1,86 @@
+//! Connecting to Kafka: the client settings every hashbuy command shares,
+//! and a bounded check that the brokers answer and a topic exists, so a
+//! wrong address is an error after a few seconds rather than a silent hang.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::ClientConfig;
+
+/// Where Kafka is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// `bootstrap.servers`: host:port, comma-separated.
+    pub brokers: String,
+    /// librdkafka properties for every client (`-X KEY=VALUE`): security,
+    /// tuning. Given after hashbuy's own settings, so they win.
+    pub properties: Vec<(String, String)>,
+}
+
+/// How long [`Connection::check_topic`] waits for the brokers by default.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why Kafka cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No broker answered in time.
+    #[error("cannot reach Kafka at {brokers} within {} s ({cause}); is a broker running there? (`hashbuy broker` starts one)", .waited.as_secs())]
+    Unreachable {
+        /// The bootstrap servers tried.
+        brokers: String,
+        /// How long it waited.
+        waited: Duration,
+        /// What librdkafka said.
+        cause: KafkaError,
+    },
+    /// The brokers answered, without the topic.
+    #[error("topic {topic:?} does not exist on {brokers}; create it (`hashbuy topics create`) or pick another")]
+    MissingTopic {
+        /// The topic asked for.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+    },
+    /// A client could not be made from the settings.
+    #[error("cannot create a Kafka client: {0}")]
+    Client(#[from] KafkaError),
+}
+
+impl Connection {
+    /// Client settings: the brokers, then the user's properties.
+    pub fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Checks, within `timeout`, that the brokers answer and `topic` exists;
+    /// its partition count.
+    pub fn check_topic(&self, topic: &str, timeout: Duration) -> Result<usize, ConnectError> {
+        let probe: BaseConsumer = self.config().create()?;
+        let metadata = probe
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|cause| ConnectError::Unreachable {
+                brokers: self.brokers.clone(),
+                waited: timeout,
+                cause,
+            })?;
+        let missing = || ConnectError::MissingTopic {
+            topic: topic.to_owned(),
+            brokers: self.brokers.clone(),
+        };
+        let found = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .ok_or_else(missing)?;
+        if found.error().is_some() || found.partitions().is_empty() {
+            return Err(missing());
+        }
+        Ok(found.partitions().len())
+    }
+}

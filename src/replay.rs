@@ -1,0 +1,240 @@
+//! `hashbuy replay`: produce recorded tweet streams to a topic, keyed by
+//! user id, at their original pace, faster, or as fast as possible.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hashbuy_core::decode::{decode, Record};
+use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+
+use crate::input::{self, Framing};
+use crate::kafka_args::{self, KafkaArgs};
+
+/// Arguments of `hashbuy replay`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Recordings: JSON lines of tweets, or length-delimited protobuf
+    /// `Tweet`s; plain, gzip or zstd. Blank lines are skipped.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Topic to produce to.
+    #[arg(long, default_value = "tweets")]
+    topic: String,
+    /// Pace: `original` (the tweets' own times), a factor of it (`10` is
+    /// ten times faster), or `max` (as fast as possible).
+    #[arg(long, default_value = "max", value_parser = speed)]
+    speed: Speed,
+    /// Start over at the end, until Ctrl-C.
+    #[arg(long = "loop")]
+    repeat: bool,
+}
+
+/// How fast to replay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// No waiting.
+    Max,
+    /// The recording's own pace, times this factor.
+    Factor(f64),
+}
+
+fn speed(s: &str) -> Result<Speed, String> {
+    match s {
+        "max" => Ok(Speed::Max),
+        "original" => Ok(Speed::Factor(1.0)),
+        _ => match s.parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+            _ => Err(format!(
+                "{s:?} is not `original`, `max` or a positive factor"
+            )),
+        },
+    }
+}
+
+/// Counts delivery reports.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut first) = self.first_error.lock() {
+                first.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
+/// Maps the tweets' own times to wall-clock times.
+struct Pacer {
+    factor: f64,
+    /// The first timed record's time and when it was sent.
+    origin: Option<(i64, Instant)>,
+}
+
+impl Pacer {
+    /// How long to wait before sending a record of time `at_ms`.
+    fn wait(&mut self, at_ms: i64) -> Duration {
+        let (first_ms, started) = *self.origin.get_or_insert((at_ms, Instant::now()));
+        let due =
+            Duration::from_secs_f64(((at_ms - first_ms).max(0) as f64 / 1000.0) / self.factor);
+        due.saturating_sub(started.elapsed())
+    }
+}
+
+/// Runs `hashbuy replay`.
+pub fn run(args: Args) -> Result<()> {
+    let connection = args.kafka.connection();
+    connection.check_topic(&args.topic, CONNECT_TIMEOUT)?;
+    let producer: BaseProducer<Deliveries> = connection
+        .config()
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(Deliveries::default())
+        .context("cannot create the producer")?;
+    let stop = kafka_args::stop_flag()?;
+
+    let total: u64 = args
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let progress = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{bar:40} {binary_bytes}/{binary_total_bytes} {msg} ETA {eta}",
+        )
+        .context("progress template")?,
+    );
+    let read = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut pacer = match args.speed {
+        Speed::Max => None,
+        Speed::Factor(factor) => Some(Pacer {
+            factor,
+            origin: None,
+        }),
+    };
+    let mut sent: u64 = 0;
+    let mut bytes: u64 = 0;
+    let mut record = Vec::new();
+    'replay: loop {
+        read.store(0, Ordering::Relaxed);
+        for file in &args.files {
+            let mut reader = input::open_counted(Some(file), Arc::clone(&read))?;
+            let framing = input::framing(&mut *reader)?;
+            loop {
+                let more = match framing {
+                    Framing::JsonLines => input::next_line(&mut *reader, &mut record)?,
+                    Framing::LengthDelimited => input::next_delimited(&mut *reader, &mut record)
+                        .with_context(|| format!("in {}", file.display()))?,
+                };
+                if !more || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if record.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let (key, at_ms) = match decode(&record) {
+                    Ok(Record::Tweet(tweet)) => {
+                        (Some(tweet.user_id.into_owned()), Some(tweet.timestamp_ms))
+                    }
+                    _ => (None, None),
+                };
+                if let (Some(pacer), Some(at_ms)) = (pacer.as_mut(), at_ms) {
+                    let wait = pacer.wait(at_ms);
+                    if !wait.is_zero() {
+                        producer.poll(Duration::ZERO);
+                        std::thread::sleep(wait);
+                    }
+                }
+                send(&producer, &args.topic, key.as_deref(), &record, &stop)?;
+                sent += 1;
+                bytes += record.len() as u64;
+                if sent % 1024 == 0 {
+                    progress.set_position(read.load(Ordering::Relaxed).min(total));
+                    progress.set_message(format!(
+                        "{sent} records, {:.0}/s",
+                        sent as f64 / started.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+            progress.set_position(read.load(Ordering::Relaxed).min(total));
+            if stop.load(Ordering::Relaxed) {
+                break 'replay;
+            }
+        }
+        if !args.repeat {
+            break;
+        }
+        pacer = pacer.map(|p| Pacer { origin: None, ..p });
+    }
+    progress.finish_and_clear();
+    producer
+        .flush(Duration::from_secs(30))
+        .context("records still undelivered after 30 s")?;
+    let context = producer.context();
+    let failed = context.failed.load(Ordering::Relaxed);
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "replayed {sent} records ({:.1} MB) to {} in {seconds:.1} s ({:.0} records/s), {failed} not delivered",
+        bytes as f64 / 1e6,
+        args.topic,
+        sent as f64 / seconds.max(1e-9),
+    );
+    if failed > 0 {
+        let first = context
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|e| e.clone())
+            .unwrap_or_default();
+        bail!("{failed} records were not delivered; the first error: {first}");
+    }
+    Ok(())
+}
+
+/// Queues one record, waiting while the producer's queue is full.
+fn send(
+    producer: &BaseProducer<Deliveries>,
+    topic: &str,
+    key: Option<&str>,
+    value: &[u8],
+    stop: &AtomicBool,
+) -> Result<()> {
+    loop {
+        let mut message = BaseRecord::to(topic).payload(value);
+        if let Some(key) = key {
+            message = message.key(key);
+        }
+        match producer.send(message) {
+            Ok(()) => {
+                producer.poll(Duration::ZERO);
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                if !stop.load(Ordering::Relaxed) =>
+            {
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e).context("cannot produce"),
+        }
+    }
+}

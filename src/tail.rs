@@ -1,0 +1,203 @@
+//! `hashbuy tail`: print a topic as JSON lines, decoding hashbuy's protobuf
+//! types, like kcat. Reads only committed transactions unless told
+//! otherwise, and joins no consumer group (it commits nothing).
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Write};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use hashbuy_core::decode::looks_like_text;
+use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use hashbuy_proto::v1 as pb;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::kafka_args::{self, KafkaArgs};
+
+/// Arguments of `hashbuy tail`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Topic to print.
+    #[arg(long)]
+    topic: String,
+    /// Start at the oldest record the broker keeps, not at the end.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Stop after printing what the topic held when tail started.
+    #[arg(long)]
+    exit_at_end: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max: Option<u64>,
+    /// How to decode values; `auto` goes by the topic's name
+    /// (`payment-commands`, `payment-acks`, `dead-letters`, else tweets).
+    #[arg(long = "type", value_enum, default_value = "auto")]
+    kind: ValueType,
+    /// Also print records of transactions not (yet) committed.
+    #[arg(long)]
+    read_uncommitted: bool,
+}
+
+/// What a topic's values are.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ValueType {
+    /// By the topic's name.
+    Auto,
+    /// Tweets: JSON as objects, protobuf `Tweet`s decoded, other text as
+    /// strings.
+    Tweet,
+    /// `PaymentCommand`.
+    Command,
+    /// `PaymentAck`.
+    Ack,
+    /// `DeadLetter`.
+    DeadLetter,
+}
+
+impl ValueType {
+    fn for_topic(self, topic: &str) -> ValueType {
+        match (self, topic) {
+            (ValueType::Auto, "payment-commands") => ValueType::Command,
+            (ValueType::Auto, "payment-acks") => ValueType::Ack,
+            (ValueType::Auto, "dead-letters") => ValueType::DeadLetter,
+            (ValueType::Auto, _) => ValueType::Tweet,
+            (chosen, _) => chosen,
+        }
+    }
+}
+
+/// One output line.
+#[derive(Serialize)]
+struct Line<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: String,
+    key: Option<String>,
+    timestamp_ms: Option<String>,
+    value: Value,
+}
+
+/// Runs `hashbuy tail`.
+pub fn run(args: Args) -> Result<()> {
+    let connection = args.kafka.connection();
+    let partitions = connection.check_topic(&args.topic, CONNECT_TIMEOUT)?;
+    let consumer: BaseConsumer = connection
+        .config()
+        .set("group.id", format!("hashbuy-tail-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set(
+            "isolation.level",
+            if args.read_uncommitted {
+                "read_uncommitted"
+            } else {
+                "read_committed"
+            },
+        )
+        .create()
+        .context("cannot create the consumer")?;
+
+    let start = if args.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    let mut assignment = TopicPartitionList::new();
+    // Per partition, the offset at which the records present at start end.
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for partition in 0..partitions as i32 {
+        assignment
+            .add_partition_offset(&args.topic, partition, start)
+            .context("cannot assign")?;
+        if args.exit_at_end {
+            let (low, high) = consumer
+                .fetch_watermarks(&args.topic, partition, CONNECT_TIMEOUT)
+                .with_context(|| format!("cannot read the end of {}[{partition}]", args.topic))?;
+            if args.from_beginning && high > low {
+                ends.insert(partition, high);
+            }
+        }
+    }
+    consumer.assign(&assignment).context("cannot assign")?;
+
+    let kind = args.kind.for_topic(&args.topic);
+    let stop = kafka_args::stop_flag()?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    let mut printed: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        if args.exit_at_end && ends.is_empty() {
+            break;
+        }
+        if args.max.is_some_and(|max| printed >= max) {
+            break;
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            out.flush().context("cannot write output")?;
+            continue;
+        };
+        let message = message.context("cannot consume")?;
+        let partition = message.partition();
+        if let Some(&end) = ends.get(&partition) {
+            if message.offset() + 1 >= end {
+                ends.remove(&partition);
+            }
+        }
+        let line = Line {
+            topic: message.topic(),
+            partition,
+            offset: message.offset().to_string(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            timestamp_ms: message.timestamp().to_millis().map(|t| t.to_string()),
+            value: message
+                .payload()
+                .map_or(Value::Null, |v| decode_value(kind, v)),
+        };
+        serde_json::to_writer(&mut out, &line).context("cannot write output")?;
+        out.write_all(b"\n").context("cannot write output")?;
+        printed += 1;
+    }
+    out.flush().context("cannot write output")
+}
+
+/// A value as JSON: hashbuy's messages in their JSON mapping, JSON tweets
+/// as objects, other text as a string, and anything else as
+/// `{"undecodable": reason, "base64": bytes}`.
+fn decode_value(kind: ValueType, bytes: &[u8]) -> Value {
+    let decoded = match kind {
+        ValueType::Command => message_json::<pb::PaymentCommand>(bytes),
+        ValueType::Ack => message_json::<pb::PaymentAck>(bytes),
+        ValueType::DeadLetter => message_json::<pb::DeadLetter>(bytes),
+        ValueType::Tweet | ValueType::Auto => tweet_json(bytes),
+    };
+    decoded.unwrap_or_else(|reason| {
+        serde_json::json!({
+            "undecodable": reason,
+            "base64": base64::engine::general_purpose::STANDARD.encode(bytes),
+        })
+    })
+}
+
+fn message_json<M: prost::Message + Default + Serialize>(bytes: &[u8]) -> Result<Value, String> {
+    let message = M::decode(bytes).map_err(|e| e.to_string())?;
+    serde_json::to_value(&message).map_err(|e| e.to_string())
+}
+
+fn tweet_json(bytes: &[u8]) -> Result<Value, String> {
+    if !looks_like_text(bytes) {
+        return message_json::<pb::Tweet>(bytes);
+    }
+    if let Ok(json) = serde_json::from_slice::<Value>(bytes) {
+        return Ok(json);
+    }
+    std::str::from_utf8(bytes)
+        .map(|text| Value::String(text.to_owned()))
+        .map_err(|e| format!("text that is not UTF-8: {e}"))
+}

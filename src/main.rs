@@ -8,6 +8,7 @@ mod inspect;
 mod kafka_args;
 mod replay;
 mod tail;
+mod topics;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Replay(replay::Args),
     /// Print a topic as JSON lines, decoding hashbuy's messages.
     Tail(tail::Args),
+    /// Manage hashbuy's topics on a real broker.
+    Topics(topics::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Broker(args) => broker::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Tail(args) => tail::run(args),
+        Command::Topics(args) => topics::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
 use rdkafka::ClientConfig;
 
 /// Where Kafka is and how to talk to it.
@@ -58,17 +59,26 @@ impl Connection {
         config
     }
 
-    /// Checks, within `timeout`, that the brokers answer and `topic` exists;
-    /// its partition count.
-    pub fn check_topic(&self, topic: &str, timeout: Duration) -> Result<usize, ConnectError> {
+    /// Checks, within `timeout`, that the brokers answer.
+    pub fn check_reachable(&self, timeout: Duration) -> Result<(), ConnectError> {
+        self.metadata(None, timeout).map(|_| ())
+    }
+
+    fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<Metadata, ConnectError> {
         let probe: BaseConsumer = self.config().create()?;
-        let metadata = probe
-            .fetch_metadata(Some(topic), timeout)
+        probe
+            .fetch_metadata(topic, timeout)
             .map_err(|cause| ConnectError::Unreachable {
                 brokers: self.brokers.clone(),
                 waited: timeout,
                 cause,
-            })?;
+            })
+    }
+
+    /// Checks, within `timeout`, that the brokers answer and `topic` exists;
+    /// its partition count.
+    pub fn check_topic(&self, topic: &str, timeout: Duration) -> Result<usize, ConnectError> {
+        let metadata = self.metadata(Some(topic), timeout)?;
         let missing = || ConnectError::MissingTopic {
             topic: topic.to_owned(),
             brokers: self.brokers.clone(),

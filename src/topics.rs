@@ -1,0 +1,100 @@
+//! `hashbuy topics create`: make hashbuy's topics on a real broker (Kafka,
+//! tansu). The embedded broker makes its own at start-up.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use hashbuy_kafka::broker::TOPICS;
+use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::kafka_args::KafkaArgs;
+
+/// Arguments of `hashbuy topics`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: TopicsCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum TopicsCommand {
+    /// Create topics; ones that exist already are left as they are.
+    Create(CreateArgs),
+}
+
+/// Arguments of `hashbuy topics create`.
+#[derive(clap::Args)]
+struct CreateArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// Partitions of each topic. Commands of one user share a partition,
+    /// so this bounds how many settle in parallel.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(i32).range(1..))]
+    partitions: i32,
+    /// Replicas of each partition.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    replication: i32,
+    /// Topics to create (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = TOPICS.map(String::from))]
+    topics: Vec<String>,
+}
+
+/// Runs `hashbuy topics`.
+pub fn run(args: Args) -> Result<()> {
+    match args.command {
+        TopicsCommand::Create(args) => create(args),
+    }
+}
+
+fn create(args: CreateArgs) -> Result<()> {
+    let connection = args.kafka.connection();
+    connection.check_reachable(CONNECT_TIMEOUT)?;
+    let admin: AdminClient<DefaultClientContext> = connection
+        .config()
+        .create()
+        .context("cannot create an admin client")?;
+    let new_topics: Vec<NewTopic<'_>> = args
+        .topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                args.partitions,
+                TopicReplication::Fixed(args.replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let results = runtime
+        .block_on(admin.create_topics(&new_topics, &options))
+        .context("the broker did not create the topics within 15 s (the embedded broker cannot create topics: it makes its own at start-up)")?;
+    let mut failed = 0;
+    for result in results {
+        match result {
+            Ok(topic) => eprintln!(
+                "created {topic} ({} partitions, replication {})",
+                args.partitions, args.replication
+            ),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                eprintln!("{topic} exists already; left as it is")
+            }
+            Err((topic, code)) => {
+                failed += 1;
+                eprintln!("cannot create {topic}: {code}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} topics were not created");
+    }
+    Ok(())
+}

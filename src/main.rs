@@ -6,6 +6,7 @@ mod gen;
 mod input;
 mod inspect;
 mod kafka_args;
+mod record;
 mod replay;
 mod tail;
 mod topics;
@@ -32,6 +33,8 @@ enum Command {
     Broker(broker::Args),
     /// Produce recorded tweet streams to a topic, keyed by user id.
     Replay(replay::Args),
+    /// Write a topic back to a recording that replay reads.
+    Record(record::Args),
     /// Print a topic as JSON lines, decoding hashbuy's messages.
     Tail(tail::Args),
     /// Manage hashbuy's topics on a real broker.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => gen::run(args),
         Command::Broker(args) => broker::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Record(args) => record::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Topics(args) => topics::run(args),
     };

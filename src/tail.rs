@@ -1,8 +1,7 @@
 //! `hashbuy tail`: print a topic as JSON lines, decoding hashbuy's protobuf
 //! types, like kcat. Reads only committed transactions unless told
-//! otherwise, and joins no consumer group (it commits nothing).
+//! otherwise, and commits nothing.
 
-use std::collections::HashMap;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,10 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use base64::Engine;
 use hashbuy_core::decode::looks_like_text;
-use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_proto::v1 as pb;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::Message;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -86,71 +84,28 @@ struct Line<'a> {
 
 /// Runs `hashbuy tail`.
 pub fn run(args: Args) -> Result<()> {
-    let connection = args.kafka.connection();
-    let partitions = connection.check_topic(&args.topic, CONNECT_TIMEOUT)?;
-    let consumer: BaseConsumer = connection
-        .config()
-        .set("group.id", format!("hashbuy-tail-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set(
-            "isolation.level",
-            if args.read_uncommitted {
-                "read_uncommitted"
-            } else {
-                "read_committed"
-            },
-        )
-        .create()
-        .context("cannot create the consumer")?;
-
-    let start = if args.from_beginning {
-        Offset::Beginning
-    } else {
-        Offset::End
+    let options = ReadOptions {
+        from_beginning: args.from_beginning,
+        exit_at_end: args.exit_at_end,
+        read_uncommitted: args.read_uncommitted,
     };
-    let mut assignment = TopicPartitionList::new();
-    // Per partition, the offset at which the records present at start end.
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    for partition in 0..partitions as i32 {
-        assignment
-            .add_partition_offset(&args.topic, partition, start)
-            .context("cannot assign")?;
-        if args.exit_at_end {
-            let (low, high) = consumer
-                .fetch_watermarks(&args.topic, partition, CONNECT_TIMEOUT)
-                .with_context(|| format!("cannot read the end of {}[{partition}]", args.topic))?;
-            if args.from_beginning && high > low {
-                ends.insert(partition, high);
-            }
-        }
-    }
-    consumer.assign(&assignment).context("cannot assign")?;
-
+    let mut reader = TopicReader::open(&args.kafka.connection(), &args.topic, options)?;
     let kind = args.kind.for_topic(&args.topic);
     let stop = kafka_args::stop_flag()?;
     let mut out = BufWriter::new(io::stdout().lock());
     let mut printed: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        if args.exit_at_end && ends.is_empty() {
-            break;
-        }
-        if args.max.is_some_and(|max| printed >= max) {
-            break;
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+    while !stop.load(Ordering::Relaxed)
+        && !reader.at_end()
+        && args.max.is_none_or(|max| printed < max)
+    {
+        let Some(message) = reader.next(Duration::from_millis(100)) else {
             out.flush().context("cannot write output")?;
             continue;
         };
         let message = message.context("cannot consume")?;
-        let partition = message.partition();
-        if let Some(&end) = ends.get(&partition) {
-            if message.offset() + 1 >= end {
-                ends.remove(&partition);
-            }
-        }
         let line = Line {
             topic: message.topic(),
-            partition,
+            partition: message.partition(),
             offset: message.offset().to_string(),
             key: message
                 .key()

@@ -1,0 +1,100 @@
+//! Reading a whole topic outside any consumer group: every partition
+//! assigned, from the beginning or the end, optionally stopping at the end
+//! the topic had when reading started. For tools (`tail`, `record`), not
+//! for services: it commits nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::client::{ConnectError, Connection, CONNECT_TIMEOUT};
+
+/// Where to start and when to stop.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    /// Start at the oldest record kept, not at the end.
+    pub from_beginning: bool,
+    /// Stop once the records present at start are read.
+    pub exit_at_end: bool,
+    /// Read records of transactions not (yet) committed too.
+    pub read_uncommitted: bool,
+}
+
+/// A reader over all partitions of one topic.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+    /// Per partition still to finish: the offset its records at start end at.
+    ends: HashMap<i32, i64>,
+    exit_at_end: bool,
+}
+
+impl TopicReader {
+    /// Connects (failing within [`CONNECT_TIMEOUT`] if the brokers do not
+    /// answer or the topic is missing) and assigns every partition.
+    pub fn open(
+        connection: &Connection,
+        topic: &str,
+        options: ReadOptions,
+    ) -> Result<Self, ConnectError> {
+        let partitions = connection.check_topic(topic, CONNECT_TIMEOUT)?;
+        let consumer: BaseConsumer = connection
+            .config()
+            .set("group.id", format!("hashbuy-reader-{}", std::process::id()))
+            .set("enable.auto.commit", "false")
+            .set(
+                "isolation.level",
+                if options.read_uncommitted {
+                    "read_uncommitted"
+                } else {
+                    "read_committed"
+                },
+            )
+            .create()?;
+        let start = if options.from_beginning {
+            Offset::Beginning
+        } else {
+            Offset::End
+        };
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for partition in 0..partitions as i32 {
+            assignment.add_partition_offset(topic, partition, start)?;
+            if options.exit_at_end && options.from_beginning {
+                let (low, high) = consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)?;
+                if high > low {
+                    ends.insert(partition, high);
+                }
+            }
+        }
+        consumer.assign(&assignment)?;
+        Ok(TopicReader {
+            consumer,
+            ends,
+            exit_at_end: options.exit_at_end,
+        })
+    }
+
+    /// Whether everything asked for is read (only with `exit_at_end`).
+    pub fn at_end(&self) -> bool {
+        self.exit_at_end && self.ends.is_empty()
+    }
+
+    /// The next record, waiting at most `timeout`; `None` if none came.
+    pub fn next(&mut self, timeout: Duration) -> Option<Result<BorrowedMessage<'_>, KafkaError>> {
+        let message = self.consumer.poll(timeout)?;
+        if let Ok(m) = &message {
+            if self
+                .ends
+                .get(&m.partition())
+                .is_some_and(|&end| m.offset() + 1 >= end)
+            {
+                self.ends.remove(&m.partition());
+            }
+        }
+        Some(message)
+    }
+}

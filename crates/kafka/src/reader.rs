@@ -2,6 +2,12 @@
 //! assigned, from the beginning or the end, optionally stopping at the end
 //! the topic had when reading started. For tools (`tail`, `record`), not
 //! for services: it commits nothing.
+//!
+//! A partition counts as read to its end when the consumer has passed the
+//! high watermark the broker reported at start *and* librdkafka reports
+//! the partition's end (`enable.partition.eof`). Either alone is not
+//! enough: tansu 0.6 reports high watermarks that count record batches,
+//! not records, so the first test would stop early there.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,8 +33,9 @@ pub struct ReadOptions {
 /// A reader over all partitions of one topic.
 pub struct TopicReader {
     consumer: BaseConsumer,
-    /// Per partition still to finish: the offset its records at start end at.
-    ends: HashMap<i32, i64>,
+    /// Per partition still to finish: the high watermark at start, and
+    /// the offset after the last record read.
+    ends: HashMap<i32, (i64, i64)>,
     exit_at_end: bool,
 }
 
@@ -45,6 +52,10 @@ impl TopicReader {
             .config()
             .set("group.id", format!("hashbuy-reader-{}", std::process::id()))
             .set("enable.auto.commit", "false")
+            .set(
+                "enable.partition.eof",
+                if options.exit_at_end { "true" } else { "false" },
+            )
             .set(
                 "isolation.level",
                 if options.read_uncommitted {
@@ -66,7 +77,7 @@ impl TopicReader {
             if options.exit_at_end && options.from_beginning {
                 let (low, high) = consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)?;
                 if high > low {
-                    ends.insert(partition, high);
+                    ends.insert(partition, (high, low));
                 }
             }
         }
@@ -85,16 +96,24 @@ impl TopicReader {
 
     /// The next record, waiting at most `timeout`; `None` if none came.
     pub fn next(&mut self, timeout: Duration) -> Option<Result<BorrowedMessage<'_>, KafkaError>> {
-        let message = self.consumer.poll(timeout)?;
-        if let Ok(m) = &message {
-            if self
-                .ends
-                .get(&m.partition())
-                .is_some_and(|&end| m.offset() + 1 >= end)
-            {
-                self.ends.remove(&m.partition());
+        match self.consumer.poll(timeout)? {
+            Ok(message) => {
+                if let Some((_, position)) = self.ends.get_mut(&message.partition()) {
+                    *position = message.offset() + 1;
+                }
+                Some(Ok(message))
             }
+            Err(KafkaError::PartitionEOF(partition)) => {
+                if self
+                    .ends
+                    .get(&partition)
+                    .is_some_and(|&(end, position)| position >= end)
+                {
+                    self.ends.remove(&partition);
+                }
+                None
+            }
+            Err(e) => Some(Err(e)),
         }
-        Some(message)
     }
 }

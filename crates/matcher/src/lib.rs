@@ -1,0 +1,241 @@
+//! hashbuy's matcher: tweets in, payment commands and dead letters out.
+//!
+//! This crate starts with the matcher's step for one record, free of
+//! Kafka: [`Matcher::handle`] decodes a tweet record, decides it against
+//! the tables, and appends what the record produces: one
+//! [`Output::Command`] per offer bought (keyed by the user id, so a user's
+//! commands share a partition and settle in order), or one
+//! [`Output::DeadLetter`] for a record that cannot be decoded, carrying
+//! where it came from, its bytes and the reason. The consuming and
+//! producing around it (transactions, offsets) come with `hashbuy match`.
+
+use hashbuy_core::decode::{decode, DecodeError, Record};
+use hashbuy_core::tables::{Accounts, Catalog};
+use hashbuy_core::{Decision, Rules, SkipReason};
+use hashbuy_proto::v1::{DeadLetter, PaymentCommand};
+use prost::Message;
+
+/// The stage name dead letters of the matcher carry.
+pub const STAGE: &str = "match";
+
+/// A record as read from the tweets topic.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// Where it was read.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its key, if any.
+    pub key: Option<&'a [u8]>,
+    /// Its value.
+    pub value: &'a [u8],
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A payment command, for the commands topic.
+    Command {
+        /// The user id: the record's key.
+        key: String,
+        /// The command.
+        command: PaymentCommand,
+    },
+    /// An undecodable record, for the dead-letters topic.
+    DeadLetter(DeadLetter),
+}
+
+impl Output {
+    /// The Kafka key and protobuf value to produce.
+    pub fn to_record(&self) -> (Option<Vec<u8>>, Vec<u8>) {
+        match self {
+            Output::Command { key, command } => {
+                (Some(key.clone().into_bytes()), command.encode_to_vec())
+            }
+            Output::DeadLetter(letter) => (letter.key.clone(), letter.encode_to_vec()),
+        }
+    }
+}
+
+/// What one record came to, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handled {
+    /// The record's kind (`tweet`, `delete`, `limit`, `other`, `invalid`).
+    pub kind: &'static str,
+    /// Why it bought nothing, or `None` if it bought.
+    pub skip: Option<SkipReason>,
+    /// Commands it caused.
+    pub commands: usize,
+}
+
+/// The matcher's tables.
+#[derive(Debug)]
+pub struct Matcher {
+    catalog: Catalog,
+    accounts: Accounts,
+}
+
+impl Matcher {
+    /// A matcher over these tables.
+    pub fn new(catalog: Catalog, accounts: Accounts) -> Self {
+        Matcher { catalog, accounts }
+    }
+
+    /// Handles one record, appending what it produces to `out`. `now_ms`
+    /// stamps dead letters; decisions use the tweet's own time.
+    pub fn handle(&self, source: &Source<'_>, now_ms: i64, out: &mut Vec<Output>) -> Handled {
+        let rules = Rules::new(&self.catalog, &self.accounts);
+        match decode(source.value) {
+            Ok(record) => {
+                let decision = rules.decide(&record);
+                let handled = Handled {
+                    kind: record.kind(),
+                    skip: decision.skip(),
+                    commands: decision.commands().len(),
+                };
+                if let (Decision::Buy(commands), Record::Tweet(tweet)) = (decision, &record) {
+                    out.extend(commands.into_iter().map(|command| Output::Command {
+                        key: tweet.user_id.to_string(),
+                        command,
+                    }));
+                }
+                handled
+            }
+            Err(error) => {
+                out.push(Output::DeadLetter(dead_letter(source, &error, now_ms)));
+                Handled {
+                    kind: "invalid",
+                    skip: Some(SkipReason::Invalid),
+                    commands: 0,
+                }
+            }
+        }
+    }
+}
+
+fn dead_letter(source: &Source<'_>, error: &DecodeError, now_ms: i64) -> DeadLetter {
+    DeadLetter {
+        topic: source.topic.to_owned(),
+        partition: source.partition,
+        offset: source.offset,
+        key: source.key.map(<[u8]>::to_vec),
+        value: source.value.to_vec(),
+        reason: error.to_string(),
+        stage: STAGE.to_owned(),
+        dead_at_ms: now_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher() -> Matcher {
+        let catalog = Catalog::from_file_text(
+            "catalog.toml",
+            include_str!("../../../samples/catalog.toml"),
+        )
+        .expect("catalog");
+        let accounts = Accounts::from_file_text(
+            "accounts.json",
+            include_str!("../../../samples/accounts.json"),
+        )
+        .expect("accounts");
+        Matcher::new(catalog, accounts)
+    }
+
+    fn source(offset: i64, value: &[u8]) -> Source<'_> {
+        Source {
+            topic: "tweets",
+            partition: 3,
+            offset,
+            key: Some(b"k"),
+            value,
+        }
+    }
+
+    #[test]
+    fn the_sample_stream_gives_commands_keyed_by_user_and_dead_letters() {
+        let matcher = matcher();
+        let mut out = Vec::new();
+        let mut handled = Vec::new();
+        for (i, line) in include_str!("../../../samples/tweets.jsonl")
+            .lines()
+            .enumerate()
+        {
+            handled.push(matcher.handle(&source(i as i64, line.as_bytes()), 99, &mut out));
+        }
+        let commands: Vec<(&str, &str)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Command { key, command } => Some((key.as_str(), command.offer_id.as_str())),
+                Output::DeadLetter(_) => None,
+            })
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                ("12345", "red-sneakers-42"),
+                ("12345", "red-sneakers-42"),
+                ("12345", "cafe-latte"),
+                ("987654321098765432", "concert-ticket"),
+                ("67890", "cafe-latte"),
+                ("987654321098765432", "red-sneakers-42"),
+            ]
+        );
+        let letters: Vec<&DeadLetter> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::DeadLetter(letter) => Some(letter),
+                Output::Command { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            letters.iter().map(|l| l.offset).collect::<Vec<_>>(),
+            [10, 11, 17]
+        );
+        let cut = letters[0];
+        assert_eq!(
+            (
+                cut.topic.as_str(),
+                cut.partition,
+                cut.stage.as_str(),
+                cut.dead_at_ms
+            ),
+            ("tweets", 3, "match", 99)
+        );
+        assert_eq!(cut.key.as_deref(), Some(&b"k"[..]));
+        assert!(cut.reason.starts_with("invalid JSON"), "{}", cut.reason);
+        assert_eq!(letters[1].reason, "empty record");
+        assert_eq!(letters[2].reason, "missing id");
+        assert_eq!(
+            handled.iter().map(|h| h.commands).sum::<usize>(),
+            commands.len()
+        );
+        assert_eq!(
+            handled[2],
+            Handled {
+                kind: "tweet",
+                skip: Some(SkipReason::Retweet),
+                commands: 0
+            }
+        );
+    }
+
+    #[test]
+    fn outputs_encode_as_their_protobuf_with_the_user_as_key() {
+        let matcher = matcher();
+        let mut out = Vec::new();
+        let line = include_str!("../../../samples/tweets.jsonl")
+            .lines()
+            .next()
+            .expect("a line");
+        matcher.handle(&source(0, line.as_bytes()), 0, &mut out);
+        let (key, value) = out[0].to_record();
+        assert_eq!(key.as_deref(), Some(&b"12345"[..]));
+        let command = PaymentCommand::decode(value.as_slice()).expect("a PaymentCommand");
+        assert_eq!(command.amount, 4200);
+    }
+}

@@ -6,6 +6,7 @@ mod gen;
 mod input;
 mod inspect;
 mod kafka_args;
+mod matching;
 mod record;
 mod replay;
 mod tail;
@@ -29,6 +30,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Write a synthetic tweet firehose, with a matching catalog and accounts.
     Gen(gen::Args),
+    /// Match tweets on Kafka: produce payment commands and dead letters.
+    Match(matching::Args),
     /// Run the embedded development broker (in memory, bounded retention).
     Broker(broker::Args),
     /// Produce recorded tweet streams to a topic, keyed by user id.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Gen(args) => gen::run(args),
         Command::Broker(args) => broker::run(args),
+        Command::Match(args) => matching::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Record(args) => record::run(args),
         Command::Tail(args) => tail::run(args),

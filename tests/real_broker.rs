@@ -83,3 +83,80 @@ fn topics_replay_and_tail_on_a_real_broker() {
         "the sample's tweets by user 12345, all keyed by that user"
     );
 }
+
+#[test]
+#[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
+fn match_at_least_once_on_a_real_broker() {
+    let run = std::process::id();
+    let (tweets, commands, dead) = (
+        format!("m-tweets-{run}"),
+        format!("m-commands-{run}"),
+        format!("m-dead-{run}"),
+    );
+    ok(hashbuy(&[
+        "topics",
+        "create",
+        "--topics",
+        &format!("{tweets},{commands},{dead}"),
+        "--partitions",
+        "4",
+    ]));
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let sample = |name: &str| samples.join(name).display().to_string();
+    ok(hashbuy(&[
+        "replay",
+        &sample("tweets.jsonl"),
+        "--topic",
+        &tweets,
+    ]));
+    let matched = hashbuy(&[
+        "match",
+        "--catalog",
+        &sample("catalog.toml"),
+        "--accounts",
+        &sample("accounts.json"),
+        "--delivery",
+        "at-least-once",
+        "--exit-at-end",
+        "--group",
+        &format!("e2e-{run}"),
+        "--tweets-topic",
+        &tweets,
+        "--commands-topic",
+        &commands,
+        "--dead-letters-topic",
+        &dead,
+    ]);
+    let report = String::from_utf8_lossy(&matched.stderr).into_owned();
+    ok(matched);
+    assert!(report.contains("matched 18 records"), "{report}");
+    let printed = ok(hashbuy(&[
+        "tail",
+        "--topic",
+        &commands,
+        "--type",
+        "command",
+        "--from-beginning",
+        "--exit-at-end",
+    ]));
+    let offers: Vec<String> = printed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("JSON line")["value"]["offer_id"]
+                .as_str()
+                .expect("offer")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(offers.len(), 6, "{offers:?}");
+    let printed = ok(hashbuy(&[
+        "tail",
+        "--topic",
+        &dead,
+        "--type",
+        "dead-letter",
+        "--from-beginning",
+        "--exit-at-end",
+    ]));
+    assert_eq!(printed.lines().count(), 2);
+}

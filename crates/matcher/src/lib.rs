@@ -6,8 +6,11 @@
 //! [`Output::Command`] per offer bought (keyed by the user id, so a user's
 //! commands share a partition and settle in order), or one
 //! [`Output::DeadLetter`] for a record that cannot be decoded, carrying
-//! where it came from, its bytes and the reason. The consuming and
-//! producing around it (transactions, offsets) come with `hashbuy match`.
+//! where it came from, its bytes and the reason. [`run`] puts it on
+//! Kafka: consuming, producing, and committing in batches, exactly once
+//! with transactions or at least once.
+
+pub mod run;
 
 use hashbuy_core::decode::{decode, DecodeError, Record};
 use hashbuy_core::tables::{Accounts, Catalog};

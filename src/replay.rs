@@ -2,18 +2,16 @@
 //! user id, at their original pace, faster, or as fast as possible.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hashbuy_core::decode::{decode, Record};
 use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use hashbuy_kafka::produce::{send_waiting, Deliveries};
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
+use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::input::{self, Framing};
 use crate::kafka_args::{self, KafkaArgs};
@@ -58,28 +56,6 @@ fn speed(s: &str) -> Result<Speed, String> {
                 "{s:?} is not `original`, `max` or a positive factor"
             )),
         },
-    }
-}
-
-/// Counts delivery reports.
-#[derive(Default)]
-struct Deliveries {
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut first) = self.first_error.lock() {
-                first.get_or_insert_with(|| error.to_string());
-            }
-        }
     }
 }
 
@@ -165,7 +141,14 @@ pub fn run(args: Args) -> Result<()> {
                         std::thread::sleep(wait);
                     }
                 }
-                send(&producer, &args.topic, key.as_deref(), &record, &stop)?;
+                send_waiting(
+                    &producer,
+                    &args.topic,
+                    key.as_deref().map(str::as_bytes),
+                    &record,
+                    || stop.load(Ordering::Relaxed),
+                )
+                .context("cannot produce")?;
                 sent += 1;
                 bytes += record.len() as u64;
                 if sent % 1024 == 0 {
@@ -190,8 +173,8 @@ pub fn run(args: Args) -> Result<()> {
     producer
         .flush(Duration::from_secs(30))
         .context("records still undelivered after 30 s")?;
-    let context = producer.context();
-    let failed = context.failed.load(Ordering::Relaxed);
+    let failures = producer.context().failures();
+    let failed = failures.as_ref().map_or(0, |(count, _)| *count);
     let seconds = started.elapsed().as_secs_f64();
     eprintln!(
         "replayed {sent} records ({:.1} MB) to {} in {seconds:.1} s ({:.0} records/s), {failed} not delivered",
@@ -199,42 +182,8 @@ pub fn run(args: Args) -> Result<()> {
         args.topic,
         sent as f64 / seconds.max(1e-9),
     );
-    if failed > 0 {
-        let first = context
-            .first_error
-            .lock()
-            .ok()
-            .and_then(|e| e.clone())
-            .unwrap_or_default();
-        bail!("{failed} records were not delivered; the first error: {first}");
+    if let Some((count, first)) = failures {
+        bail!("{count} records were not delivered; the first error: {first}");
     }
     Ok(())
-}
-
-/// Queues one record, waiting while the producer's queue is full.
-fn send(
-    producer: &BaseProducer<Deliveries>,
-    topic: &str,
-    key: Option<&str>,
-    value: &[u8],
-    stop: &AtomicBool,
-) -> Result<()> {
-    loop {
-        let mut message = BaseRecord::to(topic).payload(value);
-        if let Some(key) = key {
-            message = message.key(key);
-        }
-        match producer.send(message) {
-            Ok(()) => {
-                producer.poll(Duration::ZERO);
-                return Ok(());
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
-                if !stop.load(Ordering::Relaxed) =>
-            {
-                producer.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => return Err(e).context("cannot produce"),
-        }
-    }
 }

@@ -8,6 +8,7 @@
 //!   them for matching (NFKC + lowercase).
 //! - [`tables`] loads the catalog (hashtag → offer) and account links
 //!   (user → card) from TOML or JSON table files.
+//! - [`samples`] is the bundled sample stream and its tables.
 //! - [`rules`] turns a decoded record and the tables into a [`Decision`]: the
 //!   payment commands it causes, or the reason it buys nothing.
 //!
@@ -28,6 +29,7 @@ pub mod decode;
 pub mod hashtag;
 pub mod json;
 pub mod rules;
+pub mod samples;
 pub mod tables;
 
 pub use decode::{decode, DecodeError, Record};

@@ -9,23 +9,8 @@
 //! check that no input makes the decoder panic.
 
 use hashbuy_core::decode::{decode, decode_reference};
-use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_core::Rules;
 use proptest::prelude::*;
-
-fn tables() -> (Catalog, Accounts) {
-    let catalog = Catalog::from_file_text(
-        "catalog.toml",
-        include_str!("../../../samples/catalog.toml"),
-    )
-    .expect("catalog");
-    let accounts = Accounts::from_file_text(
-        "accounts.json",
-        include_str!("../../../samples/accounts.json"),
-    )
-    .expect("accounts");
-    (catalog, accounts)
-}
 
 /// Words a tweet is made of: catalog hashtags in many spellings, other
 /// hashtags, and the characters that make hashtag rules interesting.
@@ -227,7 +212,7 @@ proptest! {
 
     #[test]
     fn fast_and_plain_paths_decide_alike(spec in spec()) {
-        let (catalog, accounts) = tables();
+        let (catalog, accounts) = hashbuy_core::samples::tables();
         let rules = Rules::new(&catalog, &accounts);
         let record = render(&spec);
         prop_assert!(serde_json::from_str::<serde_json::Value>(&record).is_ok(), "generator makes valid JSON: {}", record);
@@ -239,7 +224,7 @@ proptest! {
 
     #[test]
     fn damaged_records_are_judged_alike(spec in spec(), damage in damage()) {
-        let (catalog, accounts) = tables();
+        let (catalog, accounts) = hashbuy_core::samples::tables();
         let rules = Rules::new(&catalog, &accounts);
         let bytes = apply(render(&spec).into_bytes(), &damage);
         prop_assert_eq!(rules.decide_bytes(&bytes), rules.decide_bytes_reference(&bytes), "{}", String::from_utf8_lossy(&bytes));

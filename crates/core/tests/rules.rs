@@ -2,22 +2,7 @@
 //! record for every decision, and on focused cases.
 
 use hashbuy_core::rules::{command_id, is_active, Decision, Rules, SkipReason};
-use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_proto::v1::Offer;
-
-fn tables() -> (Catalog, Accounts) {
-    let catalog = Catalog::from_file_text(
-        "catalog.toml",
-        include_str!("../../../samples/catalog.toml"),
-    )
-    .expect("sample catalog");
-    let accounts = Accounts::from_file_text(
-        "accounts.json",
-        include_str!("../../../samples/accounts.json"),
-    )
-    .expect("sample accounts");
-    (catalog, accounts)
-}
 
 fn sample_lines() -> Vec<&'static str> {
     include_str!("../../../samples/tweets.jsonl")
@@ -36,7 +21,7 @@ fn outcome(decision: &Decision) -> Result<Vec<&str>, SkipReason> {
 #[test]
 fn sample_stream_covers_every_decision() {
     use SkipReason::*;
-    let (catalog, accounts) = tables();
+    let (catalog, accounts) = hashbuy_core::samples::tables();
     let rules = Rules::new(&catalog, &accounts);
     let expected: Vec<Result<Vec<&str>, SkipReason>> = vec![
         Ok(vec!["red-sneakers-42"]),
@@ -84,7 +69,7 @@ fn sample_stream_covers_every_decision() {
 
 #[test]
 fn commands_carry_catalog_terms_and_account_limits() {
-    let (catalog, accounts) = tables();
+    let (catalog, accounts) = hashbuy_core::samples::tables();
     let rules = Rules::new(&catalog, &accounts);
     let line = sample_lines()[0];
     let Decision::Buy(commands) = rules.decide_bytes(line.as_bytes()) else {
@@ -114,7 +99,7 @@ fn commands_carry_catalog_terms_and_account_limits() {
 
 #[test]
 fn one_offer_named_twice_buys_once_and_replays_give_the_same_ids() {
-    let (catalog, accounts) = tables();
+    let (catalog, accounts) = hashbuy_core::samples::tables();
     let rules = Rules::new(&catalog, &accounts);
     let line = r##"{"id_str": "77", "text": "#BuyRedSneakers42 #buyredsneakers42 $1 #BuyCafé", "user": {"id_str": "12345"}, "timestamp_ms": "1780315200000"}"##;
     let first = rules.decide_bytes(line.as_bytes());

@@ -3,10 +3,13 @@
 //! - [`offsets`]: which offset a partition may commit while many of its
 //!   records are in flight.
 //! - [`client`]: client settings and a bounded check that Kafka answers.
+//! - [`produce`]: delivery reports counted, sends that wait out a full
+//!   queue.
 //! - [`reader`]: a whole topic read outside any group, for tools.
 //! - [`broker`]: the embedded development broker (librdkafka's mock
 //!   cluster) behind `hashbuy broker` and the in-process tests.
 pub mod broker;
 pub mod client;
 pub mod offsets;
+pub mod produce;
 pub mod reader;

@@ -136,16 +136,7 @@ mod tests {
     use super::*;
 
     fn matcher() -> Matcher {
-        let catalog = Catalog::from_file_text(
-            "catalog.toml",
-            include_str!("../../../samples/catalog.toml"),
-        )
-        .expect("catalog");
-        let accounts = Accounts::from_file_text(
-            "accounts.json",
-            include_str!("../../../samples/accounts.json"),
-        )
-        .expect("accounts");
+        let (catalog, accounts) = hashbuy_core::samples::tables();
         Matcher::new(catalog, accounts)
     }
 
@@ -164,10 +155,7 @@ mod tests {
         let matcher = matcher();
         let mut out = Vec::new();
         let mut handled = Vec::new();
-        for (i, line) in include_str!("../../../samples/tweets.jsonl")
-            .lines()
-            .enumerate()
-        {
+        for (i, line) in hashbuy_core::samples::TWEETS.lines().enumerate() {
             handled.push(matcher.handle(&source(i as i64, line.as_bytes()), 99, &mut out));
         }
         let commands: Vec<(&str, &str)> = out
@@ -231,7 +219,7 @@ mod tests {
     fn outputs_encode_as_their_protobuf_with_the_user_as_key() {
         let matcher = matcher();
         let mut out = Vec::new();
-        let line = include_str!("../../../samples/tweets.jsonl")
+        let line = hashbuy_core::samples::TWEETS
             .lines()
             .next()
             .expect("a line");

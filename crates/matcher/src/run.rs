@@ -21,16 +21,15 @@
 //! Not yet here: one task per partition, data-loss detection, metrics.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
+use hashbuy_kafka::produce::{send_waiting, Deliveries};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::{Matcher, Output, Source};
 
@@ -113,28 +112,6 @@ pub enum RunError {
 
 fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> RunError {
     move |source| RunError::Kafka { what, source }
-}
-
-/// Delivery reports, for the at-least-once flush check.
-#[derive(Default)]
-struct Deliveries {
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut first) = self.first_error.lock() {
-                first.get_or_insert_with(|| error.to_string());
-            }
-        }
-    }
 }
 
 /// How long one transactional or commit call may take.
@@ -258,7 +235,8 @@ pub fn run(matcher: &Matcher, config: &Config, stop: &AtomicBool) -> Result<Summ
                     }
                 };
                 let (key, value) = output.to_record();
-                send(&producer, topic, key.as_deref(), &value)?;
+                send_waiting(&producer, topic, key.as_deref(), &value, || false)
+                    .map_err(kafka("cannot produce"))?;
             }
             next_offsets.insert(message.partition(), message.offset() + 1);
             records += 1;
@@ -287,19 +265,8 @@ pub fn run(matcher: &Matcher, config: &Config, stop: &AtomicBool) -> Result<Summ
                 producer
                     .flush(CALL_TIMEOUT)
                     .map_err(kafka("cannot deliver the batch"))?;
-                let context = producer.context();
-                let failed = context.failed.load(Ordering::Relaxed);
-                if failed > 0 {
-                    let first = context
-                        .first_error
-                        .lock()
-                        .ok()
-                        .and_then(|e| e.clone())
-                        .unwrap_or_default();
-                    return Err(RunError::Undelivered {
-                        count: failed,
-                        first,
-                    });
+                if let Some((count, first)) = producer.context().failures() {
+                    return Err(RunError::Undelivered { count, first });
                 }
                 consumer
                     .commit(&offsets, CommitMode::Sync)
@@ -403,31 +370,6 @@ fn group_done(
             (_, None) => true,
             _ => false,
         }))
-}
-
-/// Queues one record, waiting while the producer's queue is full.
-fn send(
-    producer: &BaseProducer<Deliveries>,
-    topic: &str,
-    key: Option<&[u8]>,
-    value: &[u8],
-) -> Result<(), RunError> {
-    loop {
-        let mut record = BaseRecord::to(topic).payload(value);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        match producer.send(record) {
-            Ok(()) => {
-                producer.poll(Duration::ZERO);
-                return Ok(());
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                producer.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => return Err(kafka("cannot produce")(e)),
-        }
-    }
 }
 
 fn now_ms() -> i64 {

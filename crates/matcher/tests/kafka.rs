@@ -8,7 +8,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use hashbuy_core::decode::{decode, Record};
-use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
 use hashbuy_kafka::client::Connection;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
@@ -18,19 +17,8 @@ use hashbuy_proto::v1::{DeadLetter, PaymentCommand};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
 
-const SAMPLE: &str = include_str!("../../../samples/tweets.jsonl");
-
 fn matcher() -> Matcher {
-    let catalog = Catalog::from_file_text(
-        "catalog.toml",
-        include_str!("../../../samples/catalog.toml"),
-    )
-    .expect("catalog");
-    let accounts = Accounts::from_file_text(
-        "accounts.json",
-        include_str!("../../../samples/accounts.json"),
-    )
-    .expect("accounts");
+    let (catalog, accounts) = hashbuy_core::samples::tables();
     Matcher::new(catalog, accounts)
 }
 
@@ -60,7 +48,7 @@ fn produce(connection: &Connection, records: &[&[u8]]) {
 }
 
 fn sample_records() -> Vec<&'static [u8]> {
-    SAMPLE
+    hashbuy_core::samples::TWEETS
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(str::as_bytes)

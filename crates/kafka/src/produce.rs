@@ -1,0 +1,76 @@
+//! Producing: delivery reports counted, and sending that waits out a full
+//! queue instead of failing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+
+/// A producer context that counts records the broker did not take.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl Deliveries {
+    /// How many records failed, and the first failure's message.
+    pub fn failures(&self) -> Option<(u64, String)> {
+        let failed = self.failed.load(Ordering::Relaxed);
+        (failed > 0).then(|| {
+            let first = self
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .unwrap_or_default();
+            (failed, first)
+        })
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut first) = self.first_error.lock() {
+                first.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
+/// Queues one record, serving delivery reports while the producer's queue
+/// is full; `give_up` is asked between waits (a shutdown).
+pub fn send_waiting(
+    producer: &BaseProducer<Deliveries>,
+    topic: &str,
+    key: Option<&[u8]>,
+    value: &[u8],
+    give_up: impl Fn() -> bool,
+) -> Result<(), KafkaError> {
+    loop {
+        let mut record = BaseRecord::to(topic).payload(value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        match producer.send(record) {
+            Ok(()) => {
+                producer.poll(Duration::ZERO);
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) if !give_up() => {
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}

@@ -17,7 +17,6 @@
 //! `spend_limit`) are the settler's to enforce: it sees every command of a
 //! user. They are copied into the command.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use hashbuy_proto::v1::{AccountLink, Offer, PaymentCommand};
@@ -225,19 +224,6 @@ fn command(
         payment_method_id: account.payment_method_id.clone(),
         max_per_user: offer.max_per_user,
         spend_limit: account.spend_limit,
-    }
-}
-
-/// The hashtags of a tweet as written (convenience for callers that print
-/// them).
-pub fn hashtags_of<'r>(record: &'r Record<'_>) -> Vec<Cow<'r, str>> {
-    match record {
-        Record::Tweet(tweet) => tweet
-            .hashtags
-            .iter()
-            .map(|h| Cow::Borrowed(h.as_ref()))
-            .collect(),
-        _ => Vec::new(),
     }
 }
 

@@ -8,7 +8,6 @@
 //! cheap and one found by a shopper's tweet is not.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
 use hashbuy_proto::v1::{AccountLink, Offer};
@@ -526,13 +525,4 @@ fn header_lines(text: &str, key: &str) -> Vec<usize> {
         .filter(|(_, l)| l.trim() == header)
         .map(|(i, _)| i + 1)
         .collect()
-}
-
-impl fmt::Display for TableFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TableFormat::Json => "JSON",
-            TableFormat::Toml => "TOML",
-        })
-    }
 }

@@ -19,6 +19,23 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::client::{ConnectError, Connection, CONNECT_TIMEOUT};
 
+/// The `(low, high)` watermarks of the partitions of `topic` that hold
+/// records: where the records present now begin and end.
+pub fn nonempty_watermarks(
+    consumer: &impl Consumer,
+    topic: &str,
+    partitions: usize,
+) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
+    let mut watermarks = HashMap::new();
+    for partition in 0..partitions as i32 {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)?;
+        if high > low {
+            watermarks.insert(partition, (low, high));
+        }
+    }
+    Ok(watermarks)
+}
+
 /// Where to start and when to stop.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOptions {
@@ -71,16 +88,17 @@ impl TopicReader {
             Offset::End
         };
         let mut assignment = TopicPartitionList::new();
-        let mut ends = HashMap::new();
         for partition in 0..partitions as i32 {
             assignment.add_partition_offset(topic, partition, start)?;
-            if options.exit_at_end && options.from_beginning {
-                let (low, high) = consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)?;
-                if high > low {
-                    ends.insert(partition, (high, low));
-                }
-            }
         }
+        let ends = if options.exit_at_end && options.from_beginning {
+            nonempty_watermarks(&consumer, topic, partitions)?
+                .into_iter()
+                .map(|(partition, (low, high))| (partition, (high, low)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         consumer.assign(&assignment)?;
         Ok(TopicReader {
             consumer,

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
 use hashbuy_kafka::produce::{send_waiting, Deliveries};
+use hashbuy_kafka::reader::nonempty_watermarks;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -167,17 +168,15 @@ pub fn run(matcher: &Matcher, config: &Config, stop: &AtomicBool) -> Result<Summ
     }
 
     // The end of each partition at start, for --exit-at-end.
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    if config.exit_at_end {
-        for partition in 0..partitions as i32 {
-            let (low, high) = consumer
-                .fetch_watermarks(&config.tweets_topic, partition, CONNECT_TIMEOUT)
-                .map_err(kafka("cannot read the end of the tweets topic"))?;
-            if high > low {
-                ends.insert(partition, high);
-            }
-        }
-    }
+    let ends: HashMap<i32, i64> = if config.exit_at_end {
+        nonempty_watermarks(&consumer, &config.tweets_topic, partitions)
+            .map_err(kafka("cannot read the end of the tweets topic"))?
+            .into_iter()
+            .map(|(partition, (_, high))| (partition, high))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     consumer
         .subscribe(&[&config.tweets_topic])
         .map_err(kafka("cannot subscribe"))?;

@@ -1,20 +1,30 @@
 //! Command-line settings every Kafka command shares.
 
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use hashbuy_kafka::client::Connection;
 
-/// Where Kafka is (`--brokers`) and extra librdkafka properties (`-X`).
+use crate::config;
+
+/// The config file (`--config`), where Kafka is (`--brokers`) and extra
+/// librdkafka properties (`-X`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct KafkaArgs {
-    /// Kafka bootstrap servers, host:port, comma-separated.
-    #[arg(long, env = "HASHBUY_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
+    /// Config file (TOML): a `[kafka]` table and one per command; flags and
+    /// `HASHBUY_…` variables win over it.
+    #[arg(long, env = "HASHBUY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers, host:port, comma-separated [default:
+    /// 127.0.0.1:9092].
+    #[arg(long, env = "HASHBUY_BROKERS")]
+    brokers: Option<String>,
     /// A librdkafka property for every Kafka client of the command, as
     /// KEY=VALUE (repeatable, as in kcat): security settings,
-    /// `fetch.wait.max.ms`, ...
+    /// `fetch.wait.max.ms`, ... Applied after the config file's
+    /// `[kafka.properties]`.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = property)]
     properties: Vec<(String, String)>,
 }
@@ -27,12 +37,34 @@ fn property(s: &str) -> Result<(String, String), String> {
 }
 
 impl KafkaArgs {
-    /// The connection these settings describe.
-    pub fn connection(&self) -> Connection {
-        Connection {
-            brokers: self.brokers.clone(),
-            properties: self.properties.clone(),
-        }
+    /// Reads the config file and merges it under the flags: the connection,
+    /// and the file for command-specific settings.
+    pub fn load(&self) -> Result<(Connection, config::File)> {
+        let file = config::File::load(self.config.as_deref())?;
+        let mut properties: Vec<(String, String)> = file
+            .kafka
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        properties.extend(self.properties.iter().cloned());
+        let brokers = self
+            .brokers
+            .clone()
+            .or_else(|| file.kafka.brokers.clone())
+            .unwrap_or_else(|| "127.0.0.1:9092".to_owned());
+        Ok((
+            Connection {
+                brokers,
+                properties,
+            },
+            file,
+        ))
+    }
+
+    /// The connection, for commands with no settings of their own.
+    pub fn connection(&self) -> Result<Connection> {
+        self.load().map(|(connection, _)| connection)
     }
 }
 

@@ -2,6 +2,7 @@
 //! subcommand lives in its own module with a `run(args)` entry point.
 
 mod broker;
+mod config;
 mod gen;
 mod input;
 mod inspect;
@@ -10,6 +11,7 @@ mod matching;
 mod record;
 mod replay;
 mod tail;
+mod telemetry;
 mod topics;
 
 use std::process::ExitCode;
@@ -46,6 +48,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    telemetry::init_logs();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Gen(args) => gen::run(args),

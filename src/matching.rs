@@ -1,58 +1,74 @@
 //! `hashbuy match`: tweets in, payment commands and dead letters out, on
-//! Kafka (see `hashbuy_matcher::run` for how batches are made durable).
+//! Kafka (see `hashbuy_matcher::run` for the workers, batches and
+//! delivery modes). Settings come from flags, `HASHBUY_…` variables and the
+//! config file's `[kafka]` and `[match]` tables, in that order.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hashbuy_matcher::run::{self, Config, Delivery};
+use hashbuy_kafka::health::Health;
+use hashbuy_matcher::run::{self, Config, Delivery, OnDataLoss};
 use hashbuy_matcher::Matcher;
 
+use crate::config::choice;
 use crate::inspect::{load_accounts, load_catalog};
 use crate::kafka_args::{self, KafkaArgs};
+use crate::telemetry;
 
 /// Arguments of `hashbuy match`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Catalog table file (TOML or JSON).
-    #[arg(long)]
-    catalog: PathBuf,
-    /// Accounts table file (TOML or JSON).
-    #[arg(long)]
-    accounts: PathBuf,
+    /// Catalog table file (TOML or JSON) [config: match.catalog].
+    #[arg(long, env = "HASHBUY_CATALOG")]
+    catalog: Option<PathBuf>,
+    /// Accounts table file (TOML or JSON) [config: match.accounts].
+    #[arg(long, env = "HASHBUY_ACCOUNTS")]
+    accounts: Option<PathBuf>,
     /// `exactly-once` commits each batch's outputs and offsets in one Kafka
     /// transaction; `at-least-once` is for brokers without transactions
     /// (tansu): a crash may repeat a batch, which the settler's idempotency
-    /// absorbs.
-    #[arg(long, value_enum, default_value = "exactly-once")]
-    delivery: DeliveryArg,
+    /// absorbs [default: exactly-once].
+    #[arg(long, value_enum, env = "HASHBUY_DELIVERY")]
+    delivery: Option<DeliveryArg>,
+    /// When records were deleted (retention) before they were read: `stop`
+    /// with an error naming the offsets lost, committing nothing after
+    /// them, or `skip` them, logged and counted [default: stop].
+    #[arg(long, value_enum, env = "HASHBUY_ON_DATA_LOSS")]
+    on_data_loss: Option<OnDataLossArg>,
     /// Stop once the group has consumed what the tweets topic held at start.
     #[arg(long)]
     exit_at_end: bool,
-    /// Consumer group.
-    #[arg(long, default_value = "hashbuy-matcher")]
-    group: String,
-    /// Tells matchers of one group apart (part of the transactional id):
-    /// give each running matcher its own, and a restarted one the same.
-    #[arg(long, default_value = "0")]
-    instance: String,
-    /// Topic tweets are read from.
-    #[arg(long, default_value = "tweets")]
-    tweets_topic: String,
-    /// Topic payment commands are produced to.
-    #[arg(long, default_value = "payment-commands")]
-    commands_topic: String,
-    /// Topic undecodable records are produced to.
-    #[arg(long, default_value = "dead-letters")]
-    dead_letters_topic: String,
-    /// Most records in one batch (one transaction).
-    #[arg(long, default_value_t = 10_000)]
-    batch_records: usize,
-    /// Longest a batch collects records, in milliseconds.
-    #[arg(long, default_value_t = 100)]
-    batch_ms: u64,
+    /// Consumer group [default: hashbuy-matcher].
+    #[arg(long, env = "HASHBUY_GROUP")]
+    group: Option<String>,
+    /// This matcher's name in its group (its transactional id and static
+    /// membership): give each running matcher its own, and a restarted one
+    /// the same [default: 0].
+    #[arg(long, env = "HASHBUY_INSTANCE")]
+    instance: Option<String>,
+    /// Topic tweets are read from [default: tweets].
+    #[arg(long, env = "HASHBUY_TWEETS_TOPIC")]
+    tweets_topic: Option<String>,
+    /// Topic payment commands are produced to [default: payment-commands].
+    #[arg(long, env = "HASHBUY_COMMANDS_TOPIC")]
+    commands_topic: Option<String>,
+    /// Topic undecodable records are produced to [default: dead-letters].
+    #[arg(long, env = "HASHBUY_DEAD_LETTERS_TOPIC")]
+    dead_letters_topic: Option<String>,
+    /// Most records in one batch (one transaction) [default: 10000].
+    #[arg(long)]
+    batch_records: Option<usize>,
+    /// Longest a batch collects records, in milliseconds [default: 100].
+    #[arg(long)]
+    batch_ms: Option<u64>,
+    /// Serve Prometheus metrics on /metrics, and /healthz and /readyz, at
+    /// this host:port [default: off].
+    #[arg(long, env = "HASHBUY_METRICS_ADDR")]
+    metrics_addr: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -61,29 +77,91 @@ enum DeliveryArg {
     AtLeastOnce,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum OnDataLossArg {
+    Stop,
+    Skip,
+}
+
 /// Runs `hashbuy match`.
 pub fn run(args: Args) -> Result<()> {
-    let matcher = Matcher::new(load_catalog(&args.catalog)?, load_accounts(&args.accounts)?);
-    let config = Config {
-        connection: args.kafka.connection(),
-        group: args.group,
-        tweets_topic: args.tweets_topic,
-        commands_topic: args.commands_topic,
-        dead_letters_topic: args.dead_letters_topic,
-        delivery: match args.delivery {
-            DeliveryArg::ExactlyOnce => Delivery::ExactlyOnce,
-            DeliveryArg::AtLeastOnce => Delivery::AtLeastOnce,
-        },
-        exit_at_end: args.exit_at_end,
-        batch_records: args.batch_records.max(1),
-        batch_time: Duration::from_millis(args.batch_ms.max(1)),
-        instance: args.instance,
+    let (connection, file) = args.kafka.load()?;
+    let (kafka, settings) = (file.kafka, file.matcher);
+    let catalog = args.catalog.or(settings.catalog).context(
+        "no catalog: give --catalog FILE (or HASHBUY_CATALOG, or match.catalog in the config file)",
+    )?;
+    let accounts = args.accounts.or(settings.accounts).context(
+        "no accounts: give --accounts FILE (or HASHBUY_ACCOUNTS, or match.accounts in the config file)",
+    )?;
+    let delivery = match args
+        .delivery
+        .or(choice("delivery", settings.delivery.as_deref())?)
+    {
+        None | Some(DeliveryArg::ExactlyOnce) => Delivery::ExactlyOnce,
+        Some(DeliveryArg::AtLeastOnce) => Delivery::AtLeastOnce,
     };
+    let on_data_loss = match args
+        .on_data_loss
+        .or(choice("on_data_loss", settings.on_data_loss.as_deref())?)
+    {
+        None | Some(OnDataLossArg::Stop) => OnDataLoss::Stop,
+        Some(OnDataLossArg::Skip) => OnDataLoss::Skip,
+    };
+    let config = Config {
+        connection,
+        group: args
+            .group
+            .or(settings.group)
+            .unwrap_or_else(|| "hashbuy-matcher".into()),
+        tweets_topic: args
+            .tweets_topic
+            .or(kafka.topics.tweets)
+            .unwrap_or_else(|| "tweets".into()),
+        commands_topic: args
+            .commands_topic
+            .or(kafka.topics.commands)
+            .unwrap_or_else(|| "payment-commands".into()),
+        dead_letters_topic: args
+            .dead_letters_topic
+            .or(kafka.topics.dead_letters)
+            .unwrap_or_else(|| "dead-letters".into()),
+        delivery,
+        exit_at_end: args.exit_at_end,
+        batch_records: args
+            .batch_records
+            .or(settings.batch_records)
+            .unwrap_or(10_000)
+            .max(1),
+        batch_time: Duration::from_millis(
+            args.batch_ms.or(settings.batch_ms).unwrap_or(100).max(1),
+        ),
+        instance: args
+            .instance
+            .or(settings.instance)
+            .unwrap_or_else(|| "0".into()),
+        on_data_loss,
+    };
+    let matcher = Arc::new(Matcher::new(
+        load_catalog(&catalog)?,
+        load_accounts(&accounts)?,
+    ));
+    let health = Arc::new(Health::default());
+    if let Some(addr) = args.metrics_addr.or(settings.metrics_addr) {
+        telemetry::serve(&addr, Arc::clone(&health))?;
+    }
     let stop = kafka_args::stop_flag()?;
     let started = Instant::now();
-    let summary = run::run(&matcher, &config, &stop).context("the matcher stopped")?;
+    let summary = run::run(matcher, &config, &stop, &health).context("the matcher stopped")?;
+    let lost = if summary.lost_records > 0 {
+        format!(
+            ", {} records lost to retention and skipped",
+            summary.lost_records
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
-        "matched {} records in {:.1} s: {} commands, {} dead letters, {} batches ({} aborted and redone)",
+        "matched {} records in {:.1} s: {} commands, {} dead letters, {} batches ({} aborted and redone){lost}",
         summary.records,
         started.elapsed().as_secs_f64(),
         summary.commands,

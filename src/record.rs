@@ -51,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         exit_at_end: !args.follow,
         read_uncommitted: false,
     };
-    let mut reader = TopicReader::open(&args.kafka.connection(), &args.topic, options)?;
+    let mut reader = TopicReader::open(&args.kafka.connection()?, &args.topic, options)?;
     let stop = kafka_args::stop_flag()?;
     let mut out = input::create(&args.out)?;
     let started = Instant::now();

@@ -78,7 +78,7 @@ impl Pacer {
 
 /// Runs `hashbuy replay`.
 pub fn run(args: Args) -> Result<()> {
-    let connection = args.kafka.connection();
+    let connection = args.kafka.connection()?;
     connection.check_topic(&args.topic, CONNECT_TIMEOUT)?;
     let producer: BaseProducer<Deliveries> = connection
         .config()

@@ -89,7 +89,7 @@ pub fn run(args: Args) -> Result<()> {
         exit_at_end: args.exit_at_end,
         read_uncommitted: args.read_uncommitted,
     };
-    let mut reader = TopicReader::open(&args.kafka.connection(), &args.topic, options)?;
+    let mut reader = TopicReader::open(&args.kafka.connection()?, &args.topic, options)?;
     let kind = args.kind.for_topic(&args.topic);
     let stop = kafka_args::stop_flag()?;
     let mut out = BufWriter::new(io::stdout().lock());

@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn create(args: CreateArgs) -> Result<()> {
-    let connection = args.kafka.connection();
+    let connection = args.kafka.connection()?;
     connection.check_reachable(CONNECT_TIMEOUT)?;
     let admin: AdminClient<DefaultClientContext> = connection
         .config()

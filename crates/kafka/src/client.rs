@@ -51,8 +51,17 @@ pub enum ConnectError {
 impl Connection {
     /// Client settings: the brokers, then the user's properties.
     pub fn config(&self) -> ClientConfig {
+        self.config_with(&[])
+    }
+
+    /// Client settings with hashbuy's `settings` for one client (group id,
+    /// transactional id, ...) and then the user's properties, which win.
+    pub fn config_with(&self, settings: &[(&str, String)]) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in settings {
+            config.set(*key, value);
+        }
         for (key, value) in &self.properties {
             config.set(key, value);
         }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -21,8 +21,8 @@ use crate::client::{ConnectError, Connection, CONNECT_TIMEOUT};
 
 /// The `(low, high)` watermarks of the partitions of `topic` that hold
 /// records: where the records present now begin and end.
-pub fn nonempty_watermarks(
-    consumer: &impl Consumer,
+pub fn nonempty_watermarks<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
     topic: &str,
     partitions: usize,
 ) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {

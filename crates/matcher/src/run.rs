@@ -1,35 +1,58 @@
 //! The matcher on Kafka: consume tweets, produce commands and dead
-//! letters, commit offsets — in batches.
+//! letters, commit offsets — in batches, a worker per partition.
 //!
-//! One thread runs one consumer and one producer. Records are taken in
-//! batches (up to [`Config::batch_records`] or [`Config::batch_time`]);
-//! each batch is then made durable as a whole:
+//! # Concurrency
 //!
-//! - **Exactly once** (default): the batch's outputs and its consumer
-//!   offsets go in one Kafka transaction (`send_offsets_to_transaction`
-//!   with the group's metadata, so a member that lost its partitions in a
-//!   rebalance cannot commit them). Readers with `read_committed` see each
-//!   batch whole or not at all. If a transaction fails in a way that can be
-//!   aborted, it is aborted and the consumer goes back to the committed
-//!   offsets, so the batch is done again; fatal errors (a fenced producer,
-//!   another matcher with the same transactional id) stop the matcher.
-//! - **At least once** (brokers without transactions): the outputs are
-//!   produced and flushed, and only then the offsets committed. A crash in
-//!   between repeats the batch; the settler's idempotency (command ids)
-//!   makes a repeated command harmless.
-//!
-//! Not yet here: one task per partition, data-loss detection, metrics.
+//! - **One worker thread per assigned partition.** Each reads its
+//!   partition's own queue (split from the consumer's main queue, see
+//!   [`hashbuy_kafka::group`]), decodes and decides records in offset
+//!   order, encodes the outputs, and sends them in chunks over one bounded
+//!   channel. The channel is the backpressure: when the coordinator falls
+//!   behind, workers block, stop polling, and librdkafka stops fetching
+//!   once its read-ahead queue is full.
+//! - **One coordinator** (the thread calling [`run`]) owns the producer and
+//!   drives the consumer: it polls the main queue (rebalances and errors
+//!   only), takes chunks, produces their outputs, and makes each batch (up
+//!   to [`Config::batch_records`] records or [`Config::batch_time`])
+//!   durable as a whole:
+//!   - **Exactly once** (default): the batch's outputs and its offsets go in
+//!     one Kafka transaction (`send_offsets_to_transaction` with the group's
+//!     metadata, so a member that lost its partitions in a rebalance cannot
+//!     commit them). Readers with `read_committed` see each batch whole or
+//!     not at all. If a transaction fails in a way that can be aborted, it is
+//!     aborted, the workers are restarted from the committed offsets, and
+//!     the batch is done again; fatal errors (a fenced producer: another
+//!     matcher with the same transactional id) stop the matcher.
+//!   - **At least once** (brokers without transactions): the outputs are
+//!     produced and flushed, and only then the offsets committed. A crash in
+//!     between repeats the batch; the settler's idempotency (command ids)
+//!     makes a repeated command harmless.
+//! - **Rebalances** run inside the coordinator's poll. Before partitions
+//!   are revoked, their workers are stopped, what they finished is produced
+//!   and the batch committed; only then does the revocation go on, so the
+//!   next owner starts exactly where this one stopped.
+//! - **Lost data** (an offset deleted by retention before it was read,
+//!   which librdkafka reports as an offset reset) is never passed over in
+//!   silence: it is logged with the offsets lost, counted, and by default
+//!   stops the matcher before anything after it is committed
+//!   ([`OnDataLoss`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
+use hashbuy_kafka::group::{Assignment, GroupConsumer, GroupContext, OffsetReset, Queue};
+use hashbuy_kafka::health::Health;
 use hashbuy_kafka::produce::{send_waiting, Deliveries};
 use hashbuy_kafka::reader::nonempty_watermarks;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::{Matcher, Output, Source};
@@ -41,6 +64,16 @@ pub enum Delivery {
     ExactlyOnce,
     /// Produce, flush, then commit offsets; a crash may repeat a batch.
     AtLeastOnce,
+}
+
+/// What to do when records were deleted before the matcher read them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDataLoss {
+    /// Stop with an error, committing nothing after the gap: an operator
+    /// decides (a skipped tweet can be a lost purchase).
+    Stop,
+    /// Log and count the loss, and go on from the oldest record left.
+    Skip,
 }
 
 /// What the matcher reads, writes, and how.
@@ -65,11 +98,14 @@ pub struct Config {
     pub batch_records: usize,
     /// Longest a batch collects records.
     pub batch_time: Duration,
-    /// Tells matchers of one group apart: part of the transactional id.
+    /// Tells matchers of one group apart: part of the transactional id and
+    /// of the static group membership.
     pub instance: String,
+    /// What to do about records deleted before they were read.
+    pub on_data_loss: OnDataLoss,
 }
 
-/// Counts of a run.
+/// Counts of a run: what was committed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Records consumed.
@@ -82,6 +118,8 @@ pub struct Summary {
     pub batches: u64,
     /// Batches aborted and done again.
     pub retried_batches: u64,
+    /// Records lost to retention and skipped (`--on-data-loss skip`).
+    pub lost_records: u64,
 }
 
 /// Why the matcher stopped with an error.
@@ -109,6 +147,25 @@ pub enum RunError {
         /// The first error.
         first: String,
     },
+    /// Records were deleted from the broker before the matcher read them.
+    #[error(
+        "data lost: {topic} partition {partition} offsets {from}..{to} were deleted before \
+         they were read (retention); nothing after them was committed. Restart with \
+         --on-data-loss skip to go on without them"
+    )]
+    DataLoss {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The first offset lost.
+        from: i64,
+        /// One past the last offset lost: the oldest record left.
+        to: i64,
+    },
+    /// A worker thread panicked: a bug.
+    #[error("the worker of partition {0} panicked")]
+    WorkerPanicked(i32),
 }
 
 fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> RunError {
@@ -118,9 +175,24 @@ fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> RunError {
 /// How long one transactional or commit call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Most records a worker puts in one chunk.
+const CHUNK_RECORDS: usize = 512;
+
+/// Chunks waiting for the coordinator; beyond this, workers wait.
+const CHUNKS_QUEUED: usize = 64;
+
+/// How often the coordinator serves the consumer's main queue at least.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
 /// Runs the matcher until `stop` is raised or, with `exit_at_end`, the
-/// group has consumed what the topic held at start.
-pub fn run(matcher: &Matcher, config: &Config, stop: &AtomicBool) -> Result<Summary, RunError> {
+/// group has consumed what the topic held at start. `health` is told when
+/// the matcher has joined its group and beats on every turn.
+pub fn run(
+    matcher: Arc<Matcher>,
+    config: &Config,
+    stop: &AtomicBool,
+    health: &Health,
+) -> Result<Summary, RunError> {
     let partitions = config
         .connection
         .check_topic(&config.tweets_topic, CONNECT_TIMEOUT)?;
@@ -131,34 +203,16 @@ pub fn run(matcher: &Matcher, config: &Config, stop: &AtomicBool) -> Result<Summ
         .connection
         .check_topic(&config.dead_letters_topic, CONNECT_TIMEOUT)?;
 
-    let consumer: BaseConsumer = config
-        .connection
-        .config()
-        .set("group.id", &config.group)
-        // Static membership: a restarted matcher takes its partitions back
-        // at once instead of after the session timeout.
-        .set(
-            "group.instance.id",
-            format!("{}-{}", config.group, config.instance),
-        )
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set(
-            "enable.partition.eof",
-            if config.exit_at_end { "true" } else { "false" },
-        )
-        .create()
-        .map_err(kafka("cannot create the consumer"))?;
-    let mut producer_config = config.connection.config();
-    producer_config.set("linger.ms", "5");
+    let mut producer_settings = vec![("linger.ms", "5".to_owned())];
     if config.delivery == Delivery::ExactlyOnce {
-        producer_config.set(
+        producer_settings.push((
             "transactional.id",
             format!("hashbuy-matcher-{}-{}", config.group, config.instance),
-        );
+        ));
     }
-    let producer: BaseProducer<Deliveries> = producer_config
+    let producer: BaseProducer<Deliveries> = config
+        .connection
+        .config_with(&producer_settings)
         .create_with_context(Deliveries::default())
         .map_err(kafka("cannot create the producer"))?;
     if config.delivery == Delivery::ExactlyOnce {
@@ -167,9 +221,42 @@ pub fn run(matcher: &Matcher, config: &Config, stop: &AtomicBool) -> Result<Summ
         ))?;
     }
 
+    let (sender, receiver) = sync_channel(CHUNKS_QUEUED);
+    let members = Members {
+        matcher,
+        config: config.clone(),
+        sender,
+        receiver: Mutex::new(receiver),
+        workers: Mutex::new(HashMap::new()),
+        batch: Mutex::new(Batch::new(producer)),
+        failure: Mutex::new(None),
+        joined: AtomicBool::new(false),
+    };
+    let consumer_settings = [
+        ("group.id", config.group.clone()),
+        // Static membership: a restarted matcher takes its partitions back
+        // at once instead of after the session timeout.
+        (
+            "group.instance.id",
+            format!("{}-{}", config.group, config.instance),
+        ),
+        ("enable.auto.commit", "false".to_owned()),
+        ("auto.offset.reset", "earliest".to_owned()),
+        ("isolation.level", "read_committed".to_owned()),
+        ("enable.partition.eof", config.exit_at_end.to_string()),
+        // Per-partition lag for the metrics.
+        ("statistics.interval.ms", "5000".to_owned()),
+    ];
+    let consumer = GroupContext::subscribe(
+        &config.connection.config_with(&consumer_settings),
+        &config.tweets_topic,
+        members,
+    )
+    .map_err(kafka("cannot create the consumer"))?;
+
     // The end of each partition at start, for --exit-at-end.
     let ends: HashMap<i32, i64> = if config.exit_at_end {
-        nonempty_watermarks(&consumer, &config.tweets_topic, partitions)
+        nonempty_watermarks(consumer.as_ref(), &config.tweets_topic, partitions)
             .map_err(kafka("cannot read the end of the tweets topic"))?
             .into_iter()
             .map(|(partition, (_, high))| (partition, high))
@@ -177,111 +264,632 @@ pub fn run(matcher: &Matcher, config: &Config, stop: &AtomicBool) -> Result<Summ
     } else {
         HashMap::new()
     };
-    consumer
-        .subscribe(&[&config.tweets_topic])
-        .map_err(kafka("cannot subscribe"))?;
 
-    let mut summary = Summary::default();
-    let mut outputs = Vec::new();
-    // Partitions whose end librdkafka reported since their last record.
-    let mut at_eof: HashSet<i32> = HashSet::new();
+    let result = coordinate(&consumer, config, &ends, stop, health);
+    health.set_ready(false);
+    let members = &consumer.context().assignment;
+    // Whatever happened, no worker outlives the run (they hold the
+    // consumer).
+    let finished = match result {
+        Ok(()) => members.finish(&consumer),
+        Err(e) => {
+            members.discard(members.stop_workers(None));
+            Err(e)
+        }
+    };
+    let summary = members.lock_batch().summary.clone();
+    drop(consumer);
+    finished.map(|()| summary)
+}
+
+/// The coordinator's loop; see the module docs.
+fn coordinate(
+    consumer: &Arc<GroupConsumer<Members>>,
+    config: &Config,
+    ends: &HashMap<i32, i64>,
+    stop: &AtomicBool,
+    health: &Health,
+) -> Result<(), RunError> {
+    let members = &consumer.context().assignment;
+    let mut checked_end = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if config.exit_at_end && group_done(&consumer, config, &ends, &at_eof)? {
-            break;
-        }
-        let mut next_offsets: HashMap<i32, i64> = HashMap::new();
-        let mut in_transaction = false;
-        let mut records = 0;
-        let deadline = Instant::now() + config.batch_time;
-        while records < config.batch_records {
-            let Some(wait) = deadline.checked_duration_since(Instant::now()) else {
-                break;
-            };
-            let message = match consumer.poll(wait) {
-                None => continue,
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    at_eof.insert(partition);
-                    continue;
-                }
-                Some(Err(e)) => return Err(kafka("cannot consume")(e)),
-                Some(Ok(message)) => message,
-            };
-            if config.delivery == Delivery::ExactlyOnce && !in_transaction {
-                producer
-                    .begin_transaction()
-                    .map_err(kafka("cannot begin a transaction"))?;
-                in_transaction = true;
+        health.beat();
+        // Rebalances and client errors arrive here; records never do, as
+        // every partition's queue is split off before it is fetched.
+        match consumer.poll(Duration::ZERO) {
+            None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Ok(message)) => tracing::error!(
+                partition = message.partition(),
+                offset = message.offset(),
+                "a record reached the main queue; it is left to the partition's next owner"
+            ),
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                return Err(kafka("the consumer failed")(e));
             }
-            at_eof.remove(&message.partition());
-            let source = Source {
-                topic: message.topic(),
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key(),
-                value: message.payload().unwrap_or_default(),
-            };
-            outputs.clear();
-            matcher.handle(&source, now_ms(), &mut outputs);
-            for output in &outputs {
-                let topic = match output {
-                    Output::Command { .. } => {
-                        summary.commands += 1;
-                        &config.commands_topic
-                    }
-                    Output::DeadLetter(_) => {
-                        summary.dead_letters += 1;
-                        &config.dead_letters_topic
-                    }
-                };
-                let (key, value) = output.to_record();
-                send_waiting(&producer, topic, key.as_deref(), &value, || false)
-                    .map_err(kafka("cannot produce"))?;
-            }
-            next_offsets.insert(message.partition(), message.offset() + 1);
-            records += 1;
+            Some(Err(e)) => tracing::warn!("consumer: {e}"),
         }
-        if records == 0 {
+        members.take_failure()?;
+        health.set_ready(members.joined.load(Ordering::Relaxed));
+
+        let received = members.lock_receiver().recv_timeout(POLL_EVERY);
+        let mut batch = members.lock_batch();
+        match received {
+            Ok(chunk) => members.apply(&mut batch, chunk)?,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => unreachable!("members holds a sender"),
+        }
+        let due = batch.started.is_some_and(|s| {
+            s.elapsed() >= config.batch_time || batch.records >= config.batch_records as u64
+        });
+        if due && !members.commit(consumer, &mut batch)? {
+            drop(batch);
+            members.redo(consumer)?;
             continue;
         }
-        summary.records += records as u64;
+        if config.exit_at_end && (due || checked_end.elapsed() >= config.batch_time) {
+            checked_end = Instant::now();
+            if batch.started.is_none() && group_done(consumer, config, ends, &batch.at_eof)? {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A partition's worker, as the coordinator sees it.
+struct Worker {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// What a worker did with a run of records of its partition.
+#[derive(Debug, Default)]
+struct Chunk {
+    partition: i32,
+    /// One past the last record of the chunk, when it has records.
+    next_offset: Option<i64>,
+    records: u64,
+    outputs: Vec<Produced>,
+    /// Records by kind, and decisions, for the metrics.
+    kinds: Tally,
+    decisions: Tally,
+    /// The worker reached the end of its partition after these records.
+    eof: bool,
+}
+
+/// An encoded output record.
+#[derive(Debug)]
+struct Produced {
+    command: bool,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+}
+
+/// Counts by a fixed name; a handful of names, so a vector.
+#[derive(Debug, Default)]
+struct Tally(Vec<(&'static str, u64)>);
+
+impl Tally {
+    fn add(&mut self, name: &'static str) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => self.0.push((name, 1)),
+        }
+    }
+}
+
+/// The batch being collected, and the producer it goes through.
+struct Batch {
+    producer: BaseProducer<Deliveries>,
+    in_transaction: bool,
+    /// Next offset to commit, per partition.
+    offsets: HashMap<i32, i64>,
+    /// When the batch took its first chunk; `None` when empty.
+    started: Option<Instant>,
+    records: u64,
+    commands: u64,
+    dead_letters: u64,
+    /// Partitions whose end a worker reported since their last record.
+    at_eof: HashSet<i32>,
+    /// What was committed.
+    summary: Summary,
+}
+
+impl Batch {
+    fn new(producer: BaseProducer<Deliveries>) -> Self {
+        Batch {
+            producer,
+            in_transaction: false,
+            offsets: HashMap::new(),
+            started: None,
+            records: 0,
+            commands: 0,
+            dead_letters: 0,
+            at_eof: HashSet::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.offsets.clear();
+        self.started = None;
+        self.records = 0;
+        self.commands = 0;
+        self.dead_letters = 0;
+    }
+}
+
+/// The coordinator's state, shared with the consumer's rebalance
+/// callbacks (which run on the coordinator's thread, inside its poll, so
+/// no lock is held across a poll).
+struct Members {
+    matcher: Arc<Matcher>,
+    config: Config,
+    sender: SyncSender<Chunk>,
+    receiver: Mutex<Receiver<Chunk>>,
+    workers: Mutex<HashMap<i32, Worker>>,
+    batch: Mutex<Batch>,
+    /// An error met inside a callback, for the coordinator to return.
+    failure: Mutex<Option<RunError>>,
+    /// The first assignment (possibly empty) has happened.
+    joined: AtomicBool,
+}
+
+/// Locks a mutex, going on past a poisoned one: a panicking worker is
+/// reported through its join handle, and the data stays consistent
+/// because every holder finishes its update before anything can panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Members {
+    fn lock_batch(&self) -> MutexGuard<'_, Batch> {
+        lock(&self.batch)
+    }
+
+    fn lock_receiver(&self) -> MutexGuard<'_, Receiver<Chunk>> {
+        lock(&self.receiver)
+    }
+
+    fn take_failure(&self) -> Result<(), RunError> {
+        lock(&self.failure).take().map_or(Ok(()), Err)
+    }
+
+    fn fail(&self, error: RunError) {
+        tracing::error!("{error}");
+        lock(&self.failure).get_or_insert(error);
+    }
+
+    /// Starts a worker for each queue.
+    fn spawn(&self, queues: Vec<(i32, Queue<Members>)>) {
+        let mut workers = lock(&self.workers);
+        for (partition, queue) in queues {
+            let stop = Arc::new(AtomicBool::new(false));
+            let job = Job {
+                partition,
+                topic: self.config.tweets_topic.clone(),
+                matcher: Arc::clone(&self.matcher),
+                sender: self.sender.clone(),
+                stop: Arc::clone(&stop),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("match-p{partition}"))
+                .spawn(move || job.run(queue));
+            match spawned {
+                Ok(thread) => {
+                    workers.insert(partition, Worker { stop, thread });
+                }
+                Err(e) => self.fail(RunError::Kafka {
+                    what: "cannot start a partition worker",
+                    source: KafkaError::Subscription(e.to_string()),
+                }),
+            }
+        }
+        metrics::gauge!("hashbuy_matcher_partitions_assigned").set(workers.len() as f64);
+    }
+
+    /// Tells the workers of `partitions` (all when `None`) to stop, and
+    /// hands them over to be waited for.
+    fn stop_workers(&self, partitions: Option<&[i32]>) -> Vec<(i32, Worker)> {
+        let mut workers = lock(&self.workers);
+        let chosen: Vec<i32> = match partitions {
+            Some(p) => p
+                .iter()
+                .copied()
+                .filter(|p| workers.contains_key(p))
+                .collect(),
+            None => workers.keys().copied().collect(),
+        };
+        let stopped: Vec<(i32, Worker)> = chosen
+            .into_iter()
+            .filter_map(|p| workers.remove(&p).map(|w| (p, w)))
+            .collect();
+        for (_, worker) in &stopped {
+            worker.stop.store(true, Ordering::Relaxed);
+        }
+        metrics::gauge!("hashbuy_matcher_partitions_assigned").set(workers.len() as f64);
+        stopped
+    }
+
+    /// Takes chunks into the batch until the `stopped` workers are gone
+    /// (they may be waiting to send), then takes what is left queued.
+    fn drain(&self, batch: &mut Batch, stopped: Vec<(i32, Worker)>) -> Result<(), RunError> {
+        let receiver = self.lock_receiver();
+        let mut pending = stopped;
+        loop {
+            while let Ok(chunk) = receiver.try_recv() {
+                self.apply(batch, chunk)?;
+            }
+            let (finished, running): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|(_, w)| w.thread.is_finished());
+            for (partition, worker) in finished {
+                worker
+                    .thread
+                    .join()
+                    .map_err(|_| RunError::WorkerPanicked(partition))?;
+            }
+            if running.is_empty() {
+                break;
+            }
+            pending = running;
+            if let Ok(chunk) = receiver.recv_timeout(Duration::from_millis(5)) {
+                self.apply(batch, chunk)?;
+            }
+        }
+        while let Ok(chunk) = receiver.try_recv() {
+            self.apply(batch, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the `stopped` workers, throwing their work away.
+    fn discard(&self, stopped: Vec<(i32, Worker)>) {
+        let receiver = self.lock_receiver();
+        for (_, worker) in stopped {
+            while !worker.thread.is_finished() {
+                let _ = receiver.recv_timeout(Duration::from_millis(5));
+            }
+            let _ = worker.thread.join();
+        }
+        while receiver.try_recv().is_ok() {}
+    }
+
+    /// Produces a chunk's outputs into the batch.
+    fn apply(&self, batch: &mut Batch, chunk: Chunk) -> Result<(), RunError> {
+        if chunk.next_offset.is_none() {
+            if chunk.eof {
+                batch.at_eof.insert(chunk.partition);
+            }
+            return Ok(());
+        }
+        if self.config.delivery == Delivery::ExactlyOnce && !batch.in_transaction {
+            batch
+                .producer
+                .begin_transaction()
+                .map_err(kafka("cannot begin a transaction"))?;
+            batch.in_transaction = true;
+        }
+        batch.started.get_or_insert_with(Instant::now);
+        for output in &chunk.outputs {
+            let topic = if output.command {
+                batch.commands += 1;
+                &self.config.commands_topic
+            } else {
+                batch.dead_letters += 1;
+                &self.config.dead_letters_topic
+            };
+            send_waiting(
+                &batch.producer,
+                topic,
+                output.key.as_deref(),
+                &output.value,
+                || false,
+            )
+            .map_err(kafka("cannot produce"))?;
+        }
+        if let Some(next) = chunk.next_offset {
+            batch.offsets.insert(chunk.partition, next);
+        }
+        batch.records += chunk.records;
+        if chunk.eof {
+            batch.at_eof.insert(chunk.partition);
+        } else {
+            batch.at_eof.remove(&chunk.partition);
+        }
+        for (kind, count) in chunk.kinds.0 {
+            metrics::counter!("hashbuy_matcher_records_total", "kind" => kind).increment(count);
+        }
+        for (decision, count) in chunk.decisions.0 {
+            metrics::counter!("hashbuy_matcher_decisions_total", "decision" => decision)
+                .increment(count);
+        }
+        Ok(())
+    }
+
+    /// Makes the batch durable; `false` if its transaction was aborted and
+    /// it must be done again.
+    fn commit(
+        &self,
+        consumer: &GroupConsumer<Members>,
+        batch: &mut Batch,
+    ) -> Result<bool, RunError> {
+        if batch.started.is_none() {
+            return Ok(true);
+        }
+        // Nothing after lost data is committed unless skipping was asked.
+        self.judge_resets(consumer, batch)?;
+        let began = Instant::now();
         let mut offsets = TopicPartitionList::new();
-        for (&partition, &offset) in &next_offsets {
+        for (&partition, &offset) in &batch.offsets {
             offsets
-                .add_partition_offset(&config.tweets_topic, partition, Offset::Offset(offset))
+                .add_partition_offset(&self.config.tweets_topic, partition, Offset::Offset(offset))
                 .map_err(kafka("cannot list offsets"))?;
         }
-        match config.delivery {
+        let committed = match self.config.delivery {
             Delivery::ExactlyOnce => {
-                if commit_transaction(&producer, &consumer, &offsets)? {
-                    summary.batches += 1;
-                } else {
-                    summary.retried_batches += 1;
-                    summary.records -= records as u64;
-                    rewind(&consumer)?;
-                }
+                batch.in_transaction = false;
+                commit_transaction(&batch.producer, consumer, &offsets)?
             }
             Delivery::AtLeastOnce => {
-                producer
+                batch
+                    .producer
                     .flush(CALL_TIMEOUT)
                     .map_err(kafka("cannot deliver the batch"))?;
-                if let Some((count, first)) = producer.context().failures() {
+                if let Some((count, first)) = batch.producer.context().failures() {
                     return Err(RunError::Undelivered { count, first });
                 }
                 consumer
                     .commit(&offsets, CommitMode::Sync)
                     .map_err(kafka("cannot commit offsets"))?;
-                summary.batches += 1;
+                true
+            }
+        };
+        if committed {
+            metrics::histogram!("hashbuy_matcher_commit_seconds").record(began.elapsed());
+            metrics::histogram!("hashbuy_matcher_batch_records").record(batch.records as f64);
+            metrics::counter!("hashbuy_matcher_commands_total").increment(batch.commands);
+            metrics::counter!("hashbuy_matcher_dead_letters_total").increment(batch.dead_letters);
+            batch.summary.records += batch.records;
+            batch.summary.commands += batch.commands;
+            batch.summary.dead_letters += batch.dead_letters;
+            batch.summary.batches += 1;
+        } else {
+            metrics::counter!("hashbuy_matcher_batches_aborted_total").increment(1);
+            batch.summary.retried_batches += 1;
+        }
+        batch.clear();
+        Ok(committed)
+    }
+
+    /// After an aborted transaction: throws away what the workers did
+    /// since, moves every partition back to its committed offset, and
+    /// starts the workers again.
+    fn redo(&self, consumer: &Arc<GroupConsumer<Members>>) -> Result<(), RunError> {
+        let stopped = self.stop_workers(None);
+        let partitions: Vec<i32> = stopped.iter().map(|(p, _)| *p).collect();
+        self.discard(stopped);
+        self.lock_batch().at_eof.clear();
+        rewind(consumer)?;
+        let queues = partitions
+            .into_iter()
+            .filter_map(|p| {
+                consumer
+                    .split_partition_queue(&self.config.tweets_topic, p)
+                    .map(|q| (p, q))
+            })
+            .collect();
+        self.spawn(queues);
+        Ok(())
+    }
+
+    /// Stops every worker, takes what they finished, commits it.
+    fn finish(&self, consumer: &GroupConsumer<Members>) -> Result<(), RunError> {
+        let stopped = self.stop_workers(None);
+        let mut batch = self.lock_batch();
+        self.drain(&mut batch, stopped)?;
+        if !self.commit(consumer, &mut batch)? {
+            tracing::warn!("the last batch was aborted; a restart does it again");
+        }
+        Ok(())
+    }
+
+    /// Looks at librdkafka's offset resets since the last batch and
+    /// decides whether they lost data.
+    fn judge_resets(
+        &self,
+        consumer: &GroupConsumer<Members>,
+        batch: &mut Batch,
+    ) -> Result<(), RunError> {
+        for reset in consumer.context().take_resets() {
+            let OffsetReset {
+                topic,
+                partition,
+                from,
+                message,
+            } = reset;
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, partition, CALL_TIMEOUT)
+                .map_err(kafka("cannot read a partition's offsets after a reset"))?;
+            if from >= low && from <= high {
+                tracing::warn!(%topic, partition, from, "offset reset without lost data: {message}");
+                continue;
+            }
+            if from > high {
+                tracing::warn!(
+                    %topic, partition, from, high,
+                    "the partition is shorter than the position it was read at; \
+                     its records from the start are read again: {message}"
+                );
+                continue;
+            }
+            let lost = u64::try_from(low - from).unwrap_or(0);
+            metrics::counter!(
+                "hashbuy_data_loss_records_total",
+                "topic" => topic.clone(),
+                "partition" => partition.to_string()
+            )
+            .increment(lost);
+            tracing::error!(
+                %topic, partition, from, to = low, lost,
+                "data lost: records were deleted before they were read"
+            );
+            match self.config.on_data_loss {
+                OnDataLoss::Skip => batch.summary.lost_records += lost,
+                OnDataLoss::Stop => {
+                    if batch.in_transaction {
+                        let _ = batch.producer.abort_transaction(CALL_TIMEOUT);
+                        batch.in_transaction = false;
+                    }
+                    return Err(RunError::DataLoss {
+                        topic,
+                        partition,
+                        from,
+                        to: low,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Assignment for Members {
+    fn assigned(&self, queues: Vec<(i32, Queue<Self>)>) {
+        self.joined.store(true, Ordering::Relaxed);
+        self.spawn(queues);
+    }
+
+    fn revoking(&self, consumer: &GroupConsumer<Self>, partitions: &[i32]) {
+        let stopped = self.stop_workers(Some(partitions));
+        let mut batch = self.lock_batch();
+        let committed = self
+            .drain(&mut batch, stopped)
+            .and_then(|()| self.commit(consumer, &mut batch));
+        match committed {
+            Ok(true) => {}
+            // The next owners start from the committed offsets; partitions
+            // this member keeps (cooperative rebalancing) go back there.
+            Ok(false) => {
+                let kept = self.stop_workers(None);
+                let partitions: Vec<i32> = kept.iter().map(|(p, _)| *p).collect();
+                self.discard(kept);
+                if !partitions.is_empty() {
+                    self.fail(RunError::Kafka {
+                        what: "a transaction aborted during a rebalance",
+                        source: KafkaError::Canceled,
+                    });
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn statistics(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.config.tweets_topic) else {
+            return;
+        };
+        for (id, partition) in &topic.partitions {
+            // librdkafka reports -1 for partitions it does not consume, and
+            // a pseudo-partition -1.
+            if *id >= 0 && partition.consumer_lag >= 0 {
+                metrics::gauge!(
+                    "hashbuy_consumer_lag",
+                    "topic" => self.config.tweets_topic.clone(),
+                    "partition" => id.to_string()
+                )
+                .set(partition.consumer_lag as f64);
             }
         }
     }
-    Ok(summary)
+}
+
+/// A worker's fixed part.
+struct Job {
+    partition: i32,
+    topic: String,
+    matcher: Arc<Matcher>,
+    sender: SyncSender<Chunk>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Job {
+    /// Reads the partition's queue until told to stop, sending chunks.
+    fn run(self, queue: Queue<Members>) {
+        let mut chunk = self.chunk();
+        let mut outputs = Vec::new();
+        while !self.stop.load(Ordering::Relaxed) {
+            // Wait only with nothing in hand: a chunk goes out as soon as
+            // the queue runs dry.
+            let wait = if chunk.records == 0 {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
+            let full = match queue.poll(wait) {
+                None => chunk.records > 0,
+                Some(Ok(message)) => {
+                    let source = Source {
+                        topic: &self.topic,
+                        partition: self.partition,
+                        offset: message.offset(),
+                        key: message.key(),
+                        value: message.payload().unwrap_or_default(),
+                    };
+                    outputs.clear();
+                    let handled = self.matcher.handle(&source, now_ms(), &mut outputs);
+                    chunk.kinds.add(handled.kind);
+                    chunk
+                        .decisions
+                        .add(handled.skip.map_or("buy", |s| s.as_str()));
+                    chunk.outputs.extend(outputs.iter().map(|output| {
+                        let (key, value) = output.to_record();
+                        Produced {
+                            command: matches!(output, Output::Command { .. }),
+                            key,
+                            value,
+                        }
+                    }));
+                    chunk.next_offset = Some(message.offset() + 1);
+                    chunk.records += 1;
+                    chunk.records >= CHUNK_RECORDS as u64
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    chunk.eof = true;
+                    true
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(partition = self.partition, "consumer: {e}");
+                    false
+                }
+            };
+            if full
+                && self
+                    .sender
+                    .send(std::mem::replace(&mut chunk, self.chunk()))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if chunk.records > 0 {
+            let _ = self.sender.send(chunk);
+        }
+    }
+
+    fn chunk(&self) -> Chunk {
+        Chunk {
+            partition: self.partition,
+            ..Chunk::default()
+        }
+    }
 }
 
 /// Sends the offsets and commits; `false` if the transaction was aborted
 /// (to be done again).
 fn commit_transaction(
     producer: &BaseProducer<Deliveries>,
-    consumer: &BaseConsumer,
+    consumer: &GroupConsumer<Members>,
     offsets: &TopicPartitionList,
 ) -> Result<bool, RunError> {
     let metadata = consumer.group_metadata().ok_or(RunError::NoGroup)?;
@@ -300,6 +908,7 @@ fn commit_transaction(
             Ok(true)
         }
         Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+            tracing::warn!("transaction aborted, its batch is done again: {e}");
             producer
                 .abort_transaction(CALL_TIMEOUT)
                 .map_err(kafka("cannot abort a failed transaction"))?;
@@ -311,7 +920,7 @@ fn commit_transaction(
 
 /// Moves the consumer back to its group's committed offsets, after an
 /// aborted batch.
-fn rewind(consumer: &BaseConsumer) -> Result<(), RunError> {
+fn rewind(consumer: &GroupConsumer<Members>) -> Result<(), RunError> {
     let committed = consumer
         .committed(CALL_TIMEOUT)
         .map_err(kafka("cannot read committed offsets"))?;
@@ -336,7 +945,7 @@ fn rewind(consumer: &BaseConsumer) -> Result<(), RunError> {
 /// (The second test guards against brokers that report high watermarks
 /// short of the real end, as tansu 0.6 does.)
 fn group_done(
-    consumer: &BaseConsumer,
+    consumer: &GroupConsumer<Members>,
     config: &Config,
     ends: &HashMap<i32, i64>,
     at_eof: &HashSet<i32>,

@@ -5,21 +5,23 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hashbuy_core::decode::{decode, Record};
 use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
 use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::health::Health;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
-use hashbuy_matcher::run::{run, Config, Delivery, Summary};
+use hashbuy_matcher::run::{run, Config, Delivery, OnDataLoss, Summary};
 use hashbuy_matcher::{Matcher, Output, Source};
 use hashbuy_proto::v1::{DeadLetter, PaymentCommand};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
 
-fn matcher() -> Matcher {
+fn matcher() -> Arc<Matcher> {
     let (catalog, accounts) = hashbuy_core::samples::tables();
-    Matcher::new(catalog, accounts)
+    Arc::new(Matcher::new(catalog, accounts))
 }
 
 fn connection(broker: &EmbeddedBroker) -> Connection {
@@ -89,6 +91,7 @@ fn config(connection: Connection, delivery: Delivery) -> Config {
         batch_records: 7,
         batch_time: Duration::from_millis(50),
         instance: "0".into(),
+        on_data_loss: OnDataLoss::Stop,
     }
 }
 
@@ -120,12 +123,21 @@ fn read_all<M: prost::Message + Default>(
 }
 
 fn match_sample(delivery: Delivery) {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let broker = EmbeddedBroker::start(&TOPICS, 4).expect("broker");
     let connection = connection(&broker);
     produce(&connection, &sample_records());
     let stop = AtomicBool::new(false);
-    let summary =
-        run(&matcher(), &config(connection.clone(), delivery), &stop).expect("matcher runs");
+    let summary = run(
+        matcher(),
+        &config(connection.clone(), delivery),
+        &stop,
+        &Health::default(),
+    )
+    .expect("matcher runs");
     assert_eq!(
         (summary.records, summary.commands, summary.dead_letters),
         (18, 6, 2),
@@ -156,8 +168,13 @@ fn match_sample(delivery: Delivery) {
     // A restart resumes after the committed offsets: only the new records,
     // a poison one among them, are matched.
     produce(&connection, &[b"\xff\xfe not a tweet", sample_records()[0]]);
-    let again: Summary =
-        run(&matcher(), &config(connection.clone(), delivery), &stop).expect("matcher runs again");
+    let again: Summary = run(
+        matcher(),
+        &config(connection.clone(), delivery),
+        &stop,
+        &Health::default(),
+    )
+    .expect("matcher runs again");
     assert_eq!(
         (again.records, again.commands, again.dead_letters),
         (2, 1, 1),

@@ -1,0 +1,224 @@
+//! A consumer group member whose partitions each get their own queue, for
+//! one worker per partition, and whose rebalances wait for the work of
+//! revoked partitions to be made durable.
+//!
+//! [`GroupContext`] is the rdkafka consumer context. In librdkafka a
+//! rebalance runs inside the `poll` of the thread that drives the consumer;
+//! there the context:
+//!
+//! - on **assignment**, splits each new partition's queue from the main
+//!   queue *before* librdkafka starts fetching it (so no record of it ever
+//!   reaches the main queue) and hands the queues to
+//!   [`Assignment::assigned`], which starts a worker per partition;
+//! - on **revocation**, calls [`Assignment::revoking`] and returns to
+//!   librdkafka only when it has: the owner stops the workers of those
+//!   partitions, makes what they finished durable and commits it, so the
+//!   next owner starts where this one stopped.
+//!
+//! It also watches librdkafka's log for offset resets caused by an error:
+//! a reset from an offset that is no longer on the broker (retention
+//! deleted it before it was read) is lost data. Those are kept as
+//! [`OffsetReset`]s for the owner to judge ([`GroupContext::take_resets`]),
+//! since silently starting over at the log start can skip a purchase.
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
+
+/// The consumer type of a group member.
+pub type GroupConsumer<A> = BaseConsumer<GroupContext<A>>;
+
+/// A partition's own queue.
+pub type Queue<A> = PartitionQueue<GroupContext<A>>;
+
+/// What a group member does when partitions come and go. Both calls run on
+/// the thread that polls the consumer, inside its `poll`.
+pub trait Assignment: Send + Sync + Sized + 'static {
+    /// Partitions were given to this member, each with its own queue;
+    /// fetching starts when this returns.
+    fn assigned(&self, queues: Vec<(i32, Queue<Self>)>);
+
+    /// Partitions are being taken away: stop their workers and make what
+    /// they finished durable before returning.
+    fn revoking(&self, consumer: &GroupConsumer<Self>, partitions: &[i32]);
+
+    /// librdkafka's statistics (every `statistics.interval.ms`), e.g. for
+    /// consumer lag.
+    fn statistics(&self, _statistics: Statistics) {}
+}
+
+/// A reset of a partition's position by librdkafka after a fetch error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReset {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset that could not be fetched.
+    pub from: i64,
+    /// librdkafka's words.
+    pub message: String,
+}
+
+/// The consumer context of a group member; see the module docs.
+pub struct GroupContext<A: Assignment> {
+    /// What to do on rebalances.
+    pub assignment: A,
+    topic: String,
+    consumer: OnceLock<Weak<GroupConsumer<A>>>,
+    resets: Mutex<Vec<OffsetReset>>,
+}
+
+impl<A: Assignment> GroupContext<A> {
+    /// Creates a consumer of `topic` from `config` (which must carry
+    /// `group.id`) and subscribes it.
+    pub fn subscribe(
+        config: &ClientConfig,
+        topic: &str,
+        assignment: A,
+    ) -> KafkaResult<Arc<GroupConsumer<A>>> {
+        use rdkafka::consumer::Consumer;
+        let context = GroupContext {
+            assignment,
+            topic: topic.to_owned(),
+            consumer: OnceLock::new(),
+            resets: Mutex::new(Vec::new()),
+        };
+        let consumer: Arc<GroupConsumer<A>> = Arc::new(config.create_with_context(context)?);
+        // Splitting a queue needs the consumer itself; the context only
+        // gets a borrow of it in callbacks, so it keeps a weak handle
+        // (weak, or the consumer would own itself).
+        let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+        consumer.subscribe(&[topic])?;
+        Ok(consumer)
+    }
+
+    /// The offset resets seen since the last call.
+    pub fn take_resets(&self) -> Vec<OffsetReset> {
+        self.resets
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+}
+
+impl<A: Assignment> ClientContext for GroupContext<A> {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        let serious = !matches!(
+            level,
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug
+        );
+        if fac == "OFFSET" && serious {
+            if let Some(reset) = parse_reset(log_message) {
+                if let Ok(mut resets) = self.resets.lock() {
+                    resets.push(reset);
+                }
+            }
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.assignment.statistics(statistics);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // The end of a partition is news for its queue, not an error.
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        }
+    }
+}
+
+impl<A: Assignment> ConsumerContext for GroupContext<A> {
+    fn pre_rebalance(&self, consumer: &GroupConsumer<A>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let Some(owner) = self.consumer.get().and_then(Weak::upgrade) else {
+                    return;
+                };
+                let queues = list
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.topic)
+                    .filter_map(|e| {
+                        let queue = owner.split_partition_queue(e.topic(), e.partition());
+                        queue.map(|q| (e.partition(), q))
+                    })
+                    .collect();
+                tracing::info!(partitions = ?partitions(list), "partitions assigned");
+                self.assignment.assigned(queues);
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(partitions = ?partitions(list), "partitions revoked");
+                self.assignment.revoking(consumer, &partitions(list));
+            }
+            Rebalance::Error(e) => tracing::error!("rebalance failed: {e}"),
+        }
+    }
+}
+
+fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Reads librdkafka's warning "TOPIC [P]: offset reset (at offset N ...".
+fn parse_reset(message: &str) -> Option<OffsetReset> {
+    let (head, rest) = message.split_once(": offset reset (at offset ")?;
+    let (before, partition) = head.rsplit_once(" [")?;
+    let partition = partition.strip_suffix(']')?.parse().ok()?;
+    // librdkafka puts the thread and broker first ("[thrd:main]: "); topic
+    // names have neither spaces nor colons.
+    let topic = before.rsplit([' ', ':']).next().filter(|t| !t.is_empty())?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '-')?;
+    let from = rest[..digits].parse().ok()?;
+    Some(OffsetReset {
+        topic: topic.to_owned(),
+        partition,
+        from,
+        message: message.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_librdkafkas_offset_reset_warning() {
+        let message =
+            "[thrd:main]: tweets [7]: offset reset (at offset 120 (leader epoch -1), broker 1) \
+                       to offset BEGINNING (leader epoch -1): fetch failed due to requested \
+                       offset not available on the broker: Broker: Offset out of range";
+        assert_eq!(
+            parse_reset(message),
+            Some(OffsetReset {
+                topic: "tweets".into(),
+                partition: 7,
+                from: 120,
+                message: message.into(),
+            })
+        );
+        assert_eq!(parse_reset("tweets [7]: offset reset (at INVALID"), None);
+    }
+}

@@ -1,0 +1,96 @@
+//! hashbuy's config file (`--config FILE` or `HASHBUY_CONFIG`): TOML with a
+//! `[kafka]` table every Kafka command reads and a `[match]` table for
+//! `hashbuy match`. Precedence, lowest first: built-in defaults, the file,
+//! `HASHBUY_…` environment variables, flags. Unknown keys are errors that
+//! name the file, line and key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use hashbuy_kafka::config::KafkaConfig;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Where Kafka is, security properties, topic names.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// `hashbuy match`'s settings.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+}
+
+/// The `[match]` table; each key has the flag of the same name (with `-`
+/// for `_`) that wins over it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Catalog table file (TOML or JSON), relative to the config file.
+    pub catalog: Option<PathBuf>,
+    /// Accounts table file (TOML or JSON), relative to the config file.
+    pub accounts: Option<PathBuf>,
+    /// Consumer group (default `hashbuy-matcher`).
+    pub group: Option<String>,
+    /// This matcher's name within its group (default `0`).
+    pub instance: Option<String>,
+    /// `exactly-once` (default) or `at-least-once`.
+    pub delivery: Option<String>,
+    /// `stop` (default) or `skip`.
+    pub on_data_loss: Option<String>,
+    /// Most records in one batch (default 10000).
+    pub batch_records: Option<usize>,
+    /// Longest a batch collects records, in milliseconds (default 100).
+    pub batch_ms: Option<u64>,
+    /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
+    pub metrics_addr: Option<String>,
+}
+
+impl File {
+    /// Reads `path`; no path is an empty file.
+    pub fn load(path: Option<&Path>) -> Result<File> {
+        let Some(path) = path else {
+            return Ok(File::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let mut file: File = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}",
+                path.display(),
+                e.to_string().trim_end().replace("TOML parse error ", "")
+            )
+        })?;
+        // Table paths are relative to the file, as a user writing the file
+        // expects wherever hashbuy is started from.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for table in [&mut file.matcher.catalog, &mut file.matcher.accounts]
+            .into_iter()
+            .flatten()
+        {
+            *table = base.join(&*table);
+        }
+        Ok(file)
+    }
+}
+
+/// Parses a `[match]` choice the way its flag does, naming the key on
+/// error.
+pub fn choice<T: clap::ValueEnum>(key: &str, value: Option<&str>) -> Result<Option<T>> {
+    value
+        .map(|v| {
+            T::from_str(v, false).map_err(|_| {
+                let allowed: Vec<String> = T::value_variants()
+                    .iter()
+                    .filter_map(|v| v.to_possible_value())
+                    .map(|v| v.get_name().to_owned())
+                    .collect();
+                anyhow::anyhow!(
+                    "config file: match.{key}: {v:?} is not one of {}",
+                    allowed.join(", ")
+                )
+            })
+        })
+        .transpose()
+}

@@ -29,7 +29,8 @@ pub struct KafkaArgs {
     properties: Vec<(String, String)>,
 }
 
-fn property(s: &str) -> Result<(String, String), String> {
+/// Parses `-X KEY=VALUE`.
+pub fn property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),

@@ -1,6 +1,7 @@
 //! `hashbuy`: buy by tweeting. One binary, one subcommand a job; each
 //! subcommand lives in its own module with a `run(args)` entry point.
 
+mod bench;
 mod broker;
 mod config;
 mod gen;
@@ -44,6 +45,8 @@ enum Command {
     Tail(tail::Args),
     /// Manage hashbuy's topics on a real broker.
     Topics(topics::Args),
+    /// Measure the matcher on Kafka against a consume-only ceiling.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Record(args) => record::run(args),
         Command::Tail(args) => tail::run(args),
         Command::Topics(args) => topics::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -577,3 +577,28 @@ fn a_config_file_is_read_and_its_mistakes_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_reports_both_delivery_modes_against_the_ceiling() {
+    let out = ok(hashbuy(&[
+        "bench",
+        "--tweets",
+        "3000",
+        "--runs",
+        "1",
+        "--partitions",
+        "8",
+    ]));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| ")?.split(" |").next())
+        .collect();
+    assert_eq!(
+        rows,
+        ["consumer", "ceiling", "exactly-once", "at-least-once"],
+        "{table}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches(": 3000 records in").count(), 3, "{err}");
+}

@@ -120,6 +120,9 @@ pub struct Summary {
     pub retried_batches: u64,
     /// Records lost to retention and skipped (`--on-data-loss skip`).
     pub lost_records: u64,
+    /// From the first record consumed to the end of the run (the group
+    /// join before it excluded): what throughput is measured over.
+    pub busy: Duration,
 }
 
 /// Why the matcher stopped with an error.
@@ -277,7 +280,13 @@ pub fn run(
             Err(e)
         }
     };
-    let summary = members.lock_batch().summary.clone();
+    let summary = {
+        let batch = members.lock_batch();
+        Summary {
+            busy: batch.first_record.map_or(Duration::ZERO, |t| t.elapsed()),
+            ..batch.summary.clone()
+        }
+    };
     drop(consumer);
     finished.map(|()| summary)
 }
@@ -391,6 +400,8 @@ struct Batch {
     dead_letters: u64,
     /// Partitions whose end a worker reported since their last record.
     at_eof: HashSet<i32>,
+    /// When the first record of the run was taken.
+    first_record: Option<Instant>,
     /// What was committed.
     summary: Summary,
 }
@@ -406,6 +417,7 @@ impl Batch {
             commands: 0,
             dead_letters: 0,
             at_eof: HashSet::new(),
+            first_record: None,
             summary: Summary::default(),
         }
     }
@@ -570,7 +582,9 @@ impl Members {
                 .map_err(kafka("cannot begin a transaction"))?;
             batch.in_transaction = true;
         }
-        batch.started.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        batch.started.get_or_insert(now);
+        batch.first_record.get_or_insert(now);
         for output in &chunk.outputs {
             let topic = if output.command {
                 batch.commands += 1;

@@ -1,0 +1,419 @@
+//! `hashbuy bench`: the matcher's throughput and CPU cost on Kafka, next
+//! to the ceiling of the same client on the same broker and data.
+//!
+//! The broker runs in its own process (`hashbuy broker`, started here
+//! unless `--brokers` names one), so the CPU time measured is the client's
+//! alone. A generated stream is produced once; then, for each run, three
+//! consumers read all of it, each in a fresh group:
+//!
+//! - **ceiling**: the same group consumer (a queue and a thread per
+//!   partition) that only counts records and bytes;
+//! - **exactly-once** and **at-least-once**: `hashbuy match`'s loop.
+//!
+//! Each is timed from its first record to its last (the group join before
+//! it is not the matcher's speed), and charged the process's CPU time
+//! (user + system, all threads) over the whole read. Medians over the runs
+//! are printed, with the ratio to the ceiling of the same run.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hashbuy_core::decode::{decode, Record};
+use hashbuy_core::tables::{Accounts, Catalog};
+use hashbuy_gen::{Generator, Options};
+use hashbuy_kafka::client::{Connection, CONNECT_TIMEOUT};
+use hashbuy_kafka::group::{Assignment, GroupConsumer, GroupContext, Queue};
+use hashbuy_kafka::health::Health;
+use hashbuy_kafka::produce::{send_waiting, Deliveries};
+use hashbuy_kafka::reader::nonempty_watermarks;
+use hashbuy_matcher::run::{self, Config, Delivery, OnDataLoss};
+use hashbuy_matcher::Matcher;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::Message;
+
+/// The all-time peak of tweets per second on Twitter (August 2013).
+const TWITTER_PEAK: f64 = 143_199.0;
+
+/// Arguments of `hashbuy bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Tweets to generate and read in each run.
+    #[arg(long, default_value_t = 100_000)]
+    tweets: u64,
+    /// Runs of each consumer; medians are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Share of tweets that buy, between 0 and 1.
+    #[arg(long, default_value_t = 0.01)]
+    purchase_share: f64,
+    /// Partitions of the embedded broker's topics. The embedded broker
+    /// keeps at most 5 MB per partition, so this bounds `--tweets`
+    /// (about 1,700 generated tweets a partition).
+    #[arg(long, default_value_t = 128)]
+    partitions: u32,
+    /// Use this broker (its `tweets`, `payment-commands` and
+    /// `dead-letters` topics must exist) instead of starting an embedded
+    /// one. The tweets are produced to it.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// A librdkafka property for every client, as KEY=VALUE (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
+    properties: Vec<(String, String)>,
+}
+
+/// One consumer's figures in one run.
+#[derive(Debug, Clone, Copy)]
+struct Figures {
+    records: u64,
+    busy: Duration,
+    cpu: Duration,
+}
+
+impl Figures {
+    fn per_second(&self) -> f64 {
+        self.records as f64 / self.busy.as_secs_f64().max(1e-9)
+    }
+
+    fn cpu_us_per_record(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.records.max(1) as f64
+    }
+}
+
+/// Runs `hashbuy bench`.
+pub fn run(args: Args) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.purchase_share) {
+        bail!(
+            "--purchase-share {} is not between 0 and 1",
+            args.purchase_share
+        );
+    }
+    let started_broker = match &args.brokers {
+        Some(_) => None,
+        None => Some(BrokerChild::start(args.partitions)?),
+    };
+    let connection = Connection {
+        brokers: match (&args.brokers, &started_broker) {
+            (Some(brokers), _) => brokers.clone(),
+            (None, Some(broker)) => broker.address.clone(),
+            (None, None) => unreachable!("a broker was started"),
+        },
+        properties: args.properties.clone(),
+    };
+    let partitions = connection.check_topic("tweets", CONNECT_TIMEOUT)?;
+
+    let mut generator = Generator::new(Options {
+        purchase_share: args.purchase_share,
+        ..Options::default()
+    });
+    let catalog = Catalog::from_file_text(
+        "generated catalog",
+        &serde_json::to_string(&generator.catalog()).context("catalog renders")?,
+    )?;
+    let accounts = Accounts::from_file_text(
+        "generated accounts",
+        &serde_json::to_string(&generator.accounts()).context("accounts render")?,
+    )?;
+    let matcher = Arc::new(Matcher::new(catalog, accounts));
+    let bytes = produce(&connection, &mut generator, args.tweets)?;
+    let probe: rdkafka::consumer::BaseConsumer = connection.config().create()?;
+    let stored: u64 = nonempty_watermarks(&probe, "tweets", partitions)?
+        .values()
+        .map(|(low, high)| u64::try_from(high - low).unwrap_or(0))
+        .sum();
+    drop(probe);
+    if args.brokers.is_none() && stored < args.tweets {
+        bail!(
+            "the embedded broker kept {stored} of {} tweets (it keeps 5 MB a partition): \
+             give more --partitions or fewer --tweets",
+            args.tweets
+        );
+    }
+    eprintln!(
+        "{} tweets ({:.1} MB, {:.2} KB each) on {} partitions; {} runs",
+        args.tweets,
+        bytes as f64 / 1e6,
+        bytes as f64 / args.tweets as f64 / 1e3,
+        partitions,
+        args.runs
+    );
+
+    let mut results: HashMap<&'static str, Vec<Figures>> = HashMap::new();
+    let modes = ["ceiling", "exactly-once", "at-least-once"];
+    for run in 0..args.runs {
+        for mode in modes {
+            let group = format!("hashbuy-bench-{}-{mode}-{run}", std::process::id());
+            let figures = match mode {
+                "ceiling" => ceiling(&connection, &group, stored)?,
+                _ => matcher_run(&connection, &group, mode, Arc::clone(&matcher))?,
+            };
+            eprintln!(
+                "run {}: {mode:>13}: {} records in {:.2} s, {:.0}/s, {:.2} µs CPU each",
+                run + 1,
+                figures.records,
+                figures.busy.as_secs_f64(),
+                figures.per_second(),
+                figures.cpu_us_per_record()
+            );
+            results.entry(mode).or_default().push(figures);
+        }
+    }
+
+    let ceiling_rates: Vec<f64> = results["ceiling"].iter().map(Figures::per_second).collect();
+    println!("| consumer | tweets/s (median) | of ceiling (median of runs) | CPU µs/tweet (median) | × Twitter peak (143,199/s) |");
+    println!("|---|---|---|---|---|");
+    for mode in modes {
+        let figures = &results[mode];
+        let rates: Vec<f64> = figures.iter().map(Figures::per_second).collect();
+        let ratios: Vec<f64> = rates
+            .iter()
+            .zip(&ceiling_rates)
+            .map(|(rate, ceiling)| rate / ceiling)
+            .collect();
+        let cpu: Vec<f64> = figures.iter().map(Figures::cpu_us_per_record).collect();
+        let rate = median(&rates);
+        println!(
+            "| {mode} | {rate:.0} | {:.0}% | {:.2} | {:.2} |",
+            median(&ratios) * 100.0,
+            median(&cpu),
+            rate / TWITTER_PEAK
+        );
+    }
+    drop(started_broker);
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// Produces `tweets` generated tweets to `tweets`, keyed by user id as
+/// `hashbuy replay` does; returns their bytes.
+fn produce(connection: &Connection, generator: &mut Generator, tweets: u64) -> Result<u64> {
+    let producer: BaseProducer<Deliveries> = connection
+        .config_with(&[("linger.ms", "20".to_owned())])
+        .create_with_context(Deliveries::default())?;
+    let progress = ProgressBar::new(tweets).with_style(
+        ProgressStyle::with_template("producing {bar:40} {human_pos}/{human_len}, ETA {eta}")
+            .context("progress template")?,
+    );
+    let mut line = Vec::new();
+    let mut bytes = 0;
+    for n in 0..tweets {
+        line.clear();
+        generator.write_next(&mut line);
+        let key = match decode(&line) {
+            Ok(Record::Tweet(tweet)) => Some(tweet.user_id.into_owned()),
+            _ => None,
+        };
+        send_waiting(
+            &producer,
+            "tweets",
+            key.as_deref().map(str::as_bytes),
+            &line,
+            || false,
+        )?;
+        bytes += line.len() as u64;
+        if n % 1024 == 0 {
+            progress.set_position(n);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .context("the tweets were not delivered within 120 s")?;
+    if let Some((count, first)) = producer.context().failures() {
+        bail!("{count} tweets were not delivered: {first}");
+    }
+    progress.finish_and_clear();
+    Ok(bytes)
+}
+
+/// The matcher's loop in one delivery mode, to the end of the topic.
+fn matcher_run(
+    connection: &Connection,
+    group: &str,
+    mode: &str,
+    matcher: Arc<Matcher>,
+) -> Result<Figures> {
+    let config = Config {
+        connection: connection.clone(),
+        group: group.to_owned(),
+        tweets_topic: "tweets".into(),
+        commands_topic: "payment-commands".into(),
+        dead_letters_topic: "dead-letters".into(),
+        delivery: if mode == "exactly-once" {
+            Delivery::ExactlyOnce
+        } else {
+            Delivery::AtLeastOnce
+        },
+        exit_at_end: true,
+        batch_records: 10_000,
+        batch_time: Duration::from_millis(100),
+        instance: "0".into(),
+        on_data_loss: OnDataLoss::Stop,
+    };
+    let stop = AtomicBool::new(false);
+    let cpu = cpu_time();
+    let summary = run::run(matcher, &config, &stop, &Health::default())
+        .with_context(|| format!("the {mode} matcher stopped"))?;
+    Ok(Figures {
+        records: summary.records,
+        busy: summary.busy,
+        cpu: cpu_time().saturating_sub(cpu),
+    })
+}
+
+/// Reads `expected` records in a fresh group, counting bytes only.
+fn ceiling(connection: &Connection, group: &str, expected: u64) -> Result<Figures> {
+    let counter = Counter::default();
+    let consumer = GroupContext::subscribe(
+        &connection.config_with(&[
+            ("group.id", group.to_owned()),
+            ("enable.auto.commit", "false".to_owned()),
+            ("auto.offset.reset", "earliest".to_owned()),
+            ("isolation.level", "read_committed".to_owned()),
+        ]),
+        "tweets",
+        counter,
+    )?;
+    let counter = &consumer.context().assignment;
+    let cpu = cpu_time();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while counter.records.load(Ordering::Relaxed) < expected {
+        consumer.poll(Duration::from_millis(10));
+        if Instant::now() > deadline {
+            bail!("the ceiling consumer did not read the topic within 600 s");
+        }
+    }
+    let busy = lock(&counter.first).map_or(Duration::ZERO, |t| t.elapsed());
+    let cpu = cpu_time().saturating_sub(cpu);
+    counter.stop_all();
+    let records = counter.records.load(Ordering::Relaxed);
+    if counter.bytes.load(Ordering::Relaxed) == 0 {
+        bail!("the ceiling consumer read no bytes");
+    }
+    drop(consumer);
+    Ok(Figures { records, busy, cpu })
+}
+
+/// The ceiling consumer: a thread per partition counting what it reads.
+#[derive(Default)]
+struct Counter {
+    records: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+    first: Arc<Mutex<Option<Instant>>>,
+    workers: Mutex<Vec<(Arc<AtomicBool>, JoinHandle<()>)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Counter {
+    fn stop_all(&self) {
+        let workers = std::mem::take(&mut *lock(&self.workers));
+        for (stop, _) in &workers {
+            stop.store(true, Ordering::Relaxed);
+        }
+        for (_, thread) in workers {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Assignment for Counter {
+    fn assigned(&self, queues: Vec<(i32, Queue<Self>)>) {
+        let mut workers = lock(&self.workers);
+        for (_, queue) in queues {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (records, bytes, first) = (
+                Arc::clone(&self.records),
+                Arc::clone(&self.bytes),
+                Arc::clone(&self.first),
+            );
+            let flag = Arc::clone(&stop);
+            let thread = std::thread::spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    if let Some(Ok(message)) = queue.poll(Duration::from_millis(100)) {
+                        lock(&first).get_or_insert_with(Instant::now);
+                        let size = message.payload().map_or(0, <[u8]>::len);
+                        bytes.fetch_add(size as u64, Ordering::Relaxed);
+                        records.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            workers.push((stop, thread));
+        }
+    }
+
+    fn revoking(&self, _: &GroupConsumer<Self>, _: &[i32]) {
+        self.stop_all();
+    }
+}
+
+/// CPU time of this process so far, all threads, user and system.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// A `hashbuy broker` child process, stopped when dropped.
+struct BrokerChild {
+    child: Child,
+    address: String,
+}
+
+impl BrokerChild {
+    fn start(partitions: u32) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("no free port")?
+            .port();
+        let exe = std::env::current_exe().context("cannot find the hashbuy binary")?;
+        let child = Command::new(exe)
+            .args(["broker", "--port", &port.to_string()])
+            .args(["--partitions", &partitions.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start the embedded broker")?;
+        let broker = BrokerChild {
+            child,
+            address: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the embedded broker did not listen within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(broker)
+    }
+}
+
+impl Drop for BrokerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

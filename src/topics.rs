@@ -40,6 +40,10 @@ struct CreateArgs {
     /// Topics to create (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = TOPICS.map(String::from))]
     topics: Vec<String>,
+    /// A topic setting, as KEY=VALUE (repeatable), for every topic created:
+    /// `cleanup.policy=compact` for a table, `retention.ms=...`.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
+    topic_config: Vec<(String, String)>,
 }
 
 /// Runs `hashbuy topics`.
@@ -60,10 +64,13 @@ fn create(args: CreateArgs) -> Result<()> {
         .topics
         .iter()
         .map(|t| {
-            NewTopic::new(
-                t,
-                args.partitions,
-                TopicReplication::Fixed(args.replication),
+            args.topic_config.iter().fold(
+                NewTopic::new(
+                    t,
+                    args.partitions,
+                    TopicReplication::Fixed(args.replication),
+                ),
+                |topic, (key, value)| topic.set(key, value),
             )
         })
         .collect();
@@ -81,8 +88,13 @@ fn create(args: CreateArgs) -> Result<()> {
     for result in results {
         match result {
             Ok(topic) => eprintln!(
-                "created {topic} ({} partitions, replication {})",
-                args.partitions, args.replication
+                "created {topic} ({} partitions, replication {}{})",
+                args.partitions,
+                args.replication,
+                args.topic_config
+                    .iter()
+                    .map(|(k, v)| format!(", {k}={v}"))
+                    .collect::<String>()
             ),
             Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 eprintln!("{topic} exists already; left as it is")

@@ -6,9 +6,22 @@
 //! `.ci/run` starts tansu and does so. Extra librdkafka properties for the
 //! broker go in `HASHBUY_TEST_KAFKA_PROPERTIES` as space-separated
 //! KEY=VALUE pairs (tansu wants `fetch.wait.max.ms=10`).
+//!
+//! The matcher runs at least once here unless `HASHBUY_TEST_TRANSACTIONS=1`
+//! says the broker has transactions with `read_committed` (a Kafka), in
+//! which case a matcher killed mid-stream must also leave no duplicate.
+//! Against a Kafka:
+//!
+//! ```sh
+//! HASHBUY_TEST_BROKERS=kafka:9092 HASHBUY_TEST_TRANSACTIONS=1 \
+//!     cargo test --test real_broker -- --ignored
+//! ```
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -18,7 +31,7 @@ fn brokers() -> String {
 }
 
 /// `hashbuy` with `--brokers` and the test's -X properties appended.
-fn hashbuy(args: &[&str]) -> Output {
+fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hashbuy"));
     command.args(args).args(["--brokers", &brokers()]);
     for property in std::env::var("HASHBUY_TEST_KAFKA_PROPERTIES")
@@ -27,7 +40,11 @@ fn hashbuy(args: &[&str]) -> Output {
     {
         command.args(["-X", property]);
     }
-    command.output().expect("hashbuy runs")
+    command
+}
+
+fn hashbuy(args: &[&str]) -> Output {
+    command(args).output().expect("hashbuy runs")
 }
 
 fn ok(output: Output) -> String {
@@ -159,4 +176,145 @@ fn match_at_least_once_on_a_real_broker() {
         "--exit-at-end",
     ]));
     assert_eq!(printed.lines().count(), 2);
+}
+
+fn transactions() -> bool {
+    std::env::var("HASHBUY_TEST_TRANSACTIONS").is_ok_and(|v| v == "1")
+}
+
+/// The sum of a Prometheus metric's samples, read from `port`.
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(
+        response
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
+}
+
+#[test]
+#[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
+fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
+    let run = std::process::id();
+    let (tweets, commands, dead) = (
+        format!("k-tweets-{run}"),
+        format!("k-commands-{run}"),
+        format!("k-dead-{run}"),
+    );
+    ok(hashbuy(&[
+        "topics",
+        "create",
+        "--topics",
+        &format!("{tweets},{commands},{dead}"),
+        "--partitions",
+        "4",
+    ]));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let generated = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["gen", "--tweets", "20000", "--purchase-share", "0.05"])
+        .args(["--out", &path("t.jsonl"), "--catalog-out", &path("c.toml")])
+        .args(["--accounts-out", &path("a.toml")])
+        .output()
+        .expect("gen runs");
+    ok(generated);
+    let inspected = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["inspect", &path("t.jsonl"), "--catalog", &path("c.toml")])
+        .args(["--accounts", &path("a.toml")])
+        .output()
+        .expect("inspect runs");
+    let expected: BTreeSet<String> = ok(inspected)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .flat_map(|v| {
+            v["decision"]["commands"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|c| c["command_id"].as_str().map(str::to_owned))
+        .collect();
+    ok(hashbuy(&["replay", &path("t.jsonl"), "--topic", &tweets]));
+
+    let delivery = if transactions() {
+        "exactly-once"
+    } else {
+        "at-least-once"
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let matcher = |extra: &[&str]| {
+        let mut matcher = command(&["match", "--catalog", &path("c.toml")]);
+        matcher
+            .args(["--accounts", &path("a.toml"), "--delivery", delivery])
+            .args(["--group", &format!("k-{run}"), "--batch-ms", "20"])
+            .args(["-X", "session.timeout.ms=6000"])
+            .args(["--tweets-topic", &tweets, "--commands-topic", &commands])
+            .args(["--dead-letters-topic", &dead])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        matcher
+    };
+    let mut first = matcher(&["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .spawn()
+        .expect("matcher starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric(port, "hashbuy_matcher_commands_total").unwrap_or(0.0) < 1.0 {
+        assert!(
+            first.try_wait().expect("child").is_none(),
+            "the matcher exited early"
+        );
+        assert!(Instant::now() < deadline, "no command within 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+
+    let restarted = matcher(&["--exit-at-end"])
+        .output()
+        .expect("matcher restarts");
+    let report = String::from_utf8_lossy(&restarted.stderr).into_owned();
+    ok(restarted);
+    assert!(
+        !report.contains("matched 0 records"),
+        "the kill was mid-stream: {report}"
+    );
+
+    let printed = ok(hashbuy(&[
+        "tail",
+        "--topic",
+        &commands,
+        "--type",
+        "command",
+        "--from-beginning",
+        "--exit-at-end",
+    ]));
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for line in printed.lines() {
+        let value: Value = serde_json::from_str(line).expect("JSON line");
+        let id = value["value"]["command_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    let ids: BTreeSet<String> = seen.keys().cloned().collect();
+    assert_eq!(
+        expected.difference(&ids).count(),
+        0,
+        "no command is missing"
+    );
+    assert_eq!(ids.difference(&expected).count(), 0, "nothing unexpected");
+    if transactions() {
+        let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+        assert!(twice.is_empty(), "exactly once: {twice:?}");
+    }
 }

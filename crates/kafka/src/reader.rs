@@ -122,10 +122,20 @@ impl TopicReader {
                 Some(Ok(message))
             }
             Err(KafkaError::PartitionEOF(partition)) => {
+                // The consumer's own position also steps over transaction
+                // markers, which are never delivered: on a transactional
+                // topic the last record read ends short of the high
+                // watermark.
+                let consumed = self.consumer.position().ok().and_then(|list| {
+                    list.elements()
+                        .iter()
+                        .find(|e| e.partition() == partition)
+                        .and_then(|e| e.offset().to_raw())
+                });
                 if self
                     .ends
                     .get(&partition)
-                    .is_some_and(|&(end, position)| position >= end)
+                    .is_some_and(|&(end, position)| position.max(consumed.unwrap_or(0)) >= end)
                 {
                     self.ends.remove(&partition);
                 }

@@ -12,7 +12,9 @@
 //!
 //! Each is timed from its first record to its last (the group join before
 //! it is not the matcher's speed), and charged the process's CPU time
-//! (user + system, all threads) over the whole read. Medians over the runs
+//! (user + system, all threads) over the whole read; the embedded broker's
+//! CPU time over the same read is shown beside it, since on one machine the
+//! two share the cores. Medians over the runs
 //! are printed, with the ratio to the ceiling of the same run.
 
 use std::collections::HashMap;
@@ -74,6 +76,8 @@ struct Figures {
     records: u64,
     busy: Duration,
     cpu: Duration,
+    /// CPU time of the embedded broker process over the same read.
+    broker_cpu: Option<Duration>,
 }
 
 impl Figures {
@@ -83,6 +87,11 @@ impl Figures {
 
     fn cpu_us_per_record(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.records.max(1) as f64
+    }
+
+    fn broker_us_per_record(&self) -> Option<f64> {
+        self.broker_cpu
+            .map(|cpu| cpu.as_secs_f64() * 1e6 / self.records.max(1) as f64)
     }
 }
 
@@ -149,25 +158,35 @@ pub fn run(args: Args) -> Result<()> {
     for run in 0..args.runs {
         for mode in modes {
             let group = format!("hashbuy-bench-{}-{mode}-{run}", std::process::id());
-            let figures = match mode {
+            let broker_before = started_broker.as_ref().and_then(BrokerChild::cpu_time);
+            let mut figures = match mode {
                 "ceiling" => ceiling(&connection, &group, stored)?,
                 _ => matcher_run(&connection, &group, mode, Arc::clone(&matcher))?,
             };
+            figures.broker_cpu = started_broker
+                .as_ref()
+                .and_then(BrokerChild::cpu_time)
+                .zip(broker_before)
+                .map(|(after, before)| after.saturating_sub(before));
             eprintln!(
-                "run {}: {mode:>13}: {} records in {:.2} s, {:.0}/s, {:.2} µs CPU each",
+                "run {}: {mode:>13}: {} records in {:.2} s, {:.0}/s, {:.2} µs CPU each{}",
                 run + 1,
                 figures.records,
                 figures.busy.as_secs_f64(),
                 figures.per_second(),
-                figures.cpu_us_per_record()
+                figures.cpu_us_per_record(),
+                figures
+                    .broker_us_per_record()
+                    .map(|us| format!(" (broker: {us:.2} µs)"))
+                    .unwrap_or_default()
             );
             results.entry(mode).or_default().push(figures);
         }
     }
 
     let ceiling_rates: Vec<f64> = results["ceiling"].iter().map(Figures::per_second).collect();
-    println!("| consumer | tweets/s (median) | of ceiling (median of runs) | CPU µs/tweet (median) | × Twitter peak (143,199/s) |");
-    println!("|---|---|---|---|---|");
+    println!("| consumer | tweets/s (median) | of ceiling (median of runs) | CPU µs/tweet (median) | broker CPU µs/tweet (median) | × Twitter peak (143,199/s) |");
+    println!("|---|---|---|---|---|---|");
     for mode in modes {
         let figures = &results[mode];
         let rates: Vec<f64> = figures.iter().map(Figures::per_second).collect();
@@ -177,9 +196,18 @@ pub fn run(args: Args) -> Result<()> {
             .map(|(rate, ceiling)| rate / ceiling)
             .collect();
         let cpu: Vec<f64> = figures.iter().map(Figures::cpu_us_per_record).collect();
+        let broker: Vec<f64> = figures
+            .iter()
+            .filter_map(Figures::broker_us_per_record)
+            .collect();
+        let broker = if broker.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", median(&broker))
+        };
         let rate = median(&rates);
         println!(
-            "| {mode} | {rate:.0} | {:.0}% | {:.2} | {:.2} |",
+            "| {mode} | {rate:.0} | {:.0}% | {:.2} | {broker} | {:.2} |",
             median(&ratios) * 100.0,
             median(&cpu),
             rate / TWITTER_PEAK
@@ -272,6 +300,7 @@ fn matcher_run(
         records: summary.records,
         busy: summary.busy,
         cpu: cpu_time().saturating_sub(cpu),
+        broker_cpu: None,
     })
 }
 
@@ -305,7 +334,12 @@ fn ceiling(connection: &Connection, group: &str, expected: u64) -> Result<Figure
         bail!("the ceiling consumer read no bytes");
     }
     drop(consumer);
-    Ok(Figures { records, busy, cpu })
+    Ok(Figures {
+        records,
+        busy,
+        cpu,
+        broker_cpu: None,
+    })
 }
 
 /// The ceiling consumer: a thread per partition counting what it reads.
@@ -408,6 +442,24 @@ impl BrokerChild {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(broker)
+    }
+}
+
+impl BrokerChild {
+    /// The broker process's CPU time so far, user and system, from
+    /// `/proc` (Linux).
+    fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the parenthesized command name; utime and stime are
+        // the 14th and 15th fields of the line.
+        let rest = stat.rsplit_once(") ")?.1;
+        let mut fields = rest.split(' ').skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        // SAFETY: sysconf reads a constant.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
+        Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
     }
 }
 

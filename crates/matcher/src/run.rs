@@ -120,8 +120,9 @@ pub struct Summary {
     pub retried_batches: u64,
     /// Records lost to retention and skipped (`--on-data-loss skip`).
     pub lost_records: u64,
-    /// From the first record consumed to the end of the run (the group
-    /// join before it excluded): what throughput is measured over.
+    /// From the first record consumed to the last batch committed (the
+    /// group join before and the shutdown after excluded): what throughput
+    /// is measured over.
     pub busy: Duration,
 }
 
@@ -283,7 +284,10 @@ pub fn run(
     let summary = {
         let batch = members.lock_batch();
         Summary {
-            busy: batch.first_record.map_or(Duration::ZERO, |t| t.elapsed()),
+            busy: batch
+                .first_record
+                .zip(batch.last_commit)
+                .map_or(Duration::ZERO, |(first, last)| last - first),
             ..batch.summary.clone()
         }
     };
@@ -402,6 +406,8 @@ struct Batch {
     at_eof: HashSet<i32>,
     /// When the first record of the run was taken.
     first_record: Option<Instant>,
+    /// When the last batch was committed.
+    last_commit: Option<Instant>,
     /// What was committed.
     summary: Summary,
 }
@@ -418,6 +424,7 @@ impl Batch {
             dead_letters: 0,
             at_eof: HashSet::new(),
             first_record: None,
+            last_commit: None,
             summary: Summary::default(),
         }
     }
@@ -668,6 +675,7 @@ impl Members {
             batch.summary.commands += batch.commands;
             batch.summary.dead_letters += batch.dead_letters;
             batch.summary.batches += 1;
+            batch.last_commit = Some(Instant::now());
         } else {
             metrics::counter!("hashbuy_matcher_batches_aborted_total").increment(1);
             batch.summary.retried_batches += 1;

@@ -65,6 +65,10 @@ pub struct Args {
     /// one. The tweets are produced to it.
     #[arg(long)]
     brokers: Option<String>,
+    /// Longest a matcher batch (transaction) collects records, in
+    /// milliseconds, as `hashbuy match --batch-ms`.
+    #[arg(long, default_value_t = 100)]
+    batch_ms: u64,
     /// A librdkafka property for every client, as KEY=VALUE (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
     properties: Vec<(String, String)>,
@@ -161,7 +165,13 @@ pub fn run(args: Args) -> Result<()> {
             let broker_before = started_broker.as_ref().and_then(BrokerChild::cpu_time);
             let mut figures = match mode {
                 "ceiling" => ceiling(&connection, &group, stored)?,
-                _ => matcher_run(&connection, &group, mode, Arc::clone(&matcher))?,
+                _ => matcher_run(
+                    &connection,
+                    &group,
+                    mode,
+                    Arc::clone(&matcher),
+                    Duration::from_millis(args.batch_ms.max(1)),
+                )?,
             };
             figures.broker_cpu = started_broker
                 .as_ref()
@@ -274,6 +284,7 @@ fn matcher_run(
     group: &str,
     mode: &str,
     matcher: Arc<Matcher>,
+    batch_time: Duration,
 ) -> Result<Figures> {
     let config = Config {
         connection: connection.clone(),
@@ -288,7 +299,7 @@ fn matcher_run(
         },
         exit_at_end: true,
         batch_records: 10_000,
-        batch_time: Duration::from_millis(100),
+        batch_time,
         instance: "0".into(),
         on_data_loss: OnDataLoss::Stop,
     };

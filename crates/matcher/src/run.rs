@@ -13,8 +13,8 @@
 //! - **One coordinator** (the thread calling [`run`]) owns the producer and
 //!   drives the consumer: it polls the main queue (rebalances and errors
 //!   only), takes chunks, produces their outputs, and makes each batch (up
-//!   to [`Config::batch_records`] records or [`Config::batch_time`])
-//!   durable as a whole:
+//!   to [`Config::batch_records`] records or [`Config::batch_time`], or
+//!   what came before the input paused for 20 ms) durable as a whole:
 //!   - **Exactly once** (default): the batch's outputs and its offsets go in
 //!     one Kafka transaction (`send_offsets_to_transaction` with the group's
 //!     metadata, so a member that lost its partitions in a rebalance cannot
@@ -326,13 +326,18 @@ fn coordinate(
 
         let received = members.lock_receiver().recv_timeout(POLL_EVERY);
         let mut batch = members.lock_batch();
-        match received {
-            Ok(chunk) => members.apply(&mut batch, chunk)?,
-            Err(RecvTimeoutError::Timeout) => {}
+        // A batch ends when full, when old enough, or when the input pauses:
+        // waiting out the batch time then only delays the outputs.
+        let idle = match received {
+            Ok(chunk) => {
+                members.apply(&mut batch, chunk)?;
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => true,
             Err(RecvTimeoutError::Disconnected) => unreachable!("members holds a sender"),
-        }
+        };
         let due = batch.started.is_some_and(|s| {
-            s.elapsed() >= config.batch_time || batch.records >= config.batch_records as u64
+            idle || s.elapsed() >= config.batch_time || batch.records >= config.batch_records as u64
         });
         if due && !members.commit(consumer, &mut batch)? {
             drop(batch);

@@ -13,12 +13,15 @@
 //! "no duplicate after a kill" is checked against a real Kafka by
 //! `tests/real_broker.rs` (`HASHBUY_TEST_TRANSACTIONS=1`).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{get, inspected_command_ids, metric};
 use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
 use serde_json::Value;
 
@@ -82,17 +85,7 @@ impl Stream {
             "--accounts",
             &path("accounts.toml"),
         ]));
-        let expected: BTreeSet<String> = String::from_utf8_lossy(&inspected.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .flat_map(|v| {
-                v["decision"]["commands"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter_map(|c| c["command_id"].as_str().map(str::to_owned))
-            .collect();
+        let expected = inspected_command_ids(&String::from_utf8_lossy(&inspected.stdout));
         assert!(
             expected.len() > tweets / 100,
             "the stream buys: {}",
@@ -181,29 +174,6 @@ impl Stream {
         }
         ids
     }
-}
-
-/// GETs `path` from a local HTTP server: status code and body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// The sum of a Prometheus metric's samples (all label sets).
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Waits (up to 60 s) until `done` holds for the metrics the matcher on

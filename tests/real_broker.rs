@@ -17,12 +17,14 @@
 //!     cargo test --test real_broker -- --ignored
 //! ```
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{get, inspected_command_ids, metric};
 use serde_json::Value;
 
 fn brokers() -> String {
@@ -182,21 +184,6 @@ fn transactions() -> bool {
     std::env::var("HASHBUY_TEST_TRANSACTIONS").is_ok_and(|v| v == "1")
 }
 
-/// The sum of a Prometheus metric's samples, read from `port`.
-fn metric(port: u16, name: &str) -> Option<f64> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(stream, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(
-        response
-            .lines()
-            .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
-}
-
 #[test]
 #[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
 fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
@@ -228,17 +215,7 @@ fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
         .args(["--accounts", &path("a.toml")])
         .output()
         .expect("inspect runs");
-    let expected: BTreeSet<String> = ok(inspected)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .flat_map(|v| {
-            v["decision"]["commands"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|c| c["command_id"].as_str().map(str::to_owned))
-        .collect();
+    let expected = inspected_command_ids(&ok(inspected));
     ok(hashbuy(&["replay", &path("t.jsonl"), "--topic", &tweets]));
 
     let delivery = if transactions() {
@@ -267,7 +244,10 @@ fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
         .spawn()
         .expect("matcher starts");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while metric(port, "hashbuy_matcher_commands_total").unwrap_or(0.0) < 1.0 {
+    while get(port, "/metrics").map_or(0.0, |(_, body)| {
+        metric(&body, "hashbuy_matcher_commands_total")
+    }) < 1.0
+    {
         assert!(
             first.try_wait().expect("child").is_none(),
             "the matcher exited early"

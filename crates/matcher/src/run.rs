@@ -185,6 +185,10 @@ const CHUNK_RECORDS: usize = 512;
 /// Chunks waiting for the coordinator; beyond this, workers wait.
 const CHUNKS_QUEUED: usize = 64;
 
+/// How long the matcher waits to join its group before saying so (and
+/// again after each such interval).
+const JOIN_WARNING: Duration = Duration::from_secs(30);
+
 /// How often the coordinator serves the consumer's main queue at least.
 const POLL_EVERY: Duration = Duration::from_millis(20);
 
@@ -305,6 +309,8 @@ fn coordinate(
 ) -> Result<(), RunError> {
     let members = &consumer.context().assignment;
     let mut checked_end = Instant::now();
+    let started = Instant::now();
+    let mut warn_unjoined_at = JOIN_WARNING;
     while !stop.load(Ordering::Relaxed) {
         health.beat();
         // Rebalances and client errors arrive here; records never do, as
@@ -322,7 +328,17 @@ fn coordinate(
             Some(Err(e)) => tracing::warn!("consumer: {e}"),
         }
         members.take_failure()?;
-        health.set_ready(members.joined.load(Ordering::Relaxed));
+        let joined = members.joined.load(Ordering::Relaxed);
+        health.set_ready(joined);
+        if !joined && started.elapsed() >= warn_unjoined_at {
+            tracing::warn!(
+                group = %config.group,
+                waited_s = started.elapsed().as_secs(),
+                "still waiting for the group to assign partitions; a dead member of the \
+                 group may hold them until its session times out"
+            );
+            warn_unjoined_at += JOIN_WARNING;
+        }
 
         let received = members.lock_receiver().recv_timeout(POLL_EVERY);
         let mut batch = members.lock_batch();

@@ -1,0 +1,46 @@
+//! Helpers the black-box suites share: reading `hashbuy inspect`'s
+//! decisions and a running matcher's `/metrics`.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The command ids in `hashbuy inspect`'s output (one JSON line a record).
+pub fn inspected_command_ids(inspect_stdout: &str) -> BTreeSet<String> {
+    inspect_stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .flat_map(|v| {
+            v["decision"]["commands"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|c| c["command_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// GETs `path` from a local HTTP server: status code and body.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// The sum of a Prometheus metric's samples (all label sets).
+pub fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -107,19 +107,7 @@ fn topics_replay_and_tail_on_a_real_broker() {
 #[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
 fn match_at_least_once_on_a_real_broker() {
     let run = std::process::id();
-    let (tweets, commands, dead) = (
-        format!("m-tweets-{run}"),
-        format!("m-commands-{run}"),
-        format!("m-dead-{run}"),
-    );
-    ok(hashbuy(&[
-        "topics",
-        "create",
-        "--topics",
-        &format!("{tweets},{commands},{dead}"),
-        "--partitions",
-        "4",
-    ]));
+    let (tweets, commands, dead) = matcher_topics("m");
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
     let sample = |name: &str| samples.join(name).display().to_string();
     ok(hashbuy(&[
@@ -180,6 +168,26 @@ fn match_at_least_once_on_a_real_broker() {
     assert_eq!(printed.lines().count(), 2);
 }
 
+/// Creates a tweets, a commands and a dead-letters topic of this run, 4
+/// partitions each, named with `prefix`.
+fn matcher_topics(prefix: &str) -> (String, String, String) {
+    let run = std::process::id();
+    let names = (
+        format!("{prefix}-tweets-{run}"),
+        format!("{prefix}-commands-{run}"),
+        format!("{prefix}-dead-{run}"),
+    );
+    ok(hashbuy(&[
+        "topics",
+        "create",
+        "--topics",
+        &format!("{},{},{}", names.0, names.1, names.2),
+        "--partitions",
+        "4",
+    ]));
+    names
+}
+
 fn transactions() -> bool {
     std::env::var("HASHBUY_TEST_TRANSACTIONS").is_ok_and(|v| v == "1")
 }
@@ -188,19 +196,7 @@ fn transactions() -> bool {
 #[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
 fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
     let run = std::process::id();
-    let (tweets, commands, dead) = (
-        format!("k-tweets-{run}"),
-        format!("k-commands-{run}"),
-        format!("k-dead-{run}"),
-    );
-    ok(hashbuy(&[
-        "topics",
-        "create",
-        "--topics",
-        &format!("{tweets},{commands},{dead}"),
-        "--partitions",
-        "4",
-    ]));
+    let (tweets, commands, dead) = matcher_topics("k");
     let dir = tempfile::tempdir().expect("temp dir");
     let path = |name: &str| dir.path().join(name).display().to_string();
     let generated = Command::new(env!("CARGO_BIN_EXE_hashbuy"))

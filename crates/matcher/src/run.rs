@@ -47,7 +47,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
 use hashbuy_kafka::group::{Assignment, GroupConsumer, GroupContext, OffsetReset, Queue};
 use hashbuy_kafka::health::Health;
-use hashbuy_kafka::produce::{send_waiting, Deliveries};
+use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use hashbuy_kafka::reader::nonempty_watermarks;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -674,9 +674,7 @@ impl Members {
                 commit_transaction(&batch.producer, consumer, &offsets)?
             }
             Delivery::AtLeastOnce => {
-                batch
-                    .producer
-                    .flush(CALL_TIMEOUT)
+                flush_promptly(&batch.producer, CALL_TIMEOUT)
                     .map_err(kafka("cannot deliver the batch"))?;
                 if let Some((count, first)) = batch.producer.context().failures() {
                     return Err(RunError::Undelivered { count, first });
@@ -936,8 +934,10 @@ fn commit_transaction(
     offsets: &TopicPartitionList,
 ) -> Result<bool, RunError> {
     let metadata = consumer.group_metadata().ok_or(RunError::NoGroup)?;
-    let committed = producer
-        .send_offsets_to_transaction(offsets, &metadata, CALL_TIMEOUT)
+    // Delivered first: rdkafka's commit_transaction flushes too, in steps
+    // of 100 ms (see `flush_promptly`), and finds nothing left this way.
+    let committed = flush_promptly(producer, CALL_TIMEOUT)
+        .and_then(|()| producer.send_offsets_to_transaction(offsets, &metadata, CALL_TIMEOUT))
         .and_then(|()| producer.commit_transaction(CALL_TIMEOUT));
     match committed {
         Ok(()) => {

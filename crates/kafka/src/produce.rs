@@ -81,18 +81,22 @@ pub fn send_waiting(
 /// rdkafka's `BaseProducer::flush` serves delivery reports with
 /// `poll(100 ms)`, and that `poll` always waits out its whole timeout, so
 /// each flush that finds anything in flight takes at least 100 ms. This one
-/// polls in 1 ms steps instead: a batch commit is not held up for longer
-/// than the broker takes.
+/// serves reports without waiting and sleeps 1 ms between looks (a `poll`
+/// of 1 ms would spin: it rounds its remaining time down to 0 ms), so a
+/// batch commit is not held up for longer than the broker takes.
 pub fn flush_promptly(
     producer: &BaseProducer<Deliveries>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     let deadline = std::time::Instant::now() + timeout;
-    while producer.in_flight_count() > 0 {
+    loop {
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() == 0 {
+            return Ok(());
+        }
         if std::time::Instant::now() >= deadline {
             return Err(KafkaError::Flush(RDKafkaErrorCode::RequestTimedOut));
         }
-        producer.poll(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(1));
     }
-    Ok(())
 }

@@ -50,6 +50,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `hashbuy match` on `brokers` with the bundled sample tables.
+fn match_samples(brokers: &str) -> Command {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hashbuy"));
+    command
+        .args(["match", "--brokers", brokers])
+        .arg("--catalog")
+        .arg(samples.join("catalog.toml"))
+        .arg("--accounts")
+        .arg(samples.join("accounts.json"));
+    command
+}
+
 /// A broker with a generated stream replayed into it, and its tables.
 struct Stream {
     broker: EmbeddedBroker,
@@ -413,14 +426,9 @@ fn lost_data_stops_the_matcher_and_names_the_offsets() {
         .expect("watermarks");
     assert!(low > 10, "the mock deleted the start: low watermark {low}");
 
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
     let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-            .args(["match", "--brokers", &brokers, "--exit-at-end"])
-            .arg("--catalog")
-            .arg(samples.join("catalog.toml"))
-            .arg("--accounts")
-            .arg(samples.join("accounts.json"))
+        match_samples(&brokers)
+            .arg("--exit-at-end")
             .args(["-X", "session.timeout.ms=6000"])
             .args(extra)
             .output()
@@ -449,14 +457,8 @@ fn lost_data_stops_the_matcher_and_names_the_offsets() {
 #[test]
 fn an_unreachable_broker_is_an_error_within_seconds() {
     let port = free_port();
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-        .args(["match", "--brokers", &format!("127.0.0.1:{port}")])
-        .arg("--catalog")
-        .arg(samples.join("catalog.toml"))
-        .arg("--accounts")
-        .arg(samples.join("accounts.json"))
+    let out = match_samples(&format!("127.0.0.1:{port}"))
         .output()
         .expect("matcher runs");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -468,13 +470,7 @@ fn an_unreachable_broker_is_an_error_within_seconds() {
 #[test]
 fn a_missing_topic_is_named() {
     let broker = EmbeddedBroker::start(&["tweets"], 1).expect("broker");
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
-    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-        .args(["match", "--brokers", &broker.bootstrap_servers()])
-        .arg("--catalog")
-        .arg(samples.join("catalog.toml"))
-        .arg("--accounts")
-        .arg(samples.join("accounts.json"))
+    let out = match_samples(&broker.bootstrap_servers())
         .output()
         .expect("matcher runs");
     let err = String::from_utf8_lossy(&out.stderr);

@@ -137,15 +137,7 @@ fn match_at_least_once_on_a_real_broker() {
     let report = String::from_utf8_lossy(&matched.stderr).into_owned();
     ok(matched);
     assert!(report.contains("matched 18 records"), "{report}");
-    let printed = ok(hashbuy(&[
-        "tail",
-        "--topic",
-        &commands,
-        "--type",
-        "command",
-        "--from-beginning",
-        "--exit-at-end",
-    ]));
+    let printed = tail_commands(&commands);
     let offers: Vec<String> = printed
         .lines()
         .map(|l| {
@@ -186,6 +178,19 @@ fn matcher_topics(prefix: &str) -> (String, String, String) {
         "4",
     ]));
     names
+}
+
+/// Every committed record of a commands topic, as `tail` prints it.
+fn tail_commands(topic: &str) -> String {
+    ok(hashbuy(&[
+        "tail",
+        "--topic",
+        topic,
+        "--type",
+        "command",
+        "--from-beginning",
+        "--exit-at-end",
+    ]))
 }
 
 fn transactions() -> bool {
@@ -264,15 +269,7 @@ fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
         "the kill was mid-stream: {report}"
     );
 
-    let printed = ok(hashbuy(&[
-        "tail",
-        "--topic",
-        &commands,
-        "--type",
-        "command",
-        "--from-beginning",
-        "--exit-at-end",
-    ]));
+    let printed = tail_commands(&commands);
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for line in printed.lines() {
         let value: Value = serde_json::from_str(line).expect("JSON line");

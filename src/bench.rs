@@ -6,8 +6,8 @@
 //! alone. A generated stream is produced once; then, for each run, three
 //! consumers read all of it, each in a fresh group:
 //!
-//! - **ceiling**: the same group consumer (a queue and a thread per
-//!   partition) that only counts records and bytes;
+//! - **ceiling**: the same group consumer (a queue per partition, read
+//!   by the same number of threads) that only counts records and bytes;
 //! - **exactly-once** and **at-least-once**: `hashbuy match`'s loop.
 //!
 //! Each is timed from its first record to its last (the group join before
@@ -20,8 +20,7 @@
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -31,12 +30,15 @@ use hashbuy_gen::{Generator, Options};
 use hashbuy_kafka::client::{Connection, CONNECT_TIMEOUT};
 use hashbuy_kafka::group::{Assignment, GroupConsumer, GroupContext, Queue};
 use hashbuy_kafka::health::Health;
+use hashbuy_kafka::pool::{PartitionWork, Pool};
 use hashbuy_kafka::produce::{send_waiting, Deliveries};
 use hashbuy_kafka::reader::nonempty_watermarks;
-use hashbuy_matcher::run::{self, Config, Delivery, OnDataLoss};
+use hashbuy_matcher::run::{self, default_workers, Config, Delivery, OnDataLoss};
 use hashbuy_matcher::Matcher;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message;
 
@@ -69,6 +71,10 @@ pub struct Args {
     /// milliseconds, as `hashbuy match --batch-ms`.
     #[arg(long, default_value_t = 100)]
     batch_ms: u64,
+    /// Threads reading the partitions, in the matcher and the ceiling
+    /// alike, as `hashbuy match --workers` [default: the number of CPUs].
+    #[arg(long)]
+    workers: Option<usize>,
     /// A librdkafka property for every client, as KEY=VALUE (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
     properties: Vec<(String, String)>,
@@ -159,18 +165,20 @@ pub fn run(args: Args) -> Result<()> {
 
     let mut results: HashMap<&'static str, Vec<Figures>> = HashMap::new();
     let modes = ["ceiling", "exactly-once", "at-least-once"];
+    let workers = args.workers.unwrap_or_else(default_workers).max(1);
     for run in 0..args.runs {
         for mode in modes {
             let group = format!("hashbuy-bench-{}-{mode}-{run}", std::process::id());
             let broker_before = started_broker.as_ref().and_then(BrokerChild::cpu_time);
             let mut figures = match mode {
-                "ceiling" => ceiling(&connection, &group, stored)?,
+                "ceiling" => ceiling(&connection, &group, stored, workers)?,
                 _ => matcher_run(
                     &connection,
                     &group,
                     mode,
                     Arc::clone(&matcher),
                     Duration::from_millis(args.batch_ms.max(1)),
+                    workers,
                 )?,
             };
             figures.broker_cpu = started_broker
@@ -285,6 +293,7 @@ fn matcher_run(
     mode: &str,
     matcher: Arc<Matcher>,
     batch_time: Duration,
+    workers: usize,
 ) -> Result<Figures> {
     let config = Config {
         connection: connection.clone(),
@@ -302,6 +311,7 @@ fn matcher_run(
         batch_time,
         instance: "0".into(),
         on_data_loss: OnDataLoss::Stop,
+        workers,
     };
     let stop = AtomicBool::new(false);
     let cpu = cpu_time();
@@ -316,8 +326,11 @@ fn matcher_run(
 }
 
 /// Reads `expected` records in a fresh group, counting bytes only.
-fn ceiling(connection: &Connection, group: &str, expected: u64) -> Result<Figures> {
-    let counter = Counter::default();
+fn ceiling(connection: &Connection, group: &str, expected: u64, workers: usize) -> Result<Figures> {
+    let counter = Counter {
+        counts: Arc::default(),
+        pool: Pool::new(workers, "count").context("cannot start the ceiling's threads")?,
+    };
     let consumer = GroupContext::subscribe(
         &connection.config_with(&[
             ("group.id", group.to_owned()),
@@ -329,19 +342,20 @@ fn ceiling(connection: &Connection, group: &str, expected: u64) -> Result<Figure
         counter,
     )?;
     let counter = &consumer.context().assignment;
+    let counts = &counter.counts;
     let cpu = cpu_time();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while counter.records.load(Ordering::Relaxed) < expected {
+    while counts.records.load(Ordering::Relaxed) < expected {
         consumer.poll(Duration::from_millis(10));
         if Instant::now() > deadline {
             bail!("the ceiling consumer did not read the topic within 600 s");
         }
     }
-    let busy = lock(&counter.first).map_or(Duration::ZERO, |t| t.elapsed());
+    let busy = counts.first.get().map_or(Duration::ZERO, Instant::elapsed);
     let cpu = cpu_time().saturating_sub(cpu);
     counter.stop_all();
-    let records = counter.records.load(Ordering::Relaxed);
-    if counter.bytes.load(Ordering::Relaxed) == 0 {
+    let records = counts.records.load(Ordering::Relaxed);
+    if counts.bytes.load(Ordering::Relaxed) == 0 {
         bail!("the ceiling consumer read no bytes");
     }
     drop(consumer);
@@ -353,59 +367,56 @@ fn ceiling(connection: &Connection, group: &str, expected: u64) -> Result<Figure
     })
 }
 
-/// The ceiling consumer: a thread per partition counting what it reads.
+/// What the ceiling consumer read.
 #[derive(Default)]
-struct Counter {
-    records: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
-    first: Arc<Mutex<Option<Instant>>>,
-    workers: Mutex<Vec<(Arc<AtomicBool>, JoinHandle<()>)>>,
+struct Counts {
+    records: AtomicU64,
+    bytes: AtomicU64,
+    first: OnceLock<Instant>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+/// The ceiling consumer: its partitions' records counted on a pool.
+struct Counter {
+    counts: Arc<Counts>,
+    pool: Pool<GroupContext<Counter>, Count>,
 }
 
 impl Counter {
     fn stop_all(&self) {
-        let workers = std::mem::take(&mut *lock(&self.workers));
-        for (stop, _) in &workers {
-            stop.store(true, Ordering::Relaxed);
-        }
-        for (_, thread) in workers {
-            let _ = thread.join();
+        let mut stopping = self.pool.stop(None);
+        while let Ok(false) = stopping.finished() {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
 
 impl Assignment for Counter {
     fn assigned(&self, queues: Vec<(i32, Queue<Self>)>) {
-        let mut workers = lock(&self.workers);
-        for (_, queue) in queues {
-            let stop = Arc::new(AtomicBool::new(false));
-            let (records, bytes, first) = (
-                Arc::clone(&self.records),
-                Arc::clone(&self.bytes),
-                Arc::clone(&self.first),
-            );
-            let flag = Arc::clone(&stop);
-            let thread = std::thread::spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    if let Some(Ok(message)) = queue.poll(Duration::from_millis(100)) {
-                        lock(&first).get_or_insert_with(Instant::now);
-                        let size = message.payload().map_or(0, <[u8]>::len);
-                        bytes.fetch_add(size as u64, Ordering::Relaxed);
-                        records.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-            workers.push((stop, thread));
+        for (partition, queue) in queues {
+            self.pool
+                .add(partition, queue, Count(Arc::clone(&self.counts)));
         }
     }
 
     fn revoking(&self, _: &GroupConsumer<Self>, _: &[i32]) {
         self.stop_all();
     }
+}
+
+/// One partition's share of the counting.
+struct Count(Arc<Counts>);
+
+impl PartitionWork for Count {
+    fn message(&mut self, message: KafkaResult<BorrowedMessage<'_>>) {
+        if let Ok(message) = message {
+            self.0.first.get_or_init(Instant::now);
+            let size = message.payload().map_or(0, <[u8]>::len);
+            self.0.bytes.fetch_add(size as u64, Ordering::Relaxed);
+            self.0.records.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn pause(&mut self) {}
 }
 
 /// CPU time of this process so far, all threads, user and system.

@@ -43,6 +43,8 @@ pub struct MatchConfig {
     pub batch_records: Option<usize>,
     /// Longest a batch collects records, in milliseconds (default 100).
     pub batch_ms: Option<u64>,
+    /// Threads that read, decode and decide (default: the number of CPUs).
+    pub workers: Option<usize>,
     /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
     pub metrics_addr: Option<String>,
 }

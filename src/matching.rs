@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use hashbuy_kafka::health::Health;
-use hashbuy_matcher::run::{self, Config, Delivery, OnDataLoss};
+use hashbuy_matcher::run::{self, default_workers, Config, Delivery, OnDataLoss};
 use hashbuy_matcher::Matcher;
 
 use crate::config::choice;
@@ -65,6 +65,10 @@ pub struct Args {
     /// Longest a batch collects records, in milliseconds [default: 100].
     #[arg(long)]
     batch_ms: Option<u64>,
+    /// Threads that read, decode and decide; the partitions are shared
+    /// among them [default: the number of CPUs].
+    #[arg(long, env = "HASHBUY_WORKERS")]
+    workers: Option<usize>,
     /// Serve Prometheus metrics on /metrics, and /healthz and /readyz, at
     /// this host:port [default: off].
     #[arg(long, env = "HASHBUY_METRICS_ADDR")]
@@ -140,6 +144,11 @@ pub fn run(args: Args) -> Result<()> {
             .or(settings.instance)
             .unwrap_or_else(|| "0".into()),
         on_data_loss,
+        workers: args
+            .workers
+            .or(settings.workers)
+            .unwrap_or_else(default_workers)
+            .max(1),
     };
     let matcher = Arc::new(Matcher::new(
         load_catalog(&catalog)?,

@@ -10,6 +10,7 @@
 //! - [`group`]: a consumer group member with a queue per partition, whose
 //!   rebalances wait for revoked work to be committed, and which notices
 //!   lost data.
+//! - [`pool`]: a few threads reading the queues of many partitions.
 //! - [`health`]: liveness and readiness for `/healthz` and `/readyz`.
 //! - [`broker`]: the embedded development broker (librdkafka's mock
 //!   cluster) behind `hashbuy broker` and the in-process tests.
@@ -19,5 +20,6 @@ pub mod config;
 pub mod group;
 pub mod health;
 pub mod offsets;
+pub mod pool;
 pub mod produce;
 pub mod reader;

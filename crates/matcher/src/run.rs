@@ -3,8 +3,9 @@
 //!
 //! # Concurrency
 //!
-//! - **One worker thread per assigned partition.** Each reads its
-//!   partition's own queue (split from the consumer's main queue, see
+//! - **A worker per assigned partition**, run on a few threads
+//!   ([`Config::workers`], a [`Pool`]). Each reads its partition's own
+//!   queue (split from the consumer's main queue, see
 //!   [`hashbuy_kafka::group`]), decodes and decides records in offset
 //!   order, encodes the outputs, and sends them in chunks over one bounded
 //!   channel. The channel is the backpressure: when the coordinator falls
@@ -41,16 +42,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
 use hashbuy_kafka::group::{Assignment, GroupConsumer, GroupContext, OffsetReset, Queue};
 use hashbuy_kafka::health::Health;
+use hashbuy_kafka::pool::{PartitionWork, Pool, Stopping};
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use hashbuy_kafka::reader::nonempty_watermarks;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -103,6 +105,14 @@ pub struct Config {
     pub instance: String,
     /// What to do about records deleted before they were read.
     pub on_data_loss: OnDataLoss,
+    /// Threads that read, decode and decide (the partitions are shared
+    /// among them); besides them, one thread commits.
+    pub workers: usize,
+}
+
+/// The default of [`Config::workers`]: one thread a CPU.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Counts of a run: what was committed.
@@ -168,8 +178,8 @@ pub enum RunError {
         to: i64,
     },
     /// A worker thread panicked: a bug.
-    #[error("the worker of partition {0} panicked")]
-    WorkerPanicked(i32),
+    #[error("a worker thread panicked")]
+    WorkerPanicked,
 }
 
 fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> RunError {
@@ -230,12 +240,16 @@ pub fn run(
     }
 
     let (sender, receiver) = sync_channel(CHUNKS_QUEUED);
+    let pool = Pool::new(config.workers, "match").map_err(|e| RunError::Kafka {
+        what: "cannot start the worker threads",
+        source: KafkaError::Subscription(e.to_string()),
+    })?;
     let members = Members {
         matcher,
         config: config.clone(),
         sender,
         receiver: Mutex::new(receiver),
-        workers: Mutex::new(HashMap::new()),
+        pool,
         batch: Mutex::new(Batch::new(producer)),
         failure: Mutex::new(None),
         joined: AtomicBool::new(false),
@@ -370,12 +384,6 @@ fn coordinate(
     Ok(())
 }
 
-/// A partition's worker, as the coordinator sees it.
-struct Worker {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
 /// What a worker did with a run of records of its partition.
 #[derive(Debug, Default)]
 struct Chunk {
@@ -467,7 +475,8 @@ struct Members {
     config: Config,
     sender: SyncSender<Chunk>,
     receiver: Mutex<Receiver<Chunk>>,
-    workers: Mutex<HashMap<i32, Worker>>,
+    /// The partitions' workers.
+    pool: Pool<GroupContext<Members>, Job>,
     batch: Mutex<Batch>,
     /// An error met inside a callback, for the coordinator to return.
     failure: Mutex<Option<RunError>>,
@@ -502,78 +511,37 @@ impl Members {
 
     /// Starts a worker for each queue.
     fn spawn(&self, queues: Vec<(i32, Queue<Members>)>) {
-        let mut workers = lock(&self.workers);
         for (partition, queue) in queues {
-            let stop = Arc::new(AtomicBool::new(false));
             let job = Job {
                 partition,
                 topic: self.config.tweets_topic.clone(),
                 matcher: Arc::clone(&self.matcher),
                 sender: self.sender.clone(),
-                stop: Arc::clone(&stop),
+                chunk: Chunk {
+                    partition,
+                    ..Chunk::default()
+                },
+                outputs: Vec::new(),
             };
-            let spawned = std::thread::Builder::new()
-                .name(format!("match-p{partition}"))
-                .spawn(move || job.run(queue));
-            match spawned {
-                Ok(thread) => {
-                    workers.insert(partition, Worker { stop, thread });
-                }
-                Err(e) => self.fail(RunError::Kafka {
-                    what: "cannot start a partition worker",
-                    source: KafkaError::Subscription(e.to_string()),
-                }),
-            }
+            self.pool.add(partition, queue, job);
         }
-        metrics::gauge!("hashbuy_matcher_partitions_assigned").set(workers.len() as f64);
+        metrics::gauge!("hashbuy_matcher_partitions_assigned").set(self.pool.len() as f64);
     }
 
-    /// Tells the workers of `partitions` (all when `None`) to stop, and
-    /// hands them over to be waited for.
-    fn stop_workers(&self, partitions: Option<&[i32]>) -> Vec<(i32, Worker)> {
-        let mut workers = lock(&self.workers);
-        let chosen: Vec<i32> = match partitions {
-            Some(p) => p
-                .iter()
-                .copied()
-                .filter(|p| workers.contains_key(p))
-                .collect(),
-            None => workers.keys().copied().collect(),
-        };
-        let stopped: Vec<(i32, Worker)> = chosen
-            .into_iter()
-            .filter_map(|p| workers.remove(&p).map(|w| (p, w)))
-            .collect();
-        for (_, worker) in &stopped {
-            worker.stop.store(true, Ordering::Relaxed);
-        }
-        metrics::gauge!("hashbuy_matcher_partitions_assigned").set(workers.len() as f64);
-        stopped
+    /// Stops the workers of `partitions` (all when `None`); they hand over
+    /// what they finished.
+    fn stop_workers(&self, partitions: Option<&[i32]>) -> Stopping {
+        let stopping = self.pool.stop(partitions);
+        metrics::gauge!("hashbuy_matcher_partitions_assigned").set(self.pool.len() as f64);
+        stopping
     }
 
-    /// Takes chunks into the batch until the `stopped` workers are gone
-    /// (they may be waiting to send), then takes what is left queued.
-    fn drain(&self, batch: &mut Batch, stopped: Vec<(i32, Worker)>) -> Result<(), RunError> {
+    /// Takes chunks into the batch until the workers being stopped are
+    /// gone (they may be waiting to send), then takes what is left queued.
+    fn drain(&self, batch: &mut Batch, mut stopping: Stopping) -> Result<(), RunError> {
         let receiver = self.lock_receiver();
-        let mut pending = stopped;
-        loop {
-            while let Ok(chunk) = receiver.try_recv() {
-                self.apply(batch, chunk)?;
-            }
-            let (finished, running): (Vec<_>, Vec<_>) = pending
-                .into_iter()
-                .partition(|(_, w)| w.thread.is_finished());
-            for (partition, worker) in finished {
-                worker
-                    .thread
-                    .join()
-                    .map_err(|_| RunError::WorkerPanicked(partition))?;
-            }
-            if running.is_empty() {
-                break;
-            }
-            pending = running;
-            if let Ok(chunk) = receiver.recv_timeout(Duration::from_millis(5)) {
+        while !stopping.finished().map_err(|_| RunError::WorkerPanicked)? {
+            if let Ok(chunk) = receiver.recv_timeout(Duration::from_millis(1)) {
                 self.apply(batch, chunk)?;
             }
         }
@@ -583,14 +551,11 @@ impl Members {
         Ok(())
     }
 
-    /// Waits for the `stopped` workers, throwing their work away.
-    fn discard(&self, stopped: Vec<(i32, Worker)>) {
+    /// Waits for the workers being stopped, throwing their work away.
+    fn discard(&self, mut stopping: Stopping) {
         let receiver = self.lock_receiver();
-        for (_, worker) in stopped {
-            while !worker.thread.is_finished() {
-                let _ = receiver.recv_timeout(Duration::from_millis(5));
-            }
-            let _ = worker.thread.join();
+        while let Ok(false) = stopping.finished() {
+            let _ = receiver.recv_timeout(Duration::from_millis(1));
         }
         while receiver.try_recv().is_ok() {}
     }
@@ -707,9 +672,9 @@ impl Members {
     /// since, moves every partition back to its committed offset, and
     /// starts the workers again.
     fn redo(&self, consumer: &Arc<GroupConsumer<Members>>) -> Result<(), RunError> {
-        let stopped = self.stop_workers(None);
-        let partitions: Vec<i32> = stopped.iter().map(|(p, _)| *p).collect();
-        self.discard(stopped);
+        let stopping = self.stop_workers(None);
+        let partitions = stopping.partitions().to_vec();
+        self.discard(stopping);
         self.lock_batch().at_eof.clear();
         rewind(consumer)?;
         let queues = partitions
@@ -812,10 +777,9 @@ impl Assignment for Members {
             // The next owners start from the committed offsets; partitions
             // this member keeps (cooperative rebalancing) go back there.
             Ok(false) => {
-                let kept = self.stop_workers(None);
-                let partitions: Vec<i32> = kept.iter().map(|(p, _)| *p).collect();
-                self.discard(kept);
-                if !partitions.is_empty() {
+                let kept = self.pool.len();
+                self.discard(self.stop_workers(None));
+                if kept > 0 {
                     self.fail(RunError::Kafka {
                         what: "a transaction aborted during a rebalance",
                         source: KafkaError::Canceled,
@@ -845,83 +809,74 @@ impl Assignment for Members {
     }
 }
 
-/// A worker's fixed part.
+/// A partition's worker: turns records into chunks of outputs.
 struct Job {
     partition: i32,
     topic: String,
     matcher: Arc<Matcher>,
     sender: SyncSender<Chunk>,
-    stop: Arc<AtomicBool>,
+    /// The chunk being filled.
+    chunk: Chunk,
+    /// One record's outputs, kept to reuse its allocation.
+    outputs: Vec<Output>,
 }
 
 impl Job {
-    /// Reads the partition's queue until told to stop, sending chunks.
-    fn run(self, queue: Queue<Members>) {
-        let mut chunk = self.chunk();
-        let mut outputs = Vec::new();
-        while !self.stop.load(Ordering::Relaxed) {
-            // Wait only with nothing in hand: a chunk goes out as soon as
-            // the queue runs dry.
-            let wait = if chunk.records == 0 {
-                Duration::from_millis(100)
-            } else {
-                Duration::ZERO
-            };
-            let full = match queue.poll(wait) {
-                None => chunk.records > 0,
-                Some(Ok(message)) => {
-                    let source = Source {
-                        topic: &self.topic,
-                        partition: self.partition,
-                        offset: message.offset(),
-                        key: message.key(),
-                        value: message.payload().unwrap_or_default(),
-                    };
-                    outputs.clear();
-                    let handled = self.matcher.handle(&source, now_ms(), &mut outputs);
-                    chunk.kinds.add(handled.kind);
-                    chunk
-                        .decisions
-                        .add(handled.skip.map_or("buy", |s| s.as_str()));
-                    chunk.outputs.extend(outputs.iter().map(|output| {
-                        let (key, value) = output.to_record();
-                        Produced {
-                            command: matches!(output, Output::Command { .. }),
-                            key,
-                            value,
-                        }
-                    }));
-                    chunk.next_offset = Some(message.offset() + 1);
-                    chunk.records += 1;
-                    chunk.records >= CHUNK_RECORDS as u64
+    /// Hands the chunk to the coordinator. A failure means the coordinator
+    /// is gone, and with it the run: nothing is left to hand over to.
+    fn send(&mut self) {
+        let fresh = Chunk {
+            partition: self.partition,
+            ..Chunk::default()
+        };
+        let _ = self.sender.send(std::mem::replace(&mut self.chunk, fresh));
+    }
+}
+
+impl PartitionWork for Job {
+    fn message(&mut self, message: KafkaResult<BorrowedMessage<'_>>) {
+        match message {
+            Ok(message) => {
+                let source = Source {
+                    topic: &self.topic,
+                    partition: self.partition,
+                    offset: message.offset(),
+                    key: message.key(),
+                    value: message.payload().unwrap_or_default(),
+                };
+                self.outputs.clear();
+                let handled = self.matcher.handle(&source, now_ms(), &mut self.outputs);
+                let chunk = &mut self.chunk;
+                chunk.kinds.add(handled.kind);
+                chunk
+                    .decisions
+                    .add(handled.skip.map_or("buy", |s| s.as_str()));
+                chunk.outputs.extend(self.outputs.iter().map(|output| {
+                    let (key, value) = output.to_record();
+                    Produced {
+                        command: matches!(output, Output::Command { .. }),
+                        key,
+                        value,
+                    }
+                }));
+                chunk.next_offset = Some(message.offset() + 1);
+                chunk.records += 1;
+                if chunk.records >= CHUNK_RECORDS as u64 {
+                    self.send();
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    chunk.eof = true;
-                    true
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(partition = self.partition, "consumer: {e}");
-                    false
-                }
-            };
-            if full
-                && self
-                    .sender
-                    .send(std::mem::replace(&mut chunk, self.chunk()))
-                    .is_err()
-            {
-                return;
             }
-        }
-        if chunk.records > 0 {
-            let _ = self.sender.send(chunk);
+            Err(KafkaError::PartitionEOF(_)) => {
+                self.chunk.eof = true;
+                self.send();
+            }
+            Err(e) => tracing::warn!(partition = self.partition, "consumer: {e}"),
         }
     }
 
-    fn chunk(&self) -> Chunk {
-        Chunk {
-            partition: self.partition,
-            ..Chunk::default()
+    fn pause(&mut self) {
+        // A chunk goes out as soon as the queue runs dry.
+        if self.chunk.records > 0 {
+            self.send();
         }
     }
 }

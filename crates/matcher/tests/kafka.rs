@@ -92,6 +92,7 @@ fn config(connection: Connection, delivery: Delivery) -> Config {
         batch_time: Duration::from_millis(50),
         instance: "0".into(),
         on_data_loss: OnDataLoss::Stop,
+        workers: 2,
     }
 }
 

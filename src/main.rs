@@ -9,6 +9,7 @@ mod input;
 mod inspect;
 mod kafka_args;
 mod matching;
+mod paysim;
 mod record;
 mod replay;
 mod tail;
@@ -47,6 +48,8 @@ enum Command {
     Topics(topics::Args),
     /// Measure the matcher on Kafka against a consume-only ceiling.
     Bench(bench::Args),
+    /// Run the simulated, Stripe-compatible payment provider.
+    Paysim(paysim::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args),
         Command::Topics(args) => topics::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Paysim(args) => paysim::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{get, inspected_command_ids, metric};
+use common::{get, inspected_command_ids, metric, sigterm};
 use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
 use serde_json::Value;
 
@@ -212,14 +212,6 @@ fn wait_for_first_commands(port: u16, child: &mut Child) {
     wait_for_metrics(port, child, |body| {
         metric(body, "hashbuy_matcher_commands_total") > 0.0
     });
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
 }
 
 /// Waits for a child and returns its exit status and stderr.

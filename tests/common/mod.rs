@@ -1,8 +1,13 @@
 //! Helpers the black-box suites share: reading `hashbuy inspect`'s
-//! decisions and a running matcher's `/metrics`.
+//! decisions, a local HTTP server's answers, a running matcher's
+//! `/metrics`, stopping a child.
+//!
+//! Each suite uses some of them.
+#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -43,4 +48,13 @@ pub fn metric(body: &str, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Sends SIGTERM to a child.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
 }

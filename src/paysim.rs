@@ -1,0 +1,94 @@
+//! `hashbuy paysim`: the simulated, Stripe-compatible payment provider
+//! (`hashbuy_paysim`) on a port, until Ctrl-C or SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use hashbuy_paysim::{Config, Paysim};
+
+use crate::broker::shutdown_signal;
+
+/// Arguments of `hashbuy paysim`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Port to serve on, on 127.0.0.1 (0 picks a free one, printed at start).
+    #[arg(long, default_value_t = 12111)]
+    port: u16,
+    /// Median latency of every API request, in milliseconds (jittered,
+    /// log-normal); 0 adds none.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Share of requests answered 500: half before executing (nothing
+    /// created or saved), half after (charged, and the 500 saved under the
+    /// idempotency key, as Stripe does).
+    #[arg(long, default_value_t = 0.0)]
+    fail_500: f64,
+    /// Share of requests answered 429 with `Retry-After`, not saved.
+    #[arg(long, default_value_t = 0.0)]
+    fail_429: f64,
+    /// Share of charges whose connection is dropped without an answer after
+    /// the charge happened and its success was saved under the key.
+    #[arg(long, default_value_t = 0.0)]
+    drop_after_charge: f64,
+    /// Most API requests per second (beyond: 429 with `Retry-After`)
+    /// [default: unlimited].
+    #[arg(long)]
+    rps: Option<f64>,
+    /// Seed of every random decision (faults, latencies, ids).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How long a response is kept under its idempotency key, in seconds.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    key_ttl_s: u64,
+    /// Accept only this API key [default: any `sk_test_` key]. Prefer the
+    /// environment variable: a flag shows in the process list.
+    #[arg(long, env = "HASHBUY_PAYSIM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+/// Runs `hashbuy paysim`.
+pub fn run(args: Args) -> Result<()> {
+    let paysim = Paysim::new(Config {
+        latency_ms: args.latency_ms,
+        fail_500: args.fail_500,
+        fail_429: args.fail_429,
+        drop_after_charge: args.drop_after_charge,
+        rps_limit: args.rps,
+        seed: args.seed,
+        key_ttl: Duration::from_secs(args.key_ttl_s),
+        api_key: args.api_key,
+        ..Config::default()
+    })
+    .context("bad paysim settings")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let address = format!("127.0.0.1:{}", args.port);
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("cannot listen on {address} (try another --port)"))?;
+        let local = listener
+            .local_addr()
+            .context("cannot read the listening address")?;
+        eprintln!(
+            "hashbuy paysim: simulated payment provider on http://{local} \
+             (Stripe's API subset; audit at /_paysim/audit). Ctrl-C stops it."
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = paysim.serve(listener, async {
+            let _ = stopped.await;
+        });
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => served.context("paysim failed"),
+            signal = shutdown_signal() => {
+                let _ = stop.send(());
+                server.await.context("paysim failed")?;
+                signal
+            }
+        }
+    })
+}

@@ -1,0 +1,334 @@
+//! The ledger on disk: sled, one tree of entries per input partition (so a
+//! partition's history can move to another settler on its own), and an
+//! index of each user's commands for the limit checks.
+//!
+//! Writes are buffered; [`Ledger::flush`] makes everything written so far
+//! durable with one sync. The settler writes a batch of changes, flushes
+//! once, and only then acts on them (calls the provider, produces acks):
+//! group commit, instead of a sync per payment.
+//!
+//! sled was chosen as an embedded, crash-safe ordered store in pure Rust
+//! with atomic batches and explicit flushes, which is all the ledger needs.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::entry::Entry;
+
+/// Why the ledger could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The directory could not be opened as a ledger.
+    #[error("cannot open the ledger at {path}: {source}")]
+    Open {
+        /// The ledger's directory.
+        path: PathBuf,
+        /// What sled said.
+        source: sled::Error,
+    },
+    /// Another process has the ledger open.
+    #[error("the ledger at {path} is in use by another process (one settler a ledger directory)")]
+    InUse {
+        /// The ledger's directory.
+        path: PathBuf,
+    },
+    /// Reading or writing failed.
+    #[error("ledger storage failed: {0}")]
+    Storage(#[from] sled::Error),
+    /// An entry could not be read back.
+    #[error("ledger entry {key} is unreadable: {source}")]
+    Corrupt {
+        /// The entry's key.
+        key: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+/// The settler's ledger; see the module docs.
+#[derive(Clone)]
+pub struct Ledger {
+    db: sled::Db,
+}
+
+/// The entries of one input partition.
+#[derive(Clone)]
+pub struct PartitionLedger {
+    partition: i32,
+    entries: sled::Tree,
+    users: sled::Tree,
+}
+
+const ENTRIES_PREFIX: &str = "entries-";
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `dir`.
+    pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // Durability comes from the settler's own flushes, one a batch.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|source| match &source {
+                // sled reports a lock held elsewhere in words only.
+                sled::Error::Io(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock") =>
+                {
+                    LedgerError::InUse {
+                        path: dir.to_owned(),
+                    }
+                }
+                _ => LedgerError::Open {
+                    path: dir.to_owned(),
+                    source,
+                },
+            })?;
+        Ok(Ledger { db })
+    }
+
+    /// The entries of input partition `partition`.
+    pub fn partition(&self, partition: i32) -> Result<PartitionLedger, LedgerError> {
+        Ok(PartitionLedger {
+            partition,
+            entries: self.db.open_tree(format!("{ENTRIES_PREFIX}{partition}"))?,
+            users: self.db.open_tree(format!("users-{partition}"))?,
+        })
+    }
+
+    /// The partitions the ledger has entries for, in order.
+    pub fn partitions(&self) -> Vec<i32> {
+        let mut partitions: Vec<i32> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|name| {
+                std::str::from_utf8(name)
+                    .ok()?
+                    .strip_prefix(ENTRIES_PREFIX)?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        partitions.sort_unstable();
+        partitions
+    }
+
+    /// Makes every write so far durable (one sync); how long it took.
+    pub fn flush(&self) -> Result<Duration, LedgerError> {
+        let began = Instant::now();
+        self.db.flush()?;
+        Ok(began.elapsed())
+    }
+}
+
+fn decode(key: &[u8], bytes: &[u8]) -> Result<Entry, LedgerError> {
+    serde_json::from_slice(bytes).map_err(|source| LedgerError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+/// The index key of a user's command: the user id, a zero byte (ids have
+/// none), the command id.
+fn user_key(user_id: &str, command_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(user_id.len() + 1 + command_id.len());
+    key.extend_from_slice(user_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(command_id.as_bytes());
+    key
+}
+
+impl PartitionLedger {
+    /// The input partition.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// The entry of a command, if there is one.
+    pub fn get(&self, command_id: &str) -> Result<Option<Entry>, LedgerError> {
+        self.entries
+            .get(command_id)?
+            .map(|bytes| decode(command_id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Writes an entry (durable at the next [`Ledger::flush`]).
+    pub fn put(&self, entry: &Entry) -> Result<(), LedgerError> {
+        let bytes = serde_json::to_vec(entry).map_err(|source| LedgerError::Corrupt {
+            key: entry.command_id().to_owned(),
+            source,
+        })?;
+        // The index first: an index key whose entry is missing (a crash in
+        // between) is skipped when read.
+        self.users.insert(
+            user_key(&entry.command.user_id, entry.command_id()),
+            &[] as &[u8],
+        )?;
+        self.entries.insert(entry.command_id(), bytes)?;
+        Ok(())
+    }
+
+    /// A user's entries in this partition.
+    pub fn history(&self, user_id: &str) -> Result<Vec<Entry>, LedgerError> {
+        let mut prefix = user_id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut entries = Vec::new();
+        for key in self.users.scan_prefix(&prefix).keys() {
+            let key = key?;
+            let command_id = &key[prefix.len()..];
+            if let Some(bytes) = self.entries.get(command_id)? {
+                entries.push(decode(command_id, &bytes)?);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Every entry, by command id.
+    pub fn entries(&self) -> impl Iterator<Item = Result<Entry, LedgerError>> + '_ {
+        self.entries.iter().map(|item| {
+            let (key, bytes) = item?;
+            decode(&key, &bytes)
+        })
+    }
+
+    /// The entries with work left: undecided, or decided and not yet acked.
+    pub fn unfinished(&self) -> Result<Vec<Entry>, LedgerError> {
+        self.entries()
+            .filter(|e| {
+                e.as_ref()
+                    .map_or(true, |e| !e.state.is_terminal() || e.acked_ms.is_none())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hashbuy_proto::v1::PaymentCommand;
+
+    use super::*;
+    use crate::entry::{first_key, Outcome};
+
+    fn entry(id: &str, user: &str) -> Entry {
+        Entry::received(
+            PaymentCommand {
+                command_id: id.into(),
+                user_id: user.into(),
+                amount: 100,
+                currency: "usd".into(),
+                ..PaymentCommand::default()
+            },
+            0,
+            0,
+            0,
+        )
+    }
+
+    #[test]
+    fn flushed_entries_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let ledger = Ledger::open(dir.path()).expect("opens");
+            let p = ledger.partition(5).expect("tree");
+            let mut e = entry("c-1", "u-1");
+            e.attempt(first_key("c-1"), 1).expect("attempt");
+            p.put(&e).expect("written");
+            ledger.flush().expect("flushed");
+        }
+        let ledger = Ledger::open(dir.path()).expect("reopens");
+        assert_eq!(ledger.partitions(), vec![5]);
+        let e = ledger
+            .partition(5)
+            .expect("tree")
+            .get("c-1")
+            .expect("read")
+            .expect("present");
+        assert_eq!(e.state.name(), "attempting");
+    }
+
+    #[test]
+    fn a_users_history_is_theirs_alone_and_per_partition() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        p.put(&entry("c-1", "u-1")).expect("written");
+        p.put(&entry("c-2", "u-1")).expect("written");
+        p.put(&entry("c-3", "u-10")).expect("written");
+        ledger
+            .partition(1)
+            .expect("tree")
+            .put(&entry("c-4", "u-1"))
+            .expect("written");
+        let ids: Vec<String> = p
+            .history("u-1")
+            .expect("read")
+            .iter()
+            .map(|e| e.command_id().to_owned())
+            .collect();
+        assert_eq!(ids, ["c-1", "c-2"], "u-10 shares a prefix, not a user");
+    }
+
+    #[test]
+    fn unfinished_entries_are_the_undecided_and_the_unacked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        let received = entry("c-1", "u");
+        let mut decided = entry("c-2", "u");
+        decided.attempt(first_key("c-2"), 1).expect("attempt");
+        decided
+            .decide(
+                Outcome::Settled {
+                    payment_intent: "pi".into(),
+                },
+                2,
+            )
+            .expect("decided");
+        let mut acked = entry("c-3", "u");
+        acked
+            .decide(
+                Outcome::Rejected {
+                    reason: "limit".into(),
+                },
+                1,
+            )
+            .expect("rejected");
+        acked.acked(2).expect("acked");
+        for e in [&received, &decided, &acked] {
+            p.put(e).expect("written");
+        }
+        let ids: Vec<String> = p
+            .unfinished()
+            .expect("read")
+            .iter()
+            .map(|e| e.command_id().to_owned())
+            .collect();
+        assert_eq!(ids, ["c-1", "c-2"]);
+    }
+
+    #[test]
+    fn a_ledger_in_use_is_named_as_such() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _first = Ledger::open(dir.path()).expect("opens");
+        let second = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "ledger::tests::open_from_child", "--nocapture"])
+            .env("HASHBUY_TEST_LEDGER_DIR", dir.path())
+            .output()
+            .expect("child runs");
+        let out = String::from_utf8_lossy(&second.stdout);
+        assert!(out.contains("in use by another process"), "{out}");
+    }
+
+    /// Run by the test above in a child process (sled's lock is per
+    /// process); does nothing on its own.
+    #[test]
+    fn open_from_child() {
+        if let Some(dir) = std::env::var_os("HASHBUY_TEST_LEDGER_DIR") {
+            match Ledger::open(Path::new(&dir)) {
+                Ok(_) => println!("opened"),
+                Err(e) => println!("{e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The settler: payment commands in, charges through the payment provider,
+//! payment acks out, each command charged at most once and never lost.
+//!
+//! The ledger is the source of truth, one entry per command id, and moves
+//! through Stripe-style recovery points ([`entry::State`]):
+//! `received` → `attempting(n, key)` → `settled | declined | rejected |
+//! failed`, then acked. The attempt is durable before the provider is
+//! called, the result before the ack is produced, and the offset is stored
+//! only after the ack is delivered; a crash anywhere resumes from the last
+//! recovery point with the same idempotency key, so the provider charges
+//! once.
+//!
+//! - [`entry`]: a command's ledger entry and its transitions (pure).
+//! - [`limits`]: `max_per_user` and the rolling 24 h `spend_limit`, checked
+//!   against the user's earlier entries (pure).
+//! - [`ledger`]: entries in sled, per input partition, with a user index;
+//!   writes are group-committed (one flush per batch).
+pub mod entry;
+pub mod ledger;
+pub mod limits;

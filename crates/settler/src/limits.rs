@@ -1,0 +1,195 @@
+//! The purchase limits a command carries, checked against the user's
+//! earlier entries before any provider call.
+//!
+//! Commands are keyed by user id, so all of a user's commands reach the
+//! same partition and the same ledger, in order: the check sees every
+//! earlier purchase and cannot race another settler. What counts is what
+//! was charged or may yet be (settled, and received or attempting);
+//! declined, rejected and failed purchases do not.
+//!
+//! - `max_per_user` (per offer; 0 is read as the default, 1): how many
+//!   times the user may buy the offer.
+//! - `spend_limit` (per currency, minor units): most the user spends in
+//!   any 24 h, measured at the tweets' own times, so a replay decides the
+//!   same: the purchases counted are those whose tweet is less than 24 h
+//!   older than this one's, or no newer.
+
+use hashbuy_proto::v1::PaymentCommand;
+
+use crate::entry::{Entry, State};
+
+/// The spend limit's window.
+pub const SPEND_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Whether an entry's purchase counts against the limits.
+fn counts(entry: &Entry) -> bool {
+    matches!(
+        entry.state,
+        State::Received | State::Attempting { .. } | State::Settled { .. }
+    )
+}
+
+/// Checks `command` against the user's `earlier` entries (other commands
+/// are ignored, as is the command's own entry); the reason when it is over
+/// a limit.
+pub fn check<'a>(
+    command: &PaymentCommand,
+    earlier: impl IntoIterator<Item = &'a Entry>,
+) -> Result<(), String> {
+    let max_per_user = command.max_per_user.max(1);
+    let mut bought = 0u32;
+    let mut spent = 0u64;
+    let t = command.tweet_timestamp_ms;
+    for entry in earlier {
+        let other = &entry.command;
+        if other.user_id != command.user_id
+            || other.command_id == command.command_id
+            || !counts(entry)
+        {
+            continue;
+        }
+        if other.offer_id == command.offer_id {
+            bought += 1;
+        }
+        let age = t.saturating_sub(other.tweet_timestamp_ms);
+        if other.currency == command.currency && (0..SPEND_WINDOW_MS).contains(&age) {
+            spent = spent.saturating_add(other.amount);
+        }
+    }
+    if bought >= max_per_user {
+        return Err(format!(
+            "user {} already bought offer {} {bought} time(s); max_per_user is {max_per_user}",
+            command.user_id, command.offer_id
+        ));
+    }
+    if let Some(limit) = command.spend_limit {
+        let total = spent.saturating_add(command.amount);
+        if total > limit {
+            return Err(format!(
+                "user {} would spend {total} {} in 24 h with this purchase; spend_limit is {limit}",
+                command.user_id, command.currency
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::entry::{first_key, Outcome};
+
+    fn command(id: &str, offer: &str, amount: u64, at_ms: i64) -> PaymentCommand {
+        PaymentCommand {
+            command_id: id.into(),
+            user_id: "u-1".into(),
+            offer_id: offer.into(),
+            amount,
+            currency: "usd".into(),
+            tweet_timestamp_ms: at_ms,
+            max_per_user: 1,
+            ..PaymentCommand::default()
+        }
+    }
+
+    fn settled(c: PaymentCommand) -> Entry {
+        let mut e = Entry::received(c, 0, 0, 0);
+        e.attempt(first_key("k"), 0).expect("attempt");
+        e.decide(
+            Outcome::Settled {
+                payment_intent: "pi".into(),
+            },
+            0,
+        )
+        .expect("settled");
+        e
+    }
+
+    #[test]
+    fn an_offer_is_bought_at_most_max_per_user_times() {
+        let first = settled(command("c-1", "o-1", 100, 0));
+        assert!(check(&command("c-2", "o-2", 100, 1), [&first]).is_ok());
+        let again = check(&command("c-2", "o-1", 100, 1), [&first]);
+        assert!(again.expect_err("over").contains("max_per_user is 1"));
+        let mut twice = command("c-2", "o-1", 100, 1);
+        twice.max_per_user = 2;
+        assert!(check(&twice, [&first]).is_ok());
+    }
+
+    #[test]
+    fn in_flight_purchases_count_and_failed_ones_do_not() {
+        let pending = Entry::received(command("c-1", "o-1", 100, 0), 0, 0, 0);
+        assert!(check(&command("c-2", "o-1", 100, 1), [&pending]).is_err());
+        let mut declined = pending.clone();
+        declined.attempt(first_key("c-1"), 0).expect("attempt");
+        declined
+            .decide(
+                Outcome::Declined {
+                    payment_intent: None,
+                    decline_code: "generic_decline".into(),
+                    reason: "declined".into(),
+                },
+                0,
+            )
+            .expect("declined");
+        assert!(check(&command("c-2", "o-1", 100, 1), [&declined]).is_ok());
+    }
+
+    #[test]
+    fn a_commands_own_entry_does_not_count_against_it() {
+        let own = Entry::received(command("c-1", "o-1", 100, 0), 0, 0, 0);
+        assert!(check(&command("c-1", "o-1", 100, 0), [&own]).is_ok());
+    }
+
+    #[test]
+    fn spending_is_limited_over_a_rolling_day_of_tweet_time() {
+        let day = SPEND_WINDOW_MS;
+        let earlier = settled(command("c-1", "o-1", 600, 0));
+        let mut next = command("c-2", "o-2", 500, day - 1);
+        next.spend_limit = Some(1_000);
+        let over = check(&next, [&earlier]).expect_err("1100 > 1000 within a day");
+        assert!(over.contains("spend_limit is 1000"), "{over}");
+        next.tweet_timestamp_ms = day;
+        assert!(
+            check(&next, [&earlier]).is_ok(),
+            "a day later it has rolled off"
+        );
+        next.tweet_timestamp_ms = day - 1;
+        next.currency = "eur".into();
+        assert!(check(&next, [&earlier]).is_ok(), "per currency");
+    }
+
+    proptest! {
+        /// Settling in order with the check never exceeds either limit, for
+        /// any sequence of purchases.
+        #[test]
+        fn checked_purchases_never_exceed_the_limits(
+            purchases in proptest::collection::vec((0u8..3, 1u64..500, 0i64..3_600_000), 1..40),
+            limit in 1u64..2_000,
+        ) {
+            let mut ledger: Vec<Entry> = Vec::new();
+            let mut at = 0i64;
+            for (i, (offer, amount, gap)) in purchases.into_iter().enumerate() {
+                at += gap * 10;
+                let mut c = command(&format!("c-{i}"), &format!("o-{offer}"), amount, at);
+                c.spend_limit = Some(limit);
+                if check(&c, &ledger).is_ok() {
+                    ledger.push(settled(c));
+                }
+            }
+            for e in &ledger {
+                let c = &e.command;
+                let same_offer = ledger.iter().filter(|o| o.command.offer_id == c.offer_id).count();
+                prop_assert!(same_offer <= 1);
+                let window: u64 = ledger
+                    .iter()
+                    .filter(|o| (0..SPEND_WINDOW_MS).contains(&(c.tweet_timestamp_ms - o.command.tweet_timestamp_ms)))
+                    .map(|o| o.command.amount)
+                    .sum();
+                prop_assert!(window <= limit, "{window} > {limit}");
+            }
+        }
+    }
+}

@@ -142,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
     let matcher = Arc::new(Matcher::new(catalog, accounts));
     let bytes = produce(&connection, &mut generator, args.tweets)?;
     let probe: rdkafka::consumer::BaseConsumer = connection.config().create()?;
-    let stored: u64 = nonempty_watermarks(&probe, "tweets", partitions)?
+    let stored: u64 = nonempty_watermarks(&probe, "tweets", 0..partitions as i32)?
         .values()
         .map(|(low, high)| u64::try_from(high - low).unwrap_or(0))
         .sum();

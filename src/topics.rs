@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use hashbuy_kafka::broker::TOPICS;
+use hashbuy_kafka::broker::{LEDGER_TOPIC, TOPICS};
 use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -41,7 +41,8 @@ struct CreateArgs {
     #[arg(long, value_delimiter = ',', default_values_t = TOPICS.map(String::from))]
     topics: Vec<String>,
     /// A topic setting, as KEY=VALUE (repeatable), for every topic created:
-    /// `cleanup.policy=compact` for a table, `retention.ms=...`.
+    /// `cleanup.policy=compact` for a table, `retention.ms=...`. The
+    /// settler's ledger changelog (`settler-ledger`) is always compacted.
     #[arg(long, value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
     topic_config: Vec<(String, String)>,
 }
@@ -64,14 +65,20 @@ fn create(args: CreateArgs) -> Result<()> {
         .topics
         .iter()
         .map(|t| {
-            args.topic_config.iter().fold(
-                NewTopic::new(
-                    t,
-                    args.partitions,
-                    TopicReplication::Fixed(args.replication),
-                ),
-                |topic, (key, value)| topic.set(key, value),
-            )
+            let topic = NewTopic::new(
+                t,
+                args.partitions,
+                TopicReplication::Fixed(args.replication),
+            );
+            // The ledger keeps every command's latest entry, for good.
+            let topic = if t == LEDGER_TOPIC {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            };
+            args.topic_config
+                .iter()
+                .fold(topic, |topic, (key, value)| topic.set(key, value))
         })
         .collect();
     let options = AdminOptions::new()

@@ -21,14 +21,16 @@
 //! [`OffsetReset`]s for the owner to judge ([`GroupContext::take_resets`]),
 //! since silently starting over at the log start can skip a purchase.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 /// The consumer type of a group member.
 pub type GroupConsumer<A> = BaseConsumer<GroupContext<A>>;
@@ -177,6 +179,47 @@ impl<A: Assignment> ConsumerContext for GroupContext<A> {
         }
     }
 }
+
+/// Whether the group has committed, for every partition, the end `ends`
+/// it had when the member started (`--exit-at-end`), and this member has
+/// seen the end of each partition it owns (`at_eof`). The second test
+/// guards against brokers that report high watermarks short of the real
+/// end, as tansu 0.6 does.
+pub fn consumed_to<A: Assignment>(
+    consumer: &GroupConsumer<A>,
+    topic: &str,
+    ends: &HashMap<i32, i64>,
+    at_eof: &HashSet<i32>,
+) -> KafkaResult<bool> {
+    use rdkafka::consumer::Consumer;
+    let assignment = consumer.assignment()?;
+    if assignment.count() == 0 && !ends.is_empty() {
+        return Ok(false);
+    }
+    if assignment
+        .elements()
+        .iter()
+        .any(|e| !at_eof.contains(&e.partition()) && ends.contains_key(&e.partition()))
+    {
+        return Ok(false);
+    }
+    let mut all = TopicPartitionList::new();
+    for &partition in ends.keys() {
+        all.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(all, CONSUMED_TIMEOUT)?;
+    Ok(committed
+        .elements()
+        .iter()
+        .all(|e| match (e.offset(), ends.get(&e.partition())) {
+            (Offset::Offset(o), Some(&end)) => o >= end,
+            (_, None) => true,
+            _ => false,
+        }))
+}
+
+/// How long [`consumed_to`] waits for the committed offsets.
+const CONSUMED_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<i32> {
     list.elements().iter().map(|e| e.partition()).collect()

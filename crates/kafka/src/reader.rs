@@ -19,15 +19,15 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::client::{ConnectError, Connection, CONNECT_TIMEOUT};
 
-/// The `(low, high)` watermarks of the partitions of `topic` that hold
+/// The `(low, high)` watermarks of those `partitions` of `topic` that hold
 /// records: where the records present now begin and end.
 pub fn nonempty_watermarks<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
-    partitions: usize,
+    partitions: impl IntoIterator<Item = i32>,
 ) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
     let mut watermarks = HashMap::new();
-    for partition in 0..partitions as i32 {
+    for partition in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)?;
         if high > low {
             watermarks.insert(partition, (low, high));
@@ -64,7 +64,21 @@ impl TopicReader {
         topic: &str,
         options: ReadOptions,
     ) -> Result<Self, ConnectError> {
-        let partitions = connection.check_topic(topic, CONNECT_TIMEOUT)?;
+        Self::open_partitions(connection, topic, None, options)
+    }
+
+    /// [`TopicReader::open`] for some partitions only (all when `None`).
+    pub fn open_partitions(
+        connection: &Connection,
+        topic: &str,
+        only: Option<&[i32]>,
+        options: ReadOptions,
+    ) -> Result<Self, ConnectError> {
+        let count = connection.check_topic(topic, CONNECT_TIMEOUT)?;
+        let partitions: Vec<i32> = match only {
+            Some(only) => only.to_vec(),
+            None => (0..count as i32).collect(),
+        };
         let consumer: BaseConsumer = connection
             .config()
             .set("group.id", format!("hashbuy-reader-{}", std::process::id()))
@@ -88,11 +102,11 @@ impl TopicReader {
             Offset::End
         };
         let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions as i32 {
+        for &partition in &partitions {
             assignment.add_partition_offset(topic, partition, start)?;
         }
         let ends = if options.exit_at_end && options.from_beginning {
-            nonempty_watermarks(&consumer, topic, partitions)?
+            nonempty_watermarks(&consumer, topic, partitions.iter().copied())?
                 .into_iter()
                 .map(|(partition, (low, high))| (partition, (high, low)))
                 .collect()

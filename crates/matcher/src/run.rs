@@ -45,7 +45,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
-use hashbuy_kafka::group::{Assignment, GroupConsumer, GroupContext, OffsetReset, Queue};
+use hashbuy_kafka::group::{
+    consumed_to, Assignment, GroupConsumer, GroupContext, OffsetReset, Queue,
+};
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::pool::{PartitionWork, Pool, Stopping};
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
@@ -278,11 +280,15 @@ pub fn run(
 
     // The end of each partition at start, for --exit-at-end.
     let ends: HashMap<i32, i64> = if config.exit_at_end {
-        nonempty_watermarks(consumer.as_ref(), &config.tweets_topic, partitions)
-            .map_err(kafka("cannot read the end of the tweets topic"))?
-            .into_iter()
-            .map(|(partition, (_, high))| (partition, high))
-            .collect()
+        nonempty_watermarks(
+            consumer.as_ref(),
+            &config.tweets_topic,
+            0..partitions as i32,
+        )
+        .map_err(kafka("cannot read the end of the tweets topic"))?
+        .into_iter()
+        .map(|(partition, (_, high))| (partition, high))
+        .collect()
     } else {
         HashMap::new()
     };
@@ -376,7 +382,10 @@ fn coordinate(
         }
         if config.exit_at_end && (due || checked_end.elapsed() >= config.batch_time) {
             checked_end = Instant::now();
-            if batch.started.is_none() && group_done(consumer, config, ends, &batch.at_eof)? {
+            if batch.started.is_none()
+                && consumed_to(consumer.as_ref(), &config.tweets_topic, ends, &batch.at_eof)
+                    .map_err(kafka("cannot read committed offsets"))?
+            {
                 break;
             }
         }
@@ -936,46 +945,6 @@ fn rewind(consumer: &GroupConsumer<Members>) -> Result<(), RunError> {
         .seek_partitions(positions, CALL_TIMEOUT)
         .map_err(kafka("cannot go back to the committed offsets"))?;
     Ok(())
-}
-
-/// Whether the group has committed, for every partition, the end it had at
-/// start, and this member has seen the end of each partition it owns.
-/// (The second test guards against brokers that report high watermarks
-/// short of the real end, as tansu 0.6 does.)
-fn group_done(
-    consumer: &GroupConsumer<Members>,
-    config: &Config,
-    ends: &HashMap<i32, i64>,
-    at_eof: &HashSet<i32>,
-) -> Result<bool, RunError> {
-    let assignment = consumer
-        .assignment()
-        .map_err(kafka("cannot read the assignment"))?;
-    if assignment.count() == 0 && !ends.is_empty() {
-        return Ok(false);
-    }
-    if assignment
-        .elements()
-        .iter()
-        .any(|e| !at_eof.contains(&e.partition()) && ends.contains_key(&e.partition()))
-    {
-        return Ok(false);
-    }
-    let mut all = TopicPartitionList::new();
-    for &partition in ends.keys() {
-        all.add_partition(&config.tweets_topic, partition);
-    }
-    let committed = consumer
-        .committed_offsets(all, CALL_TIMEOUT)
-        .map_err(kafka("cannot read committed offsets"))?;
-    Ok(committed
-        .elements()
-        .iter()
-        .all(|e| match (e.offset(), ends.get(&e.partition())) {
-            (Offset::Offset(o), Some(&end)) => o >= end,
-            (_, None) => true,
-            _ => false,
-        }))
 }
 
 fn now_ms() -> i64 {

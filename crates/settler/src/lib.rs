@@ -13,8 +13,12 @@
 //! - [`entry`]: a command's ledger entry and its transitions (pure).
 //! - [`limits`]: `max_per_user` and the rolling 24 h `spend_limit`, checked
 //!   against the user's earlier entries (pure).
-//! - [`ledger`]: entries in sled, per input partition, with a user index;
-//!   writes are group-committed (one flush per batch).
+//! - [`ledger`]: entries in sled, per input partition, with a user index.
+//! - [`group_commit`]: one flush for the writes of many tasks.
+//! - [`steps`]: what to do next with a command, from what the provider
+//!   said (pure).
 pub mod entry;
+pub mod group_commit;
 pub mod ledger;
 pub mod limits;
+pub mod steps;

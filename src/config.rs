@@ -1,6 +1,6 @@
 //! hashbuy's config file (`--config FILE` or `HASHBUY_CONFIG`): TOML with a
-//! `[kafka]` table every Kafka command reads and a `[match]` table for
-//! `hashbuy match`. Precedence, lowest first: built-in defaults, the file,
+//! `[kafka]` table every Kafka command reads, a `[match]` table for
+//! `hashbuy match` and a `[settle]` table for `hashbuy settle`. Precedence, lowest first: built-in defaults, the file,
 //! `HASHBUY_…` environment variables, flags. Unknown keys are errors that
 //! name the file, line and key.
 
@@ -20,6 +20,42 @@ pub struct File {
     /// `hashbuy match`'s settings.
     #[serde(default, rename = "match")]
     pub matcher: MatchConfig,
+    /// `hashbuy settle`'s settings.
+    #[serde(default)]
+    pub settle: SettleConfig,
+}
+
+/// The `[settle]` table; each key has the flag of the same name (with `-`
+/// for `_`) that wins over it. The provider key is never read from here:
+/// only a file holding it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleConfig {
+    /// The ledger's directory, relative to the config file.
+    pub ledger: Option<PathBuf>,
+    /// The provider's base URL (default `https://api.stripe.com`).
+    pub provider_url: Option<String>,
+    /// A file holding the provider's secret key, relative to the config
+    /// file (used when neither `HASHBUY_PROVIDER_KEY` nor `STRIPE_API_KEY`
+    /// is set).
+    pub provider_key_file: Option<PathBuf>,
+    /// Consumer group (default `hashbuy-settler`).
+    pub group: Option<String>,
+    /// This settler's name within its group (default `0`).
+    pub instance: Option<String>,
+    /// Most commands in flight per partition (default 256).
+    pub max_in_flight: Option<usize>,
+    /// Provider requests per second at most (default: 25 for `sk_test_`
+    /// and 90 for `sk_live_` keys on api.stripe.com, unlimited elsewhere).
+    pub rate_limit: Option<f64>,
+    /// Provider calls for one command before giving up, once the provider
+    /// is known to hold no charge (default 10).
+    pub max_attempts: Option<u32>,
+    /// Attempts older than this many seconds are reconciled, not retried
+    /// (the provider's key lifetime; default 86400).
+    pub reconcile_after_s: Option<u64>,
+    /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
+    pub metrics_addr: Option<String>,
 }
 
 /// The `[match]` table; each key has the flag of the same name (with `-`
@@ -67,9 +103,14 @@ impl File {
         // Table paths are relative to the file, as a user writing the file
         // expects wherever hashbuy is started from.
         let base = path.parent().unwrap_or(Path::new(""));
-        for table in [&mut file.matcher.catalog, &mut file.matcher.accounts]
-            .into_iter()
-            .flatten()
+        for table in [
+            &mut file.matcher.catalog,
+            &mut file.matcher.accounts,
+            &mut file.settle.ledger,
+            &mut file.settle.provider_key_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             *table = base.join(&*table);
         }

@@ -8,10 +8,12 @@ mod gen;
 mod input;
 mod inspect;
 mod kafka_args;
+mod ledger_cmd;
 mod matching;
 mod paysim;
 mod record;
 mod replay;
+mod settling;
 mod tail;
 mod telemetry;
 mod topics;
@@ -50,6 +52,10 @@ enum Command {
     Bench(bench::Args),
     /// Run the simulated, Stripe-compatible payment provider.
     Paysim(paysim::Args),
+    /// Settle payment commands through the payment provider, with a ledger.
+    Settle(settling::Args),
+    /// Look into the settler's ledger, and resolve stuck entries by hand.
+    Ledger(ledger_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +72,8 @@ fn main() -> ExitCode {
         Command::Topics(args) => topics::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Paysim(args) => paysim::run(args),
+        Command::Settle(args) => settling::run(args),
+        Command::Ledger(args) => ledger_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

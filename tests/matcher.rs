@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{get, inspected_command_ids, metric, sigterm};
+use common::{free_port, get, inspected_command_ids, metric, sigterm};
 use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
 use serde_json::Value;
 
@@ -40,14 +40,6 @@ fn ok(out: Output) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("bound")
-        .port()
 }
 
 /// `hashbuy match` on `brokers` with the bundled sample tables.

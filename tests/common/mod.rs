@@ -58,3 +58,12 @@ pub fn sigterm(child: &Child) {
         .expect("kill runs");
     assert!(status.success());
 }
+
+/// A port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("bound")
+        .port()
+}

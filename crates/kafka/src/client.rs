@@ -4,10 +4,56 @@
 
 use std::time::Duration;
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
+
+/// Passes a librdkafka log line to `tracing`, under the target
+/// `librdkafka` (so `HASHBUY_LOG` filters it).
+pub fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", fac, "{message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{message}"),
+    }
+}
+
+/// Reports a librdkafka client error as a warning, except the end of a
+/// partition, which is news for the partition's reader, not an error.
+pub fn error(error: KafkaError, reason: &str) {
+    if !matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    ) {
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+/// The client context of hashbuy's plain consumers (tools, readers): logs
+/// and errors through [`log`] and [`error`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuietContext;
+
+impl rdkafka::ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        log(level, fac, message);
+    }
+
+    fn error(&self, e: KafkaError, reason: &str) {
+        error(e, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietContext {}
 
 /// Where Kafka is and how to talk to it.
 #[derive(Debug, Clone)]

@@ -53,4 +53,6 @@ pub struct TopicsConfig {
     /// Records that cannot be processed are written here (default
     /// `dead-letters`).
     pub dead_letters: Option<String>,
+    /// The settler's ledger changelog (default `settler-ledger`).
+    pub ledger: Option<String>,
 }

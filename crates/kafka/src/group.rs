@@ -122,17 +122,7 @@ impl<A: Assignment> ClientContext for GroupContext<A> {
                 }
             }
         }
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
-        }
+        crate::client::log(level, fac, log_message);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -140,15 +130,7 @@ impl<A: Assignment> ClientContext for GroupContext<A> {
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        // The end of a partition is news for its queue, not an error.
-        use rdkafka::error::KafkaError;
-        use rdkafka::types::RDKafkaErrorCode;
-        if !matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        ) {
-            tracing::warn!(target: "librdkafka", "{error}: {reason}");
-        }
+        crate::client::error(error, reason);
     }
 }
 

@@ -17,7 +17,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::client::{ConnectError, Connection, CONNECT_TIMEOUT};
+use crate::client::{ConnectError, Connection, QuietContext, CONNECT_TIMEOUT};
 
 /// The `(low, high)` watermarks of those `partitions` of `topic` that hold
 /// records: where the records present now begin and end.
@@ -49,7 +49,7 @@ pub struct ReadOptions {
 
 /// A reader over all partitions of one topic.
 pub struct TopicReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<QuietContext>,
     /// Per partition still to finish: the high watermark at start, and
     /// the offset after the last record read.
     ends: HashMap<i32, (i64, i64)>,
@@ -79,7 +79,7 @@ impl TopicReader {
             Some(only) => only.to_vec(),
             None => (0..count as i32).collect(),
         };
-        let consumer: BaseConsumer = connection
+        let consumer: BaseConsumer<QuietContext> = connection
             .config()
             .set("group.id", format!("hashbuy-reader-{}", std::process::id()))
             .set("enable.auto.commit", "false")
@@ -95,7 +95,7 @@ impl TopicReader {
                     "read_committed"
                 },
             )
-            .create()?;
+            .create_with_context(QuietContext)?;
         let start = if options.from_beginning {
             Offset::Beginning
         } else {

@@ -22,6 +22,9 @@ pub enum State {
     Attempting {
         /// The idempotency key of the current call.
         key: String,
+        /// The attempt that first used the key (sent with every call under
+        /// it: a key's requests must not differ).
+        key_attempt: u32,
         /// When the current key was first used, ms since the epoch (a key
         /// older than the provider keeps keys is reconciled, not retried).
         key_since_ms: i64,
@@ -166,6 +169,13 @@ impl From<Outcome> for State {
     }
 }
 
+/// Now, in ms since the epoch (the ledger's clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// The idempotency key of a command's first provider call: its id, so the
 /// same command can never charge twice under its first key.
 pub fn first_key(command_id: &str) -> String {
@@ -213,16 +223,21 @@ impl Entry {
     /// with [`first_key`], a retry with the same key, or a call under a
     /// [`fresh_key`]. Returns the attempt number.
     pub fn attempt(&mut self, key: String, now_ms: i64) -> Result<u32, TransitionError> {
-        let key_since_ms = match &self.state {
-            State::Received => now_ms,
+        let (key_attempt, key_since_ms) = match &self.state {
+            State::Received => (self.attempts + 1, now_ms),
             State::Attempting {
                 key: current,
+                key_attempt,
                 key_since_ms,
-            } if *current == key => *key_since_ms,
-            State::Attempting { .. } => now_ms,
+            } if *current == key => (*key_attempt, *key_since_ms),
+            State::Attempting { .. } => (self.attempts + 1, now_ms),
             _ => return Err(self.refuse("attempt a charge")),
         };
-        self.state = State::Attempting { key, key_since_ms };
+        self.state = State::Attempting {
+            key,
+            key_attempt,
+            key_since_ms,
+        };
         self.attempts += 1;
         self.changed_ms = now_ms;
         Ok(self.attempts)
@@ -362,6 +377,7 @@ mod tests {
             e.state,
             State::Attempting {
                 key: "c-1".into(),
+                key_attempt: 1,
                 key_since_ms: 1_001
             },
             "a retry keeps the key and its age"
@@ -386,6 +402,7 @@ mod tests {
             e.state,
             State::Attempting {
                 key: "c-1:2".into(),
+                key_attempt: 2,
                 key_since_ms: 20
             }
         );

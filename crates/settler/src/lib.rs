@@ -17,8 +17,14 @@
 //! - [`group_commit`]: one flush for the writes of many tasks.
 //! - [`steps`]: what to do next with a command, from what the provider
 //!   said (pure).
+//! - [`payments`]: the provider (`hashbuy_provider`) in the settler's
+//!   terms.
+//! - [`run`]: the settler on Kafka: a task per partition, many commands in
+//!   flight, the ledger's changelog, acks.
 pub mod entry;
 pub mod group_commit;
 pub mod ledger;
 pub mod limits;
+pub mod payments;
+pub mod run;
 pub mod steps;

@@ -70,6 +70,12 @@ pub enum Found {
         /// The issuer's decline code.
         decline_code: String,
     },
+    /// A charge still in progress (`processing`, ...): the money may yet
+    /// move, so nothing is decided until it settles.
+    Pending {
+        /// Its payment intent.
+        payment_intent: String,
+    },
     /// No charge for the command.
     Nothing,
 }
@@ -106,7 +112,9 @@ pub fn start(entry: &Entry, now_ms: i64, policy: &Policy) -> Option<Step> {
         State::Received => Some(Step::Charge {
             key: first_key(entry.command_id()),
         }),
-        State::Attempting { key, key_since_ms } => {
+        State::Attempting {
+            key, key_since_ms, ..
+        } => {
             let age = now_ms.saturating_sub(*key_since_ms);
             if u128::try_from(age).unwrap_or(0) >= policy.key_lifetime.as_millis() {
                 Some(Step::Reconcile)
@@ -155,6 +163,7 @@ pub fn after_reconcile(entry: &Entry, found: Found, policy: &Policy, last_error:
             decline_code,
             reason: "declined (found by reconciliation)".into(),
         }),
+        Found::Pending { .. } => Step::Reconcile,
         Found::Nothing if entry.attempts >= policy.max_attempts => Step::Decide(Outcome::Failed {
             reason: format!(
                 "gave up after {} provider calls; the provider holds no charge for the \
@@ -292,6 +301,14 @@ mod tests {
             after_reconcile(&e, Found::Nothing, &POLICY, "500"),
             charge("c-1:2"),
             "a fresh key, derived from the attempt"
+        );
+        let pending = Found::Pending {
+            payment_intent: "pi_3".into(),
+        };
+        assert_eq!(
+            after_reconcile(&e, pending, &POLICY, "500"),
+            Step::Reconcile,
+            "a charge in progress is waited for, never retried"
         );
         let spent = attempting(3, "c-1", 0);
         match after_reconcile(&spent, Found::Nothing, &POLICY, "500 api_error") {

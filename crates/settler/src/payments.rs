@@ -1,0 +1,157 @@
+//! The payment provider as the settler sees it: a command charged under a
+//! key, looked up by its id, and retries spaced out. `hashbuy_provider`
+//! speaks HTTP and classifies answers; this turns them into the settler's
+//! [`Reply`] and [`Found`], whose consequences [`crate::steps`] decides.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hashbuy_proto::v1::PaymentCommand;
+use hashbuy_provider::{
+    Backoff, ChargeOutcome, ChargeRequest, IntentStatus, Provider, ProviderError,
+};
+
+use crate::steps::{Found, Reply};
+
+/// The provider refused hashbuy's credentials: no command can be settled
+/// until the key is fixed. Undecided commands stay pending in the ledger.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the payment provider refused the API key (HTTP {status}: {message}); fix the key and \
+     restart: undecided commands stay pending in the ledger"
+)]
+pub struct ProviderRefused {
+    /// 401 or 403.
+    pub status: u16,
+    /// The provider's words (never the key).
+    pub message: String,
+}
+
+/// The provider and the retry spacing.
+pub struct Payments {
+    provider: Provider,
+    backoff: Backoff,
+}
+
+impl Payments {
+    /// Charges through `provider`, retrying after `backoff`'s delays.
+    pub fn new(provider: Provider, backoff: Backoff) -> Payments {
+        Payments { provider, backoff }
+    }
+
+    /// Charges a command under `key`; `attempt` (the one that first used
+    /// the key: every call under a key must send the same request) goes
+    /// into the metadata.
+    pub async fn charge(
+        &self,
+        command: &PaymentCommand,
+        key: &str,
+        attempt: u32,
+    ) -> Result<Reply, ProviderRefused> {
+        let Ok(amount) = i64::try_from(command.amount) else {
+            return Ok(Reply::Invalid {
+                reason: format!("amount {} is too large", command.amount),
+            });
+        };
+        let request = ChargeRequest {
+            amount,
+            currency: command.currency.clone(),
+            customer: command.customer_id.clone(),
+            payment_method: command.payment_method_id.clone(),
+            command_id: command.command_id.clone(),
+            tweet_id: command.tweet_id.clone(),
+            offer_id: command.offer_id.clone(),
+            merchant_id: command.merchant_id.clone(),
+            attempt,
+            // Some Stripe-compatible servers (localstripe) refuse one.
+            description: None,
+            metadata: BTreeMap::from([("user_id".to_owned(), command.user_id.clone())]),
+        };
+        Ok(match self.provider.charge(&request, key).await {
+            ChargeOutcome::Succeeded { payment_intent, .. } => Reply::Charged { payment_intent },
+            ChargeOutcome::Unsettled {
+                payment_intent,
+                status,
+            } => Reply::Unknown {
+                reason: format!("payment intent {payment_intent} is {}", status.as_str()),
+            },
+            ChargeOutcome::Declined {
+                payment_intent,
+                decline_code,
+                message,
+            } => Reply::Declined {
+                payment_intent,
+                decline_code,
+                reason: message,
+            },
+            ChargeOutcome::Invalid { code, message, .. } => Reply::Invalid {
+                reason: match code {
+                    Some(code) => format!("{code}: {message}"),
+                    None => message,
+                },
+            },
+            ChargeOutcome::KeyMisuse { message } => {
+                tracing::error!(
+                    command_id = %command.command_id,
+                    key,
+                    "bug: one idempotency key was sent with two different requests: {message}"
+                );
+                Reply::Unknown {
+                    reason: format!("idempotency key misused: {message}"),
+                }
+            }
+            ChargeOutcome::Retry { cause, after } => Reply::Retry {
+                cause: cause.as_str(),
+                after,
+            },
+            ChargeOutcome::Indeterminate {
+                status, message, ..
+            } => Reply::Unknown {
+                reason: format!("HTTP {status}: {message}"),
+            },
+            ChargeOutcome::Unauthorized { status, message } => {
+                return Err(ProviderRefused { status, message })
+            }
+        })
+    }
+
+    /// Looks for the provider's charge of a command, among the customer's
+    /// payment intents created since `since_ms` (a minute earlier, for
+    /// clocks that disagree).
+    pub async fn find(
+        &self,
+        command: &PaymentCommand,
+        since_ms: i64,
+    ) -> Result<Found, ProviderError> {
+        let since_s = since_ms / 1000 - 60;
+        let found = self
+            .provider
+            .find_charge(&command.customer_id, &command.command_id, since_s)
+            .await?;
+        Ok(match found {
+            None => Found::Nothing,
+            Some(charge) => match charge.status {
+                IntentStatus::Succeeded => Found::Charged {
+                    payment_intent: charge.payment_intent,
+                },
+                IntentStatus::RequiresPaymentMethod => Found::Declined {
+                    payment_intent: charge.payment_intent,
+                    decline_code: charge.decline_code.unwrap_or_else(|| "unknown".into()),
+                },
+                // Never confirmed, or called off: no money moved.
+                IntentStatus::Canceled | IntentStatus::RequiresConfirmation => Found::Nothing,
+                // Still moving, or a status this client does not know:
+                // wait, never guess.
+                _ => Found::Pending {
+                    payment_intent: charge.payment_intent,
+                },
+            },
+        })
+    }
+
+    /// How long to wait before retry `attempt` of a command, at least the
+    /// provider's `Retry-After`.
+    pub fn delay(&self, command_id: &str, attempt: u32, after: Option<Duration>) -> Duration {
+        self.backoff.for_stream(command_id).delay(attempt, after)
+    }
+}

@@ -1,0 +1,1021 @@
+//! The settler on Kafka: payment commands in, provider calls, payment acks
+//! out.
+//!
+//! # Concurrency
+//!
+//! - **One coordinator** (the thread calling [`run`]) drives the consumer:
+//!   it polls the main queue (rebalances and errors only), commits the
+//!   offsets the partitions report as done, once a second, and watches for
+//!   the end with `--exit-at-end`.
+//! - **One task per assigned partition** (tokio), reading the partition's
+//!   own queue ([`hashbuy_kafka::group`]). Before its first command it
+//!   restores the partition's ledger from the changelog topic, then resumes
+//!   the entries left undecided. It keeps up to [`Config::max_in_flight`]
+//!   commands in flight, so settling is not bounded by provider latency,
+//!   but settles the commands of one user one after another (they share a
+//!   partition, being keyed by user), so limit checks never race. An
+//!   [`OffsetTracker`] gives the offset below which every command is done.
+//! - **One task per command** in flight: ledger entry, limit check, provider
+//!   calls and retries ([`crate::steps`]), ack. Each change of the entry is
+//!   written to the ledger and to the changelog; the attempt is durable
+//!   ([`GroupCommit`]) before the provider is called, the outcome before
+//!   the ack is produced, and the offset is done only once the ack is
+//!   delivered.
+//! - **Revocation** stops the partition's tasks at their next recovery
+//!   point (a command waiting out a backoff is left `attempting`, to be
+//!   resumed by the next owner with the same key) and commits what is
+//!   done, before the rebalance goes on.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
+use hashbuy_kafka::group::{consumed_to, Assignment, GroupConsumer, GroupContext, Queue};
+use hashbuy_kafka::health::Health;
+use hashbuy_kafka::offsets::OffsetTracker;
+use hashbuy_kafka::reader::{nonempty_watermarks, ReadOptions, TopicReader};
+use hashbuy_proto::v1::{DeadLetter, PaymentAck, PaymentCommand};
+use prost::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::entry::{now_ms, Entry, Outcome, State};
+use crate::group_commit::{FlushFailed, GroupCommit};
+use crate::ledger::{Ledger, LedgerError, PartitionLedger};
+use crate::limits;
+use crate::payments::{Payments, ProviderRefused};
+use crate::steps::{self, Found, Policy, Reply, Step};
+
+/// What the settler reads, writes, and how.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where Kafka is.
+    pub connection: Connection,
+    /// Consumer group.
+    pub group: String,
+    /// Tells settlers of one group apart (static group membership).
+    pub instance: String,
+    /// Payment commands are read here.
+    pub commands_topic: String,
+    /// Payment acks are produced here.
+    pub acks_topic: String,
+    /// Undecodable commands are produced here.
+    pub dead_letters_topic: String,
+    /// The ledger's changelog (compacted; at least as many partitions as
+    /// the commands topic).
+    pub ledger_topic: String,
+    /// The ledger's directory.
+    pub ledger_dir: PathBuf,
+    /// Most commands in flight per partition.
+    pub max_in_flight: usize,
+    /// Stop once the group has settled what the commands topic held at
+    /// start.
+    pub exit_at_end: bool,
+    /// Attempt budget and key lifetime.
+    pub policy: Policy,
+}
+
+/// Counts of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Commands read.
+    pub commands: u64,
+    /// Outcomes decided in this run, by kind.
+    pub settled: u64,
+    /// Declined by the card.
+    pub declined: u64,
+    /// Rejected by a limit or as invalid.
+    pub rejected: u64,
+    /// Given up.
+    pub failed: u64,
+    /// Acks delivered (re-emitted ones included).
+    pub acks: u64,
+    /// Undecodable commands set aside.
+    pub dead_letters: u64,
+    /// Commands whose id was known with other content.
+    pub duplicates: u64,
+    /// Undecided entries resumed at start.
+    pub resumed: u64,
+}
+
+/// Why the settler stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Kafka is unreachable or a topic is missing.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A Kafka operation failed.
+    #[error("{what}: {source}")]
+    Kafka {
+        /// What was being done.
+        what: &'static str,
+        /// What librdkafka said.
+        source: KafkaError,
+    },
+    /// The changelog topic cannot hold every partition's history.
+    #[error(
+        "the ledger topic {ledger} has {ledger_partitions} partitions, fewer than the \
+         {commands_partitions} of {commands}; create it with as many"
+    )]
+    LedgerTopicTooSmall {
+        /// The ledger topic.
+        ledger: String,
+        /// Its partitions.
+        ledger_partitions: usize,
+        /// The commands topic.
+        commands: String,
+        /// Its partitions.
+        commands_partitions: usize,
+    },
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The ledger could not be made durable.
+    #[error(transparent)]
+    Flush(#[from] FlushFailed),
+    /// The provider refused hashbuy's credentials.
+    #[error(transparent)]
+    Provider(#[from] ProviderRefused),
+    /// A bug: a transition the ledger does not allow.
+    #[error(transparent)]
+    Transition(#[from] crate::entry::TransitionError),
+    /// The runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> RunError {
+    move |source| RunError::Kafka { what, source }
+}
+
+/// How long a Kafka call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often done offsets are committed.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a revocation waits for the partition's commands to reach a
+/// recovery point.
+const REVOKE_WAIT: Duration = Duration::from_secs(60);
+
+/// What the partition and command tasks share.
+struct Shared {
+    config: Config,
+    payments: Payments,
+    ledger: Ledger,
+    commit: Arc<GroupCommit>,
+    producer: FutureProducer,
+    summary: Mutex<Summary>,
+    failure: Mutex<Option<RunError>>,
+    /// Per partition, the offset below which everything is done.
+    done: Mutex<HashMap<i32, i64>>,
+    /// Partitions read to their end with nothing in flight.
+    at_eof: Mutex<HashSet<i32>>,
+    /// Commands being settled, since when.
+    pending: Mutex<HashMap<String, Instant>>,
+}
+
+/// Locks a mutex, going on past a poisoned one: every holder finishes its
+/// update before anything can panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn fail(&self, error: RunError) {
+        tracing::error!("{error}");
+        lock(&self.failure).get_or_insert(error);
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Summary)) {
+        f(&mut lock(&self.summary));
+    }
+
+    /// Sends an entry's new state to the changelog, in its partition;
+    /// with `wait`, until it is delivered.
+    async fn changelog(&self, entry: &Entry, partition: i32, wait: bool) -> Result<(), RunError> {
+        let value = serde_json::to_vec(entry).map_err(|source| LedgerError::Corrupt {
+            key: entry.command_id().to_owned(),
+            source,
+        })?;
+        let record = FutureRecord::to(&self.config.ledger_topic)
+            .partition(partition)
+            .key(entry.command_id())
+            .payload(&value);
+        if wait {
+            self.producer
+                .send(record, Timeout::After(CALL_TIMEOUT))
+                .await
+                .map_err(|(e, _)| kafka("cannot write the ledger changelog")(e))?;
+        } else if let Err((e, _)) = self.producer.send_result(record) {
+            // The next change of the entry is sent again, and waited for
+            // once it is decided.
+            tracing::warn!("cannot queue a ledger changelog record: {e}");
+        }
+        Ok(())
+    }
+
+    /// Produces a record and waits for its delivery.
+    async fn produce(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        what: &'static str,
+    ) -> Result<(), RunError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.producer
+            .send(record, Timeout::After(CALL_TIMEOUT))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| kafka(what)(e))
+    }
+}
+
+/// A record taken from a partition's queue, owned.
+enum Taken {
+    Record {
+        offset: i64,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
+    Eof,
+}
+
+/// The next record of a partition's queue, waiting for librdkafka's
+/// non-empty callback when there is none.
+async fn take(queue: &Queue<Members>, arrived: &Notify) -> Taken {
+    loop {
+        match queue.poll(Duration::ZERO) {
+            Some(Ok(message)) => {
+                return Taken::Record {
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Taken::Eof,
+            Some(Err(e)) => tracing::warn!("consumer: {e}"),
+            // A permit stored by a callback since the poll wakes this at
+            // once, so no arrival is missed.
+            None => arrived.notified().await,
+        }
+    }
+}
+
+/// Checks a command has what charging needs.
+fn decode_command(value: &[u8]) -> Result<PaymentCommand, String> {
+    let command =
+        PaymentCommand::decode(value).map_err(|e| format!("not a PaymentCommand: {e}"))?;
+    let missing = [
+        ("command_id", command.command_id.is_empty()),
+        ("user_id", command.user_id.is_empty()),
+        ("currency", command.currency.is_empty()),
+        ("customer_id", command.customer_id.is_empty()),
+        ("payment_method_id", command.payment_method_id.is_empty()),
+        ("amount", command.amount == 0),
+    ];
+    match missing.iter().find(|(_, absent)| *absent) {
+        Some((field, _)) => Err(format!("invalid PaymentCommand: no {field}")),
+        None => Ok(command),
+    }
+}
+
+/// A piece of a partition's work: a command read at an offset, or an
+/// undecided entry resumed at start (no offset).
+#[derive(Clone)]
+struct Work {
+    command: PaymentCommand,
+    offset: Option<i64>,
+}
+
+/// What a command task reports.
+struct Done {
+    user: Option<String>,
+    offset: Option<i64>,
+    /// Stopped before an outcome (the partition is being revoked): the
+    /// offset is not done.
+    abandoned: bool,
+}
+
+/// Runs the settler until `stop` is raised or, with `exit_at_end`, the
+/// group has settled what the commands topic held at start.
+pub fn run(
+    config: &Config,
+    payments: Payments,
+    stop: &AtomicBool,
+    health: &Health,
+) -> Result<Summary, RunError> {
+    let commands = config
+        .connection
+        .check_topic(&config.commands_topic, CONNECT_TIMEOUT)?;
+    config
+        .connection
+        .check_topic(&config.acks_topic, CONNECT_TIMEOUT)?;
+    config
+        .connection
+        .check_topic(&config.dead_letters_topic, CONNECT_TIMEOUT)?;
+    let ledger_partitions = config
+        .connection
+        .check_topic(&config.ledger_topic, CONNECT_TIMEOUT)?;
+    if ledger_partitions < commands {
+        return Err(RunError::LedgerTopicTooSmall {
+            ledger: config.ledger_topic.clone(),
+            ledger_partitions,
+            commands: config.commands_topic.clone(),
+            commands_partitions: commands,
+        });
+    }
+    let ledger = Ledger::open(&config.ledger_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("settle")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let producer: FutureProducer = config
+        .connection
+        .config_with(&[
+            ("linger.ms", "5".to_owned()),
+            ("enable.idempotence", "true".to_owned()),
+        ])
+        .create()
+        .map_err(kafka("cannot create the producer"))?;
+    let commit = GroupCommit::new(ledger.clone());
+    runtime.spawn(Arc::clone(&commit).run());
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        payments,
+        ledger,
+        commit,
+        producer,
+        summary: Mutex::new(Summary::default()),
+        failure: Mutex::new(None),
+        done: Mutex::new(HashMap::new()),
+        at_eof: Mutex::new(HashSet::new()),
+        pending: Mutex::new(HashMap::new()),
+    });
+    let members = Members {
+        shared: Arc::clone(&shared),
+        runtime: runtime.handle().clone(),
+        tasks: Mutex::new(HashMap::new()),
+        joined: AtomicBool::new(false),
+    };
+    let consumer_settings = [
+        ("group.id", config.group.clone()),
+        (
+            "group.instance.id",
+            format!("{}-{}", config.group, config.instance),
+        ),
+        ("enable.auto.commit", "false".to_owned()),
+        ("auto.offset.reset", "earliest".to_owned()),
+        ("isolation.level", "read_committed".to_owned()),
+        ("enable.partition.eof", config.exit_at_end.to_string()),
+    ];
+    let consumer = GroupContext::subscribe(
+        &config.connection.config_with(&consumer_settings),
+        &config.commands_topic,
+        members,
+    )
+    .map_err(kafka("cannot create the consumer"))?;
+    let ends: HashMap<i32, i64> = if config.exit_at_end {
+        nonempty_watermarks(
+            consumer.as_ref(),
+            &config.commands_topic,
+            0..commands as i32,
+        )
+        .map_err(kafka("cannot read the end of the commands topic"))?
+        .into_iter()
+        .map(|(partition, (_, high))| (partition, high))
+        .collect()
+    } else {
+        HashMap::new()
+    };
+
+    let result = coordinate(&consumer, &shared, &ends, stop, health);
+    health.set_ready(false);
+    let members = &consumer.context().assignment;
+    members.stop_partitions(None);
+    let committed = commit_done(&consumer, &shared, None, CommitMode::Sync);
+    let summary = lock(&shared.summary).clone();
+    drop(consumer);
+    result?;
+    committed?;
+    Ok(summary)
+}
+
+/// The coordinator's loop; see the module docs.
+fn coordinate(
+    consumer: &Arc<GroupConsumer<Members>>,
+    shared: &Shared,
+    ends: &HashMap<i32, i64>,
+    stop: &AtomicBool,
+    health: &Health,
+) -> Result<(), RunError> {
+    let members = &consumer.context().assignment;
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        health.beat();
+        match consumer.poll(Duration::from_millis(50)) {
+            None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Ok(message)) => tracing::error!(
+                partition = message.partition(),
+                offset = message.offset(),
+                "a record reached the main queue; it is left to the partition's next owner"
+            ),
+            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                return Err(kafka("the consumer failed")(e));
+            }
+            Some(Err(e)) => tracing::warn!("consumer: {e}"),
+        }
+        if let Some(error) = lock(&shared.failure).take() {
+            return Err(error);
+        }
+        health.set_ready(members.joined.load(Ordering::Relaxed));
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            last_commit = Instant::now();
+            commit_done(consumer, shared, None, CommitMode::Async)?;
+            let oldest = lock(&shared.pending)
+                .values()
+                .map(Instant::elapsed)
+                .max()
+                .unwrap_or_default();
+            metrics::gauge!("hashbuy_settler_oldest_pending_seconds").set(oldest.as_secs_f64());
+            if shared.config.exit_at_end {
+                commit_done(consumer, shared, None, CommitMode::Sync)?;
+                let at_eof = lock(&shared.at_eof).clone();
+                if consumed_to(
+                    consumer.as_ref(),
+                    &shared.config.commands_topic,
+                    ends,
+                    &at_eof,
+                )
+                .map_err(kafka("cannot read committed offsets"))?
+                {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Commits the done offsets of `partitions` (all when `None`).
+fn commit_done(
+    consumer: &GroupConsumer<Members>,
+    shared: &Shared,
+    partitions: Option<&[i32]>,
+    mode: CommitMode,
+) -> Result<(), RunError> {
+    let done = lock(&shared.done).clone();
+    let mut offsets = TopicPartitionList::new();
+    for (&partition, &offset) in &done {
+        if partitions.is_none_or(|p| p.contains(&partition)) {
+            offsets
+                .add_partition_offset(
+                    &shared.config.commands_topic,
+                    partition,
+                    Offset::Offset(offset),
+                )
+                .map_err(kafka("cannot list offsets"))?;
+        }
+    }
+    if offsets.count() == 0 {
+        return Ok(());
+    }
+    match consumer.commit(&offsets, mode) {
+        Ok(()) => Ok(()),
+        // Nothing new to commit is no error.
+        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(e) => Err(kafka("cannot commit offsets")(e)),
+    }
+}
+
+/// The coordinator's state, shared with the rebalance callbacks (which run
+/// on its thread, inside its poll).
+struct Members {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    tasks: Mutex<HashMap<i32, PartitionTask>>,
+    joined: AtomicBool,
+}
+
+impl Members {
+    /// Stops the tasks of `partitions` (all when `None`) at their next
+    /// recovery point, waiting at most [`REVOKE_WAIT`].
+    fn stop_partitions(&self, partitions: Option<&[i32]>) {
+        let stopped: Vec<_> = {
+            let mut tasks = lock(&self.tasks);
+            let chosen: Vec<i32> = match partitions {
+                Some(p) => p
+                    .iter()
+                    .copied()
+                    .filter(|p| tasks.contains_key(p))
+                    .collect(),
+                None => tasks.keys().copied().collect(),
+            };
+            chosen.iter().filter_map(|p| tasks.remove(p)).collect()
+        };
+        for (stop, _) in &stopped {
+            let _ = stop.send(true);
+        }
+        self.runtime.block_on(async {
+            let all = futures_join(stopped.into_iter().map(|(_, task)| task));
+            if tokio::time::timeout(REVOKE_WAIT, all).await.is_err() {
+                tracing::warn!(
+                    "partition tasks did not stop within {} s; their commands are resumed \
+                     by the next owner",
+                    REVOKE_WAIT.as_secs()
+                );
+            }
+        });
+        metrics::gauge!("hashbuy_settler_partitions_assigned").set(lock(&self.tasks).len() as f64);
+    }
+}
+
+/// A partition's task, and how to stop it.
+type PartitionTask = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// Waits for every task.
+async fn futures_join(tasks: impl IntoIterator<Item = tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+impl Assignment for Members {
+    fn assigned(&self, queues: Vec<(i32, Queue<Self>)>) {
+        self.joined.store(true, Ordering::Relaxed);
+        let mut tasks = lock(&self.tasks);
+        for (partition, mut queue) in queues {
+            let arrived = Arc::new(Notify::new());
+            let notify = Arc::clone(&arrived);
+            queue.set_nonempty_callback(move || notify.notify_one());
+            let (stop, stopped) = watch::channel(false);
+            let shared = Arc::clone(&self.shared);
+            let task = self.runtime.spawn(async move {
+                if let Err(e) = partition_task(&shared, partition, queue, arrived, stopped).await {
+                    shared.fail(e);
+                }
+            });
+            tasks.insert(partition, (stop, task));
+        }
+        metrics::gauge!("hashbuy_settler_partitions_assigned").set(tasks.len() as f64);
+    }
+
+    fn revoking(&self, consumer: &GroupConsumer<Self>, partitions: &[i32]) {
+        self.stop_partitions(Some(partitions));
+        if let Err(e) = commit_done(consumer, &self.shared, Some(partitions), CommitMode::Sync) {
+            self.shared.fail(e);
+        }
+        let mut done = lock(&self.shared.done);
+        let mut at_eof = lock(&self.shared.at_eof);
+        for partition in partitions {
+            done.remove(partition);
+            at_eof.remove(partition);
+        }
+    }
+}
+
+/// Restores a partition's ledger from the changelog: an entry there that
+/// is further along than the local one (written by another settler that
+/// owned the partition) replaces it.
+fn restore(shared: &Shared, partition: i32) -> Result<usize, RunError> {
+    let ledger = shared.ledger.partition(partition)?;
+    let mut reader = TopicReader::open_partitions(
+        &shared.config.connection,
+        &shared.config.ledger_topic,
+        Some(&[partition]),
+        ReadOptions {
+            from_beginning: true,
+            exit_at_end: true,
+            read_uncommitted: false,
+        },
+    )?;
+    let mut restored = 0;
+    while !reader.at_end() {
+        let Some(message) = reader.next(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message.map_err(kafka("cannot read the ledger changelog"))?;
+        let Some(value) = message.payload() else {
+            continue;
+        };
+        let remote: Entry = match serde_json::from_slice(value) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(
+                    partition,
+                    offset = message.offset(),
+                    "unreadable ledger changelog record: {e}"
+                );
+                continue;
+            }
+        };
+        let newer = match ledger.get(remote.command_id())? {
+            Some(local) => progress(&remote) > progress(&local),
+            None => true,
+        };
+        if newer {
+            ledger.put(&remote)?;
+            restored += 1;
+        }
+    }
+    shared.ledger.flush()?;
+    Ok(restored)
+}
+
+/// How far along an entry is, for choosing between two copies.
+fn progress(entry: &Entry) -> (u8, u32, bool, i64) {
+    let stage = match entry.state {
+        State::Received => 0,
+        State::Attempting { .. } => 1,
+        _ => 2,
+    };
+    (
+        stage,
+        entry.attempts,
+        entry.acked_ms.is_some(),
+        entry.changed_ms,
+    )
+}
+
+/// A partition's task; see the module docs.
+async fn partition_task(
+    shared: &Arc<Shared>,
+    partition: i32,
+    queue: Queue<Members>,
+    arrived: Arc<Notify>,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let restoring = Arc::clone(shared);
+    let restored = tokio::task::spawn_blocking(move || restore(&restoring, partition))
+        .await
+        .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??;
+    let ledger = shared.ledger.partition(partition)?;
+    let unfinished = ledger.unfinished()?;
+    tracing::info!(
+        partition,
+        restored,
+        resuming = unfinished.len(),
+        "partition ledger ready"
+    );
+    shared.count(|s| s.resumed += unfinished.len() as u64);
+
+    let mut tracker = OffsetTracker::new();
+    let mut users: HashMap<String, VecDeque<Work>> = HashMap::new();
+    let mut running: JoinSet<Result<Done, RunError>> = JoinSet::new();
+    let mut at_eof = false;
+    let commands_stopped = stopped.clone();
+    let start = |work: Work, running: &mut JoinSet<Result<Done, RunError>>| {
+        running.spawn(settle(
+            Arc::clone(shared),
+            ledger.clone(),
+            work,
+            commands_stopped.clone(),
+        ));
+    };
+    // A user's commands wait behind the one being settled.
+    let enqueue = |work: Work,
+                   users: &mut HashMap<String, VecDeque<Work>>,
+                   running: &mut JoinSet<Result<Done, RunError>>| {
+        let waiting = users.entry(work.command.user_id.clone()).or_default();
+        waiting.push_back(work.clone());
+        if waiting.len() == 1 {
+            start(work, running);
+        }
+    };
+    for entry in unfinished {
+        enqueue(
+            Work {
+                command: entry.command,
+                offset: None,
+            },
+            &mut users,
+            &mut running,
+        );
+    }
+    loop {
+        let room = tracker.in_flight() < shared.config.max_in_flight;
+        tokio::select! {
+            biased;
+            _ = stopped.changed() => break,
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                let done = joined
+                    .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??;
+                if done.abandoned {
+                    continue;
+                }
+                if let Some(offset) = done.offset {
+                    if tracker.finish(offset).is_err() {
+                        tracing::error!(partition, offset, "an offset finished twice");
+                    }
+                }
+                if let Some(user) = done.user {
+                    if let Some(waiting) = users.get_mut(&user) {
+                        waiting.pop_front();
+                        match waiting.front() {
+                            Some(next) => start(next.clone(), &mut running),
+                            None => {
+                                users.remove(&user);
+                            }
+                        }
+                    }
+                }
+            }
+            taken = take(&queue, &arrived), if room => match taken {
+                Taken::Eof => at_eof = true,
+                Taken::Record { offset, key, value } => {
+                    at_eof = false;
+                    if tracker.start(offset).is_err() {
+                        tracing::error!(partition, offset, "offsets went backwards; record skipped");
+                        continue;
+                    }
+                    shared.count(|s| s.commands += 1);
+                    match decode_command(&value) {
+                        Ok(command) => enqueue(
+                            Work { command, offset: Some(offset) },
+                            &mut users,
+                            &mut running,
+                        ),
+                        Err(reason) => {
+                            let shared = Arc::clone(shared);
+                            running.spawn(async move {
+                                dead_letter(&shared, partition, offset, key, value, reason).await?;
+                                Ok(Done { user: None, offset: Some(offset), abandoned: false })
+                            });
+                        }
+                    }
+                }
+            },
+        }
+        if let Some(offset) = tracker.committable() {
+            lock(&shared.done).insert(partition, offset);
+        }
+        let mut eof = lock(&shared.at_eof);
+        if at_eof && tracker.in_flight() == 0 && users.is_empty() {
+            eof.insert(partition);
+        } else {
+            eof.remove(&partition);
+        }
+    }
+    // Stopping: the commands in flight reach a recovery point.
+    while let Some(joined) = running.join_next().await {
+        if let Ok(Ok(Done {
+            offset: Some(offset),
+            abandoned: false,
+            ..
+        })) = joined
+        {
+            let _ = tracker.finish(offset);
+        }
+    }
+    if let Some(offset) = tracker.committable() {
+        lock(&shared.done).insert(partition, offset);
+    }
+    Ok(())
+}
+
+/// Sets an undecodable command aside.
+async fn dead_letter(
+    shared: &Shared,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    reason: String,
+) -> Result<(), RunError> {
+    tracing::warn!(partition, offset, "{reason}; sent to dead letters");
+    let letter = DeadLetter {
+        topic: shared.config.commands_topic.clone(),
+        partition,
+        offset,
+        key: key.clone(),
+        value,
+        reason,
+        stage: "settle".into(),
+        dead_at_ms: now_ms(),
+    };
+    shared
+        .produce(
+            &shared.config.dead_letters_topic,
+            key.as_deref(),
+            &letter.encode_to_vec(),
+            "cannot produce a dead letter",
+        )
+        .await?;
+    shared.count(|s| s.dead_letters += 1);
+    metrics::counter!("hashbuy_settler_dead_letters_total").increment(1);
+    Ok(())
+}
+
+/// Settles one command; see the module docs and [`crate::steps`].
+async fn settle(
+    shared: Arc<Shared>,
+    ledger: PartitionLedger,
+    work: Work,
+    stopped: watch::Receiver<bool>,
+) -> Result<Done, RunError> {
+    let id = work.command.command_id.clone();
+    lock(&shared.pending).insert(id.clone(), Instant::now());
+    let result = settle_entry(&shared, &ledger, &work, stopped).await;
+    lock(&shared.pending).remove(&id);
+    let abandoned = !result?;
+    Ok(Done {
+        user: Some(work.command.user_id),
+        offset: work.offset,
+        abandoned,
+    })
+}
+
+/// [`settle`]'s body; `false` if stopped before an outcome.
+async fn settle_entry(
+    shared: &Shared,
+    ledger: &PartitionLedger,
+    work: &Work,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<bool, RunError> {
+    let partition = ledger.partition();
+    let policy = shared.config.policy;
+    let mut entry = match ledger.get(&work.command.command_id)? {
+        Some(mut known) => {
+            if !known.same_command(&work.command) {
+                tracing::warn!(
+                    command_id = %work.command.command_id,
+                    partition,
+                    offset = ?work.offset,
+                    "a command arrived again with other content; the first one wins"
+                );
+                known.note(
+                    format!(
+                        "duplicate with other content at partition {partition} offset {:?} ignored",
+                        work.offset
+                    ),
+                    now_ms(),
+                );
+                ledger.put(&known)?;
+                shared.count(|s| s.duplicates += 1);
+                metrics::counter!("hashbuy_settler_duplicates_total").increment(1);
+            }
+            known
+        }
+        None => {
+            let mut fresh = Entry::received(
+                work.command.clone(),
+                partition,
+                work.offset.unwrap_or(-1),
+                now_ms(),
+            );
+            let history = ledger.history(&fresh.command.user_id)?;
+            if let Err(reason) = limits::check(&fresh.command, &history) {
+                fresh.decide(Outcome::Rejected { reason }, now_ms())?;
+                count_outcome(shared, &fresh);
+            }
+            ledger.put(&fresh)?;
+            shared.changelog(&fresh, partition, false).await?;
+            fresh
+        }
+    };
+
+    let mut last_error = String::new();
+    let mut step = steps::start(&entry, now_ms(), &policy);
+    while let Some(next) = step.take() {
+        step = match next {
+            Step::Charge { key } => {
+                entry.attempt(key.clone(), now_ms())?;
+                ledger.put(&entry)?;
+                shared.changelog(&entry, partition, false).await?;
+                // The attempt is on disk before the provider hears of it.
+                shared.commit.durable().await?;
+                let began = Instant::now();
+                let key_attempt = match &entry.state {
+                    State::Attempting { key_attempt, .. } => *key_attempt,
+                    _ => entry.attempts,
+                };
+                let reply = shared
+                    .payments
+                    .charge(&entry.command, &key, key_attempt)
+                    .await?;
+                metrics::histogram!("hashbuy_settler_provider_seconds").record(began.elapsed());
+                match &reply {
+                    Reply::Retry { cause, after } => {
+                        last_error = (*cause).to_owned();
+                        metrics::counter!("hashbuy_settler_retries_total", "cause" => *cause)
+                            .increment(1);
+                        if entry.attempts < policy.max_attempts {
+                            let delay =
+                                shared
+                                    .payments
+                                    .delay(entry.command_id(), entry.attempts, *after);
+                            if !pause(delay, &mut stopped).await {
+                                return Ok(false);
+                            }
+                        }
+                    }
+                    Reply::Unknown { reason } => {
+                        last_error = reason.clone();
+                        metrics::counter!("hashbuy_settler_retries_total", "cause" => "unknown")
+                            .increment(1);
+                    }
+                    _ => {}
+                }
+                Some(steps::after_reply(&entry, reply, &policy))
+            }
+            Step::Reconcile => {
+                let since_ms = entry.received_ms.min(now_ms());
+                match shared.payments.find(&entry.command, since_ms).await {
+                    Ok(found) => {
+                        if matches!(found, Found::Pending { .. }) {
+                            let delay =
+                                shared
+                                    .payments
+                                    .delay(entry.command_id(), entry.attempts, None);
+                            if !pause(delay, &mut stopped).await {
+                                return Ok(false);
+                            }
+                        }
+                        Some(steps::after_reconcile(&entry, found, &policy, &last_error))
+                    }
+                    Err(e) => {
+                        // Never failed on a guess: the entry waits, pending.
+                        tracing::warn!(command_id = %entry.command_id(), "cannot reconcile: {e}");
+                        metrics::counter!("hashbuy_settler_retries_total", "cause" => "reconcile")
+                            .increment(1);
+                        let delay = shared
+                            .payments
+                            .delay(entry.command_id(), entry.attempts, None);
+                        if !pause(delay, &mut stopped).await {
+                            return Ok(false);
+                        }
+                        Some(Step::Reconcile)
+                    }
+                }
+            }
+            Step::Decide(outcome) => {
+                entry.decide(outcome, now_ms())?;
+                ledger.put(&entry)?;
+                count_outcome(shared, &entry);
+                None
+            }
+        };
+    }
+
+    // The outcome is durable, and in the changelog, before its ack.
+    shared.commit.durable().await?;
+    shared.changelog(&entry, partition, true).await?;
+    let Some(ack) = entry.ack() else {
+        return Ok(false);
+    };
+    send_ack(shared, &ack).await?;
+    if entry.acked_ms.is_none() {
+        entry.acked(now_ms())?;
+        ledger.put(&entry)?;
+        shared.changelog(&entry, partition, false).await?;
+    }
+    Ok(true)
+}
+
+/// Waits `delay` unless the partition is stopped first; whether it waited.
+async fn pause(delay: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stopped.wait_for(|s| *s) => false,
+    }
+}
+
+fn count_outcome(shared: &Shared, entry: &Entry) {
+    let name = entry.state.name();
+    metrics::counter!("hashbuy_settler_payments_total", "outcome" => name).increment(1);
+    shared.count(|s| match entry.state {
+        State::Settled { .. } => s.settled += 1,
+        State::Declined { .. } => s.declined += 1,
+        State::Rejected { .. } => s.rejected += 1,
+        State::Failed { .. } => s.failed += 1,
+        _ => {}
+    });
+}
+
+async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {
+    shared
+        .produce(
+            &shared.config.acks_topic,
+            Some(ack.user_id.as_bytes()),
+            &ack.encode_to_vec(),
+            "cannot produce an ack",
+        )
+        .await?;
+    shared.count(|s| s.acks += 1);
+    metrics::counter!("hashbuy_settler_acks_total").increment(1);
+    Ok(())
+}

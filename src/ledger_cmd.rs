@@ -1,0 +1,231 @@
+//! `hashbuy ledger`: operators look into the settler's ledger: list entries
+//! (pending ones first), show one, export all, and resolve a stuck one by
+//! hand. The settler holds the ledger's lock while it runs, so these work
+//! on a stopped settler's ledger.
+
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use hashbuy_settler::entry::{now_ms, Entry, Outcome, State};
+use hashbuy_settler::ledger::{Ledger, PartitionLedger};
+
+/// Arguments of `hashbuy ledger`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: LedgerCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum LedgerCommand {
+    /// List entries, one a line: undecided first, then decided but not
+    /// acked, then acked; oldest first within each.
+    Ls(LsArgs),
+    /// Print one entry as JSON.
+    Show(ShowArgs),
+    /// Print every entry as JSON lines, for reconciliation.
+    Export(LedgerDir),
+    /// Decide a stuck (undecided) entry by hand, with a reason kept in the
+    /// entry. The settler emits its ack when it next runs.
+    Resolve(ResolveArgs),
+}
+
+/// Where the ledger is.
+#[derive(clap::Args)]
+struct LedgerDir {
+    /// The settler's ledger directory.
+    #[arg(long, env = "HASHBUY_LEDGER")]
+    ledger: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct LsArgs {
+    #[command(flatten)]
+    dir: LedgerDir,
+    /// Only entries in this state (`received`, `attempting`, `settled`,
+    /// `declined`, `rejected`, `failed`, or `pending` for the first two).
+    #[arg(long)]
+    state: Option<String>,
+    /// Most entries listed.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+}
+
+#[derive(clap::Args)]
+struct ShowArgs {
+    #[command(flatten)]
+    dir: LedgerDir,
+    /// The command id.
+    command_id: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ResolvedAs {
+    Settled,
+    Declined,
+    Rejected,
+    Failed,
+}
+
+#[derive(clap::Args)]
+struct ResolveArgs {
+    #[command(flatten)]
+    dir: LedgerDir,
+    /// The command id.
+    command_id: String,
+    /// The outcome, as checked with the provider.
+    #[arg(long, value_enum)]
+    outcome: ResolvedAs,
+    /// Why (kept in the entry), e.g. a ticket and what the provider showed.
+    #[arg(long)]
+    reason: String,
+    /// The provider's payment intent (required for `settled`).
+    #[arg(long)]
+    payment_intent: Option<String>,
+    /// The decline code (for `declined`).
+    #[arg(long, default_value = "unknown")]
+    decline_code: String,
+}
+
+/// Runs `hashbuy ledger`.
+pub fn run(args: Args) -> Result<()> {
+    match args.command {
+        LedgerCommand::Ls(args) => ls(args),
+        LedgerCommand::Show(args) => show(args),
+        LedgerCommand::Export(dir) => export(dir),
+        LedgerCommand::Resolve(args) => resolve(args),
+    }
+}
+
+fn open(dir: &LedgerDir) -> Result<Ledger> {
+    if !dir.ledger.exists() {
+        bail!("no ledger at {}", dir.ledger.display());
+    }
+    Ok(Ledger::open(&dir.ledger)?)
+}
+
+/// Every entry of every partition.
+fn all_entries(ledger: &Ledger) -> Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for partition in ledger.partitions() {
+        for entry in ledger.partition(partition)?.entries() {
+            entries.push(entry?);
+        }
+    }
+    Ok(entries)
+}
+
+/// Where an entry sorts: undecided, decided but not acked, acked.
+fn urgency(entry: &Entry) -> u8 {
+    match (&entry.state, entry.acked_ms) {
+        (State::Received | State::Attempting { .. }, _) => 0,
+        (_, None) => 1,
+        (_, Some(_)) => 2,
+    }
+}
+
+fn ls(args: LsArgs) -> Result<()> {
+    let ledger = open(&args.dir)?;
+    let mut entries: Vec<Entry> = all_entries(&ledger)?
+        .into_iter()
+        .filter(|e| match args.state.as_deref() {
+            None => true,
+            Some("pending") => !e.state.is_terminal(),
+            Some(state) => e.state.name() == state,
+        })
+        .collect();
+    entries.sort_by_key(|e| (urgency(e), e.received_ms));
+    let mut out = BufWriter::new(io::stdout().lock());
+    writeln!(
+        out,
+        "{:<38} {:<10} {:>5} {:>8} {:<12} {:>10} {:<4} {:<5} changed_ms",
+        "command_id", "state", "calls", "part", "user", "amount", "cur", "acked"
+    )?;
+    for e in entries.iter().take(args.limit) {
+        let c = &e.command;
+        writeln!(
+            out,
+            "{:<38} {:<10} {:>5} {:>8} {:<12} {:>10} {:<4} {:<5} {}",
+            c.command_id,
+            e.state.name(),
+            e.attempts,
+            e.partition,
+            c.user_id,
+            c.amount,
+            c.currency,
+            if e.acked_ms.is_some() { "yes" } else { "no" },
+            e.changed_ms
+        )?;
+    }
+    if entries.len() > args.limit {
+        writeln!(
+            out,
+            "... {} more (--limit, --state)",
+            entries.len() - args.limit
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The partition ledger holding `command_id`, and its entry.
+fn find(ledger: &Ledger, command_id: &str) -> Result<(PartitionLedger, Entry)> {
+    for partition in ledger.partitions() {
+        let tree = ledger.partition(partition)?;
+        if let Some(entry) = tree.get(command_id)? {
+            return Ok((tree, entry));
+        }
+    }
+    bail!("no command {command_id} in the ledger")
+}
+
+fn show(args: ShowArgs) -> Result<()> {
+    let ledger = open(&args.dir)?;
+    let (_, entry) = find(&ledger, &args.command_id)?;
+    println!("{}", serde_json::to_string_pretty(&entry)?);
+    Ok(())
+}
+
+fn export(dir: LedgerDir) -> Result<()> {
+    let ledger = open(&dir)?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    for entry in all_entries(&ledger)? {
+        serde_json::to_writer(&mut out, &entry)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn resolve(args: ResolveArgs) -> Result<()> {
+    let ledger = open(&args.dir)?;
+    let (tree, mut entry) = find(&ledger, &args.command_id)?;
+    let outcome = match args.outcome {
+        ResolvedAs::Settled => Outcome::Settled {
+            payment_intent: args
+                .payment_intent
+                .context("--payment-intent is required to resolve as settled")?,
+        },
+        ResolvedAs::Declined => Outcome::Declined {
+            payment_intent: args.payment_intent,
+            decline_code: args.decline_code,
+            reason: args.reason.clone(),
+        },
+        ResolvedAs::Rejected => Outcome::Rejected {
+            reason: args.reason.clone(),
+        },
+        ResolvedAs::Failed => Outcome::Failed {
+            reason: args.reason.clone(),
+        },
+    };
+    entry.resolve(outcome, &args.reason, now_ms())?;
+    tree.put(&entry)?;
+    ledger.flush()?;
+    eprintln!(
+        "{} resolved as {}; its ack goes out when the settler next runs",
+        args.command_id,
+        entry.state.name()
+    );
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! `hashbuy settle`: payment commands in, charges through the payment
+//! provider, payment acks out (see `hashbuy_settler::run`). Settings come
+//! from flags, `HASHBUY_…` variables and the config file's `[kafka]` and
+//! `[settle]` tables, in that order; the provider key only from the
+//! environment or a key file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hashbuy_kafka::broker::LEDGER_TOPIC;
+use hashbuy_kafka::health::Health;
+use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString, STRIPE_API};
+use hashbuy_settler::payments::Payments;
+use hashbuy_settler::run::{self, Config};
+use hashbuy_settler::steps::Policy;
+
+use crate::kafka_args::{self, KafkaArgs};
+use crate::telemetry;
+
+/// Arguments of `hashbuy settle`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The ledger's directory (created if missing) [config: settle.ledger].
+    #[arg(long, env = "HASHBUY_LEDGER")]
+    ledger: Option<PathBuf>,
+    /// The payment provider's base URL: Stripe, or paysim / a
+    /// Stripe-compatible mock at http://127.0.0.1:PORT
+    /// [default: https://api.stripe.com].
+    #[arg(long, env = "HASHBUY_PROVIDER_URL")]
+    provider_url: Option<String>,
+    /// A file holding the provider's secret key, used when neither
+    /// HASHBUY_PROVIDER_KEY nor STRIPE_API_KEY is set.
+    #[arg(long)]
+    provider_key_file: Option<PathBuf>,
+    /// Accept a live-mode key (`sk_live_…`), which charges real cards.
+    #[arg(long)]
+    allow_live: bool,
+    /// Stop once the group has settled what the commands topic held at
+    /// start.
+    #[arg(long)]
+    exit_at_end: bool,
+    /// Most commands in flight per partition [default: 256].
+    #[arg(long, env = "HASHBUY_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// Provider requests per second at most [default: 25 for sk_test_ and
+    /// 90 for sk_live_ keys on api.stripe.com; unlimited elsewhere].
+    #[arg(long, env = "HASHBUY_RATE_LIMIT")]
+    rate_limit: Option<f64>,
+    /// Provider calls for one command before it is given up as FAILED,
+    /// which happens only once the provider shows no charge for it
+    /// [default: 10].
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Attempts older than this are reconciled (looked up at the
+    /// provider), never retried blindly: the provider's idempotency-key
+    /// lifetime, in seconds [default: 86400].
+    #[arg(long)]
+    reconcile_after_s: Option<u64>,
+    /// Consumer group [default: hashbuy-settler].
+    #[arg(long, env = "HASHBUY_SETTLE_GROUP")]
+    group: Option<String>,
+    /// This settler's name in its group (static membership): give each
+    /// running settler its own, and a restarted one the same [default: 0].
+    #[arg(long, env = "HASHBUY_INSTANCE")]
+    instance: Option<String>,
+    /// Topic payment commands are read from [default: payment-commands].
+    #[arg(long, env = "HASHBUY_COMMANDS_TOPIC")]
+    commands_topic: Option<String>,
+    /// Topic payment acks are produced to [default: payment-acks].
+    #[arg(long, env = "HASHBUY_ACKS_TOPIC")]
+    acks_topic: Option<String>,
+    /// Topic undecodable commands are produced to [default: dead-letters].
+    #[arg(long, env = "HASHBUY_DEAD_LETTERS_TOPIC")]
+    dead_letters_topic: Option<String>,
+    /// The ledger's changelog topic: compacted, with at least as many
+    /// partitions as the commands topic [default: settler-ledger].
+    #[arg(long, env = "HASHBUY_LEDGER_TOPIC")]
+    ledger_topic: Option<String>,
+    /// Serve Prometheus metrics on /metrics, and /healthz and /readyz, at
+    /// this host:port [default: off].
+    #[arg(long, env = "HASHBUY_METRICS_ADDR")]
+    metrics_addr: Option<String>,
+}
+
+/// The provider key: `HASHBUY_PROVIDER_KEY`, else `STRIPE_API_KEY`, else
+/// the key file. Never logged, never in an error.
+fn provider_key(file: Option<PathBuf>) -> Result<SecretString> {
+    for variable in ["HASHBUY_PROVIDER_KEY", "STRIPE_API_KEY"] {
+        if let Ok(key) = std::env::var(variable) {
+            if !key.trim().is_empty() {
+                return Ok(SecretString::from(key.trim().to_owned()));
+            }
+        }
+    }
+    let Some(path) = file else {
+        bail!(
+            "no provider key: set HASHBUY_PROVIDER_KEY or STRIPE_API_KEY, or give \
+             --provider-key-file FILE"
+        );
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the provider key file {}", path.display()))?;
+    let key = text.trim();
+    if key.is_empty() {
+        bail!("the provider key file {} is empty", path.display());
+    }
+    Ok(SecretString::from(key.to_owned()))
+}
+
+/// Runs `hashbuy settle`.
+pub fn run(args: Args) -> Result<()> {
+    let (connection, file) = args.kafka.load()?;
+    let (kafka, settings) = (file.kafka, file.settle);
+    let ledger_dir = args.ledger.or(settings.ledger).context(
+        "no ledger: give --ledger DIR (or HASHBUY_LEDGER, or settle.ledger in the config file)",
+    )?;
+    let key = provider_key(args.provider_key_file.or(settings.provider_key_file))?;
+    let mut provider_config = ProviderConfig::new(key);
+    provider_config.base_url = args
+        .provider_url
+        .or(settings.provider_url)
+        .unwrap_or_else(|| STRIPE_API.to_owned());
+    provider_config.rate_limit = args.rate_limit.or(settings.rate_limit);
+    provider_config.allow_live = args.allow_live;
+    let provider = Provider::new(provider_config).context("bad provider settings")?;
+    let config = Config {
+        connection,
+        group: args
+            .group
+            .or(settings.group)
+            .unwrap_or_else(|| "hashbuy-settler".into()),
+        instance: args
+            .instance
+            .or(settings.instance)
+            .unwrap_or_else(|| "0".into()),
+        commands_topic: args
+            .commands_topic
+            .or(kafka.topics.commands)
+            .unwrap_or_else(|| "payment-commands".into()),
+        acks_topic: args
+            .acks_topic
+            .or(kafka.topics.acks)
+            .unwrap_or_else(|| "payment-acks".into()),
+        dead_letters_topic: args
+            .dead_letters_topic
+            .or(kafka.topics.dead_letters)
+            .unwrap_or_else(|| "dead-letters".into()),
+        ledger_topic: args
+            .ledger_topic
+            .or(kafka.topics.ledger)
+            .unwrap_or_else(|| LEDGER_TOPIC.into()),
+        ledger_dir,
+        max_in_flight: args
+            .max_in_flight
+            .or(settings.max_in_flight)
+            .unwrap_or(256)
+            .max(1),
+        exit_at_end: args.exit_at_end,
+        policy: Policy {
+            max_attempts: args
+                .max_attempts
+                .or(settings.max_attempts)
+                .unwrap_or(10)
+                .max(1),
+            key_lifetime: Duration::from_secs(
+                args.reconcile_after_s
+                    .or(settings.reconcile_after_s)
+                    .unwrap_or(86_400),
+            ),
+        },
+    };
+    let payments = Payments::new(provider, Backoff::default());
+    let health = Arc::new(Health::default());
+    if let Some(addr) = args.metrics_addr.or(settings.metrics_addr) {
+        telemetry::serve(&addr, Arc::clone(&health))?;
+    }
+    let stop = kafka_args::stop_flag()?;
+    let started = Instant::now();
+    let summary = run::run(&config, payments, &stop, &health).context("the settler stopped")?;
+    eprintln!(
+        "settled {} commands in {:.1} s: {} settled, {} declined, {} rejected, {} failed; \
+         {} acks, {} dead letters, {} duplicates, {} resumed",
+        summary.commands,
+        started.elapsed().as_secs_f64(),
+        summary.settled,
+        summary.declined,
+        summary.rejected,
+        summary.failed,
+        summary.acks,
+        summary.dead_letters,
+        summary.duplicates,
+        summary.resumed,
+    );
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! `hashbuy settle` as a user runs it, against the embedded broker and
+//! paysim, both started in this test process: every command gets exactly
+//! one outcome and the provider at most one charge per command, through
+//! injected 500s, 429s and dropped connections, and through `kill -9`s of
+//! the settler; a repeated command charges once; an undecodable one is a
+//! dead letter; the provider key appears nowhere.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, get, metric};
+use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
+use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::reader::{ReadOptions, TopicReader};
+use hashbuy_paysim::{Audit, Config as PaysimConfig, Paysim};
+use hashbuy_proto::v1::payment_ack::Status;
+use hashbuy_proto::v1::{DeadLetter, PaymentAck, PaymentCommand};
+use prost::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+
+/// The provider key of every run: it must never be printed anywhere.
+const CANARY_KEY: &str = "sk_test_canary_7c1d0e9f3b2a";
+
+/// paysim, served on a port from a runtime of its own.
+struct Provider {
+    paysim: Paysim,
+    url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Provider {
+    fn start(config: PaysimConfig) -> Provider {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let paysim = Paysim::new(config).expect("paysim settings");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let serving = paysim.clone();
+        runtime.spawn(async move {
+            let _ = serving.serve(listener, std::future::pending()).await;
+        });
+        Provider {
+            paysim,
+            url,
+            _runtime: runtime,
+        }
+    }
+
+    fn audit(&self) -> Audit {
+        self.paysim.audit()
+    }
+}
+
+/// `count` commands of `users` users; every 20th card declines.
+fn commands(count: usize, users: usize) -> Vec<PaymentCommand> {
+    (0..count)
+        .map(|i| PaymentCommand {
+            command_id: format!("cmd-{i:05}"),
+            tweet_id: format!("{}", 1_000_000 + i),
+            user_id: format!("{}", 500 + i % users),
+            tweet_timestamp_ms: 1_780_000_000_000 + i as i64,
+            hashtag: format!("Buy{i}"),
+            offer_id: format!("offer-{i}"),
+            merchant_id: "acme".into(),
+            amount: 100 + (i as u64 % 50),
+            currency: "usd".into(),
+            customer_id: format!("cus_{}", 500 + i % users),
+            payment_method_id: if i % 20 == 7 {
+                "pm_card_chargeDeclined".into()
+            } else {
+                "pm_card_visa".into()
+            },
+            max_per_user: 1,
+            spend_limit: None,
+        })
+        .collect()
+}
+
+fn produce(brokers: &str, records: &[(String, Vec<u8>)]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for (key, value) in records {
+        loop {
+            match producer.send(BaseRecord::to("payment-commands").key(key).payload(value)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("commands delivered");
+}
+
+fn produce_commands(brokers: &str, commands: &[PaymentCommand]) {
+    let records: Vec<(String, Vec<u8>)> = commands
+        .iter()
+        .map(|c| (c.user_id.clone(), c.encode_to_vec()))
+        .collect();
+    produce(brokers, &records);
+}
+
+/// Every record of a topic, decoded.
+fn read_all<T: prost::Message + Default>(brokers: &str, topic: &str) -> Vec<T> {
+    let connection = Connection {
+        brokers: brokers.to_owned(),
+        properties: Vec::new(),
+    };
+    let mut reader = TopicReader::open(
+        &connection,
+        topic,
+        ReadOptions {
+            from_beginning: true,
+            exit_at_end: true,
+            read_uncommitted: false,
+        },
+    )
+    .expect("reader");
+    let mut all = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reader.at_end() {
+        assert!(Instant::now() < deadline, "{topic} not read within 60 s");
+        if let Some(message) = reader.next(Duration::from_millis(200)) {
+            let message = message.expect("no read error");
+            all.push(T::decode(message.payload().unwrap_or_default()).expect("decodes"));
+        }
+    }
+    all
+}
+
+/// `hashbuy settle` on `brokers` against `provider`, ledger in `ledger`.
+fn settle(brokers: &str, provider: &Provider, ledger: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hashbuy"));
+    command
+        .args([
+            "settle",
+            "--brokers",
+            brokers,
+            "--provider-url",
+            &provider.url,
+        ])
+        .arg("--ledger")
+        .arg(ledger)
+        .env("HASHBUY_PROVIDER_KEY", CANARY_KEY)
+        .env_remove("STRIPE_API_KEY")
+        // Quick retries: the faults are many and the test is short.
+        .args(["--max-attempts", "20"]);
+    command
+}
+
+fn finished(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit {}: {stderr}", out.status);
+    assert!(
+        !stderr.contains(CANARY_KEY) && !String::from_utf8_lossy(&out.stdout).contains(CANARY_KEY),
+        "the provider key was printed"
+    );
+    stderr
+}
+
+/// Checks the money-grade promise over `sent` commands: each has acks, all
+/// its acks say the same, and the provider holds at most one charge for
+/// it, which a SETTLED ack names.
+fn assert_settled_once(brokers: &str, provider: &Provider, sent: &[PaymentCommand]) {
+    let acks: Vec<PaymentAck> = read_all(brokers, "payment-acks");
+    let mut by_command: BTreeMap<String, BTreeSet<(i32, String)>> = BTreeMap::new();
+    for ack in &acks {
+        assert_ne!(ack.status(), Status::Unspecified, "{ack:?}");
+        by_command
+            .entry(ack.command_id.clone())
+            .or_default()
+            .insert((ack.status, ack.payment_intent_id.clone()));
+    }
+    let audit = provider.audit();
+    let mut charges: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for intent in &audit.payment_intents {
+        if intent.status == "succeeded" {
+            let command = intent.command_id.clone().expect("command id in metadata");
+            charges.entry(command).or_default().push(intent.id.clone());
+        }
+    }
+    for command in sent {
+        let id = &command.command_id;
+        let outcomes = by_command
+            .get(id)
+            .unwrap_or_else(|| panic!("no ack for {id}"));
+        assert_eq!(outcomes.len(), 1, "{id} has one outcome: {outcomes:?}");
+        let (status, intent) = outcomes.iter().next().expect("one");
+        let charged = charges.get(id).cloned().unwrap_or_default();
+        assert!(charged.len() <= 1, "{id} charged {} times", charged.len());
+        if *status == Status::Settled as i32 {
+            assert_eq!(
+                charged,
+                vec![intent.clone()],
+                "{id}: SETTLED names its charge"
+            );
+        } else {
+            assert!(charged.is_empty(), "{id}: not SETTLED, yet charged");
+        }
+        if command.payment_method_id == "pm_card_chargeDeclined" {
+            assert_eq!(*status, Status::Declined as i32, "{id} declines");
+        }
+    }
+    assert_eq!(by_command.len(), sent.len(), "acks only for commands sent");
+}
+
+#[test]
+fn faults_at_the_provider_never_charge_twice_nor_lose_a_command() {
+    let broker = EmbeddedBroker::start(&TOPICS, 16).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        fail_500: 0.10,
+        fail_429: 0.05,
+        drop_after_charge: 0.02,
+        seed: 11,
+        ..PaysimConfig::default()
+    });
+    let sent = commands(10_000, 2_000);
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stderr = finished(
+        settle(&brokers, &provider, &dir.path().join("ledger"))
+            .arg("--exit-at-end")
+            .output()
+            .expect("settle runs"),
+    );
+    assert!(stderr.contains("settled 10000 commands"), "{stderr}");
+    assert_settled_once(&brokers, &provider, &sent);
+
+    // The ledger agrees, and holds no key either.
+    let export = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["ledger", "export", "--ledger"])
+        .arg(dir.path().join("ledger"))
+        .output()
+        .expect("ledger runs");
+    let export = String::from_utf8_lossy(&export.stdout);
+    assert_eq!(export.lines().count(), 10_000);
+    assert!(!export.contains(CANARY_KEY));
+}
+
+#[test]
+fn a_settler_killed_again_and_again_still_charges_each_command_once() {
+    let broker = EmbeddedBroker::start(&TOPICS, 8).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        latency_ms: 20,
+        fail_500: 0.10,
+        fail_429: 0.05,
+        drop_after_charge: 0.02,
+        seed: 5,
+        ..PaysimConfig::default()
+    });
+    let sent = commands(3_000, 600);
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let mut kills = 0;
+    for round in 1..=4 {
+        let port = free_port();
+        // The embedded broker keeps a killed member's partitions until its
+        // session times out, static membership or not.
+        let mut child = settle(&brokers, &provider, &ledger)
+            .args(["-X", "session.timeout.ms=6000"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("settle starts");
+        // Killed once it has acked a few hundred (re-emitted acks count).
+        if wait_for_acks(port, &mut child, 300.0 * f64::from(round)) {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(
+        kills >= 2,
+        "the settler was killed mid-stream ({kills} times)"
+    );
+    finished(
+        settle(&brokers, &provider, &ledger)
+            .args(["-X", "session.timeout.ms=6000", "--exit-at-end"])
+            .output()
+            .expect("settle runs"),
+    );
+    assert_settled_once(&brokers, &provider, &sent);
+}
+
+/// Waits until the settler on `port` has delivered `acks` acks in this
+/// run; `false` if it exited first.
+fn wait_for_acks(port: u16, child: &mut Child, acks: f64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if child.try_wait().expect("child status").is_some() {
+            return false;
+        }
+        if let Some((200, body)) = get(port, "/metrics") {
+            if metric(&body, "hashbuy_settler_acks_total") >= acks {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the settler did not ack {acks} commands within 120 s");
+}
+
+#[test]
+fn a_repeated_command_charges_once_and_a_bad_one_is_a_dead_letter() {
+    let broker = EmbeddedBroker::start(&TOPICS, 2).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let sent = commands(3, 3);
+    let mut dearer = sent[0].clone();
+    dearer.amount += 1_000;
+    let mut records: Vec<(String, Vec<u8>)> = sent
+        .iter()
+        .map(|c| (c.user_id.clone(), c.encode_to_vec()))
+        .collect();
+    records.push((sent[0].user_id.clone(), sent[0].encode_to_vec()));
+    records.push((dearer.user_id.clone(), dearer.encode_to_vec()));
+    records.push(("junk".into(), b"\xff\x00 not a command".to_vec()));
+    produce(&brokers, &records);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stderr = finished(
+        settle(&brokers, &provider, &dir.path().join("ledger"))
+            .arg("--exit-at-end")
+            .output()
+            .expect("settle runs"),
+    );
+    assert!(stderr.contains("1 dead letters, 1 duplicates"), "{stderr}");
+    assert_settled_once(&brokers, &provider, &sent);
+    let charged = provider
+        .audit()
+        .payment_intents
+        .iter()
+        .filter(|p| p.command_id.as_deref() == Some(sent[0].command_id.as_str()))
+        .count();
+    assert_eq!(charged, 1, "three arrivals of one command id, one charge");
+    let acks: Vec<PaymentAck> = read_all(&brokers, "payment-acks");
+    assert!(
+        acks.iter()
+            .filter(|a| a.command_id == sent[0].command_id)
+            .all(|a| a.amount == sent[0].amount),
+        "the first content wins"
+    );
+    let letters: Vec<DeadLetter> = read_all(&brokers, "dead-letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].stage, "settle");
+    assert_eq!(letters[0].key.as_deref(), Some(&b"junk"[..]));
+    assert!(
+        letters[0].reason.contains("PaymentCommand"),
+        "{}",
+        letters[0].reason
+    );
+}

@@ -235,7 +235,7 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     match sorted.len() {
@@ -420,7 +420,7 @@ impl PartitionWork for Count {
 }
 
 /// CPU time of this process so far, all threads, user and system.
-fn cpu_time() -> Duration {
+pub(crate) fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
@@ -433,13 +433,13 @@ fn cpu_time() -> Duration {
 }
 
 /// A `hashbuy broker` child process, stopped when dropped.
-struct BrokerChild {
+pub(crate) struct BrokerChild {
     child: Child,
-    address: String,
+    pub(crate) address: String,
 }
 
 impl BrokerChild {
-    fn start(partitions: u32) -> Result<Self> {
+    pub(crate) fn start(partitions: u32) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("no free port")?
@@ -470,7 +470,7 @@ impl BrokerChild {
 impl BrokerChild {
     /// The broker process's CPU time so far, user and system, from
     /// `/proc` (Linux).
-    fn cpu_time(&self) -> Option<Duration> {
+    pub(crate) fn cpu_time(&self) -> Option<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
         // Fields after the parenthesized command name; utime and stime are
         // the 14th and 15th fields of the line.

@@ -2,6 +2,7 @@
 //! subcommand lives in its own module with a `run(args)` entry point.
 
 mod bench;
+mod bench_settle;
 mod broker;
 mod config;
 mod gen;
@@ -21,6 +22,12 @@ mod topics;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of glibc's allocator: the settler allocates and frees
+/// across many threads (HTTP, ledger, Kafka), where glibc's arenas spent a
+/// quarter of its CPU (measured with `hashbuy bench-settle`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// hashbuy turns purchase hashtags in a tweet stream into payment commands.
 #[derive(Parser)]
@@ -50,6 +57,8 @@ enum Command {
     Topics(topics::Args),
     /// Measure the matcher on Kafka against a consume-only ceiling.
     Bench(bench::Args),
+    /// Measure the settler's throughput against paysim at a given latency.
+    BenchSettle(bench_settle::Args),
     /// Run the simulated, Stripe-compatible payment provider.
     Paysim(paysim::Args),
     /// Settle payment commands through the payment provider, with a ledger.
@@ -72,6 +81,7 @@ fn main() -> ExitCode {
         Command::Topics(args) => topics::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Paysim(args) => paysim::run(args),
+        Command::BenchSettle(args) => bench_settle::run(args),
         Command::Settle(args) => settling::run(args),
         Command::Ledger(args) => ledger_cmd::run(args),
     };

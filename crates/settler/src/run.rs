@@ -104,6 +104,9 @@ pub struct Summary {
     pub duplicates: u64,
     /// Undecided entries resumed at start.
     pub resumed: u64,
+    /// From the first command read to the last ack delivered (the group
+    /// join before excluded): what throughput is measured over.
+    pub busy: Duration,
 }
 
 /// Why the settler stopped with an error.
@@ -181,6 +184,9 @@ struct Shared {
     at_eof: Mutex<HashSet<i32>>,
     /// Commands being settled, since when.
     pending: Mutex<HashMap<String, Instant>>,
+    /// When the first command was read, and the last ack delivered.
+    first_read: std::sync::OnceLock<Instant>,
+    last_ack: Mutex<Option<Instant>>,
 }
 
 /// Locks a mutex, going on past a poisoned one: every holder finishes its
@@ -365,6 +371,8 @@ pub fn run(
         done: Mutex::new(HashMap::new()),
         at_eof: Mutex::new(HashSet::new()),
         pending: Mutex::new(HashMap::new()),
+        first_read: std::sync::OnceLock::new(),
+        last_ack: Mutex::new(None),
     });
     let members = Members {
         shared: Arc::clone(&shared),
@@ -408,7 +416,14 @@ pub fn run(
     let members = &consumer.context().assignment;
     members.stop_partitions(None);
     let committed = commit_done(&consumer, &shared, None, CommitMode::Sync);
-    let summary = lock(&shared.summary).clone();
+    let summary = Summary {
+        busy: shared
+            .first_read
+            .get()
+            .zip(*lock(&shared.last_ack))
+            .map_or(Duration::ZERO, |(first, last)| last - *first),
+        ..lock(&shared.summary).clone()
+    };
     drop(consumer);
     result?;
     committed?;
@@ -743,6 +758,7 @@ async fn partition_task(
                         continue;
                     }
                     shared.count(|s| s.commands += 1);
+                    shared.first_read.get_or_init(Instant::now);
                     match decode_command(&value) {
                         Ok(command) => enqueue(
                             Work { command, offset: Some(offset) },
@@ -880,10 +896,12 @@ async fn settle_entry(
             let history = ledger.history(&fresh.command.user_id)?;
             if let Err(reason) = limits::check(&fresh.command, &history) {
                 fresh.decide(Outcome::Rejected { reason }, now_ms())?;
+                ledger.put(&fresh)?;
                 count_outcome(shared, &fresh);
             }
-            ledger.put(&fresh)?;
-            shared.changelog(&fresh, partition, false).await?;
+            // A command that goes on to a charge is first written with its
+            // attempt: until then a crash loses nothing, as its offset is
+            // not done and it is read again.
             fresh
         }
     };
@@ -979,9 +997,10 @@ async fn settle_entry(
     };
     send_ack(shared, &ack).await?;
     if entry.acked_ms.is_none() {
+        // Local only: another owner restoring the entry without it sends
+        // the same ack once more, which acks allow.
         entry.acked(now_ms())?;
         ledger.put(&entry)?;
-        shared.changelog(&entry, partition, false).await?;
     }
     Ok(true)
 }
@@ -1016,6 +1035,7 @@ async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {
         )
         .await?;
     shared.count(|s| s.acks += 1);
+    *lock(&shared.last_ack) = Some(Instant::now());
     metrics::counter!("hashbuy_settler_acks_total").increment(1);
     Ok(())
 }

@@ -1,0 +1,239 @@
+//! `hashbuy bench-settle`: the settler's throughput with a durable ledger
+//! against a provider that takes `--latency-ms` a call, next to settling
+//! one command at a time.
+//!
+//! The embedded broker runs as a child process; paysim runs in this process
+//! (so the CPU time shown is the settler's and paysim's together). The
+//! commands (one a user and offer, so no limit rejects them) are produced
+//! first; then `hashbuy settle`'s loop reads them in a fresh group with a
+//! fresh ledger, timed from the first command read to the last ack
+//! delivered. The baseline settles `--baseline` commands strictly one after
+//! another with the same ledger and provider client: entry, flush, charge,
+//! outcome, flush — what a settler without concurrency or group commit
+//! does.
+
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hashbuy_kafka::client::{Connection, CONNECT_TIMEOUT};
+use hashbuy_kafka::health::Health;
+use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
+use hashbuy_paysim::{Config as PaysimConfig, Paysim};
+use hashbuy_proto::v1::PaymentCommand;
+use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
+use hashbuy_settler::entry::{first_key, now_ms, Entry};
+use hashbuy_settler::ledger::Ledger;
+use hashbuy_settler::payments::Payments;
+use hashbuy_settler::run::{self, Config};
+use hashbuy_settler::steps::{self, Policy, Step};
+use prost::Message as _;
+use rdkafka::producer::{BaseProducer, Producer};
+
+use crate::bench::{cpu_time, BrokerChild};
+
+/// Arguments of `hashbuy bench-settle`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Commands the settler settles.
+    #[arg(long, default_value_t = 20_000)]
+    commands: u64,
+    /// Median latency of every provider call, in milliseconds (jittered
+    /// as paysim does).
+    #[arg(long, default_value_t = 50)]
+    latency_ms: u64,
+    /// Partitions of the embedded broker's topics.
+    #[arg(long, default_value_t = 64)]
+    partitions: u32,
+    /// Most commands in flight per partition, as `hashbuy settle
+    /// --max-in-flight`.
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+    /// Commands the one-at-a-time baseline settles.
+    #[arg(long, default_value_t = 100)]
+    baseline: u64,
+}
+
+/// The provider key the bench uses with its own paysim.
+const KEY: &str = "sk_test_hashbuy_bench";
+
+/// The bench's commands: each of its own user, all with Stripe's
+/// succeeding test card.
+fn command(i: u64, prefix: &str) -> PaymentCommand {
+    PaymentCommand {
+        command_id: format!("{prefix}-{i}"),
+        tweet_id: i.to_string(),
+        user_id: format!("{}", 10_000_000 + i),
+        tweet_timestamp_ms: 1_780_000_000_000,
+        hashtag: "BuyBench".into(),
+        offer_id: "bench-offer".into(),
+        merchant_id: "bench".into(),
+        amount: 1_000,
+        currency: "usd".into(),
+        customer_id: format!("cus_bench{i}"),
+        payment_method_id: "pm_card_visa".into(),
+        max_per_user: 1,
+        spend_limit: None,
+    }
+}
+
+/// Runs `hashbuy bench-settle`.
+pub fn run(args: Args) -> Result<()> {
+    let broker = BrokerChild::start(args.partitions)?;
+    let connection = Connection {
+        brokers: broker.address.clone(),
+        properties: Vec::new(),
+    };
+    connection.check_topic("payment-commands", CONNECT_TIMEOUT)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let paysim = Paysim::new(PaysimConfig {
+        latency_ms: args.latency_ms,
+        seed: 1,
+        ..PaysimConfig::default()
+    })
+    .context("bad paysim settings")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .context("no port for paysim")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let serving = paysim.clone();
+    runtime.spawn(async move {
+        let _ = serving.serve(listener, std::future::pending()).await;
+    });
+    let provider = || -> Result<Provider> {
+        let mut config = ProviderConfig::new(SecretString::from(KEY.to_owned()));
+        config.base_url = url.clone();
+        Ok(Provider::new(config)?)
+    };
+
+    eprintln!(
+        "producing {} commands to {} partitions ...",
+        args.commands, args.partitions
+    );
+    let producer: BaseProducer<Deliveries> = connection
+        .config_with(&[("linger.ms", "5".to_owned())])
+        .create_with_context(Deliveries::default())
+        .context("cannot create the producer")?;
+    for i in 0..args.commands {
+        let command = command(i, "bench");
+        send_waiting(
+            &producer,
+            "payment-commands",
+            Some(command.user_id.as_bytes()),
+            &command.encode_to_vec(),
+            || false,
+        )?;
+    }
+    flush_promptly(&producer, Duration::from_secs(60))?;
+    if let Some((count, first)) = producer.context().failures() {
+        bail!("{count} commands were not delivered: {first}");
+    }
+
+    let dir = tempfile::tempdir().context("no temporary directory")?;
+    let policy = Policy {
+        max_attempts: 10,
+        key_lifetime: Duration::from_secs(86_400),
+    };
+    let config = Config {
+        connection: connection.clone(),
+        group: format!("hashbuy-bench-settle-{}", std::process::id()),
+        instance: "0".into(),
+        commands_topic: "payment-commands".into(),
+        acks_topic: "payment-acks".into(),
+        dead_letters_topic: "dead-letters".into(),
+        ledger_topic: hashbuy_kafka::broker::LEDGER_TOPIC.into(),
+        ledger_dir: dir.path().join("ledger"),
+        max_in_flight: args.max_in_flight,
+        exit_at_end: true,
+        policy,
+    };
+    eprintln!("settling them ...");
+    let cpu = cpu_time();
+    let broker_before = broker.cpu_time();
+    let summary = run::run(
+        &config,
+        Payments::new(provider()?, Backoff::default()),
+        &AtomicBool::new(false),
+        &Health::default(),
+    )
+    .context("the settler stopped")?;
+    let cpu = cpu_time().saturating_sub(cpu);
+    let broker_cpu = broker
+        .cpu_time()
+        .zip(broker_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    if summary.settled != args.commands {
+        bail!(
+            "the settler settled {} of {} commands: {summary:?}",
+            summary.settled,
+            args.commands
+        );
+    }
+    let rate = summary.settled as f64 / summary.busy.as_secs_f64().max(1e-9);
+
+    eprintln!("settling {} one at a time ...", args.baseline);
+    let baseline = runtime.block_on(one_at_a_time(
+        &provider()?,
+        &Ledger::open(&dir.path().join("baseline"))?,
+        args.baseline,
+        &policy,
+    ))?;
+
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / summary.settled.max(1) as f64;
+    println!(
+        "| settler | settlements/s | CPU µs/settlement (settler + paysim) | broker CPU µs/settlement | ratio |"
+    );
+    println!("|---|---|---|---|---|");
+    println!(
+        "| hashbuy settle (--max-in-flight {}, {} partitions) | {:.0} | {:.0} | {} | {:.0}× |",
+        args.max_in_flight,
+        args.partitions,
+        rate,
+        per(cpu),
+        broker_cpu.map_or("-".into(), |c| format!("{:.0}", per(c))),
+        rate / baseline.max(1e-9),
+    );
+    println!("| one at a time | {baseline:.1} | - | - | 1× |");
+    eprintln!(
+        "provider latency {} ms (median); {} commands in {:.2} s",
+        args.latency_ms,
+        summary.settled,
+        summary.busy.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Settles `count` commands strictly one after another, each change
+/// flushed on its own; settlements per second.
+async fn one_at_a_time(
+    provider: &Provider,
+    ledger: &Ledger,
+    count: u64,
+    policy: &Policy,
+) -> Result<f64> {
+    let payments = Payments::new(provider.clone(), Backoff::default());
+    let tree = ledger.partition(0)?;
+    let started = Instant::now();
+    for i in 0..count {
+        let mut entry = Entry::received(command(i, "baseline"), 0, i as i64, now_ms());
+        tree.put(&entry)?;
+        ledger.flush()?;
+        entry.attempt(first_key(entry.command_id()), now_ms())?;
+        tree.put(&entry)?;
+        ledger.flush()?;
+        let reply = payments
+            .charge(&entry.command, &first_key(entry.command_id()), 1)
+            .await?;
+        match steps::after_reply(&entry, reply, policy) {
+            Step::Decide(outcome) => entry.decide(outcome, now_ms())?,
+            other => bail!("the baseline's charge did not decide: {other:?}"),
+        }
+        tree.put(&entry)?;
+        ledger.flush()?;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}

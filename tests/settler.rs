@@ -158,8 +158,16 @@ fn settle(brokers: &str, provider: &Provider, ledger: &Path) -> Command {
         .arg(ledger)
         .env("HASHBUY_PROVIDER_KEY", CANARY_KEY)
         .env_remove("STRIPE_API_KEY")
-        // Quick retries: the faults are many and the test is short.
-        .args(["--max-attempts", "20"]);
+        .args(["--max-attempts", "20"])
+        // The embedded broker keeps a stopped member in its group until its
+        // session times out, and holds a rejoin for the rebalance timeout
+        // (max.poll.interval.ms), static membership or not.
+        .args([
+            "-X",
+            "session.timeout.ms=6000",
+            "-X",
+            "max.poll.interval.ms=10000",
+        ]);
     command
 }
 
@@ -272,10 +280,7 @@ fn a_settler_killed_again_and_again_still_charges_each_command_once() {
     let mut kills = 0;
     for round in 1..=4 {
         let port = free_port();
-        // The embedded broker keeps a killed member's partitions until its
-        // session times out, static membership or not.
         let mut child = settle(&brokers, &provider, &ledger)
-            .args(["-X", "session.timeout.ms=6000"])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -294,7 +299,7 @@ fn a_settler_killed_again_and_again_still_charges_each_command_once() {
     );
     finished(
         settle(&brokers, &provider, &ledger)
-            .args(["-X", "session.timeout.ms=6000", "--exit-at-end"])
+            .arg("--exit-at-end")
             .output()
             .expect("settle runs"),
     );
@@ -367,5 +372,145 @@ fn a_repeated_command_charges_once_and_a_bad_one_is_a_dead_letter() {
         letters[0].reason.contains("PaymentCommand"),
         "{}",
         letters[0].reason
+    );
+}
+
+#[test]
+fn a_partition_moves_to_another_settler_with_its_history() {
+    let broker = EmbeddedBroker::start(&TOPICS, 4).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let sent = commands(200, 200);
+    produce_commands(&brokers, &sent);
+    let first = tempfile::tempdir().expect("temp dir");
+    finished(
+        settle(&brokers, &provider, &first.path().join("ledger"))
+            .arg("--exit-at-end")
+            .output()
+            .expect("settle runs"),
+    );
+    // The same commands again, to a settler on another machine: a fresh
+    // ledger directory, the same group and changelog.
+    produce_commands(&brokers, &sent);
+    let second = tempfile::tempdir().expect("temp dir");
+    let stderr = finished(
+        settle(&brokers, &provider, &second.path().join("ledger"))
+            .arg("--exit-at-end")
+            .output()
+            .expect("settle runs"),
+    );
+    assert!(
+        stderr.contains("settled 200 commands") && stderr.contains(": 0 settled, 0 declined"),
+        "the second settler decides nothing anew: {stderr}"
+    );
+    assert_settled_once(&brokers, &provider, &sent);
+}
+
+#[test]
+fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let sent = commands(5, 5);
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let ledger_arg = ledger.display().to_string();
+
+    // A provider that is not there: every command stays `attempting`.
+    let gone = Provider {
+        url: format!("http://127.0.0.1:{}", free_port()),
+        ..Provider::start(PaysimConfig::default())
+    };
+    let port = free_port();
+    let mut child = settle(&brokers, &gone, &ledger)
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("settle starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no retries seen within 60 s");
+        if let Some((200, body)) = get(port, "/metrics") {
+            if metric(&body, "hashbuy_settler_retries_total") >= 5.0 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    common::sigterm(&child);
+    assert!(
+        child.wait().expect("exits").success(),
+        "SIGTERM stops it cleanly"
+    );
+
+    let hashbuy = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+            .args(args)
+            .output()
+            .expect("hashbuy runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pending = hashbuy(&[
+        "ledger",
+        "ls",
+        "--ledger",
+        &ledger_arg,
+        "--state",
+        "pending",
+    ]);
+    assert_eq!(
+        pending.lines().count(),
+        1 + 5,
+        "a header and five pending: {pending}"
+    );
+    let stuck = &sent[0].command_id;
+    hashbuy(&[
+        "ledger",
+        "resolve",
+        "--ledger",
+        &ledger_arg,
+        stuck,
+        "--outcome",
+        "failed",
+        "--reason",
+        "checked by hand: no charge",
+    ]);
+    let shown = hashbuy(&["ledger", "show", "--ledger", &ledger_arg, stuck]);
+    assert!(
+        shown.contains("\"failed\"") && shown.contains("checked by hand"),
+        "{shown}"
+    );
+
+    // With the provider back, the rest settle and the resolved one is acked
+    // as FAILED without a charge.
+    let provider = Provider::start(PaysimConfig::default());
+    finished(
+        settle(&brokers, &provider, &ledger)
+            .arg("--exit-at-end")
+            .output()
+            .expect("settle runs"),
+    );
+    let acks: Vec<PaymentAck> = read_all(&brokers, "payment-acks");
+    let resolved: Vec<&PaymentAck> = acks.iter().filter(|a| &a.command_id == stuck).collect();
+    assert!(!resolved.is_empty(), "the resolved entry is acked");
+    assert!(resolved.iter().all(|a| a.status() == Status::Failed));
+    assert!(
+        provider
+            .audit()
+            .payment_intents
+            .iter()
+            .all(|p| p.command_id.as_ref() != Some(stuck)),
+        "resolved as failed: never charged"
+    );
+    assert_eq!(
+        provider.audit().payment_intents.len(),
+        4,
+        "the other four were charged once each"
     );
 }

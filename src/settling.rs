@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hashbuy_kafka::broker::LEDGER_TOPIC;
 use hashbuy_kafka::health::Health;
-use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString, STRIPE_API};
+use hashbuy_provider::{
+    Backoff, Provider, ProviderConfig, ProviderError, SecretString, STRIPE_API,
+};
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run::{self, Config};
 use hashbuy_settler::steps::Policy;
@@ -111,6 +113,48 @@ fn provider_key(file: Option<PathBuf>) -> Result<SecretString> {
     Ok(SecretString::from(key.to_owned()))
 }
 
+/// How long the start-up check waits for the provider.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One cheap read at start-up, so that a wrong key or URL is an error at
+/// once. A provider that does not answer is only a warning: the settler
+/// keeps commands pending until it does, as it would in an outage.
+fn check_provider(provider: &Provider) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let checked =
+        runtime.block_on(async { tokio::time::timeout(CHECK_TIMEOUT, provider.check()).await });
+    match checked {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(
+            e @ (ProviderError::Unauthorized { .. } | ProviderError::Api { status: 404, .. }),
+        )) => {
+            bail!(
+                "the payment provider at {} refused the settler: {e}",
+                provider.base_url()
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(
+                url = provider.base_url(),
+                "the payment provider does not answer ({e}); commands stay pending until it does"
+            );
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!(
+                url = provider.base_url(),
+                "the payment provider did not answer within {} s; commands stay pending until \
+                 it does",
+                CHECK_TIMEOUT.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Runs `hashbuy settle`.
 pub fn run(args: Args) -> Result<()> {
     let (connection, file) = args.kafka.load()?;
@@ -173,6 +217,7 @@ pub fn run(args: Args) -> Result<()> {
             ),
         },
     };
+    check_provider(&provider)?;
     let payments = Payments::new(provider, Backoff::default());
     let health = Arc::new(Health::default());
     if let Some(addr) = args.metrics_addr.or(settings.metrics_addr) {

@@ -514,3 +514,25 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
         "the other four were charged once each"
     );
 }
+
+#[test]
+fn a_key_the_provider_refuses_is_an_error_at_start_that_does_not_show_it() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let provider = Provider::start(PaysimConfig {
+        api_key: Some("sk_test_the_right_one".into()),
+        ..PaysimConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = settle(
+        &broker.bootstrap_servers(),
+        &provider,
+        &dir.path().join("ledger"),
+    )
+    .arg("--exit-at-end")
+    .output()
+    .expect("settle runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a refused key stops the settler");
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(!stderr.contains(CANARY_KEY), "{stderr}");
+}

@@ -28,7 +28,7 @@ use std::time::Duration;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
@@ -158,6 +158,75 @@ impl<A: Assignment> ConsumerContext for GroupContext<A> {
                 self.assignment.revoking(consumer, &partitions(list));
             }
             Rebalance::Error(e) => tracing::error!("rebalance failed: {e}"),
+        }
+    }
+}
+
+/// The settings of a hashbuy group member (`group` and its member
+/// `instance`): static membership, so a restarted member takes its
+/// partitions back at once instead of after the session timeout; offsets
+/// committed by hashbuy, never automatically; a new group starts at the
+/// oldest record; only committed transactions are read; and, when reading
+/// to an end (`exit_at_end`), the end of each partition is reported.
+pub fn member_settings(
+    group: &str,
+    instance: &str,
+    exit_at_end: bool,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("group.id", group.to_owned()),
+        ("group.instance.id", format!("{group}-{instance}")),
+        ("enable.auto.commit", "false".to_owned()),
+        ("auto.offset.reset", "earliest".to_owned()),
+        ("isolation.level", "read_committed".to_owned()),
+        ("enable.partition.eof", exit_at_end.to_string()),
+    ]
+}
+
+/// The end of each of `topic`'s `partitions` that holds records, as the
+/// member starts: what `--exit-at-end` reads to. Empty unless
+/// `exit_at_end`.
+pub fn ends_at_start<A: Assignment>(
+    consumer: &GroupConsumer<A>,
+    topic: &str,
+    partitions: usize,
+    exit_at_end: bool,
+) -> KafkaResult<HashMap<i32, i64>> {
+    if !exit_at_end {
+        return Ok(HashMap::new());
+    }
+    Ok(
+        crate::reader::nonempty_watermarks(consumer, topic, 0..partitions as i32)?
+            .into_iter()
+            .map(|(partition, (_, high))| (partition, high))
+            .collect(),
+    )
+}
+
+/// Serves the member's main queue once, waiting at most `timeout`:
+/// rebalances and client errors arrive there; records never do, as every
+/// partition's queue is split off before it is fetched (one that does is
+/// logged and left to the partition's next owner). Only a fatal consumer
+/// error is returned.
+pub fn serve_main_queue<A: Assignment>(
+    consumer: &GroupConsumer<A>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    use rdkafka::Message;
+    match consumer.poll(timeout) {
+        None | Some(Err(KafkaError::PartitionEOF(_))) => Ok(()),
+        Some(Ok(message)) => {
+            tracing::error!(
+                partition = message.partition(),
+                offset = message.offset(),
+                "a record reached the main queue; it is left to the partition's next owner"
+            );
+            Ok(())
+        }
+        Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => Err(e),
+        Some(Err(e)) => {
+            tracing::warn!("consumer: {e}");
+            Ok(())
         }
     }
 }

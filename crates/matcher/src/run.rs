@@ -46,12 +46,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
 use hashbuy_kafka::group::{
-    consumed_to, Assignment, GroupConsumer, GroupContext, OffsetReset, Queue,
+    consumed_to, ends_at_start, member_settings, serve_main_queue, Assignment, GroupConsumer,
+    GroupContext, OffsetReset, Queue,
 };
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::pool::{PartitionWork, Pool, Stopping};
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
-use hashbuy_kafka::reader::nonempty_watermarks;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
@@ -256,21 +256,10 @@ pub fn run(
         failure: Mutex::new(None),
         joined: AtomicBool::new(false),
     };
-    let consumer_settings = [
-        ("group.id", config.group.clone()),
-        // Static membership: a restarted matcher takes its partitions back
-        // at once instead of after the session timeout.
-        (
-            "group.instance.id",
-            format!("{}-{}", config.group, config.instance),
-        ),
-        ("enable.auto.commit", "false".to_owned()),
-        ("auto.offset.reset", "earliest".to_owned()),
-        ("isolation.level", "read_committed".to_owned()),
-        ("enable.partition.eof", config.exit_at_end.to_string()),
-        // Per-partition lag for the metrics.
-        ("statistics.interval.ms", "5000".to_owned()),
-    ];
+    let mut consumer_settings =
+        member_settings(&config.group, &config.instance, config.exit_at_end);
+    // Per-partition lag for the metrics.
+    consumer_settings.push(("statistics.interval.ms", "5000".to_owned()));
     let consumer = GroupContext::subscribe(
         &config.connection.config_with(&consumer_settings),
         &config.tweets_topic,
@@ -278,20 +267,13 @@ pub fn run(
     )
     .map_err(kafka("cannot create the consumer"))?;
 
-    // The end of each partition at start, for --exit-at-end.
-    let ends: HashMap<i32, i64> = if config.exit_at_end {
-        nonempty_watermarks(
-            consumer.as_ref(),
-            &config.tweets_topic,
-            0..partitions as i32,
-        )
-        .map_err(kafka("cannot read the end of the tweets topic"))?
-        .into_iter()
-        .map(|(partition, (_, high))| (partition, high))
-        .collect()
-    } else {
-        HashMap::new()
-    };
+    let ends = ends_at_start(
+        &consumer,
+        &config.tweets_topic,
+        partitions,
+        config.exit_at_end,
+    )
+    .map_err(kafka("cannot read the end of the tweets topic"))?;
 
     let result = coordinate(&consumer, config, &ends, stop, health);
     health.set_ready(false);
@@ -333,20 +315,7 @@ fn coordinate(
     let mut warn_unjoined_at = JOIN_WARNING;
     while !stop.load(Ordering::Relaxed) {
         health.beat();
-        // Rebalances and client errors arrive here; records never do, as
-        // every partition's queue is split off before it is fetched.
-        match consumer.poll(Duration::ZERO) {
-            None | Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Ok(message)) => tracing::error!(
-                partition = message.partition(),
-                offset = message.offset(),
-                "a record reached the main queue; it is left to the partition's next owner"
-            ),
-            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                return Err(kafka("the consumer failed")(e));
-            }
-            Some(Err(e)) => tracing::warn!("consumer: {e}"),
-        }
+        serve_main_queue(consumer, Duration::ZERO).map_err(kafka("the consumer failed"))?;
         members.take_failure()?;
         let joined = members.joined.load(Ordering::Relaxed);
         health.set_ready(joined);

@@ -33,10 +33,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
-use hashbuy_kafka::group::{consumed_to, Assignment, GroupConsumer, GroupContext, Queue};
+use hashbuy_kafka::group::{
+    consumed_to, ends_at_start, member_settings, serve_main_queue, Assignment, GroupConsumer,
+    GroupContext, Queue,
+};
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::offsets::OffsetTracker;
-use hashbuy_kafka::reader::{nonempty_watermarks, ReadOptions, TopicReader};
+use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_proto::v1::{DeadLetter, PaymentAck, PaymentCommand};
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -380,36 +383,20 @@ pub fn run(
         tasks: Mutex::new(HashMap::new()),
         joined: AtomicBool::new(false),
     };
-    let consumer_settings = [
-        ("group.id", config.group.clone()),
-        (
-            "group.instance.id",
-            format!("{}-{}", config.group, config.instance),
-        ),
-        ("enable.auto.commit", "false".to_owned()),
-        ("auto.offset.reset", "earliest".to_owned()),
-        ("isolation.level", "read_committed".to_owned()),
-        ("enable.partition.eof", config.exit_at_end.to_string()),
-    ];
+    let consumer_settings = member_settings(&config.group, &config.instance, config.exit_at_end);
     let consumer = GroupContext::subscribe(
         &config.connection.config_with(&consumer_settings),
         &config.commands_topic,
         members,
     )
     .map_err(kafka("cannot create the consumer"))?;
-    let ends: HashMap<i32, i64> = if config.exit_at_end {
-        nonempty_watermarks(
-            consumer.as_ref(),
-            &config.commands_topic,
-            0..commands as i32,
-        )
-        .map_err(kafka("cannot read the end of the commands topic"))?
-        .into_iter()
-        .map(|(partition, (_, high))| (partition, high))
-        .collect()
-    } else {
-        HashMap::new()
-    };
+    let ends = ends_at_start(
+        &consumer,
+        &config.commands_topic,
+        commands,
+        config.exit_at_end,
+    )
+    .map_err(kafka("cannot read the end of the commands topic"))?;
 
     let result = coordinate(&consumer, &shared, &ends, stop, health);
     health.set_ready(false);
@@ -442,18 +429,8 @@ fn coordinate(
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         health.beat();
-        match consumer.poll(Duration::from_millis(50)) {
-            None | Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Ok(message)) => tracing::error!(
-                partition = message.partition(),
-                offset = message.offset(),
-                "a record reached the main queue; it is left to the partition's next owner"
-            ),
-            Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
-                return Err(kafka("the consumer failed")(e));
-            }
-            Some(Err(e)) => tracing::warn!("consumer: {e}"),
-        }
+        serve_main_queue(consumer, Duration::from_millis(50))
+            .map_err(kafka("the consumer failed"))?;
         if let Some(error) = lock(&shared.failure).take() {
             return Err(error);
         }

@@ -126,6 +126,16 @@ impl Ledger {
     }
 }
 
+/// An entry as the ledger stores it (JSON).
+pub fn encode(entry: &Entry) -> Result<sled::IVec, LedgerError> {
+    serde_json::to_vec(entry)
+        .map(sled::IVec::from)
+        .map_err(|source| LedgerError::Corrupt {
+            key: entry.command_id().to_owned(),
+            source,
+        })
+}
+
 fn decode(key: &[u8], bytes: &[u8]) -> Result<Entry, LedgerError> {
     serde_json::from_slice(bytes).map_err(|source| LedgerError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -157,20 +167,18 @@ impl PartitionLedger {
             .transpose()
     }
 
-    /// Writes an entry (durable at the next [`Ledger::flush`]).
-    pub fn put(&self, entry: &Entry) -> Result<(), LedgerError> {
-        let bytes = serde_json::to_vec(entry).map_err(|source| LedgerError::Corrupt {
-            key: entry.command_id().to_owned(),
-            source,
-        })?;
+    /// Writes an entry (durable at the next [`Ledger::flush`]); the entry
+    /// as stored, which the changelog carries too.
+    pub fn put(&self, entry: &Entry) -> Result<sled::IVec, LedgerError> {
+        let bytes = encode(entry)?;
         // The index first: an index key whose entry is missing (a crash in
         // between) is skipped when read.
         self.users.insert(
             user_key(&entry.command.user_id, entry.command_id()),
             &[] as &[u8],
         )?;
-        self.entries.insert(entry.command_id(), bytes)?;
-        Ok(())
+        self.entries.insert(entry.command_id(), bytes.clone())?;
+        Ok(bytes)
     }
 
     /// A user's entries in this partition.

@@ -52,7 +52,7 @@ use tokio::task::JoinSet;
 
 use crate::entry::{now_ms, Entry, Outcome, State};
 use crate::group_commit::{FlushFailed, GroupCommit};
-use crate::ledger::{Ledger, LedgerError, PartitionLedger};
+use crate::ledger::{encode, Ledger, LedgerError, PartitionLedger};
 use crate::limits;
 use crate::payments::{Payments, ProviderRefused};
 use crate::steps::{self, Found, Policy, Reply, Step};
@@ -208,17 +208,19 @@ impl Shared {
         f(&mut lock(&self.summary));
     }
 
-    /// Sends an entry's new state to the changelog, in its partition;
-    /// with `wait`, until it is delivered.
-    async fn changelog(&self, entry: &Entry, partition: i32, wait: bool) -> Result<(), RunError> {
-        let value = serde_json::to_vec(entry).map_err(|source| LedgerError::Corrupt {
-            key: entry.command_id().to_owned(),
-            source,
-        })?;
+    /// Sends an entry's new state, as the ledger stored it, to the
+    /// changelog, in its partition; with `wait`, until it is delivered.
+    async fn changelog(
+        &self,
+        command_id: &str,
+        stored: &[u8],
+        partition: i32,
+        wait: bool,
+    ) -> Result<(), RunError> {
         let record = FutureRecord::to(&self.config.ledger_topic)
             .partition(partition)
-            .key(entry.command_id())
-            .payload(&value);
+            .key(command_id)
+            .payload(stored);
         if wait {
             self.producer
                 .send(record, Timeout::After(CALL_TIMEOUT))
@@ -841,6 +843,8 @@ async fn settle_entry(
 ) -> Result<bool, RunError> {
     let partition = ledger.partition();
     let policy = shared.config.policy;
+    // The entry as last written here, for the changelog.
+    let mut stored = None;
     let mut entry = match ledger.get(&work.command.command_id)? {
         Some(mut known) => {
             if !known.same_command(&work.command) {
@@ -857,7 +861,7 @@ async fn settle_entry(
                     ),
                     now_ms(),
                 );
-                ledger.put(&known)?;
+                stored = Some(ledger.put(&known)?);
                 shared.count(|s| s.duplicates += 1);
                 metrics::counter!("hashbuy_settler_duplicates_total").increment(1);
             }
@@ -873,7 +877,7 @@ async fn settle_entry(
             let history = ledger.history(&fresh.command.user_id)?;
             if let Err(reason) = limits::check(&fresh.command, &history) {
                 fresh.decide(Outcome::Rejected { reason }, now_ms())?;
-                ledger.put(&fresh)?;
+                stored = Some(ledger.put(&fresh)?);
                 count_outcome(shared, &fresh);
             }
             // A command that goes on to a charge is first written with its
@@ -889,8 +893,11 @@ async fn settle_entry(
         step = match next {
             Step::Charge { key } => {
                 entry.attempt(key.clone(), now_ms())?;
-                ledger.put(&entry)?;
-                shared.changelog(&entry, partition, false).await?;
+                let attempt = ledger.put(&entry)?;
+                shared
+                    .changelog(entry.command_id(), &attempt, partition, false)
+                    .await?;
+                stored = Some(attempt);
                 // The attempt is on disk before the provider hears of it.
                 shared.commit.durable().await?;
                 let began = Instant::now();
@@ -959,7 +966,7 @@ async fn settle_entry(
             }
             Step::Decide(outcome) => {
                 entry.decide(outcome, now_ms())?;
-                ledger.put(&entry)?;
+                stored = Some(ledger.put(&entry)?);
                 count_outcome(shared, &entry);
                 None
             }
@@ -968,7 +975,13 @@ async fn settle_entry(
 
     // The outcome is durable, and in the changelog, before its ack.
     shared.commit.durable().await?;
-    shared.changelog(&entry, partition, true).await?;
+    let stored = match stored {
+        Some(stored) => stored,
+        None => encode(&entry)?,
+    };
+    shared
+        .changelog(entry.command_id(), &stored, partition, true)
+        .await?;
     let Some(ack) = entry.ack() else {
         return Ok(false);
     };

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, inspected_command_ids, metric, sigterm};
+use common::{free_port, get, inspected_command_ids, metric, poll_metrics, sigterm};
 use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
 use serde_json::Value;
 
@@ -184,19 +184,7 @@ impl Stream {
 /// Waits (up to 60 s) until `done` holds for the metrics the matcher on
 /// `port` serves, and returns them.
 fn wait_for_metrics(port: u16, child: &mut Child, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some((200, body)) = get(port, "/metrics") {
-            if done(&body) {
-                return body;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the matcher exited early: {status}");
-        }
-        assert!(Instant::now() < deadline, "metrics not reached within 60 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_metrics(port, child, Duration::from_secs(60), done).expect("the matcher exited early")
 }
 
 /// Waits until the matcher on `port` has committed a command.

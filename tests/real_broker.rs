@@ -22,9 +22,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{get, inspected_command_ids, metric};
+use common::{inspected_command_ids, metric, poll_metrics};
 use serde_json::Value;
 
 fn brokers() -> String {
@@ -244,18 +244,10 @@ fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
     let mut first = matcher(&["--metrics-addr", &format!("127.0.0.1:{port}")])
         .spawn()
         .expect("matcher starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while get(port, "/metrics").map_or(0.0, |(_, body)| {
-        metric(&body, "hashbuy_matcher_commands_total")
-    }) < 1.0
-    {
-        assert!(
-            first.try_wait().expect("child").is_none(),
-            "the matcher exited early"
-        );
-        assert!(Instant::now() < deadline, "no command within 120 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll_metrics(port, &mut first, Duration::from_secs(120), |body| {
+        metric(body, "hashbuy_matcher_commands_total") >= 1.0
+    })
+    .expect("the matcher exited early");
     first.kill().expect("SIGKILL");
     let _ = first.wait();
 

@@ -12,15 +12,16 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, metric};
+use common::{free_port, metric, poll_metrics};
 use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
 use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_paysim::{Audit, Config as PaysimConfig, Paysim};
 use hashbuy_proto::v1::payment_ack::Status;
 use hashbuy_proto::v1::{DeadLetter, PaymentAck, PaymentCommand};
 use prost::Message as _;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Message};
 
 /// The provider key of every run: it must never be printed anywhere.
@@ -87,24 +88,23 @@ fn commands(count: usize, users: usize) -> Vec<PaymentCommand> {
 }
 
 fn produce(brokers: &str, records: &[(String, Vec<u8>)]) {
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
-        .create()
+        .create_with_context(Deliveries::default())
         .expect("producer");
     for (key, value) in records {
-        loop {
-            match producer.send(BaseRecord::to("payment-commands").key(key).payload(value)) {
-                Ok(()) => break,
-                Err((_, _)) => {
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_waiting(
+            &producer,
+            "payment-commands",
+            Some(key.as_bytes()),
+            value,
+            || false,
+        )
+        .expect("queued");
     }
-    producer
-        .flush(Duration::from_secs(30))
-        .expect("commands delivered");
+    flush_promptly(&producer, Duration::from_secs(30)).expect("commands flushed");
+    assert_eq!(producer.context().failures(), None, "commands delivered");
 }
 
 fn produce_commands(brokers: &str, commands: &[PaymentCommand]) {
@@ -309,19 +309,10 @@ fn a_settler_killed_again_and_again_still_charges_each_command_once() {
 /// Waits until the settler on `port` has delivered `acks` acks in this
 /// run; `false` if it exited first.
 fn wait_for_acks(port: u16, child: &mut Child, acks: f64) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if child.try_wait().expect("child status").is_some() {
-            return false;
-        }
-        if let Some((200, body)) = get(port, "/metrics") {
-            if metric(&body, "hashbuy_settler_acks_total") >= acks {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("the settler did not ack {acks} commands within 120 s");
+    poll_metrics(port, child, Duration::from_secs(120), |body| {
+        metric(body, "hashbuy_settler_acks_total") >= acks
+    })
+    .is_some()
 }
 
 #[test]
@@ -428,16 +419,10 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
         .stderr(Stdio::null())
         .spawn()
         .expect("settle starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "no retries seen within 60 s");
-        if let Some((200, body)) = get(port, "/metrics") {
-            if metric(&body, "hashbuy_settler_retries_total") >= 5.0 {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    poll_metrics(port, &mut child, Duration::from_secs(60), |body| {
+        metric(body, "hashbuy_settler_retries_total") >= 5.0
+    })
+    .expect("the settler keeps retrying");
     common::sigterm(&child);
     assert!(
         child.wait().expect("exits").success(),

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -66,4 +66,31 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("bound")
         .port()
+}
+
+/// Polls a child's `/metrics` on `port` until `done` holds of the body,
+/// which is returned, for at most `wait`; `None` if the child exits first.
+pub fn poll_metrics(
+    port: u16,
+    child: &mut Child,
+    wait: Duration,
+    done: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some((200, body)) = get(port, "/metrics") {
+            if done(&body) {
+                return Some(body);
+            }
+        }
+        if child.try_wait().expect("child status").is_some() {
+            return None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics not reached within {} s",
+            wait.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -443,16 +443,22 @@ pub fn classify(status: u16, headers: &ResponseHeaders, body: &[u8]) -> ChargeOu
     }
 }
 
+/// The two fields of a payment intent that classifying needs. Read into
+/// this rather than a `serde_json::Value`: the rest of the body is skipped,
+/// not built, which matters at thousands of charges a second.
+#[derive(serde::Deserialize)]
+struct IntentHead<'a> {
+    #[serde(borrow, default)]
+    id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<std::borrow::Cow<'a, str>>,
+}
+
 fn classify_success(status: u16, headers: &ResponseHeaders, body: &[u8]) -> ChargeOutcome {
-    let parsed = serde_json::from_slice::<Value>(body).ok();
-    let field = |key: &str| {
-        parsed
-            .as_ref()
-            .and_then(|v| v.get(key))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
-    match (field("id"), field("status")) {
+    let head = serde_json::from_slice::<IntentHead>(body).ok();
+    let id = head.as_ref().and_then(|h| h.id.as_deref()).filter(|s| !s.is_empty());
+    let state = head.as_ref().and_then(|h| h.status.as_deref()).filter(|s| !s.is_empty());
+    match (id, state) {
         (Some(id), Some("succeeded")) => ChargeOutcome::Succeeded {
             payment_intent: id.to_string(),
             replayed: headers.replayed,

@@ -57,42 +57,95 @@ pub(crate) struct PaymentIntent {
 impl PaymentIntent {
     /// Stripe's JSON for it.
     pub(crate) fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "object": "payment_intent",
-            "amount": self.amount,
-            "amount_capturable": 0,
-            "amount_received": if self.status == Status::Succeeded { self.amount } else { 0 },
-            "application": null,
-            "application_fee_amount": null,
-            "automatic_payment_methods": null,
-            "canceled_at": null,
-            "cancellation_reason": null,
-            "capture_method": "automatic",
-            "client_secret": self.client_secret,
-            "confirmation_method": "automatic",
-            "created": self.created,
-            "currency": self.currency,
-            "customer": self.customer,
-            "description": self.description,
-            "last_payment_error": self.last_payment_error,
-            "latest_charge": self.latest_charge,
-            "livemode": false,
-            "metadata": self.metadata,
-            "next_action": null,
-            "on_behalf_of": null,
-            "payment_method": self.payment_method,
-            "payment_method_types": ["card"],
-            "receipt_email": null,
-            "setup_future_usage": null,
-            "shipping": null,
-            "statement_descriptor": null,
-            "statement_descriptor_suffix": null,
-            "status": self.status.as_str(),
-            "transfer_data": null,
-            "transfer_group": null,
-        })
+        serde_json::to_value(self.wire()).unwrap_or(Value::Null)
     }
+
+    /// Stripe's JSON for it, as text: written straight from the intent, not
+    /// through a `Value`, because every charge answers with it.
+    pub(crate) fn to_json_text(&self) -> String {
+        serde_json::to_string(&self.wire()).unwrap_or_default()
+    }
+
+    fn wire(&self) -> IntentWire<'_> {
+        IntentWire {
+            id: &self.id,
+            object: "payment_intent",
+            amount: self.amount,
+            amount_capturable: 0,
+            amount_received: if self.status == Status::Succeeded {
+                self.amount
+            } else {
+                0
+            },
+            application: None,
+            application_fee_amount: None,
+            automatic_payment_methods: None,
+            canceled_at: None,
+            cancellation_reason: None,
+            capture_method: "automatic",
+            client_secret: &self.client_secret,
+            confirmation_method: "automatic",
+            created: self.created,
+            currency: &self.currency,
+            customer: self.customer.as_deref(),
+            description: self.description.as_deref(),
+            last_payment_error: self.last_payment_error.as_ref(),
+            latest_charge: self.latest_charge.as_deref(),
+            livemode: false,
+            metadata: &self.metadata,
+            next_action: None,
+            on_behalf_of: None,
+            payment_method: self.payment_method.as_deref(),
+            payment_method_types: ["card"],
+            receipt_email: None,
+            setup_future_usage: None,
+            shipping: None,
+            statement_descriptor: None,
+            statement_descriptor_suffix: None,
+            status: self.status.as_str(),
+            transfer_data: None,
+            transfer_group: None,
+        }
+    }
+}
+
+/// A payment intent in Stripe's wire format (the fields that are always
+/// null here are kept, as Stripe sends them).
+#[derive(serde::Serialize)]
+struct IntentWire<'a> {
+    id: &'a str,
+    object: &'static str,
+    amount: i64,
+    amount_capturable: i64,
+    amount_received: i64,
+    application: Option<()>,
+    application_fee_amount: Option<()>,
+    automatic_payment_methods: Option<()>,
+    canceled_at: Option<()>,
+    cancellation_reason: Option<()>,
+    capture_method: &'static str,
+    client_secret: &'a str,
+    confirmation_method: &'static str,
+    created: i64,
+    currency: &'a str,
+    customer: Option<&'a str>,
+    description: Option<&'a str>,
+    last_payment_error: Option<&'a Value>,
+    latest_charge: Option<&'a str>,
+    livemode: bool,
+    metadata: &'a BTreeMap<String, String>,
+    next_action: Option<()>,
+    on_behalf_of: Option<()>,
+    payment_method: Option<&'a str>,
+    payment_method_types: [&'static str; 1],
+    receipt_email: Option<()>,
+    setup_future_usage: Option<()>,
+    shipping: Option<()>,
+    statement_descriptor: Option<()>,
+    statement_descriptor_suffix: Option<()>,
+    status: &'static str,
+    transfer_data: Option<()>,
+    transfer_group: Option<()>,
 }
 
 /// A customer as stored.
@@ -508,7 +561,7 @@ impl Store {
         }
         let answer = answer.unwrap_or_else(|| Answer {
             status: StatusCode::OK,
-            body: pi.to_json().to_string(),
+            body: pi.to_json_text(),
             charged,
         });
         self.intent_index.insert(pi.id.clone(), self.intents.len());

@@ -172,11 +172,14 @@ impl PartitionLedger {
     pub fn put(&self, entry: &Entry) -> Result<sled::IVec, LedgerError> {
         let bytes = encode(entry)?;
         // The index first: an index key whose entry is missing (a crash in
-        // between) is skipped when read.
-        self.users.insert(
-            user_key(&entry.command.user_id, entry.command_id()),
-            &[] as &[u8],
-        )?;
+        // between) is skipped when read. An entry already stored has its
+        // key, and a lookup costs far less than an insert.
+        if !self.entries.contains_key(entry.command_id())? {
+            self.users.insert(
+                user_key(&entry.command.user_id, entry.command_id()),
+                &[] as &[u8],
+            )?;
+        }
         self.entries.insert(entry.command_id(), bytes.clone())?;
         Ok(bytes)
     }

@@ -8,9 +8,10 @@
 //!   offsets the partitions report as done, once a second, and watches for
 //!   the end with `--exit-at-end`.
 //! - **One task per assigned partition** (tokio), reading the partition's
-//!   own queue ([`hashbuy_kafka::group`]). Before its first command it
-//!   restores the partition's ledger from the changelog topic, then resumes
-//!   the entries left undecided. It keeps up to [`Config::max_in_flight`]
+//!   own queue ([`hashbuy_kafka::group`]). Before its first command the
+//!   partition's ledger is restored from the changelog topic (one reader,
+//!   on a blocking thread, for all the partitions assigned together), then
+//!   the entries left undecided are resumed. It keeps up to [`Config::max_in_flight`]
 //!   commands in flight, so settling is not bounded by provider latency,
 //!   but settles the commands of one user one after another (they share a
 //!   partition, being keyed by user), so limit checks never race. An
@@ -552,14 +553,21 @@ impl Assignment for Members {
     fn assigned(&self, queues: Vec<(i32, Queue<Self>)>) {
         self.joined.store(true, Ordering::Relaxed);
         let mut tasks = lock(&self.tasks);
+        let restore = Arc::new(Restore {
+            partitions: queues.iter().map(|(partition, _)| *partition).collect(),
+            done: tokio::sync::OnceCell::new(),
+        });
         for (partition, mut queue) in queues {
             let arrived = Arc::new(Notify::new());
             let notify = Arc::clone(&arrived);
             queue.set_nonempty_callback(move || notify.notify_one());
             let (stop, stopped) = watch::channel(false);
             let shared = Arc::clone(&self.shared);
+            let restore = Arc::clone(&restore);
             let task = self.runtime.spawn(async move {
-                if let Err(e) = partition_task(&shared, partition, queue, arrived, stopped).await {
+                if let Err(e) =
+                    partition_task(&shared, partition, queue, arrived, restore, stopped).await
+                {
                     shared.fail(e);
                 }
             });
@@ -582,28 +590,33 @@ impl Assignment for Members {
     }
 }
 
-/// Restores a partition's ledger from the changelog: an entry there that
-/// is further along than the local one (written by another settler that
-/// owned the partition) replaces it.
-fn restore(shared: &Shared, partition: i32) -> Result<usize, RunError> {
-    let ledger = shared.ledger.partition(partition)?;
+/// Restores the ledgers of newly assigned partitions from the changelog,
+/// with one reader for them all: an entry there that is further along than
+/// the local one (written by another settler that owned the partition)
+/// replaces it. How many entries each partition took.
+fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, RunError> {
+    let mut ledgers = HashMap::new();
+    for &partition in partitions {
+        ledgers.insert(partition, shared.ledger.partition(partition)?);
+    }
     let mut reader = TopicReader::open_partitions(
         &shared.config.connection,
         &shared.config.ledger_topic,
-        Some(&[partition]),
+        Some(partitions),
         ReadOptions {
             from_beginning: true,
             exit_at_end: true,
             read_uncommitted: false,
         },
     )?;
-    let mut restored = 0;
+    let mut restored: HashMap<i32, usize> = partitions.iter().map(|&p| (p, 0)).collect();
     while !reader.at_end() {
         let Some(message) = reader.next(Duration::from_millis(500)) else {
             continue;
         };
         let message = message.map_err(kafka("cannot read the ledger changelog"))?;
-        let Some(value) = message.payload() else {
+        let partition = message.partition();
+        let (Some(ledger), Some(value)) = (ledgers.get(&partition), message.payload()) else {
             continue;
         };
         let remote: Entry = match serde_json::from_slice(value) {
@@ -623,11 +636,42 @@ fn restore(shared: &Shared, partition: i32) -> Result<usize, RunError> {
         };
         if newer {
             ledger.put(&remote)?;
-            restored += 1;
+            *restored.entry(partition).or_default() += 1;
         }
     }
     shared.ledger.flush()?;
     Ok(restored)
+}
+
+/// The restore of one assignment's partitions, run once by whichever of
+/// their tasks comes first, awaited by the others.
+struct Restore {
+    partitions: Vec<i32>,
+    /// Entries taken, by partition; `Err` once the restore failed (the
+    /// failure is reported by the task that ran it).
+    done: tokio::sync::OnceCell<Result<HashMap<i32, usize>, ()>>,
+}
+
+impl Restore {
+    /// How many entries `partition` took, once the whole restore is done;
+    /// `None` if it failed.
+    async fn restored(&self, shared: &Arc<Shared>, partition: i32) -> Option<usize> {
+        let done = self
+            .done
+            .get_or_init(|| async {
+                let restoring = Arc::clone(shared);
+                let partitions = self.partitions.clone();
+                let result = tokio::task::spawn_blocking(move || restore(&restoring, &partitions))
+                    .await
+                    .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))
+                    .and_then(|restored| restored);
+                result.map_err(|e| shared.fail(e))
+            })
+            .await;
+        done.as_ref()
+            .ok()
+            .map(|r| r.get(&partition).copied().unwrap_or_default())
+    }
 }
 
 /// How far along an entry is, for choosing between two copies.
@@ -651,12 +695,12 @@ async fn partition_task(
     partition: i32,
     queue: Queue<Members>,
     arrived: Arc<Notify>,
+    restore: Arc<Restore>,
     mut stopped: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let restoring = Arc::clone(shared);
-    let restored = tokio::task::spawn_blocking(move || restore(&restoring, partition))
-        .await
-        .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??;
+    let Some(restored) = restore.restored(shared, partition).await else {
+        return Ok(());
+    };
     let ledger = shared.ledger.partition(partition)?;
     let unfinished = ledger.unfinished()?;
     tracing::info!(

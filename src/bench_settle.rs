@@ -85,8 +85,12 @@ pub fn run(args: Args) -> Result<()> {
         properties: Vec::new(),
     };
     connection.check_topic("payment-commands", CONNECT_TIMEOUT)?;
+    // paysim stands in for a provider on other machines: one thread of
+    // its own. With two workers beside the settler's two, on two cores,
+    // the threads spent a tenth of the CPU switching (measured: 4,700
+    // settlements/s against 5,100).
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

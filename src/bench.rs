@@ -391,7 +391,7 @@ impl Counter {
 }
 
 impl Assignment for Counter {
-    fn assigned(&self, queues: Vec<(i32, Queue<Self>)>) {
+    fn assigned(&self, _: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>) {
         for (partition, queue) in queues {
             self.pool
                 .add(partition, queue, Count(Arc::clone(&self.counts)));

@@ -42,8 +42,9 @@ pub type Queue<A> = PartitionQueue<GroupContext<A>>;
 /// the thread that polls the consumer, inside its `poll`.
 pub trait Assignment: Send + Sync + Sized + 'static {
     /// Partitions were given to this member, each with its own queue;
-    /// fetching starts when this returns.
-    fn assigned(&self, queues: Vec<(i32, Queue<Self>)>);
+    /// fetching starts when this returns. The consumer is there for what
+    /// the group knows of them, e.g. [`committed`] offsets.
+    fn assigned(&self, consumer: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>);
 
     /// Partitions are being taken away: stop their workers and make what
     /// they finished durable before returning.
@@ -151,7 +152,7 @@ impl<A: Assignment> ConsumerContext for GroupContext<A> {
                     })
                     .collect();
                 tracing::info!(partitions = ?partitions(list), "partitions assigned");
-                self.assignment.assigned(queues);
+                self.assignment.assigned(consumer, queues);
             }
             Rebalance::Revoke(list) => {
                 tracing::info!(partitions = ?partitions(list), "partitions revoked");
@@ -254,22 +255,37 @@ pub fn consumed_to<A: Assignment>(
     {
         return Ok(false);
     }
-    let mut all = TopicPartitionList::new();
-    for &partition in ends.keys() {
-        all.add_partition(topic, partition);
+    let committed = committed(consumer, topic, ends.keys().copied())?;
+    Ok(ends
+        .iter()
+        .all(|(partition, &end)| committed.get(partition).is_some_and(|&o| o >= end)))
+}
+
+/// The offsets the group has committed for `partitions` of `topic`; a
+/// partition it never committed is absent.
+pub fn committed<A: Assignment>(
+    consumer: &GroupConsumer<A>,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+) -> KafkaResult<HashMap<i32, i64>> {
+    use rdkafka::consumer::Consumer;
+    let mut list = TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition(topic, partition);
     }
-    let committed = consumer.committed_offsets(all, CONSUMED_TIMEOUT)?;
+    let committed = consumer.committed_offsets(list, CONSUMED_TIMEOUT)?;
     Ok(committed
         .elements()
         .iter()
-        .all(|e| match (e.offset(), ends.get(&e.partition())) {
-            (Offset::Offset(o), Some(&end)) => o >= end,
-            (_, None) => true,
-            _ => false,
-        }))
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
 }
 
-/// How long [`consumed_to`] waits for the committed offsets.
+/// How long [`consumed_to`] and [`committed`] wait for the committed
+/// offsets.
 const CONSUMED_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<i32> {

@@ -32,7 +32,7 @@ struct Member {
 }
 
 impl Assignment for Member {
-    fn assigned(&self, queues: Vec<(i32, Queue<Self>)>) {
+    fn assigned(&self, _: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>) {
         for (partition, queue) in queues {
             let work = Work {
                 partition,

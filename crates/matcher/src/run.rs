@@ -739,7 +739,7 @@ impl Members {
 }
 
 impl Assignment for Members {
-    fn assigned(&self, queues: Vec<(i32, Queue<Self>)>) {
+    fn assigned(&self, _: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>) {
         self.joined.store(true, Ordering::Relaxed);
         self.spawn(queues);
     }

@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
 use hashbuy_kafka::group::{
-    consumed_to, ends_at_start, member_settings, serve_main_queue, Assignment, GroupConsumer,
-    GroupContext, Queue,
+    committed, consumed_to, ends_at_start, member_settings, serve_main_queue, Assignment,
+    GroupConsumer, GroupContext, Queue,
 };
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::offsets::OffsetTracker;
@@ -550,13 +550,23 @@ async fn futures_join(tasks: impl IntoIterator<Item = tokio::task::JoinHandle<()
 }
 
 impl Assignment for Members {
-    fn assigned(&self, queues: Vec<(i32, Queue<Self>)>) {
+    fn assigned(&self, consumer: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>) {
         self.joined.store(true, Ordering::Relaxed);
-        let mut tasks = lock(&self.tasks);
+        let partitions: Vec<i32> = queues.iter().map(|(partition, _)| *partition).collect();
+        let topic = &self.shared.config.commands_topic;
+        let committed =
+            committed(consumer, topic, partitions.iter().copied()).unwrap_or_else(|e| {
+                // Without them, decided entries not known to be acked are acked
+                // again, which acks allow.
+                tracing::warn!("cannot read the group's committed offsets of {topic}: {e}");
+                HashMap::new()
+            });
         let restore = Arc::new(Restore {
-            partitions: queues.iter().map(|(partition, _)| *partition).collect(),
+            partitions,
+            committed,
             done: tokio::sync::OnceCell::new(),
         });
+        let mut tasks = lock(&self.tasks);
         for (partition, mut queue) in queues {
             let arrived = Arc::new(Notify::new());
             let notify = Arc::clone(&arrived);
@@ -647,6 +657,10 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
 /// their tasks comes first, awaited by the others.
 struct Restore {
     partitions: Vec<i32>,
+    /// The group's committed offsets of the commands topic when the
+    /// partitions were assigned: the previous owners' acks below them
+    /// were delivered.
+    committed: HashMap<i32, i64>,
     /// Entries taken, by partition; `Err` once the restore failed (the
     /// failure is reported by the task that ran it).
     done: tokio::sync::OnceCell<Result<HashMap<i32, usize>, ()>>,
@@ -689,6 +703,30 @@ fn progress(entry: &Entry) -> (u8, u32, bool, i64) {
     )
 }
 
+/// Of a partition's unfinished entries, those left to do: a decided entry
+/// whose command lies below the group's `committed` offset was acked (an
+/// offset is committed only once its ack is delivered), by this settler
+/// before a crash or by the partition's previous owner, and is marked so
+/// instead of being acked again; after a hand-over that is the whole
+/// history the changelog brought.
+fn acked_earlier(
+    ledger: &PartitionLedger,
+    unfinished: Vec<Entry>,
+    committed: Option<&i64>,
+) -> Result<Vec<Entry>, RunError> {
+    let mut left = Vec::with_capacity(unfinished.len());
+    for mut entry in unfinished {
+        let below = committed.is_some_and(|&c| (0..c).contains(&entry.offset));
+        if below && entry.state.is_terminal() {
+            entry.acked(now_ms())?;
+            ledger.put(&entry)?;
+        } else {
+            left.push(entry);
+        }
+    }
+    Ok(left)
+}
+
 /// A partition's task; see the module docs.
 async fn partition_task(
     shared: &Arc<Shared>,
@@ -702,7 +740,11 @@ async fn partition_task(
         return Ok(());
     };
     let ledger = shared.ledger.partition(partition)?;
-    let unfinished = ledger.unfinished()?;
+    let unfinished = acked_earlier(
+        &ledger,
+        ledger.unfinished()?,
+        restore.committed.get(&partition),
+    )?;
     tracing::info!(
         partition,
         restored,

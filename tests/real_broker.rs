@@ -1,5 +1,8 @@
 //! End to end against a real broker process (tansu in CI, or a Kafka):
-//! create topics, replay the sample stream, read it back.
+//! create topics, replay the sample stream, read it back; match it; settle
+//! its commands through paysim (a child process) to acks, hand the
+//! partitions to a settler elsewhere, and settle them again in another
+//! group.
 //!
 //! Ignored by a plain `cargo test`, which needs no broker. Run it with
 //! `HASHBUY_TEST_BROKERS=host:port cargo test --test real_broker -- --ignored`;
@@ -282,4 +285,225 @@ fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
         let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
         assert!(twice.is_empty(), "exactly once: {twice:?}");
     }
+}
+
+/// paysim as a child process on a free port, stopped when dropped.
+struct Paysim {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Paysim {
+    fn start() -> Paysim {
+        let port = common::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+            .args(["paysim", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("paysim starts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "paysim not listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Paysim { child, port }
+    }
+
+    /// Successful charges per command id, from paysim's audit.
+    fn charges(&self) -> BTreeMap<String, Vec<String>> {
+        let (status, body) = common::get(self.port, "/_paysim/audit").expect("audit answers");
+        assert_eq!(status, 200, "{body}");
+        let audit: Value = serde_json::from_str(&body).expect("audit JSON");
+        let mut charges: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for intent in audit["payment_intents"].as_array().expect("intents") {
+            if intent["status"] == "succeeded" {
+                charges
+                    .entry(
+                        intent["command_id"]
+                            .as_str()
+                            .expect("command id")
+                            .to_owned(),
+                    )
+                    .or_default()
+                    .push(intent["id"].as_str().expect("intent id").to_owned());
+            }
+        }
+        charges
+    }
+}
+
+impl Drop for Paysim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every ack of a topic: command id, status and payment intent, in topic
+/// order.
+fn tail_acks(topic: &str) -> Vec<(String, String, String)> {
+    ok(hashbuy(&[
+        "tail",
+        "--topic",
+        topic,
+        "--type",
+        "ack",
+        "--from-beginning",
+        "--exit-at-end",
+    ]))
+    .lines()
+    .map(|l| {
+        let ack = &serde_json::from_str::<Value>(l).expect("JSON line")["value"];
+        let field = |name: &str| ack[name].as_str().unwrap_or_default().to_owned();
+        (
+            field("command_id"),
+            field("status"),
+            field("payment_intent_id"),
+        )
+    })
+    .collect()
+}
+
+#[test]
+#[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
+fn tweets_to_acks_on_a_real_broker() {
+    let run = std::process::id();
+    let (tweets, commands, dead) = matcher_topics("s");
+    let acks = format!("s-acks-{run}");
+    let ledger_topic = format!("s-ledger-{run}");
+    ok(hashbuy(&[
+        "topics",
+        "create",
+        "--topics",
+        &acks,
+        "--partitions",
+        "4",
+    ]));
+    ok(hashbuy(&[
+        "topics",
+        "create",
+        "--topics",
+        &ledger_topic,
+        "--partitions",
+        "4",
+        "--topic-config",
+        "cleanup.policy=compact",
+    ]));
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let sample = |name: &str| samples.join(name).display().to_string();
+    ok(hashbuy(&[
+        "replay",
+        &sample("tweets.jsonl"),
+        "--topic",
+        &tweets,
+    ]));
+    ok(hashbuy(&[
+        "match",
+        "--catalog",
+        &sample("catalog.toml"),
+        "--accounts",
+        &sample("accounts.json"),
+        "--delivery",
+        "at-least-once",
+        "--exit-at-end",
+        "--group",
+        &format!("s-match-{run}"),
+        "--tweets-topic",
+        &tweets,
+        "--commands-topic",
+        &commands,
+        "--dead-letters-topic",
+        &dead,
+    ]));
+
+    let paysim = Paysim::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settle = |group: &str, ledger: &str| {
+        let out = command(&["settle", "--exit-at-end", "--group", group])
+            .args([
+                "--provider-url",
+                &format!("http://127.0.0.1:{}", paysim.port),
+            ])
+            .arg("--ledger")
+            .arg(dir.path().join(ledger))
+            .args(["--commands-topic", &commands, "--acks-topic", &acks])
+            .args([
+                "--dead-letters-topic",
+                &dead,
+                "--ledger-topic",
+                &ledger_topic,
+            ])
+            .env("HASHBUY_PROVIDER_KEY", "sk_test_real_broker")
+            .env_remove("STRIPE_API_KEY")
+            .output()
+            .expect("settle runs");
+        let report = String::from_utf8_lossy(&out.stderr).into_owned();
+        ok(out);
+        report
+    };
+
+    // The sample's six commands: user 12345 buys the sneakers twice (one
+    // a user: the second is rejected) and a latte; 67890's card declines.
+    let report = settle(&format!("s-settle-{run}"), "first");
+    assert!(
+        report.contains("4 settled, 1 declined, 1 rejected"),
+        "{report}"
+    );
+    let first = tail_acks(&acks);
+    let statuses: BTreeMap<String, (String, String)> = first
+        .iter()
+        .map(|(id, status, charge)| (id.clone(), (status.clone(), charge.clone())))
+        .collect();
+    assert_eq!(first.len(), 6, "one ack a command: {first:?}");
+    assert_eq!(statuses.len(), 6, "for six commands: {first:?}");
+    let charges = paysim.charges();
+    assert_eq!(charges.len(), 4, "four commands charged: {charges:?}");
+    for (id, (status, charge)) in &statuses {
+        match charges.get(id) {
+            Some(intents) => {
+                assert_eq!(intents.len(), 1, "{id} charged once: {intents:?}");
+                assert_eq!(status, "SETTLED", "{id}");
+                assert_eq!(charge, &intents[0], "{id}'s ack names its charge");
+            }
+            None => assert_ne!(status, "SETTLED", "{id} settled without a charge"),
+        }
+    }
+
+    // The first group's partitions move to a settler elsewhere (the same
+    // group, an empty ledger): the history comes along from the changelog,
+    // and what the group committed is known to be acked, so nothing is
+    // acked again.
+    let report = settle(&format!("s-settle-{run}"), "second");
+    assert!(report.contains(" 0 acks,"), "{report}");
+    assert_eq!(tail_acks(&acks).len(), 6, "no ack repeated");
+    assert_eq!(paysim.charges(), charges, "no new charge");
+
+    // The same commands to a settler of another group, with an empty
+    // ledger: it restores the history from the changelog topic on this
+    // broker, charges nothing, and acks every command again as before
+    // (this group never committed them, so it acks both what it restored
+    // and what it reads).
+    let report = settle(&format!("s-settle-again-{run}"), "third");
+    assert!(
+        report.contains(": 0 settled, 0 declined, 0 rejected"),
+        "{report}"
+    );
+    assert_eq!(paysim.charges(), charges, "no new charge");
+    let again = tail_acks(&acks);
+    for (id, status, charge) in &again {
+        assert_eq!(
+            statuses.get(id),
+            Some(&(status.clone(), charge.clone())),
+            "{id} acked as before"
+        );
+    }
+    let mut times: BTreeMap<&String, usize> = BTreeMap::new();
+    for (id, _, _) in &again {
+        *times.entry(id).or_default() += 1;
+    }
+    assert!(
+        times.len() == 6 && times.values().all(|&n| n >= 2),
+        "every command acked again: {times:?}"
+    );
 }

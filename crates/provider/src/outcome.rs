@@ -456,8 +456,14 @@ struct IntentHead<'a> {
 
 fn classify_success(status: u16, headers: &ResponseHeaders, body: &[u8]) -> ChargeOutcome {
     let head = serde_json::from_slice::<IntentHead>(body).ok();
-    let id = head.as_ref().and_then(|h| h.id.as_deref()).filter(|s| !s.is_empty());
-    let state = head.as_ref().and_then(|h| h.status.as_deref()).filter(|s| !s.is_empty());
+    let id = head
+        .as_ref()
+        .and_then(|h| h.id.as_deref())
+        .filter(|s| !s.is_empty());
+    let state = head
+        .as_ref()
+        .and_then(|h| h.status.as_deref())
+        .filter(|s| !s.is_empty());
     match (id, state) {
         (Some(id), Some("succeeded")) => ChargeOutcome::Succeeded {
             payment_intent: id.to_string(),

@@ -471,18 +471,39 @@ impl BrokerChild {
     /// The broker process's CPU time so far, user and system, from
     /// `/proc` (Linux).
     pub(crate) fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the parenthesized command name; utime and stime are
-        // the 14th and 15th fields of the line.
-        let rest = stat.rsplit_once(") ")?.1;
-        let mut fields = rest.split(' ').skip(11);
-        let utime: u64 = fields.next()?.parse().ok()?;
-        let stime: u64 = fields.next()?.parse().ok()?;
-        // SAFETY: sysconf reads a constant.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
-        Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+        stat_cpu_time(&format!("/proc/{}/stat", self.child.id()))
     }
+}
+
+/// The CPU time (user and system) in a `/proc` `stat` file, of a process
+/// or of one thread (Linux).
+fn stat_cpu_time(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the parenthesized command name; utime and stime are
+    // the 14th and 15th fields of the line.
+    let rest = stat.rsplit_once(") ")?.1;
+    let mut fields = rest.split(' ').skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|&t| t > 0)?;
+    Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+}
+
+/// The CPU time of this process's live threads named `name` (Linux; zero
+/// elsewhere).
+pub(crate) fn threads_cpu_time(name: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .filter_map(|task| stat_cpu_time(&task.path().join("stat").display().to_string()))
+        .sum()
 }
 
 impl Drop for BrokerChild {

@@ -146,6 +146,7 @@ pub fn run(args: Args) -> Result<()> {
     let policy = Policy {
         max_attempts: 10,
         key_lifetime: Duration::from_secs(86_400),
+        unanswered_wait: Duration::from_secs(60),
     };
     let config = Config {
         connection: connection.clone(),

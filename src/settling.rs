@@ -164,6 +164,9 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let key = provider_key(args.provider_key_file.or(settings.provider_key_file))?;
     let mut provider_config = ProviderConfig::new(key);
+    // A call the settler stopped waiting for may run at the provider for
+    // about as long again.
+    let unanswered_wait = provider_config.request_timeout * 2;
     provider_config.base_url = args
         .provider_url
         .or(settings.provider_url)
@@ -215,6 +218,7 @@ pub fn run(args: Args) -> Result<()> {
                     .or(settings.reconcile_after_s)
                     .unwrap_or(86_400),
             ),
+            unanswered_wait,
         },
     };
     check_provider(&provider)?;

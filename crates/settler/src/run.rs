@@ -974,6 +974,8 @@ async fn settle_entry(
     };
 
     let mut last_error = String::new();
+    // When a call under the key last got no answer.
+    let mut unanswered: Option<Instant> = None;
     let mut step = steps::start(&entry, now_ms(), &policy);
     while let Some(next) = step.take() {
         step = match next {
@@ -999,6 +1001,9 @@ async fn settle_entry(
                 match &reply {
                     Reply::Retry { cause, after } => {
                         last_error = (*cause).to_owned();
+                        if steps::unanswered(cause) {
+                            unanswered = Some(Instant::now());
+                        }
                         metrics::counter!("hashbuy_settler_retries_total", "cause" => *cause)
                             .increment(1);
                         if entry.attempts < policy.max_attempts {
@@ -1021,6 +1026,10 @@ async fn settle_entry(
                 Some(steps::after_reply(&entry, reply, &policy))
             }
             Step::Reconcile => {
+                let wait = steps::reconcile_wait(unanswered.map(|at| at.elapsed()), &policy);
+                if !wait.is_zero() && !pause(wait, &mut stopped).await {
+                    return Ok(false);
+                }
                 let since_ms = entry.received_ms.min(now_ms());
                 match shared.payments.find(&entry.command, since_ms).await {
                     Ok(found) => {

@@ -7,7 +7,9 @@
 //!   the key is older than the provider keeps keys, then it is reconciled.
 //! - Timeouts, dropped connections, 429s, a key still in flight: the same
 //!   key again, after a backoff, until the attempt budget is spent, then a
-//!   reconciliation.
+//!   reconciliation. A call that got no answer may still be running at the
+//!   provider, so a reconciliation first waits out
+//!   [`Policy::unanswered_wait`] after one.
 //! - A 500 (saved under the key, so the key would only replay it), a key
 //!   misused, a charge left pending: reconcile, i.e. look the command up in
 //!   the provider's records. A charge found decides the command; none
@@ -89,6 +91,28 @@ pub struct Policy {
     /// How long the provider keeps an idempotency key's response; an
     /// attempt older than that is reconciled, never retried.
     pub key_lifetime: Duration,
+    /// How long a call that got no answer (a timeout, a dropped
+    /// connection, the key still in flight) may go on running at the
+    /// provider. A reconciliation sooner could miss the charge it is
+    /// making, and fail the command or charge it again under a fresh key:
+    /// so a reconciliation waits this long after such a call.
+    pub unanswered_wait: Duration,
+}
+
+/// Whether a retry's cause leaves a call under the key possibly still
+/// running at the provider: it timed out, the connection dropped, or the
+/// provider said the key is in flight. A rate limit answers before
+/// anything runs.
+pub fn unanswered(cause: &str) -> bool {
+    matches!(cause, "timeout" | "connection" | "conflict")
+}
+
+/// How long to wait before reconciling, `since` the last call that got no
+/// answer (if any).
+pub fn reconcile_wait(since: Option<Duration>, policy: &Policy) -> Duration {
+    since.map_or(Duration::ZERO, |since| {
+        policy.unanswered_wait.saturating_sub(since)
+    })
 }
 
 /// The next thing to do for a command.
@@ -186,6 +210,7 @@ mod tests {
     const POLICY: Policy = Policy {
         max_attempts: 3,
         key_lifetime: Duration::from_secs(24 * 3600),
+        unanswered_wait: Duration::from_secs(60),
     };
 
     fn entry() -> Entry {
@@ -317,5 +342,20 @@ mod tests {
             }
             other => panic!("expected failed, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_reconciliation_waits_out_a_call_that_got_no_answer() {
+        assert_eq!(reconcile_wait(None, &POLICY), Duration::ZERO);
+        assert_eq!(
+            reconcile_wait(Some(Duration::from_secs(15)), &POLICY),
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            reconcile_wait(Some(Duration::from_secs(90)), &POLICY),
+            Duration::ZERO
+        );
+        assert!(unanswered("timeout") && unanswered("connection") && unanswered("conflict"));
+        assert!(!unanswered("rate_limited"));
     }
 }

@@ -27,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use hashbuy_core::decode::{decode, Record};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_gen::{Generator, Options};
-use hashbuy_kafka::client::{Connection, CONNECT_TIMEOUT};
+use hashbuy_kafka::client::{Connection, QuietContext, CONNECT_TIMEOUT};
 use hashbuy_kafka::group::{Assignment, GroupConsumer, GroupContext, Queue};
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::pool::{PartitionWork, Pool};
@@ -141,7 +141,8 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let matcher = Arc::new(Matcher::new(catalog, accounts));
     let bytes = produce(&connection, &mut generator, args.tweets)?;
-    let probe: rdkafka::consumer::BaseConsumer = connection.config().create()?;
+    let probe: rdkafka::consumer::BaseConsumer<QuietContext> =
+        connection.config().create_with_context(QuietContext)?;
     let stored: u64 = nonempty_watermarks(&probe, "tweets", 0..partitions as i32)?
         .values()
         .map(|(low, high)| u64::try_from(high - low).unwrap_or(0))

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hashbuy_kafka::broker::{LEDGER_TOPIC, TOPICS};
-use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use hashbuy_kafka::client::{QuietContext, CONNECT_TIMEOUT};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::kafka_args::KafkaArgs;
@@ -57,9 +56,9 @@ pub fn run(args: Args) -> Result<()> {
 fn create(args: CreateArgs) -> Result<()> {
     let connection = args.kafka.connection()?;
     connection.check_reachable(CONNECT_TIMEOUT)?;
-    let admin: AdminClient<DefaultClientContext> = connection
+    let admin: AdminClient<QuietContext> = connection
         .config()
-        .create()
+        .create_with_context(QuietContext)
         .context("cannot create an admin client")?;
     let new_topics: Vec<NewTopic<'_>> = args
         .topics

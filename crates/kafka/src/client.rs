@@ -13,7 +13,19 @@ use rdkafka::ClientConfig;
 
 /// Passes a librdkafka log line to `tracing`, under the target
 /// `librdkafka` (so `HASHBUY_LOG` filters it).
+///
+/// librdkafka's warning that a property is for consumers (or producers)
+/// only and ignored by this client is a debug line: `-X` gives every
+/// client of a command the same properties, as documented.
 pub fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    let ignored_elsewhere = fac == "CONFWARN"
+        && (message.contains("is a consumer property and will be ignored")
+            || message.contains("is a producer property and will be ignored"));
+    let level = if ignored_elsewhere {
+        RDKafkaLogLevel::Debug
+    } else {
+        level
+    };
     match level {
         RDKafkaLogLevel::Emerg
         | RDKafkaLogLevel::Alert
@@ -120,7 +132,7 @@ impl Connection {
     }
 
     fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<Metadata, ConnectError> {
-        let probe: BaseConsumer = self.config().create()?;
+        let probe: BaseConsumer<QuietContext> = self.config().create_with_context(QuietContext)?;
         probe
             .fetch_metadata(topic, timeout)
             .map_err(|cause| ConnectError::Unreachable {

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
+use hashbuy_kafka::client::{ConnectError, Connection, QuietContext, CONNECT_TIMEOUT};
 use hashbuy_kafka::group::{
     committed, consumed_to, ends_at_start, member_settings, serve_main_queue, Assignment,
     GroupConsumer, GroupContext, Queue,
@@ -179,7 +179,7 @@ struct Shared {
     payments: Payments,
     ledger: Ledger,
     commit: Arc<GroupCommit>,
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
     summary: Mutex<Summary>,
     failure: Mutex<Option<RunError>>,
     /// Per partition, the offset below which everything is done.
@@ -356,13 +356,13 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    let producer: FutureProducer = config
+    let producer: FutureProducer<QuietContext> = config
         .connection
         .config_with(&[
             ("linger.ms", "5".to_owned()),
             ("enable.idempotence", "true".to_owned()),
         ])
-        .create()
+        .create_with_context(QuietContext)
         .map_err(kafka("cannot create the producer"))?;
     let commit = GroupCommit::new(ledger.clone());
     runtime.spawn(Arc::clone(&commit).run());

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::entry::Entry;
+use crate::entry::{Entry, State};
 
 /// Why the ledger could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -136,11 +136,19 @@ pub fn encode(entry: &Entry) -> Result<sled::IVec, LedgerError> {
         })
 }
 
-fn decode(key: &[u8], bytes: &[u8]) -> Result<Entry, LedgerError> {
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, LedgerError> {
     serde_json::from_slice(bytes).map_err(|source| LedgerError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         source,
     })
+}
+
+/// The part of a stored entry that tells whether work is left; the rest
+/// (the command, the notes) is skipped, not built.
+#[derive(serde::Deserialize)]
+struct Progress {
+    state: State,
+    acked_ms: Option<i64>,
 }
 
 /// The index key of a user's command: the user id, a zero byte (ids have
@@ -208,13 +216,18 @@ impl PartitionLedger {
     }
 
     /// The entries with work left: undecided, or decided and not yet acked.
+    /// Every entry is read (at each start of the partition), but only for
+    /// its state: the few with work left are decoded whole.
     pub fn unfinished(&self) -> Result<Vec<Entry>, LedgerError> {
-        self.entries()
-            .filter(|e| {
-                e.as_ref()
-                    .map_or(true, |e| !e.state.is_terminal() || e.acked_ms.is_none())
-            })
-            .collect()
+        let mut unfinished = Vec::new();
+        for item in self.entries.iter() {
+            let (key, bytes) = item?;
+            let progress: Progress = decode(&key, &bytes)?;
+            if !progress.state.is_terminal() || progress.acked_ms.is_none() {
+                unfinished.push(decode(&key, &bytes)?);
+            }
+        }
+        Ok(unfinished)
     }
 }
 

@@ -109,36 +109,8 @@ fn topics_replay_and_tail_on_a_real_broker() {
 #[test]
 #[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
 fn match_at_least_once_on_a_real_broker() {
-    let run = std::process::id();
     let (tweets, commands, dead) = matcher_topics("m");
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
-    let sample = |name: &str| samples.join(name).display().to_string();
-    ok(hashbuy(&[
-        "replay",
-        &sample("tweets.jsonl"),
-        "--topic",
-        &tweets,
-    ]));
-    let matched = hashbuy(&[
-        "match",
-        "--catalog",
-        &sample("catalog.toml"),
-        "--accounts",
-        &sample("accounts.json"),
-        "--delivery",
-        "at-least-once",
-        "--exit-at-end",
-        "--group",
-        &format!("e2e-{run}"),
-        "--tweets-topic",
-        &tweets,
-        "--commands-topic",
-        &commands,
-        "--dead-letters-topic",
-        &dead,
-    ]);
-    let report = String::from_utf8_lossy(&matched.stderr).into_owned();
-    ok(matched);
+    let report = replay_and_match_sample(&tweets, &commands, &dead);
     assert!(report.contains("matched 18 records"), "{report}");
     let printed = tail_commands(&commands);
     let offers: Vec<String> = printed
@@ -161,6 +133,40 @@ fn match_at_least_once_on_a_real_broker() {
         "--exit-at-end",
     ]));
     assert_eq!(printed.lines().count(), 2);
+}
+
+/// Replays the sample stream to `tweets` and matches it at least once,
+/// in a group of its own, to `commands` and `dead`; the matcher's report.
+fn replay_and_match_sample(tweets: &str, commands: &str, dead: &str) -> String {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let sample = |name: &str| samples.join(name).display().to_string();
+    ok(hashbuy(&[
+        "replay",
+        &sample("tweets.jsonl"),
+        "--topic",
+        tweets,
+    ]));
+    let matched = hashbuy(&[
+        "match",
+        "--catalog",
+        &sample("catalog.toml"),
+        "--accounts",
+        &sample("accounts.json"),
+        "--delivery",
+        "at-least-once",
+        "--exit-at-end",
+        "--group",
+        &format!("{tweets}-matcher"),
+        "--tweets-topic",
+        tweets,
+        "--commands-topic",
+        commands,
+        "--dead-letters-topic",
+        dead,
+    ]);
+    let report = String::from_utf8_lossy(&matched.stderr).into_owned();
+    ok(matched);
+    report
 }
 
 /// Creates a tweets, a commands and a dead-letters topic of this run, 4
@@ -390,32 +396,7 @@ fn tweets_to_acks_on_a_real_broker() {
         "--topic-config",
         "cleanup.policy=compact",
     ]));
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
-    let sample = |name: &str| samples.join(name).display().to_string();
-    ok(hashbuy(&[
-        "replay",
-        &sample("tweets.jsonl"),
-        "--topic",
-        &tweets,
-    ]));
-    ok(hashbuy(&[
-        "match",
-        "--catalog",
-        &sample("catalog.toml"),
-        "--accounts",
-        &sample("accounts.json"),
-        "--delivery",
-        "at-least-once",
-        "--exit-at-end",
-        "--group",
-        &format!("s-match-{run}"),
-        "--tweets-topic",
-        &tweets,
-        "--commands-topic",
-        &commands,
-        "--dead-letters-topic",
-        &dead,
-    ]));
+    replay_and_match_sample(&tweets, &commands, &dead);
 
     let paysim = Paysim::start();
     let dir = tempfile::tempdir().expect("temp dir");

@@ -11,11 +11,13 @@
 //!   own queue ([`hashbuy_kafka::group`]). Before its first command the
 //!   partition's ledger is restored from the changelog topic (one reader,
 //!   on a blocking thread, for all the partitions assigned together), then
-//!   the entries left undecided are resumed. It keeps up to [`Config::max_in_flight`]
-//!   commands in flight, so settling is not bounded by provider latency,
-//!   but settles the commands of one user one after another (they share a
-//!   partition, being keyed by user), so limit checks never race. An
-//!   [`OffsetTracker`] gives the offset below which every command is done.
+//!   the entries left undecided are resumed. It keeps up to
+//!   [`Config::max_in_flight`] commands in flight, so settling is not
+//!   bounded by provider latency, but settles the commands of one user one
+//!   after another (they share a partition, being keyed by user), so limit
+//!   checks never race. An [`OffsetTracker`] gives the offset below which
+//!   every command is done. Decided entries below the group's committed
+//!   offset are known to be acked, and are not acked again.
 //! - **One task per command** in flight: ledger entry, limit check, provider
 //!   calls and retries ([`crate::steps`]), ack. Each change of the entry is
 //!   written to the ledger and to the changelog; the attempt is durable

@@ -14,6 +14,12 @@
 //! - [`health`]: liveness and readiness for `/healthz` and `/readyz`.
 //! - [`broker`]: the embedded development broker (librdkafka's mock
 //!   cluster) behind `hashbuy broker` and the in-process tests.
+//! - [`lock`] and [`chosen`]: what every owner of partitioned work does
+//!   with its table of partitions.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
 pub mod broker;
 pub mod client;
 pub mod config;
@@ -23,3 +29,23 @@ pub mod offsets;
 pub mod pool;
 pub mod produce;
 pub mod reader;
+
+/// Locks a mutex, going on past a poisoned one: hashbuy's holders finish
+/// each update before anything can panic, and a thread that panics is
+/// reported through its join handle.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The partitions of `owned` among `partitions` (all of them when `None`):
+/// what a revocation or a shutdown stops.
+pub fn chosen<V>(owned: &HashMap<i32, V>, partitions: Option<&[i32]>) -> Vec<i32> {
+    match partitions {
+        Some(p) => p
+            .iter()
+            .copied()
+            .filter(|p| owned.contains_key(p))
+            .collect(),
+        None => owned.keys().copied().collect(),
+    }
+}

@@ -94,7 +94,7 @@ impl<C: ConsumerContext + 'static, W: PartitionWork> Pool<C, W> {
     }
 
     fn owners(&self) -> MutexGuard<'_, HashMap<i32, usize>> {
-        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.owners)
     }
 
     /// Starts reading a partition's queue into `work`, on the thread with
@@ -122,14 +122,7 @@ impl<C: ConsumerContext + 'static, W: PartitionWork> Pool<C, W> {
     /// with [`Stopping::finished`].
     pub fn stop(&self, partitions: Option<&[i32]>) -> Stopping {
         let mut owners = self.owners();
-        let chosen: Vec<i32> = match partitions {
-            Some(p) => p
-                .iter()
-                .copied()
-                .filter(|p| owners.contains_key(p))
-                .collect(),
-            None => owners.keys().copied().collect(),
-        };
+        let chosen = crate::chosen(&owners, partitions);
         let mut by_thread: HashMap<usize, Vec<i32>> = HashMap::new();
         for &partition in &chosen {
             if let Some(thread) = owners.remove(&partition) {

@@ -50,6 +50,7 @@ use hashbuy_kafka::group::{
     GroupContext, OffsetReset, Queue,
 };
 use hashbuy_kafka::health::Health;
+use hashbuy_kafka::lock;
 use hashbuy_kafka::pool::{PartitionWork, Pool, Stopping};
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -460,13 +461,6 @@ struct Members {
     failure: Mutex<Option<RunError>>,
     /// The first assignment (possibly empty) has happened.
     joined: AtomicBool,
-}
-
-/// Locks a mutex, going on past a poisoned one: a panicking worker is
-/// reported through its join handle, and the data stays consistent
-/// because every holder finishes its update before anything can panic.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Members {

@@ -32,7 +32,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hashbuy_kafka::client::{ConnectError, Connection, QuietContext, CONNECT_TIMEOUT};
@@ -43,6 +43,7 @@ use hashbuy_kafka::group::{
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::offsets::OffsetTracker;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
+use hashbuy_kafka::{chosen, lock};
 use hashbuy_proto::v1::{DeadLetter, PaymentAck, PaymentCommand};
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -193,12 +194,6 @@ struct Shared {
     /// When the first command was read, and the last ack delivered.
     first_read: std::sync::OnceLock<Instant>,
     last_ack: Mutex<Option<Instant>>,
-}
-
-/// Locks a mutex, going on past a poisoned one: every holder finishes its
-/// update before anything can panic.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
@@ -514,15 +509,10 @@ impl Members {
     fn stop_partitions(&self, partitions: Option<&[i32]>) {
         let stopped: Vec<_> = {
             let mut tasks = lock(&self.tasks);
-            let chosen: Vec<i32> = match partitions {
-                Some(p) => p
-                    .iter()
-                    .copied()
-                    .filter(|p| tasks.contains_key(p))
-                    .collect(),
-                None => tasks.keys().copied().collect(),
-            };
-            chosen.iter().filter_map(|p| tasks.remove(p)).collect()
+            chosen(&tasks, partitions)
+                .iter()
+                .filter_map(|p| tasks.remove(p))
+                .collect()
         };
         for (stop, _) in &stopped {
             let _ = stop.send(true);

@@ -181,6 +181,17 @@ fn finished(out: Output) -> String {
     stderr
 }
 
+/// `hashbuy settle --exit-at-end`, run to its end: its stderr, checked as
+/// [`finished`] does.
+fn settle_to_end(brokers: &str, provider: &Provider, ledger: &Path) -> String {
+    finished(
+        settle(brokers, provider, ledger)
+            .arg("--exit-at-end")
+            .output()
+            .expect("settle runs"),
+    )
+}
+
 /// Checks the money-grade promise over `sent` commands: each has acks, all
 /// its acks say the same, and the provider holds at most one charge for
 /// it, which a SETTLED ack names.
@@ -241,12 +252,7 @@ fn faults_at_the_provider_never_charge_twice_nor_lose_a_command() {
     let sent = commands(10_000, 2_000);
     produce_commands(&brokers, &sent);
     let dir = tempfile::tempdir().expect("temp dir");
-    let stderr = finished(
-        settle(&brokers, &provider, &dir.path().join("ledger"))
-            .arg("--exit-at-end")
-            .output()
-            .expect("settle runs"),
-    );
+    let stderr = settle_to_end(&brokers, &provider, &dir.path().join("ledger"));
     assert!(stderr.contains("settled 10000 commands"), "{stderr}");
     assert_settled_once(&brokers, &provider, &sent);
 
@@ -297,12 +303,7 @@ fn a_settler_killed_again_and_again_still_charges_each_command_once() {
         kills >= 2,
         "the settler was killed mid-stream ({kills} times)"
     );
-    finished(
-        settle(&brokers, &provider, &ledger)
-            .arg("--exit-at-end")
-            .output()
-            .expect("settle runs"),
-    );
+    settle_to_end(&brokers, &provider, &ledger);
     assert_settled_once(&brokers, &provider, &sent);
 }
 
@@ -333,12 +334,7 @@ fn a_repeated_command_charges_once_and_a_bad_one_is_a_dead_letter() {
     produce(&brokers, &records);
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let stderr = finished(
-        settle(&brokers, &provider, &dir.path().join("ledger"))
-            .arg("--exit-at-end")
-            .output()
-            .expect("settle runs"),
-    );
+    let stderr = settle_to_end(&brokers, &provider, &dir.path().join("ledger"));
     assert!(stderr.contains("1 dead letters, 1 duplicates"), "{stderr}");
     assert_settled_once(&brokers, &provider, &sent);
     let charged = provider
@@ -374,22 +370,12 @@ fn a_partition_moves_to_another_settler_with_its_history() {
     let sent = commands(200, 200);
     produce_commands(&brokers, &sent);
     let first = tempfile::tempdir().expect("temp dir");
-    finished(
-        settle(&brokers, &provider, &first.path().join("ledger"))
-            .arg("--exit-at-end")
-            .output()
-            .expect("settle runs"),
-    );
+    settle_to_end(&brokers, &provider, &first.path().join("ledger"));
     // The same commands again, to a settler on another machine: a fresh
     // ledger directory, the same group and changelog.
     produce_commands(&brokers, &sent);
     let second = tempfile::tempdir().expect("temp dir");
-    let stderr = finished(
-        settle(&brokers, &provider, &second.path().join("ledger"))
-            .arg("--exit-at-end")
-            .output()
-            .expect("settle runs"),
-    );
+    let stderr = settle_to_end(&brokers, &provider, &second.path().join("ledger"));
     assert!(
         stderr.contains("settled 200 commands") && stderr.contains(": 0 settled, 0 declined"),
         "the second settler decides nothing anew: {stderr}"
@@ -481,12 +467,7 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
     // With the provider back, the rest settle and the resolved one is acked
     // as FAILED without a charge.
     let provider = Provider::start(PaysimConfig::default());
-    finished(
-        settle(&brokers, &provider, &ledger)
-            .arg("--exit-at-end")
-            .output()
-            .expect("settle runs"),
-    );
+    settle_to_end(&brokers, &provider, &ledger);
     let acks: Vec<PaymentAck> = read_all(&brokers, "payment-acks");
     let resolved: Vec<&PaymentAck> = acks.iter().filter(|a| &a.command_id == stuck).collect();
     assert!(!resolved.is_empty(), "the resolved entry is acked");

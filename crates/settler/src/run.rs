@@ -29,7 +29,7 @@
 //!   resumed by the next owner with the same key) and commits what is
 //!   done, before the rebalance goes on.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{hash_map, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -303,7 +303,6 @@ fn decode_command(value: &[u8]) -> Result<PaymentCommand, String> {
 
 /// A piece of a partition's work: a command read at an offset, or an
 /// undecided entry resumed at start (no offset).
-#[derive(Clone)]
 struct Work {
     command: PaymentCommand,
     offset: Option<i64>,
@@ -758,14 +757,17 @@ async fn partition_task(
             commands_stopped.clone(),
         ));
     };
-    // A user's commands wait behind the one being settled.
+    // A user's commands wait behind the one being settled: a user in
+    // `users` has one running, and the others queued there.
     let enqueue = |work: Work,
                    users: &mut HashMap<String, VecDeque<Work>>,
                    running: &mut JoinSet<Result<Done, RunError>>| {
-        let waiting = users.entry(work.command.user_id.clone()).or_default();
-        waiting.push_back(work.clone());
-        if waiting.len() == 1 {
-            start(work, running);
+        match users.entry(work.command.user_id.clone()) {
+            hash_map::Entry::Occupied(mut waiting) => waiting.get_mut().push_back(work),
+            hash_map::Entry::Vacant(idle) => {
+                idle.insert(VecDeque::new());
+                start(work, running);
+            }
         }
     };
     for entry in unfinished {
@@ -796,9 +798,8 @@ async fn partition_task(
                 }
                 if let Some(user) = done.user {
                     if let Some(waiting) = users.get_mut(&user) {
-                        waiting.pop_front();
-                        match waiting.front() {
-                            Some(next) => start(next.clone(), &mut running),
+                        match waiting.pop_front() {
+                            Some(next) => start(next, &mut running),
                             None => {
                                 users.remove(&user);
                             }

@@ -50,6 +50,22 @@ pub fn error(error: KafkaError, reason: &str) {
     }
 }
 
+/// A Kafka call that failed, with what hashbuy was doing: the error both
+/// services stop with when librdkafka refuses an operation.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct Failed {
+    /// What was being done.
+    pub what: &'static str,
+    /// What librdkafka said.
+    pub source: KafkaError,
+}
+
+/// For `map_err`: librdkafka's error as a [`Failed`] doing `what`.
+pub fn failed(what: &'static str) -> impl FnOnce(KafkaError) -> Failed {
+    move |source| Failed { what, source }
+}
+
 /// The client context of hashbuy's plain consumers (tools, readers): logs
 /// and errors through [`log`] and [`error`].
 #[derive(Debug, Clone, Copy, Default)]

@@ -44,7 +44,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hashbuy_kafka::client::{ConnectError, Connection, CONNECT_TIMEOUT};
+use hashbuy_kafka::client::{failed, ConnectError, Connection, Failed, CONNECT_TIMEOUT};
 use hashbuy_kafka::group::{
     consumed_to, ends_at_start, member_settings, serve_main_queue, Assignment, GroupConsumer,
     GroupContext, OffsetReset, Queue,
@@ -146,13 +146,8 @@ pub enum RunError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     /// A Kafka operation failed.
-    #[error("{what}: {source}")]
-    Kafka {
-        /// What was being done.
-        what: &'static str,
-        /// What librdkafka said.
-        source: KafkaError,
-    },
+    #[error(transparent)]
+    Kafka(#[from] Failed),
     /// The consumer has no group metadata to commit offsets with.
     #[error("the consumer has no consumer group metadata")]
     NoGroup,
@@ -183,10 +178,6 @@ pub enum RunError {
     /// A worker thread panicked: a bug.
     #[error("a worker thread panicked")]
     WorkerPanicked,
-}
-
-fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> RunError {
-    move |source| RunError::Kafka { what, source }
 }
 
 /// How long one transactional or commit call may take.
@@ -235,15 +226,15 @@ pub fn run(
         .connection
         .config_with(&producer_settings)
         .create_with_context(Deliveries::default())
-        .map_err(kafka("cannot create the producer"))?;
+        .map_err(failed("cannot create the producer"))?;
     if config.delivery == Delivery::ExactlyOnce {
-        producer.init_transactions(CALL_TIMEOUT).map_err(kafka(
+        producer.init_transactions(CALL_TIMEOUT).map_err(failed(
             "cannot start transactions (a broker without them needs --delivery at-least-once)",
         ))?;
     }
 
     let (sender, receiver) = sync_channel(CHUNKS_QUEUED);
-    let pool = Pool::new(config.workers, "match").map_err(|e| RunError::Kafka {
+    let pool = Pool::new(config.workers, "match").map_err(|e| Failed {
         what: "cannot start the worker threads",
         source: KafkaError::Subscription(e.to_string()),
     })?;
@@ -266,7 +257,7 @@ pub fn run(
         &config.tweets_topic,
         members,
     )
-    .map_err(kafka("cannot create the consumer"))?;
+    .map_err(failed("cannot create the consumer"))?;
 
     let ends = ends_at_start(
         &consumer,
@@ -274,7 +265,7 @@ pub fn run(
         partitions,
         config.exit_at_end,
     )
-    .map_err(kafka("cannot read the end of the tweets topic"))?;
+    .map_err(failed("cannot read the end of the tweets topic"))?;
 
     let result = coordinate(&consumer, config, &ends, stop, health);
     health.set_ready(false);
@@ -316,7 +307,7 @@ fn coordinate(
     let mut warn_unjoined_at = JOIN_WARNING;
     while !stop.load(Ordering::Relaxed) {
         health.beat();
-        serve_main_queue(consumer, Duration::ZERO).map_err(kafka("the consumer failed"))?;
+        serve_main_queue(consumer, Duration::ZERO).map_err(failed("the consumer failed"))?;
         members.take_failure()?;
         let joined = members.joined.load(Ordering::Relaxed);
         health.set_ready(joined);
@@ -354,7 +345,7 @@ fn coordinate(
             checked_end = Instant::now();
             if batch.started.is_none()
                 && consumed_to(consumer.as_ref(), &config.tweets_topic, ends, &batch.at_eof)
-                    .map_err(kafka("cannot read committed offsets"))?
+                    .map_err(failed("cannot read committed offsets"))?
             {
                 break;
             }
@@ -544,7 +535,7 @@ impl Members {
             batch
                 .producer
                 .begin_transaction()
-                .map_err(kafka("cannot begin a transaction"))?;
+                .map_err(failed("cannot begin a transaction"))?;
             batch.in_transaction = true;
         }
         let now = Instant::now();
@@ -565,7 +556,7 @@ impl Members {
                 &output.value,
                 || false,
             )
-            .map_err(kafka("cannot produce"))?;
+            .map_err(failed("cannot produce"))?;
         }
         if let Some(next) = chunk.next_offset {
             batch.offsets.insert(chunk.partition, next);
@@ -603,7 +594,7 @@ impl Members {
         for (&partition, &offset) in &batch.offsets {
             offsets
                 .add_partition_offset(&self.config.tweets_topic, partition, Offset::Offset(offset))
-                .map_err(kafka("cannot list offsets"))?;
+                .map_err(failed("cannot list offsets"))?;
         }
         let committed = match self.config.delivery {
             Delivery::ExactlyOnce => {
@@ -612,13 +603,13 @@ impl Members {
             }
             Delivery::AtLeastOnce => {
                 flush_promptly(&batch.producer, CALL_TIMEOUT)
-                    .map_err(kafka("cannot deliver the batch"))?;
+                    .map_err(failed("cannot deliver the batch"))?;
                 if let Some((count, first)) = batch.producer.context().failures() {
                     return Err(RunError::Undelivered { count, first });
                 }
                 consumer
                     .commit(&offsets, CommitMode::Sync)
-                    .map_err(kafka("cannot commit offsets"))?;
+                    .map_err(failed("cannot commit offsets"))?;
                 true
             }
         };
@@ -688,7 +679,7 @@ impl Members {
             } = reset;
             let (low, high) = consumer
                 .fetch_watermarks(&topic, partition, CALL_TIMEOUT)
-                .map_err(kafka("cannot read a partition's offsets after a reset"))?;
+                .map_err(failed("cannot read a partition's offsets after a reset"))?;
             if from >= low && from <= high {
                 tracing::warn!(%topic, partition, from, "offset reset without lost data: {message}");
                 continue;
@@ -752,10 +743,10 @@ impl Assignment for Members {
                 let kept = self.pool.len();
                 self.discard(self.stop_workers(None));
                 if kept > 0 {
-                    self.fail(RunError::Kafka {
+                    self.fail(RunError::Kafka(Failed {
                         what: "a transaction aborted during a rebalance",
                         source: KafkaError::Canceled,
-                    });
+                    }));
                 }
             }
             Err(e) => self.fail(e),
@@ -881,10 +872,10 @@ fn commit_transaction(
             tracing::warn!("transaction aborted, its batch is done again: {e}");
             producer
                 .abort_transaction(CALL_TIMEOUT)
-                .map_err(kafka("cannot abort a failed transaction"))?;
+                .map_err(failed("cannot abort a failed transaction"))?;
             Ok(false)
         }
-        Err(e) => Err(kafka("cannot commit a transaction")(e)),
+        Err(e) => Err(failed("cannot commit a transaction")(e).into()),
     }
 }
 
@@ -893,7 +884,7 @@ fn commit_transaction(
 fn rewind(consumer: &GroupConsumer<Members>) -> Result<(), RunError> {
     let committed = consumer
         .committed(CALL_TIMEOUT)
-        .map_err(kafka("cannot read committed offsets"))?;
+        .map_err(failed("cannot read committed offsets"))?;
     let mut positions = TopicPartitionList::new();
     for element in committed.elements() {
         let offset = match element.offset() {
@@ -902,11 +893,11 @@ fn rewind(consumer: &GroupConsumer<Members>) -> Result<(), RunError> {
         };
         positions
             .add_partition_offset(element.topic(), element.partition(), offset)
-            .map_err(kafka("cannot list offsets"))?;
+            .map_err(failed("cannot list offsets"))?;
     }
     consumer
         .seek_partitions(positions, CALL_TIMEOUT)
-        .map_err(kafka("cannot go back to the committed offsets"))?;
+        .map_err(failed("cannot go back to the committed offsets"))?;
     Ok(())
 }
 

@@ -35,7 +35,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hashbuy_kafka::client::{ConnectError, Connection, QuietContext, CONNECT_TIMEOUT};
+use hashbuy_kafka::client::{
+    failed, ConnectError, Connection, Failed, QuietContext, CONNECT_TIMEOUT,
+};
 use hashbuy_kafka::group::{
     committed, consumed_to, ends_at_start, member_settings, serve_main_queue, Assignment,
     GroupConsumer, GroupContext, Queue,
@@ -123,13 +125,8 @@ pub enum RunError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     /// A Kafka operation failed.
-    #[error("{what}: {source}")]
-    Kafka {
-        /// What was being done.
-        what: &'static str,
-        /// What librdkafka said.
-        source: KafkaError,
-    },
+    #[error(transparent)]
+    Kafka(#[from] Failed),
     /// The changelog topic cannot hold every partition's history.
     #[error(
         "the ledger topic {ledger} has {ledger_partitions} partitions, fewer than the \
@@ -160,10 +157,6 @@ pub enum RunError {
     /// The runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
-}
-
-fn kafka(what: &'static str) -> impl FnOnce(KafkaError) -> RunError {
-    move |source| RunError::Kafka { what, source }
 }
 
 /// How long a Kafka call may take.
@@ -223,7 +216,7 @@ impl Shared {
             self.producer
                 .send(record, Timeout::After(CALL_TIMEOUT))
                 .await
-                .map_err(|(e, _)| kafka("cannot write the ledger changelog")(e))?;
+                .map_err(|(e, _)| failed("cannot write the ledger changelog")(e))?;
         } else if let Err((e, _)) = self.producer.send_result(record) {
             // The next change of the entry is sent again, and waited for
             // once it is decided.
@@ -248,7 +241,7 @@ impl Shared {
             .send(record, Timeout::After(CALL_TIMEOUT))
             .await
             .map(|_| ())
-            .map_err(|(e, _)| kafka(what)(e))
+            .map_err(|(e, _)| failed(what)(e).into())
     }
 }
 
@@ -359,7 +352,7 @@ pub fn run(
             ("enable.idempotence", "true".to_owned()),
         ])
         .create_with_context(QuietContext)
-        .map_err(kafka("cannot create the producer"))?;
+        .map_err(failed("cannot create the producer"))?;
     let commit = GroupCommit::new(ledger.clone());
     runtime.spawn(Arc::clone(&commit).run());
     let shared = Arc::new(Shared {
@@ -388,14 +381,14 @@ pub fn run(
         &config.commands_topic,
         members,
     )
-    .map_err(kafka("cannot create the consumer"))?;
+    .map_err(failed("cannot create the consumer"))?;
     let ends = ends_at_start(
         &consumer,
         &config.commands_topic,
         commands,
         config.exit_at_end,
     )
-    .map_err(kafka("cannot read the end of the commands topic"))?;
+    .map_err(failed("cannot read the end of the commands topic"))?;
 
     let result = coordinate(&consumer, &shared, &ends, stop, health);
     health.set_ready(false);
@@ -429,7 +422,7 @@ fn coordinate(
     while !stop.load(Ordering::Relaxed) {
         health.beat();
         serve_main_queue(consumer, Duration::from_millis(50))
-            .map_err(kafka("the consumer failed"))?;
+            .map_err(failed("the consumer failed"))?;
         if let Some(error) = lock(&shared.failure).take() {
             return Err(error);
         }
@@ -452,7 +445,7 @@ fn coordinate(
                     ends,
                     &at_eof,
                 )
-                .map_err(kafka("cannot read committed offsets"))?
+                .map_err(failed("cannot read committed offsets"))?
                 {
                     break;
                 }
@@ -479,7 +472,7 @@ fn commit_done(
                     partition,
                     Offset::Offset(offset),
                 )
-                .map_err(kafka("cannot list offsets"))?;
+                .map_err(failed("cannot list offsets"))?;
         }
     }
     if offsets.count() == 0 {
@@ -489,7 +482,7 @@ fn commit_done(
         Ok(()) => Ok(()),
         // Nothing new to commit is no error.
         Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
-        Err(e) => Err(kafka("cannot commit offsets")(e)),
+        Err(e) => Err(failed("cannot commit offsets")(e).into()),
     }
 }
 
@@ -615,7 +608,7 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
         let Some(message) = reader.next(Duration::from_millis(500)) else {
             continue;
         };
-        let message = message.map_err(kafka("cannot read the ledger changelog"))?;
+        let message = message.map_err(failed("cannot read the ledger changelog"))?;
         let partition = message.partition();
         let (Some(ledger), Some(value)) = (ledgers.get(&partition), message.payload()) else {
             continue;

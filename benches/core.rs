@@ -1,11 +1,15 @@
 //! Core throughput: decode + extract + match on `hashbuy gen` output (1% of
 //! tweets with a catalog hashtag, a catalog of 10,000 offers), on one core.
 //!
-//! Three measurements over the same bytes, in one run so they compare as
+//! Four measurements over the same bytes, in one run so they compare as
 //! ratios: `hot_path` (what the matcher runs: `Rules::decide_bytes`),
 //! `plain_path` (the same decisions through a whole `serde_json::Value`,
-//! `Rules::decide_bytes_reference`), and `serde_json_value` (only
-//! `serde_json::from_slice::<Value>`, the general-purpose baseline).
+//! `Rules::decide_bytes_reference`), `serde_json_value` (only
+//! `serde_json::from_slice::<Value>`, the general-purpose baseline), and
+//! `serde_json_ignored` (`serde_json::from_slice::<IgnoredAny>`: a syntax
+//! check that builds nothing, and checks less than the hot path does,
+//! neither UTF-8 nor surrogate escapes; a floor for any decoder that reads
+//! every byte).
 //! Criterion reports MB/s; tweets/s is printed beside it at start-up
 //! (MB/s ÷ average record size).
 //!
@@ -94,6 +98,14 @@ fn throughput(c: &mut Criterion) {
             data.records
                 .iter()
                 .filter(|r| serde_json::from_slice::<serde_json::Value>(r).is_ok())
+                .count()
+        })
+    });
+    group.bench_function("serde_json_ignored", |b| {
+        b.iter(|| {
+            data.records
+                .iter()
+                .filter(|r| serde_json::from_slice::<serde::de::IgnoredAny>(r).is_ok())
                 .count()
         })
     });

@@ -5,6 +5,7 @@ mod bench;
 mod bench_settle;
 mod broker;
 mod config;
+mod demo;
 mod gen;
 mod input;
 mod inspect;
@@ -39,6 +40,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the whole pipeline in one process on the bundled sample:
+    /// embedded broker, matcher, simulated Stripe, settler.
+    Demo(demo::Args),
     /// Decode tweets offline and show what hashbuy would decide for each.
     Inspect(inspect::Args),
     /// Write a synthetic tweet firehose, with a matching catalog and accounts.
@@ -69,8 +73,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logs();
+    // The demo tells its story on stdout; its services' progress messages
+    // would bury it.
+    telemetry::init_logs(match cli.command {
+        Command::Demo(_) => "warn",
+        _ => telemetry::SERVICE_LOGS,
+    });
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Gen(args) => gen::run(args),
         Command::Broker(args) => broker::run(args),

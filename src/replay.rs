@@ -128,12 +128,7 @@ pub fn run(args: Args) -> Result<()> {
                 if record.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let (key, at_ms) = match decode(&record) {
-                    Ok(Record::Tweet(tweet)) => {
-                        (Some(tweet.user_id.into_owned()), Some(tweet.timestamp_ms))
-                    }
-                    _ => (None, None),
-                };
+                let (key, at_ms) = key_and_time(&record);
                 if let (Some(pacer), Some(at_ms)) = (pacer.as_mut(), at_ms) {
                     let wait = pacer.wait(at_ms);
                     if !wait.is_zero() {
@@ -186,4 +181,13 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{count} records were not delivered; the first error: {first}");
     }
     Ok(())
+}
+
+/// A record's Kafka key (its author's user id, so a user's tweets keep
+/// their order) and its time, for tweets; neither for anything else.
+pub(crate) fn key_and_time(record: &[u8]) -> (Option<String>, Option<i64>) {
+    match decode(record) {
+        Ok(Record::Tweet(tweet)) => (Some(tweet.user_id.into_owned()), Some(tweet.timestamp_ms)),
+        _ => (None, None),
+    }
 }

@@ -14,12 +14,16 @@ use axum::Router;
 use hashbuy_kafka::health::Health;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+/// What services log by default: hashbuy's informational messages and
+/// librdkafka's warnings.
+pub const SERVICE_LOGS: &str = "info,librdkafka=warn";
+
 /// Logs to stderr. `HASHBUY_LOG` takes `tracing` filter directives
-/// (`debug`, `hashbuy_matcher=debug,librdkafka=info`); the default shows
-/// hashbuy's informational messages and librdkafka's warnings.
-pub fn init_logs() {
+/// (`debug`, `hashbuy_matcher=debug,librdkafka=info`); without it,
+/// `default` applies.
+pub fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HASHBUY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -595,3 +595,45 @@ fn tail_names_a_missing_topic_and_an_unreachable_broker() {
         stderr(&out)
     );
 }
+
+/// The demo runs the whole pipeline on the sample and checks paysim's
+/// charges itself; run again on the same ledger, it acks every command
+/// again and charges nothing.
+#[test]
+fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let ledger = dir.path().join("ledger").display().to_string();
+    let args = ["demo", "--latency-ms", "1", "--ledger", &ledger];
+
+    let first = hashbuy(&args);
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{out}\n{}", stderr(&first));
+    assert!(out.contains("6 payment commands, 2 dead letters"), "{out}");
+    assert!(
+        out.contains("4 settled, 1 declined, 1 rejected, 0 failed, 6 acks"),
+        "{out}"
+    );
+    assert_eq!(out.matches("\n  SETTLED ").count(), 4, "{out}");
+    assert!(
+        out.contains("paysim holds 5 payment intents, 4 of them charged."),
+        "{out}"
+    );
+    assert!(out.contains("invalid JSON at byte 59"), "{out}");
+
+    let again = hashbuy(&args);
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{out}\n{}", stderr(&again));
+    assert!(
+        out.contains("0 settled, 0 declined, 0 rejected, 0 failed, 6 acks"),
+        "{out}"
+    );
+    assert_eq!(out.matches("\n  SETTLED ").count(), 4, "{out}");
+    assert!(
+        out.contains("paysim holds 0 payment intents, 0 of them charged."),
+        "{out}"
+    );
+    assert!(
+        out.contains("6 commands were already in the ledger"),
+        "{out}"
+    );
+}

@@ -312,7 +312,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 impl Sim {
     /// The decisions for a request that has no idempotency key to follow.
     fn plan_by_counter(&self) -> Plan {
-        let attempt = self.store().next_attempt(None);
+        let attempt = self.store().next_attempt(None, Instant::now());
         faults::plan(&self.config, Stream::Counter, attempt)
     }
 
@@ -384,10 +384,8 @@ impl Sim {
         // 3. Decisions, rate limiter and early faults.
         let (attempt, token) = {
             let mut s = self.store();
-            (
-                s.next_attempt(key_id.as_ref()),
-                s.take_token(Instant::now()),
-            )
+            let now = Instant::now();
+            (s.next_attempt(key_id.as_ref(), now), s.take_token(now))
         };
         let stream = match &key {
             Some(k) => Stream::Key(k),

@@ -52,7 +52,9 @@
 //!   requests-per-second limit (429 with `Retry-After`, ahead of the
 //!   idempotency layer). Each request's faults follow from the seed, its
 //!   idempotency key (or the request counter, for requests without one) and
-//!   the attempt number for that key, so a run is reproducible.
+//!   the attempt number for that key, so a run is reproducible. A key unused
+//!   for [`Config::key_ttl`] is forgotten with its saved answer, and its
+//!   attempts count from 1 again.
 //!
 //! # What is not
 //!
@@ -60,7 +62,9 @@
 //!   capture), confirming or updating an existing intent, 3-D Secure and
 //!   `next_action`, webhooks, Connect, live mode, API versions, `expand`
 //!   (accepted and ignored).
-//! * Persistence: everything lives in memory and is gone on exit.
+//! * Persistence: everything lives in memory and is gone on exit. Payment
+//!   intents and customers are kept for the whole run (the audit lists
+//!   them all); idempotency keys only for their lifetime.
 //! * Search lag: [Stripe's search](https://docs.stripe.com/search) is
 //!   eventually consistent (usually up to a minute behind, more during
 //!   incidents), so a client must not rely on it to reconcile; paysim's search

@@ -323,13 +323,27 @@ pub(crate) struct Store {
     keys: HashMap<KeyId, KeyEntry>,
     /// Requests seen per idempotency key (every request counts, also those
     /// rejected before the idempotency layer), for the fault decisions.
-    attempts: HashMap<KeyId, u64>,
+    attempts: HashMap<KeyId, Attempts>,
     /// Requests seen without an idempotency key.
     requests: u64,
     next_token: u64,
-    saves_since_sweep: usize,
+    /// How long a key is remembered: saved answers, and attempt counts
+    /// after the key's last request.
+    key_ttl: Duration,
+    /// Saves and keyed requests since expired keys were last dropped.
+    since_sweep: usize,
     bucket: Option<Bucket>,
 }
+
+/// The requests seen under one idempotency key.
+struct Attempts {
+    count: u64,
+    last: Instant,
+}
+
+/// Saves and keyed requests between two sweeps of expired keys: often
+/// enough to bound memory, rarely enough to cost nothing per request.
+const SWEEP_EVERY: usize = 4096;
 
 /// Seconds since the Unix epoch, as in Stripe's `created`.
 pub(crate) fn unix_now() -> i64 {
@@ -359,7 +373,8 @@ impl Store {
             attempts: HashMap::new(),
             requests: 0,
             next_token: 0,
-            saves_since_sweep: 0,
+            key_ttl: config.key_ttl,
+            since_sweep: 0,
             bucket: config.rps_limit.map(|r| Bucket::new(r, Instant::now())),
         }
     }
@@ -375,19 +390,37 @@ impl Store {
     }
 
     /// Counts a request and returns its attempt number (1 for the first).
-    pub(crate) fn next_attempt(&mut self, key: Option<&KeyId>) -> u64 {
-        let n = match key {
-            Some(k) => {
-                let n = self.attempts.entry(k.clone()).or_insert(0);
-                *n += 1;
-                *n
-            }
-            None => {
-                self.requests += 1;
-                self.requests
-            }
+    /// A key unused for the key lifetime is forgotten, as its saved answer
+    /// is: a request under it later counts from 1 again.
+    pub(crate) fn next_attempt(&mut self, key: Option<&KeyId>, now: Instant) -> u64 {
+        let Some(k) = key else {
+            self.requests += 1;
+            return self.requests;
         };
+        let attempts = self.attempts.entry(k.clone()).or_insert(Attempts {
+            count: 0,
+            last: now,
+        });
+        attempts.count += 1;
+        attempts.last = now;
+        let n = attempts.count;
+        self.count_for_sweep(now);
         n
+    }
+
+    /// Drops expired keys every [`SWEEP_EVERY`] saves and keyed requests.
+    fn count_for_sweep(&mut self, now: Instant) {
+        self.since_sweep += 1;
+        if self.since_sweep < SWEEP_EVERY {
+            return;
+        }
+        self.since_sweep = 0;
+        self.keys.retain(|_, e| match e {
+            KeyEntry::InFlight { .. } => true,
+            KeyEntry::Done { expires, .. } => *expires > now,
+        });
+        let ttl = self.key_ttl;
+        self.attempts.retain(|_, a| a.last + ttl > now);
     }
 
     /// Takes a rate limiter token, or says how long until one is available.
@@ -467,15 +500,7 @@ impl Store {
                 expires,
             },
         );
-        self.saves_since_sweep += 1;
-        if self.saves_since_sweep >= 4096 {
-            self.saves_since_sweep = 0;
-            let now = Instant::now();
-            self.keys.retain(|_, e| match e {
-                KeyEntry::InFlight { .. } => true,
-                KeyEntry::Done { expires, .. } => *expires > now,
-            });
-        }
+        self.count_for_sweep(Instant::now());
     }
 
     /// Drops claim `token` on `id` if it is still in flight (the request was
@@ -762,4 +787,41 @@ pub(crate) struct ListQuery {
     pub limit: usize,
     pub starting_after: Option<String>,
     pub ending_before: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> KeyId {
+        KeyId {
+            api_key: "sk_test_a".into(),
+            key: name.into(),
+        }
+    }
+
+    #[test]
+    fn attempts_count_per_key_and_are_forgotten_a_key_lifetime_after_the_last() {
+        let config = Config {
+            key_ttl: Duration::from_secs(60),
+            ..Config::default()
+        };
+        let mut store = Store::new(&config);
+        let start = Instant::now();
+        assert_eq!(store.next_attempt(Some(&key("old")), start), 1);
+        assert_eq!(store.next_attempt(Some(&key("old")), start), 2);
+        assert_eq!(store.next_attempt(None, start), 1);
+
+        // A sweep a key lifetime later: "old" is gone, "recent" (used just
+        // before the sweep) is kept.
+        let later = start + Duration::from_secs(61);
+        assert_eq!(store.next_attempt(Some(&key("recent")), later), 1);
+        for i in 0..SWEEP_EVERY {
+            store.next_attempt(Some(&key(&format!("filler{i}"))), later);
+        }
+        assert!(!store.attempts.contains_key(&key("old")));
+        assert_eq!(store.next_attempt(Some(&key("recent")), later), 2);
+        assert_eq!(store.next_attempt(Some(&key("old")), later), 1);
+        assert_eq!(store.next_attempt(None, later), 2);
+    }
 }

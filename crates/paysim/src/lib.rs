@@ -53,8 +53,8 @@
 //!   idempotency layer). Each request's faults follow from the seed, its
 //!   idempotency key (or the request counter, for requests without one) and
 //!   the attempt number for that key, so a run is reproducible. A key unused
-//!   for [`Config::key_ttl`] is forgotten with its saved answer, and its
-//!   attempts count from 1 again.
+//!   for [`Config::key_ttl`] counts its attempts from 1 again (its saved
+//!   answer expires `key_ttl` after it was saved).
 //!
 //! # What is not
 //!

@@ -390,17 +390,22 @@ impl Store {
     }
 
     /// Counts a request and returns its attempt number (1 for the first).
-    /// A key unused for the key lifetime is forgotten, as its saved answer
-    /// is: a request under it later counts from 1 again.
+    /// A key unused for the key lifetime counts from 1 again, whatever
+    /// other traffic came in between (so its faults stay reproducible); the
+    /// sweep only frees the memory of such keys.
     pub(crate) fn next_attempt(&mut self, key: Option<&KeyId>, now: Instant) -> u64 {
         let Some(k) = key else {
             self.requests += 1;
             return self.requests;
         };
+        let ttl = self.key_ttl;
         let attempts = self.attempts.entry(k.clone()).or_insert(Attempts {
             count: 0,
             last: now,
         });
+        if attempts.last + ttl <= now {
+            attempts.count = 0;
+        }
         attempts.count += 1;
         attempts.last = now;
         let n = attempts.count;
@@ -800,28 +805,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn attempts_count_per_key_and_are_forgotten_a_key_lifetime_after_the_last() {
-        let config = Config {
+    fn store() -> Store {
+        Store::new(&Config {
             key_ttl: Duration::from_secs(60),
             ..Config::default()
-        };
-        let mut store = Store::new(&config);
-        let start = Instant::now();
-        assert_eq!(store.next_attempt(Some(&key("old")), start), 1);
-        assert_eq!(store.next_attempt(Some(&key("old")), start), 2);
-        assert_eq!(store.next_attempt(None, start), 1);
+        })
+    }
 
-        // A sweep a key lifetime later: "old" is gone, "recent" (used just
-        // before the sweep) is kept.
+    #[test]
+    fn a_key_unused_for_its_lifetime_counts_attempts_from_one_again() {
+        let mut store = store();
+        let start = Instant::now();
+        assert_eq!(store.next_attempt(Some(&key("k")), start), 1);
+        let soon = start + Duration::from_secs(59);
+        assert_eq!(store.next_attempt(Some(&key("k")), soon), 2);
+        // The lifetime runs from the key's last request, not its first.
+        let later = soon + Duration::from_secs(59);
+        assert_eq!(store.next_attempt(Some(&key("k")), later), 3);
+        let expired = later + Duration::from_secs(60);
+        assert_eq!(store.next_attempt(Some(&key("k")), expired), 1);
+        assert_eq!(store.next_attempt(None, start), 1);
+        assert_eq!(store.next_attempt(None, expired), 2);
+    }
+
+    #[test]
+    fn the_sweep_frees_keys_unused_for_their_lifetime_and_keeps_the_rest() {
+        let mut store = store();
+        let start = Instant::now();
+        store.next_attempt(Some(&key("old")), start);
         let later = start + Duration::from_secs(61);
-        assert_eq!(store.next_attempt(Some(&key("recent")), later), 1);
+        store.next_attempt(Some(&key("recent")), later);
         for i in 0..SWEEP_EVERY {
             store.next_attempt(Some(&key(&format!("filler{i}"))), later);
         }
         assert!(!store.attempts.contains_key(&key("old")));
         assert_eq!(store.next_attempt(Some(&key("recent")), later), 2);
-        assert_eq!(store.next_attempt(Some(&key("old")), later), 1);
-        assert_eq!(store.next_attempt(None, later), 2);
     }
 }

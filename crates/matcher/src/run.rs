@@ -178,6 +178,9 @@ pub enum RunError {
     /// A worker thread panicked: a bug.
     #[error("a worker thread panicked")]
     WorkerPanicked,
+    /// The worker threads could not be started.
+    #[error("cannot start the worker threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// How long one transactional or commit call may take.
@@ -234,10 +237,7 @@ pub fn run(
     }
 
     let (sender, receiver) = sync_channel(CHUNKS_QUEUED);
-    let pool = Pool::new(config.workers, "match").map_err(|e| Failed {
-        what: "cannot start the worker threads",
-        source: KafkaError::Subscription(e.to_string()),
-    })?;
+    let pool = Pool::new(config.workers, "match").map_err(RunError::Threads)?;
     let members = Members {
         matcher,
         config: config.clone(),

@@ -11,9 +11,14 @@ use crate::broker::shutdown_signal;
 /// Arguments of `hashbuy paysim`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Port to serve on, on 127.0.0.1 (0 picks a free one, printed at start).
+    /// Port to serve on (0 picks a free one, printed at start).
     #[arg(long, default_value_t = 12111)]
     port: u16,
+    /// Address to listen on: 127.0.0.1 serves this machine only; 0.0.0.0
+    /// serves other hosts too (a settler in another container). paysim
+    /// accepts any `sk_test_` key unless --api-key is given.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
     /// Median latency of every API request, in milliseconds (jittered,
     /// log-normal); 0 adds none.
     #[arg(long, default_value_t = 0)]
@@ -66,7 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
-        let address = format!("127.0.0.1:{}", args.port);
+        let address = std::net::SocketAddr::new(args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&address)
             .await
             .with_context(|| format!("cannot listen on {address} (try another --port)"))?;

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Checks docker-compose.yml where no Docker engine can run it.
+
+Usage: check-compose.py HASHBUY_BINARY
+
+What a `docker compose up` would trip on first, checked statically:
+
+- the file parses, with only keys this file is meant to use (a typo in a
+  key is an error, not something compose would silently ignore);
+- every `depends_on` names a service, with a valid condition, and
+  `service_healthy` only on a service that has a healthcheck;
+- named volumes are declared, bind-mounted files exist, published host
+  ports are not used twice;
+- the Dockerfile's COPY sources exist;
+- every command line given to the hashbuy image parses: it is run through
+  the binary with `--help` appended, which clap only reaches after
+  accepting every argument before it;
+- files the commands name under /samples exist in samples/ (the Dockerfile
+  copies it there);
+- every Prometheus target is a service serving --metrics-addr on that port.
+
+Exits non-zero with one line per problem.
+"""
+
+import os
+import subprocess
+import sys
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOP_KEYS = {"name", "services", "volumes"}
+SERVICE_KEYS = {
+    "image", "build", "command", "entrypoint", "environment", "ports",
+    "volumes", "depends_on", "restart", "healthcheck", "profiles",
+}
+CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+RESTARTS = {"no", "always", "on-failure", "unless-stopped"}
+
+
+def dockerfile(context):
+    """The Dockerfile's ENTRYPOINT (as a list) and its COPY sources."""
+    entrypoint, sources = None, []
+    with open(os.path.join(context, "Dockerfile")) as f:
+        for line in f:
+            words = line.split()
+            if not words or words[0].startswith("#"):
+                continue
+            if words[0] == "ENTRYPOINT":
+                entrypoint = yaml.safe_load(line.split(None, 1)[1])
+            if words[0] == "COPY" and not any(w.startswith("--from") for w in words):
+                sources += words[1:-1]
+    return entrypoint, sources
+
+
+def main():
+    binary = sys.argv[1]
+    with open(os.path.join(ROOT, "docker-compose.yml")) as f:
+        compose = yaml.safe_load(f)
+    problems = []
+
+    def problem(where, what):
+        problems.append(f"docker-compose.yml: {where}: {what}")
+
+    for key in compose:
+        if key not in TOP_KEYS and not key.startswith("x-"):
+            problem(key, "unexpected top-level key")
+    services = compose.get("services") or {}
+    volumes = compose.get("volumes") or {}
+    host_ports = {}
+
+    for name, service in services.items():
+        where = f"services.{name}"
+        for key in service:
+            if key not in SERVICE_KEYS:
+                problem(where, f"unexpected key {key!r}")
+        if "image" not in service and "build" not in service:
+            problem(where, "neither image nor build")
+        if str(service.get("restart", "no")) not in RESTARTS:
+            problem(where, f"restart {service['restart']!r} is not one of {sorted(RESTARTS)}")
+
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):
+            depends = {d: {"condition": "service_started"} for d in depends}
+        for target, how in depends.items():
+            if target not in services:
+                problem(where, f"depends on {target!r}, which is not a service")
+                continue
+            condition = (how or {}).get("condition", "service_started")
+            if condition not in CONDITIONS:
+                problem(where, f"depends_on {target}: condition {condition!r} is not one of {sorted(CONDITIONS)}")
+            if condition == "service_healthy" and "healthcheck" not in services[target]:
+                problem(where, f"waits for {target} to be healthy, which has no healthcheck")
+
+        for mount in service.get("volumes") or []:
+            source = mount.split(":")[0]
+            if source.startswith((".", "/")):
+                if not os.path.exists(os.path.join(ROOT, source)):
+                    problem(where, f"bind mount {source} does not exist")
+            elif source not in volumes:
+                problem(where, f"volume {source!r} is not declared under volumes")
+
+        for port in service.get("ports") or []:
+            host = str(port).split(":")[0]
+            if host in host_ports:
+                problem(where, f"host port {host} is also published by {host_ports[host]}")
+            host_ports[host] = name
+
+        if "build" not in service:
+            continue
+        context = os.path.join(ROOT, service["build"])
+        entrypoint, sources = dockerfile(context)
+        for source in sources:
+            if not os.path.exists(os.path.join(context, source)):
+                problem(f"{where} Dockerfile", f"COPY source {source} does not exist")
+        argv = list(service.get("entrypoint") or entrypoint or [])
+        argv += [str(a) for a in service.get("command") or []]
+        if not argv or argv[0] != "hashbuy":
+            problem(where, f"runs {argv[:1]}, not hashbuy")
+            continue
+        for arg in argv:
+            if arg.startswith("/samples/") and not os.path.exists(
+                os.path.join(ROOT, "samples", arg[len("/samples/"):])
+            ):
+                problem(where, f"{arg} is not in samples/")
+        run = subprocess.run(
+            [binary, *argv[1:], "--help"], capture_output=True, text=True
+        )
+        if run.returncode != 0:
+            first = (run.stderr.strip().splitlines() or ["(no message)"])[0]
+            problem(where, f"`{' '.join(argv)}` does not parse: {first}")
+
+    prometheus = os.path.join(ROOT, "deploy", "prometheus.yml")
+    with open(prometheus) as f:
+        scrape = yaml.safe_load(f)
+    for job in scrape.get("scrape_configs") or []:
+        for config in job.get("static_configs") or []:
+            for target in config.get("targets") or []:
+                host, _, port = target.partition(":")
+                command = [str(a) for a in (services.get(host) or {}).get("command") or []]
+                addrs = [command[i + 1] for i, a in enumerate(command[:-1]) if a == "--metrics-addr"]
+                if not any(addr.endswith(f":{port}") for addr in addrs):
+                    problems.append(
+                        f"deploy/prometheus.yml: target {target} is not a service serving --metrics-addr on port {port}"
+                    )
+
+    for line in problems:
+        print(line)
+    if problems:
+        sys.exit(1)
+    print(f"docker-compose.yml: {len(services)} services checked")
+
+
+if __name__ == "__main__":
+    main()

@@ -53,6 +53,8 @@ pub struct TopicReader {
     /// Per partition still to finish: the high watermark at start, and
     /// the offset after the last record read.
     ends: HashMap<i32, (i64, i64)>,
+    /// Per partition, the oldest offset kept when reading started.
+    first: HashMap<i32, i64>,
     exit_at_end: bool,
 }
 
@@ -105,20 +107,32 @@ impl TopicReader {
         for &partition in &partitions {
             assignment.add_partition_offset(topic, partition, start)?;
         }
-        let ends = if options.exit_at_end && options.from_beginning {
-            nonempty_watermarks(&consumer, topic, partitions.iter().copied())?
-                .into_iter()
-                .map(|(partition, (low, high))| (partition, (high, low)))
-                .collect()
-        } else {
-            HashMap::new()
-        };
+        let mut ends = HashMap::new();
+        let mut first = HashMap::new();
+        if options.exit_at_end && options.from_beginning {
+            for &partition in &partitions {
+                let (low, high) = consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)?;
+                first.insert(partition, low);
+                if high > low {
+                    ends.insert(partition, (high, low));
+                }
+            }
+        }
         consumer.assign(&assignment)?;
         Ok(TopicReader {
             consumer,
             ends,
+            first,
             exit_at_end: options.exit_at_end,
         })
+    }
+
+    /// Where each partition began when reading started (its low
+    /// watermark), when opened with `from_beginning` and `exit_at_end`;
+    /// empty otherwise. Above 0, the records before it were deleted
+    /// (retention), which matters to a reader that needs the whole history.
+    pub fn first_offsets(&self) -> &HashMap<i32, i64> {
+        &self.first
     }
 
     /// Whether everything asked for is read (only with `exit_at_end`).

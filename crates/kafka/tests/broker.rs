@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant};
 
 use hashbuy_kafka::broker::{forward, EmbeddedBroker};
+use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientConfig, Message};
@@ -82,4 +84,47 @@ fn records_round_trip_through_a_forwarded_port() {
         round_trip(&format!("127.0.0.1:{port}"), "payment-commands"),
         expected()
     );
+}
+
+/// The embedded broker deletes a partition's oldest records past 5 MB, and
+/// a reader of the whole topic is told where what is left begins.
+#[test]
+fn a_reader_is_told_where_a_partition_begins_after_retention() {
+    let broker = EmbeddedBroker::start(&["full", "fresh"], 1).expect("broker starts");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("message.timeout.ms", "10000")
+        .create()
+        .expect("producer");
+    let record = vec![b'x'; 100 * 1024];
+    for _ in 0..70 {
+        producer
+            .send(BaseRecord::<(), _>::to("full").payload(&record))
+            .expect("queued");
+        producer.poll(Duration::ZERO);
+    }
+    producer
+        .flush(Duration::from_secs(10))
+        .expect("all delivered");
+    producer
+        .send(BaseRecord::<(), _>::to("fresh").payload("one"))
+        .expect("queued");
+    producer
+        .flush(Duration::from_secs(10))
+        .expect("all delivered");
+
+    let connection = Connection {
+        brokers: broker.bootstrap_servers(),
+        properties: Vec::new(),
+    };
+    let options = ReadOptions {
+        from_beginning: true,
+        exit_at_end: true,
+        read_uncommitted: false,
+    };
+    let full = TopicReader::open(&connection, "full", options).expect("reader");
+    let first = full.first_offsets().get(&0).copied();
+    assert!(first.is_some_and(|f| f > 0 && f < 70), "{first:?}");
+    let fresh = TopicReader::open(&connection, "fresh", options).expect("reader");
+    assert_eq!(fresh.first_offsets().get(&0), Some(&0));
 }

@@ -603,6 +603,23 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
             read_uncommitted: false,
         },
     )?;
+    for (&partition, &first) in reader.first_offsets() {
+        if first > 0 {
+            // A compacted topic keeps every key's last record from offset 0
+            // on; a later start means deletion, and a command whose entry
+            // went with it, arriving again after the provider forgot its
+            // idempotency key, would be charged again.
+            tracing::error!(
+                topic = %shared.config.ledger_topic,
+                partition,
+                first,
+                "the ledger changelog's records before offset {first} were deleted (retention; \
+                 the embedded broker keeps 5 MB a partition): their commands are known here \
+                 only if this settler's own ledger has them"
+            );
+            metrics::counter!("hashbuy_settler_changelog_gaps_total").increment(1);
+        }
+    }
     let mut restored: HashMap<i32, usize> = partitions.iter().map(|&p| (p, 0)).collect();
     while !reader.at_end() {
         let Some(message) = reader.next(Duration::from_millis(500)) else {

@@ -1,7 +1,7 @@
 # hashbuy's image: the one binary, with the bundled sample stream and its
 # tables in /samples. Used by docker-compose.yml; `docker build -t hashbuy .`
-# builds it alone. librdkafka and protoc are built from source by cargo
-# (they need the C toolchain and perl of the build image, nothing else).
+# builds it alone. cargo builds librdkafka from source with the build
+# image's C toolchain; protoc comes prebuilt with protoc-bin-vendored.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .

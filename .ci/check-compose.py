@@ -3,20 +3,26 @@
 
 Usage: check-compose.py HASHBUY_BINARY
 
-What a `docker compose up` would trip on first, checked statically:
+Some of what a `docker compose up` would trip on, checked statically (it
+is not compose's schema validation, which needs the compose tool):
 
-- the file parses, with only keys this file is meant to use (a typo in a
-  key is an error, not something compose would silently ignore);
+- the file parses, and uses only the keys this file is meant to use (a
+  key outside that small set is flagged, valid or not, so a typo fails
+  here rather than at `docker compose up`);
 - every `depends_on` names a service, with a valid condition, and
   `service_healthy` only on a service that has a healthcheck;
 - named volumes are declared, bind-mounted files exist, published host
   ports are not used twice;
 - the Dockerfile's COPY sources exist;
-- every command line given to the hashbuy image parses: it is run through
-  the binary with `--help` appended, which clap only reaches after
-  accepting every argument before it;
+- every command line given to the hashbuy image gets past the binary's
+  argument parser: it is run with `--help` appended, which clap reaches
+  only after accepting every argument before it (an unknown flag or a bad
+  value fails; a missing required argument does not);
 - files the commands name under /samples exist in samples/ (the Dockerfile
   copies it there);
+- the hosts hashbuy is told to reach (`HASHBUY_BROKERS`, `--brokers`,
+  `--provider-url`) are services, and what it serves (`--host`,
+  `--metrics-addr`) listens beyond the container's loopback;
 - every Prometheus target is a service serving --metrics-addr on that port.
 
 Exits non-zero with one line per problem.
@@ -49,7 +55,7 @@ def dockerfile(context):
             if words[0] == "ENTRYPOINT":
                 entrypoint = yaml.safe_load(line.split(None, 1)[1])
             if words[0] == "COPY" and not any(w.startswith("--from") for w in words):
-                sources += words[1:-1]
+                sources += [w for w in words[1:-1] if not w.startswith("--")]
     return entrypoint, sources
 
 
@@ -76,8 +82,10 @@ def main():
                 problem(where, f"unexpected key {key!r}")
         if "image" not in service and "build" not in service:
             problem(where, "neither image nor build")
-        if str(service.get("restart", "no")) not in RESTARTS:
-            problem(where, f"restart {service['restart']!r} is not one of {sorted(RESTARTS)}")
+        restart = service.get("restart", "no")
+        # YAML reads an unquoted `no` as false.
+        if restart is not False and str(restart) not in RESTARTS:
+            problem(where, f"restart {restart!r} is not one of {sorted(RESTARTS)}")
 
         depends = service.get("depends_on") or {}
         if isinstance(depends, list):
@@ -101,7 +109,8 @@ def main():
                 problem(where, f"volume {source!r} is not declared under volumes")
 
         for port in service.get("ports") or []:
-            host = str(port).split(":")[0]
+            # [ip:]host:container; what the host publishes is all but the last.
+            host = str(port).rsplit(":", 1)[0]
             if host in host_ports:
                 problem(where, f"host port {host} is also published by {host_ports[host]}")
             host_ports[host] = name
@@ -123,6 +132,23 @@ def main():
                 os.path.join(ROOT, "samples", arg[len("/samples/"):])
             ):
                 problem(where, f"{arg} is not in samples/")
+        environment = service.get("environment") or {}
+        reached = [str(environment.get("HASHBUY_BROKERS", ""))]
+        served = []
+        for flag, value in zip(argv, argv[1:]):
+            if flag == "--brokers":
+                reached.append(value)
+            if flag == "--provider-url":
+                reached.append(value.split("://", 1)[-1])
+            if flag in ("--host", "--metrics-addr"):
+                served.append(value)
+        for address in filter(None, ",".join(reached).split(",")):
+            host = address.split("/")[0].rsplit(":", 1)[0]
+            if host not in services:
+                problem(where, f"reaches {address}, and {host!r} is not a service")
+        for address in served:
+            if address.startswith(("127.", "localhost", "[::1]", "::1")):
+                problem(where, f"serves on {address}: other containers cannot reach it")
         run = subprocess.run(
             [binary, *argv[1:], "--help"], capture_output=True, text=True
         )

@@ -69,17 +69,27 @@ fn create(args: CreateArgs) -> Result<()> {
                 args.partitions,
                 TopicReplication::Fixed(args.replication),
             );
-            // The ledger keeps every command's latest entry, for good.
-            let topic = if t == LEDGER_TOPIC {
+            let ledger = t == LEDGER_TOPIC;
+            // The ledger keeps every command's latest entry, for good: a
+            // retention policy given for all topics does not apply to it.
+            let topic = if ledger {
                 topic.set("cleanup.policy", "compact")
             } else {
                 topic
             };
             args.topic_config
                 .iter()
+                .filter(|(key, _)| applies(t, key))
                 .fold(topic, |topic, (key, value)| topic.set(key, value))
         })
         .collect();
+    if args.topics.iter().any(|t| t == LEDGER_TOPIC)
+        && args.topic_config.iter().any(|(k, _)| k == "cleanup.policy")
+    {
+        eprintln!(
+            "{LEDGER_TOPIC} stays compacted: --topic-config cleanup.policy is not applied to it"
+        );
+    }
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(15)));
@@ -93,15 +103,25 @@ fn create(args: CreateArgs) -> Result<()> {
     let mut failed = 0;
     for result in results {
         match result {
-            Ok(topic) => eprintln!(
-                "created {topic} ({} partitions, replication {}{})",
-                args.partitions,
-                args.replication,
-                args.topic_config
+            Ok(topic) => {
+                let ledger = topic == LEDGER_TOPIC;
+                let settings: String = args
+                    .topic_config
                     .iter()
+                    .filter(|(key, _)| applies(&topic, key))
                     .map(|(k, v)| format!(", {k}={v}"))
-                    .collect::<String>()
-            ),
+                    .collect();
+                eprintln!(
+                    "created {topic} ({} partitions, replication {}{}{settings})",
+                    args.partitions,
+                    args.replication,
+                    if ledger {
+                        ", cleanup.policy=compact"
+                    } else {
+                        ""
+                    },
+                )
+            }
             Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 eprintln!("{topic} exists already; left as it is")
             }
@@ -115,4 +135,10 @@ fn create(args: CreateArgs) -> Result<()> {
         bail!("{failed} topics were not created");
     }
     Ok(())
+}
+
+/// Whether a `--topic-config` setting applies to `topic`: all do, except a
+/// retention policy for the ledger, which stays compacted.
+fn applies(topic: &str, key: &str) -> bool {
+    !(topic == LEDGER_TOPIC && key == "cleanup.policy")
 }

@@ -19,21 +19,32 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::client::{ConnectError, Connection, QuietContext, CONNECT_TIMEOUT};
 
-/// The `(low, high)` watermarks of those `partitions` of `topic` that hold
-/// records: where the records present now begin and end.
+/// The `(low, high)` watermarks of `partitions` of `topic`: where the
+/// records present now begin and end.
+pub fn watermarks<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
+    partitions
+        .into_iter()
+        .map(|partition| {
+            consumer
+                .fetch_watermarks(topic, partition, CONNECT_TIMEOUT)
+                .map(|marks| (partition, marks))
+        })
+        .collect()
+}
+
+/// [`watermarks`] of those partitions that hold records.
 pub fn nonempty_watermarks<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
     partitions: impl IntoIterator<Item = i32>,
 ) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
-    let mut watermarks = HashMap::new();
-    for partition in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)?;
-        if high > low {
-            watermarks.insert(partition, (low, high));
-        }
-    }
-    Ok(watermarks)
+    let mut marks = watermarks(consumer, topic, partitions)?;
+    marks.retain(|_, (low, high)| high > low);
+    Ok(marks)
 }
 
 /// Where to start and when to stop.
@@ -107,17 +118,17 @@ impl TopicReader {
         for &partition in &partitions {
             assignment.add_partition_offset(topic, partition, start)?;
         }
-        let mut ends = HashMap::new();
-        let mut first = HashMap::new();
-        if options.exit_at_end && options.from_beginning {
-            for &partition in &partitions {
-                let (low, high) = consumer.fetch_watermarks(topic, partition, CONNECT_TIMEOUT)?;
-                first.insert(partition, low);
-                if high > low {
-                    ends.insert(partition, (high, low));
-                }
-            }
-        }
+        let marks = if options.exit_at_end && options.from_beginning {
+            watermarks(&consumer, topic, partitions.iter().copied())?
+        } else {
+            HashMap::new()
+        };
+        let first = marks.iter().map(|(&p, &(low, _))| (p, low)).collect();
+        let ends = marks
+            .into_iter()
+            .filter(|(_, (low, high))| high > low)
+            .map(|(partition, (low, high))| (partition, (high, low)))
+            .collect();
         consumer.assign(&assignment)?;
         Ok(TopicReader {
             consumer,

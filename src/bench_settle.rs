@@ -20,7 +20,6 @@ use anyhow::{bail, Context, Result};
 use hashbuy_kafka::client::{Connection, CONNECT_TIMEOUT};
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
-use hashbuy_paysim::{Config as PaysimConfig, Paysim};
 use hashbuy_proto::v1::PaymentCommand;
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
 use hashbuy_settler::entry::{first_key, now_ms, Entry};
@@ -32,6 +31,7 @@ use prost::Message as _;
 use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::bench::{cpu_time, threads_cpu_time, BrokerChild};
+use crate::paysim::{self, InProcess};
 
 /// Arguments of `hashbuy bench-settle`.
 #[derive(clap::Args)]
@@ -93,26 +93,7 @@ pub fn run(args: Args) -> Result<()> {
     // its own. With two workers beside the settler's two, on two cores,
     // the threads spent a tenth of the CPU switching (measured: 4,700
     // settlements/s against 5,100).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(PAYSIM_THREAD)
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    let paysim = Paysim::new(PaysimConfig {
-        latency_ms: args.latency_ms,
-        seed: 1,
-        ..PaysimConfig::default()
-    })
-    .context("bad paysim settings")?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .context("no port for paysim")?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let serving = paysim.clone();
-    runtime.spawn(async move {
-        let _ = serving.serve(listener, std::future::pending()).await;
-    });
+    let InProcess { runtime, url, .. } = paysim::in_process(args.latency_ms, PAYSIM_THREAD)?;
     let provider = || -> Result<Provider> {
         let mut config = ProviderConfig::new(SecretString::from(KEY.to_owned()));
         config.base_url = url.clone();

@@ -33,7 +33,7 @@ use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_matcher::run::{self as matching, Delivery, OnDataLoss};
 use hashbuy_matcher::Matcher;
-use hashbuy_paysim::{Audit, Config as PaysimConfig, Paysim};
+use hashbuy_paysim::Audit;
 use hashbuy_proto::v1::payment_ack::Status;
 use hashbuy_proto::v1::{DeadLetter, PaymentAck};
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
@@ -44,6 +44,7 @@ use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message as _;
 
 use crate::kafka_args;
+use crate::paysim::{self, InProcess};
 use crate::replay::key_and_time;
 
 /// Arguments of `hashbuy demo`.
@@ -123,32 +124,12 @@ pub fn run(args: Args) -> Result<()> {
         matched.commands, matched.dead_letters
     )?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    let paysim = Paysim::new(PaysimConfig {
-        latency_ms: args.latency_ms,
-        seed: 1,
-        ..PaysimConfig::default()
-    })
-    .context("bad paysim settings")?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .context("no free port for paysim")?;
-    let url = format!(
-        "http://{}",
-        listener
-            .local_addr()
-            .context("cannot read paysim's address")?
-    );
-    let serving = paysim.clone();
-    runtime.spawn(async move {
-        if let Err(e) = serving.serve(listener, std::future::pending()).await {
-            tracing::error!("paysim stopped: {e}");
-        }
-    });
+    // Held to the end: the runtime serves paysim.
+    let InProcess {
+        runtime: _runtime,
+        paysim,
+        url,
+    } = paysim::in_process(args.latency_ms, "paysim")?;
     writeln!(
         out,
         "4. paysim (simulated Stripe) at {url}, answering in about {} ms",
@@ -212,8 +193,9 @@ pub fn run(args: Args) -> Result<()> {
         "\npayment-acks ({} records, amounts in minor units):",
         acks.len()
     )?;
+    let charges = charges_by_command(&audit);
     for ack in &acks {
-        writeln!(out, "  {}", describe_ack(ack, &audit))?;
+        writeln!(out, "  {}", describe_ack(ack, &charges))?;
     }
     let letters = matched.dead_letters + settled.dead_letters;
     let dead: Vec<DeadLetter> = read_topic(&connection, "dead-letters", letters, &stop)?;
@@ -226,7 +208,6 @@ pub fn run(args: Args) -> Result<()> {
         )?;
     }
 
-    let charges = charges_by_command(&audit);
     let charged: usize = charges.values().sum();
     writeln!(
         out,
@@ -392,25 +373,22 @@ fn check_charges(
     Ok(())
 }
 
-/// One line for an ack: its outcome, whose purchase, and what paysim holds
-/// for the command.
-fn describe_ack(ack: &PaymentAck, audit: &Audit) -> String {
+/// One line for an ack: its outcome, whose purchase, and the charges
+/// paysim holds for the command.
+fn describe_ack(ack: &PaymentAck, charges: &HashMap<String, usize>) -> String {
     let status = status(ack);
-    let charges = audit
-        .for_command(&ack.command_id)
-        .filter(|pi| pi.status == "succeeded")
-        .count();
     let detail = match status {
         Status::Settled => format!("payment intent {}", ack.payment_intent_id),
         Status::Declined => format!("card declined: {}", ack.decline_code),
         _ => ack.reason.clone(),
     };
     format!(
-        "{:<8} {:>6} {}  {:<16} user {:<20} charges {charges}  {detail}",
+        "{:<8} {:>6} {}  {:<16} user {:<20} charges {}  {detail}",
         status.as_str_name(),
         ack.amount,
         ack.currency,
         ack.offer_id,
         ack.user_id,
+        charges.get(&ack.command_id).copied().unwrap_or(0),
     )
 }

@@ -97,3 +97,51 @@ pub fn run(args: Args) -> Result<()> {
         }
     })
 }
+
+/// paysim serving on a free loopback port, on a runtime of one thread of
+/// its own named `thread_name` (so its CPU time can be told apart), for
+/// commands that settle against it in process.
+pub(crate) struct InProcess {
+    /// Runs paysim; also there for the caller's own async work.
+    pub runtime: tokio::runtime::Runtime,
+    /// The simulator, for its audit.
+    pub paysim: Paysim,
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+/// Starts [`InProcess`] paysim answering in about `latency_ms`.
+pub(crate) fn in_process(latency_ms: u64, thread_name: &str) -> Result<InProcess> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(thread_name)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let paysim = Paysim::new(Config {
+        latency_ms,
+        seed: 1,
+        ..Config::default()
+    })
+    .context("bad paysim settings")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .context("no free port for paysim")?;
+    let url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .context("cannot read paysim's address")?
+    );
+    let serving = paysim.clone();
+    runtime.spawn(async move {
+        if let Err(e) = serving.serve(listener, std::future::pending()).await {
+            tracing::error!("paysim stopped: {e}");
+        }
+    });
+    Ok(InProcess {
+        runtime,
+        paysim,
+        url,
+    })
+}

@@ -11,8 +11,12 @@
 //!   times the user may buy the offer.
 //! - `spend_limit` (per currency, minor units): most the user spends in
 //!   any 24 h, measured at the tweets' own times, so a replay decides the
-//!   same: the purchases counted are those whose tweet is less than 24 h
-//!   older than this one's, or no newer.
+//!   same. Tweets reach the settler out of time order (a firehose is
+//!   disordered, and a user's commands are settled in offset order), so a
+//!   purchase is checked against every 24 h window it falls in, those
+//!   reaching back from its tweet and those reaching forward: a purchase
+//!   tweeted at 09:00 and read after one tweeted at 10:00 shares the day
+//!   from 09:00 with it.
 
 use hashbuy_proto::v1::PaymentCommand;
 
@@ -38,8 +42,10 @@ pub fn check<'a>(
 ) -> Result<(), String> {
     let max_per_user = command.max_per_user.max(1);
     let mut bought = 0u32;
-    let mut spent = 0u64;
     let t = command.tweet_timestamp_ms;
+    // The user's purchases in this currency less than a day from this one,
+    // either way: (tweet time, amount).
+    let mut near = Vec::new();
     for entry in earlier {
         let other = &entry.command;
         if other.user_id != command.user_id
@@ -51,9 +57,9 @@ pub fn check<'a>(
         if other.offer_id == command.offer_id {
             bought += 1;
         }
-        let age = t.saturating_sub(other.tweet_timestamp_ms);
-        if other.currency == command.currency && (0..SPEND_WINDOW_MS).contains(&age) {
-            spent = spent.saturating_add(other.amount);
+        let apart = t.saturating_sub(other.tweet_timestamp_ms).saturating_abs();
+        if other.currency == command.currency && apart < SPEND_WINDOW_MS {
+            near.push((other.tweet_timestamp_ms, other.amount));
         }
     }
     if bought >= max_per_user {
@@ -63,7 +69,7 @@ pub fn check<'a>(
         ));
     }
     if let Some(limit) = command.spend_limit {
-        let total = spent.saturating_add(command.amount);
+        let total = most_in_a_day(t, &near).saturating_add(command.amount);
         if total > limit {
             return Err(format!(
                 "user {} would spend {total} {} in 24 h with this purchase; spend_limit is {limit}",
@@ -72,6 +78,30 @@ pub fn check<'a>(
         }
     }
     Ok(())
+}
+
+/// The most spent by `purchases` (tweet time, amount) in one window
+/// `[s, s + 24 h)` that holds time `t`. The sum changes only where a
+/// purchase enters the window as it slides, so the windows starting at
+/// `t - 24 h + 1` and a day before each later purchase are all there is to
+/// try.
+fn most_in_a_day(t: i64, purchases: &[(i64, u64)]) -> u64 {
+    let first = t.saturating_sub(SPEND_WINDOW_MS - 1);
+    let starts = std::iter::once(first).chain(
+        purchases
+            .iter()
+            .map(|&(at, _)| at.saturating_sub(SPEND_WINDOW_MS - 1))
+            .filter(|&s| s > first && s <= t),
+    );
+    starts
+        .map(|s| {
+            purchases
+                .iter()
+                .filter(|&&(at, _)| at >= s && at - s < SPEND_WINDOW_MS)
+                .fold(0u64, |sum, &(_, amount)| sum.saturating_add(amount))
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -161,18 +191,33 @@ mod tests {
         assert!(check(&next, [&earlier]).is_ok(), "per currency");
     }
 
+    #[test]
+    fn an_earlier_tweet_read_later_counts_against_the_window_it_falls_in() {
+        // c1 at 10:00 settles, then c2, tweeted at 09:00, arrives: both lie
+        // in the day from 09:00, so c2 is over a limit of 100.
+        let hour = 3_600_000;
+        let c1 = settled(command("c-1", "o-1", 100, 10 * hour));
+        let mut c2 = command("c-2", "o-2", 100, 9 * hour);
+        c2.spend_limit = Some(100);
+        let over = check(&c2, [&c1]).expect_err("200 > 100 in the day from 09:00");
+        assert!(over.contains("spend_limit is 100"), "{over}");
+        c2.tweet_timestamp_ms = 10 * hour - SPEND_WINDOW_MS;
+        assert!(
+            check(&c2, [&c1]).is_ok(),
+            "a day and more apart, no day holds both"
+        );
+    }
+
     proptest! {
-        /// Settling in order with the check never exceeds either limit, for
-        /// any sequence of purchases.
+        /// Settling with the check never exceeds either limit, for any
+        /// sequence of purchases in any order of their tweets' times.
         #[test]
         fn checked_purchases_never_exceed_the_limits(
-            purchases in proptest::collection::vec((0u8..3, 1u64..500, 0i64..3_600_000), 1..40),
+            purchases in proptest::collection::vec((0u8..3, 1u64..500, 0i64..3 * SPEND_WINDOW_MS), 1..40),
             limit in 1u64..2_000,
         ) {
             let mut ledger: Vec<Entry> = Vec::new();
-            let mut at = 0i64;
-            for (i, (offer, amount, gap)) in purchases.into_iter().enumerate() {
-                at += gap * 10;
+            for (i, (offer, amount, at)) in purchases.into_iter().enumerate() {
                 let mut c = command(&format!("c-{i}"), &format!("o-{offer}"), amount, at);
                 c.spend_limit = Some(limit);
                 if check(&c, &ledger).is_ok() {

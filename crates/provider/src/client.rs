@@ -361,13 +361,19 @@ impl Provider {
         let status = resp.status().as_u16();
         let headers = ResponseHeaders::from_headers(resp.headers());
         let mut body = Vec::new();
+        let mut cut = false;
         while let Some(chunk) = resp.chunk().await.map_err(fail)? {
             let room = MAX_BODY - body.len();
+            cut = chunk.len() > room;
             body.extend_from_slice(&chunk[..chunk.len().min(room)]);
             if body.len() >= MAX_BODY {
                 break;
             }
         }
+        // Scrubbed before anything reads it: every message made from the
+        // body is cut to a length, and a key cut in two would survive a
+        // scrub of the message.
+        crate::redact::scrub_body(&mut body, secret, cut);
         Ok(Answer {
             status,
             headers,
@@ -399,7 +405,7 @@ impl Provider {
             .exchange(req, "POST", "/v1/payment_intents", Some(idempotency_key))
             .await
         {
-            Ok(a) => classify(a.status, &a.headers, &a.body).redact(self.inner.key.expose_secret()),
+            Ok(a) => classify(a.status, &a.headers, &a.body),
             Err(f) => ChargeOutcome::Retry {
                 cause: match f.cause {
                     TransportCause::Timeout => RetryCause::Timeout,

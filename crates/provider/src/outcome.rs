@@ -235,21 +235,6 @@ impl ChargeOutcome {
                 | ChargeOutcome::Invalid { .. }
         )
     }
-
-    /// Replaces every occurrence of `secret` in the messages it holds.
-    pub(crate) fn redact(mut self, secret: &str) -> Self {
-        match &mut self {
-            ChargeOutcome::Declined { message, .. }
-            | ChargeOutcome::Invalid { message, .. }
-            | ChargeOutcome::KeyMisuse { message }
-            | ChargeOutcome::Indeterminate { message, .. }
-            | ChargeOutcome::Unauthorized { message, .. } => crate::redact::scrub(message, secret),
-            ChargeOutcome::Succeeded { .. }
-            | ChargeOutcome::Unsettled { .. }
-            | ChargeOutcome::Retry { .. } => {}
-        }
-        self
-    }
 }
 
 /// The answer headers [`classify`] reads.
@@ -765,21 +750,5 @@ mod tests {
         for bad in ["-1", "NaN", "inf", "1e300"] {
             assert_eq!(parse_retry_after(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn redaction_reaches_every_message() {
-        let o = ChargeOutcome::Unauthorized {
-            status: 401,
-            message: "bad key sk_test_canary".into(),
-        }
-        .redact("sk_test_canary");
-        assert_eq!(
-            o,
-            ChargeOutcome::Unauthorized {
-                status: 401,
-                message: "bad key [REDACTED]".into()
-            }
-        );
     }
 }

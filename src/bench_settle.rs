@@ -223,7 +223,7 @@ async fn one_at_a_time(
         let reply = payments
             .charge(&entry.command, &first_key(entry.command_id()), 1)
             .await?;
-        match steps::after_reply(&entry, reply, policy) {
+        match steps::after_reply(&entry, reply, now_ms(), policy) {
             Step::Decide(outcome) => entry.decide(outcome, now_ms())?,
             other => bail!("the baseline's charge did not decide: {other:?}"),
         }

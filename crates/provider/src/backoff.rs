@@ -37,6 +37,12 @@ impl Default for Backoff {
     }
 }
 
+/// The longest `Retry-After` obeyed: a longer one is read as this. A
+/// provider asking for hours would otherwise hold a command's key until
+/// the provider forgets it (Stripe keeps keys 24 h), after which the same
+/// key charges again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// FNV-1a: a stable hash (std's `DefaultHasher` may change between releases).
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -70,8 +76,8 @@ impl Backoff {
     }
 
     /// The delay before retry `attempt` (0 for the first retry): a seeded
-    /// draw in `[0, ceiling(attempt))`, raised to `retry_after` when the
-    /// provider asked for longer.
+    /// draw in `[0, ceiling(attempt))`, raised to `retry_after` (at most
+    /// [`MAX_RETRY_AFTER`]) when the provider asked for longer.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let mut seed = [0u8; 32];
         seed[0..8].copy_from_slice(&self.seed.to_le_bytes());
@@ -83,7 +89,7 @@ impl Backoff {
             .unwrap_or(ceiling)
             .min(ceiling);
         match retry_after {
-            Some(floor) => jittered.max(floor),
+            Some(floor) => jittered.max(floor.min(MAX_RETRY_AFTER)),
             None => jittered,
         }
     }
@@ -162,6 +168,11 @@ mod tests {
         assert_eq!(
             b.delay(0, Some(Duration::from_secs(60))),
             Duration::from_secs(60)
+        );
+        // But never for long enough to outlive a key.
+        assert_eq!(
+            b.delay(0, Some(Duration::from_secs(24 * 3600))),
+            MAX_RETRY_AFTER
         );
         // A short Retry-After does not shorten a longer draw.
         let d = b.delay(8, None);

@@ -94,7 +94,7 @@ mod outcome;
 mod reconcile;
 mod redact;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, MAX_RETRY_AFTER};
 pub use client::{ChargeRequest, Customer, NewCustomer, Provider};
 pub use config::{KeyMode, ProviderConfig, STRIPE_API, STRIPE_LIVE_RATE, STRIPE_TEST_RATE};
 pub use error::{ProviderError, TransportCause};

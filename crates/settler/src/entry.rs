@@ -182,12 +182,19 @@ pub fn first_key(command_id: &str) -> String {
     command_id.to_owned()
 }
 
-/// The key of a fresh call after reconciliation showed that the provider
-/// holds no charge for the command (the old key would replay its saved
-/// failure): derived from the command id and the attempt, so a crash and
-/// resume reuses it rather than minting another.
-pub fn fresh_key(command_id: &str, attempt: u32) -> String {
-    format!("{command_id}:{attempt}")
+/// The key after `key` in a command's chain of keys, for a fresh call once
+/// reconciliation showed that the provider holds no charge for the command
+/// (the old key would replay its saved failure): `<id>`, then `<id>:2`,
+/// `<id>:3`, ... It depends only on the key the provider answered, never on
+/// how many calls were made, so every settler holding the entry mints the
+/// same one (see [`crate::steps`]).
+pub fn next_key(command_id: &str, key: &str) -> String {
+    let place = key
+        .strip_prefix(command_id)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(1);
+    format!("{command_id}:{}", place.saturating_add(1))
 }
 
 impl Entry {
@@ -221,7 +228,7 @@ impl Entry {
 
     /// Records a provider call about to be made under `key`: the first
     /// with [`first_key`], a retry with the same key, or a call under a
-    /// [`fresh_key`]. Returns the attempt number.
+    /// [`next_key`]. Returns the attempt number.
     pub fn attempt(&mut self, key: String, now_ms: i64) -> Result<u32, TransitionError> {
         let (key_attempt, key_since_ms) = match &self.state {
             State::Received => (self.attempts + 1, now_ms),
@@ -397,7 +404,7 @@ mod tests {
     fn a_fresh_key_restarts_the_key_age_and_counts_on() {
         let mut e = Entry::received(command(), 0, 0, 0);
         e.attempt(first_key("c-1"), 10).expect("first");
-        e.attempt(fresh_key("c-1", 2), 20).expect("fresh");
+        e.attempt(next_key("c-1", "c-1"), 20).expect("fresh");
         assert_eq!(
             e.state,
             State::Attempting {

@@ -978,7 +978,7 @@ async fn settle_entry(
 
     let mut last_error = String::new();
     // When a call under the key last got no answer.
-    let mut unanswered: Option<Instant> = None;
+    let mut unanswered = steps::unanswered_at_start(&entry).then(Instant::now);
     let mut step = steps::start(&entry, now_ms(), &policy);
     while let Some(next) = step.take() {
         step = match next {
@@ -1026,7 +1026,7 @@ async fn settle_entry(
                     }
                     _ => {}
                 }
-                Some(steps::after_reply(&entry, reply, &policy))
+                Some(steps::after_reply(&entry, reply, now_ms(), &policy))
             }
             Step::Reconcile => {
                 let wait = steps::reconcile_wait(unanswered.map(|at| at.elapsed()), &policy);

@@ -2,9 +2,14 @@
 //! said: the settler's decisions, pure, so each can be tested alone.
 //!
 //! - A new command is charged under its first key (its id).
-//! - A command found `attempting` after a restart is charged again under
-//!   the same key, which replays whatever the provider did with it; unless
-//!   the key is older than the provider keeps keys, then it is reconciled.
+//! - A command found `attempting` after a restart or a hand-over is
+//!   charged again under the same key, which replays whatever the provider
+//!   did with it. Its last call is one that got no answer (the owner that
+//!   made it is gone), so a reconciliation waits it out first.
+//! - A key is called only while more than [`Policy::unanswered_wait`] of
+//!   its lifetime at the provider is left: a call sent later could reach
+//!   the provider after it forgot the key, and charge again. An older key
+//!   is reconciled instead, before every call, retries included.
 //! - Timeouts, dropped connections, 429s, a key still in flight: the same
 //!   key again, after a backoff, until the attempt budget is spent, then a
 //!   reconciliation. A call that got no answer may still be running at the
@@ -13,11 +18,16 @@
 //! - A 500 (saved under the key, so the key would only replay it), a key
 //!   misused, a charge left pending: reconcile, i.e. look the command up in
 //!   the provider's records. A charge found decides the command; none
-//!   found means a fresh key, or `failed` once the budget is spent.
+//!   found means the next key of the command's chain ([`next_key`]), or
+//!   `failed` once the budget is spent. The chain depends only on the key
+//!   that was answered, never on how many calls this process made, so two
+//!   settlers that both hold the entry (one of them a zombie, or both
+//!   around a hand-over) mint the same key, and the provider's idempotency
+//!   charges it once.
 
 use std::time::Duration;
 
-use crate::entry::{first_key, fresh_key, Entry, Outcome, State};
+use crate::entry::{first_key, next_key, Entry, Outcome, State};
 
 /// What one charge call told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +125,35 @@ pub fn reconcile_wait(since: Option<Duration>, policy: &Policy) -> Duration {
     })
 }
 
+/// Whether an entry read from the ledger (resumed after a restart, or
+/// restored from another owner's changelog) stands at a call that got no
+/// answer: an `attempting` entry's last call may still be running at the
+/// provider, or be on its way there from a settler that lost the partition.
+pub fn unanswered_at_start(entry: &Entry) -> bool {
+    matches!(entry.state, State::Attempting { .. })
+}
+
+/// A call under `key` now, or a reconciliation if `entry` has used the key
+/// for so long that a call could reach the provider after it forgot it.
+fn call_or_reconcile(entry: &Entry, key: String, now_ms: i64, policy: &Policy) -> Step {
+    if let State::Attempting {
+        key: current,
+        key_since_ms,
+        ..
+    } = &entry.state
+    {
+        let age = u128::try_from(now_ms.saturating_sub(*key_since_ms)).unwrap_or(0);
+        let usable = policy
+            .key_lifetime
+            .saturating_sub(policy.unanswered_wait)
+            .as_millis();
+        if *current == key && age >= usable {
+            return Step::Reconcile;
+        }
+    }
+    Step::Charge { key }
+}
+
 /// The next thing to do for a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -136,22 +175,13 @@ pub fn start(entry: &Entry, now_ms: i64, policy: &Policy) -> Option<Step> {
         State::Received => Some(Step::Charge {
             key: first_key(entry.command_id()),
         }),
-        State::Attempting {
-            key, key_since_ms, ..
-        } => {
-            let age = now_ms.saturating_sub(*key_since_ms);
-            if u128::try_from(age).unwrap_or(0) >= policy.key_lifetime.as_millis() {
-                Some(Step::Reconcile)
-            } else {
-                Some(Step::Charge { key: key.clone() })
-            }
-        }
+        State::Attempting { key, .. } => Some(call_or_reconcile(entry, key.clone(), now_ms, policy)),
         _ => None,
     }
 }
 
-/// After a charge call.
-pub fn after_reply(entry: &Entry, reply: Reply, policy: &Policy) -> Step {
+/// After a charge call answered at `now_ms`.
+pub fn after_reply(entry: &Entry, reply: Reply, now_ms: i64, policy: &Policy) -> Step {
     match reply {
         Reply::Charged { payment_intent } => Step::Decide(Outcome::Settled { payment_intent }),
         Reply::Declined {
@@ -168,7 +198,7 @@ pub fn after_reply(entry: &Entry, reply: Reply, policy: &Policy) -> Step {
         }),
         Reply::Retry { .. } if entry.attempts >= policy.max_attempts => Step::Reconcile,
         Reply::Retry { .. } => match &entry.state {
-            State::Attempting { key, .. } => Step::Charge { key: key.clone() },
+            State::Attempting { key, .. } => call_or_reconcile(entry, key.clone(), now_ms, policy),
             _ => Step::Reconcile,
         },
         Reply::Unknown { .. } => Step::Reconcile,
@@ -195,8 +225,13 @@ pub fn after_reconcile(entry: &Entry, found: Found, policy: &Policy, last_error:
                 entry.attempts
             ),
         }),
-        Found::Nothing => Step::Charge {
-            key: fresh_key(entry.command_id(), entry.attempts + 1),
+        Found::Nothing => match &entry.state {
+            State::Attempting { key, .. } => Step::Charge {
+                key: next_key(entry.command_id(), key),
+            },
+            _ => Step::Charge {
+                key: first_key(entry.command_id()),
+            },
         },
     }
 }
@@ -271,6 +306,7 @@ mod tests {
             Reply::Charged {
                 payment_intent: "pi".into(),
             },
+            0,
             &POLICY,
         );
         assert!(matches!(settled, Step::Decide(Outcome::Settled { .. })));
@@ -281,6 +317,7 @@ mod tests {
                 decline_code: "insufficient_funds".into(),
                 reason: "no".into(),
             },
+            0,
             &POLICY,
         );
         assert!(matches!(declined, Step::Decide(Outcome::Declined { .. })));
@@ -289,13 +326,14 @@ mod tests {
             Reply::Invalid {
                 reason: "no such customer".into(),
             },
+            0,
             &POLICY,
         );
         assert!(matches!(rejected, Step::Decide(Outcome::Rejected { .. })));
         let unknown = Reply::Unknown {
             reason: "500".into(),
         };
-        assert_eq!(after_reply(&e, unknown, &POLICY), Step::Reconcile);
+        assert_eq!(after_reply(&e, unknown, 0, &POLICY), Step::Reconcile);
     }
 
     #[test]
@@ -305,9 +343,9 @@ mod tests {
             after: None,
         };
         let e = attempting(2, "c-1", 0);
-        assert_eq!(after_reply(&e, retry(), &POLICY), charge("c-1"));
+        assert_eq!(after_reply(&e, retry(), 0, &POLICY), charge("c-1"));
         let spent = attempting(3, "c-1", 0);
-        assert_eq!(after_reply(&spent, retry(), &POLICY), Step::Reconcile);
+        assert_eq!(after_reply(&spent, retry(), 0, &POLICY), Step::Reconcile);
     }
 
     #[test]
@@ -342,6 +380,52 @@ mod tests {
             }
             other => panic!("expected failed, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn every_owner_mints_the_same_key_after_a_500() {
+        // Owner A retried 429s under c-1 before its 500; owner B restored
+        // the entry after one call. Both find nothing and charge again:
+        // under one key, so the provider charges at most once.
+        let patient = Policy {
+            max_attempts: 10,
+            ..POLICY
+        };
+        let a = attempting(4, "c-1", 0);
+        let b = attempting(1, "c-1", 0);
+        let next_a = after_reconcile(&a, Found::Nothing, &patient, "500");
+        let next_b = after_reconcile(&b, Found::Nothing, &patient, "500");
+        assert_eq!(next_a, charge("c-1:2"));
+        assert_eq!(next_b, next_a);
+        let later = attempting(7, "c-1:2", 0);
+        assert_eq!(
+            after_reconcile(&later, Found::Nothing, &patient, "500"),
+            charge("c-1:3"),
+            "the chain goes on from the key, whatever the calls"
+        );
+    }
+
+    #[test]
+    fn a_key_is_never_called_near_or_past_its_lifetime() {
+        let day_ms = 24 * 3600 * 1000;
+        let e = attempting(1, "c-1", 0);
+        let retry = || Reply::Retry {
+            cause: "rate_limited",
+            after: None,
+        };
+        assert_eq!(after_reply(&e, retry(), 1_000, &POLICY), charge("c-1"));
+        // A call sent now may reach the provider after the key expired: the
+        // key is done once less than `unanswered_wait` of its life is left.
+        let late = day_ms - POLICY.unanswered_wait.as_millis() as i64;
+        assert_eq!(after_reply(&e, retry(), late, &POLICY), Step::Reconcile);
+        assert_eq!(start(&e, late, &POLICY), Some(Step::Reconcile));
+        assert_eq!(start(&e, late - 1, &POLICY), Some(charge("c-1")));
+    }
+
+    #[test]
+    fn an_entry_restored_mid_call_is_a_call_that_got_no_answer() {
+        assert!(!unanswered_at_start(&entry()));
+        assert!(unanswered_at_start(&attempting(1, "c-1", 0)));
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct SettleConfig {
     /// Attempts older than this many seconds are reconciled, not retried
     /// (the provider's key lifetime; default 86400).
     pub reconcile_after_s: Option<u64>,
+    /// How long one provider request may take, in seconds (default 30);
+    /// a call that got no answer is waited out for twice as long before a
+    /// reconciliation.
+    pub request_timeout_s: Option<u64>,
     /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
     pub metrics_addr: Option<String>,
 }

@@ -19,8 +19,9 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum LedgerCommand {
-    /// List entries, one a line: undecided first, then decided but not
-    /// acked, then acked; oldest first within each.
+    /// List entries, one a line: those an operator must review first, then
+    /// undecided, then decided but not acked, then acked; oldest first
+    /// within each.
     Ls(LsArgs),
     /// Print one entry as JSON.
     Show(ShowArgs),
@@ -44,7 +45,8 @@ struct LsArgs {
     #[command(flatten)]
     dir: LedgerDir,
     /// Only entries in this state (`received`, `attempting`, `settled`,
-    /// `declined`, `rejected`, `failed`, or `pending` for the first two).
+    /// `declined`, `rejected`, `failed`, or `pending` for the first two),
+    /// or `review` for those an operator must look at (a double charge).
     #[arg(long)]
     state: Option<String>,
     /// Most entries listed.
@@ -116,12 +118,14 @@ fn all_entries(ledger: &Ledger) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// Where an entry sorts: undecided, decided but not acked, acked.
+/// Where an entry sorts: for review, undecided, decided but not acked,
+/// acked.
 fn urgency(entry: &Entry) -> u8 {
     match (&entry.state, entry.acked_ms) {
-        (State::Received | State::Attempting { .. }, _) => 0,
-        (_, None) => 1,
-        (_, Some(_)) => 2,
+        _ if entry.review.is_some() => 0,
+        (State::Received | State::Attempting { .. }, _) => 1,
+        (_, None) => 2,
+        (_, Some(_)) => 3,
     }
 }
 
@@ -132,6 +136,7 @@ fn ls(args: LsArgs) -> Result<()> {
         .filter(|e| match args.state.as_deref() {
             None => true,
             Some("pending") => !e.state.is_terminal(),
+            Some("review") => e.review.is_some(),
             Some(state) => e.state.name() == state,
         })
         .collect();

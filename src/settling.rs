@@ -62,6 +62,13 @@ pub struct Args {
     /// lifetime, in seconds [default: 86400].
     #[arg(long)]
     reconcile_after_s: Option<u64>,
+    /// How long one provider request may take, in seconds; a call that got
+    /// no answer (a timeout, a dropped connection, an attempt found in the
+    /// ledger after a restart or a hand-over) may still be running at the
+    /// provider, so it is waited out for twice as long before the command
+    /// is looked up there [default: 30].
+    #[arg(long)]
+    request_timeout_s: Option<u64>,
     /// Consumer group [default: hashbuy-settler].
     #[arg(long, env = "HASHBUY_SETTLE_GROUP")]
     group: Option<String>,
@@ -164,6 +171,9 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let key = provider_key(args.provider_key_file.or(settings.provider_key_file))?;
     let mut provider_config = ProviderConfig::new(key);
+    if let Some(s) = args.request_timeout_s.or(settings.request_timeout_s) {
+        provider_config.request_timeout = Duration::from_secs(s.max(1));
+    }
     // A call the settler stopped waiting for may run at the provider for
     // about as long again.
     let unanswered_wait = provider_config.request_timeout * 2;

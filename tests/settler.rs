@@ -508,3 +508,95 @@ fn a_key_the_provider_refuses_is_an_error_at_start_that_does_not_show_it() {
     assert!(stderr.contains("refused"), "{stderr}");
     assert!(!stderr.contains(CANARY_KEY), "{stderr}");
 }
+
+#[test]
+fn a_double_charge_found_by_reconciliation_is_flagged_for_review() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let sent = commands(1, 1);
+    let command = &sent[0];
+    // The provider holds two successful charges of the command (made, say,
+    // by an owner of the partition whose keys went astray).
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut config =
+        hashbuy_provider::ProviderConfig::new(hashbuy_provider::SecretString::from(CANARY_KEY));
+    config.base_url = provider.url.clone();
+    let client = hashbuy_provider::Provider::new(config).expect("client");
+    let request = hashbuy_provider::ChargeRequest {
+        amount: command.amount as i64,
+        currency: command.currency.clone(),
+        customer: command.customer_id.clone(),
+        payment_method: command.payment_method_id.clone(),
+        command_id: command.command_id.clone(),
+        tweet_id: command.tweet_id.clone(),
+        offer_id: command.offer_id.clone(),
+        merchant_id: command.merchant_id.clone(),
+        attempt: 1,
+        description: None,
+        metadata: BTreeMap::new(),
+    };
+    for key in ["astray-1", "astray-2"] {
+        let charged = runtime.block_on(client.charge(&request, key));
+        assert!(
+            matches!(charged, hashbuy_provider::ChargeOutcome::Succeeded { .. }),
+            "{charged:?}"
+        );
+    }
+    // The settler's own entry is an attempt whose key the provider has
+    // forgotten: it reconciles.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger_dir = dir.path().join("ledger");
+    {
+        let ledger = hashbuy_settler::ledger::Ledger::open(&ledger_dir).expect("ledger");
+        let day_ago = hashbuy_settler::entry::now_ms() - 25 * 3600 * 1000;
+        let mut entry = hashbuy_settler::entry::Entry::received(command.clone(), 0, 0, day_ago);
+        entry
+            .attempt(command.command_id.clone(), day_ago)
+            .expect("attempt");
+        ledger
+            .partition(0)
+            .expect("partition")
+            .put(&entry)
+            .expect("put");
+        ledger.flush().expect("flush");
+    }
+    produce_commands(&brokers, &sent);
+    // The attempt found in the ledger is waited out (twice the request
+    // timeout) before the reconciliation.
+    let stderr = finished(
+        settle(&brokers, &provider, &ledger_dir)
+            .args(["--exit-at-end", "--request-timeout-s", "2"])
+            .output()
+            .expect("settle runs"),
+    );
+    assert!(
+        stderr.contains("double charge"),
+        "an error names the incident: {stderr}"
+    );
+    let acks: Vec<PaymentAck> = read_all(&brokers, "payment-acks");
+    assert!(!acks.is_empty() && acks.iter().all(|a| a.status() == Status::Settled));
+    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["ledger", "ls", "--state", "review", "--ledger"])
+        .arg(&ledger_dir)
+        .output()
+        .expect("hashbuy ledger runs");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listed.lines().any(|l| l.starts_with(&command.command_id)),
+        "listed for review: {listed}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["ledger", "show", "--ledger"])
+        .arg(&ledger_dir)
+        .arg(&command.command_id)
+        .output()
+        .expect("hashbuy ledger runs");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("\"review\""), "{shown}");
+}

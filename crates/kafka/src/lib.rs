@@ -7,6 +7,8 @@
 //! - [`produce`]: delivery reports counted, sends that wait out a full
 //!   queue.
 //! - [`reader`]: a whole topic read outside any group, for tools.
+//! - [`lease`]: how long a member may act outside Kafka (call a payment
+//!   provider) before it proves again that it still owns its partitions.
 //! - [`group`]: a consumer group member with a queue per partition, whose
 //!   rebalances wait for revoked work to be committed, and which notices
 //!   lost data.
@@ -25,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod group;
 pub mod health;
+pub mod lease;
 pub mod offsets;
 pub mod pool;
 pub mod produce;

@@ -107,6 +107,10 @@ pub struct Entry {
     pub acked_ms: Option<i64>,
     /// What else happened to it.
     pub notes: Vec<Note>,
+    /// Why an operator must look at it (the provider charged the command
+    /// more than once); `hashbuy ledger ls --state review` lists these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<String>,
 }
 
 /// A change not allowed from the entry's state: a bug in the caller.
@@ -210,6 +214,7 @@ impl Entry {
             changed_ms: now_ms,
             acked_ms: None,
             notes: Vec::new(),
+            review: None,
         }
     }
 

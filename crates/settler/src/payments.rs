@@ -151,6 +151,7 @@ impl Payments {
             Some(charge) => match charge.status {
                 IntentStatus::Succeeded => Found::Charged {
                     payment_intent: charge.payment_intent,
+                    charges: charge.succeeded,
                 },
                 IntentStatus::RequiresPaymentMethod => Found::Declined {
                     payment_intent: charge.payment_intent,

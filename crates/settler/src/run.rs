@@ -27,11 +27,49 @@
 //! - **Revocation** stops the partition's tasks at their next recovery
 //!   point (a command waiting out a backoff is left `attempting`, to be
 //!   resumed by the next owner with the same key) and commits what is
-//!   done, before the rebalance goes on.
+//!   done, before the rebalance goes on. Tasks still running after
+//!   [`REVOKE_WAIT`] (a provider call that has not answered) are aborted,
+//!   and whatever they would still report is ignored: offsets are
+//!   committed only for partitions this settler owns, from the tasks of
+//!   the current assignment.
+//!
+//! # Fenced ownership
+//!
+//! Kafka fences the settler's writes to Kafka, but nothing fences its calls
+//! to the provider; a settler frozen past its session timeout, or cut off
+//! from the brokers, could go on charging for partitions the group gave to
+//! another. Three things keep two owners of a partition from charging a
+//! command twice:
+//!
+//! 1. **A lease** ([`hashbuy_kafka::lease`]): every provider call (charge
+//!    or reconciliation) waits until the settler holds it. The coordinator
+//!    renews it with each synchronous offset commit the broker accepted (a
+//!    commit names the member and its generation, and is refused once the
+//!    group has moved on), or with its continuous polls while there is
+//!    nothing to commit. It runs out a third of `session.timeout.ms` after
+//!    its last proof, before the group can give the partitions away; after
+//!    a gap in the coordinator's polls (a freeze), only an accepted commit
+//!    renews it.
+//! 2. **Keys every owner mints alike** ([`crate::steps`]): after a 500 and
+//!    a reconciliation that finds nothing, the next key follows from the
+//!    key answered, never from a local count of calls, so two owners that
+//!    both act on an entry use the same key, and the provider charges it
+//!    once.
+//! 3. **An entry restored mid-attempt is a call that got no answer**: the
+//!    previous owner's last call may still be running at the provider, so
+//!    a reconciliation first waits it out
+//!    ([`Policy::unanswered_wait`](crate::steps::Policy::unanswered_wait)).
+//!
+//! What cannot be fenced is a request already on the wire when the lease
+//! ran out or the partition was revoked: it is never recalled. Its
+//! successor waits it out (3.), and otherwise calls under the same key
+//! (2.), which replays it. Brokers that accept commits without checking
+//! the generation (tansu 0.6) weaken 1. to the session timeout that
+//! librdkafka enforces itself.
 
 use std::collections::{hash_map, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,6 +81,7 @@ use hashbuy_kafka::group::{
     GroupConsumer, GroupContext, Queue,
 };
 use hashbuy_kafka::health::Health;
+use hashbuy_kafka::lease::{session_timeout, Lease, Renewal, MAX_POLL_GAP};
 use hashbuy_kafka::offsets::OffsetTracker;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_kafka::{chosen, lock};
@@ -178,8 +217,15 @@ struct Shared {
     producer: FutureProducer<QuietContext>,
     summary: Mutex<Summary>,
     failure: Mutex<Option<RunError>>,
-    /// Per partition, the offset below which everything is done.
-    done: Mutex<HashMap<i32, i64>>,
+    /// Whether provider calls may be made; see the module docs.
+    lease: Lease,
+    /// Per partition, the offset below which everything is done, and the
+    /// assignment whose task found it: only the current assignment's
+    /// offsets are committed.
+    done: Mutex<HashMap<i32, (u64, i64)>>,
+    /// The number of the next partition task (an assignment of one
+    /// partition).
+    next_task: AtomicU64,
     /// Partitions read to their end with nothing in flight.
     at_eof: Mutex<HashSet<i32>>,
     /// Commands being settled, since when.
@@ -363,7 +409,9 @@ pub fn run(
         producer,
         summary: Mutex::new(Summary::default()),
         failure: Mutex::new(None),
+        lease: Lease::for_session(session_timeout(&config.connection.properties)),
         done: Mutex::new(HashMap::new()),
+        next_task: AtomicU64::new(0),
         at_eof: Mutex::new(HashSet::new()),
         pending: Mutex::new(HashMap::new()),
         first_read: std::sync::OnceLock::new(),
@@ -393,8 +441,8 @@ pub fn run(
     let result = coordinate(&consumer, &shared, &ends, stop, health);
     health.set_ready(false);
     let members = &consumer.context().assignment;
-    members.stop_partitions(None);
-    let committed = commit_done(&consumer, &shared, None, CommitMode::Sync);
+    let stopped = members.stop_partitions(None);
+    let committed = commit_done(&consumer, &shared, &stopped, CommitMode::Sync);
     let summary = Summary {
         busy: shared
             .first_read
@@ -418,18 +466,35 @@ fn coordinate(
     health: &Health,
 ) -> Result<(), RunError> {
     let members = &consumer.context().assignment;
-    let mut last_commit = Instant::now();
+    let mut last_check = Instant::now();
+    // The first renewal at once.
+    let mut last_renewal = last_check.checked_sub(COMMIT_EVERY).unwrap_or(last_check);
+    let mut renewal = Renewal::new(
+        MAX_POLL_GAP,
+        session_timeout(&shared.config.connection.properties),
+    );
     while !stop.load(Ordering::Relaxed) {
         health.beat();
+        let polled = Instant::now();
+        let continuous = renewal.polled(polled);
         serve_main_queue(consumer, Duration::from_millis(50))
             .map_err(failed("the consumer failed"))?;
         if let Some(error) = lock(&shared.failure).take() {
             return Err(error);
         }
         health.set_ready(members.joined.load(Ordering::Relaxed));
-        if last_commit.elapsed() >= COMMIT_EVERY {
-            last_commit = Instant::now();
-            commit_done(consumer, shared, None, CommitMode::Async)?;
+        // Without the lease, commands wait: try again sooner.
+        let renew_every = if shared.lease.holds() {
+            COMMIT_EVERY
+        } else {
+            COMMIT_EVERY / 5
+        };
+        if last_renewal.elapsed() >= renew_every {
+            last_renewal = Instant::now();
+            renew_lease(consumer, shared, &mut renewal, polled, continuous);
+        }
+        if last_check.elapsed() >= COMMIT_EVERY {
+            last_check = Instant::now();
             let oldest = lock(&shared.pending)
                 .values()
                 .map(Instant::elapsed)
@@ -437,7 +502,6 @@ fn coordinate(
                 .unwrap_or_default();
             metrics::gauge!("hashbuy_settler_oldest_pending_seconds").set(oldest.as_secs_f64());
             if shared.config.exit_at_end {
-                commit_done(consumer, shared, None, CommitMode::Sync)?;
                 let at_eof = lock(&shared.at_eof).clone();
                 if consumed_to(
                     consumer.as_ref(),
@@ -455,35 +519,83 @@ fn coordinate(
     Ok(())
 }
 
-/// Commits the done offsets of `partitions` (all when `None`).
+/// Renews the lease with a proof of membership: a synchronous commit the
+/// broker accepted, or, with nothing to commit, the coordinator's
+/// `continuous` polls (this one began at `polled`). A refused commit lapses
+/// it: a revocation or a fatal error follows, or the next commit proves
+/// membership again.
+fn renew_lease(
+    consumer: &GroupConsumer<Members>,
+    shared: &Shared,
+    renewal: &mut Renewal,
+    polled: Instant,
+    continuous: bool,
+) {
+    let held = shared.lease.holds();
+    let sent = Instant::now();
+    let owned = consumer.context().assignment.owned();
+    match commit_done(consumer, shared, &owned, CommitMode::Sync) {
+        Ok(true) => {
+            shared.lease.renew(sent);
+            renewal.proven();
+        }
+        Ok(false) if continuous => shared.lease.renew(polled),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!("{e}; provider calls wait until a commit is accepted");
+            shared.lease.lapse();
+        }
+    }
+    let holds = shared.lease.holds();
+    if held && !holds {
+        tracing::warn!(
+            "the settler cannot show that it still owns its partitions (lease of {} s ran \
+             out): provider calls wait",
+            shared.lease.term().as_secs()
+        );
+    }
+    metrics::gauge!("hashbuy_settler_lease_held").set(if holds { 1.0 } else { 0.0 });
+}
+
+/// Commits the done offsets that the tasks `owned` (partition and task
+/// number) found; whether any were committed.
 fn commit_done(
     consumer: &GroupConsumer<Members>,
     shared: &Shared,
-    partitions: Option<&[i32]>,
+    owned: &HashMap<i32, u64>,
     mode: CommitMode,
-) -> Result<(), RunError> {
-    let done = lock(&shared.done).clone();
+) -> Result<bool, RunError> {
+    let done = owned_done(&lock(&shared.done), owned);
     let mut offsets = TopicPartitionList::new();
     for (&partition, &offset) in &done {
-        if partitions.is_none_or(|p| p.contains(&partition)) {
-            offsets
-                .add_partition_offset(
-                    &shared.config.commands_topic,
-                    partition,
-                    Offset::Offset(offset),
-                )
-                .map_err(failed("cannot list offsets"))?;
-        }
+        offsets
+            .add_partition_offset(
+                &shared.config.commands_topic,
+                partition,
+                Offset::Offset(offset),
+            )
+            .map_err(failed("cannot list offsets"))?;
     }
     if offsets.count() == 0 {
-        return Ok(());
+        return Ok(false);
     }
     match consumer.commit(&offsets, mode) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         // Nothing new to commit is no error.
-        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(false),
         Err(e) => Err(failed("cannot commit offsets")(e).into()),
     }
+}
+
+/// Of the done offsets, those found by the task that owns the partition
+/// now (`owned`: partition and task number): a task of an earlier
+/// assignment, aborted or stopped late, may still have reported one, and
+/// committing it would move the new owner's offset back.
+fn owned_done(done: &HashMap<i32, (u64, i64)>, owned: &HashMap<i32, u64>) -> HashMap<i32, i64> {
+    done.iter()
+        .filter(|(partition, (task, _))| owned.get(partition) == Some(task))
+        .map(|(&partition, &(_, offset))| (partition, offset))
+        .collect()
 }
 
 /// The coordinator's state, shared with the rebalance callbacks (which run
@@ -496,38 +608,65 @@ struct Members {
 }
 
 impl Members {
+    /// The partitions owned, each with the number of its task.
+    fn owned(&self) -> HashMap<i32, u64> {
+        lock(&self.tasks)
+            .iter()
+            .map(|(&partition, task)| (partition, task.number))
+            .collect()
+    }
+
     /// Stops the tasks of `partitions` (all when `None`) at their next
-    /// recovery point, waiting at most [`REVOKE_WAIT`].
-    fn stop_partitions(&self, partitions: Option<&[i32]>) {
+    /// recovery point, waiting at most [`REVOKE_WAIT`], then aborts those
+    /// still running: their commands are resumed by the next owner. The
+    /// partitions stopped, with the numbers of their tasks, whose done
+    /// offsets are final.
+    fn stop_partitions(&self, partitions: Option<&[i32]>) -> HashMap<i32, u64> {
         let stopped: Vec<_> = {
             let mut tasks = lock(&self.tasks);
             chosen(&tasks, partitions)
                 .iter()
-                .filter_map(|p| tasks.remove(p))
+                .filter_map(|p| tasks.remove(p).map(|task| (*p, task)))
                 .collect()
         };
-        for (stop, _) in &stopped {
-            let _ = stop.send(true);
+        let numbers = stopped
+            .iter()
+            .map(|(partition, task)| (*partition, task.number))
+            .collect();
+        for (_, task) in &stopped {
+            let _ = task.stop.send(true);
         }
         self.runtime.block_on(async {
-            let all = futures_join(stopped.into_iter().map(|(_, task)| task));
+            let mut handles: Vec<_> = stopped.into_iter().map(|(_, task)| task.handle).collect();
+            let all = futures_join(handles.iter_mut());
             if tokio::time::timeout(REVOKE_WAIT, all).await.is_err() {
                 tracing::warn!(
-                    "partition tasks did not stop within {} s; their commands are resumed \
-                     by the next owner",
+                    "partition tasks did not stop within {} s; aborted, their commands are \
+                     resumed by the next owner",
                     REVOKE_WAIT.as_secs()
                 );
+                for handle in &handles {
+                    handle.abort();
+                }
+                futures_join(handles.iter_mut()).await;
             }
         });
         metrics::gauge!("hashbuy_settler_partitions_assigned").set(lock(&self.tasks).len() as f64);
+        numbers
     }
 }
 
 /// A partition's task, and how to stop it.
-type PartitionTask = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+struct PartitionTask {
+    /// Raised to stop it.
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+    /// Tells it from the partition's earlier and later tasks.
+    number: u64,
+}
 
-/// Waits for every task.
-async fn futures_join(tasks: impl IntoIterator<Item = tokio::task::JoinHandle<()>>) {
+/// Waits for every task (an aborted one ends at its next await).
+async fn futures_join(tasks: impl IntoIterator<Item = &mut tokio::task::JoinHandle<()>>) {
     for task in tasks {
         let _ = task.await;
     }
@@ -558,21 +697,32 @@ impl Assignment for Members {
             let (stop, stopped) = watch::channel(false);
             let shared = Arc::clone(&self.shared);
             let restore = Arc::clone(&restore);
-            let task = self.runtime.spawn(async move {
-                if let Err(e) =
-                    partition_task(&shared, partition, queue, arrived, restore, stopped).await
-                {
+            let number = shared.next_task.fetch_add(1, Ordering::Relaxed);
+            let handle = self.runtime.spawn(async move {
+                let task = PartitionRun {
+                    partition,
+                    number,
+                    stopped,
+                };
+                if let Err(e) = partition_task(&shared, task, queue, arrived, restore).await {
                     shared.fail(e);
                 }
             });
-            tasks.insert(partition, (stop, task));
+            tasks.insert(
+                partition,
+                PartitionTask {
+                    stop,
+                    handle,
+                    number,
+                },
+            );
         }
         metrics::gauge!("hashbuy_settler_partitions_assigned").set(tasks.len() as f64);
     }
 
     fn revoking(&self, consumer: &GroupConsumer<Self>, partitions: &[i32]) {
-        self.stop_partitions(Some(partitions));
-        if let Err(e) = commit_done(consumer, &self.shared, Some(partitions), CommitMode::Sync) {
+        let stopped = self.stop_partitions(Some(partitions));
+        if let Err(e) = commit_done(consumer, &self.shared, &stopped, CommitMode::Sync) {
             self.shared.fail(e);
         }
         let mut done = lock(&self.shared.done);
@@ -728,15 +878,27 @@ fn acked_earlier(
     Ok(left)
 }
 
+/// Which partition task this is, and its stop signal.
+struct PartitionRun {
+    partition: i32,
+    /// See [`PartitionTask::number`].
+    number: u64,
+    stopped: watch::Receiver<bool>,
+}
+
 /// A partition's task; see the module docs.
 async fn partition_task(
     shared: &Arc<Shared>,
-    partition: i32,
+    task: PartitionRun,
     queue: Queue<Members>,
     arrived: Arc<Notify>,
     restore: Arc<Restore>,
-    mut stopped: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
+    let PartitionRun {
+        partition,
+        number,
+        mut stopped,
+    } = task;
     let Some(restored) = restore.restored(shared, partition).await else {
         return Ok(());
     };
@@ -845,7 +1007,7 @@ async fn partition_task(
             },
         }
         if let Some(offset) = tracker.committable() {
-            lock(&shared.done).insert(partition, offset);
+            lock(&shared.done).insert(partition, (number, offset));
         }
         let mut eof = lock(&shared.at_eof);
         if at_eof && tracker.in_flight() == 0 && users.is_empty() {
@@ -866,7 +1028,7 @@ async fn partition_task(
         }
     }
     if let Some(offset) = tracker.committable() {
-        lock(&shared.done).insert(partition, offset);
+        lock(&shared.done).insert(partition, (number, offset));
     }
     Ok(())
 }
@@ -890,6 +1052,7 @@ async fn dead_letter(
         reason,
         stage: "settle".into(),
         dead_at_ms: now_ms(),
+        ..Default::default()
     };
     shared
         .produce(
@@ -991,6 +1154,9 @@ async fn settle_entry(
                 stored = Some(attempt);
                 // The attempt is on disk before the provider hears of it.
                 shared.commit.durable().await?;
+                if !lease_held(shared, &mut stopped).await {
+                    return Ok(false);
+                }
                 let began = Instant::now();
                 let key_attempt = match &entry.state {
                     State::Attempting { key_attempt, .. } => *key_attempt,
@@ -1033,9 +1199,18 @@ async fn settle_entry(
                 if !wait.is_zero() && !pause(wait, &mut stopped).await {
                     return Ok(false);
                 }
+                if !lease_held(shared, &mut stopped).await {
+                    return Ok(false);
+                }
                 let since_ms = entry.received_ms.min(now_ms());
                 match shared.payments.find(&entry.command, since_ms).await {
                     Ok(found) => {
+                        if let Some(incident) = steps::double_charge(&found) {
+                            tracing::error!(command_id = %entry.command_id(), "{incident}");
+                            metrics::counter!("hashbuy_settler_double_charges_total").increment(1);
+                            entry.note(incident.clone(), now_ms());
+                            entry.review = Some(incident);
+                        }
                         if matches!(found, Found::Pending { .. }) {
                             let delay =
                                 shared
@@ -1093,6 +1268,22 @@ async fn settle_entry(
     Ok(true)
 }
 
+/// Waits until the settler holds its lease (see the module docs), unless
+/// the partition is stopped first; whether the provider may be called.
+async fn lease_held(shared: &Shared, stopped: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        if *stopped.borrow() {
+            return false;
+        }
+        if shared.lease.holds() {
+            return true;
+        }
+        if !pause(Duration::from_millis(50), stopped).await {
+            return false;
+        }
+    }
+}
+
 /// Waits `delay` unless the partition is stopped first; whether it waited.
 async fn pause(delay: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
@@ -1126,4 +1317,19 @@ async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {
     *lock(&shared.last_ack) = Some(Instant::now());
     metrics::counter!("hashbuy_settler_acks_total").increment(1);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owning_tasks_offsets_are_committed() {
+        // Partition 1 was revoked and given back: task 7 owns it now, and
+        // task 3, of the earlier assignment, reported late. Partition 2 is
+        // no longer owned at all.
+        let done = HashMap::from([(0, (5, 100)), (1, (3, 40)), (2, (4, 90))]);
+        let owned = HashMap::from([(0, 5), (1, 7)]);
+        assert_eq!(owned_done(&done, &owned), HashMap::from([(0, 100)]));
+    }
 }

@@ -74,6 +74,9 @@ pub enum Found {
     Charged {
         /// Its payment intent.
         payment_intent: String,
+        /// How many of the command's payment intents succeeded: more than
+        /// one is a double charge ([`double_charge`]).
+        charges: usize,
     },
     /// A charge the card declined (and none that succeeded).
     Declined {
@@ -154,6 +157,23 @@ fn call_or_reconcile(entry: &Entry, key: String, now_ms: i64, policy: &Policy) -
     Step::Charge { key }
 }
 
+/// What an operator must hear of a reconciliation: the provider charged
+/// the command more than once. The command is settled (the money moved),
+/// and the extra charges are the operator's to refund; never settled in
+/// silence.
+pub fn double_charge(found: &Found) -> Option<String> {
+    match found {
+        Found::Charged {
+            payment_intent,
+            charges,
+        } if *charges > 1 => Some(format!(
+            "double charge: the provider holds {charges} successful charges of the command; \
+             settled as {payment_intent}, refund the others"
+        )),
+        _ => None,
+    }
+}
+
 /// The next thing to do for a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -175,7 +195,9 @@ pub fn start(entry: &Entry, now_ms: i64, policy: &Policy) -> Option<Step> {
         State::Received => Some(Step::Charge {
             key: first_key(entry.command_id()),
         }),
-        State::Attempting { key, .. } => Some(call_or_reconcile(entry, key.clone(), now_ms, policy)),
+        State::Attempting { key, .. } => {
+            Some(call_or_reconcile(entry, key.clone(), now_ms, policy))
+        }
         _ => None,
     }
 }
@@ -208,7 +230,7 @@ pub fn after_reply(entry: &Entry, reply: Reply, now_ms: i64, policy: &Policy) ->
 /// After a reconciliation; `last_error` is what the last call said.
 pub fn after_reconcile(entry: &Entry, found: Found, policy: &Policy, last_error: &str) -> Step {
     match found {
-        Found::Charged { payment_intent } => Step::Decide(Outcome::Settled { payment_intent }),
+        Found::Charged { payment_intent, .. } => Step::Decide(Outcome::Settled { payment_intent }),
         Found::Declined {
             payment_intent,
             decline_code,
@@ -353,7 +375,9 @@ mod tests {
         let e = attempting(1, "c-1", 0);
         let found = Found::Charged {
             payment_intent: "pi_9".into(),
+            charges: 1,
         };
+        assert_eq!(double_charge(&found), None);
         assert_eq!(
             after_reconcile(&e, found, &POLICY, "500"),
             Step::Decide(Outcome::Settled {
@@ -426,6 +450,23 @@ mod tests {
     fn an_entry_restored_mid_call_is_a_call_that_got_no_answer() {
         assert!(!unanswered_at_start(&entry()));
         assert!(unanswered_at_start(&attempting(1, "c-1", 0)));
+    }
+
+    #[test]
+    fn a_double_charge_settles_and_is_raised() {
+        let e = attempting(1, "c-1", 0);
+        let twice = Found::Charged {
+            payment_intent: "pi_2".into(),
+            charges: 2,
+        };
+        let raised = double_charge(&twice).expect("an incident");
+        assert!(raised.contains("2 successful charges") && raised.contains("pi_2"));
+        assert_eq!(
+            after_reconcile(&e, twice, &POLICY, "500"),
+            Step::Decide(Outcome::Settled {
+                payment_intent: "pi_2".into()
+            })
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ mod tests {
         assert_eq!(cut, b"x [REDACTED] y ");
         let mut whole = b"ends in sk_test_a".to_vec();
         scrub_body(&mut whole, "sk_test_abc", false);
-        assert_eq!(whole, b"ends in sk_test_a", "a body read whole is left as it is");
+        assert_eq!(
+            whole, b"ends in sk_test_a",
+            "a body read whole is left as it is"
+        );
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub struct Args {
     /// environment variable: a flag shows in the process list.
     #[arg(long, env = "HASHBUY_PAYSIM_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// Seconds the simulated provider's clock runs ahead of this machine's
+    /// (negative: behind) in the `created` times of its objects, as a real
+    /// provider's clock may disagree with its clients'.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    clock_skew_s: i64,
 }
 
 /// Runs `hashbuy paysim`.
@@ -62,6 +67,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         key_ttl: Duration::from_secs(args.key_ttl_s),
         api_key: args.api_key,
+        clock_skew_s: args.clock_skew_s,
         ..Config::default()
     })
     .context("bad paysim settings")?;

@@ -509,15 +509,9 @@ fn a_key_the_provider_refuses_is_an_error_at_start_that_does_not_show_it() {
     assert!(!stderr.contains(CANARY_KEY), "{stderr}");
 }
 
-#[test]
-fn a_double_charge_found_by_reconciliation_is_flagged_for_review() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
-    let brokers = broker.bootstrap_servers();
-    let provider = Provider::start(PaysimConfig::default());
-    let sent = commands(1, 1);
-    let command = &sent[0];
-    // The provider holds two successful charges of the command (made, say,
-    // by an owner of the partition whose keys went astray).
+/// Charges `command` at the provider under each of `keys`, outside any
+/// settler (an owner of the partition whose keys went astray, say).
+fn charge_outside(provider: &Provider, command: &PaymentCommand, keys: &[&str]) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let mut config =
         hashbuy_provider::ProviderConfig::new(hashbuy_provider::SecretString::from(CANARY_KEY));
@@ -536,40 +530,62 @@ fn a_double_charge_found_by_reconciliation_is_flagged_for_review() {
         description: None,
         metadata: BTreeMap::new(),
     };
-    for key in ["astray-1", "astray-2"] {
+    for key in keys {
         let charged = runtime.block_on(client.charge(&request, key));
         assert!(
             matches!(charged, hashbuy_provider::ChargeOutcome::Succeeded { .. }),
             "{charged:?}"
         );
     }
-    // The settler's own entry is an attempt whose key the provider has
-    // forgotten: it reconciles.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ledger_dir = dir.path().join("ledger");
-    {
-        let ledger = hashbuy_settler::ledger::Ledger::open(&ledger_dir).expect("ledger");
-        let day_ago = hashbuy_settler::entry::now_ms() - 25 * 3600 * 1000;
-        let mut entry = hashbuy_settler::entry::Entry::received(command.clone(), 0, 0, day_ago);
-        entry
-            .attempt(command.command_id.clone(), day_ago)
-            .expect("attempt");
-        ledger
-            .partition(0)
-            .expect("partition")
-            .put(&entry)
-            .expect("put");
-        ledger.flush().expect("flush");
-    }
-    produce_commands(&brokers, &sent);
-    // The attempt found in the ledger is waited out (twice the request
-    // timeout) before the reconciliation.
-    let stderr = finished(
-        settle(&brokers, &provider, &ledger_dir)
+}
+
+/// A ledger in `dir` whose entry for `command`, first received at
+/// `received_ms` by the settler's clock, is an attempt under a key the
+/// provider has forgotten: the settler reconciles it.
+fn ledger_with_an_expired_attempt(dir: &Path, command: &PaymentCommand, received_ms: i64) {
+    let ledger = hashbuy_settler::ledger::Ledger::open(dir).expect("ledger");
+    let day_ago = hashbuy_settler::entry::now_ms() - 25 * 3600 * 1000;
+    let mut entry = hashbuy_settler::entry::Entry::received(command.clone(), 0, 0, received_ms);
+    entry
+        .attempt(command.command_id.clone(), day_ago)
+        .expect("attempt");
+    ledger
+        .partition(0)
+        .expect("partition")
+        .put(&entry)
+        .expect("put");
+    ledger.flush().expect("flush");
+}
+
+/// `hashbuy settle --exit-at-end`, with a short request timeout: an attempt
+/// found in the ledger is waited out (twice the request timeout) before a
+/// reconciliation.
+fn settle_quickly_to_end(brokers: &str, provider: &Provider, ledger: &Path) -> String {
+    finished(
+        settle(brokers, provider, ledger)
             .args(["--exit-at-end", "--request-timeout-s", "2"])
             .output()
             .expect("settle runs"),
+    )
+}
+
+#[test]
+fn a_double_charge_found_by_reconciliation_is_flagged_for_review() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let sent = commands(1, 1);
+    let command = &sent[0];
+    charge_outside(&provider, command, &["astray-1", "astray-2"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger_dir = dir.path().join("ledger");
+    ledger_with_an_expired_attempt(
+        &ledger_dir,
+        command,
+        hashbuy_settler::entry::now_ms() - 25 * 3600 * 1000,
     );
+    produce_commands(&brokers, &sent);
+    let stderr = settle_quickly_to_end(&brokers, &provider, &ledger_dir);
     assert!(
         stderr.contains("double charge"),
         "an error names the incident: {stderr}"
@@ -599,4 +615,25 @@ fn a_double_charge_found_by_reconciliation_is_flagged_for_review() {
         .expect("hashbuy ledger runs");
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("\"review\""), "{shown}");
+}
+
+#[test]
+fn a_charge_by_a_provider_whose_clock_runs_behind_is_found_by_reconciliation() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    // The provider's clock runs ten minutes behind the settler's: the
+    // charge it made after the command was received is dated before it.
+    let provider = Provider::start(PaysimConfig {
+        clock_skew_s: -600,
+        ..PaysimConfig::default()
+    });
+    let sent = commands(1, 1);
+    let command = &sent[0];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger_dir = dir.path().join("ledger");
+    ledger_with_an_expired_attempt(&ledger_dir, command, hashbuy_settler::entry::now_ms());
+    charge_outside(&provider, command, &["astray-1"]);
+    produce_commands(&brokers, &sent);
+    settle_quickly_to_end(&brokers, &provider, &ledger_dir);
+    assert_settled_once(&brokers, &provider, &sent);
 }

@@ -56,6 +56,11 @@ pub struct Config {
     /// The only secret key accepted when set; when `None`, any key starting
     /// with `sk_test_` is accepted. Never logged nor echoed.
     pub api_key: Option<String>,
+    /// Seconds the simulated provider's clock runs ahead (negative: behind)
+    /// of this machine's, in the `created` times it gives objects: a real
+    /// provider's clock and its clients' disagree, and reconciliation by
+    /// `created[gte]` must allow for it.
+    pub clock_skew_s: i64,
 }
 
 impl Default for Config {
@@ -71,6 +76,7 @@ impl Default for Config {
             seed: 0,
             key_ttl: Duration::from_secs(24 * 60 * 60),
             api_key: None,
+            clock_skew_s: 0,
         }
     }
 }
@@ -88,6 +94,7 @@ impl fmt::Debug for Config {
             .field("seed", &self.seed)
             .field("key_ttl", &self.key_ttl)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("clock_skew_s", &self.clock_skew_s)
             .finish()
     }
 }

@@ -330,6 +330,8 @@ pub(crate) struct Store {
     /// How long a key is remembered: saved answers, and attempt counts
     /// after the key's last request.
     key_ttl: Duration,
+    /// See [`Config::clock_skew_s`].
+    clock_skew_s: i64,
     /// Saves and keyed requests since expired keys were last dropped.
     since_sweep: usize,
     bucket: Option<Bucket>,
@@ -374,9 +376,16 @@ impl Store {
             requests: 0,
             next_token: 0,
             key_ttl: config.key_ttl,
+            clock_skew_s: config.clock_skew_s,
             since_sweep: 0,
             bucket: config.rps_limit.map(|r| Bucket::new(r, Instant::now())),
         }
+    }
+
+    /// The simulated provider's clock, in seconds since the Unix epoch
+    /// ([`Config::clock_skew_s`] off this machine's).
+    fn now_s(&self) -> i64 {
+        unix_now().saturating_add(self.clock_skew_s)
     }
 
     /// A fresh random id such as `pi_3Nx...`.
@@ -520,7 +529,7 @@ impl Store {
 
     /// The customer `id`, made on first use (a simulator convenience).
     fn customer(&mut self, id: &str) -> &mut Customer {
-        let created = unix_now();
+        let created = self.now_s();
         self.customers
             .entry(id.to_string())
             .or_insert_with(|| Customer {
@@ -552,7 +561,7 @@ impl Store {
             } else {
                 Status::RequiresPaymentMethod
             },
-            created: unix_now(),
+            created: self.now_s(),
             metadata: new.metadata,
             description: new.description,
             client_secret,
@@ -719,7 +728,7 @@ impl Store {
         }
         let customer = Customer {
             id: id.clone(),
-            created: unix_now(),
+            created: self.now_s(),
             email: new.email,
             name: new.name,
             description: new.description,
@@ -743,7 +752,8 @@ impl Store {
         }
         self.customer(customer);
         self.attached.insert(pm.to_string(), customer.to_string());
-        Answer::ok(payment_method_json(pm, card, Some(customer), unix_now()))
+        let now = self.now_s();
+        Answer::ok(payment_method_json(pm, card, Some(customer), now))
     }
 
     /// Every payment intent ever created, in creation order.

@@ -27,6 +27,13 @@ pub struct ProviderRefused {
     pub message: String,
 }
 
+/// How far before a command was first received a reconciliation looks for
+/// its charges. The settler's clock and the provider's disagree, and a
+/// charge dated before the look-back would be missed and made again; a
+/// day covers any clock that is not broken, at the cost of listing a day
+/// more of the customer's payment intents on this rare path.
+pub const RECONCILE_LOOKBACK: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Most provider calls at once. Each holds a connection for the
 /// provider's latency; beyond a few hundred, opening and closing
 /// connections costs more CPU than the calls themselves (at 50 ms a call,
@@ -131,15 +138,16 @@ impl Payments {
         })
     }
 
-    /// Looks for the provider's charge of a command, among the customer's
-    /// payment intents created since `since_ms` (a minute earlier, for
-    /// clocks that disagree).
+    /// Looks for the provider's charge of a command first received at
+    /// `received_ms`, among the customer's payment intents created since
+    /// [`RECONCILE_LOOKBACK`] before that.
     pub async fn find(
         &self,
         command: &PaymentCommand,
-        since_ms: i64,
+        received_ms: i64,
     ) -> Result<Found, ProviderError> {
-        let since_s = since_ms / 1000 - 60;
+        let lookback = RECONCILE_LOOKBACK.as_secs() as i64;
+        let since_s = (received_ms / 1000).saturating_sub(lookback);
         let found = {
             let _permit = self.calls.acquire().await;
             self.provider

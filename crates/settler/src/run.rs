@@ -1202,8 +1202,8 @@ async fn settle_entry(
                 if !lease_held(shared, &mut stopped).await {
                     return Ok(false);
                 }
-                let since_ms = entry.received_ms.min(now_ms());
-                match shared.payments.find(&entry.command, since_ms).await {
+                let received_ms = entry.received_ms.min(now_ms());
+                match shared.payments.find(&entry.command, received_ms).await {
                     Ok(found) => {
                         if let Some(incident) = steps::double_charge(&found) {
                             tracing::error!(command_id = %entry.command_id(), "{incident}");

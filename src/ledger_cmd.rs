@@ -6,9 +6,17 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
+use hashbuy_kafka::broker::LEDGER_TOPIC;
+use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use hashbuy_kafka::produce::{flush_promptly, Deliveries};
 use hashbuy_settler::entry::{now_ms, Entry, Outcome, State};
-use hashbuy_settler::ledger::{Ledger, PartitionLedger};
+use hashbuy_settler::ledger::{encode, Ledger, PartitionLedger};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::kafka_args::KafkaArgs;
 
 /// Arguments of `hashbuy ledger`.
 #[derive(clap::Args)]
@@ -28,7 +36,9 @@ enum LedgerCommand {
     /// Print every entry as JSON lines, for reconciliation.
     Export(LedgerDir),
     /// Decide a stuck (undecided) entry by hand, with a reason kept in the
-    /// entry. The settler emits its ack when it next runs.
+    /// entry. The resolution goes to the ledger's changelog topic first, so
+    /// whichever settler owns the partition next knows it; the settler
+    /// emits its ack when it next runs.
     Resolve(ResolveArgs),
 }
 
@@ -88,6 +98,16 @@ struct ResolveArgs {
     /// The decline code (for `declined`).
     #[arg(long, default_value = "unknown")]
     decline_code: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The ledger's changelog topic [default: settler-ledger].
+    #[arg(long, env = "HASHBUY_LEDGER_TOPIC")]
+    ledger_topic: Option<String>,
+    /// Change only this ledger, not the changelog (when the brokers are
+    /// gone for good): a settler that restores the partition from the
+    /// changelog would then attempt the entry again.
+    #[arg(long)]
+    local_only: bool,
 }
 
 /// Runs `hashbuy ledger`.
@@ -225,6 +245,27 @@ fn resolve(args: ResolveArgs) -> Result<()> {
         },
     };
     entry.resolve(outcome, &args.reason, now_ms())?;
+    if args.local_only {
+        eprintln!(
+            "warning: --local-only: a settler that restores partition {} from the changelog \
+             attempts {} again",
+            tree.partition(),
+            args.command_id
+        );
+    } else {
+        let (connection, file) = args.kafka.load()?;
+        let topic = args
+            .ledger_topic
+            .or(file.kafka.topics.ledger)
+            .unwrap_or_else(|| LEDGER_TOPIC.into());
+        write_changelog(&connection, &topic, tree.partition(), &entry).with_context(|| {
+            format!(
+                "cannot write the resolution to the changelog {topic} at {}; the ledger is \
+                 unchanged (--local-only changes only this ledger)",
+                connection.brokers
+            )
+        })?;
+    }
     tree.put(&entry)?;
     ledger.flush()?;
     eprintln!(
@@ -232,5 +273,36 @@ fn resolve(args: ResolveArgs) -> Result<()> {
         args.command_id,
         entry.state.name()
     );
+    Ok(())
+}
+
+/// How long the changelog record of a resolution may take to be delivered.
+const CHANGELOG_WAIT: Duration = Duration::from_secs(30);
+
+/// Writes `entry` to the ledger's changelog `topic`, in its `partition`, as
+/// the settler would, and waits for its delivery.
+fn write_changelog(
+    connection: &hashbuy_kafka::client::Connection,
+    topic: &str,
+    partition: i32,
+    entry: &Entry,
+) -> Result<()> {
+    connection.check_topic(topic, CONNECT_TIMEOUT)?;
+    let producer: BaseProducer<Deliveries> = connection
+        .config_with(&[("enable.idempotence", "true".to_owned())])
+        .create_with_context(Deliveries::default())?;
+    let stored = encode(entry)?;
+    producer
+        .send(
+            BaseRecord::to(topic)
+                .partition(partition)
+                .key(entry.command_id())
+                .payload(stored.as_ref()),
+        )
+        .map_err(|(e, _)| e)?;
+    flush_promptly(&producer, CHANGELOG_WAIT)?;
+    if let Some((_, error)) = producer.context().failures() {
+        bail!("not delivered: {error}");
+    }
     Ok(())
 }

@@ -452,6 +452,8 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
         "resolve",
         "--ledger",
         &ledger_arg,
+        "--brokers",
+        &brokers,
         stuck,
         "--outcome",
         "failed",
@@ -465,9 +467,11 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
     );
 
     // With the provider back, the rest settle and the resolved one is acked
-    // as FAILED without a charge.
+    // as FAILED without a charge, by a settler that knows the ledger only
+    // from its changelog (the partition's next owner).
     let provider = Provider::start(PaysimConfig::default());
-    settle_to_end(&brokers, &provider, &ledger);
+    let next_owner = dir.path().join("next-owner");
+    settle_to_end(&brokers, &provider, &next_owner);
     let acks: Vec<PaymentAck> = read_all(&brokers, "payment-acks");
     let resolved: Vec<&PaymentAck> = acks.iter().filter(|a| &a.command_id == stuck).collect();
     assert!(!resolved.is_empty(), "the resolved entry is acked");

@@ -128,6 +128,7 @@ fn dead_letter(source: &Source<'_>, error: &DecodeError, now_ms: i64) -> DeadLet
         reason: error.to_string(),
         stage: STAGE.to_owned(),
         dead_at_ms: now_ms,
+        ..DeadLetter::default()
     }
 }
 

@@ -7,6 +7,12 @@
 //! `Deserialize` in the proto3 JSON mapping with the proto's own snake_case
 //! field names: 64-bit integers as strings, bytes as base64, enums by name
 //! (`"SETTLED"`). That is the shape of hashbuy's JSON lines output.
+//!
+//! [`dead_letter::fit`] makes a `DeadLetter` safe to produce: within the
+//! producer's record limit, its payload cut if need be, with the original
+//! size and SHA-256.
+
+pub mod dead_letter;
 
 /// Version 1 of the wire types (`package hashbuy.v1`).
 pub mod v1 {

@@ -66,6 +66,19 @@ impl OffsetTracker {
         }
     }
 
+    /// The partition was read to `end`, its position after the last record
+    /// delivered: offsets below it that were never started (transaction
+    /// markers, records compacted away) will never come, so once nothing is
+    /// in flight the offset to commit is `end`, not one past the last
+    /// record. Without this, a partition ending in a transaction marker
+    /// could never be committed to its end. An `end` at or below what was
+    /// started changes nothing.
+    pub fn reached(&mut self, end: i64) {
+        if self.next.is_none_or(|next| end > next) {
+            self.next = Some(end);
+        }
+    }
+
     /// The offset to commit: every record before it is done. `None` before
     /// anything started.
     pub fn committable(&self) -> Option<i64> {
@@ -100,6 +113,21 @@ mod tests {
         t.finish(15).expect("in flight");
         assert_eq!(t.committable(), Some(16));
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_partition_read_to_its_end_commits_past_the_markers_there() {
+        let mut t = OffsetTracker::new();
+        t.reached(7);
+        assert_eq!(t.committable(), Some(7), "only markers before 7");
+        t.start(8).expect("after the end");
+        t.reached(10);
+        assert_eq!(t.committable(), Some(8), "8 is still in flight");
+        t.finish(8).expect("in flight");
+        assert_eq!(t.committable(), Some(10), "9 was the commit marker");
+        t.reached(9);
+        assert_eq!(t.committable(), Some(10), "an end never goes back");
+        t.start(11).expect("a later record");
     }
 
     #[test]

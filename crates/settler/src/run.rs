@@ -226,6 +226,8 @@ struct Shared {
     /// The number of the next partition task (an assignment of one
     /// partition).
     next_task: AtomicU64,
+    /// The consumer, for the position of a partition read to its end.
+    consumer: std::sync::OnceLock<std::sync::Weak<GroupConsumer<Members>>>,
     /// Partitions read to their end with nothing in flight.
     at_eof: Mutex<HashSet<i32>>,
     /// Commands being settled, since when.
@@ -322,6 +324,22 @@ async fn take(queue: &Queue<Members>, arrived: &Notify) -> Taken {
     }
 }
 
+/// Where the consumer stands in `partition` of the commands topic: after a
+/// partition's end is taken from its queue, its end, past any transaction
+/// marker (the last record's offset + 1 is short of it on a topic written
+/// in transactions, and `--exit-at-end` would wait for ever).
+fn position(shared: &Shared, partition: i32) -> Option<i64> {
+    let consumer = shared.consumer.get()?.upgrade()?;
+    let positions = consumer.position().ok()?;
+    match positions
+        .find_partition(&shared.config.commands_topic, partition)?
+        .offset()
+    {
+        Offset::Offset(end) => Some(end),
+        _ => None,
+    }
+}
+
 /// Checks a command has what charging needs.
 fn decode_command(value: &[u8]) -> Result<PaymentCommand, String> {
     let command =
@@ -412,6 +430,7 @@ pub fn run(
         lease: Lease::for_session(session_timeout(&config.connection.properties)),
         done: Mutex::new(HashMap::new()),
         next_task: AtomicU64::new(0),
+        consumer: std::sync::OnceLock::new(),
         at_eof: Mutex::new(HashSet::new()),
         pending: Mutex::new(HashMap::new()),
         first_read: std::sync::OnceLock::new(),
@@ -430,6 +449,7 @@ pub fn run(
         members,
     )
     .map_err(failed("cannot create the consumer"))?;
+    let _ = shared.consumer.set(Arc::downgrade(&consumer));
     let ends = ends_at_start(
         &consumer,
         &config.commands_topic,
@@ -980,7 +1000,12 @@ async fn partition_task(
                 }
             }
             taken = take(&queue, &arrived), if room => match taken {
-                Taken::Eof => at_eof = true,
+                Taken::Eof => {
+                    at_eof = true;
+                    if let Some(end) = position(shared, partition) {
+                        tracker.reached(end);
+                    }
+                }
                 Taken::Record { offset, key, value } => {
                     at_eof = false;
                     if tracker.start(offset).is_err() {

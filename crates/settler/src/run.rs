@@ -184,6 +184,23 @@ pub enum RunError {
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The ledger's changelog could not be read to its end.
+    #[error(
+        "restoring partitions {partitions:?} from the ledger changelog {topic} read nothing for \
+         {} s (last error: {}); they cannot start without their history",
+        waited.as_secs(),
+        last_error.as_deref().unwrap_or("none")
+    )]
+    RestoreStalled {
+        /// The changelog topic.
+        topic: String,
+        /// The partitions being restored.
+        partitions: Vec<i32>,
+        /// How long it read nothing.
+        waited: Duration,
+        /// The last error reading it.
+        last_error: Option<String>,
+    },
     /// The ledger could not be made durable.
     #[error(transparent)]
     Flush(#[from] FlushFailed),
@@ -791,11 +808,30 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
         }
     }
     let mut restored: HashMap<i32, usize> = partitions.iter().map(|&p| (p, 0)).collect();
+    let mut stall = Stall::new(Instant::now());
     while !reader.at_end() {
+        stall
+            .check(Instant::now())
+            .map_err(|(waited, last_error)| RunError::RestoreStalled {
+                topic: shared.config.ledger_topic.clone(),
+                partitions: partitions.to_vec(),
+                waited,
+                last_error,
+            })?;
         let Some(message) = reader.next(Duration::from_millis(500)) else {
             continue;
         };
-        let message = message.map_err(failed("cannot read the ledger changelog"))?;
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                // The client reconnects by itself; the stall check bounds
+                // how long that may take.
+                tracing::warn!("reading the ledger changelog: {e}; the restore goes on");
+                stall.failed(e.to_string());
+                continue;
+            }
+        };
+        stall.progressed(Instant::now());
         let partition = message.partition();
         let (Some(ledger), Some(value)) = (ledgers.get(&partition), message.payload()) else {
             continue;
@@ -822,6 +858,47 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
     }
     shared.ledger.flush()?;
     Ok(restored)
+}
+
+/// How long a restore may go without reading a record of the changelog
+/// before it gives up: the brokers are gone, or the changelog cannot be
+/// read, and the partitions cannot start without their history.
+const RESTORE_STALL: Duration = Duration::from_secs(120);
+
+/// Whether a restore still makes progress: errors reading the changelog
+/// are retried (the client reconnects by itself) until [`RESTORE_STALL`]
+/// passes without a record.
+struct Stall {
+    since: Instant,
+    last_error: Option<String>,
+}
+
+impl Stall {
+    fn new(now: Instant) -> Stall {
+        Stall {
+            since: now,
+            last_error: None,
+        }
+    }
+
+    fn progressed(&mut self, now: Instant) {
+        self.since = now;
+        self.last_error = None;
+    }
+
+    fn failed(&mut self, error: String) {
+        self.last_error = Some(error);
+    }
+
+    /// How long it has waited, and the last error, once that is too long.
+    fn check(&self, now: Instant) -> Result<(), (Duration, Option<String>)> {
+        let waited = now.saturating_duration_since(self.since);
+        if waited >= RESTORE_STALL {
+            Err((waited, self.last_error.clone()))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// The restore of one assignment's partitions, run once by whichever of
@@ -1347,6 +1424,28 @@ async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_rides_out_errors_until_it_stalls() {
+        let t0 = Instant::now();
+        let mut stall = Stall::new(t0);
+        stall.failed("broker transport failure".into());
+        assert!(
+            stall.check(t0 + RESTORE_STALL / 2).is_ok(),
+            "an error is retried"
+        );
+        stall.progressed(t0 + RESTORE_STALL / 2);
+        assert!(
+            stall.check(t0 + RESTORE_STALL).is_ok(),
+            "a record read resets it"
+        );
+        stall.failed("all brokers down".into());
+        let (waited, last) = stall
+            .check(t0 + RESTORE_STALL * 3 / 2)
+            .expect_err("too long without a record");
+        assert_eq!(waited, RESTORE_STALL);
+        assert_eq!(last.as_deref(), Some("all brokers down"));
+    }
 
     #[test]
     fn only_the_owning_tasks_offsets_are_committed() {

@@ -139,6 +139,7 @@ pub fn run(args: Args) -> Result<()> {
         ledger_topic: hashbuy_kafka::broker::LEDGER_TOPIC.into(),
         ledger_dir: dir.path().join("ledger"),
         max_in_flight: args.max_in_flight,
+        stuck_after: hashbuy_settler::run::STUCK_AFTER,
         exit_at_end: true,
         policy,
     };

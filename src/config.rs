@@ -58,6 +58,9 @@ pub struct SettleConfig {
     /// a call that got no answer is waited out for twice as long before a
     /// reconciliation.
     pub request_timeout_s: Option<u64>,
+    /// Seconds after which an undecided command is reported stuck on
+    /// `/healthz` (default 900).
+    pub stuck_after_s: Option<u64>,
     /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
     pub metrics_addr: Option<String>,
 }

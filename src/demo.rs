@@ -162,6 +162,7 @@ pub fn run(args: Args) -> Result<()> {
             ledger_topic: LEDGER_TOPIC.into(),
             ledger_dir: ledger_dir.clone(),
             max_in_flight: 256,
+            stuck_after: hashbuy_settler::run::STUCK_AFTER,
             exit_at_end: true,
             policy: Policy {
                 max_attempts: 10,

@@ -15,7 +15,7 @@ use hashbuy_provider::{
     Backoff, Provider, ProviderConfig, ProviderError, SecretString, STRIPE_API,
 };
 use hashbuy_settler::payments::Payments;
-use hashbuy_settler::run::{self, Config};
+use hashbuy_settler::run::{self, Config, STUCK_AFTER};
 use hashbuy_settler::steps::Policy;
 
 use crate::kafka_args::{self, KafkaArgs};
@@ -69,6 +69,12 @@ pub struct Args {
     /// is looked up there [default: 30].
     #[arg(long)]
     request_timeout_s: Option<u64>,
+    /// A command undecided for longer than this many seconds is stuck (the
+    /// provider cannot be reached to charge or look it up, and the settler
+    /// never fails a payment on a guess): `/healthz` answers 503 naming it,
+    /// and an error is logged [default: 900].
+    #[arg(long)]
+    stuck_after_s: Option<u64>,
     /// Consumer group [default: hashbuy-settler].
     #[arg(long, env = "HASHBUY_SETTLE_GROUP")]
     group: Option<String>,
@@ -217,6 +223,10 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or(256)
             .max(1),
         exit_at_end: args.exit_at_end,
+        stuck_after: args
+            .stuck_after_s
+            .or(settings.stuck_after_s)
+            .map_or(STUCK_AFTER, Duration::from_secs),
         policy: Policy {
             max_attempts: args
                 .max_attempts

@@ -85,13 +85,15 @@ fn router(handle: PrometheusHandle, health: Arc<Health>) -> Router {
             "/healthz",
             get(move || async move {
                 let since = live.since_beat();
-                if since < STALLED_AFTER {
-                    (StatusCode::OK, "ok\n".to_owned())
-                } else {
+                if since >= STALLED_AFTER {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!("stalled: no progress for {} s\n", since.as_secs()),
                     )
+                } else if let Some(stuck) = live.stuck() {
+                    (StatusCode::SERVICE_UNAVAILABLE, format!("stuck: {stuck}\n"))
+                } else {
+                    (StatusCode::OK, "ok\n".to_owned())
                 }
             }),
         )

@@ -407,6 +407,7 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
     let port = free_port();
     let mut child = settle(&brokers, &gone, &ledger)
         .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--stuck-after-s", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -415,6 +416,16 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
         metric(body, "hashbuy_settler_retries_total") >= 5.0
     })
     .expect("the settler keeps retrying");
+    // It is alive, but its payments get nowhere: /healthz says so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stuck = loop {
+        match common::get(port, "/healthz") {
+            Some((503, body)) if body.contains("undecided") => break body,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            other => panic!("/healthz never said the commands are stuck: {other:?}"),
+        }
+    };
+    assert!(stuck.contains("cmd-"), "it names a command: {stuck}");
     common::sigterm(&child);
     assert!(
         child.wait().expect("exits").success(),

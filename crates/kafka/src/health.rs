@@ -5,7 +5,10 @@
 //! has joined its group and can make progress); the HTTP side only reads.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::lock;
 
 /// Shared between a service's loop and its health endpoints.
 #[derive(Debug)]
@@ -14,6 +17,8 @@ pub struct Health {
     /// Milliseconds after `started` of the loop's last turn.
     beat_ms: AtomicU64,
     ready: AtomicBool,
+    /// Work that turns without getting anywhere, in the service's words.
+    stuck: Mutex<Option<String>>,
 }
 
 impl Default for Health {
@@ -22,6 +27,7 @@ impl Default for Health {
             started: Instant::now(),
             beat_ms: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            stuck: Mutex::new(None),
         }
     }
 }
@@ -41,6 +47,17 @@ impl Health {
     /// Whether the service said it is ready.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Says what work is stuck (the loop turns, but that work gets nowhere,
+    /// e.g. a payment the provider cannot be asked about), or that none is.
+    pub fn set_stuck(&self, stuck: Option<String>) {
+        *lock(&self.stuck) = stuck;
+    }
+
+    /// What work is stuck, if any.
+    pub fn stuck(&self) -> Option<String> {
+        lock(&self.stuck).clone()
     }
 
     /// How long ago the loop last turned.

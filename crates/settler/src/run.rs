@@ -129,7 +129,16 @@ pub struct Config {
     pub exit_at_end: bool,
     /// Attempt budget and key lifetime.
     pub policy: Policy,
+    /// A command undecided for longer than this is stuck (the provider
+    /// cannot be reached to charge or reconcile it, and it is never failed
+    /// on a guess): `/healthz` says so, naming it, and an error is logged.
+    pub stuck_after: Duration,
 }
+
+/// The default of [`Config::stuck_after`]: well past what retries and
+/// waits take when the provider answers (a reconciliation waits a minute,
+/// a backoff at most 30 s, a `Retry-After` at most 5 min).
+pub const STUCK_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Counts of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -533,11 +542,24 @@ fn coordinate(
         if last_check.elapsed() >= COMMIT_EVERY {
             last_check = Instant::now();
             let oldest = lock(&shared.pending)
-                .values()
-                .map(Instant::elapsed)
-                .max()
-                .unwrap_or_default();
-            metrics::gauge!("hashbuy_settler_oldest_pending_seconds").set(oldest.as_secs_f64());
+                .iter()
+                .map(|(id, since)| (since.elapsed(), id.clone()))
+                .max();
+            let age = oldest.as_ref().map(|(age, _)| *age).unwrap_or_default();
+            metrics::gauge!("hashbuy_settler_oldest_pending_seconds").set(age.as_secs_f64());
+            let stuck = oldest
+                .filter(|(age, _)| *age >= shared.config.stuck_after)
+                .map(|(age, id)| {
+                    format!(
+                        "command {id} undecided for {} s (is the provider reachable? see \
+                         hashbuy_settler_retries_total)",
+                        age.as_secs()
+                    )
+                });
+            if stuck.is_some() && health.stuck().is_none() {
+                tracing::error!("{}", stuck.as_deref().unwrap_or_default());
+            }
+            health.set_stuck(stuck);
             if shared.config.exit_at_end {
                 let at_eof = lock(&shared.at_eof).clone();
                 if consumed_to(

@@ -10,6 +10,7 @@
 //! recovery point with the same idempotency key, so the provider charges
 //! once.
 //!
+//! - [`command`]: a command record decoded and checked (pure).
 //! - [`entry`]: a command's ledger entry and its transitions (pure).
 //! - [`limits`]: `max_per_user` and the rolling 24 h `spend_limit`, checked
 //!   against the user's earlier entries (pure).
@@ -21,6 +22,7 @@
 //!   terms.
 //! - [`run`]: the settler on Kafka: a task per partition, many commands in
 //!   flight, the ledger's changelog, acks.
+pub mod command;
 pub mod entry;
 pub mod group_commit;
 pub mod ledger;

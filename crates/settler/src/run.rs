@@ -366,24 +366,6 @@ fn position(shared: &Shared, partition: i32) -> Option<i64> {
     }
 }
 
-/// Checks a command has what charging needs.
-fn decode_command(value: &[u8]) -> Result<PaymentCommand, String> {
-    let command =
-        PaymentCommand::decode(value).map_err(|e| format!("not a PaymentCommand: {e}"))?;
-    let missing = [
-        ("command_id", command.command_id.is_empty()),
-        ("user_id", command.user_id.is_empty()),
-        ("currency", command.currency.is_empty()),
-        ("customer_id", command.customer_id.is_empty()),
-        ("payment_method_id", command.payment_method_id.is_empty()),
-        ("amount", command.amount == 0),
-    ];
-    match missing.iter().find(|(_, absent)| *absent) {
-        Some((field, _)) => Err(format!("invalid PaymentCommand: no {field}")),
-        None => Ok(command),
-    }
-}
-
 /// A piece of a partition's work: a command read at an offset, or an
 /// undecided entry resumed at start (no offset).
 struct Work {
@@ -1113,7 +1095,7 @@ async fn partition_task(
                     }
                     shared.count(|s| s.commands += 1);
                     shared.first_read.get_or_init(Instant::now);
-                    match decode_command(&value) {
+                    match crate::command::decode(&value) {
                         Ok(command) => enqueue(
                             Work { command, offset: Some(offset) },
                             &mut users,

@@ -34,9 +34,10 @@ pub struct Args {
     /// absorbs [default: exactly-once].
     #[arg(long, value_enum, env = "HASHBUY_DELIVERY")]
     delivery: Option<DeliveryArg>,
-    /// When records were deleted (retention) before they were read: `stop`
-    /// with an error naming the offsets lost, committing nothing after
-    /// them, or `skip` them, logged and counted [default: stop].
+    /// When records were deleted (retention) before the group read them:
+    /// `stop` with an error naming the offsets lost, committing nothing
+    /// after them, or `skip` them, logged and counted [default: stop]. A
+    /// new group is only told what was deleted before its first read.
     #[arg(long, value_enum, env = "HASHBUY_ON_DATA_LOSS")]
     on_data_loss: Option<OnDataLossArg>,
     /// Stop once the group has consumed what the tweets topic held at start.
@@ -161,14 +162,19 @@ pub fn run(args: Args) -> Result<()> {
     let stop = kafka_args::stop_flag()?;
     let started = Instant::now();
     let summary = run::run(matcher, &config, &stop, &health).context("the matcher stopped")?;
-    let lost = if summary.lost_records > 0 {
-        format!(
+    let mut lost = String::new();
+    if summary.lost_records > 0 {
+        lost += &format!(
             ", {} records lost to retention and skipped",
             summary.lost_records
-        )
-    } else {
-        String::new()
-    };
+        );
+    }
+    if summary.deleted_before_group > 0 {
+        lost += &format!(
+            ", {} records were deleted before the group first read them",
+            summary.deleted_before_group
+        );
+    }
     eprintln!(
         "matched {} records in {:.1} s: {} commands, {} dead letters, {} batches ({} aborted and redone){lost}",
         summary.records,

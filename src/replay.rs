@@ -1,5 +1,11 @@
 //! `hashbuy replay`: produce recorded tweet streams to a topic, keyed by
 //! user id, at their original pace, faster, or as fast as possible.
+//!
+//! A broker may delete records while they are replayed: the embedded one
+//! keeps only 5 MB a partition, silently. So the topic's log starts are
+//! looked at before and after, and a partition whose log start moved is
+//! named with the records deleted, which no consumer that had not read
+//! them yet will see.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,9 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hashbuy_core::decode::{decode, Record};
-use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use hashbuy_kafka::client::{Connection, QuietContext, CONNECT_TIMEOUT};
+use hashbuy_kafka::loss::{deleted_between, Gap};
 use hashbuy_kafka::produce::{send_waiting, Deliveries};
+use hashbuy_kafka::reader::watermarks;
 use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::input::{self, Framing};
@@ -79,7 +88,8 @@ impl Pacer {
 /// Runs `hashbuy replay`.
 pub fn run(args: Args) -> Result<()> {
     let connection = args.kafka.connection()?;
-    connection.check_topic(&args.topic, CONNECT_TIMEOUT)?;
+    let partitions = connection.check_topic(&args.topic, CONNECT_TIMEOUT)?;
+    let retention = Retention::look(&connection, &args.topic, partitions);
     let producer: BaseProducer<Deliveries> = connection
         .config()
         .set("linger.ms", "5")
@@ -177,10 +187,89 @@ pub fn run(args: Args) -> Result<()> {
         args.topic,
         sent as f64 / seconds.max(1e-9),
     );
+    retention.warn_of_deleted();
     if let Some((count, first)) = failures {
         bail!("{count} records were not delivered; the first error: {first}");
     }
     Ok(())
+}
+
+/// The log starts of the topic's partitions before the replay, to name
+/// what the broker deleted during it.
+struct Retention {
+    consumer: Option<BaseConsumer<QuietContext>>,
+    topic: String,
+    partitions: usize,
+    before: std::collections::HashMap<i32, (i64, i64)>,
+}
+
+impl Retention {
+    /// Looks at the watermarks now. A failure only loses the warning (it is
+    /// said), never the replay.
+    fn look(connection: &Connection, topic: &str, partitions: usize) -> Retention {
+        let consumer = connection
+            .config()
+            .create_with_context(QuietContext)
+            .map_err(|e| eprintln!("warning: cannot watch for deleted records: {e}"))
+            .ok();
+        let before = consumer
+            .as_ref()
+            .and_then(|c| Self::marks(c, topic, partitions))
+            .unwrap_or_default();
+        Retention {
+            consumer,
+            topic: topic.to_owned(),
+            partitions,
+            before,
+        }
+    }
+
+    fn marks(
+        consumer: &BaseConsumer<QuietContext>,
+        topic: &str,
+        partitions: usize,
+    ) -> Option<std::collections::HashMap<i32, (i64, i64)>> {
+        watermarks(consumer, topic, 0..partitions as i32)
+            .map_err(|e| {
+                eprintln!(
+                    "warning: cannot read {topic}'s offsets to watch for deleted records: {e}"
+                )
+            })
+            .ok()
+    }
+
+    /// Names each partition whose oldest records were deleted since
+    /// [`Retention::look`].
+    fn warn_of_deleted(&self) {
+        let Some(consumer) = &self.consumer else {
+            return;
+        };
+        let Some(after) = Self::marks(consumer, &self.topic, self.partitions) else {
+            return;
+        };
+        let gaps = deleted_between(&self.topic, &self.before, &after);
+        for Gap {
+            topic,
+            partition,
+            from,
+            to,
+        } in &gaps
+        {
+            eprintln!(
+                "warning: {topic} partition {partition} overflowed the broker's retention: \
+                 {} records (offsets {from}..{to}) were deleted during this replay, and a \
+                 consumer that had not read them will never see them",
+                to - from
+            );
+        }
+        if !gaps.is_empty() {
+            eprintln!(
+                "(the embedded broker keeps {} MB a partition: give its topics more \
+                 partitions with `hashbuy broker --partitions N`, or replay less at once)",
+                hashbuy_kafka::broker::PARTITION_RETENTION_BYTES / (1024 * 1024)
+            );
+        }
+    }
 }
 
 /// A record's Kafka key (its author's user id, so a user's tweets keep

@@ -2,7 +2,9 @@
 //! in this test process: a generated stream in, exactly the commands that
 //! `hashbuy inspect` finds offline out — after a `kill -9` and a restart,
 //! and with two matchers sharing the stream; metrics and health on
-//! `--metrics-addr`; lost data stops the matcher; bad settings are named.
+//! `--metrics-addr`; lost data stops the matcher, whatever the log level,
+//! and a new group is told what was deleted before it started; bad
+//! settings are named.
 //!
 //! About duplicates: librdkafka's mock cluster (the embedded broker)
 //! answers transactions but does not hide aborted ones from
@@ -349,10 +351,74 @@ fn metrics_health_and_readiness_are_served() {
     assert!(err.contains("matched 2000 records"), "{err}");
 }
 
+/// A producer of large records, to fill the embedded broker's 5 MB a
+/// partition quickly.
+fn bulk_producer(brokers: &str) -> rdkafka::producer::BaseProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer")
+}
+
+/// Sends `count` tweets of 10 KB (of a user no offer knows) to `tweets`.
+fn send_bulk(producer: &rdkafka::producer::BaseProducer, count: usize) {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let tweet = format!(
+        r#"{{"id_str":"1","text":"{}","user":{{"id_str":"7"}},"timestamp_ms":"1"}}"#,
+        "x".repeat(10_000)
+    );
+    for _ in 0..count {
+        producer
+            .send(BaseRecord::<(), _>::to("tweets").payload(&tweet))
+            .expect("queued");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+}
+
+/// The `(low, high)` watermarks of `tweets` partition 0.
+fn tweets_watermarks(brokers: &str) -> (i64, i64) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    consumer
+        .fetch_watermarks("tweets", 0, Duration::from_secs(10))
+        .expect("watermarks")
+}
+
+/// Sends a signal (`STOP`, `CONT`) to a child.
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits for a child that must end on its own within `wait`; its exit
+/// status and stderr.
+fn finish_within(mut child: Child, wait: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + wait;
+    while child.try_wait().expect("child status").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let (_, err) = finish(child);
+            panic!("still running after {} s: {err}", wait.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    finish(child)
+}
+
+// librdkafka's log level follows the log filter when a client is made, so
+// these run with `HASHBUY_LOG=error`: lost data must be found without
+// librdkafka's warning about the offset reset.
+
 #[test]
 fn lost_data_stops_the_matcher_and_names_the_offsets() {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
     // One partition, so filling it past the mock's 5 MB deletes the start.
@@ -364,20 +430,8 @@ fn lost_data_stops_the_matcher_and_names_the_offsets() {
         .set("group.id", "hashbuy-matcher")
         .create()
         .expect("consumer");
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()
-        .expect("producer");
-    let tweet = format!(
-        r#"{{"id_str":"1","text":"{}","user":{{"id_str":"7"}},"timestamp_ms":"1"}}"#,
-        "x".repeat(10_000)
-    );
-    for _ in 0..10 {
-        producer
-            .send(BaseRecord::<(), _>::to("tweets").payload(&tweet))
-            .expect("queued");
-    }
-    producer.flush(Duration::from_secs(10)).expect("delivered");
+    let producer = bulk_producer(&brokers);
+    send_bulk(&producer, 10);
     let mut offsets = TopicPartitionList::new();
     offsets
         .add_partition_offset("tweets", 0, Offset::Offset(10))
@@ -386,16 +440,8 @@ fn lost_data_stops_the_matcher_and_names_the_offsets() {
         .commit(&offsets, CommitMode::Sync)
         .expect("committed");
     // ...then 8 MB more arrive, and the mock drops the oldest.
-    for _ in 0..800 {
-        producer
-            .send(BaseRecord::<(), _>::to("tweets").payload(&tweet))
-            .expect("queued");
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).expect("delivered");
-    let (low, _) = consumer
-        .fetch_watermarks("tweets", 0, Duration::from_secs(10))
-        .expect("watermarks");
+    send_bulk(&producer, 800);
+    let (low, _) = tweets_watermarks(&brokers);
     assert!(low > 10, "the mock deleted the start: low watermark {low}");
 
     let run = |extra: &[&str]| {
@@ -403,6 +449,7 @@ fn lost_data_stops_the_matcher_and_names_the_offsets() {
             .arg("--exit-at-end")
             .args(["-X", "session.timeout.ms=6000"])
             .args(extra)
+            .env("HASHBUY_LOG", "error")
             .output()
             .expect("matcher runs")
     };
@@ -423,6 +470,119 @@ fn lost_data_stops_the_matcher_and_names_the_offsets() {
             low - 10
         )),
         "{err}"
+    );
+}
+
+#[test]
+fn data_deleted_while_the_matcher_runs_stops_it() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let producer = bulk_producer(&brokers);
+    send_bulk(&producer, 10);
+    let port = free_port();
+    let mut child = match_samples(&brokers)
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--batch-ms", "20", "-X", "session.timeout.ms=6000"])
+        .env("HASHBUY_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("matcher starts");
+    // The ten are read and committed...
+    wait_for_metrics(port, &mut child, |body| {
+        metric(body, "hashbuy_matcher_batch_records_sum") >= 10.0
+    });
+    // ...and while the matcher is frozen, 8 MB arrive and the broker
+    // deletes records it has not read.
+    signal(&child, "STOP");
+    send_bulk(&producer, 800);
+    let (low, _) = tweets_watermarks(&brokers);
+    assert!(
+        low > 10,
+        "the mock deleted unread records: low watermark {low}"
+    );
+    signal(&child, "CONT");
+    let (status, err) = finish_within(child, Duration::from_secs(120));
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "tweets partition 0 offsets 10..{low} were deleted"
+        )),
+        "{err}"
+    );
+}
+
+/// The issue's measurement: 6,000 generated tweets replayed into a
+/// one-partition embedded broker overflow its 5 MB, and a new matcher
+/// group reading what is left must say how much is gone.
+#[test]
+fn an_overflowing_replay_and_a_new_group_after_it_say_how_many_records_are_gone() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    ok(hashbuy(&[
+        "gen",
+        "--tweets",
+        "6000",
+        "--out",
+        &path("tweets.jsonl"),
+        "--catalog-out",
+        &path("catalog.toml"),
+        "--accounts-out",
+        &path("accounts.toml"),
+    ]));
+    let replayed = ok(hashbuy(&[
+        "replay",
+        &path("tweets.jsonl"),
+        "--brokers",
+        &brokers,
+    ]));
+    let (low, high) = tweets_watermarks(&brokers);
+    assert!(
+        low > 0 && high == 6000,
+        "the partition overflowed: {low}..{high}"
+    );
+    let err = String::from_utf8_lossy(&replayed.stderr);
+    assert!(
+        err.contains(&format!(
+            "tweets partition 0 overflowed the broker's retention: {low} records (offsets 0..{low})"
+        )),
+        "{err}"
+    );
+
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["match", "--brokers", &brokers])
+        .args(["--catalog", &path("catalog.toml")])
+        .args(["--accounts", &path("accounts.toml")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("matcher starts");
+    let body = wait_for_metrics(port, &mut child, |body| {
+        metric(body, "hashbuy_matcher_batch_records_sum") >= (high - low) as f64
+    });
+    assert_eq!(
+        metric(&body, "hashbuy_data_loss_before_group_records_total"),
+        low as f64
+    );
+    sigterm(&child);
+    let (status, err) = finish(child);
+    // A new group is told, not stopped: it never read those records.
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "tweets partition 0: {low} records (offsets 0..{low}) were deleted before this group first read it"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{low} records were deleted before the group first read them"
+        )),
+        "the summary says so too: {err}"
     );
 }
 

@@ -15,14 +15,13 @@
 //!   partitions, makes what they finished durable and commits it, so the
 //!   next owner starts where this one stopped.
 //!
-//! It also watches librdkafka's log for offset resets caused by an error:
-//! a reset from an offset that is no longer on the broker (retention
-//! deleted it before it was read) is lost data. Those are kept as
-//! [`OffsetReset`]s for the owner to judge ([`GroupContext::take_resets`]),
-//! since silently starting over at the log start can skip a purchase.
+//! Records deleted before they were read are found by [`crate::loss`],
+//! from offsets: at assignment ([`crate::loss::check_starts`], which the
+//! owner calls from [`Assignment::assigned`]) and while reading
+//! ([`crate::loss::Continuity`], with [`GroupContext::log_start`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -55,26 +54,12 @@ pub trait Assignment: Send + Sync + Sized + 'static {
     fn statistics(&self, _statistics: Statistics) {}
 }
 
-/// A reset of a partition's position by librdkafka after a fetch error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffsetReset {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-    /// The offset that could not be fetched.
-    pub from: i64,
-    /// librdkafka's words.
-    pub message: String,
-}
-
 /// The consumer context of a group member; see the module docs.
 pub struct GroupContext<A: Assignment> {
     /// What to do on rebalances.
     pub assignment: A,
     topic: String,
     consumer: OnceLock<Weak<GroupConsumer<A>>>,
-    resets: Mutex<Vec<OffsetReset>>,
 }
 
 impl<A: Assignment> GroupContext<A> {
@@ -90,7 +75,6 @@ impl<A: Assignment> GroupContext<A> {
             assignment,
             topic: topic.to_owned(),
             consumer: OnceLock::new(),
-            resets: Mutex::new(Vec::new()),
         };
         let consumer: Arc<GroupConsumer<A>> = Arc::new(config.create_with_context(context)?);
         // Splitting a queue needs the consumer itself; the context only
@@ -101,28 +85,45 @@ impl<A: Assignment> GroupContext<A> {
         Ok(consumer)
     }
 
-    /// The offset resets seen since the last call.
-    pub fn take_resets(&self) -> Vec<OffsetReset> {
-        self.resets
-            .lock()
-            .map(|mut r| std::mem::take(&mut *r))
-            .unwrap_or_default()
+    /// A handle for the log starts of the member's partitions, for their
+    /// workers.
+    pub fn log_starts(&self) -> LogStarts<A> {
+        LogStarts {
+            consumer: self.consumer.get().cloned().unwrap_or_default(),
+            topic: self.topic.clone(),
+        }
+    }
+}
+
+/// Where a group member's partitions' logs start, asked from a partition's
+/// worker when its offsets jump ([`crate::loss::Continuity::read`]). It
+/// holds the consumer weakly: workers never keep it alive.
+pub struct LogStarts<A: Assignment> {
+    consumer: Weak<GroupConsumer<A>>,
+    topic: String,
+}
+
+impl<A: Assignment> Clone for LogStarts<A> {
+    fn clone(&self) -> Self {
+        LogStarts {
+            consumer: Weak::clone(&self.consumer),
+            topic: self.topic.clone(),
+        }
+    }
+}
+
+impl<A: Assignment> LogStarts<A> {
+    /// The log start of `partition`: librdkafka's cached one, else the
+    /// broker's answer within `timeout` ([`crate::loss::log_start`]);
+    /// `None` if unknown or the consumer is gone.
+    pub fn get(&self, partition: i32, timeout: Duration) -> Option<i64> {
+        let consumer = self.consumer.upgrade()?;
+        crate::loss::log_start(&consumer, &self.topic, partition, timeout)
     }
 }
 
 impl<A: Assignment> ClientContext for GroupContext<A> {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        let serious = !matches!(
-            level,
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info | RDKafkaLogLevel::Debug
-        );
-        if fac == "OFFSET" && serious {
-            if let Some(reset) = parse_reset(log_message) {
-                if let Ok(mut resets) = self.resets.lock() {
-                    resets.push(reset);
-                }
-            }
-        }
         crate::client::log(level, fac, log_message);
     }
 
@@ -290,45 +291,4 @@ const CONSUMED_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<i32> {
     list.elements().iter().map(|e| e.partition()).collect()
-}
-
-/// Reads librdkafka's warning "TOPIC [P]: offset reset (at offset N ...".
-fn parse_reset(message: &str) -> Option<OffsetReset> {
-    let (head, rest) = message.split_once(": offset reset (at offset ")?;
-    let (before, partition) = head.rsplit_once(" [")?;
-    let partition = partition.strip_suffix(']')?.parse().ok()?;
-    // librdkafka puts the thread and broker first ("[thrd:main]: "); topic
-    // names have neither spaces nor colons.
-    let topic = before.rsplit([' ', ':']).next().filter(|t| !t.is_empty())?;
-    let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '-')?;
-    let from = rest[..digits].parse().ok()?;
-    Some(OffsetReset {
-        topic: topic.to_owned(),
-        partition,
-        from,
-        message: message.to_owned(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_librdkafkas_offset_reset_warning() {
-        let message =
-            "[thrd:main]: tweets [7]: offset reset (at offset 120 (leader epoch -1), broker 1) \
-                       to offset BEGINNING (leader epoch -1): fetch failed due to requested \
-                       offset not available on the broker: Broker: Offset out of range";
-        assert_eq!(
-            parse_reset(message),
-            Some(OffsetReset {
-                topic: "tweets".into(),
-                partition: 7,
-                from: 120,
-                message: message.into(),
-            })
-        );
-        assert_eq!(parse_reset("tweets [7]: offset reset (at INVALID"), None);
-    }
 }

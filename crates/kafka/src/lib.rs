@@ -10,8 +10,9 @@
 //! - [`lease`]: how long a member may act outside Kafka (call a payment
 //!   provider) before it proves again that it still owns its partitions.
 //! - [`group`]: a consumer group member with a queue per partition, whose
-//!   rebalances wait for revoked work to be committed, and which notices
-//!   lost data.
+//!   rebalances wait for revoked work to be committed.
+//! - [`loss`]: records deleted before they were read, found from offsets
+//!   (never from librdkafka's log), and what to do about them.
 //! - [`pool`]: a few threads reading the queues of many partitions.
 //! - [`health`]: liveness and readiness for `/healthz` and `/readyz`.
 //! - [`broker`]: the embedded development broker (librdkafka's mock
@@ -28,6 +29,7 @@ pub mod config;
 pub mod group;
 pub mod health;
 pub mod lease;
+pub mod loss;
 pub mod offsets;
 pub mod pool;
 pub mod produce;

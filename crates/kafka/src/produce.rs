@@ -1,5 +1,5 @@
-//! Producing: delivery reports counted, and sending that waits out a full
-//! queue instead of failing.
+//! Producing: delivery reports counted, sending that waits out a full
+//! queue instead of failing, and how large a record may be.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -9,7 +9,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
+use rdkafka::{ClientConfig, ClientContext};
 
 /// A producer context that counts records the broker did not take.
 #[derive(Debug, Default)]
@@ -107,5 +107,38 @@ pub fn flush_promptly(
             return Err(KafkaError::Flush(RDKafkaErrorCode::RequestTimedOut));
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// librdkafka's default `message.max.bytes`: the largest record a producer
+/// sends (below Kafka's default `max.message.bytes` of 1,048,588).
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// What librdkafka counts for a record besides its key and value (36 bytes
+/// of v2 framing at most), with room to spare.
+const RECORD_FRAMING_BYTES: usize = 512;
+
+/// How many bytes of key and value one record may carry when produced
+/// with `config`: its `message.max.bytes` (librdkafka's default unless
+/// set, e.g. by `-X`) less the framing librdkafka counts. What dead letters
+/// are fitted to (`hashbuy_proto::dead_letter::fit`).
+pub fn record_budget(config: &ClientConfig) -> usize {
+    config
+        .get("message.max.bytes")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES)
+        .saturating_sub(RECORD_FRAMING_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_follows_message_max_bytes() {
+        let mut config = ClientConfig::new();
+        assert_eq!(record_budget(&config), 999_488);
+        config.set("message.max.bytes", "2000000");
+        assert_eq!(record_budget(&config), 1_999_488);
     }
 }

@@ -32,11 +32,19 @@
 //!   are revoked, their workers are stopped, what they finished is produced
 //!   and the batch committed; only then does the revocation go on, so the
 //!   next owner starts exactly where this one stopped.
-//! - **Lost data** (an offset deleted by retention before it was read,
-//!   which librdkafka reports as an offset reset) is never passed over in
-//!   silence: it is logged with the offsets lost, counted, and by default
-//!   stops the matcher before anything after it is committed
-//!   ([`OnDataLoss`]).
+//! - **Lost data** (records deleted by retention before they were read)
+//!   is found from offsets, never from librdkafka's log, by
+//!   [`hashbuy_kafka::loss`]: at assignment, the committed offset against
+//!   the log start; while reading, each worker's next expected offset
+//!   against the log start when a record jumps past it. It is never passed
+//!   over in silence: it is logged with the offsets lost, counted, and by
+//!   default stops the matcher before anything after it is committed
+//!   ([`OnDataLoss`]). A new group (nothing committed) on a partition
+//!   whose log starts above 0 is told how many records were deleted before
+//!   it, and goes on.
+//! - **Poison records** never stop it: a dead letter is fitted to the
+//!   producer's record limit ([`hashbuy_proto::dead_letter::fit`]), its
+//!   payload cut if need be, with the original size and SHA-256.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,12 +55,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hashbuy_kafka::client::{failed, ConnectError, Connection, Failed, CONNECT_TIMEOUT};
 use hashbuy_kafka::group::{
     consumed_to, ends_at_start, member_settings, serve_main_queue, Assignment, GroupConsumer,
-    GroupContext, OffsetReset, Queue,
+    GroupContext, LogStarts, Queue,
 };
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::lock;
+use hashbuy_kafka::loss::{self, report_before_group, report_lost, Continuity, Gap};
 use hashbuy_kafka::pool::{PartitionWork, Pool, Stopping};
-use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
+use hashbuy_kafka::produce::{flush_promptly, record_budget, send_waiting, Deliveries};
+use hashbuy_proto::dead_letter;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::BorrowedMessage;
@@ -71,15 +81,9 @@ pub enum Delivery {
     AtLeastOnce,
 }
 
-/// What to do when records were deleted before the matcher read them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDataLoss {
-    /// Stop with an error, committing nothing after the gap: an operator
-    /// decides (a skipped tweet can be a lost purchase).
-    Stop,
-    /// Log and count the loss, and go on from the oldest record left.
-    Skip,
-}
+/// What to do when records were deleted before the matcher read them
+/// (the policy both services share).
+pub use hashbuy_kafka::loss::OnDataLoss;
 
 /// What the matcher reads, writes, and how.
 #[derive(Debug, Clone)]
@@ -133,6 +137,9 @@ pub struct Summary {
     pub retried_batches: u64,
     /// Records lost to retention and skipped (`--on-data-loss skip`).
     pub lost_records: u64,
+    /// Records deleted before this group first read their partition (a new
+    /// group on a log that starts above 0): told, not lost by this group.
+    pub deleted_before_group: u64,
     /// From the first record consumed to the last batch committed (the
     /// group join before and the shutdown after excluded): what throughput
     /// is measured over.
@@ -183,6 +190,17 @@ pub enum RunError {
     Threads(std::io::Error),
 }
 
+impl From<&Gap> for RunError {
+    fn from(gap: &Gap) -> Self {
+        RunError::DataLoss {
+            topic: gap.topic.clone(),
+            partition: gap.partition,
+            from: gap.from,
+            to: gap.to,
+        }
+    }
+}
+
 /// How long one transactional or commit call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -225,9 +243,11 @@ pub fn run(
             format!("hashbuy-matcher-{}-{}", config.group, config.instance),
         ));
     }
-    let producer: BaseProducer<Deliveries> = config
-        .connection
-        .config_with(&producer_settings)
+    let producer_config = config.connection.config_with(&producer_settings);
+    // Dead letters are cut to what this producer may send, so a poison
+    // record near or over the limit cannot stop the matcher.
+    let letter_bytes = record_budget(&producer_config);
+    let producer: BaseProducer<Deliveries> = producer_config
         .create_with_context(Deliveries::default())
         .map_err(failed("cannot create the producer"))?;
     if config.delivery == Delivery::ExactlyOnce {
@@ -241,6 +261,7 @@ pub fn run(
     let members = Members {
         matcher,
         config: config.clone(),
+        letter_bytes,
         sender,
         receiver: Mutex::new(receiver),
         pool,
@@ -367,6 +388,8 @@ struct Chunk {
     decisions: Tally,
     /// The worker reached the end of its partition after these records.
     eof: bool,
+    /// Records deleted before they were read, found among these.
+    gaps: Vec<Gap>,
 }
 
 /// An encoded output record.
@@ -403,6 +426,12 @@ struct Batch {
     dead_letters: u64,
     /// Partitions whose end a worker reported since their last record.
     at_eof: HashSet<i32>,
+    /// Records deleted unread, found in the batch's chunks: judged before
+    /// the batch commits.
+    gaps: Vec<Gap>,
+    /// Partitions whose records deleted before the group's first read were
+    /// told already (a redo checks them again).
+    told_before_group: HashSet<i32>,
     /// When the first record of the run was taken.
     first_record: Option<Instant>,
     /// When the last batch was committed.
@@ -422,6 +451,8 @@ impl Batch {
             commands: 0,
             dead_letters: 0,
             at_eof: HashSet::new(),
+            gaps: Vec::new(),
+            told_before_group: HashSet::new(),
             first_record: None,
             last_commit: None,
             summary: Summary::default(),
@@ -430,6 +461,7 @@ impl Batch {
 
     fn clear(&mut self) {
         self.offsets.clear();
+        self.gaps.clear();
         self.started = None;
         self.records = 0;
         self.commands = 0;
@@ -443,6 +475,8 @@ impl Batch {
 struct Members {
     matcher: Arc<Matcher>,
     config: Config,
+    /// What a dead letter may take of a record ([`record_budget`]).
+    letter_bytes: usize,
     sender: SyncSender<Chunk>,
     receiver: Mutex<Receiver<Chunk>>,
     /// The partitions' workers.
@@ -472,13 +506,40 @@ impl Members {
         lock(&self.failure).get_or_insert(error);
     }
 
-    /// Starts a worker for each queue.
-    fn spawn(&self, queues: Vec<(i32, Queue<Members>)>) {
+    /// Checks where the partitions of `queues` start
+    /// ([`loss::check_starts`]), acts on what was deleted before, and
+    /// starts a worker for each queue, expecting its first record there.
+    fn start(&self, consumer: &GroupConsumer<Members>, queues: Vec<(i32, Queue<Members>)>) {
+        let partitions: Vec<i32> = queues.iter().map(|(p, _)| *p).collect();
+        let next = match loss::check_starts(
+            consumer,
+            &self.config.tweets_topic,
+            &partitions,
+            CALL_TIMEOUT,
+        ) {
+            Ok(starts) => self.judge_starts(starts),
+            Err(source) => {
+                // Unchecked, a deleted stretch would pass unnoticed.
+                self.fail(RunError::Kafka(Failed {
+                    what: "cannot check the assigned partitions for lost data",
+                    source,
+                }));
+                HashMap::new()
+            }
+        };
+        let log_starts = consumer.context().log_starts();
         for (partition, queue) in queues {
             let job = Job {
                 partition,
                 topic: self.config.tweets_topic.clone(),
                 matcher: Arc::clone(&self.matcher),
+                continuity: Continuity::new(
+                    &self.config.tweets_topic,
+                    partition,
+                    next.get(&partition).copied(),
+                ),
+                log_starts: log_starts.clone(),
+                letter_bytes: self.letter_bytes,
                 sender: self.sender.clone(),
                 chunk: Chunk {
                     partition,
@@ -489,6 +550,32 @@ impl Members {
             self.pool.add(partition, queue, job);
         }
         metrics::gauge!("hashbuy_matcher_partitions_assigned").set(self.pool.len() as f64);
+    }
+
+    /// Acts on what was deleted before each newly assigned partition's
+    /// start; the offset each one's first record is expected at.
+    fn judge_starts(&self, starts: Vec<loss::Start>) -> HashMap<i32, i64> {
+        let mut batch = self.lock_batch();
+        let mut next = HashMap::new();
+        for start in starts {
+            if let Some(gap) = &start.before_group {
+                if batch.told_before_group.insert(start.partition) {
+                    report_before_group(gap);
+                    batch.summary.deleted_before_group += gap.records();
+                }
+            }
+            if let Some(gap) = &start.lost {
+                report_lost(gap);
+                match self.config.on_data_loss {
+                    // Nothing of the partition is committed: the run ends
+                    // at the coordinator's next turn.
+                    OnDataLoss::Stop => self.fail(gap.into()),
+                    OnDataLoss::Skip => batch.summary.lost_records += gap.records(),
+                }
+            }
+            next.insert(start.partition, start.next);
+        }
+        next
     }
 
     /// Stops the workers of `partitions` (all when `None`); they hand over
@@ -561,6 +648,7 @@ impl Members {
         if let Some(next) = chunk.next_offset {
             batch.offsets.insert(chunk.partition, next);
         }
+        batch.gaps.extend(chunk.gaps);
         batch.records += chunk.records;
         if chunk.eof {
             batch.at_eof.insert(chunk.partition);
@@ -588,7 +676,20 @@ impl Members {
             return Ok(true);
         }
         // Nothing after lost data is committed unless skipping was asked.
-        self.judge_resets(consumer, batch)?;
+        if self.config.on_data_loss == OnDataLoss::Stop {
+            if let Some(gap) = batch.gaps.first() {
+                batch.gaps.iter().for_each(report_lost);
+                let error = RunError::from(gap);
+                if batch.in_transaction {
+                    let _ = batch.producer.abort_transaction(CALL_TIMEOUT);
+                    batch.in_transaction = false;
+                }
+                // Forgotten, so the commit on the way out (the consumer's
+                // close revokes its partitions) has nothing to commit.
+                batch.clear();
+                return Err(error);
+            }
+        }
         let began = Instant::now();
         let mut offsets = TopicPartitionList::new();
         for (&partition, &offset) in &batch.offsets {
@@ -622,6 +723,12 @@ impl Members {
             batch.summary.commands += batch.commands;
             batch.summary.dead_letters += batch.dead_letters;
             batch.summary.batches += 1;
+            // Skipped gaps count once they are committed past (an aborted
+            // batch finds them again).
+            for gap in &batch.gaps {
+                report_lost(gap);
+                batch.summary.lost_records += gap.records();
+            }
             batch.last_commit = Some(Instant::now());
         } else {
             metrics::counter!("hashbuy_matcher_batches_aborted_total").increment(1);
@@ -648,7 +755,7 @@ impl Members {
                     .map(|q| (p, q))
             })
             .collect();
-        self.spawn(queues);
+        self.start(consumer, queues);
         Ok(())
     }
 
@@ -662,71 +769,12 @@ impl Members {
         }
         Ok(())
     }
-
-    /// Looks at librdkafka's offset resets since the last batch and
-    /// decides whether they lost data.
-    fn judge_resets(
-        &self,
-        consumer: &GroupConsumer<Members>,
-        batch: &mut Batch,
-    ) -> Result<(), RunError> {
-        for reset in consumer.context().take_resets() {
-            let OffsetReset {
-                topic,
-                partition,
-                from,
-                message,
-            } = reset;
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, partition, CALL_TIMEOUT)
-                .map_err(failed("cannot read a partition's offsets after a reset"))?;
-            if from >= low && from <= high {
-                tracing::warn!(%topic, partition, from, "offset reset without lost data: {message}");
-                continue;
-            }
-            if from > high {
-                tracing::warn!(
-                    %topic, partition, from, high,
-                    "the partition is shorter than the position it was read at; \
-                     its records from the start are read again: {message}"
-                );
-                continue;
-            }
-            let lost = u64::try_from(low - from).unwrap_or(0);
-            metrics::counter!(
-                "hashbuy_data_loss_records_total",
-                "topic" => topic.clone(),
-                "partition" => partition.to_string()
-            )
-            .increment(lost);
-            tracing::error!(
-                %topic, partition, from, to = low, lost,
-                "data lost: records were deleted before they were read"
-            );
-            match self.config.on_data_loss {
-                OnDataLoss::Skip => batch.summary.lost_records += lost,
-                OnDataLoss::Stop => {
-                    if batch.in_transaction {
-                        let _ = batch.producer.abort_transaction(CALL_TIMEOUT);
-                        batch.in_transaction = false;
-                    }
-                    return Err(RunError::DataLoss {
-                        topic,
-                        partition,
-                        from,
-                        to: low,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Assignment for Members {
-    fn assigned(&self, _: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>) {
+    fn assigned(&self, consumer: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>) {
         self.joined.store(true, Ordering::Relaxed);
-        self.spawn(queues);
+        self.start(consumer, queues);
     }
 
     fn revoking(&self, consumer: &GroupConsumer<Self>, partitions: &[i32]) {
@@ -777,6 +825,12 @@ struct Job {
     partition: i32,
     topic: String,
     matcher: Arc<Matcher>,
+    /// The partition's next expected offset, to find deleted records.
+    continuity: Continuity,
+    /// Where the partition's log starts, asked when an offset jumps.
+    log_starts: LogStarts<Members>,
+    /// What a dead letter may take of a record.
+    letter_bytes: usize,
     sender: SyncSender<Chunk>,
     /// The chunk being filled.
     chunk: Chunk,
@@ -800,6 +854,12 @@ impl PartitionWork for Job {
     fn message(&mut self, message: KafkaResult<BorrowedMessage<'_>>) {
         match message {
             Ok(message) => {
+                let (partition, log_starts) = (self.partition, &self.log_starts);
+                if let Some(gap) = self.continuity.read(message.offset(), || {
+                    log_starts.get(partition, CONNECT_TIMEOUT)
+                }) {
+                    self.chunk.gaps.push(gap);
+                }
                 let source = Source {
                     topic: &self.topic,
                     partition: self.partition,
@@ -814,7 +874,14 @@ impl PartitionWork for Job {
                 chunk
                     .decisions
                     .add(handled.skip.map_or("buy", |s| s.as_str()));
-                chunk.outputs.extend(self.outputs.iter().map(|output| {
+                let letter_bytes = self.letter_bytes;
+                chunk.outputs.extend(self.outputs.drain(..).map(|output| {
+                    let output = match output {
+                        Output::DeadLetter(letter) => {
+                            Output::DeadLetter(dead_letter::fit(letter, letter_bytes))
+                        }
+                        command => command,
+                    };
                     let (key, value) = output.to_record();
                     Produced {
                         command: matches!(output, Output::Command { .. }),

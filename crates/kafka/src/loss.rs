@@ -89,11 +89,17 @@ pub struct Start {
 
 /// Decides a partition's [`Start`] from the group's `committed` offset (if
 /// any) and the partition's `(low, high)` watermarks.
+///
+/// A committed offset past the high watermark is taken as it is: some
+/// brokers report high watermarks short of the end (tansu 0.6 counts
+/// batches), and where the partition really is shorter (the topic was
+/// made again) librdkafka starts over at the log start, which
+/// [`Continuity::read`] reports as records read again.
 pub fn start(
     topic: &str,
     partition: i32,
     committed: Option<i64>,
-    (low, high): (i64, i64),
+    (low, _high): (i64, i64),
 ) -> Start {
     let gap = |from: i64, to: i64| {
         (to > from).then(|| Gap {
@@ -116,25 +122,6 @@ pub fn start(
             lost: gap(committed, low),
             before_group: None,
         },
-        // Past the end: the partition is shorter than where the group
-        // stopped (the topic was made again). librdkafka starts over at
-        // the log start; nothing is skipped, records are read again.
-        Some(committed) if committed > high => {
-            tracing::warn!(
-                topic,
-                partition,
-                committed,
-                high,
-                "the group's committed offset is past the partition's end; \
-                 its records are read again from the oldest"
-            );
-            Start {
-                partition,
-                next: low,
-                lost: None,
-                before_group: None,
-            }
-        }
         Some(committed) => Start {
             partition,
             next: committed,
@@ -215,6 +202,16 @@ impl Continuity {
             },
             _ => None,
         };
+        if let Some(next) = self.next.filter(|&next| offset < next) {
+            tracing::warn!(
+                topic = %self.topic,
+                partition = self.partition,
+                expected = next,
+                offset,
+                "the partition's position moved back (it is shorter than where reading \
+                 stopped, e.g. made again): its records from here are read again"
+            );
+        }
         self.next = Some(offset + 1);
         gap
     }
@@ -365,9 +362,10 @@ mod tests {
         assert_eq!((fresh.next, fresh.lost), (4198, None));
         assert_eq!(fresh.before_group, gap(0, 4198));
         assert_eq!(at(None, (0, 6000)).before_group, None);
-        // Past the end: read again from the start, nothing lost.
+        // Past the high watermark (a broker reporting it short, or a topic
+        // made again): taken as it is, nothing lost.
         let past = at(Some(50), (0, 20));
-        assert_eq!((past.next, past.lost, past.before_group), (0, None, None));
+        assert_eq!((past.next, past.lost, past.before_group), (50, None, None));
     }
 
     #[test]

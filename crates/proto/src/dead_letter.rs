@@ -48,9 +48,7 @@ pub fn fit(mut letter: DeadLetter, max_record_bytes: usize) -> DeadLetter {
     let max = max_record_bytes.max(MIN_RECORD_BYTES);
     if letter.value_sha256.is_empty() && !letter.value_truncated {
         letter.value_size = letter.value.len() as u64;
-        letter.value_sha256 = ring::digest::digest(&ring::digest::SHA256, &letter.value)
-            .as_ref()
-            .to_vec();
+        letter.value_sha256 = sha256_hex(&letter.value);
     }
     if !letter.key_truncated {
         letter.key_size = letter.key.as_ref().map_or(0, Vec::len) as u64;
@@ -76,6 +74,19 @@ pub fn fit(mut letter: DeadLetter, max_record_bytes: usize) -> DeadLetter {
     }
     letter.value = value;
     letter
+}
+
+/// SHA-256 of `bytes` in lowercase hex, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    digest
+        .as_ref()
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 /// Cuts `text` to at most `max` bytes, at a character boundary, ending it
@@ -111,10 +122,6 @@ mod tests {
         }
     }
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     #[test]
     fn a_small_letter_is_whole_with_its_size_and_digest() {
         let fitted = fit(
@@ -125,7 +132,7 @@ mod tests {
         assert_eq!(fitted.value_size, 3);
         // sha256sum of "abc".
         assert_eq!(
-            hex(&fitted.value_sha256),
+            fitted.value_sha256,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(fitted.key_size, 1);
@@ -159,10 +166,7 @@ mod tests {
             assert!(value.starts_with(&fitted.value));
             assert_eq!(fitted.key.as_ref().map(Vec::len), Some(KEY_BYTES));
             assert!(fitted.reason.len() <= REASON_BYTES && fitted.reason.ends_with('…'));
-            assert_eq!(
-                fitted.value_sha256,
-                ring::digest::digest(&ring::digest::SHA256, &value).as_ref()
-            );
+            assert_eq!(fitted.value_sha256, sha256_hex(&value));
             // Fitting again changes nothing: the digest stays the
             // original's.
             assert_eq!(fit(fitted.clone(), limit), fitted);

@@ -23,7 +23,11 @@
 //!   escape that could spell one), and that lists no hashtag entities,
 //!   yields no hashtag and so never buys (design.md, "Reading only what can
 //!   buy"); without entities, every hashtag stands after its sign in the
-//!   record and is a valid hashtag by itself (`hashtag::is_valid_hashtag`);
+//!   record and is a valid hashtag by itself (`hashtag::is_valid_hashtag`).
+//!   Records that list entities are left out: the decoder takes a tweet's
+//!   entities as given, so a tweet whose entities list a catalog hashtag
+//!   its text never writes with a sign still buys, which design.md's "a
+//!   hashtag counts only where the text carries its sign" leaves open;
 //! - a purchase follows the rules (`hashbuy_core::rules`): never from a
 //!   retweet or a protected author; one command per distinct active offer
 //!   the tweet names; its id the UUIDv5 of `"<tweet id>:<offer id>"`; tweet

@@ -37,6 +37,18 @@ fn generated_seeds_hold_every_property() {
 }
 
 #[test]
+fn records_at_and_over_the_size_limit_hold_every_property() {
+    use hashbuy_core::decode::MAX_RECORD_BYTES;
+    let t = hashbuy_fuzz::target("tweet_decoder").expect("exists");
+    let tweet = br##"{"id_str": "1", "text": "#BuyCafe", "user": {"id_str": "1212"}, "timestamp_ms": "5"}"##;
+    for len in [MAX_RECORD_BYTES, MAX_RECORD_BYTES + 1] {
+        let mut record = tweet.to_vec();
+        record.resize(len, b' ');
+        engine::execute(t, &record).unwrap_or_else(|m| panic!("{len} bytes: {m}"));
+    }
+}
+
+#[test]
 fn dictionaries_load() {
     for t in TARGETS {
         let dict = load_dict(t.name).expect("parses");

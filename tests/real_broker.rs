@@ -20,46 +20,17 @@
 //!     cargo test --test real_broker -- --ignored
 //! ```
 
+mod broker;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use broker::{command, hashbuy, ok, transactions, Paysim};
 use common::{inspected_command_ids, metric, poll_metrics};
 use serde_json::Value;
-
-fn brokers() -> String {
-    std::env::var("HASHBUY_TEST_BROKERS")
-        .expect("set HASHBUY_TEST_BROKERS=host:port to a running broker (see this file's docs)")
-}
-
-/// `hashbuy` with `--brokers` and the test's -X properties appended.
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hashbuy"));
-    command.args(args).args(["--brokers", &brokers()]);
-    for property in std::env::var("HASHBUY_TEST_KAFKA_PROPERTIES")
-        .unwrap_or_default()
-        .split_whitespace()
-    {
-        command.args(["-X", property]);
-    }
-    command
-}
-
-fn hashbuy(args: &[&str]) -> Output {
-    command(args).output().expect("hashbuy runs")
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("UTF-8")
-}
 
 #[test]
 #[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
@@ -202,10 +173,6 @@ fn tail_commands(topic: &str) -> String {
     ]))
 }
 
-fn transactions() -> bool {
-    std::env::var("HASHBUY_TEST_TRANSACTIONS").is_ok_and(|v| v == "1")
-}
-
 #[test]
 #[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
 fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
@@ -290,59 +257,6 @@ fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
     if transactions() {
         let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
         assert!(twice.is_empty(), "exactly once: {twice:?}");
-    }
-}
-
-/// paysim as a child process on a free port, stopped when dropped.
-struct Paysim {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Paysim {
-    fn start() -> Paysim {
-        let port = common::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-            .args(["paysim", "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("paysim starts");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "paysim not listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Paysim { child, port }
-    }
-
-    /// Successful charges per command id, from paysim's audit.
-    fn charges(&self) -> BTreeMap<String, Vec<String>> {
-        let (status, body) = common::get(self.port, "/_paysim/audit").expect("audit answers");
-        assert_eq!(status, 200, "{body}");
-        let audit: Value = serde_json::from_str(&body).expect("audit JSON");
-        let mut charges: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for intent in audit["payment_intents"].as_array().expect("intents") {
-            if intent["status"] == "succeeded" {
-                charges
-                    .entry(
-                        intent["command_id"]
-                            .as_str()
-                            .expect("command id")
-                            .to_owned(),
-                    )
-                    .or_default()
-                    .push(intent["id"].as_str().expect("intent id").to_owned());
-            }
-        }
-        charges
-    }
-}
-
-impl Drop for Paysim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -9,14 +9,22 @@
 //!
 //! - **A**: the matcher (exactly once) and a settler, SIGKILLed together
 //!   at a random moment of each round and restarted.
-//! - **B**: two settlers of one group with ledgers of their own; one is
-//!   SIGKILLed at a random moment after it got partitions, the other
-//!   takes them over (charges in flight), then the killed one restarts
-//!   and takes half back.
-//! - **C**: the same two settlers; one is frozen with SIGSTOP past its
-//!   session timeout (6 s) until the other holds every partition, then
-//!   thawed with SIGCONT; restarted if it stopped (a `FencedInstanceId`
-//!   is the expected way out).
+//! - **B**: two members of one settler group with ledgers of their own;
+//!   member 1 is SIGKILLed at a random moment after it got partitions, and
+//!   its partitions move, charges in flight, to another settler with a
+//!   ledger of its own.
+//! - **C**: member 1 is frozen with SIGSTOP past its session timeout (6 s),
+//!   its partitions are taken over, then it is thawed with SIGCONT: fenced,
+//!   it must stop (a rejoin is recorded too).
+//!
+//! How partitions are taken over ([`Takeover`], `HASHBUY_CHAOS_TAKEOVER`):
+//! noida-db 0.2.3 never evicts a member whose heartbeats stopped, so there
+//! (`standby`, the default) a standby settler with a ledger of its own
+//! starts under member 1's static instance id and takes its partitions at
+//! once, as an orchestrator restarting a pod does; member 1 is played by
+//! ledgers `1a` and `1b` in turn. On a broker that evicts (a Kafka),
+//! `group` lets settler 0 take them after the session timeout, and member 1
+//! comes back with its own ledger.
 //!
 //! Then the matcher and the settlers run to the end (`--exit-at-end`) and
 //! these must hold:
@@ -58,6 +66,7 @@
 //! | `HASHBUY_CHAOS_KILLS_B` | 30 | rounds of part B |
 //! | `HASHBUY_CHAOS_FREEZES_C` | 5 | rounds of part C |
 //! | `HASHBUY_CHAOS_PARTITIONS` | 8 | of every topic |
+//! | `HASHBUY_CHAOS_TAKEOVER` | standby | or `group` (see above) |
 //! | `HASHBUY_CHAOS_END_S` | 600 | bound of the settlers' run to the end |
 //! | `HASHBUY_CHAOS_DIR` | temp dir | where run directories go |
 //! | `HASHBUY_CHAOS_KEEP` | 0 | 1 keeps the run directory when it passes |

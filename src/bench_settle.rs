@@ -222,8 +222,9 @@ async fn one_at_a_time(
         tree.put(&entry)?;
         ledger.flush()?;
         let reply = payments
-            .charge(&entry.command, &first_key(entry.command_id()), 1)
-            .await?;
+            .charge(&entry.command, &first_key(entry.command_id()), 1, || true)
+            .await?
+            .context("the baseline's charge was not sent")?;
         match steps::after_reply(&entry, reply, now_ms(), policy) {
             Step::Decide(outcome) => entry.decide(outcome, now_ms())?,
             other => bail!("the baseline's charge did not decide: {other:?}"),

@@ -12,8 +12,10 @@ use anyhow::{bail, Context, Result};
 use hashbuy_kafka::broker::LEDGER_TOPIC;
 use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
+use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_settler::entry::{now_ms, Entry, Outcome, State};
 use hashbuy_settler::ledger::{encode, Ledger, PartitionLedger};
+use hashbuy_settler::restore::progress;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use crate::kafka_args::KafkaArgs;
@@ -108,6 +110,14 @@ struct ResolveArgs {
     /// changelog would then attempt the entry again.
     #[arg(long)]
     local_only: bool,
+    /// The settlers' consumer group, which must have no running member:
+    /// a settler that owns the partition would go on settling the entry
+    /// without hearing of the resolution [default: hashbuy-settler].
+    #[arg(long, env = "HASHBUY_SETTLE_GROUP")]
+    group: Option<String>,
+    /// Resolve even while settlers of the group run.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Runs `hashbuy ledger`.
@@ -226,6 +236,48 @@ fn export(dir: LedgerDir) -> Result<()> {
 fn resolve(args: ResolveArgs) -> Result<()> {
     let ledger = open(&args.dir)?;
     let (tree, mut entry) = find(&ledger, &args.command_id)?;
+    let kafka = if args.local_only {
+        None
+    } else {
+        let (connection, file) = args.kafka.load()?;
+        let topic = args
+            .ledger_topic
+            .or(file.kafka.topics.ledger)
+            .unwrap_or_else(|| LEDGER_TOPIC.into());
+        let group = args
+            .group
+            .or(file.settle.group)
+            .unwrap_or_else(|| "hashbuy-settler".into());
+        if !args.force {
+            let members = group_members(&connection, &group)?;
+            if members > 0 {
+                bail!(
+                    "{members} settler(s) of group {group} are running: one of them may own \
+                     the partition and settle {} meanwhile; stop them first (or --force)",
+                    args.command_id
+                );
+            }
+        }
+        // Another settler may have owned the partition since this ledger
+        // last did: its copy in the changelog is the one to resolve, and a
+        // decided one is not resolved again.
+        if let Some(latest) =
+            latest_in_changelog(&connection, &topic, tree.partition(), &args.command_id)?
+        {
+            if latest.state.is_terminal() {
+                bail!(
+                    "{} was decided as {} by a settler (the changelog {topic} says so); \
+                     nothing to resolve",
+                    args.command_id,
+                    latest.state.name()
+                );
+            }
+            if progress(&latest) > progress(&entry) {
+                entry = latest;
+            }
+        }
+        Some((connection, topic))
+    };
     let outcome = match args.outcome {
         ResolvedAs::Settled => Outcome::Settled {
             payment_intent: args
@@ -245,19 +297,7 @@ fn resolve(args: ResolveArgs) -> Result<()> {
         },
     };
     entry.resolve(outcome, &args.reason, now_ms())?;
-    if args.local_only {
-        eprintln!(
-            "warning: --local-only: a settler that restores partition {} from the changelog \
-             attempts {} again",
-            tree.partition(),
-            args.command_id
-        );
-    } else {
-        let (connection, file) = args.kafka.load()?;
-        let topic = args
-            .ledger_topic
-            .or(file.kafka.topics.ledger)
-            .unwrap_or_else(|| LEDGER_TOPIC.into());
+    if let Some((connection, topic)) = kafka {
         write_changelog(&connection, &topic, tree.partition(), &entry).with_context(|| {
             format!(
                 "cannot write the resolution to the changelog {topic} at {}; the ledger is \
@@ -265,6 +305,13 @@ fn resolve(args: ResolveArgs) -> Result<()> {
                 connection.brokers
             )
         })?;
+    } else {
+        eprintln!(
+            "warning: --local-only: a settler that restores partition {} from the changelog \
+             attempts {} again",
+            tree.partition(),
+            args.command_id
+        );
     }
     tree.put(&entry)?;
     ledger.flush()?;
@@ -274,6 +321,68 @@ fn resolve(args: ResolveArgs) -> Result<()> {
         entry.state.name()
     );
     Ok(())
+}
+
+/// How many members `group` has now.
+fn group_members(connection: &hashbuy_kafka::client::Connection, group: &str) -> Result<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = connection.config().create()?;
+    let groups = client
+        .fetch_group_list(Some(group), CONNECT_TIMEOUT)
+        .with_context(|| {
+            format!(
+                "cannot ask the brokers whether settlers of group {group} run (the embedded \
+                 broker cannot list groups): make sure none does, then give --force"
+            )
+        })?;
+    Ok(groups
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group)
+        .map(|g| g.members().len())
+        .sum())
+}
+
+/// The last copy of `command_id`'s entry in `partition` of the changelog.
+fn latest_in_changelog(
+    connection: &hashbuy_kafka::client::Connection,
+    topic: &str,
+    partition: i32,
+    command_id: &str,
+) -> Result<Option<Entry>> {
+    use rdkafka::Message;
+    let mut reader = TopicReader::open_partitions(
+        connection,
+        topic,
+        Some(&[partition]),
+        ReadOptions {
+            from_beginning: true,
+            exit_at_end: true,
+            read_uncommitted: false,
+        },
+    )?;
+    let mut latest = None;
+    let deadline = std::time::Instant::now() + CHANGELOG_WAIT;
+    while !reader.at_end() {
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "the changelog {topic} was not read to its end within {} s",
+                CHANGELOG_WAIT.as_secs()
+            );
+        }
+        let Some(message) = reader.next(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = message?;
+        if message.key() == Some(command_id.as_bytes()) {
+            if let Some(value) = message.payload() {
+                latest = Some(serde_json::from_slice::<Entry>(value).with_context(|| {
+                    format!("the changelog's record of {command_id} is unreadable")
+                })?);
+            }
+        }
+    }
+    Ok(latest)
 }
 
 /// How long the changelog record of a resolution may take to be delivered.

@@ -465,6 +465,9 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
         &ledger_arg,
         "--brokers",
         &brokers,
+        // The embedded broker cannot list a group's members; the settler
+        // above is stopped.
+        "--force",
         stuck,
         "--outcome",
         "failed",
@@ -651,4 +654,224 @@ fn a_charge_by_a_provider_whose_clock_runs_behind_is_found_by_reconciliation() {
     produce_commands(&brokers, &sent);
     settle_quickly_to_end(&brokers, &provider, &ledger_dir);
     assert_settled_once(&brokers, &provider, &sent);
+}
+
+/// A provider that answers the first charge of a command with a 500 saved
+/// nowhere (as Stripe does for a request that failed before it ran), and
+/// keeps every later key's answer as Stripe does: the case where a settler
+/// must move on to the command's next key.
+struct StubProvider {
+    url: String,
+    /// Idempotency keys with their saved payment intent.
+    saved: std::sync::Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl StubProvider {
+    fn start(command_id: &str) -> StubProvider {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let saved = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, String>::new()));
+        let first_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (keys, command) = (std::sync::Arc::clone(&saved), command_id.to_owned());
+        runtime.spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (keys, command, first_failed) = (
+                    std::sync::Arc::clone(&keys),
+                    command.clone(),
+                    std::sync::Arc::clone(&first_failed),
+                );
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let head_end = loop {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let key = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("idempotency-key:"))
+                        .map(|k| k.trim().to_owned());
+                    let intent = |id: &str| {
+                        serde_json::json!({"id": id, "object": "payment_intent",
+                            "status": "succeeded", "created": 1,
+                            "metadata": {"command_id": command}})
+                    };
+                    let (status, body) = match key {
+                        None => {
+                            let data: Vec<_> = keys
+                                .lock()
+                                .expect("lock")
+                                .values()
+                                .map(|pi| intent(pi.as_str()))
+                                .collect();
+                            (
+                                200,
+                                serde_json::json!({"object": "list", "data": data,
+                                "has_more": false}),
+                            )
+                        }
+                        Some(key)
+                            if key == command.to_lowercase()
+                                && !first_failed
+                                    .swap(true, std::sync::atomic::Ordering::SeqCst) =>
+                        {
+                            (
+                                500,
+                                serde_json::json!({"error": {"type": "api_error",
+                                "message": "an error before the request ran"}}),
+                            )
+                        }
+                        Some(key) => {
+                            let mut saved = keys.lock().expect("lock");
+                            let count = saved.len();
+                            let pi = saved
+                                .entry(key)
+                                .or_insert_with(|| format!("pi_{count}"))
+                                .clone();
+                            (200, intent(&pi))
+                        }
+                    };
+                    let body = body.to_string();
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        StubProvider {
+            url,
+            saved,
+            _runtime: runtime,
+        }
+    }
+
+    /// The payment intents charged, by idempotency key.
+    fn charged(&self) -> BTreeMap<String, String> {
+        self.saved.lock().expect("lock").clone()
+    }
+}
+
+#[test]
+fn a_settler_killed_right_after_a_new_key_leaves_it_to_the_next_owner() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let sent = commands(1, 1);
+    let id = sent[0].command_id.clone();
+    let stub = StubProvider::start(&id);
+    let provider = Provider {
+        url: stub.url.clone(),
+        ..Provider::start(PaysimConfig::default())
+    };
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Owner A: its first key gets a 500, reconciliation finds nothing, and
+    // it charges under the next key; it dies right then, with records to
+    // the changelog held back (a long linger) as a crash would lose them.
+    let mut a = settle(&brokers, &provider, &dir.path().join("a"))
+        .args(["--instance", "a", "--request-timeout-s", "1"])
+        .args(["-X", "linger.ms=10000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("settle starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !stub
+        .charged()
+        .contains_key(&format!("{}:2", id.to_lowercase()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "owner A never charged its next key"
+        );
+        assert!(a.try_wait().expect("status").is_none(), "owner A exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.kill().expect("SIGKILL");
+    let _ = a.wait();
+    // Owner B takes the partition with the changelog's history.
+    finished(
+        settle(&brokers, &provider, &dir.path().join("b"))
+            .args([
+                "--instance",
+                "b",
+                "--exit-at-end",
+                "--request-timeout-s",
+                "1",
+            ])
+            .output()
+            .expect("settle runs"),
+    );
+    let charged = stub.charged();
+    assert_eq!(charged.len(), 1, "charged once: {charged:?}");
+    let acks: Vec<PaymentAck> = read_all(&brokers, "payment-acks");
+    assert!(
+        !acks.is_empty()
+            && acks.iter().all(|a| a.status() == Status::Settled
+                && charged.values().any(|pi| *pi == a.payment_intent_id)),
+        "{acks:?}"
+    );
+}
+
+#[test]
+fn an_entry_resolved_by_hand_is_acked_even_when_no_command_is_left_to_read() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let command = commands(1, 1).remove(0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger_dir = dir.path().join("ledger");
+    {
+        let ledger = hashbuy_settler::ledger::Ledger::open(&ledger_dir).expect("ledger");
+        let now = hashbuy_settler::entry::now_ms();
+        let mut entry = hashbuy_settler::entry::Entry::received(command.clone(), 0, 0, now);
+        entry
+            .resolve(
+                hashbuy_settler::entry::Outcome::Failed {
+                    reason: "checked by hand".into(),
+                },
+                "checked by hand",
+                now,
+            )
+            .expect("resolved");
+        ledger
+            .partition(0)
+            .expect("partition")
+            .put(&entry)
+            .expect("put");
+        ledger.flush().expect("flush");
+    }
+    // The commands topic is empty (retention took it, say): the end is
+    // reached at once, but the resolved entry still owes its ack.
+    settle_to_end(&brokers, &provider, &ledger_dir);
+    let acks: Vec<PaymentAck> = read_all(&brokers, "payment-acks");
+    assert!(
+        acks.iter()
+            .any(|a| a.command_id == command.command_id && a.status() == Status::Failed),
+        "{acks:?}"
+    );
 }

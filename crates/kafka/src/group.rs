@@ -188,8 +188,8 @@ pub fn member_settings(
 /// The end of each of `topic`'s `partitions` that holds records, as the
 /// member starts: what `--exit-at-end` reads to. Empty unless
 /// `exit_at_end`.
-pub fn ends_at_start<A: Assignment>(
-    consumer: &GroupConsumer<A>,
+pub fn ends_at_start<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     partitions: usize,
     exit_at_end: bool,
@@ -210,8 +210,8 @@ pub fn ends_at_start<A: Assignment>(
 /// partition's queue is split off before it is fetched (one that does is
 /// logged and left to the partition's next owner). Only a fatal consumer
 /// error is returned.
-pub fn serve_main_queue<A: Assignment>(
-    consumer: &GroupConsumer<A>,
+pub fn serve_main_queue<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     use rdkafka::Message;
@@ -238,8 +238,8 @@ pub fn serve_main_queue<A: Assignment>(
 /// seen the end of each partition it owns (`at_eof`). The second test
 /// guards against brokers that report high watermarks short of the real
 /// end, as tansu 0.6 does.
-pub fn consumed_to<A: Assignment>(
-    consumer: &GroupConsumer<A>,
+pub fn consumed_to<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     ends: &HashMap<i32, i64>,
     at_eof: &HashSet<i32>,
@@ -264,8 +264,8 @@ pub fn consumed_to<A: Assignment>(
 
 /// The offsets the group has committed for `partitions` of `topic`; a
 /// partition it never committed is absent.
-pub fn committed<A: Assignment>(
-    consumer: &GroupConsumer<A>,
+pub fn committed<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     partitions: impl IntoIterator<Item = i32>,
 ) -> KafkaResult<HashMap<i32, i64>> {

@@ -47,7 +47,17 @@ pub const MAX_POLL_GAP: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Lease {
     term: Duration,
-    valid_until: Mutex<Option<Instant>>,
+    held: Mutex<Held>,
+}
+
+/// Until when the lease holds, and which holding it is.
+#[derive(Debug, Default)]
+struct Held {
+    until: Option<Instant>,
+    /// One more each time the lease is taken again after it ran out or
+    /// lapsed: work begun under one holding must not be finished under a
+    /// later one, as the partitions may have been another's in between.
+    epoch: u64,
 }
 
 impl Lease {
@@ -55,7 +65,7 @@ impl Lease {
     pub fn new(term: Duration) -> Lease {
         Lease {
             term,
-            valid_until: Mutex::new(None),
+            held: Mutex::new(Held::default()),
         }
     }
 
@@ -72,27 +82,52 @@ impl Lease {
 
     /// Membership was proven at `at` (for a commit: when it was sent).
     pub fn renew(&self, at: Instant) {
+        self.renew_at(at, Instant::now());
+    }
+
+    fn renew_at(&self, at: Instant, now: Instant) {
         let until = at + self.term;
-        let mut valid = lock(&self.valid_until);
-        if valid.is_none_or(|v| v < until) {
-            *valid = Some(until);
+        let mut held = lock(&self.held);
+        if held.until.is_none_or(|v| v <= now) {
+            held.epoch += 1;
+        }
+        if held.until.is_none_or(|v| v < until) {
+            held.until = Some(until);
         }
     }
 
     /// Membership is in doubt (a commit was refused): nothing more until
     /// the next proof.
     pub fn lapse(&self) {
-        *lock(&self.valid_until) = None;
+        lock(&self.held).until = None;
     }
 
     /// Whether the lease holds at `now`.
     pub fn holds_at(&self, now: Instant) -> bool {
-        lock(&self.valid_until).is_some_and(|v| now < v)
+        lock(&self.held).until.is_some_and(|v| now < v)
     }
 
     /// Whether the lease holds now.
     pub fn holds(&self) -> bool {
         self.holds_at(Instant::now())
+    }
+
+    /// Which holding of the lease this is, if it holds now: pass it to
+    /// [`holds_since`](Self::holds_since) to ask whether work begun now
+    /// may still be finished.
+    pub fn epoch(&self) -> Option<u64> {
+        self.epoch_at(Instant::now())
+    }
+
+    fn epoch_at(&self, now: Instant) -> Option<u64> {
+        let held = lock(&self.held);
+        held.until.is_some_and(|v| now < v).then_some(held.epoch)
+    }
+
+    /// Whether the lease has held without a break since it was `epoch`:
+    /// nobody else can have owned the member's partitions meanwhile.
+    pub fn holds_since(&self, epoch: u64) -> bool {
+        self.epoch() == Some(epoch)
     }
 }
 
@@ -179,6 +214,22 @@ mod tests {
         );
         lease.lapse();
         assert!(!lease.holds_at(t0 + 6 * S));
+    }
+
+    #[test]
+    fn work_begun_under_one_holding_is_not_finished_under_the_next() {
+        let t0 = Instant::now();
+        let lease = Lease::new(10 * S);
+        lease.renew_at(t0, t0);
+        let first = lease.epoch_at(t0).expect("held");
+        lease.renew_at(t0 + 5 * S, t0 + 5 * S);
+        assert_eq!(lease.epoch_at(t0 + 12 * S), Some(first), "renewed in time");
+        // It runs out (a freeze), and is taken again.
+        lease.renew_at(t0 + 30 * S, t0 + 30 * S);
+        let second = lease.epoch_at(t0 + 30 * S).expect("held again");
+        assert_ne!(first, second);
+        lease.lapse();
+        assert_eq!(lease.epoch_at(t0 + 31 * S), None);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`reader`]: a whole topic read outside any group, for tools.
 //! - [`lease`]: how long a member may act outside Kafka (call a payment
 //!   provider) before it proves again that it still owns its partitions.
+//! - [`driver`]: one consumer-group driver for both services: each
+//!   implements only its stage (partitions assigned, revoked, a tick).
 //! - [`group`]: a consumer group member with a queue per partition, whose
 //!   rebalances wait for revoked work to be committed.
 //! - [`loss`]: records deleted before they were read, found from offsets
@@ -26,6 +28,7 @@ use std::sync::{Mutex, MutexGuard};
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod driver;
 pub mod group;
 pub mod health;
 pub mod lease;

@@ -55,8 +55,9 @@ pub struct ChargeRequest {
     pub offer_id: String,
     /// The merchant; `metadata[merchant_id]`.
     pub merchant_id: String,
-    /// The settler's attempt number (1 for the first key, then one more per
-    /// new key); `metadata[attempt]`.
+    /// The key's place in the command's chain of keys (1 for the first
+    /// key, then one more per new key: the same whichever settler sends
+    /// it); `metadata[attempt]`.
     pub attempt: u32,
     /// The payment's description, shown in the provider's dashboard.
     pub description: Option<String>,
@@ -319,6 +320,17 @@ impl Provider {
         idempotency_key: Option<&str>,
     ) -> Result<Answer, Failed> {
         self.turn().await;
+        self.send(request, method, path, idempotency_key).await
+    }
+
+    /// Sends one request now and reads the answer.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        method: &'static str,
+        path: &'static str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Answer, Failed> {
         let started = Instant::now();
         let result = self
             .read(request.header(AUTHORIZATION, self.inner.auth.clone()))
@@ -394,6 +406,33 @@ impl Provider {
         if let Err(message) = check_idempotency_key(idempotency_key) {
             return ChargeOutcome::KeyMisuse { message };
         }
+        self.turn().await;
+        self.send_charge(request, idempotency_key).await
+    }
+
+    /// [`charge`](Self::charge), if `go` still says so once the rate
+    /// limiter lets the request out: the last moment before it is sent,
+    /// for a caller whose right to charge can run out while it waits (a
+    /// settler's lease on its partition). `None` when `go` said no: nothing
+    /// was sent.
+    pub async fn charge_if(
+        &self,
+        request: &ChargeRequest,
+        idempotency_key: &str,
+        go: impl FnOnce() -> bool,
+    ) -> Option<ChargeOutcome> {
+        if let Err(message) = check_idempotency_key(idempotency_key) {
+            return Some(ChargeOutcome::KeyMisuse { message });
+        }
+        self.turn().await;
+        if !go() {
+            return None;
+        }
+        Some(self.send_charge(request, idempotency_key).await)
+    }
+
+    /// Sends a charge now (the rate limiter's token taken).
+    async fn send_charge(&self, request: &ChargeRequest, idempotency_key: &str) -> ChargeOutcome {
         let req = self
             .inner
             .http
@@ -402,7 +441,7 @@ impl Provider {
             .header(CONTENT_TYPE, FORM)
             .body(request.form());
         let outcome = match self
-            .exchange(req, "POST", "/v1/payment_intents", Some(idempotency_key))
+            .send(req, "POST", "/v1/payment_intents", Some(idempotency_key))
             .await
         {
             Ok(a) => classify(a.status, &a.headers, &a.body),

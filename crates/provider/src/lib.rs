@@ -22,7 +22,7 @@
 //!   | 400 `invalid_request_error`, 404 | [`Invalid`](ChargeOutcome::Invalid) | REJECTED |
 //!   | 400 `idempotency_error` (other parameters under one key) | [`KeyMisuse`](ChargeOutcome::KeyMisuse) | log a bug; reconcile |
 //!   | 409 `idempotency_key_in_use`, 429, timeout, connection error or drop | [`Retry`](ChargeOutcome::Retry) with the cause and `Retry-After` | same key, after [`Backoff`] |
-//!   | 5xx, unreadable 200 | [`Indeterminate`](ChargeOutcome::Indeterminate) with `Stripe-Should-Retry` | reconcile; then a new key |
+//!   | 5xx, unreadable 200, a 4xx without Stripe's error object (a proxy's page) | [`Indeterminate`](ChargeOutcome::Indeterminate) with `Stripe-Should-Retry` | reconcile; then a new key |
 //!   | 401, 403 | [`Unauthorized`](ChargeOutcome::Unauthorized) | configuration problem; stays pending |
 //!
 //! * [`Provider::find_charge`] reconciles: it lists the customer's payment

@@ -364,8 +364,10 @@ fn describe_body(status: u16, body: &[u8]) -> String {
 /// 5. Any other `idempotency_error`: [`KeyMisuse`](ChargeOutcome::KeyMisuse).
 /// 6. 429: [`Retry`](ChargeOutcome::Retry) (`RateLimited`, with
 ///    `Retry-After`); 408: `Retry` (`Timeout`).
-/// 7. Other 4xx (400 `invalid_request_error`, 404, ...):
-///    [`Invalid`](ChargeOutcome::Invalid).
+/// 7. Other 4xx with a Stripe error object (400 `invalid_request_error`,
+///    404, ...): [`Invalid`](ChargeOutcome::Invalid). A 4xx without one was
+///    not the provider's refusal but a proxy's or gateway's answer (an HTML
+///    page), which says nothing of the charge: rule 8.
 /// 8. 5xx and anything else: [`Indeterminate`](ChargeOutcome::Indeterminate),
 ///    carrying `Stripe-Should-Retry`.
 ///
@@ -413,7 +415,7 @@ pub fn classify(status: u16, headers: &ResponseHeaders, body: &[u8]) -> ChargeOu
         _ if is_idempotency => ChargeOutcome::KeyMisuse { message },
         429 => retry(RetryCause::RateLimited),
         408 => retry(RetryCause::Timeout),
-        400..=499 => ChargeOutcome::Invalid {
+        400..=499 if err.kind.is_some() => ChargeOutcome::Invalid {
             status,
             code: err.code,
             param: err.param,
@@ -602,10 +604,11 @@ mod tests {
                 ..
             }
         ));
-        // A 4xx that is not Stripe's error object is still invalid, with its body shown.
+        // A 4xx that is not Stripe's error object came from something in
+        // between, not the provider: indeterminate, with its body shown.
         assert!(matches!(
             classify(400, &none(), b"Bad request"),
-            ChargeOutcome::Invalid { message, .. } if message.contains("Bad request")
+            ChargeOutcome::Indeterminate { message, .. } if message.contains("Bad request")
         ));
     }
 
@@ -750,5 +753,21 @@ mod tests {
         for bad in ["-1", "NaN", "inf", "1e300"] {
             assert_eq!(parse_retry_after(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_4xx_without_a_stripe_error_is_no_refusal() {
+        let html = b"<html><body>413 Request Entity Too Large</body></html>";
+        let o = classify(413, &ResponseHeaders::default(), html);
+        assert!(
+            matches!(o, ChargeOutcome::Indeterminate { status: 413, .. }),
+            "{o:?}"
+        );
+        let stripe = br#"{"error":{"type":"invalid_request_error","message":"No such customer"}}"#;
+        let o = classify(404, &ResponseHeaders::default(), stripe);
+        assert!(
+            matches!(o, ChargeOutcome::Invalid { status: 404, .. }),
+            "{o:?}"
+        );
     }
 }

@@ -22,8 +22,9 @@ pub enum State {
     Attempting {
         /// The idempotency key of the current call.
         key: String,
-        /// The attempt that first used the key (sent with every call under
-        /// it: a key's requests must not differ).
+        /// The key's place in the command's chain of keys ([`key_index`]),
+        /// sent with every call under it as `metadata[attempt]`: a key's
+        /// requests must not differ, whichever settler sends them.
         key_attempt: u32,
         /// When the current key was first used, ms since the epoch (a key
         /// older than the provider keeps keys is reconciled, not retried).
@@ -193,12 +194,19 @@ pub fn first_key(command_id: &str) -> String {
 /// how many calls were made, so every settler holding the entry mints the
 /// same one (see [`crate::steps`]).
 pub fn next_key(command_id: &str, key: &str) -> String {
-    let place = key
-        .strip_prefix(command_id)
+    format!(
+        "{command_id}:{}",
+        key_index(command_id, key).saturating_add(1)
+    )
+}
+
+/// A key's place in its command's chain: 1 for the command id, `n` for
+/// `<id>:n` (see [`next_key`]).
+pub fn key_index(command_id: &str, key: &str) -> u32 {
+    key.strip_prefix(command_id)
         .and_then(|rest| rest.strip_prefix(':'))
         .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or(1);
-    format!("{command_id}:{}", place.saturating_add(1))
+        .unwrap_or(1)
 }
 
 impl Entry {
@@ -236,13 +244,14 @@ impl Entry {
     /// [`next_key`]. Returns the attempt number.
     pub fn attempt(&mut self, key: String, now_ms: i64) -> Result<u32, TransitionError> {
         let (key_attempt, key_since_ms) = match &self.state {
-            State::Received => (self.attempts + 1, now_ms),
             State::Attempting {
                 key: current,
                 key_attempt,
                 key_since_ms,
             } if *current == key => (*key_attempt, *key_since_ms),
-            State::Attempting { .. } => (self.attempts + 1, now_ms),
+            State::Received | State::Attempting { .. } => {
+                (key_index(&self.command.command_id, &key), now_ms)
+            }
             _ => return Err(self.refuse("attempt a charge")),
         };
         self.state = State::Attempting {
@@ -403,6 +412,28 @@ mod tests {
         assert_eq!(ack.attempts, 2);
         assert_eq!(ack.decided_at_ms, 1_003);
         assert_eq!(e.acked_ms, Some(1_004));
+    }
+
+    #[test]
+    fn every_owner_sends_the_same_request_under_a_key() {
+        // One owner retried its first key three times, the other once:
+        // both then call under the next key, with the same metadata.
+        let mut busy = Entry::received(command(), 0, 0, 0);
+        let mut quiet = busy.clone();
+        for at in 1..=3 {
+            busy.attempt(first_key("c-1"), at).expect("retry");
+        }
+        quiet.attempt(first_key("c-1"), 1).expect("first");
+        busy.attempt(next_key("c-1", "c-1"), 10).expect("next");
+        quiet.attempt(next_key("c-1", "c-1"), 20).expect("next");
+        let sent = |e: &Entry| match &e.state {
+            State::Attempting {
+                key, key_attempt, ..
+            } => (key.clone(), *key_attempt),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(sent(&busy), ("c-1:2".into(), 2));
+        assert_eq!(sent(&busy), sent(&quiet));
     }
 
     #[test]

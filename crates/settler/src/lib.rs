@@ -20,13 +20,20 @@
 //!   said (pure).
 //! - [`payments`]: the provider (`hashbuy_provider`) in the settler's
 //!   terms.
-//! - [`run`]: the settler on Kafka: a task per partition, many commands in
-//!   flight, the ledger's changelog, acks.
+//! - [`run`]: the settler on Kafka, on the group driver
+//!   (`hashbuy_kafka::driver`): partitions assigned and revoked, the lease,
+//!   commits.
+//! - [`restore`]: a partition's ledger restored from the changelog.
+//! - [`partition`]: a partition's task, many commands in flight.
+//! - [`settle`]: one command, from its entry to its ack.
 pub mod command;
 pub mod entry;
 pub mod group_commit;
 pub mod ledger;
 pub mod limits;
+pub mod partition;
 pub mod payments;
+pub mod restore;
 pub mod run;
+pub mod settle;
 pub mod steps;

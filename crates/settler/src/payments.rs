@@ -57,19 +57,22 @@ impl Payments {
         }
     }
 
-    /// Charges a command under `key`; `attempt` (the one that first used
-    /// the key: every call under a key must send the same request) goes
-    /// into the metadata.
+    /// Charges a command under `key`, if `go` still says so when the
+    /// request leaves (after the waits for a connection slot and the rate
+    /// limiter): `None` when it said no, and nothing was sent. `attempt`
+    /// (the key's place in the command's chain: every call under a key must
+    /// send the same request) goes into the metadata.
     pub async fn charge(
         &self,
         command: &PaymentCommand,
         key: &str,
         attempt: u32,
-    ) -> Result<Reply, ProviderRefused> {
+        go: impl FnOnce() -> bool,
+    ) -> Result<Option<Reply>, ProviderRefused> {
         let Ok(amount) = i64::try_from(command.amount) else {
-            return Ok(Reply::Invalid {
+            return Ok(Some(Reply::Invalid {
                 reason: format!("amount {} is too large", command.amount),
-            });
+            }));
         };
         let request = ChargeRequest {
             amount,
@@ -88,9 +91,12 @@ impl Payments {
         let outcome = {
             // Never closed, so a permit always comes.
             let _permit = self.calls.acquire().await;
-            self.provider.charge(&request, key).await
+            self.provider.charge_if(&request, key, go).await
         };
-        Ok(match outcome {
+        let Some(outcome) = outcome else {
+            return Ok(None);
+        };
+        Ok(Some(match outcome {
             ChargeOutcome::Succeeded { payment_intent, .. } => Reply::Charged { payment_intent },
             ChargeOutcome::Unsettled {
                 payment_intent,
@@ -135,7 +141,7 @@ impl Payments {
             ChargeOutcome::Unauthorized { status, message } => {
                 return Err(ProviderRefused { status, message })
             }
-        })
+        }))
     }
 
     /// Looks for the provider's charge of a command first received at

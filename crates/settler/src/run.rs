@@ -3,14 +3,16 @@
 //!
 //! # Concurrency
 //!
-//! - **One coordinator** (the thread calling [`run`]) drives the consumer:
-//!   it polls the main queue (rebalances and errors only), commits the
-//!   offsets the partitions report as done, once a second, and watches for
-//!   the end with `--exit-at-end`.
-//! - **One task per assigned partition** (tokio), reading the partition's
-//!   own queue ([`hashbuy_kafka::group`]). Before its first command the
-//!   partition's ledger is restored from the changelog topic (one reader,
-//!   on a blocking thread, for all the partitions assigned together), then
+//! - **One coordinator** (the thread calling [`run`]) drives the consumer
+//!   through [`hashbuy_kafka::driver`], which hands it rebalances as events:
+//!   the settler's stage ([`Settling`]) owns the table of partition tasks,
+//!   starts and stops them, commits the offsets they report as done once a
+//!   second (renewing the lease, below), and says when a command is stuck.
+//! - **One task per assigned partition** ([`crate::partition`], tokio),
+//!   reading the partition's own queue. Before its first command the
+//!   partition's ledger is restored from the changelog topic
+//!   ([`crate::restore`]: one reader, on a blocking thread, for all the
+//!   partitions assigned together), then
 //!   the entries left undecided are resumed. It keeps up to
 //!   [`Config::max_in_flight`] commands in flight, so settling is not
 //!   bounded by provider latency, but settles the commands of one user one
@@ -18,8 +20,8 @@
 //!   checks never race. An [`OffsetTracker`] gives the offset below which
 //!   every command is done. Decided entries below the group's committed
 //!   offset are known to be acked, and are not acked again.
-//! - **One task per command** in flight: ledger entry, limit check, provider
-//!   calls and retries ([`crate::steps`]), ack. Each change of the entry is
+//! - **One task per command** in flight ([`crate::settle`]): ledger entry,
+//!   limit check, provider calls and retries ([`crate::steps`]), ack. Each change of the entry is
 //!   written to the ledger and to the changelog; the attempt is durable
 //!   ([`GroupCommit`]) before the provider is called, the outcome before
 //!   the ack is produced, and the offset is done only once the ack is
@@ -67,7 +69,7 @@
 //! the generation (tansu 0.6) weaken 1. to the session timeout that
 //! librdkafka enforces itself.
 
-use std::collections::{hash_map, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,31 +78,24 @@ use std::time::{Duration, Instant};
 use hashbuy_kafka::client::{
     failed, ConnectError, Connection, Failed, QuietContext, CONNECT_TIMEOUT,
 };
-use hashbuy_kafka::group::{
-    committed, consumed_to, ends_at_start, member_settings, serve_main_queue, Assignment,
-    GroupConsumer, GroupContext, Queue,
-};
+use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage};
+use hashbuy_kafka::group::committed;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::lease::{session_timeout, Lease, Renewal, MAX_POLL_GAP};
-use hashbuy_kafka::offsets::OffsetTracker;
-use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_kafka::{chosen, lock};
-use hashbuy_proto::v1::{DeadLetter, PaymentAck, PaymentCommand};
-use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
-use tokio::task::JoinSet;
 
-use crate::entry::{now_ms, Entry, Outcome, State};
 use crate::group_commit::{FlushFailed, GroupCommit};
-use crate::ledger::{encode, Ledger, LedgerError, PartitionLedger};
-use crate::limits;
+use crate::ledger::{Ledger, LedgerError};
+use crate::partition::{partition_task, PartitionRun};
 use crate::payments::{Payments, ProviderRefused};
-use crate::steps::{self, Found, Policy, Reply, Step};
+use crate::restore::Restore;
+use crate::steps::Policy;
 
 /// What the settler reads, writes, and how.
 #[derive(Debug, Clone)]
@@ -235,47 +230,51 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
 
 /// What the partition and command tasks share.
-struct Shared {
-    config: Config,
-    payments: Payments,
-    ledger: Ledger,
-    commit: Arc<GroupCommit>,
-    producer: FutureProducer<QuietContext>,
-    summary: Mutex<Summary>,
-    failure: Mutex<Option<RunError>>,
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) payments: Payments,
+    pub(crate) ledger: Ledger,
+    pub(crate) commit: Arc<GroupCommit>,
+    pub(crate) producer: FutureProducer<QuietContext>,
+    pub(crate) summary: Mutex<Summary>,
+    pub(crate) failure: Mutex<Option<RunError>>,
     /// Whether provider calls may be made; see the module docs.
-    lease: Lease,
+    pub(crate) lease: Lease,
     /// Per partition, the offset below which everything is done, and the
     /// assignment whose task found it: only the current assignment's
     /// offsets are committed.
-    done: Mutex<HashMap<i32, (u64, i64)>>,
+    pub(crate) done: Mutex<HashMap<i32, (u64, i64)>>,
     /// The number of the next partition task (an assignment of one
     /// partition).
-    next_task: AtomicU64,
-    /// The consumer, for the position of a partition read to its end.
-    consumer: std::sync::OnceLock<std::sync::Weak<GroupConsumer<Members>>>,
+    pub(crate) next_task: AtomicU64,
+    /// Partition tasks still starting ([`Starting`]).
+    pub(crate) starting: std::sync::atomic::AtomicUsize,
+    /// Entries resumed from the ledger and not yet done.
+    pub(crate) resuming: std::sync::atomic::AtomicUsize,
+    /// The group member, for the position of a partition read to its end.
+    pub(crate) member: std::sync::OnceLock<std::sync::Weak<Member<Settling>>>,
     /// Partitions read to their end with nothing in flight.
-    at_eof: Mutex<HashSet<i32>>,
+    pub(crate) at_eof: Mutex<HashSet<i32>>,
     /// Commands being settled, since when.
-    pending: Mutex<HashMap<String, Instant>>,
+    pub(crate) pending: Mutex<HashMap<String, Instant>>,
     /// When the first command was read, and the last ack delivered.
-    first_read: std::sync::OnceLock<Instant>,
-    last_ack: Mutex<Option<Instant>>,
+    pub(crate) first_read: std::sync::OnceLock<Instant>,
+    pub(crate) last_ack: Mutex<Option<Instant>>,
 }
 
 impl Shared {
-    fn fail(&self, error: RunError) {
+    pub(crate) fn fail(&self, error: RunError) {
         tracing::error!("{error}");
         lock(&self.failure).get_or_insert(error);
     }
 
-    fn count(&self, f: impl FnOnce(&mut Summary)) {
+    pub(crate) fn count(&self, f: impl FnOnce(&mut Summary)) {
         f(&mut lock(&self.summary));
     }
 
     /// Sends an entry's new state, as the ledger stored it, to the
     /// changelog, in its partition; with `wait`, until it is delivered.
-    async fn changelog(
+    pub(crate) async fn changelog(
         &self,
         command_id: &str,
         stored: &[u8],
@@ -300,7 +299,7 @@ impl Shared {
     }
 
     /// Produces a record and waits for its delivery.
-    async fn produce(
+    pub(crate) async fn produce(
         &self,
         topic: &str,
         key: Option<&[u8]>,
@@ -319,69 +318,6 @@ impl Shared {
     }
 }
 
-/// A record taken from a partition's queue, owned.
-enum Taken {
-    Record {
-        offset: i64,
-        key: Option<Vec<u8>>,
-        value: Vec<u8>,
-    },
-    Eof,
-}
-
-/// The next record of a partition's queue, waiting for librdkafka's
-/// non-empty callback when there is none.
-async fn take(queue: &Queue<Members>, arrived: &Notify) -> Taken {
-    loop {
-        match queue.poll(Duration::ZERO) {
-            Some(Ok(message)) => {
-                return Taken::Record {
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().unwrap_or_default().to_vec(),
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => return Taken::Eof,
-            Some(Err(e)) => tracing::warn!("consumer: {e}"),
-            // A permit stored by a callback since the poll wakes this at
-            // once, so no arrival is missed.
-            None => arrived.notified().await,
-        }
-    }
-}
-
-/// Where the consumer stands in `partition` of the commands topic: after a
-/// partition's end is taken from its queue, its end, past any transaction
-/// marker (the last record's offset + 1 is short of it on a topic written
-/// in transactions, and `--exit-at-end` would wait for ever).
-fn position(shared: &Shared, partition: i32) -> Option<i64> {
-    let consumer = shared.consumer.get()?.upgrade()?;
-    let positions = consumer.position().ok()?;
-    match positions
-        .find_partition(&shared.config.commands_topic, partition)?
-        .offset()
-    {
-        Offset::Offset(end) => Some(end),
-        _ => None,
-    }
-}
-
-/// A piece of a partition's work: a command read at an offset, or an
-/// undecided entry resumed at start (no offset).
-struct Work {
-    command: PaymentCommand,
-    offset: Option<i64>,
-}
-
-/// What a command task reports.
-struct Done {
-    user: Option<String>,
-    offset: Option<i64>,
-    /// Stopped before an outcome (the partition is being revoked): the
-    /// offset is not done.
-    abandoned: bool,
-}
-
 /// Runs the settler until `stop` is raised or, with `exit_at_end`, the
 /// group has settled what the commands topic held at start.
 pub fn run(
@@ -393,12 +329,6 @@ pub fn run(
     let commands = config
         .connection
         .check_topic(&config.commands_topic, CONNECT_TIMEOUT)?;
-    config
-        .connection
-        .check_topic(&config.acks_topic, CONNECT_TIMEOUT)?;
-    config
-        .connection
-        .check_topic(&config.dead_letters_topic, CONNECT_TIMEOUT)?;
     let ledger_partitions = config
         .connection
         .check_topic(&config.ledger_topic, CONNECT_TIMEOUT)?;
@@ -438,39 +368,34 @@ pub fn run(
         lease: Lease::for_session(session_timeout(&config.connection.properties)),
         done: Mutex::new(HashMap::new()),
         next_task: AtomicU64::new(0),
-        consumer: std::sync::OnceLock::new(),
+        starting: std::sync::atomic::AtomicUsize::new(0),
+        resuming: std::sync::atomic::AtomicUsize::new(0),
+        member: std::sync::OnceLock::new(),
         at_eof: Mutex::new(HashSet::new()),
         pending: Mutex::new(HashMap::new()),
         first_read: std::sync::OnceLock::new(),
         last_ack: Mutex::new(None),
     });
-    let members = Members {
+    let membership = Membership {
+        connection: config.connection.clone(),
+        group: config.group.clone(),
+        instance: config.instance.clone(),
+        input: config.commands_topic.clone(),
+        outputs: vec![config.acks_topic.clone(), config.dead_letters_topic.clone()],
+        exit_at_end: config.exit_at_end,
+        settings: Vec::new(),
+    };
+    let now = Instant::now();
+    let settling = Settling {
         shared: Arc::clone(&shared),
         runtime: runtime.handle().clone(),
-        tasks: Mutex::new(HashMap::new()),
-        joined: AtomicBool::new(false),
+        tasks: HashMap::new(),
+        renewal: Renewal::new(MAX_POLL_GAP, session_timeout(&config.connection.properties)),
+        // The first renewal at once.
+        last_renewal: now.checked_sub(COMMIT_EVERY).unwrap_or(now),
+        last_check: now,
     };
-    let consumer_settings = member_settings(&config.group, &config.instance, config.exit_at_end);
-    let consumer = GroupContext::subscribe(
-        &config.connection.config_with(&consumer_settings),
-        &config.commands_topic,
-        members,
-    )
-    .map_err(failed("cannot create the consumer"))?;
-    let _ = shared.consumer.set(Arc::downgrade(&consumer));
-    let ends = ends_at_start(
-        &consumer,
-        &config.commands_topic,
-        commands,
-        config.exit_at_end,
-    )
-    .map_err(failed("cannot read the end of the commands topic"))?;
-
-    let result = coordinate(&consumer, &shared, &ends, stop, health);
-    health.set_ready(false);
-    let members = &consumer.context().assignment;
-    let stopped = members.stop_partitions(None);
-    let committed = commit_done(&consumer, &shared, &stopped, CommitMode::Sync);
+    let result = drive(&membership, settling, stop, health);
     let summary = Summary {
         busy: shared
             .first_read
@@ -479,129 +404,244 @@ pub fn run(
             .map_or(Duration::ZERO, |(first, last)| last - *first),
         ..lock(&shared.summary).clone()
     };
-    drop(consumer);
-    result?;
-    committed?;
-    Ok(summary)
+    match result {
+        Ok(()) => Ok(summary),
+        Err(DriveError::Connect(e)) => Err(e.into()),
+        Err(DriveError::Stage(e)) => Err(e),
+    }
 }
 
-/// The coordinator's loop; see the module docs.
-fn coordinate(
-    consumer: &Arc<GroupConsumer<Members>>,
-    shared: &Shared,
-    ends: &HashMap<i32, i64>,
-    stop: &AtomicBool,
-    health: &Health,
-) -> Result<(), RunError> {
-    let members = &consumer.context().assignment;
-    let mut last_check = Instant::now();
-    // The first renewal at once.
-    let mut last_renewal = last_check.checked_sub(COMMIT_EVERY).unwrap_or(last_check);
-    let mut renewal = Renewal::new(
-        MAX_POLL_GAP,
-        session_timeout(&shared.config.connection.properties),
-    );
-    while !stop.load(Ordering::Relaxed) {
-        health.beat();
-        let polled = Instant::now();
-        let continuous = renewal.polled(polled);
-        serve_main_queue(consumer, Duration::from_millis(50))
-            .map_err(failed("the consumer failed"))?;
-        if let Some(error) = lock(&shared.failure).take() {
-            return Err(error);
+/// The settler's stage of the group driver: the coordinator's state, owned
+/// by its thread; see the module docs.
+pub(crate) struct Settling {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    /// The partitions owned, by partition.
+    tasks: HashMap<i32, PartitionTask>,
+    /// When the coordinator's turns renew the lease by themselves.
+    renewal: Renewal,
+    last_renewal: Instant,
+    /// When the once-a-second checks (stuck commands, metrics) last ran.
+    last_check: Instant,
+}
+
+impl Settling {
+    /// The partitions owned, each with the number of its task.
+    fn owned(&self) -> HashMap<i32, u64> {
+        self.tasks
+            .iter()
+            .map(|(&partition, task)| (partition, task.number))
+            .collect()
+    }
+
+    /// Stops the tasks of `partitions` (all when `None`) at their next
+    /// recovery point, waiting at most [`REVOKE_WAIT`], then aborts those
+    /// still running: their commands are resumed by the next owner. The
+    /// partitions stopped, with the numbers of their tasks, whose done
+    /// offsets are final.
+    fn stop_partitions(&mut self, partitions: Option<&[i32]>) -> HashMap<i32, u64> {
+        let stopped: Vec<(i32, PartitionTask)> = chosen(&self.tasks, partitions)
+            .into_iter()
+            .filter_map(|p| self.tasks.remove(&p).map(|task| (p, task)))
+            .collect();
+        let numbers = stopped
+            .iter()
+            .map(|(partition, task)| (*partition, task.number))
+            .collect();
+        for (_, task) in &stopped {
+            let _ = task.stop.send(true);
         }
-        health.set_ready(members.joined.load(Ordering::Relaxed));
-        // Without the lease, commands wait: try again sooner.
-        let renew_every = if shared.lease.holds() {
+        self.runtime.block_on(async {
+            let mut handles: Vec<_> = stopped.into_iter().map(|(_, task)| task.handle).collect();
+            let all = join_all(handles.iter_mut());
+            if tokio::time::timeout(REVOKE_WAIT, all).await.is_err() {
+                tracing::warn!(
+                    "partition tasks did not stop within {} s; aborted, their commands are \
+                     resumed by the next owner",
+                    REVOKE_WAIT.as_secs()
+                );
+                for handle in &handles {
+                    handle.abort();
+                }
+                join_all(handles.iter_mut()).await;
+            }
+        });
+        metrics::gauge!("hashbuy_settler_partitions_assigned").set(self.tasks.len() as f64);
+        numbers
+    }
+
+    /// Renews the lease with a proof of membership: a synchronous commit
+    /// the broker accepted, or, with nothing to commit, the coordinator's
+    /// continuous turns. A refused commit lapses it: a revocation or a
+    /// fatal error follows, or the next commit proves membership again.
+    fn renew_lease(&mut self, member: &Member<Settling>, turned: Instant) {
+        let lease = &self.shared.lease;
+        let continuous = self.renewal.polled(turned);
+        let held = lease.holds();
+        let renew_every = if held {
             COMMIT_EVERY
         } else {
+            // Without the lease, commands wait: try again sooner.
             COMMIT_EVERY / 5
         };
-        if last_renewal.elapsed() >= renew_every {
-            last_renewal = Instant::now();
-            renew_lease(consumer, shared, &mut renewal, polled, continuous);
+        if turned.saturating_duration_since(self.last_renewal) < renew_every {
+            return;
         }
-        if last_check.elapsed() >= COMMIT_EVERY {
-            last_check = Instant::now();
-            let oldest = lock(&shared.pending)
-                .iter()
-                .map(|(id, since)| (since.elapsed(), id.clone()))
-                .max();
-            let age = oldest.as_ref().map(|(age, _)| *age).unwrap_or_default();
-            metrics::gauge!("hashbuy_settler_oldest_pending_seconds").set(age.as_secs_f64());
-            let stuck = oldest
-                .filter(|(age, _)| *age >= shared.config.stuck_after)
-                .map(|(age, id)| {
-                    format!(
-                        "command {id} undecided for {} s (is the provider reachable? see \
-                         hashbuy_settler_retries_total)",
-                        age.as_secs()
-                    )
-                });
-            if stuck.is_some() && health.stuck().is_none() {
-                tracing::error!("{}", stuck.as_deref().unwrap_or_default());
+        self.last_renewal = turned;
+        let sent = Instant::now();
+        match commit_done(member, &self.shared, &self.owned(), CommitMode::Sync) {
+            Ok(true) => {
+                lease.renew(sent);
+                self.renewal.proven();
             }
-            health.set_stuck(stuck);
-            if shared.config.exit_at_end {
-                let at_eof = lock(&shared.at_eof).clone();
-                if consumed_to(
-                    consumer.as_ref(),
-                    &shared.config.commands_topic,
-                    ends,
-                    &at_eof,
+            Ok(false) if continuous => lease.renew(turned),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!("{e}; provider calls wait until a commit is accepted");
+                lease.lapse();
+            }
+        }
+        let holds = lease.holds();
+        if held && !holds {
+            tracing::warn!(
+                "the settler cannot show that it still owns its partitions (lease of {} s ran \
+                 out): provider calls wait",
+                lease.term().as_secs()
+            );
+        }
+        metrics::gauge!("hashbuy_settler_lease_held").set(if holds { 1.0 } else { 0.0 });
+    }
+
+    /// The oldest command in flight, as a metric, and on `/healthz` once it
+    /// is stuck.
+    fn check_pending(&self, health: &Health) {
+        let oldest = lock(&self.shared.pending)
+            .iter()
+            .map(|(id, since)| (since.elapsed(), id.clone()))
+            .max();
+        let age = oldest.as_ref().map(|(age, _)| *age).unwrap_or_default();
+        metrics::gauge!("hashbuy_settler_oldest_pending_seconds").set(age.as_secs_f64());
+        let stuck = oldest
+            .filter(|(age, _)| *age >= self.shared.config.stuck_after)
+            .map(|(age, id)| {
+                format!(
+                    "command {id} undecided for {} s (is the provider reachable? see \
+                     hashbuy_settler_retries_total)",
+                    age.as_secs()
                 )
-                .map_err(failed("cannot read committed offsets"))?
-                {
-                    break;
+            });
+        if stuck.is_some() && health.stuck().is_none() {
+            tracing::error!("{}", stuck.as_deref().unwrap_or_default());
+        }
+        health.set_stuck(stuck);
+    }
+}
+
+impl Stage for Settling {
+    type Error = RunError;
+
+    fn assigned(&mut self, member: &Arc<Member<Settling>>, queues: Vec<(i32, Queue<Settling>)>) {
+        let _ = self.shared.member.set(Arc::downgrade(member));
+        let partitions: Vec<i32> = queues.iter().map(|(partition, _)| *partition).collect();
+        let topic = &self.shared.config.commands_topic;
+        let committed = committed(member, topic, partitions.iter().copied()).unwrap_or_else(|e| {
+            // Without them, decided entries not known to be acked are acked
+            // again, which acks allow.
+            tracing::warn!("cannot read the group's committed offsets of {topic}: {e}");
+            HashMap::new()
+        });
+        {
+            // What the group committed is committed again with every
+            // renewal of the lease until the partition's task finds more:
+            // an accepted commit is the lease's proof of membership.
+            let mut done = lock(&self.shared.done);
+            let next = self.shared.next_task.load(Ordering::Relaxed);
+            for (i, partition) in partitions.iter().enumerate() {
+                if let Some(&offset) = committed.get(partition) {
+                    done.insert(*partition, (next + i as u64, offset));
                 }
             }
         }
+        let restore = Arc::new(Restore::new(partitions, committed));
+        for (partition, mut queue) in queues {
+            let arrived = Arc::new(Notify::new());
+            let notify = Arc::clone(&arrived);
+            queue.set_nonempty_callback(move || notify.notify_one());
+            let (stop, stopped) = watch::channel(false);
+            let shared = Arc::clone(&self.shared);
+            let restore = Arc::clone(&restore);
+            let number = shared.next_task.fetch_add(1, Ordering::Relaxed);
+            let starting = Starting::new(&shared);
+            let handle = self.runtime.spawn(async move {
+                let task = PartitionRun {
+                    partition,
+                    number,
+                    stopped,
+                    starting,
+                };
+                if let Err(e) = partition_task(&shared, task, queue, arrived, restore).await {
+                    shared.fail(e);
+                }
+            });
+            self.tasks.insert(
+                partition,
+                PartitionTask {
+                    stop,
+                    handle,
+                    number,
+                },
+            );
+        }
+        metrics::gauge!("hashbuy_settler_partitions_assigned").set(self.tasks.len() as f64);
     }
-    Ok(())
-}
 
-/// Renews the lease with a proof of membership: a synchronous commit the
-/// broker accepted, or, with nothing to commit, the coordinator's
-/// `continuous` polls (this one began at `polled`). A refused commit lapses
-/// it: a revocation or a fatal error follows, or the next commit proves
-/// membership again.
-fn renew_lease(
-    consumer: &GroupConsumer<Members>,
-    shared: &Shared,
-    renewal: &mut Renewal,
-    polled: Instant,
-    continuous: bool,
-) {
-    let held = shared.lease.holds();
-    let sent = Instant::now();
-    let owned = consumer.context().assignment.owned();
-    match commit_done(consumer, shared, &owned, CommitMode::Sync) {
-        Ok(true) => {
-            shared.lease.renew(sent);
-            renewal.proven();
+    fn revoking(&mut self, member: &Member<Settling>, partitions: &[i32]) {
+        let stopped = self.stop_partitions(Some(partitions));
+        if let Err(e) = commit_done(member, &self.shared, &stopped, CommitMode::Sync) {
+            self.shared.fail(e);
         }
-        Ok(false) if continuous => shared.lease.renew(polled),
-        Ok(false) => {}
-        Err(e) => {
-            tracing::warn!("{e}; provider calls wait until a commit is accepted");
-            shared.lease.lapse();
+        let mut done = lock(&self.shared.done);
+        let mut at_eof = lock(&self.shared.at_eof);
+        for partition in partitions {
+            done.remove(partition);
+            at_eof.remove(partition);
         }
     }
-    let holds = shared.lease.holds();
-    if held && !holds {
-        tracing::warn!(
-            "the settler cannot show that it still owns its partitions (lease of {} s ran \
-             out): provider calls wait",
-            shared.lease.term().as_secs()
-        );
+
+    fn tick(&mut self, member: &Member<Settling>, health: &Health) -> Result<(), RunError> {
+        if let Some(error) = lock(&self.shared.failure).take() {
+            return Err(error);
+        }
+        let turned = Instant::now();
+        self.renew_lease(member, turned);
+        if turned.saturating_duration_since(self.last_check) >= COMMIT_EVERY {
+            self.last_check = turned;
+            self.check_pending(health);
+        }
+        Ok(())
     }
-    metrics::gauge!("hashbuy_settler_lease_held").set(if holds { 1.0 } else { 0.0 });
+
+    fn at_eof(&self) -> HashSet<i32> {
+        lock(&self.shared.at_eof).clone()
+    }
+
+    fn settled(&self) -> bool {
+        self.shared.starting.load(Ordering::Relaxed) == 0
+            && self.shared.resuming.load(Ordering::Relaxed) == 0
+    }
+
+    fn finish(&mut self, member: &Member<Settling>, _failed: bool) -> Result<(), RunError> {
+        // Whatever happened, every task stops, and what is done (acked) is
+        // committed: an offset is done only once its ack was delivered.
+        let stopped = self.stop_partitions(None);
+        commit_done(member, &self.shared, &stopped, CommitMode::Sync).map(|_| ())
+    }
 }
 
 /// Commits the done offsets that the tasks `owned` (partition and task
 /// number) found; whether any were committed.
 fn commit_done(
-    consumer: &GroupConsumer<Members>,
+    member: &Member<Settling>,
     shared: &Shared,
     owned: &HashMap<i32, u64>,
     mode: CommitMode,
@@ -620,7 +660,7 @@ fn commit_done(
     if offsets.count() == 0 {
         return Ok(false);
     }
-    match consumer.commit(&offsets, mode) {
+    match member.commit(&offsets, mode) {
         Ok(()) => Ok(true),
         // Nothing new to commit is no error.
         Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(false),
@@ -639,61 +679,20 @@ fn owned_done(done: &HashMap<i32, (u64, i64)>, owned: &HashMap<i32, u64>) -> Has
         .collect()
 }
 
-/// The coordinator's state, shared with the rebalance callbacks (which run
-/// on its thread, inside its poll).
-struct Members {
-    shared: Arc<Shared>,
-    runtime: tokio::runtime::Handle,
-    tasks: Mutex<HashMap<i32, PartitionTask>>,
-    joined: AtomicBool,
+/// A partition task that has not yet restored its ledger and queued the
+/// entries it resumes: until none is, `--exit-at-end` does not end.
+pub(crate) struct Starting(Arc<Shared>);
+
+impl Starting {
+    fn new(shared: &Arc<Shared>) -> Starting {
+        shared.starting.fetch_add(1, Ordering::Relaxed);
+        Starting(Arc::clone(shared))
+    }
 }
 
-impl Members {
-    /// The partitions owned, each with the number of its task.
-    fn owned(&self) -> HashMap<i32, u64> {
-        lock(&self.tasks)
-            .iter()
-            .map(|(&partition, task)| (partition, task.number))
-            .collect()
-    }
-
-    /// Stops the tasks of `partitions` (all when `None`) at their next
-    /// recovery point, waiting at most [`REVOKE_WAIT`], then aborts those
-    /// still running: their commands are resumed by the next owner. The
-    /// partitions stopped, with the numbers of their tasks, whose done
-    /// offsets are final.
-    fn stop_partitions(&self, partitions: Option<&[i32]>) -> HashMap<i32, u64> {
-        let stopped: Vec<_> = {
-            let mut tasks = lock(&self.tasks);
-            chosen(&tasks, partitions)
-                .iter()
-                .filter_map(|p| tasks.remove(p).map(|task| (*p, task)))
-                .collect()
-        };
-        let numbers = stopped
-            .iter()
-            .map(|(partition, task)| (*partition, task.number))
-            .collect();
-        for (_, task) in &stopped {
-            let _ = task.stop.send(true);
-        }
-        self.runtime.block_on(async {
-            let mut handles: Vec<_> = stopped.into_iter().map(|(_, task)| task.handle).collect();
-            let all = futures_join(handles.iter_mut());
-            if tokio::time::timeout(REVOKE_WAIT, all).await.is_err() {
-                tracing::warn!(
-                    "partition tasks did not stop within {} s; aborted, their commands are \
-                     resumed by the next owner",
-                    REVOKE_WAIT.as_secs()
-                );
-                for handle in &handles {
-                    handle.abort();
-                }
-                futures_join(handles.iter_mut()).await;
-            }
-        });
-        metrics::gauge!("hashbuy_settler_partitions_assigned").set(lock(&self.tasks).len() as f64);
-        numbers
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.0.starting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -707,749 +706,15 @@ struct PartitionTask {
 }
 
 /// Waits for every task (an aborted one ends at its next await).
-async fn futures_join(tasks: impl IntoIterator<Item = &mut tokio::task::JoinHandle<()>>) {
+async fn join_all(tasks: impl IntoIterator<Item = &mut tokio::task::JoinHandle<()>>) {
     for task in tasks {
         let _ = task.await;
     }
 }
 
-impl Assignment for Members {
-    fn assigned(&self, consumer: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>) {
-        self.joined.store(true, Ordering::Relaxed);
-        let partitions: Vec<i32> = queues.iter().map(|(partition, _)| *partition).collect();
-        let topic = &self.shared.config.commands_topic;
-        let committed =
-            committed(consumer, topic, partitions.iter().copied()).unwrap_or_else(|e| {
-                // Without them, decided entries not known to be acked are acked
-                // again, which acks allow.
-                tracing::warn!("cannot read the group's committed offsets of {topic}: {e}");
-                HashMap::new()
-            });
-        let restore = Arc::new(Restore {
-            partitions,
-            committed,
-            done: tokio::sync::OnceCell::new(),
-        });
-        let mut tasks = lock(&self.tasks);
-        for (partition, mut queue) in queues {
-            let arrived = Arc::new(Notify::new());
-            let notify = Arc::clone(&arrived);
-            queue.set_nonempty_callback(move || notify.notify_one());
-            let (stop, stopped) = watch::channel(false);
-            let shared = Arc::clone(&self.shared);
-            let restore = Arc::clone(&restore);
-            let number = shared.next_task.fetch_add(1, Ordering::Relaxed);
-            let handle = self.runtime.spawn(async move {
-                let task = PartitionRun {
-                    partition,
-                    number,
-                    stopped,
-                };
-                if let Err(e) = partition_task(&shared, task, queue, arrived, restore).await {
-                    shared.fail(e);
-                }
-            });
-            tasks.insert(
-                partition,
-                PartitionTask {
-                    stop,
-                    handle,
-                    number,
-                },
-            );
-        }
-        metrics::gauge!("hashbuy_settler_partitions_assigned").set(tasks.len() as f64);
-    }
-
-    fn revoking(&self, consumer: &GroupConsumer<Self>, partitions: &[i32]) {
-        let stopped = self.stop_partitions(Some(partitions));
-        if let Err(e) = commit_done(consumer, &self.shared, &stopped, CommitMode::Sync) {
-            self.shared.fail(e);
-        }
-        let mut done = lock(&self.shared.done);
-        let mut at_eof = lock(&self.shared.at_eof);
-        for partition in partitions {
-            done.remove(partition);
-            at_eof.remove(partition);
-        }
-    }
-}
-
-/// Restores the ledgers of newly assigned partitions from the changelog,
-/// with one reader for them all: an entry there that is further along than
-/// the local one (written by another settler that owned the partition)
-/// replaces it. How many entries each partition took.
-fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, RunError> {
-    let mut ledgers = HashMap::new();
-    for &partition in partitions {
-        ledgers.insert(partition, shared.ledger.partition(partition)?);
-    }
-    let mut reader = TopicReader::open_partitions(
-        &shared.config.connection,
-        &shared.config.ledger_topic,
-        Some(partitions),
-        ReadOptions {
-            from_beginning: true,
-            exit_at_end: true,
-            read_uncommitted: false,
-        },
-    )?;
-    for (&partition, &first) in reader.first_offsets() {
-        if first > 0 {
-            // A compacted topic keeps every key's last record from offset 0
-            // on; a later start means deletion, and a command whose entry
-            // went with it, arriving again after the provider forgot its
-            // idempotency key, would be charged again.
-            tracing::error!(
-                topic = %shared.config.ledger_topic,
-                partition,
-                first,
-                "the ledger changelog's records before offset {first} were deleted (retention; \
-                 the embedded broker keeps 5 MB a partition): their commands are known here \
-                 only if this settler's own ledger has them"
-            );
-            metrics::counter!("hashbuy_settler_changelog_gaps_total").increment(1);
-        }
-    }
-    let mut restored: HashMap<i32, usize> = partitions.iter().map(|&p| (p, 0)).collect();
-    let mut stall = Stall::new(Instant::now());
-    while !reader.at_end() {
-        stall
-            .check(Instant::now())
-            .map_err(|(waited, last_error)| RunError::RestoreStalled {
-                topic: shared.config.ledger_topic.clone(),
-                partitions: partitions.to_vec(),
-                waited,
-                last_error,
-            })?;
-        let Some(message) = reader.next(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                // The client reconnects by itself; the stall check bounds
-                // how long that may take.
-                tracing::warn!("reading the ledger changelog: {e}; the restore goes on");
-                stall.failed(e.to_string());
-                continue;
-            }
-        };
-        stall.progressed(Instant::now());
-        let partition = message.partition();
-        let (Some(ledger), Some(value)) = (ledgers.get(&partition), message.payload()) else {
-            continue;
-        };
-        let remote: Entry = match serde_json::from_slice(value) {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!(
-                    partition,
-                    offset = message.offset(),
-                    "unreadable ledger changelog record: {e}"
-                );
-                continue;
-            }
-        };
-        let newer = match ledger.get(remote.command_id())? {
-            Some(local) => progress(&remote) > progress(&local),
-            None => true,
-        };
-        if newer {
-            ledger.put(&remote)?;
-            *restored.entry(partition).or_default() += 1;
-        }
-    }
-    shared.ledger.flush()?;
-    Ok(restored)
-}
-
-/// How long a restore may go without reading a record of the changelog
-/// before it gives up: the brokers are gone, or the changelog cannot be
-/// read, and the partitions cannot start without their history.
-const RESTORE_STALL: Duration = Duration::from_secs(120);
-
-/// Whether a restore still makes progress: errors reading the changelog
-/// are retried (the client reconnects by itself) until [`RESTORE_STALL`]
-/// passes without a record.
-struct Stall {
-    since: Instant,
-    last_error: Option<String>,
-}
-
-impl Stall {
-    fn new(now: Instant) -> Stall {
-        Stall {
-            since: now,
-            last_error: None,
-        }
-    }
-
-    fn progressed(&mut self, now: Instant) {
-        self.since = now;
-        self.last_error = None;
-    }
-
-    fn failed(&mut self, error: String) {
-        self.last_error = Some(error);
-    }
-
-    /// How long it has waited, and the last error, once that is too long.
-    fn check(&self, now: Instant) -> Result<(), (Duration, Option<String>)> {
-        let waited = now.saturating_duration_since(self.since);
-        if waited >= RESTORE_STALL {
-            Err((waited, self.last_error.clone()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// The restore of one assignment's partitions, run once by whichever of
-/// their tasks comes first, awaited by the others.
-struct Restore {
-    partitions: Vec<i32>,
-    /// The group's committed offsets of the commands topic when the
-    /// partitions were assigned: the previous owners' acks below them
-    /// were delivered.
-    committed: HashMap<i32, i64>,
-    /// Entries taken, by partition; `Err` once the restore failed (the
-    /// failure is reported by the task that ran it).
-    done: tokio::sync::OnceCell<Result<HashMap<i32, usize>, ()>>,
-}
-
-impl Restore {
-    /// How many entries `partition` took, once the whole restore is done;
-    /// `None` if it failed.
-    async fn restored(&self, shared: &Arc<Shared>, partition: i32) -> Option<usize> {
-        let done = self
-            .done
-            .get_or_init(|| async {
-                let restoring = Arc::clone(shared);
-                let partitions = self.partitions.clone();
-                let result = tokio::task::spawn_blocking(move || restore(&restoring, &partitions))
-                    .await
-                    .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))
-                    .and_then(|restored| restored);
-                result.map_err(|e| shared.fail(e))
-            })
-            .await;
-        done.as_ref()
-            .ok()
-            .map(|r| r.get(&partition).copied().unwrap_or_default())
-    }
-}
-
-/// How far along an entry is, for choosing between two copies.
-fn progress(entry: &Entry) -> (u8, u32, bool, i64) {
-    let stage = match entry.state {
-        State::Received => 0,
-        State::Attempting { .. } => 1,
-        _ => 2,
-    };
-    (
-        stage,
-        entry.attempts,
-        entry.acked_ms.is_some(),
-        entry.changed_ms,
-    )
-}
-
-/// Of a partition's unfinished entries, those left to do: a decided entry
-/// whose command lies below the group's `committed` offset was acked (an
-/// offset is committed only once its ack is delivered), by this settler
-/// before a crash or by the partition's previous owner, and is marked so
-/// instead of being acked again; after a hand-over that is the whole
-/// history the changelog brought.
-fn acked_earlier(
-    ledger: &PartitionLedger,
-    unfinished: Vec<Entry>,
-    committed: Option<&i64>,
-) -> Result<Vec<Entry>, RunError> {
-    let mut left = Vec::with_capacity(unfinished.len());
-    for mut entry in unfinished {
-        let below = committed.is_some_and(|&c| (0..c).contains(&entry.offset));
-        if below && entry.state.is_terminal() {
-            entry.acked(now_ms())?;
-            ledger.put(&entry)?;
-        } else {
-            left.push(entry);
-        }
-    }
-    Ok(left)
-}
-
-/// Which partition task this is, and its stop signal.
-struct PartitionRun {
-    partition: i32,
-    /// See [`PartitionTask::number`].
-    number: u64,
-    stopped: watch::Receiver<bool>,
-}
-
-/// A partition's task; see the module docs.
-async fn partition_task(
-    shared: &Arc<Shared>,
-    task: PartitionRun,
-    queue: Queue<Members>,
-    arrived: Arc<Notify>,
-    restore: Arc<Restore>,
-) -> Result<(), RunError> {
-    let PartitionRun {
-        partition,
-        number,
-        mut stopped,
-    } = task;
-    let Some(restored) = restore.restored(shared, partition).await else {
-        return Ok(());
-    };
-    let ledger = shared.ledger.partition(partition)?;
-    let unfinished = acked_earlier(
-        &ledger,
-        ledger.unfinished()?,
-        restore.committed.get(&partition),
-    )?;
-    tracing::info!(
-        partition,
-        restored,
-        resuming = unfinished.len(),
-        "partition ledger ready"
-    );
-    shared.count(|s| s.resumed += unfinished.len() as u64);
-
-    let mut tracker = OffsetTracker::new();
-    let mut users: HashMap<String, VecDeque<Work>> = HashMap::new();
-    let mut running: JoinSet<Result<Done, RunError>> = JoinSet::new();
-    let mut at_eof = false;
-    let commands_stopped = stopped.clone();
-    let start = |work: Work, running: &mut JoinSet<Result<Done, RunError>>| {
-        running.spawn(settle(
-            Arc::clone(shared),
-            ledger.clone(),
-            work,
-            commands_stopped.clone(),
-        ));
-    };
-    // A user's commands wait behind the one being settled: a user in
-    // `users` has one running, and the others queued there.
-    let enqueue = |work: Work,
-                   users: &mut HashMap<String, VecDeque<Work>>,
-                   running: &mut JoinSet<Result<Done, RunError>>| {
-        match users.entry(work.command.user_id.clone()) {
-            hash_map::Entry::Occupied(mut waiting) => waiting.get_mut().push_back(work),
-            hash_map::Entry::Vacant(idle) => {
-                idle.insert(VecDeque::new());
-                start(work, running);
-            }
-        }
-    };
-    for entry in unfinished {
-        enqueue(
-            Work {
-                command: entry.command,
-                offset: None,
-            },
-            &mut users,
-            &mut running,
-        );
-    }
-    loop {
-        let room = tracker.in_flight() < shared.config.max_in_flight;
-        tokio::select! {
-            biased;
-            _ = stopped.changed() => break,
-            Some(joined) = running.join_next(), if !running.is_empty() => {
-                let done = joined
-                    .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??;
-                if done.abandoned {
-                    continue;
-                }
-                if let Some(offset) = done.offset {
-                    if tracker.finish(offset).is_err() {
-                        tracing::error!(partition, offset, "an offset finished twice");
-                    }
-                }
-                if let Some(user) = done.user {
-                    if let Some(waiting) = users.get_mut(&user) {
-                        match waiting.pop_front() {
-                            Some(next) => start(next, &mut running),
-                            None => {
-                                users.remove(&user);
-                            }
-                        }
-                    }
-                }
-            }
-            taken = take(&queue, &arrived), if room => match taken {
-                Taken::Eof => {
-                    at_eof = true;
-                    if let Some(end) = position(shared, partition) {
-                        tracker.reached(end);
-                    }
-                }
-                Taken::Record { offset, key, value } => {
-                    at_eof = false;
-                    if tracker.start(offset).is_err() {
-                        tracing::error!(partition, offset, "offsets went backwards; record skipped");
-                        continue;
-                    }
-                    shared.count(|s| s.commands += 1);
-                    shared.first_read.get_or_init(Instant::now);
-                    match crate::command::decode(&value) {
-                        Ok(command) => enqueue(
-                            Work { command, offset: Some(offset) },
-                            &mut users,
-                            &mut running,
-                        ),
-                        Err(reason) => {
-                            let shared = Arc::clone(shared);
-                            running.spawn(async move {
-                                dead_letter(&shared, partition, offset, key, value, reason).await?;
-                                Ok(Done { user: None, offset: Some(offset), abandoned: false })
-                            });
-                        }
-                    }
-                }
-            },
-        }
-        if let Some(offset) = tracker.committable() {
-            lock(&shared.done).insert(partition, (number, offset));
-        }
-        let mut eof = lock(&shared.at_eof);
-        if at_eof && tracker.in_flight() == 0 && users.is_empty() {
-            eof.insert(partition);
-        } else {
-            eof.remove(&partition);
-        }
-    }
-    // Stopping: the commands in flight reach a recovery point.
-    while let Some(joined) = running.join_next().await {
-        if let Ok(Ok(Done {
-            offset: Some(offset),
-            abandoned: false,
-            ..
-        })) = joined
-        {
-            let _ = tracker.finish(offset);
-        }
-    }
-    if let Some(offset) = tracker.committable() {
-        lock(&shared.done).insert(partition, (number, offset));
-    }
-    Ok(())
-}
-
-/// Sets an undecodable command aside.
-async fn dead_letter(
-    shared: &Shared,
-    partition: i32,
-    offset: i64,
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    reason: String,
-) -> Result<(), RunError> {
-    tracing::warn!(partition, offset, "{reason}; sent to dead letters");
-    let letter = DeadLetter {
-        topic: shared.config.commands_topic.clone(),
-        partition,
-        offset,
-        key: key.clone(),
-        value,
-        reason,
-        stage: "settle".into(),
-        dead_at_ms: now_ms(),
-        ..Default::default()
-    };
-    shared
-        .produce(
-            &shared.config.dead_letters_topic,
-            key.as_deref(),
-            &letter.encode_to_vec(),
-            "cannot produce a dead letter",
-        )
-        .await?;
-    shared.count(|s| s.dead_letters += 1);
-    metrics::counter!("hashbuy_settler_dead_letters_total").increment(1);
-    Ok(())
-}
-
-/// Settles one command; see the module docs and [`crate::steps`].
-async fn settle(
-    shared: Arc<Shared>,
-    ledger: PartitionLedger,
-    work: Work,
-    stopped: watch::Receiver<bool>,
-) -> Result<Done, RunError> {
-    let id = work.command.command_id.clone();
-    lock(&shared.pending).insert(id.clone(), Instant::now());
-    let result = settle_entry(&shared, &ledger, &work, stopped).await;
-    lock(&shared.pending).remove(&id);
-    let abandoned = !result?;
-    Ok(Done {
-        user: Some(work.command.user_id),
-        offset: work.offset,
-        abandoned,
-    })
-}
-
-/// [`settle`]'s body; `false` if stopped before an outcome.
-async fn settle_entry(
-    shared: &Shared,
-    ledger: &PartitionLedger,
-    work: &Work,
-    mut stopped: watch::Receiver<bool>,
-) -> Result<bool, RunError> {
-    let partition = ledger.partition();
-    let policy = shared.config.policy;
-    // The entry as last written here, for the changelog.
-    let mut stored = None;
-    let mut entry = match ledger.get(&work.command.command_id)? {
-        Some(mut known) => {
-            if !known.same_command(&work.command) {
-                tracing::warn!(
-                    command_id = %work.command.command_id,
-                    partition,
-                    offset = ?work.offset,
-                    "a command arrived again with other content; the first one wins"
-                );
-                known.note(
-                    format!(
-                        "duplicate with other content at partition {partition} offset {:?} ignored",
-                        work.offset
-                    ),
-                    now_ms(),
-                );
-                stored = Some(ledger.put(&known)?);
-                shared.count(|s| s.duplicates += 1);
-                metrics::counter!("hashbuy_settler_duplicates_total").increment(1);
-            }
-            known
-        }
-        None => {
-            let mut fresh = Entry::received(
-                work.command.clone(),
-                partition,
-                work.offset.unwrap_or(-1),
-                now_ms(),
-            );
-            let history = ledger.history(&fresh.command.user_id)?;
-            if let Err(reason) = limits::check(&fresh.command, &history) {
-                fresh.decide(Outcome::Rejected { reason }, now_ms())?;
-                stored = Some(ledger.put(&fresh)?);
-                count_outcome(shared, &fresh);
-            }
-            // A command that goes on to a charge is first written with its
-            // attempt: until then a crash loses nothing, as its offset is
-            // not done and it is read again.
-            fresh
-        }
-    };
-
-    let mut last_error = String::new();
-    // When a call under the key last got no answer.
-    let mut unanswered = steps::unanswered_at_start(&entry).then(Instant::now);
-    let mut step = steps::start(&entry, now_ms(), &policy);
-    while let Some(next) = step.take() {
-        step = match next {
-            Step::Charge { key } => {
-                entry.attempt(key.clone(), now_ms())?;
-                let attempt = ledger.put(&entry)?;
-                shared
-                    .changelog(entry.command_id(), &attempt, partition, false)
-                    .await?;
-                stored = Some(attempt);
-                // The attempt is on disk before the provider hears of it.
-                shared.commit.durable().await?;
-                if !lease_held(shared, &mut stopped).await {
-                    return Ok(false);
-                }
-                let began = Instant::now();
-                let key_attempt = match &entry.state {
-                    State::Attempting { key_attempt, .. } => *key_attempt,
-                    _ => entry.attempts,
-                };
-                let reply = shared
-                    .payments
-                    .charge(&entry.command, &key, key_attempt)
-                    .await?;
-                metrics::histogram!("hashbuy_settler_provider_seconds").record(began.elapsed());
-                match &reply {
-                    Reply::Retry { cause, after } => {
-                        last_error = (*cause).to_owned();
-                        if steps::unanswered(cause) {
-                            unanswered = Some(Instant::now());
-                        }
-                        metrics::counter!("hashbuy_settler_retries_total", "cause" => *cause)
-                            .increment(1);
-                        if entry.attempts < policy.max_attempts {
-                            let delay =
-                                shared
-                                    .payments
-                                    .delay(entry.command_id(), entry.attempts, *after);
-                            if !pause(delay, &mut stopped).await {
-                                return Ok(false);
-                            }
-                        }
-                    }
-                    Reply::Unknown { reason } => {
-                        last_error = reason.clone();
-                        metrics::counter!("hashbuy_settler_retries_total", "cause" => "unknown")
-                            .increment(1);
-                    }
-                    _ => {}
-                }
-                Some(steps::after_reply(&entry, reply, now_ms(), &policy))
-            }
-            Step::Reconcile => {
-                let wait = steps::reconcile_wait(unanswered.map(|at| at.elapsed()), &policy);
-                if !wait.is_zero() && !pause(wait, &mut stopped).await {
-                    return Ok(false);
-                }
-                if !lease_held(shared, &mut stopped).await {
-                    return Ok(false);
-                }
-                let received_ms = entry.received_ms.min(now_ms());
-                match shared.payments.find(&entry.command, received_ms).await {
-                    Ok(found) => {
-                        if let Some(incident) = steps::double_charge(&found) {
-                            tracing::error!(command_id = %entry.command_id(), "{incident}");
-                            metrics::counter!("hashbuy_settler_double_charges_total").increment(1);
-                            entry.note(incident.clone(), now_ms());
-                            entry.review = Some(incident);
-                        }
-                        if matches!(found, Found::Pending { .. }) {
-                            let delay =
-                                shared
-                                    .payments
-                                    .delay(entry.command_id(), entry.attempts, None);
-                            if !pause(delay, &mut stopped).await {
-                                return Ok(false);
-                            }
-                        }
-                        Some(steps::after_reconcile(&entry, found, &policy, &last_error))
-                    }
-                    Err(e) => {
-                        // Never failed on a guess: the entry waits, pending.
-                        tracing::warn!(command_id = %entry.command_id(), "cannot reconcile: {e}");
-                        metrics::counter!("hashbuy_settler_retries_total", "cause" => "reconcile")
-                            .increment(1);
-                        let delay = shared
-                            .payments
-                            .delay(entry.command_id(), entry.attempts, None);
-                        if !pause(delay, &mut stopped).await {
-                            return Ok(false);
-                        }
-                        Some(Step::Reconcile)
-                    }
-                }
-            }
-            Step::Decide(outcome) => {
-                entry.decide(outcome, now_ms())?;
-                stored = Some(ledger.put(&entry)?);
-                count_outcome(shared, &entry);
-                None
-            }
-        };
-    }
-
-    // The outcome is durable, and in the changelog, before its ack.
-    shared.commit.durable().await?;
-    let stored = match stored {
-        Some(stored) => stored,
-        None => encode(&entry)?,
-    };
-    shared
-        .changelog(entry.command_id(), &stored, partition, true)
-        .await?;
-    let Some(ack) = entry.ack() else {
-        return Ok(false);
-    };
-    send_ack(shared, &ack).await?;
-    if entry.acked_ms.is_none() {
-        // Local only: another owner restoring the entry without it sends
-        // the same ack once more, which acks allow.
-        entry.acked(now_ms())?;
-        ledger.put(&entry)?;
-    }
-    Ok(true)
-}
-
-/// Waits until the settler holds its lease (see the module docs), unless
-/// the partition is stopped first; whether the provider may be called.
-async fn lease_held(shared: &Shared, stopped: &mut watch::Receiver<bool>) -> bool {
-    loop {
-        if *stopped.borrow() {
-            return false;
-        }
-        if shared.lease.holds() {
-            return true;
-        }
-        if !pause(Duration::from_millis(50), stopped).await {
-            return false;
-        }
-    }
-}
-
-/// Waits `delay` unless the partition is stopped first; whether it waited.
-async fn pause(delay: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => true,
-        _ = stopped.wait_for(|s| *s) => false,
-    }
-}
-
-fn count_outcome(shared: &Shared, entry: &Entry) {
-    let name = entry.state.name();
-    metrics::counter!("hashbuy_settler_payments_total", "outcome" => name).increment(1);
-    shared.count(|s| match entry.state {
-        State::Settled { .. } => s.settled += 1,
-        State::Declined { .. } => s.declined += 1,
-        State::Rejected { .. } => s.rejected += 1,
-        State::Failed { .. } => s.failed += 1,
-        _ => {}
-    });
-}
-
-async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {
-    shared
-        .produce(
-            &shared.config.acks_topic,
-            Some(ack.user_id.as_bytes()),
-            &ack.encode_to_vec(),
-            "cannot produce an ack",
-        )
-        .await?;
-    shared.count(|s| s.acks += 1);
-    *lock(&shared.last_ack) = Some(Instant::now());
-    metrics::counter!("hashbuy_settler_acks_total").increment(1);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_restore_rides_out_errors_until_it_stalls() {
-        let t0 = Instant::now();
-        let mut stall = Stall::new(t0);
-        stall.failed("broker transport failure".into());
-        assert!(
-            stall.check(t0 + RESTORE_STALL / 2).is_ok(),
-            "an error is retried"
-        );
-        stall.progressed(t0 + RESTORE_STALL / 2);
-        assert!(
-            stall.check(t0 + RESTORE_STALL).is_ok(),
-            "a record read resets it"
-        );
-        stall.failed("all brokers down".into());
-        let (waited, last) = stall
-            .check(t0 + RESTORE_STALL * 3 / 2)
-            .expect_err("too long without a record");
-        assert_eq!(waited, RESTORE_STALL);
-        assert_eq!(last.as_deref(), Some("all brokers down"));
-    }
 
     #[test]
     fn only_the_owning_tasks_offsets_are_committed() {

@@ -136,23 +136,27 @@ pub fn unanswered_at_start(entry: &Entry) -> bool {
     matches!(entry.state, State::Attempting { .. })
 }
 
+/// Whether `entry`'s current key may still be called at `now_ms`: more
+/// than [`Policy::unanswered_wait`] of its lifetime at the provider is
+/// left, so a call sent now reaches the provider while it keeps the key.
+pub fn key_usable(entry: &Entry, now_ms: i64, policy: &Policy) -> bool {
+    let State::Attempting { key_since_ms, .. } = &entry.state else {
+        return true;
+    };
+    let age = u128::try_from(now_ms.saturating_sub(*key_since_ms)).unwrap_or(0);
+    let usable = policy
+        .key_lifetime
+        .saturating_sub(policy.unanswered_wait)
+        .as_millis();
+    age < usable
+}
+
 /// A call under `key` now, or a reconciliation if `entry` has used the key
 /// for so long that a call could reach the provider after it forgot it.
 fn call_or_reconcile(entry: &Entry, key: String, now_ms: i64, policy: &Policy) -> Step {
-    if let State::Attempting {
-        key: current,
-        key_since_ms,
-        ..
-    } = &entry.state
-    {
-        let age = u128::try_from(now_ms.saturating_sub(*key_since_ms)).unwrap_or(0);
-        let usable = policy
-            .key_lifetime
-            .saturating_sub(policy.unanswered_wait)
-            .as_millis();
-        if *current == key && age >= usable {
-            return Step::Reconcile;
-        }
+    let current = matches!(&entry.state, State::Attempting { key: k, .. } if *k == key);
+    if current && !key_usable(entry, now_ms, policy) {
+        return Step::Reconcile;
     }
     Step::Charge { key }
 }

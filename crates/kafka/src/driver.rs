@@ -1,0 +1,311 @@
+//! One consumer-group driver for hashbuy's services: the matcher and the
+//! settler each implement only their [`Stage`] (what to do with partitions
+//! assigned, revoked, and between polls), and the driver does the rest the
+//! same way for both: it checks the topics, joins the group as a static
+//! member, reports readiness and health, hands rebalances to the stage,
+//! and, with `--exit-at-end`, stops once the group has committed what the
+//! input held at start.
+//!
+//! # One thread, one owner of the partition state
+//!
+//! librdkafka runs a rebalance inside the `poll` of the thread that drives
+//! the consumer: the coordinator, the thread running [`drive`]. The stage
+//! is owned by the member's context ([`DriverContext`]) and reached only
+//! from that thread: in the rebalance callback, inside `poll`, and in the
+//! loop between polls ([`Stage::tick`]), never both at once. So the stage
+//! owns its partitions' state outright, with no lock shared with its
+//! workers:
+//!
+//! - **assigned**: each partition's queue is split from the main queue
+//!   *before* librdkafka assigns it (so no record of it ever reaches the
+//!   main queue), and the stage gets the queues, to start a worker per
+//!   partition;
+//! - **revoked** (or lost, or a rebalance error): the stage stops the
+//!   partitions' workers and makes what they finished durable and
+//!   committed before the callback returns, so the next owner starts where
+//!   this one stopped.
+//!
+//! (librdkafka also allows `assign` to be called after the callback
+//! returns, but rust-rdkafka destroys the rebalance event when the
+//! callback returns, and a member that deferred it here never fetched.)
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::client::{failed, ConnectError, Connection, Failed, CONNECT_TIMEOUT};
+use crate::group::{consumed_to, ends_at_start, member_settings, serve_main_queue};
+use crate::health::Health;
+use crate::lock;
+
+/// The consumer of a group member driven with stage `S`.
+pub type Member<S> = BaseConsumer<DriverContext<S>>;
+
+/// A partition's own queue.
+pub type Queue<S> = PartitionQueue<DriverContext<S>>;
+
+/// What a service does with its partitions; [`drive`] does the rest. Every
+/// call runs on the coordinator's thread, never inside librdkafka.
+pub trait Stage: Send + Sized + 'static {
+    /// Why the stage stops with an error.
+    type Error: From<Failed>;
+
+    /// Partitions were given to this member, each with its own queue;
+    /// fetching starts once this returns. The member is there for what the
+    /// group knows of them (committed offsets).
+    fn assigned(&mut self, member: &Arc<Member<Self>>, queues: Vec<(i32, Queue<Self>)>);
+
+    /// Partitions are being taken away (revoked, lost, or a rebalance
+    /// failed): stop their workers and make what they finished durable and
+    /// committed before returning.
+    fn revoking(&mut self, member: &Member<Self>, partitions: &[i32]);
+
+    /// A turn of the loop, after the main queue was served: commit, check
+    /// workers, metrics. An error stops the run.
+    fn tick(&mut self, member: &Member<Self>, health: &Health) -> Result<(), Self::Error>;
+
+    /// How long the next poll of the main queue may wait: the stage's own
+    /// work in [`tick`](Stage::tick) may wait instead.
+    fn poll_timeout(&self) -> Duration {
+        Duration::from_millis(50)
+    }
+
+    /// The partitions this member owns that are read to their end with
+    /// nothing in flight (for `--exit-at-end`).
+    fn at_eof(&self) -> HashSet<i32>;
+
+    /// Whether work that no offset covers is done (for `--exit-at-end`,
+    /// which otherwise ends once the input's offsets are committed): the
+    /// settler's entries resumed from its ledger, say.
+    fn settled(&self) -> bool {
+        true
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`), e.g. for
+    /// consumer lag.
+    fn statistics(&mut self, _statistics: Statistics) {}
+
+    /// The run ends (stopped, at its end, or `failed`): stop every worker
+    /// and commit what is done, or, after a failure, what is safe.
+    fn finish(&mut self, member: &Member<Self>, failed: bool) -> Result<(), Self::Error>;
+}
+
+/// Who the member is and what it reads.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// Where Kafka is.
+    pub connection: Connection,
+    /// The consumer group.
+    pub group: String,
+    /// This member's name in the group (static membership).
+    pub instance: String,
+    /// The topic read.
+    pub input: String,
+    /// Topics written, checked at start.
+    pub outputs: Vec<String>,
+    /// Stop once the group has committed what the input held at start.
+    pub exit_at_end: bool,
+    /// Consumer settings of the service's own, after hashbuy's member
+    /// settings (and before `-X`).
+    pub settings: Vec<(&'static str, String)>,
+}
+
+/// The consumer context of a driven member: it owns the stage, hands it
+/// rebalances, and logs the rest.
+pub struct DriverContext<S: Stage> {
+    stage: Mutex<S>,
+    /// The topic read: only its partitions get queues.
+    input: String,
+    /// Splitting a queue needs the consumer itself, which the context only
+    /// borrows in callbacks: a weak handle (or the consumer would own
+    /// itself).
+    member: OnceLock<Weak<Member<S>>>,
+}
+
+impl<S: Stage> ClientContext for DriverContext<S> {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::client::log(level, fac, log_message);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        lock(&self.stage).statistics(statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::client::error(error, reason);
+    }
+}
+
+impl<S: Stage> ConsumerContext for DriverContext<S> {
+    fn pre_rebalance(&self, member: &Member<S>, rebalance: &Rebalance<'_>) {
+        let Some(owner) = self.member.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let queues: Vec<(i32, Queue<S>)> = list
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.input)
+                    .filter_map(|e| {
+                        let queue = owner.split_partition_queue(e.topic(), e.partition());
+                        queue.map(|q| (e.partition(), q))
+                    })
+                    .collect();
+                tracing::info!(partitions = ?partitions(list), "partitions assigned");
+                lock(&self.stage).assigned(&owner, queues);
+            }
+            Rebalance::Revoke(list) => {
+                let lost = member.assignment_lost();
+                tracing::info!(partitions = ?partitions(list), lost, "partitions revoked");
+                lock(&self.stage).revoking(member, &partitions(list));
+            }
+            Rebalance::Error(e) => {
+                tracing::error!("rebalance failed: {e}");
+                if let Ok(owned) = member.assignment() {
+                    lock(&self.stage).revoking(member, &partitions(&owned));
+                }
+            }
+        }
+    }
+}
+
+/// How long a member may wait to join its group before it says so (and
+/// again after each such interval).
+const JOIN_WARNING: Duration = Duration::from_secs(30);
+
+/// How often `--exit-at-end` checks the group's committed offsets.
+const END_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a driven run stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError<E> {
+    /// Kafka is unreachable or a topic is missing.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The stage failed.
+    #[error(transparent)]
+    Stage(E),
+}
+
+/// Joins the group of `membership` and drives `stage` until `stop` is
+/// raised or, with `exit_at_end`, the group has committed what the input
+/// held at start; see the module docs. `health` beats on every turn and is
+/// ready once the member has partitions.
+pub fn drive<S: Stage>(
+    membership: &Membership,
+    stage: S,
+    stop: &AtomicBool,
+    health: &Health,
+) -> Result<(), DriveError<S::Error>> {
+    let connection = &membership.connection;
+    let partitions = connection.check_topic(&membership.input, CONNECT_TIMEOUT)?;
+    for output in &membership.outputs {
+        connection.check_topic(output, CONNECT_TIMEOUT)?;
+    }
+    let mut settings = member_settings(
+        &membership.group,
+        &membership.instance,
+        membership.exit_at_end,
+    );
+    settings.extend(membership.settings.iter().cloned());
+    let stage_error =
+        |what: &'static str| move |e: KafkaError| DriveError::Stage(failed(what)(e).into());
+    let context = DriverContext {
+        stage: Mutex::new(stage),
+        input: membership.input.clone(),
+        member: OnceLock::new(),
+    };
+    let member: Arc<Member<S>> = Arc::new(
+        connection
+            .config_with(&settings)
+            .create_with_context(context)
+            .map_err(stage_error("cannot create the consumer"))?,
+    );
+    let _ = member.context().member.set(Arc::downgrade(&member));
+    member
+        .subscribe(&[membership.input.as_str()])
+        .map_err(stage_error("cannot subscribe"))?;
+    let ends = ends_at_start(
+        &member,
+        &membership.input,
+        partitions,
+        membership.exit_at_end,
+    )
+    .map_err(stage_error("cannot read the end of the input topic"))?;
+
+    let result = turn(membership, &member, &ends, stop, health);
+    health.set_ready(false);
+    let finished = lock(&member.context().stage)
+        .finish(&member, result.is_err())
+        .map_err(DriveError::Stage);
+    result.and(finished)
+}
+
+/// The coordinator's loop. The stage's lock is never held across a poll,
+/// where rebalances take it.
+fn turn<S: Stage>(
+    membership: &Membership,
+    member: &Arc<Member<S>>,
+    ends: &HashMap<i32, i64>,
+    stop: &AtomicBool,
+    health: &Health,
+) -> Result<(), DriveError<S::Error>> {
+    let started = Instant::now();
+    let mut warn_unjoined_at = JOIN_WARNING;
+    // The end is judged only once the member has had partitions: before,
+    // work the stage resumes from its own state has not started.
+    let mut ever_joined = false;
+    let mut checked_end = Instant::now();
+    let stage = &member.context().stage;
+    while !stop.load(Ordering::Relaxed) {
+        health.beat();
+        let timeout = lock(stage).poll_timeout();
+        serve_main_queue(member, timeout)
+            .map_err(|e| DriveError::Stage(failed("the consumer failed")(e).into()))?;
+        let joined = member.assignment().is_ok_and(|a| a.count() > 0);
+        ever_joined |= joined;
+        health.set_ready(joined);
+        if !joined && started.elapsed() >= warn_unjoined_at {
+            tracing::warn!(
+                group = %membership.group,
+                "no partitions of {} after {} s: waiting for the group (a member that \
+                 stopped without leaving holds them until its session times out)",
+                membership.input,
+                started.elapsed().as_secs()
+            );
+            warn_unjoined_at += JOIN_WARNING;
+        }
+        lock(stage)
+            .tick(member, health)
+            .map_err(DriveError::Stage)?;
+        if membership.exit_at_end && ever_joined && checked_end.elapsed() >= END_CHECK_EVERY {
+            checked_end = Instant::now();
+            let (settled, at_eof) = {
+                let stage = lock(stage);
+                (stage.settled(), stage.at_eof())
+            };
+            if settled
+                && consumed_to(member.as_ref(), &membership.input, ends, &at_eof).map_err(|e| {
+                    DriveError::Stage(failed("cannot read committed offsets")(e).into())
+                })?
+            {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}

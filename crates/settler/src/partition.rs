@@ -1,0 +1,327 @@
+//! A partition's task: restore, resume, then read the partition's queue and
+//! settle its commands, many in flight, a user's one after another.
+//!
+//! The task keeps up to [`Config::max_in_flight`](crate::run::Config)
+//! commands in flight, so settling is not bounded by provider latency, but
+//! queues the commands of one user behind the one being settled (they share
+//! a partition, being keyed by user), so limit checks never race. An
+//! [`OffsetTracker`] gives the offset below which every command is done,
+//! which the coordinator commits; a command's offset is done only once its
+//! ack is delivered, or its dead letter.
+
+use std::collections::{hash_map, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hashbuy_kafka::driver::Queue;
+use hashbuy_kafka::lock;
+use hashbuy_kafka::offsets::OffsetTracker;
+use hashbuy_proto::v1::{DeadLetter, PaymentCommand};
+use prost::Message as _;
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::entry::now_ms;
+use crate::restore::{acked_earlier, Restore};
+use crate::run::{RunError, Settling, Shared, Starting};
+use crate::settle::settle;
+
+/// A record taken from a partition's queue, owned.
+enum Taken {
+    Record {
+        offset: i64,
+        key: Option<Vec<u8>>,
+        value: Vec<u8>,
+    },
+    Eof,
+}
+
+/// The next record of a partition's queue, waiting for librdkafka's
+/// non-empty callback when there is none.
+async fn take(queue: &Queue<Settling>, arrived: &Notify) -> Taken {
+    loop {
+        match queue.poll(Duration::ZERO) {
+            Some(Ok(message)) => {
+                return Taken::Record {
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Taken::Eof,
+            Some(Err(e)) => tracing::warn!("consumer: {e}"),
+            // A permit stored by a callback since the poll wakes this at
+            // once, so no arrival is missed.
+            None => arrived.notified().await,
+        }
+    }
+}
+
+/// Where the consumer stands in `partition` of the commands topic: after a
+/// partition's end is taken from its queue, its end, past any transaction
+/// marker (the last record's offset + 1 is short of it on a topic written
+/// in transactions, and `--exit-at-end` would wait for ever).
+fn position(shared: &Shared, partition: i32) -> Option<i64> {
+    let member = shared.member.get()?.upgrade()?;
+    let positions = member.position().ok()?;
+    match positions
+        .find_partition(&shared.config.commands_topic, partition)?
+        .offset()
+    {
+        Offset::Offset(end) => Some(end),
+        _ => None,
+    }
+}
+
+/// A piece of a partition's work: a command read at an offset, or an
+/// undecided entry resumed at start (no offset).
+pub(crate) struct Work {
+    pub(crate) command: PaymentCommand,
+    pub(crate) offset: Option<i64>,
+}
+
+/// What a command task reports.
+pub(crate) struct Done {
+    pub(crate) user: Option<String>,
+    pub(crate) offset: Option<i64>,
+    /// Stopped before an outcome (the partition is being revoked): the
+    /// offset is not done.
+    pub(crate) abandoned: bool,
+}
+
+/// Which partition task this is, and its stop signal.
+pub(crate) struct PartitionRun {
+    pub(crate) partition: i32,
+    /// Tells this task from the partition's earlier and later ones: only
+    /// the current one's offsets are committed.
+    pub(crate) number: u64,
+    pub(crate) stopped: watch::Receiver<bool>,
+    /// Dropped once the task has queued the entries it resumes.
+    pub(crate) starting: Starting,
+}
+
+/// A partition's task; see the module docs.
+pub(crate) async fn partition_task(
+    shared: &Arc<Shared>,
+    task: PartitionRun,
+    queue: Queue<Settling>,
+    arrived: Arc<Notify>,
+    restore: Arc<Restore>,
+) -> Result<(), RunError> {
+    let PartitionRun {
+        partition,
+        number,
+        mut stopped,
+        starting,
+    } = task;
+    let Some(restored) = restore.restored(shared, partition).await else {
+        return Ok(());
+    };
+    let ledger = shared.ledger.partition(partition)?;
+    let unfinished = acked_earlier(
+        &ledger,
+        ledger.unfinished()?,
+        restore.committed.get(&partition),
+    )?;
+    tracing::info!(
+        partition,
+        restored,
+        resuming = unfinished.len(),
+        "partition ledger ready"
+    );
+    shared.count(|s| s.resumed += unfinished.len() as u64);
+
+    let mut tracker = OffsetTracker::new();
+    let mut users: HashMap<String, VecDeque<Work>> = HashMap::new();
+    let mut running: JoinSet<Result<Done, RunError>> = JoinSet::new();
+    let mut at_eof = false;
+    let commands_stopped = stopped.clone();
+    let start = |work: Work, running: &mut JoinSet<Result<Done, RunError>>| {
+        running.spawn(settle(
+            Arc::clone(shared),
+            ledger.clone(),
+            work,
+            commands_stopped.clone(),
+        ));
+    };
+    // A user's commands wait behind the one being settled: a user in
+    // `users` has one running, and the others queued there.
+    let enqueue = |work: Work,
+                   users: &mut HashMap<String, VecDeque<Work>>,
+                   running: &mut JoinSet<Result<Done, RunError>>| {
+        match users.entry(work.command.user_id.clone()) {
+            hash_map::Entry::Occupied(mut waiting) => waiting.get_mut().push_back(work),
+            hash_map::Entry::Vacant(idle) => {
+                idle.insert(VecDeque::new());
+                start(work, running);
+            }
+        }
+    };
+    let mut resumed = Resumed::new(shared, unfinished.len());
+    drop(starting);
+    for entry in unfinished {
+        enqueue(
+            Work {
+                command: entry.command,
+                offset: None,
+            },
+            &mut users,
+            &mut running,
+        );
+    }
+    loop {
+        let room = tracker.in_flight() < shared.config.max_in_flight;
+        tokio::select! {
+            biased;
+            _ = stopped.changed() => break,
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                let done = joined
+                    .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??;
+                if done.offset.is_none() {
+                    resumed.one_done();
+                }
+                if done.abandoned {
+                    continue;
+                }
+                if let Some(offset) = done.offset {
+                    if tracker.finish(offset).is_err() {
+                        tracing::error!(partition, offset, "an offset finished twice");
+                    }
+                }
+                if let Some(user) = done.user {
+                    if let Some(waiting) = users.get_mut(&user) {
+                        match waiting.pop_front() {
+                            Some(next) => start(next, &mut running),
+                            None => {
+                                users.remove(&user);
+                            }
+                        }
+                    }
+                }
+            }
+            taken = take(&queue, &arrived), if room => match taken {
+                Taken::Eof => {
+                    at_eof = true;
+                    if let Some(end) = position(shared, partition) {
+                        tracker.reached(end);
+                    }
+                }
+                Taken::Record { offset, key, value } => {
+                    at_eof = false;
+                    if tracker.start(offset).is_err() {
+                        tracing::error!(partition, offset, "offsets went backwards; record skipped");
+                        continue;
+                    }
+                    shared.count(|s| s.commands += 1);
+                    shared.first_read.get_or_init(Instant::now);
+                    match crate::command::decode(&value) {
+                        Ok(command) => enqueue(
+                            Work { command, offset: Some(offset) },
+                            &mut users,
+                            &mut running,
+                        ),
+                        Err(reason) => {
+                            let shared = Arc::clone(shared);
+                            running.spawn(async move {
+                                dead_letter(&shared, partition, offset, key, value, reason).await?;
+                                Ok(Done { user: None, offset: Some(offset), abandoned: false })
+                            });
+                        }
+                    }
+                }
+            },
+        }
+        if let Some(offset) = tracker.committable() {
+            lock(&shared.done).insert(partition, (number, offset));
+        }
+        let mut eof = lock(&shared.at_eof);
+        if at_eof && tracker.in_flight() == 0 && users.is_empty() {
+            eof.insert(partition);
+        } else {
+            eof.remove(&partition);
+        }
+    }
+    // Stopping: the commands in flight reach a recovery point.
+    while let Some(joined) = running.join_next().await {
+        if let Ok(Ok(Done {
+            offset: Some(offset),
+            abandoned: false,
+            ..
+        })) = joined
+        {
+            let _ = tracker.finish(offset);
+        }
+    }
+    if let Some(offset) = tracker.committable() {
+        lock(&shared.done).insert(partition, (number, offset));
+    }
+    Ok(())
+}
+
+/// The resumed entries of a partition task not yet done, counted in
+/// [`Shared::resuming`] while the task lives (for `--exit-at-end`).
+struct Resumed {
+    shared: Arc<Shared>,
+    left: usize,
+}
+
+impl Resumed {
+    fn new(shared: &Arc<Shared>, left: usize) -> Resumed {
+        shared.resuming.fetch_add(left, Ordering::Relaxed);
+        Resumed {
+            shared: Arc::clone(shared),
+            left,
+        }
+    }
+
+    fn one_done(&mut self) {
+        if self.left > 0 {
+            self.left -= 1;
+            self.shared.resuming.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Resumed {
+    fn drop(&mut self) {
+        self.shared.resuming.fetch_sub(self.left, Ordering::Relaxed);
+    }
+}
+
+/// Sets an undecodable command aside.
+async fn dead_letter(
+    shared: &Shared,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    reason: String,
+) -> Result<(), RunError> {
+    tracing::warn!(partition, offset, "{reason}; sent to dead letters");
+    let letter = DeadLetter {
+        topic: shared.config.commands_topic.clone(),
+        partition,
+        offset,
+        key: key.clone(),
+        value,
+        reason,
+        stage: "settle".into(),
+        dead_at_ms: now_ms(),
+        ..Default::default()
+    };
+    shared
+        .produce(
+            &shared.config.dead_letters_topic,
+            key.as_deref(),
+            &letter.encode_to_vec(),
+            "cannot produce a dead letter",
+        )
+        .await?;
+    shared.count(|s| s.dead_letters += 1);
+    metrics::counter!("hashbuy_settler_dead_letters_total").increment(1);
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Restoring newly assigned partitions' ledgers from the changelog topic,
+//! and deciding which of their entries are left to do.
+//!
+//! The partitions assigned together are restored by one reader, on a
+//! blocking thread, run once by whichever of their tasks comes first and
+//! awaited by the others. An entry in the changelog that is further along
+//! than the local one (written by another settler that owned the
+//! partition) replaces it. Errors reading the changelog are retried until
+//! [`RESTORE_STALL`] passes without a record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hashbuy_kafka::reader::{ReadOptions, TopicReader};
+use rdkafka::Message;
+
+use crate::entry::{key_index, now_ms, Entry, State};
+use crate::ledger::PartitionLedger;
+use crate::run::{RunError, Shared};
+
+/// Restores the ledgers of newly assigned partitions from the changelog,
+/// with one reader for them all: an entry there that is further along than
+/// the local one (written by another settler that owned the partition)
+/// replaces it. How many entries each partition took.
+fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, RunError> {
+    let mut ledgers = HashMap::new();
+    for &partition in partitions {
+        ledgers.insert(partition, shared.ledger.partition(partition)?);
+    }
+    let mut reader = TopicReader::open_partitions(
+        &shared.config.connection,
+        &shared.config.ledger_topic,
+        Some(partitions),
+        ReadOptions {
+            from_beginning: true,
+            exit_at_end: true,
+            read_uncommitted: false,
+        },
+    )?;
+    for (&partition, &first) in reader.first_offsets() {
+        if first > 0 {
+            // A compacted topic keeps every key's last record from offset 0
+            // on; a later start means deletion, and a command whose entry
+            // went with it, arriving again after the provider forgot its
+            // idempotency key, would be charged again.
+            tracing::error!(
+                topic = %shared.config.ledger_topic,
+                partition,
+                first,
+                "the ledger changelog's records before offset {first} were deleted (retention; \
+                 the embedded broker keeps 5 MB a partition): their commands are known here \
+                 only if this settler's own ledger has them"
+            );
+            metrics::counter!("hashbuy_settler_changelog_gaps_total").increment(1);
+        }
+    }
+    let mut restored: HashMap<i32, usize> = partitions.iter().map(|&p| (p, 0)).collect();
+    let mut stall = Stall::new(Instant::now());
+    while !reader.at_end() {
+        stall
+            .check(Instant::now())
+            .map_err(|(waited, last_error)| RunError::RestoreStalled {
+                topic: shared.config.ledger_topic.clone(),
+                partitions: partitions.to_vec(),
+                waited,
+                last_error,
+            })?;
+        let Some(message) = reader.next(Duration::from_millis(500)) else {
+            continue;
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                // The client reconnects by itself; the stall check bounds
+                // how long that may take.
+                tracing::warn!("reading the ledger changelog: {e}; the restore goes on");
+                stall.failed(e.to_string());
+                continue;
+            }
+        };
+        stall.progressed(Instant::now());
+        let partition = message.partition();
+        let (Some(ledger), Some(value)) = (ledgers.get(&partition), message.payload()) else {
+            continue;
+        };
+        let remote: Entry = match serde_json::from_slice(value) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(
+                    partition,
+                    offset = message.offset(),
+                    "unreadable ledger changelog record: {e}"
+                );
+                continue;
+            }
+        };
+        let newer = match ledger.get(remote.command_id())? {
+            Some(local) => progress(&remote) > progress(&local),
+            None => true,
+        };
+        if newer {
+            ledger.put(&remote)?;
+            *restored.entry(partition).or_default() += 1;
+        }
+    }
+    shared.ledger.flush()?;
+    Ok(restored)
+}
+
+/// How long a restore may go without reading a record of the changelog
+/// before it gives up: the brokers are gone, or the changelog cannot be
+/// read, and the partitions cannot start without their history.
+const RESTORE_STALL: Duration = Duration::from_secs(120);
+
+/// Whether a restore still makes progress: errors reading the changelog
+/// are retried (the client reconnects by itself) until [`RESTORE_STALL`]
+/// passes without a record.
+struct Stall {
+    since: Instant,
+    last_error: Option<String>,
+}
+
+impl Stall {
+    fn new(now: Instant) -> Stall {
+        Stall {
+            since: now,
+            last_error: None,
+        }
+    }
+
+    fn progressed(&mut self, now: Instant) {
+        self.since = now;
+        self.last_error = None;
+    }
+
+    fn failed(&mut self, error: String) {
+        self.last_error = Some(error);
+    }
+
+    /// How long it has waited, and the last error, once that is too long.
+    fn check(&self, now: Instant) -> Result<(), (Duration, Option<String>)> {
+        let waited = now.saturating_duration_since(self.since);
+        if waited >= RESTORE_STALL {
+            Err((waited, self.last_error.clone()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The restore of one assignment's partitions, run once by whichever of
+/// their tasks comes first, awaited by the others.
+pub(crate) struct Restore {
+    partitions: Vec<i32>,
+    /// The group's committed offsets of the commands topic when the
+    /// partitions were assigned: the previous owners' acks below them
+    /// were delivered.
+    pub(crate) committed: HashMap<i32, i64>,
+    /// Entries taken, by partition; `Err` once the restore failed (the
+    /// failure is reported by the task that ran it).
+    done: tokio::sync::OnceCell<Result<HashMap<i32, usize>, ()>>,
+}
+
+impl Restore {
+    /// The restore of `partitions`, assigned when the group had `committed`
+    /// these offsets of the commands topic.
+    pub(crate) fn new(partitions: Vec<i32>, committed: HashMap<i32, i64>) -> Restore {
+        Restore {
+            partitions,
+            committed,
+            done: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// How many entries `partition` took, once the whole restore is done;
+    /// `None` if it failed.
+    pub(crate) async fn restored(&self, shared: &Arc<Shared>, partition: i32) -> Option<usize> {
+        let done = self
+            .done
+            .get_or_init(|| async {
+                let restoring = Arc::clone(shared);
+                let partitions = self.partitions.clone();
+                let result = tokio::task::spawn_blocking(move || restore(&restoring, &partitions))
+                    .await
+                    .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))
+                    .and_then(|restored| restored);
+                result.map_err(|e| shared.fail(e))
+            })
+            .await;
+        done.as_ref()
+            .ok()
+            .map(|r| r.get(&partition).copied().unwrap_or_default())
+    }
+}
+
+/// How far along an entry is, for choosing between two copies (a local one
+/// and the changelog's): the greater is kept.
+pub fn progress(entry: &Entry) -> (u8, u32, u32, bool, i64) {
+    let (stage, key) = match &entry.state {
+        State::Received => (0, 0),
+        State::Attempting { key, .. } => (1, key_index(entry.command_id(), key)),
+        _ => (2, 0),
+    };
+    // A later key of the chain is further along than more calls under an
+    // earlier one: those may be an owner's retries never published.
+    (
+        stage,
+        key,
+        entry.attempts,
+        entry.acked_ms.is_some(),
+        entry.changed_ms,
+    )
+}
+
+/// Of a partition's unfinished entries, those left to do: a decided entry
+/// whose command lies below the group's `committed` offset was acked (an
+/// offset is committed only once its ack is delivered), by this settler
+/// before a crash or by the partition's previous owner, and is marked so
+/// instead of being acked again; after a hand-over that is the whole
+/// history the changelog brought.
+pub(crate) fn acked_earlier(
+    ledger: &PartitionLedger,
+    unfinished: Vec<Entry>,
+    committed: Option<&i64>,
+) -> Result<Vec<Entry>, RunError> {
+    let mut left = Vec::with_capacity(unfinished.len());
+    for mut entry in unfinished {
+        let below = committed.is_some_and(|&c| (0..c).contains(&entry.offset));
+        if below && entry.state.is_terminal() {
+            entry.acked(now_ms())?;
+            ledger.put(&entry)?;
+        } else {
+            left.push(entry);
+        }
+    }
+    Ok(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_rides_out_errors_until_it_stalls() {
+        let t0 = Instant::now();
+        let mut stall = Stall::new(t0);
+        stall.failed("broker transport failure".into());
+        assert!(
+            stall.check(t0 + RESTORE_STALL / 2).is_ok(),
+            "an error is retried"
+        );
+        stall.progressed(t0 + RESTORE_STALL / 2);
+        assert!(
+            stall.check(t0 + RESTORE_STALL).is_ok(),
+            "a record read resets it"
+        );
+        stall.failed("all brokers down".into());
+        let (waited, last) = stall
+            .check(t0 + RESTORE_STALL * 3 / 2)
+            .expect_err("too long without a record");
+        assert_eq!(waited, RESTORE_STALL);
+        assert_eq!(last.as_deref(), Some("all brokers down"));
+    }
+}

@@ -1,0 +1,312 @@
+//! Settling one command: its ledger entry, the limit check, the provider
+//! calls and retries that [`crate::steps`] decides, and its ack.
+//!
+//! Each change of the entry is written to the ledger and to the changelog;
+//! the attempt is durable ([`GroupCommit`](crate::group_commit::GroupCommit))
+//! before the provider is called, and every call waits for the settler's
+//! lease (see [`crate::run`], "Fenced ownership"); the outcome is durable,
+//! and in the changelog, before the ack is produced.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hashbuy_kafka::lock;
+use hashbuy_proto::v1::PaymentAck;
+use prost::Message as _;
+use tokio::sync::watch;
+
+use crate::entry::{key_index, now_ms, Entry, Outcome, State};
+use crate::ledger::{encode, PartitionLedger};
+use crate::limits;
+use crate::partition::{Done, Work};
+use crate::run::{RunError, Shared};
+use crate::steps::{self, Found, Reply, Step};
+
+/// Settles one command; see the module docs and [`crate::steps`].
+pub(crate) async fn settle(
+    shared: Arc<Shared>,
+    ledger: PartitionLedger,
+    work: Work,
+    stopped: watch::Receiver<bool>,
+) -> Result<Done, RunError> {
+    let id = work.command.command_id.clone();
+    lock(&shared.pending).insert(id.clone(), Instant::now());
+    let result = settle_entry(&shared, &ledger, &work, stopped).await;
+    lock(&shared.pending).remove(&id);
+    let abandoned = !result?;
+    Ok(Done {
+        user: Some(work.command.user_id),
+        offset: work.offset,
+        abandoned,
+    })
+}
+
+/// [`settle`]'s body; `false` if stopped before an outcome.
+async fn settle_entry(
+    shared: &Shared,
+    ledger: &PartitionLedger,
+    work: &Work,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<bool, RunError> {
+    let partition = ledger.partition();
+    let policy = shared.config.policy;
+    // The entry as last written here, for the changelog.
+    let mut stored = None;
+    let mut entry = match ledger.get(&work.command.command_id)? {
+        Some(mut known) => {
+            if !known.same_command(&work.command) {
+                tracing::warn!(
+                    command_id = %work.command.command_id,
+                    partition,
+                    offset = ?work.offset,
+                    "a command arrived again with other content; the first one wins"
+                );
+                known.note(
+                    format!(
+                        "duplicate with other content at partition {partition} offset {:?} ignored",
+                        work.offset
+                    ),
+                    now_ms(),
+                );
+                stored = Some(ledger.put(&known)?);
+                shared.count(|s| s.duplicates += 1);
+                metrics::counter!("hashbuy_settler_duplicates_total").increment(1);
+            }
+            known
+        }
+        None => {
+            let mut fresh = Entry::received(
+                work.command.clone(),
+                partition,
+                work.offset.unwrap_or(-1),
+                now_ms(),
+            );
+            let history = ledger.history(&fresh.command.user_id)?;
+            if let Err(reason) = limits::check(&fresh.command, &history) {
+                fresh.decide(Outcome::Rejected { reason }, now_ms())?;
+                stored = Some(ledger.put(&fresh)?);
+                count_outcome(shared, &fresh);
+            }
+            // A command that goes on to a charge is first written with its
+            // attempt: until then a crash loses nothing, as its offset is
+            // not done and it is read again.
+            fresh
+        }
+    };
+
+    let mut last_error = String::new();
+    // When a call under the key last got no answer.
+    let mut unanswered = steps::unanswered_at_start(&entry).then(Instant::now);
+    let mut step = steps::start(&entry, now_ms(), &policy);
+    while let Some(next) = step.take() {
+        step = match next {
+            Step::Charge { key } => {
+                let new_key =
+                    !matches!(&entry.state, State::Attempting { key: k, .. } if *k == key);
+                entry.attempt(key.clone(), now_ms())?;
+                let attempt = ledger.put(&entry)?;
+                // A key past the first is in the changelog before the
+                // provider hears of it: an owner that restored an older key
+                // would charge again under it (the first key is the command
+                // id, which any owner derives).
+                let key_changed = new_key && key_index(entry.command_id(), &key) > 1;
+                shared
+                    .changelog(entry.command_id(), &attempt, partition, key_changed)
+                    .await?;
+                stored = Some(attempt);
+                // The attempt is on disk before the provider hears of it.
+                shared.commit.durable().await?;
+                let Some(epoch) = lease_held(shared, &mut stopped).await else {
+                    return Ok(false);
+                };
+                let began = Instant::now();
+                let key_attempt = match &entry.state {
+                    State::Attempting { key_attempt, .. } => *key_attempt,
+                    _ => entry.attempts,
+                };
+                // Checked again when the request leaves, after the waits for
+                // a connection slot and the rate limiter: the lease, the
+                // partition, and the key's age may all have run out.
+                let key_old = AtomicBool::new(false);
+                let go = || {
+                    let old = !steps::key_usable(&entry, now_ms(), &policy);
+                    key_old.store(old, Ordering::Relaxed);
+                    !*stopped.borrow() && shared.lease.holds_since(epoch) && !old
+                };
+                let reply = shared
+                    .payments
+                    .charge(&entry.command, &key, key_attempt, go)
+                    .await?;
+                let Some(reply) = reply else {
+                    if key_old.load(Ordering::Relaxed) && !*stopped.borrow() {
+                        step = Some(Step::Reconcile);
+                        continue;
+                    }
+                    return Ok(false);
+                };
+                metrics::histogram!("hashbuy_settler_provider_seconds").record(began.elapsed());
+                if !shared.lease.holds_since(epoch) {
+                    // The partitions may have been another's meanwhile: that
+                    // owner, or the next, learns the same from the provider
+                    // under this key.
+                    return Ok(false);
+                }
+                match &reply {
+                    Reply::Retry { cause, after } => {
+                        last_error = (*cause).to_owned();
+                        if steps::unanswered(cause) {
+                            unanswered = Some(Instant::now());
+                        }
+                        metrics::counter!("hashbuy_settler_retries_total", "cause" => *cause)
+                            .increment(1);
+                        if entry.attempts < policy.max_attempts {
+                            let delay =
+                                shared
+                                    .payments
+                                    .delay(entry.command_id(), entry.attempts, *after);
+                            if !pause(delay, &mut stopped).await {
+                                return Ok(false);
+                            }
+                        }
+                    }
+                    Reply::Unknown { reason } => {
+                        last_error = reason.clone();
+                        metrics::counter!("hashbuy_settler_retries_total", "cause" => "unknown")
+                            .increment(1);
+                    }
+                    _ => {}
+                }
+                Some(steps::after_reply(&entry, reply, now_ms(), &policy))
+            }
+            Step::Reconcile => {
+                let wait = steps::reconcile_wait(unanswered.map(|at| at.elapsed()), &policy);
+                if !wait.is_zero() && !pause(wait, &mut stopped).await {
+                    return Ok(false);
+                }
+                let Some(epoch) = lease_held(shared, &mut stopped).await else {
+                    return Ok(false);
+                };
+                let received_ms = entry.received_ms.min(now_ms());
+                let found = shared.payments.find(&entry.command, received_ms).await;
+                if !shared.lease.holds_since(epoch) {
+                    // What was found may be stale by now (another owner may
+                    // have charged meanwhile): never decided on.
+                    return Ok(false);
+                }
+                match found {
+                    Ok(found) => {
+                        if let Some(incident) = steps::double_charge(&found) {
+                            tracing::error!(command_id = %entry.command_id(), "{incident}");
+                            metrics::counter!("hashbuy_settler_double_charges_total").increment(1);
+                            entry.note(incident.clone(), now_ms());
+                            entry.review = Some(incident);
+                        }
+                        if matches!(found, Found::Pending { .. }) {
+                            let delay =
+                                shared
+                                    .payments
+                                    .delay(entry.command_id(), entry.attempts, None);
+                            if !pause(delay, &mut stopped).await {
+                                return Ok(false);
+                            }
+                        }
+                        Some(steps::after_reconcile(&entry, found, &policy, &last_error))
+                    }
+                    Err(e) => {
+                        // Never failed on a guess: the entry waits, pending.
+                        tracing::warn!(command_id = %entry.command_id(), "cannot reconcile: {e}");
+                        metrics::counter!("hashbuy_settler_retries_total", "cause" => "reconcile")
+                            .increment(1);
+                        let delay = shared
+                            .payments
+                            .delay(entry.command_id(), entry.attempts, None);
+                        if !pause(delay, &mut stopped).await {
+                            return Ok(false);
+                        }
+                        Some(Step::Reconcile)
+                    }
+                }
+            }
+            Step::Decide(outcome) => {
+                entry.decide(outcome, now_ms())?;
+                stored = Some(ledger.put(&entry)?);
+                count_outcome(shared, &entry);
+                None
+            }
+        };
+    }
+
+    // The outcome is durable, and in the changelog, before its ack.
+    shared.commit.durable().await?;
+    let stored = match stored {
+        Some(stored) => stored,
+        None => encode(&entry)?,
+    };
+    shared
+        .changelog(entry.command_id(), &stored, partition, true)
+        .await?;
+    let Some(ack) = entry.ack() else {
+        return Ok(false);
+    };
+    send_ack(shared, &ack).await?;
+    if entry.acked_ms.is_none() {
+        // Local only: another owner restoring the entry without it sends
+        // the same ack once more, which acks allow.
+        entry.acked(now_ms())?;
+        ledger.put(&entry)?;
+    }
+    Ok(true)
+}
+
+/// Waits until the settler holds its lease (see [`crate::run`]), unless
+/// the partition is stopped first; the lease's epoch, for the provider may
+/// be called, or `None`.
+async fn lease_held(shared: &Shared, stopped: &mut watch::Receiver<bool>) -> Option<u64> {
+    loop {
+        if *stopped.borrow() {
+            return None;
+        }
+        if let Some(epoch) = shared.lease.epoch() {
+            return Some(epoch);
+        }
+        if !pause(Duration::from_millis(50), stopped).await {
+            return None;
+        }
+    }
+}
+
+/// Waits `delay` unless the partition is stopped first; whether it waited.
+async fn pause(delay: Duration, stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stopped.wait_for(|s| *s) => false,
+    }
+}
+
+fn count_outcome(shared: &Shared, entry: &Entry) {
+    let name = entry.state.name();
+    metrics::counter!("hashbuy_settler_payments_total", "outcome" => name).increment(1);
+    shared.count(|s| match entry.state {
+        State::Settled { .. } => s.settled += 1,
+        State::Declined { .. } => s.declined += 1,
+        State::Rejected { .. } => s.rejected += 1,
+        State::Failed { .. } => s.failed += 1,
+        _ => {}
+    });
+}
+
+async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {
+    shared
+        .produce(
+            &shared.config.acks_topic,
+            Some(ack.user_id.as_bytes()),
+            &ack.encode_to_vec(),
+            "cannot produce an ack",
+        )
+        .await?;
+    shared.count(|s| s.acks += 1);
+    *lock(&shared.last_ack) = Some(Instant::now());
+    metrics::counter!("hashbuy_settler_acks_total").increment(1);
+    Ok(())
+}

@@ -5,7 +5,7 @@
 //! commands in flight, so settling is not bounded by provider latency, but
 //! queues the commands of one user behind the one being settled (they share
 //! a partition, being keyed by user), so limit checks never race. An
-//! [`OffsetTracker`] gives the offset below which every command is done,
+//! [`OffsetTracker`](hashbuy_kafka::offsets::OffsetTracker) gives the offset below which every command is done,
 //! which the coordinator commits; a command's offset is done only once its
 //! ack is delivered, or its dead letter.
 

@@ -62,10 +62,24 @@
 //!    a reconciliation first waits it out
 //!    ([`Policy::unanswered_wait`](crate::steps::Policy::unanswered_wait)).
 //!
+//! The lease is checked again when a charge leaves (after the waits for a
+//! connection slot and the rate limiter), and an answer (a charge's or a
+//! reconciliation's) is acted on only if the lease held without a break
+//! since the call was sent ([`Lease::holds_since`]): otherwise the
+//! partitions may have been another's meanwhile, and the command is left
+//! to its owner, who learns the same from the provider. A key past the
+//! first is in the changelog before it is called, so an owner never
+//! restores an older key than one already called.
+//!
 //! What cannot be fenced is a request already on the wire when the lease
 //! ran out or the partition was revoked: it is never recalled. Its
 //! successor waits it out (3.), and otherwise calls under the same key
-//! (2.), which replays it. Brokers that accept commits without checking
+//! (2.), which replays it. Nor are the settler's own Kafka writes fenced
+//! (acks and changelog records go through an idempotent, not a
+//! transactional, producer): a settler thawed after a freeze may still
+//! deliver records it had queued, which the next owner's decisions
+//! outrank on restore only while compaction keeps them. Brokers that
+//! accept commits without checking
 //! the generation (tansu 0.6) weaken 1. to the session timeout that
 //! librdkafka enforces itself.
 

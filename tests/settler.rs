@@ -875,3 +875,27 @@ fn an_entry_resolved_by_hand_is_acked_even_when_no_command_is_left_to_read() {
         "{acks:?}"
     );
 }
+
+#[test]
+fn a_poison_command_near_the_size_limit_is_a_dead_letter_and_the_stream_goes_on() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let sent = commands(1, 1);
+    // Not a PaymentCommand, and so big that a dead letter copying it whole
+    // would be refused by the broker.
+    let poison = vec![0xffu8; 999_800];
+    produce(
+        &brokers,
+        &[
+            ("500".to_owned(), poison),
+            (sent[0].user_id.clone(), sent[0].encode_to_vec()),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    settle_to_end(&brokers, &provider, &dir.path().join("ledger"));
+    let letters: Vec<DeadLetter> = read_all(&brokers, "dead-letters");
+    assert_eq!(letters.len(), 1, "one dead letter");
+    assert!(letters[0].value_truncated && letters[0].value_size == 999_800);
+    assert_settled_once(&brokers, &provider, &sent);
+}

@@ -306,17 +306,20 @@ async fn dead_letter(
         topic: shared.config.commands_topic.clone(),
         partition,
         offset,
-        key: key.clone(),
+        key,
         value,
         reason,
         stage: "settle".into(),
         dead_at_ms: now_ms(),
         ..Default::default()
     };
+    // Cut to what the producer may send (with the record's size and hash),
+    // so a poison record near or over the limit cannot stop the settler.
+    let letter = hashbuy_proto::dead_letter::fit(letter, shared.letter_bytes);
     shared
         .produce(
             &shared.config.dead_letters_topic,
-            key.as_deref(),
+            letter.key.as_deref(),
             &letter.encode_to_vec(),
             "cannot produce a dead letter",
         )

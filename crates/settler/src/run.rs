@@ -96,6 +96,7 @@ use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage}
 use hashbuy_kafka::group::committed;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::lease::{session_timeout, Lease, Renewal, MAX_POLL_GAP};
+use hashbuy_kafka::produce::record_budget;
 use hashbuy_kafka::{chosen, lock};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -250,6 +251,8 @@ pub(crate) struct Shared {
     pub(crate) ledger: Ledger,
     pub(crate) commit: Arc<GroupCommit>,
     pub(crate) producer: FutureProducer<QuietContext>,
+    /// The most a dead letter may take, to be sure the producer sends it.
+    pub(crate) letter_bytes: usize,
     pub(crate) summary: Mutex<Summary>,
     pub(crate) failure: Mutex<Option<RunError>>,
     /// Whether provider calls may be made; see the module docs.
@@ -361,12 +364,12 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    let producer: FutureProducer<QuietContext> = config
-        .connection
-        .config_with(&[
-            ("linger.ms", "5".to_owned()),
-            ("enable.idempotence", "true".to_owned()),
-        ])
+    let producer_config = config.connection.config_with(&[
+        ("linger.ms", "5".to_owned()),
+        ("enable.idempotence", "true".to_owned()),
+    ]);
+    let letter_bytes = record_budget(&producer_config);
+    let producer: FutureProducer<QuietContext> = producer_config
         .create_with_context(QuietContext)
         .map_err(failed("cannot create the producer"))?;
     let commit = GroupCommit::new(ledger.clone());
@@ -377,6 +380,7 @@ pub fn run(
         ledger,
         commit,
         producer,
+        letter_bytes,
         summary: Mutex::new(Summary::default()),
         failure: Mutex::new(None),
         lease: Lease::for_session(session_timeout(&config.connection.properties)),

@@ -140,6 +140,7 @@ pub fn run(args: Args) -> Result<()> {
         ledger_dir: dir.path().join("ledger"),
         max_in_flight: args.max_in_flight,
         stuck_after: hashbuy_settler::run::STUCK_AFTER,
+        on_data_loss: hashbuy_kafka::loss::OnDataLoss::Stop,
         exit_at_end: true,
         policy,
     };

@@ -61,6 +61,8 @@ pub struct SettleConfig {
     /// Seconds after which an undecided command is reported stuck on
     /// `/healthz` (default 900).
     pub stuck_after_s: Option<u64>,
+    /// `stop` (default) or `skip`: commands deleted before they were read.
+    pub on_data_loss: Option<String>,
     /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
     pub metrics_addr: Option<String>,
 }
@@ -137,7 +139,7 @@ pub fn choice<T: clap::ValueEnum>(key: &str, value: Option<&str>) -> Result<Opti
                     .map(|v| v.get_name().to_owned())
                     .collect();
                 anyhow::anyhow!(
-                    "config file: match.{key}: {v:?} is not one of {}",
+                    "config file: {key}: {v:?} is not one of {}",
                     allowed.join(", ")
                 )
             })

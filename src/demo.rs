@@ -163,6 +163,7 @@ pub fn run(args: Args) -> Result<()> {
             ledger_dir: ledger_dir.clone(),
             max_in_flight: 256,
             stuck_after: hashbuy_settler::run::STUCK_AFTER,
+            on_data_loss: hashbuy_kafka::loss::OnDataLoss::Stop,
             exit_at_end: true,
             policy: Policy {
                 max_attempts: 10,

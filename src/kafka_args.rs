@@ -29,6 +29,25 @@ pub struct KafkaArgs {
     properties: Vec<(String, String)>,
 }
 
+/// `--on-data-loss`: what a service does about records deleted (retention)
+/// before its group read them.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum OnDataLossArg {
+    /// Stop with an error naming the offsets lost.
+    Stop,
+    /// Log and count the loss, and go on from the oldest record left.
+    Skip,
+}
+
+impl From<OnDataLossArg> for hashbuy_kafka::loss::OnDataLoss {
+    fn from(arg: OnDataLossArg) -> Self {
+        match arg {
+            OnDataLossArg::Stop => hashbuy_kafka::loss::OnDataLoss::Stop,
+            OnDataLossArg::Skip => hashbuy_kafka::loss::OnDataLoss::Skip,
+        }
+    }
+}
+
 /// Parses `-X KEY=VALUE`.
 pub fn property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

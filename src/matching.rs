@@ -14,7 +14,7 @@ use hashbuy_matcher::Matcher;
 
 use crate::config::choice;
 use crate::inspect::{load_accounts, load_catalog};
-use crate::kafka_args::{self, KafkaArgs};
+use crate::kafka_args::{self, KafkaArgs, OnDataLossArg};
 use crate::telemetry;
 
 /// Arguments of `hashbuy match`.
@@ -82,12 +82,6 @@ enum DeliveryArg {
     AtLeastOnce,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum OnDataLossArg {
-    Stop,
-    Skip,
-}
-
 /// Runs `hashbuy match`.
 pub fn run(args: Args) -> Result<()> {
     let (connection, file) = args.kafka.load()?;
@@ -100,18 +94,18 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let delivery = match args
         .delivery
-        .or(choice("delivery", settings.delivery.as_deref())?)
+        .or(choice("match.delivery", settings.delivery.as_deref())?)
     {
         None | Some(DeliveryArg::ExactlyOnce) => Delivery::ExactlyOnce,
         Some(DeliveryArg::AtLeastOnce) => Delivery::AtLeastOnce,
     };
-    let on_data_loss = match args
+    let on_data_loss = args
         .on_data_loss
-        .or(choice("on_data_loss", settings.on_data_loss.as_deref())?)
-    {
-        None | Some(OnDataLossArg::Stop) => OnDataLoss::Stop,
-        Some(OnDataLossArg::Skip) => OnDataLoss::Skip,
-    };
+        .or(choice(
+            "match.on_data_loss",
+            settings.on_data_loss.as_deref(),
+        )?)
+        .map_or(OnDataLoss::Stop, OnDataLoss::from);
     let config = Config {
         connection,
         group: args

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hashbuy_kafka::broker::LEDGER_TOPIC;
 use hashbuy_kafka::health::Health;
+use hashbuy_kafka::loss::OnDataLoss;
 use hashbuy_provider::{
     Backoff, Provider, ProviderConfig, ProviderError, SecretString, STRIPE_API,
 };
@@ -18,7 +19,8 @@ use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run::{self, Config, STUCK_AFTER};
 use hashbuy_settler::steps::Policy;
 
-use crate::kafka_args::{self, KafkaArgs};
+use crate::config::choice;
+use crate::kafka_args::{self, KafkaArgs, OnDataLossArg};
 use crate::telemetry;
 
 /// Arguments of `hashbuy settle`.
@@ -75,6 +77,12 @@ pub struct Args {
     /// and an error is logged [default: 900].
     #[arg(long)]
     stuck_after_s: Option<u64>,
+    /// When commands were deleted (retention) before the group read them:
+    /// `stop` with an error naming the offsets lost (their purchases were
+    /// never charged), or `skip` them, logged and counted [default: stop].
+    /// A new group is only told what was deleted before its first read.
+    #[arg(long, value_enum, env = "HASHBUY_ON_DATA_LOSS")]
+    on_data_loss: Option<OnDataLossArg>,
     /// Consumer group [default: hashbuy-settler].
     #[arg(long, env = "HASHBUY_SETTLE_GROUP")]
     group: Option<String>,
@@ -250,6 +258,13 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or(256)
             .max(1),
         exit_at_end: args.exit_at_end,
+        on_data_loss: args
+            .on_data_loss
+            .or(choice(
+                "settle.on_data_loss",
+                settings.on_data_loss.as_deref(),
+            )?)
+            .map_or(OnDataLoss::Stop, OnDataLoss::from),
         stuck_after: args
             .stuck_after_s
             .or(settings.stuck_after_s)

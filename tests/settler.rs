@@ -899,3 +899,33 @@ fn a_poison_command_near_the_size_limit_is_a_dead_letter_and_the_stream_goes_on(
     assert!(letters[0].value_truncated && letters[0].value_size == 999_800);
     assert_settled_once(&brokers, &provider, &sent);
 }
+
+#[test]
+fn commands_deleted_before_the_group_read_them_stop_the_settler() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let first = commands(1, 1);
+    produce_commands(&brokers, &first);
+    settle_to_end(&brokers, &provider, &ledger);
+    // While no settler runs, more commands than the embedded broker keeps
+    // (5 MB a partition) arrive: the oldest of them are deleted unread.
+    let mut padded = commands(60, 60);
+    for (i, c) in padded.iter_mut().enumerate() {
+        c.command_id = format!("late-{i:05}");
+        c.hashtag = "x".repeat(200_000);
+    }
+    produce_commands(&brokers, &padded);
+    let out = settle(&brokers, &provider, &ledger)
+        .arg("--exit-at-end")
+        .output()
+        .expect("settle runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a loss stops the settler: {stderr}");
+    assert!(
+        stderr.contains("were deleted") && stderr.contains("partition 0"),
+        "{stderr}"
+    );
+}

@@ -96,6 +96,7 @@ use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage}
 use hashbuy_kafka::group::committed;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::lease::{session_timeout, Lease, Renewal, MAX_POLL_GAP};
+use hashbuy_kafka::loss::{check_starts, report_before_group, report_lost, Gap, OnDataLoss};
 use hashbuy_kafka::produce::record_budget;
 use hashbuy_kafka::{chosen, lock};
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -139,6 +140,9 @@ pub struct Config {
     pub exit_at_end: bool,
     /// Attempt budget and key lifetime.
     pub policy: Policy,
+    /// What to do about commands deleted (retention) before the group read
+    /// them: a deleted command is a purchase never charged.
+    pub on_data_loss: OnDataLoss,
     /// A command undecided for longer than this is stuck (the provider
     /// cannot be reached to charge or reconcile it, and it is never failed
     /// on a guess): `/healthz` says so, naming it, and an error is logged.
@@ -203,6 +207,18 @@ pub enum RunError {
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// Commands were deleted before the group read them (`--on-data-loss
+    /// stop`).
+    #[error(
+        "commands at offsets {}..{} of {} partition {} were deleted (retention) before this \
+         group read them: their purchases were never charged; settle them from another copy, \
+         then restart with --on-data-loss skip to go on from the oldest command left",
+        gap.from, gap.to, gap.topic, gap.partition
+    )]
+    DataLoss {
+        /// What was lost.
+        gap: Gap,
+    },
     /// The ledger's changelog could not be read to its end.
     #[error(
         "restoring partitions {partitions:?} from the ledger changelog {topic} read nothing for \
@@ -578,6 +594,31 @@ impl Stage for Settling {
                 if let Some(&offset) = committed.get(partition) {
                     done.insert(*partition, (next + i as u64, offset));
                 }
+            }
+        }
+        // Commands deleted before they were read are purchases never
+        // charged: judged before any task starts.
+        match check_starts(member, topic, &partitions, CONNECT_TIMEOUT) {
+            Ok(starts) => {
+                for start in starts {
+                    if let Some(gap) = &start.before_group {
+                        report_before_group(gap);
+                    }
+                    if let Some(gap) = start.lost {
+                        report_lost(&gap);
+                        if self.shared.config.on_data_loss == OnDataLoss::Stop {
+                            self.shared.fail(RunError::DataLoss { gap });
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(source) => {
+                self.shared.fail(RunError::Kafka(Failed {
+                    what: "cannot check the assigned partitions for lost commands",
+                    source,
+                }));
+                return;
             }
         }
         let restore = Arc::new(Restore::new(partitions, committed));

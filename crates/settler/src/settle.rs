@@ -98,6 +98,12 @@ async fn settle_entry(
     let mut last_error = String::new();
     // When a call under the key last got no answer.
     let mut unanswered = steps::unanswered_at_start(&entry).then(Instant::now);
+    // A resumed entry at a later key starts with a lookup (see
+    // `steps::start`), whose finding nothing calls that key.
+    let mut resumed_lookup = matches!(
+        &entry.state,
+        State::Attempting { key, .. } if key_index(entry.command_id(), key) > 1
+    );
     let mut step = steps::start(&entry, now_ms(), &policy);
     while let Some(next) = step.take() {
         step = match next {
@@ -211,7 +217,17 @@ async fn settle_entry(
                                 return Ok(false);
                             }
                         }
-                        Some(steps::after_reconcile(&entry, found, &policy, &last_error))
+                        Some(if std::mem::take(&mut resumed_lookup) {
+                            steps::after_resumed_reconcile(
+                                &entry,
+                                found,
+                                now_ms(),
+                                &policy,
+                                &last_error,
+                            )
+                        } else {
+                            steps::after_reconcile(&entry, found, &policy, &last_error)
+                        })
                     }
                     Err(e) => {
                         // Never failed on a guess: the entry waits, pending.

@@ -27,7 +27,7 @@
 
 use std::time::Duration;
 
-use crate::entry::{first_key, next_key, Entry, Outcome, State};
+use crate::entry::{first_key, key_index, next_key, Entry, Outcome, State};
 
 /// What one charge call told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,10 +199,37 @@ pub fn start(entry: &Entry, now_ms: i64, policy: &Policy) -> Option<Step> {
         State::Received => Some(Step::Charge {
             key: first_key(entry.command_id()),
         }),
+        // A later key than the first was minted after a 500 and a
+        // reconciliation that found nothing; but another owner that never
+        // saw it may have charged under an earlier key since (a 500 before
+        // the request ran leaves that key free to run again). So it is
+        // looked up first, and called only if nothing is found
+        // ([`after_resumed_reconcile`]).
+        State::Attempting { key, .. } if key_index(entry.command_id(), key) > 1 => {
+            Some(Step::Reconcile)
+        }
         State::Attempting { key, .. } => {
             Some(call_or_reconcile(entry, key.clone(), now_ms, policy))
         }
         _ => None,
+    }
+}
+
+/// After the reconciliation a resumed entry starts with ([`start`]): as
+/// [`after_reconcile`], except that nothing found calls the entry's own key
+/// (which may never have been sent) rather than minting the next.
+pub fn after_resumed_reconcile(
+    entry: &Entry,
+    found: Found,
+    now_ms: i64,
+    policy: &Policy,
+    last_error: &str,
+) -> Step {
+    match (&found, &entry.state) {
+        (Found::Nothing, State::Attempting { key, .. }) => {
+            call_or_reconcile(entry, key.clone(), now_ms, policy)
+        }
+        _ => after_reconcile(entry, found, policy, last_error),
     }
 }
 
@@ -305,8 +332,8 @@ mod tests {
 
     #[test]
     fn a_resumed_attempt_reuses_its_key_while_the_provider_keeps_it() {
-        let e = attempting(1, "c-1:2", 1_000);
-        assert_eq!(start(&e, 2_000, &POLICY), Some(charge("c-1:2")));
+        let e = attempting(1, "c-1", 1_000);
+        assert_eq!(start(&e, 2_000, &POLICY), Some(charge("c-1")));
         let day_ms = 24 * 3600 * 1000;
         assert_eq!(start(&e, 1_000 + day_ms, &POLICY), Some(Step::Reconcile));
     }
@@ -448,6 +475,34 @@ mod tests {
         assert_eq!(after_reply(&e, retry(), late, &POLICY), Step::Reconcile);
         assert_eq!(start(&e, late, &POLICY), Some(Step::Reconcile));
         assert_eq!(start(&e, late - 1, &POLICY), Some(charge("c-1")));
+    }
+
+    #[test]
+    fn a_resumed_later_key_is_looked_up_before_it_is_called() {
+        // Owner A minted c-1:2 and died before the changelog had it; owner
+        // B charged under c-1 meanwhile. A, resuming c-1:2, must find
+        // B's charge rather than charge again.
+        let e = attempting(1, "c-1:2", 1_000);
+        assert_eq!(start(&e, 2_000, &POLICY), Some(Step::Reconcile));
+        let found = Found::Charged {
+            payment_intent: "pi_b".into(),
+            charges: 1,
+        };
+        assert_eq!(
+            after_resumed_reconcile(&e, found, 2_000, &POLICY, ""),
+            Step::Decide(Outcome::Settled {
+                payment_intent: "pi_b".into()
+            })
+        );
+        assert_eq!(
+            after_resumed_reconcile(&e, Found::Nothing, 2_000, &POLICY, ""),
+            charge("c-1:2"),
+            "nothing found: its own key, which may never have been sent"
+        );
+        assert_eq!(
+            start(&attempting(1, "c-1", 1_000), 2_000, &POLICY),
+            Some(charge("c-1"))
+        );
     }
 
     #[test]

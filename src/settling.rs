@@ -87,10 +87,10 @@ pub struct Args {
     #[arg(long, env = "HASHBUY_SETTLE_GROUP")]
     group: Option<String>,
     /// This settler's name in its group (static membership): each running
-    /// settler needs its own, and a restarted one the same. Two settlers
-    /// under one name would both act on the same partitions for a while,
-    /// as the group takes the second for the first at once [default: a
-    /// name made once and kept in the ledger directory, as `instance`].
+    /// settler needs its own, and a restarted one (or its replacement, with
+    /// another ledger) the same. A second settler under a running one's
+    /// name takes its place at once: the first then stops calling the
+    /// provider at its next refused commit (within a second) [default: 0].
     #[arg(long, env = "HASHBUY_INSTANCE")]
     instance: Option<String>,
     /// Topic payment commands are read from [default: payment-commands].
@@ -179,30 +179,6 @@ fn check_provider(provider: &Provider) -> Result<()> {
     }
 }
 
-/// The settler's name in its group when none is given: made once, at
-/// random, and kept in the ledger directory, so a restarted settler is the
-/// same member and two settlers (whose ledgers sled never lets them share)
-/// never are.
-fn ledger_instance(ledger_dir: &std::path::Path) -> Result<String> {
-    let path = ledger_dir.join("instance");
-    match std::fs::read_to_string(&path) {
-        Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-    std::fs::create_dir_all(ledger_dir).with_context(|| {
-        format!(
-            "cannot create the ledger directory {}",
-            ledger_dir.display()
-        )
-    })?;
-    let name = format!("s-{:016x}", rand::random::<u64>());
-    std::fs::write(&path, format!("{name}\n"))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(name)
-}
-
 /// Runs `hashbuy settle`.
 pub fn run(args: Args) -> Result<()> {
     let (connection, file) = args.kafka.load()?;
@@ -231,10 +207,10 @@ pub fn run(args: Args) -> Result<()> {
             .group
             .or(settings.group)
             .unwrap_or_else(|| "hashbuy-settler".into()),
-        instance: match args.instance.or(settings.instance) {
-            Some(instance) => instance,
-            None => ledger_instance(&ledger_dir)?,
-        },
+        instance: args
+            .instance
+            .or(settings.instance)
+            .unwrap_or_else(|| "0".into()),
         commands_topic: args
             .commands_topic
             .or(kafka.topics.commands)

@@ -561,16 +561,21 @@ fn charge_outside(provider: &Provider, command: &PaymentCommand, keys: &[&str]) 
 /// `received_ms` by the settler's clock, is an attempt under a key the
 /// provider has forgotten: the settler reconciles it.
 fn ledger_with_an_expired_attempt(dir: &Path, command: &PaymentCommand, received_ms: i64) {
-    let ledger = hashbuy_settler::ledger::Ledger::open(dir).expect("ledger");
     let day_ago = hashbuy_settler::entry::now_ms() - 25 * 3600 * 1000;
     let mut entry = hashbuy_settler::entry::Entry::received(command.clone(), 0, 0, received_ms);
     entry
         .attempt(command.command_id.clone(), day_ago)
         .expect("attempt");
+    ledger_holding(dir, &entry);
+}
+
+/// A ledger in `dir` holding `entry`, in partition 0, flushed.
+fn ledger_holding(dir: &Path, entry: &hashbuy_settler::entry::Entry) {
+    let ledger = hashbuy_settler::ledger::Ledger::open(dir).expect("ledger");
     ledger
         .partition(0)
         .expect("partition")
-        .put(&entry)
+        .put(entry)
         .expect("put");
     ledger.flush().expect("flush");
 }
@@ -845,26 +850,18 @@ fn an_entry_resolved_by_hand_is_acked_even_when_no_command_is_left_to_read() {
     let command = commands(1, 1).remove(0);
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger_dir = dir.path().join("ledger");
-    {
-        let ledger = hashbuy_settler::ledger::Ledger::open(&ledger_dir).expect("ledger");
-        let now = hashbuy_settler::entry::now_ms();
-        let mut entry = hashbuy_settler::entry::Entry::received(command.clone(), 0, 0, now);
-        entry
-            .resolve(
-                hashbuy_settler::entry::Outcome::Failed {
-                    reason: "checked by hand".into(),
-                },
-                "checked by hand",
-                now,
-            )
-            .expect("resolved");
-        ledger
-            .partition(0)
-            .expect("partition")
-            .put(&entry)
-            .expect("put");
-        ledger.flush().expect("flush");
-    }
+    let now = hashbuy_settler::entry::now_ms();
+    let mut entry = hashbuy_settler::entry::Entry::received(command.clone(), 0, 0, now);
+    entry
+        .resolve(
+            hashbuy_settler::entry::Outcome::Failed {
+                reason: "checked by hand".into(),
+            },
+            "checked by hand",
+            now,
+        )
+        .expect("resolved");
+    ledger_holding(&ledger_dir, &entry);
     // The commands topic is empty (retention took it, say): the end is
     // reached at once, but the resolved entry still owes its ack.
     settle_to_end(&brokers, &provider, &ledger_dir);

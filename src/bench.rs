@@ -17,7 +17,7 @@
 //! two share the cores. Medians over the runs
 //! are printed, with the ratio to the ceiling of the same run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -28,7 +28,7 @@ use hashbuy_core::decode::{decode, Record};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_gen::{Generator, Options};
 use hashbuy_kafka::client::{Connection, QuietContext, CONNECT_TIMEOUT};
-use hashbuy_kafka::group::{Assignment, GroupConsumer, GroupContext, Queue};
+use hashbuy_kafka::driver::{drive, DriveError, DriverContext, Member, Membership, Queue, Stage};
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::pool::{PartitionWork, Pool};
 use hashbuy_kafka::produce::{send_waiting, Deliveries};
@@ -36,7 +36,6 @@ use hashbuy_kafka::reader::nonempty_watermarks;
 use hashbuy_matcher::run::{self, default_workers, Config, Delivery, OnDataLoss};
 use hashbuy_matcher::Matcher;
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -326,46 +325,38 @@ fn matcher_run(
     })
 }
 
-/// Reads `expected` records in a fresh group, counting bytes only.
+/// Reads `expected` records in a fresh group, counting bytes only: the
+/// matcher's consumer (the same group driver and pool) with no work.
 fn ceiling(connection: &Connection, group: &str, expected: u64, workers: usize) -> Result<Figures> {
+    let membership = Membership {
+        connection: connection.clone(),
+        group: group.to_owned(),
+        instance: "0".to_owned(),
+        input: "tweets".to_owned(),
+        outputs: Vec::new(),
+        exit_at_end: false,
+        settings: Vec::new(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
     let counter = Counter {
         counts: Arc::default(),
         pool: Pool::new(workers, "count").context("cannot start the ceiling's threads")?,
+        expected,
+        deadline: Instant::now() + Duration::from_secs(600),
+        stop: Arc::clone(&stop),
+        cpu: cpu_time(),
     };
-    let consumer = GroupContext::subscribe(
-        &connection.config_with(&[
-            ("group.id", group.to_owned()),
-            ("enable.auto.commit", "false".to_owned()),
-            ("auto.offset.reset", "earliest".to_owned()),
-            ("isolation.level", "read_committed".to_owned()),
-        ]),
-        "tweets",
-        counter,
-    )?;
-    let counter = &consumer.context().assignment;
-    let counts = &counter.counts;
-    let cpu = cpu_time();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while counts.records.load(Ordering::Relaxed) < expected {
-        consumer.poll(Duration::from_millis(10));
-        if Instant::now() > deadline {
-            bail!("the ceiling consumer did not read the topic within 600 s");
-        }
+    let figures = drive(&membership, counter, &stop, &Health::default()).map_err(|e| match e {
+        DriveError::Connect(e) => anyhow::Error::from(e),
+        DriveError::Stage(e) => e,
+    })?;
+    if figures.records < expected {
+        bail!(
+            "the ceiling consumer stopped after {} records",
+            figures.records
+        );
     }
-    let busy = counts.first.get().map_or(Duration::ZERO, Instant::elapsed);
-    let cpu = cpu_time().saturating_sub(cpu);
-    counter.stop_all();
-    let records = counts.records.load(Ordering::Relaxed);
-    if counts.bytes.load(Ordering::Relaxed) == 0 {
-        bail!("the ceiling consumer read no bytes");
-    }
-    drop(consumer);
-    Ok(Figures {
-        records,
-        busy,
-        cpu,
-        broker_cpu: None,
-    })
+    Ok(figures)
 }
 
 /// What the ceiling consumer read.
@@ -376,10 +367,17 @@ struct Counts {
     first: OnceLock<Instant>,
 }
 
-/// The ceiling consumer: its partitions' records counted on a pool.
+/// The ceiling consumer's stage: its partitions' records counted on a
+/// pool, until `expected` are.
 struct Counter {
     counts: Arc<Counts>,
-    pool: Pool<GroupContext<Counter>, Count>,
+    pool: Pool<DriverContext<Counter>, Count>,
+    expected: u64,
+    deadline: Instant,
+    /// Raised once every record is counted.
+    stop: Arc<AtomicBool>,
+    /// The process's CPU time when the ceiling started.
+    cpu: Duration,
 }
 
 impl Counter {
@@ -391,16 +389,58 @@ impl Counter {
     }
 }
 
-impl Assignment for Counter {
-    fn assigned(&self, _: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>) {
+impl Stage for Counter {
+    type Error = anyhow::Error;
+    type Output = Figures;
+
+    fn assigned(&mut self, _: &Arc<Member<Self>>, queues: Vec<(i32, Queue<Self>)>) {
         for (partition, queue) in queues {
             self.pool
                 .add(partition, queue, Count(Arc::clone(&self.counts)));
         }
     }
 
-    fn revoking(&self, _: &GroupConsumer<Self>, _: &[i32]) {
+    fn revoking(&mut self, _: &Member<Self>, partitions: &[i32]) {
+        let mut stopping = self.pool.stop(Some(partitions));
+        while let Ok(false) = stopping.finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn tick(&mut self, _: &Arc<Member<Self>>, _: &Health) -> Result<()> {
+        if self.counts.records.load(Ordering::Relaxed) >= self.expected {
+            self.stop.store(true, Ordering::Relaxed);
+        } else if Instant::now() > self.deadline {
+            bail!("the ceiling consumer did not read the topic within 600 s");
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        Duration::from_millis(10)
+    }
+
+    fn at_eof(&self) -> HashSet<i32> {
+        HashSet::new()
+    }
+
+    fn finish(&mut self, _: &Member<Self>, _failed: bool) -> Result<Figures> {
+        let busy = self
+            .counts
+            .first
+            .get()
+            .map_or(Duration::ZERO, Instant::elapsed);
+        let cpu = cpu_time().saturating_sub(self.cpu);
         self.stop_all();
+        if self.counts.bytes.load(Ordering::Relaxed) == 0 {
+            bail!("the ceiling consumer read no bytes");
+        }
+        Ok(Figures {
+            records: self.counts.records.load(Ordering::Relaxed),
+            busy,
+            cpu,
+            broker_cpu: None,
+        })
     }
 }
 

@@ -59,6 +59,9 @@ pub trait Stage: Send + Sized + 'static {
     /// Why the stage stops with an error.
     type Error: From<Failed>;
 
+    /// What a run that ended well gives back (its counts, say).
+    type Output;
+
     /// Partitions were given to this member, each with its own queue;
     /// fetching starts once this returns. The member is there for what the
     /// group knows of them (committed offsets).
@@ -71,7 +74,7 @@ pub trait Stage: Send + Sized + 'static {
 
     /// A turn of the loop, after the main queue was served: commit, check
     /// workers, metrics. An error stops the run.
-    fn tick(&mut self, member: &Member<Self>, health: &Health) -> Result<(), Self::Error>;
+    fn tick(&mut self, member: &Arc<Member<Self>>, health: &Health) -> Result<(), Self::Error>;
 
     /// How long the next poll of the main queue may wait: the stage's own
     /// work in [`tick`](Stage::tick) may wait instead.
@@ -96,7 +99,7 @@ pub trait Stage: Send + Sized + 'static {
 
     /// The run ends (stopped, at its end, or `failed`): stop every worker
     /// and commit what is done, or, after a failure, what is safe.
-    fn finish(&mut self, member: &Member<Self>, failed: bool) -> Result<(), Self::Error>;
+    fn finish(&mut self, member: &Member<Self>, failed: bool) -> Result<Self::Output, Self::Error>;
 }
 
 /// Who the member is and what it reads.
@@ -117,6 +120,18 @@ pub struct Membership {
     /// Consumer settings of the service's own, after hashbuy's member
     /// settings (and before `-X`).
     pub settings: Vec<(&'static str, String)>,
+}
+
+impl Membership {
+    /// Checks, within [`CONNECT_TIMEOUT`], that Kafka answers and has the
+    /// input and output topics; the input's partition count.
+    pub fn check_topics(&self) -> Result<usize, ConnectError> {
+        let partitions = self.connection.check_topic(&self.input, CONNECT_TIMEOUT)?;
+        for output in &self.outputs {
+            self.connection.check_topic(output, CONNECT_TIMEOUT)?;
+        }
+        Ok(partitions)
+    }
 }
 
 /// The consumer context of a driven member: it owns the stage, hands it
@@ -200,18 +215,16 @@ pub enum DriveError<E> {
 /// Joins the group of `membership` and drives `stage` until `stop` is
 /// raised or, with `exit_at_end`, the group has committed what the input
 /// held at start; see the module docs. `health` beats on every turn and is
-/// ready once the member has partitions.
+/// ready once the member has partitions. What the stage's
+/// [`finish`](Stage::finish) gives back.
 pub fn drive<S: Stage>(
     membership: &Membership,
     stage: S,
     stop: &AtomicBool,
     health: &Health,
-) -> Result<(), DriveError<S::Error>> {
+) -> Result<S::Output, DriveError<S::Error>> {
     let connection = &membership.connection;
-    let partitions = connection.check_topic(&membership.input, CONNECT_TIMEOUT)?;
-    for output in &membership.outputs {
-        connection.check_topic(output, CONNECT_TIMEOUT)?;
-    }
+    let partitions = membership.check_topics()?;
     let mut settings = member_settings(
         &membership.group,
         &membership.instance,

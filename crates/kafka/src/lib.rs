@@ -11,8 +11,8 @@
 //!   provider) before it proves again that it still owns its partitions.
 //! - [`driver`]: one consumer-group driver for both services: each
 //!   implements only its stage (partitions assigned, revoked, a tick).
-//! - [`group`]: a consumer group member with a queue per partition, whose
-//!   rebalances wait for revoked work to be committed.
+//! - [`group`]: what every group member shares besides the driver's loop:
+//!   its settings, the end of its input, the group's committed offsets.
 //! - [`loss`]: records deleted before they were read, found from offsets
 //!   (never from librdkafka's log), and what to do about them.
 //! - [`pool`]: a few threads reading the queues of many partitions.

@@ -31,6 +31,7 @@
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -266,6 +267,40 @@ pub fn log_start<C: ConsumerContext>(
             })
             .ok()
     })
+}
+
+/// Where a member's partitions' logs start, asked from a partition's
+/// worker when its offsets jump ([`Continuity::read`]). It holds the
+/// consumer weakly: workers never keep it alive.
+pub struct LogStarts<C: ConsumerContext> {
+    consumer: Weak<BaseConsumer<C>>,
+    topic: String,
+}
+
+impl<C: ConsumerContext> LogStarts<C> {
+    /// The log starts of `topic`'s partitions, as `consumer` knows them.
+    pub fn new(consumer: &Arc<BaseConsumer<C>>, topic: &str) -> Self {
+        LogStarts {
+            consumer: Arc::downgrade(consumer),
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// The log start of `partition` ([`log_start`]); `None` if unknown or
+    /// the consumer is gone.
+    pub fn get(&self, partition: i32, timeout: Duration) -> Option<i64> {
+        let consumer = self.consumer.upgrade()?;
+        log_start(&consumer, &self.topic, partition, timeout)
+    }
+}
+
+impl<C: ConsumerContext> Clone for LogStarts<C> {
+    fn clone(&self) -> Self {
+        LogStarts {
+            consumer: Weak::clone(&self.consumer),
+            topic: self.topic.clone(),
+        }
+    }
 }
 
 /// The records of each partition deleted between two looks at its

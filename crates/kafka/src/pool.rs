@@ -1,6 +1,6 @@
 //! A few threads that read many partitions' queues.
 //!
-//! A group member gets each partition's own queue ([`crate::group`]). A
+//! A group member gets each partition's own queue ([`crate::driver`]). A
 //! thread per queue is the simple way to read them, but with the many
 //! partitions a firehose topic has (and the embedded broker needs) on a
 //! few cores, switching between those threads costs more than reading the

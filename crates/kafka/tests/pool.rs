@@ -1,16 +1,18 @@
-//! A group member's partitions read on a pool of two threads: every record
-//! is handed over once, each partition's in offset order on one thread, and
-//! stopping every partition empties the pool.
+//! A driven group member's partitions read on a pool of two threads: every
+//! record is handed over once, each partition's in offset order on one
+//! thread, and stopping every partition empties the pool.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use hashbuy_kafka::broker::EmbeddedBroker;
-use hashbuy_kafka::group::{Assignment, GroupConsumer, GroupContext, Queue};
+use hashbuy_kafka::client::{Connection, Failed};
+use hashbuy_kafka::driver::{drive, DriverContext, Member, Membership, Queue, Stage};
+use hashbuy_kafka::health::Health;
 use hashbuy_kafka::pool::{PartitionWork, Pool};
-use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -26,13 +28,26 @@ struct Seen {
     threads: BTreeMap<i32, HashSet<ThreadId>>,
 }
 
-struct Member {
-    seen: Arc<Mutex<Seen>>,
-    pool: Pool<GroupContext<Member>, Work>,
+/// What the pool held when every record was read, and after stopping it.
+#[derive(Debug, Default)]
+struct Stopped {
+    partitions_before: usize,
+    stopping: usize,
+    empty_after: bool,
 }
 
-impl Assignment for Member {
-    fn assigned(&self, _: &GroupConsumer<Self>, queues: Vec<(i32, Queue<Self>)>) {
+struct Reading {
+    seen: Arc<Mutex<Seen>>,
+    pool: Pool<DriverContext<Reading>, Work>,
+    stop: Arc<AtomicBool>,
+    deadline: Instant,
+}
+
+impl Stage for Reading {
+    type Error = Failed;
+    type Output = Stopped;
+
+    fn assigned(&mut self, _: &Arc<Member<Self>>, queues: Vec<(i32, Queue<Self>)>) {
         for (partition, queue) in queues {
             let work = Work {
                 partition,
@@ -42,7 +57,34 @@ impl Assignment for Member {
         }
     }
 
-    fn revoking(&self, _: &GroupConsumer<Self>, _: &[i32]) {}
+    fn revoking(&mut self, _: &Member<Self>, _: &[i32]) {}
+
+    fn tick(&mut self, _: &Arc<Member<Self>>, _: &Health) -> Result<(), Failed> {
+        let total = total_of(&self.seen.lock().expect("not poisoned"));
+        assert!(Instant::now() < self.deadline, "only {total} records read");
+        if total >= RECORDS {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn at_eof(&self) -> HashSet<i32> {
+        HashSet::new()
+    }
+
+    fn finish(&mut self, _: &Member<Self>, _: bool) -> Result<Stopped, Failed> {
+        let partitions_before = self.pool.len();
+        let mut stopping = self.pool.stop(None);
+        let count = stopping.partitions().len();
+        while !stopping.finished().expect("no thread lost") {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(Stopped {
+            partitions_before,
+            stopping: count,
+            empty_after: self.pool.is_empty(),
+        })
+    }
 }
 
 struct Work {
@@ -86,34 +128,29 @@ fn a_pool_reads_every_partition_in_order_on_its_threads() {
         .expect("all delivered");
 
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let member = Member {
+    let stop = Arc::new(AtomicBool::new(false));
+    let reading = Reading {
         seen: Arc::clone(&seen),
         pool: Pool::new(2, "test-pool").expect("threads start"),
+        stop: Arc::clone(&stop),
+        deadline: Instant::now() + Duration::from_secs(60),
     };
-    let consumer = GroupContext::subscribe(
-        ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", "pool-test")
-            .set("auto.offset.reset", "earliest"),
-        "pooled",
-        member,
-    )
-    .expect("consumer");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let total = || total_of(&seen.lock().expect("not poisoned"));
-    while total() < RECORDS {
-        assert!(Instant::now() < deadline, "only {} records read", total());
-        consumer.poll(Duration::from_millis(10));
-    }
-
-    let pool = &consumer.context().assignment.pool;
-    assert_eq!(pool.len(), PARTITIONS as usize);
-    let mut stopping = pool.stop(None);
-    assert_eq!(stopping.partitions().len(), PARTITIONS as usize);
-    while !stopping.finished().expect("no thread lost") {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(pool.is_empty());
+    let membership = Membership {
+        connection: Connection {
+            brokers: bootstrap,
+            properties: Vec::new(),
+        },
+        group: "pool-test".to_owned(),
+        instance: "0".to_owned(),
+        input: "pooled".to_owned(),
+        outputs: Vec::new(),
+        exit_at_end: false,
+        settings: Vec::new(),
+    };
+    let stopped = drive(&membership, reading, &stop, &Health::default()).expect("driven");
+    assert_eq!(stopped.partitions_before, PARTITIONS as usize);
+    assert_eq!(stopped.stopping, PARTITIONS as usize);
+    assert!(stopped.empty_after);
 
     let seen = seen.lock().expect("not poisoned");
     assert_eq!(total_of(&seen), RECORDS, "every record exactly once");

@@ -10,7 +10,10 @@
 //! Kafka: consuming, producing, and committing in batches, exactly once
 //! with transactions or at least once.
 
+mod batch;
 pub mod run;
+mod stage;
+mod worker;
 
 use hashbuy_core::decode::{decode, DecodeError, Record};
 use hashbuy_core::tables::{Accounts, Catalog};

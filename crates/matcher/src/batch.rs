@@ -1,0 +1,252 @@
+//! The batch being collected, and how it is made durable as a whole: in
+//! one Kafka transaction with its offsets (exactly once), or produced,
+//! flushed and then its offsets committed (at least once).
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use hashbuy_kafka::client::failed;
+use hashbuy_kafka::driver::Member;
+use hashbuy_kafka::loss::{report_lost, Gap, OnDataLoss};
+use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::run::{Config, Delivery, RunError, Summary, CALL_TIMEOUT};
+use crate::stage::Matching;
+use crate::worker::Chunk;
+
+/// The batch being collected, and the producer it goes through.
+pub(crate) struct Batch {
+    producer: BaseProducer<Deliveries>,
+    in_transaction: bool,
+    /// Next offset to commit, per partition.
+    offsets: HashMap<i32, i64>,
+    /// When the batch took its first chunk; `None` when empty.
+    pub(crate) started: Option<Instant>,
+    pub(crate) records: u64,
+    commands: u64,
+    dead_letters: u64,
+    /// Partitions whose end a worker reported since their last record.
+    pub(crate) at_eof: HashSet<i32>,
+    /// Records deleted unread, found in the batch's chunks: judged before
+    /// the batch commits.
+    gaps: Vec<Gap>,
+    /// When the first record of the run was taken.
+    first_record: Option<Instant>,
+    /// When the last batch was committed.
+    last_commit: Option<Instant>,
+    /// What was committed.
+    pub(crate) summary: Summary,
+}
+
+impl Batch {
+    /// An empty batch, for `producer` (transactions started if exactly
+    /// once).
+    pub(crate) fn new(producer: BaseProducer<Deliveries>) -> Self {
+        Batch {
+            producer,
+            in_transaction: false,
+            offsets: HashMap::new(),
+            started: None,
+            records: 0,
+            commands: 0,
+            dead_letters: 0,
+            at_eof: HashSet::new(),
+            gaps: Vec::new(),
+            first_record: None,
+            last_commit: None,
+            summary: Summary::default(),
+        }
+    }
+
+    /// Whether the batch is due: full, old enough, or the input `idle`
+    /// (waiting out the batch time then only delays the outputs).
+    pub(crate) fn due(&self, config: &Config, idle: bool) -> bool {
+        self.started.is_some_and(|s| {
+            idle || s.elapsed() >= config.batch_time || self.records >= config.batch_records as u64
+        })
+    }
+
+    /// What was committed over the run, and how long it was busy.
+    pub(crate) fn summary(&self) -> Summary {
+        Summary {
+            busy: self
+                .first_record
+                .zip(self.last_commit)
+                .map_or(Duration::ZERO, |(first, last)| last - first),
+            ..self.summary.clone()
+        }
+    }
+
+    /// Produces a chunk's outputs into the batch.
+    pub(crate) fn apply(&mut self, config: &Config, chunk: Chunk) -> Result<(), RunError> {
+        if chunk.next_offset.is_none() {
+            if chunk.eof {
+                self.at_eof.insert(chunk.partition);
+            }
+            return Ok(());
+        }
+        if config.delivery == Delivery::ExactlyOnce && !self.in_transaction {
+            self.producer
+                .begin_transaction()
+                .map_err(failed("cannot begin a transaction"))?;
+            self.in_transaction = true;
+        }
+        let now = Instant::now();
+        self.started.get_or_insert(now);
+        self.first_record.get_or_insert(now);
+        for output in &chunk.outputs {
+            let topic = if output.command {
+                self.commands += 1;
+                &config.commands_topic
+            } else {
+                self.dead_letters += 1;
+                &config.dead_letters_topic
+            };
+            send_waiting(
+                &self.producer,
+                topic,
+                output.key.as_deref(),
+                &output.value,
+                || false,
+            )
+            .map_err(failed("cannot produce"))?;
+        }
+        if let Some(next) = chunk.next_offset {
+            self.offsets.insert(chunk.partition, next);
+        }
+        self.gaps.extend(chunk.gaps);
+        self.records += chunk.records;
+        if chunk.eof {
+            self.at_eof.insert(chunk.partition);
+        } else {
+            self.at_eof.remove(&chunk.partition);
+        }
+        for (kind, count) in chunk.kinds.0 {
+            metrics::counter!("hashbuy_matcher_records_total", "kind" => kind).increment(count);
+        }
+        for (decision, count) in chunk.decisions.0 {
+            metrics::counter!("hashbuy_matcher_decisions_total", "decision" => decision)
+                .increment(count);
+        }
+        Ok(())
+    }
+
+    /// Makes the batch durable; `false` if its transaction was aborted and
+    /// it must be done again.
+    pub(crate) fn commit(
+        &mut self,
+        config: &Config,
+        member: &Member<Matching>,
+    ) -> Result<bool, RunError> {
+        if self.started.is_none() {
+            return Ok(true);
+        }
+        // Nothing after lost data is committed unless skipping was asked.
+        if config.on_data_loss == OnDataLoss::Stop {
+            if let Some(gap) = self.gaps.first() {
+                self.gaps.iter().for_each(report_lost);
+                let error = RunError::from(gap);
+                if self.in_transaction {
+                    let _ = self.producer.abort_transaction(CALL_TIMEOUT);
+                    self.in_transaction = false;
+                }
+                self.clear();
+                return Err(error);
+            }
+        }
+        let began = Instant::now();
+        let mut offsets = TopicPartitionList::new();
+        for (&partition, &offset) in &self.offsets {
+            offsets
+                .add_partition_offset(&config.tweets_topic, partition, Offset::Offset(offset))
+                .map_err(failed("cannot list offsets"))?;
+        }
+        let committed = match config.delivery {
+            Delivery::ExactlyOnce => {
+                self.in_transaction = false;
+                commit_transaction(&self.producer, member, &offsets)?
+            }
+            Delivery::AtLeastOnce => {
+                flush_promptly(&self.producer, CALL_TIMEOUT)
+                    .map_err(failed("cannot deliver the batch"))?;
+                if let Some((count, first)) = self.producer.context().failures() {
+                    return Err(RunError::Undelivered { count, first });
+                }
+                member
+                    .commit(&offsets, CommitMode::Sync)
+                    .map_err(failed("cannot commit offsets"))?;
+                true
+            }
+        };
+        if committed {
+            metrics::histogram!("hashbuy_matcher_commit_seconds").record(began.elapsed());
+            metrics::histogram!("hashbuy_matcher_batch_records").record(self.records as f64);
+            metrics::counter!("hashbuy_matcher_commands_total").increment(self.commands);
+            metrics::counter!("hashbuy_matcher_dead_letters_total").increment(self.dead_letters);
+            self.summary.records += self.records;
+            self.summary.commands += self.commands;
+            self.summary.dead_letters += self.dead_letters;
+            self.summary.batches += 1;
+            // Skipped gaps count once they are committed past (an aborted
+            // batch finds them again).
+            for gap in &self.gaps {
+                report_lost(gap);
+                self.summary.lost_records += gap.records();
+            }
+            self.last_commit = Some(Instant::now());
+        } else {
+            metrics::counter!("hashbuy_matcher_batches_aborted_total").increment(1);
+            self.summary.retried_batches += 1;
+        }
+        self.clear();
+        Ok(committed)
+    }
+
+    fn clear(&mut self) {
+        self.offsets.clear();
+        self.gaps.clear();
+        self.started = None;
+        self.records = 0;
+        self.commands = 0;
+        self.dead_letters = 0;
+    }
+}
+
+/// Sends the offsets and commits; `false` if the transaction was aborted
+/// (to be done again).
+fn commit_transaction(
+    producer: &BaseProducer<Deliveries>,
+    member: &Member<Matching>,
+    offsets: &TopicPartitionList,
+) -> Result<bool, RunError> {
+    let metadata = member.group_metadata().ok_or(RunError::NoGroup)?;
+    // Delivered first: rdkafka's commit_transaction flushes too, in steps
+    // of 100 ms (see `flush_promptly`), and finds nothing left this way.
+    let committed = flush_promptly(producer, CALL_TIMEOUT)
+        .and_then(|()| producer.send_offsets_to_transaction(offsets, &metadata, CALL_TIMEOUT))
+        .and_then(|()| producer.commit_transaction(CALL_TIMEOUT));
+    match committed {
+        Ok(()) => {
+            // The transaction committed the offsets. librdkafka's mock
+            // cluster (the embedded broker) answers TxnOffsetCommit without
+            // storing them, so they are committed once more the plain way:
+            // the same offsets again on a real Kafka, and refused there
+            // only if the group moved on, which the transaction already
+            // settled. A failure here therefore changes nothing.
+            let _ = member.commit(offsets, CommitMode::Sync);
+            Ok(true)
+        }
+        Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+            tracing::warn!("transaction aborted, its batch is done again: {e}");
+            producer
+                .abort_transaction(CALL_TIMEOUT)
+                .map_err(failed("cannot abort a failed transaction"))?;
+            Ok(false)
+        }
+        Err(e) => Err(failed("cannot commit a transaction")(e).into()),
+    }
+}

@@ -1,0 +1,192 @@
+//! A partition's worker: it reads the partition's records in offset order,
+//! decides each with the [`Matcher`], encodes what they produce, and hands
+//! the coordinator chunks of outputs with the offset they reach.
+
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use hashbuy_kafka::driver::DriverContext;
+use hashbuy_kafka::loss::{Continuity, Gap, LogStarts};
+use hashbuy_kafka::pool::PartitionWork;
+use hashbuy_proto::dead_letter;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::Message;
+
+use crate::stage::Matching;
+use crate::{Matcher, Output, Source};
+
+/// Most records a worker puts in one chunk.
+const CHUNK_RECORDS: u64 = 512;
+
+/// What a worker did with a run of records of its partition.
+#[derive(Debug, Default)]
+pub(crate) struct Chunk {
+    pub(crate) partition: i32,
+    /// One past the last record of the chunk, when it has records.
+    pub(crate) next_offset: Option<i64>,
+    pub(crate) records: u64,
+    pub(crate) outputs: Vec<Produced>,
+    /// Records by kind, and decisions, for the metrics.
+    pub(crate) kinds: Tally,
+    pub(crate) decisions: Tally,
+    /// The worker reached the end of its partition after these records.
+    pub(crate) eof: bool,
+    /// Records deleted before they were read, found among these.
+    pub(crate) gaps: Vec<Gap>,
+}
+
+/// An encoded output record.
+#[derive(Debug)]
+pub(crate) struct Produced {
+    /// A command (else a dead letter).
+    pub(crate) command: bool,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Vec<u8>,
+}
+
+/// Counts by a fixed name; a handful of names, so a vector.
+#[derive(Debug, Default)]
+pub(crate) struct Tally(pub(crate) Vec<(&'static str, u64)>);
+
+impl Tally {
+    fn add(&mut self, name: &'static str) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => self.0.push((name, 1)),
+        }
+    }
+}
+
+/// A partition's worker: turns records into chunks of outputs.
+pub(crate) struct Job {
+    partition: i32,
+    topic: String,
+    matcher: Arc<Matcher>,
+    /// The partition's next expected offset, to find deleted records.
+    continuity: Continuity,
+    /// Where the partition's log starts, asked when an offset jumps.
+    log_starts: LogStarts<DriverContext<Matching>>,
+    /// What a dead letter may take of a record.
+    letter_bytes: usize,
+    sender: SyncSender<Chunk>,
+    /// The chunk being filled.
+    chunk: Chunk,
+    /// One record's outputs, kept to reuse its allocation.
+    outputs: Vec<Output>,
+}
+
+impl Job {
+    /// A worker for `partition` of `topic`, whose next record is expected
+    /// at `next` (unknown: `None`), sending its chunks to `sender`.
+    pub(crate) fn new(
+        matcher: Arc<Matcher>,
+        topic: &str,
+        partition: i32,
+        next: Option<i64>,
+        log_starts: LogStarts<DriverContext<Matching>>,
+        letter_bytes: usize,
+        sender: SyncSender<Chunk>,
+    ) -> Self {
+        Job {
+            partition,
+            topic: topic.to_owned(),
+            matcher,
+            continuity: Continuity::new(topic, partition, next),
+            log_starts,
+            letter_bytes,
+            sender,
+            chunk: Chunk {
+                partition,
+                ..Chunk::default()
+            },
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Hands the chunk to the coordinator. A failure means the coordinator
+    /// is gone, and with it the run: nothing is left to hand over to.
+    fn send(&mut self) {
+        let fresh = Chunk {
+            partition: self.partition,
+            ..Chunk::default()
+        };
+        let _ = self.sender.send(std::mem::replace(&mut self.chunk, fresh));
+    }
+
+    /// Decides one record into the chunk.
+    fn record(&mut self, message: &BorrowedMessage<'_>) {
+        let (partition, log_starts) = (self.partition, &self.log_starts);
+        if let Some(gap) = self.continuity.read(message.offset(), || {
+            log_starts.get(partition, CONNECT_TIMEOUT)
+        }) {
+            self.chunk.gaps.push(gap);
+        }
+        let source = Source {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: message.offset(),
+            key: message.key(),
+            value: message.payload().unwrap_or_default(),
+        };
+        self.outputs.clear();
+        let handled = self.matcher.handle(&source, now_ms(), &mut self.outputs);
+        let chunk = &mut self.chunk;
+        chunk.kinds.add(handled.kind);
+        chunk
+            .decisions
+            .add(handled.skip.map_or("buy", |s| s.as_str()));
+        let letter_bytes = self.letter_bytes;
+        chunk.outputs.extend(self.outputs.drain(..).map(|output| {
+            // Cut to what the producer may send, so a poison record near or
+            // over the limit cannot stop the matcher.
+            let output = match output {
+                Output::DeadLetter(letter) => {
+                    Output::DeadLetter(dead_letter::fit(letter, letter_bytes))
+                }
+                command => command,
+            };
+            let (key, value) = output.to_record();
+            Produced {
+                command: matches!(output, Output::Command { .. }),
+                key,
+                value,
+            }
+        }));
+        chunk.next_offset = Some(message.offset() + 1);
+        chunk.records += 1;
+    }
+}
+
+impl PartitionWork for Job {
+    fn message(&mut self, message: KafkaResult<BorrowedMessage<'_>>) {
+        match message {
+            Ok(message) => {
+                self.record(&message);
+                if self.chunk.records >= CHUNK_RECORDS {
+                    self.send();
+                }
+            }
+            Err(KafkaError::PartitionEOF(_)) => {
+                self.chunk.eof = true;
+                self.send();
+            }
+            Err(e) => tracing::warn!(partition = self.partition, "consumer: {e}"),
+        }
+    }
+
+    fn pause(&mut self) {
+        // A chunk goes out as soon as the queue runs dry.
+        if self.chunk.records > 0 {
+            self.send();
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

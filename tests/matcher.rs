@@ -18,12 +18,14 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, inspected_command_ids, metric, poll_metrics, sigterm};
+use common::{
+    finish, finish_within, free_port, get, inspected_command_ids, metric, poll_metrics, signal,
+    sigterm, watermarks,
+};
 use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
 use serde_json::Value;
 
@@ -194,15 +196,6 @@ fn wait_for_first_commands(port: u16, child: &mut Child) {
     wait_for_metrics(port, child, |body| {
         metric(body, "hashbuy_matcher_commands_total") > 0.0
     });
-}
-
-/// Waits for a child and returns its exit status and stderr.
-fn finish(mut child: Child) -> (std::process::ExitStatus, String) {
-    let mut err = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        stderr.read_to_string(&mut err).expect("stderr read");
-    }
-    (child.wait().expect("waited"), err)
 }
 
 /// "matched N records" from a matcher's summary.
@@ -376,42 +369,6 @@ fn send_bulk(producer: &rdkafka::producer::BaseProducer, count: usize) {
     producer.flush(Duration::from_secs(30)).expect("delivered");
 }
 
-/// The `(low, high)` watermarks of `tweets` partition 0.
-fn tweets_watermarks(brokers: &str) -> (i64, i64) {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("consumer");
-    consumer
-        .fetch_watermarks("tweets", 0, Duration::from_secs(10))
-        .expect("watermarks")
-}
-
-/// Sends a signal (`STOP`, `CONT`) to a child.
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
-
-/// Waits for a child that must end on its own within `wait`; its exit
-/// status and stderr.
-fn finish_within(mut child: Child, wait: Duration) -> (std::process::ExitStatus, String) {
-    let deadline = Instant::now() + wait;
-    while child.try_wait().expect("child status").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let (_, err) = finish(child);
-            panic!("still running after {} s: {err}", wait.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    finish(child)
-}
-
 // librdkafka's log level follows the log filter when a client is made, so
 // these run with `HASHBUY_LOG=error`: lost data must be found without
 // librdkafka's warning about the offset reset.
@@ -441,7 +398,7 @@ fn lost_data_stops_the_matcher_and_names_the_offsets() {
         .expect("committed");
     // ...then 8 MB more arrive, and the mock drops the oldest.
     send_bulk(&producer, 800);
-    let (low, _) = tweets_watermarks(&brokers);
+    let (low, _) = watermarks(&brokers, "tweets");
     assert!(low > 10, "the mock deleted the start: low watermark {low}");
 
     let run = |extra: &[&str]| {
@@ -496,7 +453,7 @@ fn data_deleted_while_the_matcher_runs_stops_it() {
     // deletes records it has not read.
     signal(&child, "STOP");
     send_bulk(&producer, 800);
-    let (low, _) = tweets_watermarks(&brokers);
+    let (low, _) = watermarks(&brokers, "tweets");
     assert!(
         low > 10,
         "the mock deleted unread records: low watermark {low}"
@@ -538,7 +495,7 @@ fn an_overflowing_replay_and_a_new_group_after_it_say_how_many_records_are_gone(
         "--brokers",
         &brokers,
     ]));
-    let (low, high) = tweets_watermarks(&brokers);
+    let (low, high) = watermarks(&brokers, "tweets");
     assert!(
         low > 0 && high == 6000,
         "the partition overflowed: {low}..{high}"

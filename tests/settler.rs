@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, metric, poll_metrics};
+use common::{finish_within, free_port, metric, poll_metrics, signal, watermarks};
 use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
 use hashbuy_kafka::client::Connection;
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
@@ -924,5 +924,50 @@ fn commands_deleted_before_the_group_read_them_stop_the_settler() {
     assert!(
         stderr.contains("were deleted") && stderr.contains("partition 0"),
         "{stderr}"
+    );
+}
+
+/// Commands deleted by retention while the settler runs (it was frozen,
+/// its position fell off the log) are purchases never charged: found from
+/// offsets, not from librdkafka's log (`HASHBUY_LOG=error`), and they stop
+/// the settler with the offsets lost.
+#[test]
+fn commands_deleted_while_the_settler_runs_stop_it() {
+    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    produce_commands(&brokers, &commands(3, 3));
+    let mut child = settle(&brokers, &provider, &dir.path().join("ledger"))
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("HASHBUY_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("settler starts");
+    assert!(wait_for_acks(port, &mut child, 3.0), "the settler exited");
+    // While it is frozen, more commands than the embedded broker keeps (5 MB
+    // a partition) arrive, and the oldest of them are deleted unread.
+    signal(&child, "STOP");
+    let mut padded = commands(60, 60);
+    for (i, c) in padded.iter_mut().enumerate() {
+        c.command_id = format!("late-{i:05}");
+        c.hashtag = "x".repeat(200_000);
+    }
+    produce_commands(&brokers, &padded);
+    let (low, _) = watermarks(&brokers, "payment-commands");
+    assert!(
+        low > 3,
+        "the broker deleted unread commands: log starts at {low}"
+    );
+    signal(&child, "CONT");
+    let (status, err) = finish_within(child, Duration::from_secs(120));
+    assert!(!status.success(), "a loss stops the settler: {err}");
+    assert!(
+        err.contains(&format!(
+            "commands at offsets 3..{low} of payment-commands partition 0 were deleted"
+        )),
+        "{err}"
     );
 }

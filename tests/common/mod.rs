@@ -94,3 +94,48 @@ pub fn poll_metrics(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Waits for a child and returns its exit status and stderr.
+pub fn finish(mut child: Child) -> (std::process::ExitStatus, String) {
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut err).expect("stderr read");
+    }
+    (child.wait().expect("waited"), err)
+}
+
+/// Sends a signal (`STOP`, `CONT`) to a child.
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Waits for a child that must end on its own within `wait`; its exit
+/// status and stderr.
+pub fn finish_within(mut child: Child, wait: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + wait;
+    while child.try_wait().expect("child status").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let (_, err) = finish(child);
+            panic!("still running after {} s: {err}", wait.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    finish(child)
+}
+
+/// The low and high watermarks of partition 0 of `topic` on `brokers`.
+pub fn watermarks(brokers: &str, topic: &str) -> (i64, i64) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks")
+}

@@ -14,8 +14,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hashbuy_kafka::driver::Queue;
+use hashbuy_kafka::client::CONNECT_TIMEOUT;
+use hashbuy_kafka::driver::{DriverContext, Queue};
 use hashbuy_kafka::lock;
+use hashbuy_kafka::loss::{report_lost, Continuity, Gap, LogStarts, OnDataLoss};
 use hashbuy_kafka::offsets::OffsetTracker;
 use hashbuy_proto::v1::{DeadLetter, PaymentCommand};
 use prost::Message as _;
@@ -77,6 +79,21 @@ fn position(shared: &Shared, partition: i32) -> Option<i64> {
     }
 }
 
+/// The commands deleted (retention) before the one at `offset` was read,
+/// if any ([`Continuity::read`]). The log start is asked only when the
+/// offsets jump, from librdkafka's cache if it can be (the broker's answer
+/// otherwise, waited for off the runtime's turn).
+fn lost_before(
+    continuity: &mut Continuity,
+    log_starts: &LogStarts<DriverContext<Settling>>,
+    partition: i32,
+    offset: i64,
+) -> Option<Gap> {
+    continuity.read(offset, || {
+        tokio::task::block_in_place(|| log_starts.get(partition, CONNECT_TIMEOUT))
+    })
+}
+
 /// A piece of a partition's work: a command read at an offset, or an
 /// undecided entry resumed at start (no offset).
 pub(crate) struct Work {
@@ -102,6 +119,11 @@ pub(crate) struct PartitionRun {
     pub(crate) stopped: watch::Receiver<bool>,
     /// Dropped once the task has queued the entries it resumes.
     pub(crate) starting: Starting,
+    /// The partition's next expected offset, to find commands deleted
+    /// under the reader.
+    pub(crate) continuity: Continuity,
+    /// Where the partition's log starts, asked when an offset jumps.
+    pub(crate) log_starts: LogStarts<DriverContext<Settling>>,
 }
 
 /// A partition's task; see the module docs.
@@ -117,6 +139,8 @@ pub(crate) async fn partition_task(
         number,
         mut stopped,
         starting,
+        mut continuity,
+        log_starts,
     } = task;
     let Some(restored) = restore.restored(shared, partition).await else {
         return Ok(());
@@ -212,6 +236,16 @@ pub(crate) async fn partition_task(
                 }
                 Taken::Record { offset, key, value } => {
                     at_eof = false;
+                    if let Some(gap) = lost_before(&mut continuity, &log_starts, partition, offset) {
+                        report_lost(&gap);
+                        if shared.config.on_data_loss == OnDataLoss::Stop {
+                            // Nothing from the gap on is started, so none
+                            // of it is committed: the run ends at the
+                            // coordinator's next turn.
+                            shared.fail(RunError::DataLoss { gap });
+                            break;
+                        }
+                    }
                     if tracker.start(offset).is_err() {
                         tracing::error!(partition, offset, "offsets went backwards; record skipped");
                         continue;

@@ -96,7 +96,9 @@ use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage}
 use hashbuy_kafka::group::committed;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::lease::{session_timeout, Lease, Renewal, MAX_POLL_GAP};
-use hashbuy_kafka::loss::{check_starts, report_before_group, report_lost, Gap, OnDataLoss};
+use hashbuy_kafka::loss::{
+    check_starts, report_before_group, report_lost, Continuity, Gap, LogStarts, OnDataLoss,
+};
 use hashbuy_kafka::produce::record_budget;
 use hashbuy_kafka::{chosen, lock};
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -573,6 +575,7 @@ impl Settling {
 
 impl Stage for Settling {
     type Error = RunError;
+    type Output = ();
 
     fn assigned(&mut self, member: &Arc<Member<Settling>>, queues: Vec<(i32, Queue<Settling>)>) {
         let _ = self.shared.member.set(Arc::downgrade(member));
@@ -598,9 +601,11 @@ impl Stage for Settling {
         }
         // Commands deleted before they were read are purchases never
         // charged: judged before any task starts.
+        let mut next = HashMap::new();
         match check_starts(member, topic, &partitions, CONNECT_TIMEOUT) {
             Ok(starts) => {
                 for start in starts {
+                    next.insert(start.partition, start.next);
                     if let Some(gap) = &start.before_group {
                         report_before_group(gap);
                     }
@@ -622,6 +627,7 @@ impl Stage for Settling {
             }
         }
         let restore = Arc::new(Restore::new(partitions, committed));
+        let log_starts = LogStarts::new(member, topic);
         for (partition, mut queue) in queues {
             let arrived = Arc::new(Notify::new());
             let notify = Arc::clone(&arrived);
@@ -631,12 +637,16 @@ impl Stage for Settling {
             let restore = Arc::clone(&restore);
             let number = shared.next_task.fetch_add(1, Ordering::Relaxed);
             let starting = Starting::new(&shared);
+            let continuity = Continuity::new(topic, partition, next.get(&partition).copied());
+            let log_starts = log_starts.clone();
             let handle = self.runtime.spawn(async move {
                 let task = PartitionRun {
                     partition,
                     number,
                     stopped,
                     starting,
+                    continuity,
+                    log_starts,
                 };
                 if let Err(e) = partition_task(&shared, task, queue, arrived, restore).await {
                     shared.fail(e);
@@ -667,7 +677,7 @@ impl Stage for Settling {
         }
     }
 
-    fn tick(&mut self, member: &Member<Settling>, health: &Health) -> Result<(), RunError> {
+    fn tick(&mut self, member: &Arc<Member<Settling>>, health: &Health) -> Result<(), RunError> {
         if let Some(error) = lock(&self.shared.failure).take() {
             return Err(error);
         }

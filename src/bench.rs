@@ -28,18 +28,22 @@ use hashbuy_core::decode::{decode, Record};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_gen::{Generator, Options};
 use hashbuy_kafka::client::{Connection, QuietContext, CONNECT_TIMEOUT};
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::driver::{drive, DriveError, DriverContext, Member, Membership, Queue, Stage};
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::pool::{PartitionWork, Pool};
 use hashbuy_kafka::produce::{send_waiting, Deliveries};
 use hashbuy_kafka::reader::nonempty_watermarks;
-use hashbuy_matcher::run::{self, default_workers, Config, Delivery, OnDataLoss};
+use hashbuy_matcher::run;
 use hashbuy_matcher::Matcher;
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message;
+
+use crate::config::{override_with, MatchConfig};
+use crate::kafka_args::DeliveryArg;
 
 /// The all-time peak of tweets per second on Twitter (August 2013).
 const TWITTER_PEAK: f64 = 143_199.0;
@@ -67,9 +71,9 @@ pub struct Args {
     #[arg(long)]
     brokers: Option<String>,
     /// Longest a matcher batch (transaction) collects records, in
-    /// milliseconds, as `hashbuy match --batch-ms`.
-    #[arg(long, default_value_t = 100)]
-    batch_ms: u64,
+    /// milliseconds, as `hashbuy match --batch-ms` [default: as there, 100].
+    #[arg(long)]
+    batch_ms: Option<u64>,
     /// Threads reading the partitions, in the matcher and the ceiling
     /// alike, as `hashbuy match --workers` [default: the number of CPUs].
     #[arg(long)]
@@ -124,7 +128,8 @@ pub fn run(args: Args) -> Result<()> {
         },
         properties: args.properties.clone(),
     };
-    let partitions = connection.check_topic("tweets", CONNECT_TIMEOUT)?;
+    let topics = Topics::default();
+    let partitions = connection.check_topic(&topics.tweets, CONNECT_TIMEOUT)?;
 
     let mut generator = Generator::new(Options {
         purchase_share: args.purchase_share,
@@ -139,10 +144,10 @@ pub fn run(args: Args) -> Result<()> {
         &serde_json::to_string(&generator.accounts()).context("accounts render")?,
     )?;
     let matcher = Arc::new(Matcher::new(catalog, accounts));
-    let bytes = produce(&connection, &mut generator, args.tweets)?;
+    let bytes = produce(&connection, &topics.tweets, &mut generator, args.tweets)?;
     let probe: rdkafka::consumer::BaseConsumer<QuietContext> =
         connection.config().create_with_context(QuietContext)?;
-    let stored: u64 = nonempty_watermarks(&probe, "tweets", 0..partitions as i32)?
+    let stored: u64 = nonempty_watermarks(&probe, &topics.tweets, 0..partitions as i32)?
         .values()
         .map(|(low, high)| u64::try_from(high - low).unwrap_or(0))
         .sum();
@@ -165,21 +170,17 @@ pub fn run(args: Args) -> Result<()> {
 
     let mut results: HashMap<&'static str, Vec<Figures>> = HashMap::new();
     let modes = ["ceiling", "exactly-once", "at-least-once"];
-    let workers = args.workers.unwrap_or_else(default_workers).max(1);
+    let mut settings = MatchConfig::default();
+    override_with(&mut settings.batch_ms, args.batch_ms);
+    override_with(&mut settings.workers, args.workers);
+    let workers = settings.workers.max(1);
     for run in 0..args.runs {
         for mode in modes {
             let group = format!("hashbuy-bench-{}-{mode}-{run}", std::process::id());
             let broker_before = started_broker.as_ref().and_then(BrokerChild::cpu_time);
             let mut figures = match mode {
                 "ceiling" => ceiling(&connection, &group, stored, workers)?,
-                _ => matcher_run(
-                    &connection,
-                    &group,
-                    mode,
-                    Arc::clone(&matcher),
-                    Duration::from_millis(args.batch_ms.max(1)),
-                    workers,
-                )?,
+                _ => matcher_run(&connection, &settings, &group, mode, Arc::clone(&matcher))?,
             };
             figures.broker_cpu = started_broker
                 .as_ref()
@@ -247,7 +248,12 @@ pub(crate) fn median(values: &[f64]) -> f64 {
 
 /// Produces `tweets` generated tweets to `tweets`, keyed by user id as
 /// `hashbuy replay` does; returns their bytes.
-fn produce(connection: &Connection, generator: &mut Generator, tweets: u64) -> Result<u64> {
+fn produce(
+    connection: &Connection,
+    topic: &str,
+    generator: &mut Generator,
+    tweets: u64,
+) -> Result<u64> {
     let producer: BaseProducer<Deliveries> = connection
         .config_with(&[("linger.ms", "20".to_owned())])
         .create_with_context(Deliveries::default())?;
@@ -266,7 +272,7 @@ fn produce(connection: &Connection, generator: &mut Generator, tweets: u64) -> R
         };
         send_waiting(
             &producer,
-            "tweets",
+            topic,
             key.as_deref().map(str::as_bytes),
             &line,
             || false,
@@ -289,30 +295,21 @@ fn produce(connection: &Connection, generator: &mut Generator, tweets: u64) -> R
 /// The matcher's loop in one delivery mode, to the end of the topic.
 fn matcher_run(
     connection: &Connection,
+    settings: &MatchConfig,
     group: &str,
     mode: &str,
     matcher: Arc<Matcher>,
-    batch_time: Duration,
-    workers: usize,
 ) -> Result<Figures> {
-    let config = Config {
-        connection: connection.clone(),
+    let config = MatchConfig {
         group: group.to_owned(),
-        tweets_topic: "tweets".into(),
-        commands_topic: "payment-commands".into(),
-        dead_letters_topic: "dead-letters".into(),
         delivery: if mode == "exactly-once" {
-            Delivery::ExactlyOnce
+            DeliveryArg::ExactlyOnce
         } else {
-            Delivery::AtLeastOnce
+            DeliveryArg::AtLeastOnce
         },
-        exit_at_end: true,
-        batch_records: 10_000,
-        batch_time,
-        instance: "0".into(),
-        on_data_loss: OnDataLoss::Stop,
-        workers,
-    };
+        ..settings.clone()
+    }
+    .run_config(connection.clone(), Topics::default(), true);
     let stop = AtomicBool::new(false);
     let cpu = cpu_time();
     let summary = run::run(matcher, &config, &stop, &Health::default())
@@ -332,7 +329,7 @@ fn ceiling(connection: &Connection, group: &str, expected: u64, workers: usize) 
         connection: connection.clone(),
         group: group.to_owned(),
         instance: "0".to_owned(),
-        input: "tweets".to_owned(),
+        input: Topics::default().tweets,
         outputs: Vec::new(),
         exit_at_end: false,
         settings: Vec::new(),

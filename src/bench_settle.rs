@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hashbuy_kafka::client::{Connection, CONNECT_TIMEOUT};
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use hashbuy_proto::v1::PaymentCommand;
@@ -25,12 +26,13 @@ use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
 use hashbuy_settler::entry::{first_key, now_ms, Entry};
 use hashbuy_settler::ledger::Ledger;
 use hashbuy_settler::payments::Payments;
-use hashbuy_settler::run::{self, Config};
+use hashbuy_settler::run;
 use hashbuy_settler::steps::{self, Policy, Step};
 use prost::Message as _;
 use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::bench::{cpu_time, threads_cpu_time, BrokerChild};
+use crate::config::{override_with, SettleConfig};
 use crate::paysim::{self, InProcess};
 
 /// Arguments of `hashbuy bench-settle`.
@@ -47,9 +49,9 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     partitions: u32,
     /// Most commands in flight per partition, as `hashbuy settle
-    /// --max-in-flight`.
-    #[arg(long, default_value_t = 256)]
-    max_in_flight: usize,
+    /// --max-in-flight` [default: as there, 256].
+    #[arg(long)]
+    max_in_flight: Option<usize>,
     /// Commands the one-at-a-time baseline settles.
     #[arg(long, default_value_t = 100)]
     baseline: u64,
@@ -88,7 +90,8 @@ pub fn run(args: Args) -> Result<()> {
         brokers: broker.address.clone(),
         properties: Vec::new(),
     };
-    connection.check_topic("payment-commands", CONNECT_TIMEOUT)?;
+    let topics = Topics::default();
+    connection.check_topic(&topics.commands, CONNECT_TIMEOUT)?;
     // paysim stands in for a provider on other machines: one thread of
     // its own. With two workers beside the settler's two, on two cores,
     // the threads spent a tenth of the CPU switching (measured: 4,700
@@ -112,7 +115,7 @@ pub fn run(args: Args) -> Result<()> {
         let command = command(i, "bench");
         send_waiting(
             &producer,
-            "payment-commands",
+            &topics.commands,
             Some(command.user_id.as_bytes()),
             &command.encode_to_vec(),
             || false,
@@ -124,26 +127,17 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let dir = tempfile::tempdir().context("no temporary directory")?;
-    let policy = Policy {
-        max_attempts: 10,
-        key_lifetime: Duration::from_secs(86_400),
-        unanswered_wait: Duration::from_secs(60),
-    };
-    let config = Config {
-        connection: connection.clone(),
+    let mut settings = SettleConfig {
         group: format!("hashbuy-bench-settle-{}", std::process::id()),
-        instance: "0".into(),
-        commands_topic: "payment-commands".into(),
-        acks_topic: "payment-acks".into(),
-        dead_letters_topic: "dead-letters".into(),
-        ledger_topic: hashbuy_kafka::broker::LEDGER_TOPIC.into(),
-        ledger_dir: dir.path().join("ledger"),
-        max_in_flight: args.max_in_flight,
-        stuck_after: hashbuy_settler::run::STUCK_AFTER,
-        on_data_loss: hashbuy_kafka::loss::OnDataLoss::Stop,
-        exit_at_end: true,
-        policy,
+        ..SettleConfig::default()
     };
+    override_with(&mut settings.max_in_flight, args.max_in_flight);
+    let config = settings.run_config(
+        connection.clone(),
+        topics.clone(),
+        dir.path().join("ledger"),
+        true,
+    );
     eprintln!("settling them ...");
     let cpu = cpu_time();
     let paysim_cpu = threads_cpu_time(PAYSIM_THREAD);
@@ -176,7 +170,7 @@ pub fn run(args: Args) -> Result<()> {
         &provider()?,
         &Ledger::open(&dir.path().join("baseline"))?,
         args.baseline,
-        &policy,
+        &config.policy,
     ))?;
 
     let per = |d: Duration| d.as_secs_f64() * 1e6 / summary.settled.max(1) as f64;
@@ -186,7 +180,7 @@ pub fn run(args: Args) -> Result<()> {
     println!("|---|---|---|---|---|---|");
     println!(
         "| hashbuy settle (--max-in-flight {}, {} partitions) | {:.0} | {:.0} | {:.0} | {} | {:.0}× |",
-        args.max_in_flight,
+        config.max_in_flight,
         args.partitions,
         rate,
         per(settler_cpu),

@@ -3,8 +3,9 @@
 
 use anyhow::{Context, Result};
 use hashbuy_kafka::broker::{
-    forward, EmbeddedBroker, DEFAULT_PARTITIONS, PARTITION_RETENTION_BYTES, TOPICS,
+    forward, EmbeddedBroker, DEFAULT_PARTITIONS, PARTITION_RETENTION_BYTES,
 };
+use hashbuy_kafka::config::Topics;
 
 /// Arguments of `hashbuy broker`.
 #[derive(clap::Args)]
@@ -18,7 +19,7 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_PARTITIONS, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     partitions: i32,
     /// Topics to create (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = TOPICS.map(String::from))]
+    #[arg(long, value_delimiter = ',', default_values_t = Topics::default().all().map(String::from))]
     topics: Vec<String>,
 }
 

@@ -1,14 +1,24 @@
 //! hashbuy's config file (`--config FILE` or `HASHBUY_CONFIG`): TOML with a
 //! `[kafka]` table every Kafka command reads, a `[match]` table for
-//! `hashbuy match` and a `[settle]` table for `hashbuy settle`. Precedence, lowest first: built-in defaults, the file,
-//! `HASHBUY_…` environment variables, flags. Unknown keys are errors that
+//! `hashbuy match` and a `[settle]` table for `hashbuy settle`. Each table
+//! is one struct whose `Default` is the only place the defaults are given.
+//! Precedence, lowest first: those defaults, the file, `HASHBUY_…`
+//! environment variables, flags. Unknown keys and values are errors that
 //! name the file, line and key.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use hashbuy_kafka::config::KafkaConfig;
+use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::config::{KafkaConfig, Topics};
+use hashbuy_matcher::run::{self as matcher, default_workers};
+use hashbuy_provider::{REQUEST_TIMEOUT, STRIPE_API};
+use hashbuy_settler::run::{self as settler, STUCK_AFTER};
+use hashbuy_settler::steps::Policy;
 use serde::Deserialize;
+
+use crate::kafka_args::{DeliveryArg, OnDataLossArg};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -25,73 +35,179 @@ pub struct File {
     pub settle: SettleConfig,
 }
 
-/// The `[settle]` table; each key has the flag of the same name (with `-`
-/// for `_`) that wins over it. The provider key is never read from here:
-/// only a file holding it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `hashbuy settle`'s settings: the `[settle]` table, and the one place
+/// its defaults are given. Each key has the flag of the same name (with `-`
+/// for `_`) that wins over it; `hashbuy demo` and `hashbuy bench-settle`
+/// start from these defaults too. The provider key is never read from
+/// here: only from the environment or a file holding it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SettleConfig {
-    /// The ledger's directory, relative to the config file.
+    /// The ledger's directory, relative to the config file (no default:
+    /// the ledger is the settler's memory of every charge).
     pub ledger: Option<PathBuf>,
     /// The provider's base URL (default `https://api.stripe.com`).
-    pub provider_url: Option<String>,
+    pub provider_url: String,
     /// A file holding the provider's secret key, relative to the config
     /// file (used when neither `HASHBUY_PROVIDER_KEY` nor `STRIPE_API_KEY`
     /// is set).
     pub provider_key_file: Option<PathBuf>,
     /// Consumer group (default `hashbuy-settler`).
-    pub group: Option<String>,
+    pub group: String,
     /// This settler's name within its group (default `0`).
-    pub instance: Option<String>,
-    /// Most commands in flight per partition (default 256).
-    pub max_in_flight: Option<usize>,
+    pub instance: String,
+    /// Most commands in flight per partition (default 256; at least 1).
+    pub max_in_flight: usize,
     /// Provider requests per second at most (default: 25 for `sk_test_`
     /// and 90 for `sk_live_` keys on api.stripe.com, unlimited elsewhere).
     pub rate_limit: Option<f64>,
     /// Provider calls for one command before giving up, once the provider
-    /// is known to hold no charge (default 10).
-    pub max_attempts: Option<u32>,
+    /// is known to hold no charge (default 10; at least 1).
+    pub max_attempts: u32,
     /// Attempts older than this many seconds are reconciled, not retried
-    /// (the provider's key lifetime; default 86400).
-    pub reconcile_after_s: Option<u64>,
-    /// How long one provider request may take, in seconds (default 30);
-    /// a call that got no answer is waited out for twice as long before a
-    /// reconciliation.
-    pub request_timeout_s: Option<u64>,
+    /// (the provider's key lifetime; default 86400, Stripe's 24 h).
+    pub reconcile_after_s: u64,
+    /// How long one provider request may take, in seconds (default 30; at
+    /// least 1); a call that got no answer is waited out for twice as long
+    /// before a reconciliation.
+    pub request_timeout_s: u64,
     /// Seconds after which an undecided command is reported stuck on
     /// `/healthz` (default 900).
-    pub stuck_after_s: Option<u64>,
+    pub stuck_after_s: u64,
     /// `stop` (default) or `skip`: commands deleted before they were read.
-    pub on_data_loss: Option<String>,
+    pub on_data_loss: OnDataLossArg,
     /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
     pub metrics_addr: Option<String>,
 }
 
-/// The `[match]` table; each key has the flag of the same name (with `-`
-/// for `_`) that wins over it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl Default for SettleConfig {
+    fn default() -> Self {
+        SettleConfig {
+            ledger: None,
+            provider_url: STRIPE_API.to_owned(),
+            provider_key_file: None,
+            group: "hashbuy-settler".to_owned(),
+            instance: "0".to_owned(),
+            max_in_flight: 256,
+            rate_limit: None,
+            max_attempts: 10,
+            reconcile_after_s: 24 * 60 * 60,
+            request_timeout_s: REQUEST_TIMEOUT.as_secs(),
+            stuck_after_s: STUCK_AFTER.as_secs(),
+            on_data_loss: OnDataLossArg::Stop,
+            metrics_addr: None,
+        }
+    }
+}
+
+impl SettleConfig {
+    /// How long one provider request may take.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_s.max(1))
+    }
+
+    /// The settler's run config: these settings, reading and writing
+    /// `topics` on `connection`, its ledger in `ledger_dir`.
+    pub fn run_config(
+        &self,
+        connection: Connection,
+        topics: Topics,
+        ledger_dir: PathBuf,
+        exit_at_end: bool,
+    ) -> settler::Config {
+        settler::Config {
+            connection,
+            group: self.group.clone(),
+            instance: self.instance.clone(),
+            topics,
+            ledger_dir,
+            max_in_flight: self.max_in_flight.max(1),
+            exit_at_end,
+            on_data_loss: self.on_data_loss.into(),
+            stuck_after: Duration::from_secs(self.stuck_after_s),
+            policy: Policy {
+                max_attempts: self.max_attempts.max(1),
+                key_lifetime: Duration::from_secs(self.reconcile_after_s),
+                // A call the settler stopped waiting for may run at the
+                // provider for about as long again.
+                unanswered_wait: self.request_timeout() * 2,
+            },
+        }
+    }
+}
+
+/// `hashbuy match`'s settings: the `[match]` table, and the one place its
+/// defaults are given. Each key has the flag of the same name (with `-`
+/// for `_`) that wins over it; `hashbuy demo` and `hashbuy bench` start
+/// from these defaults too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MatchConfig {
-    /// Catalog table file (TOML or JSON), relative to the config file.
+    /// Catalog table file (TOML or JSON), relative to the config file (no
+    /// default).
     pub catalog: Option<PathBuf>,
-    /// Accounts table file (TOML or JSON), relative to the config file.
+    /// Accounts table file (TOML or JSON), relative to the config file (no
+    /// default).
     pub accounts: Option<PathBuf>,
     /// Consumer group (default `hashbuy-matcher`).
-    pub group: Option<String>,
+    pub group: String,
     /// This matcher's name within its group (default `0`).
-    pub instance: Option<String>,
+    pub instance: String,
     /// `exactly-once` (default) or `at-least-once`.
-    pub delivery: Option<String>,
-    /// `stop` (default) or `skip`.
-    pub on_data_loss: Option<String>,
-    /// Most records in one batch (default 10000).
-    pub batch_records: Option<usize>,
-    /// Longest a batch collects records, in milliseconds (default 100).
-    pub batch_ms: Option<u64>,
-    /// Threads that read, decode and decide (default: the number of CPUs).
-    pub workers: Option<usize>,
+    pub delivery: DeliveryArg,
+    /// `stop` (default) or `skip`: records deleted before they were read.
+    pub on_data_loss: OnDataLossArg,
+    /// Most records in one batch (default 10000; at least 1).
+    pub batch_records: usize,
+    /// Longest a batch collects records, in milliseconds (default 100; at
+    /// least 1).
+    pub batch_ms: u64,
+    /// Threads that read, decode and decide (default: the number of CPUs;
+    /// at least 1).
+    pub workers: usize,
     /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
     pub metrics_addr: Option<String>,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        MatchConfig {
+            catalog: None,
+            accounts: None,
+            group: "hashbuy-matcher".to_owned(),
+            instance: "0".to_owned(),
+            delivery: DeliveryArg::ExactlyOnce,
+            on_data_loss: OnDataLossArg::Stop,
+            batch_records: 10_000,
+            batch_ms: 100,
+            workers: default_workers(),
+            metrics_addr: None,
+        }
+    }
+}
+
+impl MatchConfig {
+    /// The matcher's run config: these settings, reading and writing
+    /// `topics` on `connection`.
+    pub fn run_config(
+        &self,
+        connection: Connection,
+        topics: Topics,
+        exit_at_end: bool,
+    ) -> matcher::Config {
+        matcher::Config {
+            connection,
+            group: self.group.clone(),
+            topics,
+            delivery: self.delivery.into(),
+            exit_at_end,
+            batch_records: self.batch_records.max(1),
+            batch_time: Duration::from_millis(self.batch_ms.max(1)),
+            instance: self.instance.clone(),
+            on_data_loss: self.on_data_loss.into(),
+            workers: self.workers.max(1),
+        }
+    }
 }
 
 impl File {
@@ -127,22 +243,55 @@ impl File {
     }
 }
 
-/// Parses a `[match]` choice the way its flag does, naming the key on
-/// error.
-pub fn choice<T: clap::ValueEnum>(key: &str, value: Option<&str>) -> Result<Option<T>> {
-    value
-        .map(|v| {
-            T::from_str(v, false).map_err(|_| {
-                let allowed: Vec<String> = T::value_variants()
-                    .iter()
-                    .filter_map(|v| v.to_possible_value())
-                    .map(|v| v.get_name().to_owned())
-                    .collect();
-                anyhow::anyhow!(
-                    "config file: {key}: {v:?} is not one of {}",
-                    allowed.join(", ")
-                )
-            })
-        })
-        .transpose()
+/// Sets `setting` to `flag` when the flag (or its environment variable)
+/// was given: flags win over the file and the defaults.
+pub fn override_with<T>(setting: &mut T, flag: Option<T>) {
+    if let Some(value) = flag {
+        *setting = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> File {
+        toml::from_str(text).expect("parses")
+    }
+
+    #[test]
+    fn a_table_left_out_or_half_written_keeps_the_defaults() {
+        let file = parse("[kafka.topics]\ntweets = \"firehose\"\n\n[match]\nbatch_ms = 5\n");
+        assert_eq!(file.kafka.topics.tweets, "firehose");
+        assert_eq!(
+            file.kafka.topics,
+            Topics {
+                tweets: "firehose".into(),
+                ..Topics::default()
+            }
+        );
+        assert_eq!(file.matcher.batch_ms, 5);
+        assert_eq!(file.matcher.group, MatchConfig::default().group);
+        assert_eq!(file.settle.max_in_flight, 256);
+        assert_eq!(file.settle.provider_url, STRIPE_API);
+    }
+
+    #[test]
+    fn the_settler_waits_out_twice_its_request_timeout() {
+        let settings = SettleConfig {
+            request_timeout_s: 7,
+            ..SettleConfig::default()
+        };
+        let config = settings.run_config(
+            Connection {
+                brokers: String::new(),
+                properties: Vec::new(),
+            },
+            Topics::default(),
+            PathBuf::from("ledger"),
+            false,
+        );
+        assert_eq!(config.policy.unanswered_wait, Duration::from_secs(14));
+        assert_eq!(config.policy.key_lifetime, Duration::from_secs(86_400));
+    }
 }

@@ -26,12 +26,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hashbuy_core::samples;
-use hashbuy_kafka::broker::{EmbeddedBroker, LEDGER_TOPIC, TOPICS};
+use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
-use hashbuy_matcher::run::{self as matching, Delivery, OnDataLoss};
+use hashbuy_matcher::run as matching;
 use hashbuy_matcher::Matcher;
 use hashbuy_paysim::Audit;
 use hashbuy_proto::v1::payment_ack::Status;
@@ -39,10 +40,10 @@ use hashbuy_proto::v1::{DeadLetter, PaymentAck};
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run as settling;
-use hashbuy_settler::steps::Policy;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message as _;
 
+use crate::config::{MatchConfig, SettleConfig};
 use crate::kafka_args;
 use crate::paysim::{self, InProcess};
 use crate::replay::key_and_time;
@@ -76,8 +77,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn run(args: Args) -> Result<()> {
     let stop = kafka_args::stop_flag()?;
     let mut out = std::io::stdout();
-    let broker =
-        EmbeddedBroker::start(&TOPICS, PARTITIONS).context("cannot start the embedded broker")?;
+    let topics = Topics::default();
+    let broker = EmbeddedBroker::start(&topics.all(), PARTITIONS)
+        .context("cannot start the embedded broker")?;
     let connection = Connection {
         brokers: broker.bootstrap_servers(),
         properties: Vec::new(),
@@ -86,33 +88,26 @@ pub fn run(args: Args) -> Result<()> {
         out,
         "1. embedded broker at {}: topics {} ({PARTITIONS} partitions each)",
         connection.brokers,
-        TOPICS.join(", ")
+        topics.all().join(", ")
     )?;
 
-    let records = produce_sample(&connection, &stop)?;
+    let records = produce_sample(&connection, &topics.tweets, &stop)?;
     interrupted(&stop)?;
     writeln!(
         out,
-        "2. produced the bundled sample: {records} records to `tweets`, keyed by user id"
+        "2. produced the bundled sample: {records} records to `{}`, keyed by user id",
+        topics.tweets
     )?;
 
     let (catalog, accounts) = samples::tables();
     let matched = matching::run(
         Arc::new(Matcher::new(catalog, accounts)),
-        &matching::Config {
-            connection: connection.clone(),
+        &MatchConfig {
             group: "hashbuy-demo-matcher".into(),
-            tweets_topic: "tweets".into(),
-            commands_topic: "payment-commands".into(),
-            dead_letters_topic: "dead-letters".into(),
-            delivery: Delivery::ExactlyOnce,
-            exit_at_end: true,
-            batch_records: 10_000,
-            batch_time: Duration::from_millis(100),
-            instance: "0".into(),
-            on_data_loss: OnDataLoss::Stop,
             workers: 1,
-        },
+            ..MatchConfig::default()
+        }
+        .run_config(connection.clone(), topics.clone(), true),
         &stop,
         &Health::default(),
     )
@@ -146,31 +141,17 @@ pub fn run(args: Args) -> Result<()> {
             temporary.path().join("ledger")
         }
     };
+    let settings = SettleConfig {
+        group: "hashbuy-demo-settler".into(),
+        ..SettleConfig::default()
+    };
     let mut provider_config = ProviderConfig::new(SecretString::from(KEY.to_owned()));
     provider_config.base_url = url;
-    let unanswered_wait = provider_config.request_timeout * 2;
+    provider_config.request_timeout = settings.request_timeout();
     let provider = Provider::new(provider_config).context("bad provider settings")?;
     let started = Instant::now();
     let settled = settling::run(
-        &settling::Config {
-            connection: connection.clone(),
-            group: "hashbuy-demo-settler".into(),
-            instance: "0".into(),
-            commands_topic: "payment-commands".into(),
-            acks_topic: "payment-acks".into(),
-            dead_letters_topic: "dead-letters".into(),
-            ledger_topic: LEDGER_TOPIC.into(),
-            ledger_dir: ledger_dir.clone(),
-            max_in_flight: 256,
-            stuck_after: hashbuy_settler::run::STUCK_AFTER,
-            on_data_loss: hashbuy_kafka::loss::OnDataLoss::Stop,
-            exit_at_end: true,
-            policy: Policy {
-                max_attempts: 10,
-                key_lifetime: Duration::from_secs(86_400),
-                unanswered_wait,
-            },
-        },
+        &settings.run_config(connection.clone(), topics.clone(), ledger_dir.clone(), true),
         Payments::new(provider, Backoff::default()),
         &stop,
         &Health::default(),
@@ -188,11 +169,12 @@ pub fn run(args: Args) -> Result<()> {
         settled.acks,
     )?;
 
-    let acks: Vec<PaymentAck> = read_topic(&connection, "payment-acks", settled.acks, &stop)?;
+    let acks: Vec<PaymentAck> = read_topic(&connection, &topics.acks, settled.acks, &stop)?;
     let audit = paysim.audit();
     writeln!(
         out,
-        "\npayment-acks ({} records, amounts in minor units):",
+        "\n{} ({} records, amounts in minor units):",
+        topics.acks,
         acks.len()
     )?;
     let charges = charges_by_command(&audit);
@@ -200,8 +182,8 @@ pub fn run(args: Args) -> Result<()> {
         writeln!(out, "  {}", describe_ack(ack, &charges))?;
     }
     let letters = matched.dead_letters + settled.dead_letters;
-    let dead: Vec<DeadLetter> = read_topic(&connection, "dead-letters", letters, &stop)?;
-    writeln!(out, "\ndead-letters ({} records):", dead.len())?;
+    let dead: Vec<DeadLetter> = read_topic(&connection, &topics.dead_letters, letters, &stop)?;
+    writeln!(out, "\n{} ({} records):", topics.dead_letters, dead.len())?;
     for letter in &dead {
         writeln!(
             out,
@@ -259,9 +241,9 @@ fn interrupted(stop: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// Produces the bundled sample to `tweets`, keyed as `hashbuy replay`
+/// Produces the bundled sample to `topic`, keyed as `hashbuy replay`
 /// keys records; the records produced.
-fn produce_sample(connection: &Connection, stop: &AtomicBool) -> Result<u64> {
+fn produce_sample(connection: &Connection, topic: &str, stop: &AtomicBool) -> Result<u64> {
     let producer: BaseProducer<Deliveries> = connection
         .config()
         .create_with_context(Deliveries::default())
@@ -274,7 +256,7 @@ fn produce_sample(connection: &Connection, stop: &AtomicBool) -> Result<u64> {
         let (key, _) = key_and_time(line.as_bytes());
         send_waiting(
             &producer,
-            "tweets",
+            topic,
             key.as_deref().map(str::as_bytes),
             line.as_bytes(),
             || stop.load(Ordering::Relaxed),

@@ -29,9 +29,11 @@ pub struct KafkaArgs {
     properties: Vec<(String, String)>,
 }
 
-/// `--on-data-loss`: what a service does about records deleted (retention)
-/// before its group read them.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+/// `--on-data-loss` (and `on_data_loss` in the config file): what a
+/// service does about records deleted (retention) before its group read
+/// them.
+#[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
 pub enum OnDataLossArg {
     /// Stop with an error naming the offsets lost.
     Stop,
@@ -44,6 +46,25 @@ impl From<OnDataLossArg> for hashbuy_kafka::loss::OnDataLoss {
         match arg {
             OnDataLossArg::Stop => hashbuy_kafka::loss::OnDataLoss::Stop,
             OnDataLossArg::Skip => hashbuy_kafka::loss::OnDataLoss::Skip,
+        }
+    }
+}
+
+/// `hashbuy match --delivery` (and `delivery` in the config file).
+#[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryArg {
+    /// Each batch's outputs and offsets in one Kafka transaction.
+    ExactlyOnce,
+    /// Produce, flush, then commit offsets (brokers without transactions).
+    AtLeastOnce,
+}
+
+impl From<DeliveryArg> for hashbuy_matcher::run::Delivery {
+    fn from(arg: DeliveryArg) -> Self {
+        match arg {
+            DeliveryArg::ExactlyOnce => hashbuy_matcher::run::Delivery::ExactlyOnce,
+            DeliveryArg::AtLeastOnce => hashbuy_matcher::run::Delivery::AtLeastOnce,
         }
     }
 }
@@ -80,11 +101,6 @@ impl KafkaArgs {
             },
             file,
         ))
-    }
-
-    /// The connection, for commands with no settings of their own.
-    pub fn connection(&self) -> Result<Connection> {
-        self.load().map(|(connection, _)| connection)
     }
 }
 

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use hashbuy_kafka::broker::LEDGER_TOPIC;
 use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
@@ -240,14 +239,8 @@ fn resolve(args: ResolveArgs) -> Result<()> {
         None
     } else {
         let (connection, file) = args.kafka.load()?;
-        let topic = args
-            .ledger_topic
-            .or(file.kafka.topics.ledger)
-            .unwrap_or_else(|| LEDGER_TOPIC.into());
-        let group = args
-            .group
-            .or(file.settle.group)
-            .unwrap_or_else(|| "hashbuy-settler".into());
+        let topic = args.ledger_topic.unwrap_or(file.kafka.topics.ledger);
+        let group = args.group.unwrap_or(file.settle.group);
         if !args.force {
             let members = group_members(&connection, &group)?;
             if members > 0 {

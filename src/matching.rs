@@ -5,16 +5,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use hashbuy_kafka::health::Health;
-use hashbuy_matcher::run::{self, default_workers, Config, Delivery, OnDataLoss};
+use hashbuy_matcher::run;
 use hashbuy_matcher::Matcher;
 
-use crate::config::choice;
+use crate::config::override_with;
 use crate::inspect::{load_accounts, load_catalog};
-use crate::kafka_args::{self, KafkaArgs, OnDataLossArg};
+use crate::kafka_args::{self, DeliveryArg, KafkaArgs, OnDataLossArg};
 use crate::telemetry;
 
 /// Arguments of `hashbuy match`.
@@ -76,75 +76,28 @@ pub struct Args {
     metrics_addr: Option<String>,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum DeliveryArg {
-    ExactlyOnce,
-    AtLeastOnce,
-}
-
 /// Runs `hashbuy match`.
 pub fn run(args: Args) -> Result<()> {
     let (connection, file) = args.kafka.load()?;
-    let (kafka, settings) = (file.kafka, file.matcher);
-    let catalog = args.catalog.or(settings.catalog).context(
+    let mut topics = file.kafka.topics;
+    let mut settings = file.matcher;
+    override_with(&mut topics.tweets, args.tweets_topic);
+    override_with(&mut topics.commands, args.commands_topic);
+    override_with(&mut topics.dead_letters, args.dead_letters_topic);
+    override_with(&mut settings.group, args.group);
+    override_with(&mut settings.instance, args.instance);
+    override_with(&mut settings.delivery, args.delivery);
+    override_with(&mut settings.on_data_loss, args.on_data_loss);
+    override_with(&mut settings.batch_records, args.batch_records);
+    override_with(&mut settings.batch_ms, args.batch_ms);
+    override_with(&mut settings.workers, args.workers);
+    let catalog = args.catalog.or(settings.catalog.take()).context(
         "no catalog: give --catalog FILE (or HASHBUY_CATALOG, or match.catalog in the config file)",
     )?;
-    let accounts = args.accounts.or(settings.accounts).context(
+    let accounts = args.accounts.or(settings.accounts.take()).context(
         "no accounts: give --accounts FILE (or HASHBUY_ACCOUNTS, or match.accounts in the config file)",
     )?;
-    let delivery = match args
-        .delivery
-        .or(choice("match.delivery", settings.delivery.as_deref())?)
-    {
-        None | Some(DeliveryArg::ExactlyOnce) => Delivery::ExactlyOnce,
-        Some(DeliveryArg::AtLeastOnce) => Delivery::AtLeastOnce,
-    };
-    let on_data_loss = args
-        .on_data_loss
-        .or(choice(
-            "match.on_data_loss",
-            settings.on_data_loss.as_deref(),
-        )?)
-        .map_or(OnDataLoss::Stop, OnDataLoss::from);
-    let config = Config {
-        connection,
-        group: args
-            .group
-            .or(settings.group)
-            .unwrap_or_else(|| "hashbuy-matcher".into()),
-        tweets_topic: args
-            .tweets_topic
-            .or(kafka.topics.tweets)
-            .unwrap_or_else(|| "tweets".into()),
-        commands_topic: args
-            .commands_topic
-            .or(kafka.topics.commands)
-            .unwrap_or_else(|| "payment-commands".into()),
-        dead_letters_topic: args
-            .dead_letters_topic
-            .or(kafka.topics.dead_letters)
-            .unwrap_or_else(|| "dead-letters".into()),
-        delivery,
-        exit_at_end: args.exit_at_end,
-        batch_records: args
-            .batch_records
-            .or(settings.batch_records)
-            .unwrap_or(10_000)
-            .max(1),
-        batch_time: Duration::from_millis(
-            args.batch_ms.or(settings.batch_ms).unwrap_or(100).max(1),
-        ),
-        instance: args
-            .instance
-            .or(settings.instance)
-            .unwrap_or_else(|| "0".into()),
-        on_data_loss,
-        workers: args
-            .workers
-            .or(settings.workers)
-            .unwrap_or_else(default_workers)
-            .max(1),
-    };
+    let config = settings.run_config(connection, topics, args.exit_at_end);
     let matcher = Arc::new(Matcher::new(
         load_catalog(&catalog)?,
         load_accounts(&accounts)?,

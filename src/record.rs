@@ -19,9 +19,10 @@ use crate::kafka_args::{self, KafkaArgs};
 pub struct Args {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Topic to record.
-    #[arg(long, default_value = "tweets")]
-    topic: String,
+    /// Topic to record [default: the tweets topic: `tweets`, or as the
+    /// config file's `[kafka.topics]` names it].
+    #[arg(long)]
+    topic: Option<String>,
     /// The recording (`.gz` and `.zst` compress), or `-` for standard
     /// output.
     #[arg(long)]
@@ -51,7 +52,9 @@ pub fn run(args: Args) -> Result<()> {
         exit_at_end: !args.follow,
         read_uncommitted: false,
     };
-    let mut reader = TopicReader::open(&args.kafka.connection()?, &args.topic, options)?;
+    let (connection, file) = args.kafka.load()?;
+    let topic = args.topic.unwrap_or(file.kafka.topics.tweets);
+    let mut reader = TopicReader::open(&connection, &topic, options)?;
     let stop = kafka_args::stop_flag()?;
     let mut out = input::create(&args.out)?;
     let started = Instant::now();
@@ -67,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
                 if value.contains(&b'\n') {
                     bail!(
                         "the record at {}[{}] offset {} holds a line break; record with --format delimited",
-                        args.topic,
+                        topic,
                         message.partition(),
                         message.offset()
                     );
@@ -88,7 +91,7 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     eprintln!(
         "recorded {records} records of {} to {} in {:.1} s",
-        args.topic,
+        topic,
         args.out.display(),
         started.elapsed().as_secs_f64()
     );

@@ -34,9 +34,10 @@ pub struct Args {
     files: Vec<PathBuf>,
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Topic to produce to.
-    #[arg(long, default_value = "tweets")]
-    topic: String,
+    /// Topic to produce to [default: the tweets topic: `tweets`, or as the
+    /// config file's `[kafka.topics]` names it].
+    #[arg(long)]
+    topic: Option<String>,
     /// Pace: `original` (the tweets' own times), a factor of it (`10` is
     /// ten times faster), or `max` (as fast as possible).
     #[arg(long, default_value = "max", value_parser = speed)]
@@ -87,9 +88,10 @@ impl Pacer {
 
 /// Runs `hashbuy replay`.
 pub fn run(args: Args) -> Result<()> {
-    let connection = args.kafka.connection()?;
-    let partitions = connection.check_topic(&args.topic, CONNECT_TIMEOUT)?;
-    let retention = Retention::look(&connection, &args.topic, partitions);
+    let (connection, file) = args.kafka.load()?;
+    let topic = args.topic.unwrap_or(file.kafka.topics.tweets);
+    let partitions = connection.check_topic(&topic, CONNECT_TIMEOUT)?;
+    let retention = Retention::look(&connection, &topic, partitions);
     let producer: BaseProducer<Deliveries> = connection
         .config()
         .set("linger.ms", "5")
@@ -148,7 +150,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 send_waiting(
                     &producer,
-                    &args.topic,
+                    &topic,
                     key.as_deref().map(str::as_bytes),
                     &record,
                     || stop.load(Ordering::Relaxed),
@@ -184,7 +186,7 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!(
         "replayed {sent} records ({:.1} MB) to {} in {seconds:.1} s ({:.0} records/s), {failed} not delivered",
         bytes as f64 / 1e6,
-        args.topic,
+        topic,
         sent as f64 / seconds.max(1e-9),
     );
     retention.warn_of_deleted();

@@ -9,17 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use hashbuy_kafka::broker::LEDGER_TOPIC;
 use hashbuy_kafka::health::Health;
-use hashbuy_kafka::loss::OnDataLoss;
-use hashbuy_provider::{
-    Backoff, Provider, ProviderConfig, ProviderError, SecretString, STRIPE_API,
-};
+use hashbuy_provider::{Backoff, Provider, ProviderConfig, ProviderError, SecretString};
 use hashbuy_settler::payments::Payments;
-use hashbuy_settler::run::{self, Config, STUCK_AFTER};
-use hashbuy_settler::steps::Policy;
+use hashbuy_settler::run;
 
-use crate::config::choice;
+use crate::config::override_with;
 use crate::kafka_args::{self, KafkaArgs, OnDataLossArg};
 use crate::telemetry;
 
@@ -182,83 +177,32 @@ fn check_provider(provider: &Provider) -> Result<()> {
 /// Runs `hashbuy settle`.
 pub fn run(args: Args) -> Result<()> {
     let (connection, file) = args.kafka.load()?;
-    let (kafka, settings) = (file.kafka, file.settle);
-    let ledger_dir = args.ledger.or(settings.ledger).context(
+    let mut topics = file.kafka.topics;
+    let mut settings = file.settle;
+    override_with(&mut topics.commands, args.commands_topic);
+    override_with(&mut topics.acks, args.acks_topic);
+    override_with(&mut topics.dead_letters, args.dead_letters_topic);
+    override_with(&mut topics.ledger, args.ledger_topic);
+    override_with(&mut settings.provider_url, args.provider_url);
+    override_with(&mut settings.group, args.group);
+    override_with(&mut settings.instance, args.instance);
+    override_with(&mut settings.max_in_flight, args.max_in_flight);
+    override_with(&mut settings.max_attempts, args.max_attempts);
+    override_with(&mut settings.reconcile_after_s, args.reconcile_after_s);
+    override_with(&mut settings.request_timeout_s, args.request_timeout_s);
+    override_with(&mut settings.stuck_after_s, args.stuck_after_s);
+    override_with(&mut settings.on_data_loss, args.on_data_loss);
+    let ledger_dir = args.ledger.or(settings.ledger.take()).context(
         "no ledger: give --ledger DIR (or HASHBUY_LEDGER, or settle.ledger in the config file)",
     )?;
-    let key = provider_key(args.provider_key_file.or(settings.provider_key_file))?;
+    let key = provider_key(args.provider_key_file.or(settings.provider_key_file.take()))?;
     let mut provider_config = ProviderConfig::new(key);
-    if let Some(s) = args.request_timeout_s.or(settings.request_timeout_s) {
-        provider_config.request_timeout = Duration::from_secs(s.max(1));
-    }
-    // A call the settler stopped waiting for may run at the provider for
-    // about as long again.
-    let unanswered_wait = provider_config.request_timeout * 2;
-    provider_config.base_url = args
-        .provider_url
-        .or(settings.provider_url)
-        .unwrap_or_else(|| STRIPE_API.to_owned());
+    provider_config.request_timeout = settings.request_timeout();
+    provider_config.base_url = settings.provider_url.clone();
     provider_config.rate_limit = args.rate_limit.or(settings.rate_limit);
     provider_config.allow_live = args.allow_live;
     let provider = Provider::new(provider_config).context("bad provider settings")?;
-    let config = Config {
-        connection,
-        group: args
-            .group
-            .or(settings.group)
-            .unwrap_or_else(|| "hashbuy-settler".into()),
-        instance: args
-            .instance
-            .or(settings.instance)
-            .unwrap_or_else(|| "0".into()),
-        commands_topic: args
-            .commands_topic
-            .or(kafka.topics.commands)
-            .unwrap_or_else(|| "payment-commands".into()),
-        acks_topic: args
-            .acks_topic
-            .or(kafka.topics.acks)
-            .unwrap_or_else(|| "payment-acks".into()),
-        dead_letters_topic: args
-            .dead_letters_topic
-            .or(kafka.topics.dead_letters)
-            .unwrap_or_else(|| "dead-letters".into()),
-        ledger_topic: args
-            .ledger_topic
-            .or(kafka.topics.ledger)
-            .unwrap_or_else(|| LEDGER_TOPIC.into()),
-        ledger_dir,
-        max_in_flight: args
-            .max_in_flight
-            .or(settings.max_in_flight)
-            .unwrap_or(256)
-            .max(1),
-        exit_at_end: args.exit_at_end,
-        on_data_loss: args
-            .on_data_loss
-            .or(choice(
-                "settle.on_data_loss",
-                settings.on_data_loss.as_deref(),
-            )?)
-            .map_or(OnDataLoss::Stop, OnDataLoss::from),
-        stuck_after: args
-            .stuck_after_s
-            .or(settings.stuck_after_s)
-            .map_or(STUCK_AFTER, Duration::from_secs),
-        policy: Policy {
-            max_attempts: args
-                .max_attempts
-                .or(settings.max_attempts)
-                .unwrap_or(10)
-                .max(1),
-            key_lifetime: Duration::from_secs(
-                args.reconcile_after_s
-                    .or(settings.reconcile_after_s)
-                    .unwrap_or(86_400),
-            ),
-            unanswered_wait,
-        },
-    };
+    let config = settings.run_config(connection, topics, ledger_dir, args.exit_at_end);
     check_provider(&provider)?;
     let payments = Payments::new(provider, Backoff::default());
     let health = Arc::new(Health::default());

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use base64::Engine;
 use hashbuy_core::decode::looks_like_text;
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_proto::v1 as pb;
 use rdkafka::Message;
@@ -34,8 +35,9 @@ pub struct Args {
     /// Stop after this many records.
     #[arg(long)]
     max: Option<u64>,
-    /// How to decode values; `auto` goes by the topic's name
-    /// (`payment-commands`, `payment-acks`, `dead-letters`, else tweets).
+    /// How to decode values; `auto` goes by the topic's role (the commands,
+    /// acks and dead-letters topics, by their default names or as the
+    /// config file's `[kafka.topics]` names them; else tweets).
     #[arg(long = "type", value_enum, default_value = "auto")]
     kind: ValueType,
     /// Also print records of transactions not (yet) committed.
@@ -60,13 +62,13 @@ enum ValueType {
 }
 
 impl ValueType {
-    fn for_topic(self, topic: &str) -> ValueType {
-        match (self, topic) {
-            (ValueType::Auto, "payment-commands") => ValueType::Command,
-            (ValueType::Auto, "payment-acks") => ValueType::Ack,
-            (ValueType::Auto, "dead-letters") => ValueType::DeadLetter,
-            (ValueType::Auto, _) => ValueType::Tweet,
-            (chosen, _) => chosen,
+    fn for_topic(self, topic: &str, names: &Topics) -> ValueType {
+        match self {
+            ValueType::Auto if topic == names.commands => ValueType::Command,
+            ValueType::Auto if topic == names.acks => ValueType::Ack,
+            ValueType::Auto if topic == names.dead_letters => ValueType::DeadLetter,
+            ValueType::Auto => ValueType::Tweet,
+            chosen => chosen,
         }
     }
 }
@@ -89,8 +91,9 @@ pub fn run(args: Args) -> Result<()> {
         exit_at_end: args.exit_at_end,
         read_uncommitted: args.read_uncommitted,
     };
-    let mut reader = TopicReader::open(&args.kafka.connection()?, &args.topic, options)?;
-    let kind = args.kind.for_topic(&args.topic);
+    let (connection, file) = args.kafka.load()?;
+    let mut reader = TopicReader::open(&connection, &args.topic, options)?;
+    let kind = args.kind.for_topic(&args.topic, &file.kafka.topics);
     let stop = kafka_args::stop_flag()?;
     let mut out = BufWriter::new(io::stdout().lock());
     let mut printed: u64 = 0;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use hashbuy_kafka::broker::{LEDGER_TOPIC, TOPICS};
 use hashbuy_kafka::client::{QuietContext, CONNECT_TIMEOUT};
+use hashbuy_kafka::config::Topics;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -36,9 +36,10 @@ struct CreateArgs {
     /// Replicas of each partition.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     replication: i32,
-    /// Topics to create (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = TOPICS.map(String::from))]
-    topics: Vec<String>,
+    /// Topics to create (comma-separated) [default: hashbuy's topics, named
+    /// as the config file's `[kafka.topics]` names them].
+    #[arg(long, value_delimiter = ',')]
+    topics: Option<Vec<String>>,
     /// A topic setting, as KEY=VALUE (repeatable), for every topic created:
     /// `cleanup.policy=compact` for a table, `retention.ms=...`. The
     /// settler's ledger changelog (`settler-ledger`) is always compacted.
@@ -54,14 +55,17 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn create(args: CreateArgs) -> Result<()> {
-    let connection = args.kafka.connection()?;
+    let (connection, file) = args.kafka.load()?;
+    let names = file.kafka.topics;
+    let topics: Vec<String> = args
+        .topics
+        .unwrap_or_else(|| names.all().map(String::from).to_vec());
     connection.check_reachable(CONNECT_TIMEOUT)?;
     let admin: AdminClient<QuietContext> = connection
         .config()
         .create_with_context(QuietContext)
         .context("cannot create an admin client")?;
-    let new_topics: Vec<NewTopic<'_>> = args
-        .topics
+    let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
             let topic = NewTopic::new(
@@ -69,7 +73,7 @@ fn create(args: CreateArgs) -> Result<()> {
                 args.partitions,
                 TopicReplication::Fixed(args.replication),
             );
-            let ledger = t == LEDGER_TOPIC;
+            let ledger = names.is_ledger(t);
             // The ledger keeps every command's latest entry, for good: a
             // retention policy given for all topics does not apply to it.
             let topic = if ledger {
@@ -79,15 +83,16 @@ fn create(args: CreateArgs) -> Result<()> {
             };
             args.topic_config
                 .iter()
-                .filter(|(key, _)| applies(t, key))
+                .filter(|(key, _)| applies(&names, t, key))
                 .fold(topic, |topic, (key, value)| topic.set(key, value))
         })
         .collect();
-    if args.topics.iter().any(|t| t == LEDGER_TOPIC)
+    if topics.iter().any(|t| names.is_ledger(t))
         && args.topic_config.iter().any(|(k, _)| k == "cleanup.policy")
     {
         eprintln!(
-            "{LEDGER_TOPIC} stays compacted: --topic-config cleanup.policy is not applied to it"
+            "{} stays compacted: --topic-config cleanup.policy is not applied to it",
+            names.ledger
         );
     }
     let options = AdminOptions::new()
@@ -104,11 +109,11 @@ fn create(args: CreateArgs) -> Result<()> {
     for result in results {
         match result {
             Ok(topic) => {
-                let ledger = topic == LEDGER_TOPIC;
+                let ledger = names.is_ledger(&topic);
                 let settings: String = args
                     .topic_config
                     .iter()
-                    .filter(|(key, _)| applies(&topic, key))
+                    .filter(|(key, _)| applies(&names, &topic, key))
                     .map(|(k, v)| format!(", {k}={v}"))
                     .collect();
                 eprintln!(
@@ -139,6 +144,6 @@ fn create(args: CreateArgs) -> Result<()> {
 
 /// Whether a `--topic-config` setting applies to `topic`: all do, except a
 /// retention policy for the ledger, which stays compacted.
-fn applies(topic: &str, key: &str) -> bool {
-    !(topic == LEDGER_TOPIC && key == "cleanup.policy")
+fn applies(names: &Topics, topic: &str, key: &str) -> bool {
+    !(names.is_ledger(topic) && key == "cleanup.policy")
 }

@@ -26,7 +26,8 @@ use common::{
     finish, finish_within, free_port, get, inspected_command_ids, metric, poll_metrics, signal,
     sigterm, watermarks,
 };
-use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
+use hashbuy_kafka::broker::EmbeddedBroker;
+use hashbuy_kafka::config::Topics;
 use serde_json::Value;
 
 fn hashbuy(args: &[&str]) -> Output {
@@ -70,7 +71,7 @@ struct Stream {
 impl Stream {
     fn new(tweets: usize) -> Stream {
         // Many partitions: the mock keeps 5 MB of each.
-        let broker = EmbeddedBroker::start(&TOPICS, 32).expect("broker");
+        let broker = EmbeddedBroker::start(&Topics::default().all(), 32).expect("broker");
         let dir = tempfile::tempdir().expect("temp dir");
         let path = |name: &str| dir.path().join(name).display().to_string();
         ok(hashbuy(&[
@@ -379,7 +380,7 @@ fn lost_data_stops_the_matcher_and_names_the_offsets() {
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
     // One partition, so filling it past the mock's 5 MB deletes the start.
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     // The group has read the first 10 records...
     let consumer: BaseConsumer = ClientConfig::new()
@@ -432,7 +433,7 @@ fn lost_data_stops_the_matcher_and_names_the_offsets() {
 
 #[test]
 fn data_deleted_while_the_matcher_runs_stops_it() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let producer = bulk_producer(&brokers);
     send_bulk(&producer, 10);
@@ -474,7 +475,7 @@ fn data_deleted_while_the_matcher_runs_stops_it() {
 /// group reading what is left must say how much is gone.
 #[test]
 fn an_overflowing_replay_and_a_new_group_after_it_say_how_many_records_are_gone() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = |name: &str| dir.path().join(name).display().to_string();
@@ -572,7 +573,7 @@ fn a_missing_topic_is_named() {
 
 #[test]
 fn a_config_file_is_read_and_its_mistakes_are_named() {
-    let broker = EmbeddedBroker::start(&TOPICS, 4).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");
     let dir = tempfile::tempdir().expect("temp dir");
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
     std::fs::copy(
@@ -623,12 +624,23 @@ fn a_config_file_is_read_and_its_mistakes_are_named() {
         "{err}"
     );
 
-    // A bad choice names the key and the choices.
+    // A bad choice names the file, the line with its key, and the choices.
     write("[match]\ndelivery = \"twice\"\n");
     let out = run(&["--catalog", "x", "--accounts", "y"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("match.delivery: \"twice\" is not one of exactly-once, at-least-once"),
+        err.contains("hashbuy.toml: at line 2")
+            && err.contains("delivery = \"twice\"")
+            && err.contains("expected `exactly-once` or `at-least-once`"),
+        "{err}"
+    );
+
+    // A value of the wrong type, likewise; and a flag wins over the file.
+    write("[match]\nbatch_ms = \"soon\"\n");
+    let out = run(&["--catalog", "x", "--accounts", "y"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hashbuy.toml: at line 2") && err.contains("batch_ms = \"soon\""),
         "{err}"
     );
 }

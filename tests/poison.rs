@@ -12,8 +12,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
+use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_proto::v1::{DeadLetter, Entities, PaymentCommand, Tweet};
 use prost::Message as _;
@@ -304,7 +305,7 @@ fn matcher(brokers: &str) -> Output {
 
 #[test]
 fn a_poison_corpus_is_dead_lettered_or_decided_and_the_stream_goes_on() {
-    let broker = EmbeddedBroker::start(&TOPICS, 4).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");
     let brokers = broker.bootstrap_servers();
     let corpus = corpus();
     produce(&brokers, &corpus);

@@ -13,8 +13,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{finish_within, free_port, metric, poll_metrics, signal, watermarks};
-use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
+use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_paysim::{Audit, Config as PaysimConfig, Paysim};
@@ -240,7 +241,7 @@ fn assert_settled_once(brokers: &str, provider: &Provider, sent: &[PaymentComman
 
 #[test]
 fn faults_at_the_provider_never_charge_twice_nor_lose_a_command() {
-    let broker = EmbeddedBroker::start(&TOPICS, 16).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 16).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig {
         fail_500: 0.10,
@@ -269,7 +270,7 @@ fn faults_at_the_provider_never_charge_twice_nor_lose_a_command() {
 
 #[test]
 fn a_settler_killed_again_and_again_still_charges_each_command_once() {
-    let broker = EmbeddedBroker::start(&TOPICS, 8).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 8).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig {
         latency_ms: 20,
@@ -318,7 +319,7 @@ fn wait_for_acks(port: u16, child: &mut Child, acks: f64) -> bool {
 
 #[test]
 fn a_repeated_command_charges_once_and_a_bad_one_is_a_dead_letter() {
-    let broker = EmbeddedBroker::start(&TOPICS, 2).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 2).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
     let sent = commands(3, 3);
@@ -364,7 +365,7 @@ fn a_repeated_command_charges_once_and_a_bad_one_is_a_dead_letter() {
 
 #[test]
 fn a_partition_moves_to_another_settler_with_its_history() {
-    let broker = EmbeddedBroker::start(&TOPICS, 4).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
     let sent = commands(200, 200);
@@ -391,7 +392,7 @@ fn a_partition_moves_to_another_settler_with_its_history() {
 
 #[test]
 fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let sent = commands(5, 5);
     produce_commands(&brokers, &sent);
@@ -507,7 +508,7 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
 
 #[test]
 fn a_key_the_provider_refuses_is_an_error_at_start_that_does_not_show_it() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let provider = Provider::start(PaysimConfig {
         api_key: Some("sk_test_the_right_one".into()),
         ..PaysimConfig::default()
@@ -594,7 +595,7 @@ fn settle_quickly_to_end(brokers: &str, provider: &Provider, ledger: &Path) -> S
 
 #[test]
 fn a_double_charge_found_by_reconciliation_is_flagged_for_review() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
     let sent = commands(1, 1);
@@ -642,7 +643,7 @@ fn a_double_charge_found_by_reconciliation_is_flagged_for_review() {
 
 #[test]
 fn a_charge_by_a_provider_whose_clock_runs_behind_is_found_by_reconciliation() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     // The provider's clock runs ten minutes behind the settler's: the
     // charge it made after the command was received is dated before it.
@@ -783,7 +784,7 @@ impl StubProvider {
 
 #[test]
 fn a_settler_killed_right_after_a_new_key_leaves_it_to_the_next_owner() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let sent = commands(1, 1);
     let id = sent[0].command_id.clone();
@@ -844,7 +845,7 @@ fn a_settler_killed_right_after_a_new_key_leaves_it_to_the_next_owner() {
 
 #[test]
 fn an_entry_resolved_by_hand_is_acked_even_when_no_command_is_left_to_read() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
     let command = commands(1, 1).remove(0);
@@ -875,7 +876,7 @@ fn an_entry_resolved_by_hand_is_acked_even_when_no_command_is_left_to_read() {
 
 #[test]
 fn a_poison_command_near_the_size_limit_is_a_dead_letter_and_the_stream_goes_on() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
     let sent = commands(1, 1);
@@ -899,7 +900,7 @@ fn a_poison_command_near_the_size_limit_is_a_dead_letter_and_the_stream_goes_on(
 
 #[test]
 fn commands_deleted_before_the_group_read_them_stop_the_settler() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
     let dir = tempfile::tempdir().expect("temp dir");
@@ -933,7 +934,7 @@ fn commands_deleted_before_the_group_read_them_stop_the_settler() {
 /// the settler with the offsets lost.
 #[test]
 fn commands_deleted_while_the_settler_runs_stop_it() {
-    let broker = EmbeddedBroker::start(&TOPICS, 1).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
     let dir = tempfile::tempdir().expect("temp dir");
@@ -970,4 +971,44 @@ fn commands_deleted_while_the_settler_runs_stop_it() {
         )),
         "{err}"
     );
+}
+
+/// `ledger resolve` on a ledger that fell behind: another settler decided
+/// the command since (the changelog says so). Resolving it again would ack
+/// a second, different outcome for one command: refused, and the stale
+/// ledger is left as it was.
+#[test]
+fn resolving_an_entry_another_settler_decided_is_refused() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sent = commands(1, 1);
+    produce_commands(&brokers, &sent);
+    settle_to_end(&brokers, &provider, &dir.path().join("current"));
+    // A copy of the ledger from before: the command still being attempted.
+    let stale = dir.path().join("stale");
+    ledger_with_an_expired_attempt(&stale, &sent[0], hashbuy_settler::entry::now_ms());
+    let stale_arg = stale.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["ledger", "resolve", "--ledger", &stale_arg])
+        .args(["--brokers", &brokers, "--force", &sent[0].command_id])
+        .args(["--outcome", "failed", "--reason", "checked by hand"])
+        .output()
+        .expect("hashbuy runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} was decided as settled by a settler",
+            sent[0].command_id
+        )),
+        "{stderr}"
+    );
+    let shown = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["ledger", "ls", "--ledger", &stale_arg, "--state", "pending"])
+        .output()
+        .expect("hashbuy runs");
+    let listed = String::from_utf8_lossy(&shown.stdout);
+    assert!(listed.contains(&sent[0].command_id), "{listed}");
 }

@@ -29,22 +29,6 @@ pub const DEFAULT_PARTITIONS: i32 = 64;
 /// What the mock cluster keeps per partition before deleting the oldest.
 pub const PARTITION_RETENTION_BYTES: u64 = 5 * 1024 * 1024;
 
-/// The settler's ledger changelog: compacted, keyed by command id, with as
-/// many partitions as the payment commands, so a partition's history moves
-/// with it.
-pub const LEDGER_TOPIC: &str = "settler-ledger";
-
-/// hashbuy's topics, created at start-up: tweets, payment commands,
-/// payment acknowledgements, dead letters and the settler's ledger
-/// changelog.
-pub const TOPICS: [&str; 5] = [
-    "tweets",
-    "payment-commands",
-    "payment-acks",
-    "dead-letters",
-    LEDGER_TOPIC,
-];
-
 /// A running embedded broker; stops when dropped.
 pub struct EmbeddedBroker {
     cluster: MockCluster<'static, DefaultProducerContext>,

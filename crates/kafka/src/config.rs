@@ -36,23 +36,57 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// Topic names.
     #[serde(default)]
-    pub topics: TopicsConfig,
+    pub topics: Topics,
 }
 
-/// The topics hashbuy reads and writes; each has a flag of the same name
-/// (`--tweets-topic`, ...) that wins over the file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopicsConfig {
+/// The topics hashbuy reads and writes, by role. Each has a flag
+/// (`--tweets-topic`, ...) that wins over the file; a topic the file leaves
+/// out keeps its default name, given here and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Topics {
     /// Tweets are read here (default `tweets`).
-    pub tweets: Option<String>,
+    pub tweets: String,
     /// Payment commands are written here (default `payment-commands`).
-    pub commands: Option<String>,
+    pub commands: String,
     /// Payment acknowledgements are written here (default `payment-acks`).
-    pub acks: Option<String>,
+    pub acks: String,
     /// Records that cannot be processed are written here (default
     /// `dead-letters`).
-    pub dead_letters: Option<String>,
-    /// The settler's ledger changelog (default `settler-ledger`).
-    pub ledger: Option<String>,
+    pub dead_letters: String,
+    /// The settler's ledger changelog: compacted, keyed by command id, with
+    /// as many partitions as the payment commands, so a partition's history
+    /// moves with it (default `settler-ledger`).
+    pub ledger: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            tweets: "tweets".to_owned(),
+            commands: "payment-commands".to_owned(),
+            acks: "payment-acks".to_owned(),
+            dead_letters: "dead-letters".to_owned(),
+            ledger: "settler-ledger".to_owned(),
+        }
+    }
+}
+
+impl Topics {
+    /// Every topic, in the data's order: tweets, commands, acks, dead
+    /// letters, the ledger changelog.
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.tweets,
+            &self.commands,
+            &self.acks,
+            &self.dead_letters,
+            &self.ledger,
+        ]
+    }
+
+    /// Whether `topic` is the ledger changelog (which stays compacted).
+    pub fn is_ledger(&self, topic: &str) -> bool {
+        topic == self.ledger
+    }
 }

@@ -28,6 +28,12 @@
 //! (librdkafka also allows `assign` to be called after the callback
 //! returns, but rust-rdkafka destroys the rebalance event when the
 //! callback returns, and a member that deferred it here never fetched.)
+//!
+//! Errors met outside a turn (in a rebalance, or by a worker) are the
+//! stage's to keep until the driver asks ([`Stage::failure`]): before
+//! every turn, after the loop and after [`Stage::finish`], so a stop or an
+//! end reached at the same moment never turns a failed run into a clean
+//! exit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
@@ -75,6 +81,15 @@ pub trait Stage: Send + Sized + 'static {
     /// A turn of the loop, after the main queue was served: commit, check
     /// workers, metrics. An error stops the run.
     fn tick(&mut self, member: &Arc<Member<Self>>, health: &Health) -> Result<(), Self::Error>;
+
+    /// An error the stage met outside [`tick`](Stage::tick) (in a
+    /// rebalance, or in one of its workers) and has not yet returned. The
+    /// driver asks before every turn and again after its loop and after
+    /// [`finish`](Stage::finish), so such an error is never lost to a stop
+    /// or an end reached meanwhile.
+    fn failure(&mut self) -> Option<Self::Error> {
+        None
+    }
 
     /// How long the next poll of the main queue may wait: the stage's own
     /// work in [`tick`](Stage::tick) may wait instead.
@@ -140,6 +155,9 @@ pub struct DriverContext<S: Stage> {
     stage: Mutex<S>,
     /// The topic read: only its partitions get queues.
     input: String,
+    /// The group has assigned this member partitions (possibly none) at
+    /// least once.
+    joined: AtomicBool,
     /// Splitting a queue needs the consumer itself, which the context only
     /// borrows in callbacks: a weak handle (or the consumer would own
     /// itself).
@@ -178,6 +196,7 @@ impl<S: Stage> ConsumerContext for DriverContext<S> {
                     .collect();
                 tracing::info!(partitions = ?partitions(list), "partitions assigned");
                 lock(&self.stage).assigned(&owner, queues);
+                self.joined.store(true, Ordering::Relaxed);
             }
             Rebalance::Revoke(list) => {
                 let lost = member.assignment_lost();
@@ -215,8 +234,8 @@ pub enum DriveError<E> {
 /// Joins the group of `membership` and drives `stage` until `stop` is
 /// raised or, with `exit_at_end`, the group has committed what the input
 /// held at start; see the module docs. `health` beats on every turn and is
-/// ready once the member has partitions. What the stage's
-/// [`finish`](Stage::finish) gives back.
+/// ready once the group has given the member its partitions (possibly
+/// none). What the stage's [`finish`](Stage::finish) gives back.
 pub fn drive<S: Stage>(
     membership: &Membership,
     stage: S,
@@ -236,6 +255,7 @@ pub fn drive<S: Stage>(
     let context = DriverContext {
         stage: Mutex::new(stage),
         input: membership.input.clone(),
+        joined: AtomicBool::new(false),
         member: OnceLock::new(),
     };
     let member: Arc<Member<S>> = Arc::new(
@@ -256,12 +276,23 @@ pub fn drive<S: Stage>(
     )
     .map_err(stage_error("cannot read the end of the input topic"))?;
 
-    let result = turn(membership, &member, &ends, stop, health);
+    let stage = &member.context().stage;
+    let result = turn(membership, &member, &ends, stop, health).and_then(|()| pending(stage));
     health.set_ready(false);
-    let finished = lock(&member.context().stage)
+    let finished = lock(stage)
         .finish(&member, result.is_err())
         .map_err(DriveError::Stage);
-    result.and(finished)
+    let output = result.and(finished)?;
+    // Workers stopped by `finish` may have failed on their way out.
+    pending(stage)?;
+    Ok(output)
+}
+
+/// The stage's error recorded outside its turn, if any ([`Stage::failure`]).
+fn pending<S: Stage>(stage: &Mutex<S>) -> Result<(), DriveError<S::Error>> {
+    lock(stage)
+        .failure()
+        .map_or(Ok(()), |e| Err(DriveError::Stage(e)))
 }
 
 /// The coordinator's loop. The stage's lock is never held across a poll,
@@ -282,11 +313,15 @@ fn turn<S: Stage>(
     let stage = &member.context().stage;
     while !stop.load(Ordering::Relaxed) {
         health.beat();
+        pending(stage)?;
         let timeout = lock(stage).poll_timeout();
         serve_main_queue(member, timeout)
             .map_err(|e| DriveError::Stage(failed("the consumer failed")(e).into()))?;
-        let joined = member.assignment().is_ok_and(|a| a.count() > 0);
-        ever_joined |= joined;
+        ever_joined |= member.assignment().is_ok_and(|a| a.count() > 0);
+        // Ready once the group has answered with an assignment, even an
+        // empty one: a member with no partitions (more members than
+        // partitions) is a standby, not a failure.
+        let joined = member.context().joined.load(Ordering::Relaxed);
         health.set_ready(joined);
         if !joined && started.elapsed() >= warn_unjoined_at {
             tracing::warn!(

@@ -216,6 +216,16 @@ impl Continuity {
         self.next = Some(offset + 1);
         gap
     }
+
+    /// The reader reached the partition's end and stands at `end`, past
+    /// any transaction marker there: the next record is expected at `end`.
+    /// Without this, a partition whose last transaction's commit marker
+    /// was deleted while it sat idle (retention deletes whole segments)
+    /// would show its next record past the log start, as if records had
+    /// been lost.
+    pub fn reached_end(&mut self, end: i64) {
+        self.next = Some(self.next.map_or(end, |next| next.max(end)));
+    }
 }
 
 /// The log start librdkafka saw in its last fetch response for
@@ -269,36 +279,46 @@ pub fn log_start<C: ConsumerContext>(
     })
 }
 
-/// Where a member's partitions' logs start, asked from a partition's
-/// worker when its offsets jump ([`Continuity::read`]). It holds the
-/// consumer weakly: workers never keep it alive.
-pub struct LogStarts<C: ConsumerContext> {
+/// Where a member's partition stands, asked from the partition's worker:
+/// its log start, when its offsets jump ([`Continuity::read`]), and the
+/// consumer's position once its end was read ([`Continuity::reached_end`]).
+/// It holds the consumer weakly: workers never keep it alive.
+pub struct PartitionOffsets<C: ConsumerContext> {
     consumer: Weak<BaseConsumer<C>>,
     topic: String,
+    partition: i32,
 }
 
-impl<C: ConsumerContext> LogStarts<C> {
-    /// The log starts of `topic`'s partitions, as `consumer` knows them.
-    pub fn new(consumer: &Arc<BaseConsumer<C>>, topic: &str) -> Self {
-        LogStarts {
+impl<C: ConsumerContext> PartitionOffsets<C> {
+    /// `partition` of `topic`, as `consumer` knows it.
+    pub fn new(consumer: &Arc<BaseConsumer<C>>, topic: &str, partition: i32) -> Self {
+        PartitionOffsets {
             consumer: Arc::downgrade(consumer),
             topic: topic.to_owned(),
+            partition,
         }
     }
 
-    /// The log start of `partition` ([`log_start`]); `None` if unknown or
-    /// the consumer is gone.
-    pub fn get(&self, partition: i32, timeout: Duration) -> Option<i64> {
+    /// The partition's log start ([`log_start`]); `None` if unknown or the
+    /// consumer is gone.
+    pub fn log_start(&self, timeout: Duration) -> Option<i64> {
         let consumer = self.consumer.upgrade()?;
-        log_start(&consumer, &self.topic, partition, timeout)
+        log_start(&consumer, &self.topic, self.partition, timeout)
     }
-}
 
-impl<C: ConsumerContext> Clone for LogStarts<C> {
-    fn clone(&self) -> Self {
-        LogStarts {
-            consumer: Weak::clone(&self.consumer),
-            topic: self.topic.clone(),
+    /// The consumer's position in the partition: after its end was read,
+    /// the end, past any transaction marker (the last record's offset + 1
+    /// is short of it on a topic written in transactions). `None` if
+    /// unknown or the consumer is gone.
+    pub fn position(&self) -> Option<i64> {
+        let consumer = self.consumer.upgrade()?;
+        let positions = consumer.position().ok()?;
+        match positions
+            .find_partition(&self.topic, self.partition)?
+            .offset()
+        {
+            Offset::Offset(end) => Some(end),
+            _ => None,
         }
     }
 }
@@ -379,6 +399,21 @@ mod tests {
             from,
             to,
         })
+    }
+
+    #[test]
+    fn markers_deleted_after_the_end_was_read_are_no_loss() {
+        // A transaction's last record at 0, its commit marker at 1; the
+        // reader read 0 and reached the end, where its position is 2. The
+        // partition then sat idle until retention deleted everything, so
+        // the log starts at 2 when the next record, at 2, arrives.
+        let mut continuity = Continuity::new("t", 3, Some(0));
+        assert_eq!(continuity.read(0, || None), None);
+        continuity.reached_end(2);
+        assert_eq!(continuity.read(2, || Some(2)), None);
+        // Records deleted after that are still found.
+        continuity.reached_end(3);
+        assert_eq!(continuity.read(9, || Some(7)), gap(3, 7));
     }
 
     #[test]

@@ -101,10 +101,10 @@ impl Batch {
         for output in &chunk.outputs {
             let topic = if output.command {
                 self.commands += 1;
-                &config.commands_topic
+                &config.topics.commands
             } else {
                 self.dead_letters += 1;
-                &config.dead_letters_topic
+                &config.topics.dead_letters
             };
             send_waiting(
                 &self.producer,
@@ -150,11 +150,7 @@ impl Batch {
             if let Some(gap) = self.gaps.first() {
                 self.gaps.iter().for_each(report_lost);
                 let error = RunError::from(gap);
-                if self.in_transaction {
-                    let _ = self.producer.abort_transaction(CALL_TIMEOUT);
-                    self.in_transaction = false;
-                }
-                self.clear();
+                self.abort();
                 return Err(error);
             }
         }
@@ -162,7 +158,7 @@ impl Batch {
         let mut offsets = TopicPartitionList::new();
         for (&partition, &offset) in &self.offsets {
             offsets
-                .add_partition_offset(&config.tweets_topic, partition, Offset::Offset(offset))
+                .add_partition_offset(&config.topics.tweets, partition, Offset::Offset(offset))
                 .map_err(failed("cannot list offsets"))?;
         }
         let committed = match config.delivery {
@@ -204,6 +200,17 @@ impl Batch {
         }
         self.clear();
         Ok(committed)
+    }
+
+    /// Throws the batch away, aborting its transaction if one is open.
+    pub(crate) fn abort(&mut self) {
+        if self.in_transaction {
+            if let Err(e) = self.producer.abort_transaction(CALL_TIMEOUT) {
+                tracing::warn!("cannot abort the open transaction: {e}");
+            }
+            self.in_transaction = false;
+        }
+        self.clear();
     }
 
     fn clear(&mut self) {

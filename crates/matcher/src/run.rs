@@ -18,9 +18,10 @@
 //!   once its read-ahead queue is full.
 //! - **One coordinator** (the thread calling [`run`]) owns the producer and
 //!   the stage, and drives the consumer: it polls the main queue
-//!   (rebalances and errors only), takes chunks, produces their outputs, and makes each batch (up
-//!   to [`Config::batch_records`] records or [`Config::batch_time`], or
-//!   what came before the input paused for 20 ms) durable as a whole:
+//!   (rebalances and errors only), takes chunks, produces their outputs,
+//!   and makes each batch (up to [`Config::batch_records`] records or
+//!   [`Config::batch_time`], or what came before the input paused for
+//!   20 ms) durable as a whole:
 //!   - **Exactly once** (default): the batch's outputs and its offsets go in
 //!     one Kafka transaction (`send_offsets_to_transaction` with the group's
 //!     metadata, so a member that lost its partitions in a rebalance cannot
@@ -41,12 +42,16 @@
 //!   is found from offsets, never from librdkafka's log, by
 //!   [`hashbuy_kafka::loss`]: at assignment, the committed offset against
 //!   the log start; while reading, each worker's next expected offset
-//!   against the log start when a record jumps past it. It is never passed
-//!   over in silence: it is logged with the offsets lost, counted, and by
-//!   default stops the matcher before anything after it is committed
-//!   ([`OnDataLoss`]). A new group (nothing committed) on a partition
+//!   (moved past any transaction marker when it reaches the partition's
+//!   end) against the log start when a record jumps past it. It is never
+//!   passed over in silence: it is logged with the offsets lost, counted,
+//!   and by default stops the matcher before anything after it is
+//!   committed ([`OnDataLoss`]). A new group (nothing committed) on a partition
 //!   whose log starts above 0 is told how many records were deleted before
 //!   it, and goes on.
+//! - **After a failure** nothing more is committed: the workers' work is
+//!   thrown away and the open transaction aborted, so readers of committed
+//!   records are not held up until the broker's transaction timeout.
 //! - **Poison records** never stop it: a dead letter is fitted to the
 //!   producer's record limit ([`hashbuy_proto::dead_letter::fit`]), its
 //!   payload cut if need be, with the original size and SHA-256.
@@ -56,6 +61,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hashbuy_kafka::client::{failed, ConnectError, Connection, Failed};
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::driver::{drive, DriveError, Membership};
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::loss::Gap;
@@ -85,12 +91,9 @@ pub struct Config {
     pub connection: Connection,
     /// Consumer group.
     pub group: String,
-    /// Tweets are read here.
-    pub tweets_topic: String,
-    /// Payment commands are produced here.
-    pub commands_topic: String,
-    /// Undecodable records are produced here.
-    pub dead_letters_topic: String,
+    /// The topics: tweets are read from `tweets`, commands produced to
+    /// `commands`, undecodable records to `dead_letters`.
+    pub topics: Topics,
     /// Exactly once or at least once.
     pub delivery: Delivery,
     /// Stop once the group has consumed what the tweets topic held at
@@ -210,10 +213,10 @@ pub fn run(
         connection: config.connection.clone(),
         group: config.group.clone(),
         instance: config.instance.clone(),
-        input: config.tweets_topic.clone(),
+        input: config.topics.tweets.clone(),
         outputs: vec![
-            config.commands_topic.clone(),
-            config.dead_letters_topic.clone(),
+            config.topics.commands.clone(),
+            config.topics.dead_letters.clone(),
         ],
         exit_at_end: config.exit_at_end,
         // Per-partition lag for the metrics.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use hashbuy_kafka::client::{failed, Failed};
 use hashbuy_kafka::driver::{DriverContext, Member, Queue, Stage};
 use hashbuy_kafka::health::Health;
-use hashbuy_kafka::loss::{self, report_before_group, report_lost, LogStarts, OnDataLoss};
+use hashbuy_kafka::loss::{self, report_before_group, report_lost, OnDataLoss, PartitionOffsets};
 use hashbuy_kafka::pool::{Pool, Stopping};
 use hashbuy_kafka::produce::Deliveries;
 use rdkafka::consumer::Consumer;
@@ -47,7 +47,7 @@ pub(crate) struct Matching {
     /// Partitions whose records deleted before the group's first read were
     /// told already (a redo checks them again).
     told_before_group: HashSet<i32>,
-    /// An error met in a rebalance, for the next turn to return.
+    /// An error met in a rebalance, for the driver to return.
     failure: Option<RunError>,
 }
 
@@ -83,7 +83,7 @@ impl Matching {
     /// ([`loss::check_starts`]), acts on what was deleted before, and
     /// starts a worker for each queue, expecting its first record there.
     fn start(&mut self, member: &Arc<Member<Matching>>, queues: Vec<(i32, Queue<Matching>)>) {
-        let topic = &self.config.tweets_topic;
+        let topic = &self.config.topics.tweets;
         let partitions: Vec<i32> = queues.iter().map(|(p, _)| *p).collect();
         let next = match loss::check_starts(member, topic, &partitions, CALL_TIMEOUT) {
             Ok(starts) => self.judge_starts(starts),
@@ -96,14 +96,13 @@ impl Matching {
                 HashMap::new()
             }
         };
-        let log_starts = LogStarts::new(member, &self.config.tweets_topic);
         for (partition, queue) in queues {
             let job = Job::new(
                 Arc::clone(&self.matcher),
-                &self.config.tweets_topic,
+                &self.config.topics.tweets,
                 partition,
                 next.get(&partition).copied(),
-                log_starts.clone(),
+                PartitionOffsets::new(member, &self.config.topics.tweets, partition),
                 self.letter_bytes,
                 self.sender.clone(),
             );
@@ -180,7 +179,7 @@ impl Matching {
             .into_iter()
             .filter_map(|p| {
                 member
-                    .split_partition_queue(&self.config.tweets_topic, p)
+                    .split_partition_queue(&self.config.topics.tweets, p)
                     .map(|q| (p, q))
             })
             .collect();
@@ -224,9 +223,6 @@ impl Stage for Matching {
     }
 
     fn tick(&mut self, member: &Arc<Member<Self>>, _health: &Health) -> Result<(), RunError> {
-        if let Some(error) = self.failure.take() {
-            return Err(error);
-        }
         let idle = match self.receiver.recv_timeout(POLL_EVERY) {
             Ok(chunk) => {
                 self.batch.apply(&self.config, chunk)?;
@@ -239,6 +235,10 @@ impl Stage for Matching {
             self.redo(member)?;
         }
         Ok(())
+    }
+
+    fn failure(&mut self) -> Option<RunError> {
+        self.failure.take()
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -255,7 +255,7 @@ impl Stage for Matching {
     }
 
     fn statistics(&mut self, statistics: Statistics) {
-        let topic = &self.config.tweets_topic;
+        let topic = &self.config.topics.tweets;
         let Some(stats) = statistics.topics.get(topic) else {
             return;
         };
@@ -279,6 +279,9 @@ impl Stage for Matching {
         let stopped = self.stop_workers(None);
         if failed {
             self.discard(stopped);
+            // Readers of committed records (the settlers) would otherwise
+            // wait for it until the broker's transaction timeout.
+            self.batch.abort();
         } else {
             self.drain(stopped)?;
             if !self.batch.commit(&self.config, member)? {

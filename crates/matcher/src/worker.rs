@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::driver::DriverContext;
-use hashbuy_kafka::loss::{Continuity, Gap, LogStarts};
+use hashbuy_kafka::loss::{Continuity, Gap, PartitionOffsets};
 use hashbuy_kafka::pool::PartitionWork;
 use hashbuy_proto::dead_letter;
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -67,8 +67,9 @@ pub(crate) struct Job {
     matcher: Arc<Matcher>,
     /// The partition's next expected offset, to find deleted records.
     continuity: Continuity,
-    /// Where the partition's log starts, asked when an offset jumps.
-    log_starts: LogStarts<DriverContext<Matching>>,
+    /// Where the partition's log starts (asked when an offset jumps) and
+    /// where the consumer stands at its end.
+    offsets: PartitionOffsets<DriverContext<Matching>>,
     /// What a dead letter may take of a record.
     letter_bytes: usize,
     sender: SyncSender<Chunk>,
@@ -86,7 +87,7 @@ impl Job {
         topic: &str,
         partition: i32,
         next: Option<i64>,
-        log_starts: LogStarts<DriverContext<Matching>>,
+        offsets: PartitionOffsets<DriverContext<Matching>>,
         letter_bytes: usize,
         sender: SyncSender<Chunk>,
     ) -> Self {
@@ -95,7 +96,7 @@ impl Job {
             topic: topic.to_owned(),
             matcher,
             continuity: Continuity::new(topic, partition, next),
-            log_starts,
+            offsets,
             letter_bytes,
             sender,
             chunk: Chunk {
@@ -118,10 +119,11 @@ impl Job {
 
     /// Decides one record into the chunk.
     fn record(&mut self, message: &BorrowedMessage<'_>) {
-        let (partition, log_starts) = (self.partition, &self.log_starts);
-        if let Some(gap) = self.continuity.read(message.offset(), || {
-            log_starts.get(partition, CONNECT_TIMEOUT)
-        }) {
+        let offsets = &self.offsets;
+        if let Some(gap) = self
+            .continuity
+            .read(message.offset(), || offsets.log_start(CONNECT_TIMEOUT))
+        {
             self.chunk.gaps.push(gap);
         }
         let source = Source {
@@ -170,6 +172,9 @@ impl PartitionWork for Job {
                 }
             }
             Err(KafkaError::PartitionEOF(_)) => {
+                if let Some(end) = self.offsets.position() {
+                    self.continuity.reached_end(end);
+                }
                 self.chunk.eof = true;
                 self.send();
             }

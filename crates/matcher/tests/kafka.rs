@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hashbuy_core::decode::{decode, Record};
-use hashbuy_kafka::broker::{EmbeddedBroker, TOPICS};
+use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_matcher::run::{run, Config, Delivery, OnDataLoss, Summary};
@@ -83,9 +84,7 @@ fn config(connection: Connection, delivery: Delivery) -> Config {
     Config {
         connection,
         group: format!("matcher-{delivery:?}"),
-        tweets_topic: "tweets".into(),
-        commands_topic: "payment-commands".into(),
-        dead_letters_topic: "dead-letters".into(),
+        topics: Topics::default(),
         delivery,
         exit_at_end: true,
         batch_records: 7,
@@ -128,7 +127,7 @@ fn match_sample(delivery: Delivery) {
         .with_test_writer()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .try_init();
-    let broker = EmbeddedBroker::start(&TOPICS, 4).expect("broker");
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");
     let connection = connection(&broker);
     produce(&connection, &sample_records());
     let stop = AtomicBool::new(false);

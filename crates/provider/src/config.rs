@@ -14,6 +14,10 @@ use crate::ProviderError;
 /// Stripe's API, the default [`ProviderConfig::base_url`].
 pub const STRIPE_API: &str = "https://api.stripe.com";
 
+/// How long one request may take by default, the default
+/// [`ProviderConfig::request_timeout`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default client-side rate limit on `api.stripe.com` for test-mode keys:
 /// Stripe allows 25 requests per second in test mode.
 pub const STRIPE_TEST_RATE: f64 = 25.0;
@@ -57,7 +61,7 @@ impl ProviderConfig {
         ProviderConfig {
             base_url: STRIPE_API.to_string(),
             key,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: REQUEST_TIMEOUT,
             connect_timeout: Duration::from_secs(5),
             rate_limit: None,
             allow_live: false,

@@ -96,7 +96,9 @@ mod redact;
 
 pub use backoff::{Backoff, MAX_RETRY_AFTER};
 pub use client::{ChargeRequest, Customer, NewCustomer, Provider};
-pub use config::{KeyMode, ProviderConfig, STRIPE_API, STRIPE_LIVE_RATE, STRIPE_TEST_RATE};
+pub use config::{
+    KeyMode, ProviderConfig, REQUEST_TIMEOUT, STRIPE_API, STRIPE_LIVE_RATE, STRIPE_TEST_RATE,
+};
 pub use error::{ProviderError, TransportCause};
 pub use outcome::{classify, ChargeOutcome, IntentStatus, ResponseHeaders, RetryCause};
 pub use reconcile::FoundCharge;

@@ -17,13 +17,12 @@ use std::time::{Duration, Instant};
 use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::driver::{DriverContext, Queue};
 use hashbuy_kafka::lock;
-use hashbuy_kafka::loss::{report_lost, Continuity, Gap, LogStarts, OnDataLoss};
+use hashbuy_kafka::loss::{report_lost, Continuity, Gap, OnDataLoss, PartitionOffsets};
 use hashbuy_kafka::offsets::OffsetTracker;
 use hashbuy_proto::v1::{DeadLetter, PaymentCommand};
 use prost::Message as _;
-use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
-use rdkafka::{Message, Offset};
+use rdkafka::Message;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
@@ -63,34 +62,17 @@ async fn take(queue: &Queue<Settling>, arrived: &Notify) -> Taken {
     }
 }
 
-/// Where the consumer stands in `partition` of the commands topic: after a
-/// partition's end is taken from its queue, its end, past any transaction
-/// marker (the last record's offset + 1 is short of it on a topic written
-/// in transactions, and `--exit-at-end` would wait for ever).
-fn position(shared: &Shared, partition: i32) -> Option<i64> {
-    let member = shared.member.get()?.upgrade()?;
-    let positions = member.position().ok()?;
-    match positions
-        .find_partition(&shared.config.commands_topic, partition)?
-        .offset()
-    {
-        Offset::Offset(end) => Some(end),
-        _ => None,
-    }
-}
-
 /// The commands deleted (retention) before the one at `offset` was read,
 /// if any ([`Continuity::read`]). The log start is asked only when the
 /// offsets jump, from librdkafka's cache if it can be (the broker's answer
 /// otherwise, waited for off the runtime's turn).
 fn lost_before(
     continuity: &mut Continuity,
-    log_starts: &LogStarts<DriverContext<Settling>>,
-    partition: i32,
+    offsets: &PartitionOffsets<DriverContext<Settling>>,
     offset: i64,
 ) -> Option<Gap> {
     continuity.read(offset, || {
-        tokio::task::block_in_place(|| log_starts.get(partition, CONNECT_TIMEOUT))
+        tokio::task::block_in_place(|| offsets.log_start(CONNECT_TIMEOUT))
     })
 }
 
@@ -122,8 +104,9 @@ pub(crate) struct PartitionRun {
     /// The partition's next expected offset, to find commands deleted
     /// under the reader.
     pub(crate) continuity: Continuity,
-    /// Where the partition's log starts, asked when an offset jumps.
-    pub(crate) log_starts: LogStarts<DriverContext<Settling>>,
+    /// Where the partition's log starts (asked when an offset jumps) and
+    /// where the consumer stands at its end.
+    pub(crate) offsets: PartitionOffsets<DriverContext<Settling>>,
 }
 
 /// A partition's task; see the module docs.
@@ -140,7 +123,7 @@ pub(crate) async fn partition_task(
         mut stopped,
         starting,
         mut continuity,
-        log_starts,
+        offsets,
     } = task;
     let Some(restored) = restore.restored(shared, partition).await else {
         return Ok(());
@@ -230,18 +213,23 @@ pub(crate) async fn partition_task(
             taken = take(&queue, &arrived), if room => match taken {
                 Taken::Eof => {
                     at_eof = true;
-                    if let Some(end) = position(shared, partition) {
+                    // Past any transaction marker at the end: committed
+                    // there, and the next command is expected there.
+                    if let Some(end) = offsets.position() {
                         tracker.reached(end);
+                        continuity.reached_end(end);
                     }
                 }
                 Taken::Record { offset, key, value } => {
                     at_eof = false;
-                    if let Some(gap) = lost_before(&mut continuity, &log_starts, partition, offset) {
+                    if let Some(gap) = lost_before(&mut continuity, &offsets, offset) {
                         report_lost(&gap);
                         if shared.config.on_data_loss == OnDataLoss::Stop {
                             // Nothing from the gap on is started, so none
-                            // of it is committed: the run ends at the
-                            // coordinator's next turn.
+                            // of it is committed, and the partition is not
+                            // at its end: the run ends at the driver's
+                            // next turn.
+                            lock(&shared.at_eof).remove(&partition);
                             shared.fail(RunError::DataLoss { gap });
                             break;
                         }
@@ -337,7 +325,7 @@ async fn dead_letter(
 ) -> Result<(), RunError> {
     tracing::warn!(partition, offset, "{reason}; sent to dead letters");
     let letter = DeadLetter {
-        topic: shared.config.commands_topic.clone(),
+        topic: shared.config.topics.commands.clone(),
         partition,
         offset,
         key,
@@ -352,7 +340,7 @@ async fn dead_letter(
     let letter = hashbuy_proto::dead_letter::fit(letter, shared.letter_bytes);
     shared
         .produce(
-            &shared.config.dead_letters_topic,
+            &shared.config.topics.dead_letters,
             letter.key.as_deref(),
             &letter.encode_to_vec(),
             "cannot produce a dead letter",

@@ -30,7 +30,7 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
     }
     let mut reader = TopicReader::open_partitions(
         &shared.config.connection,
-        &shared.config.ledger_topic,
+        &shared.config.topics.ledger,
         Some(partitions),
         ReadOptions {
             from_beginning: true,
@@ -45,7 +45,7 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
             // went with it, arriving again after the provider forgot its
             // idempotency key, would be charged again.
             tracing::error!(
-                topic = %shared.config.ledger_topic,
+                topic = %shared.config.topics.ledger,
                 partition,
                 first,
                 "the ledger changelog's records before offset {first} were deleted (retention; \
@@ -61,7 +61,7 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
         stall
             .check(Instant::now())
             .map_err(|(waited, last_error)| RunError::RestoreStalled {
-                topic: shared.config.ledger_topic.clone(),
+                topic: shared.config.topics.ledger.clone(),
                 partitions: partitions.to_vec(),
                 waited,
                 last_error,

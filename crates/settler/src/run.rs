@@ -92,12 +92,13 @@ use std::time::{Duration, Instant};
 use hashbuy_kafka::client::{
     failed, ConnectError, Connection, Failed, QuietContext, CONNECT_TIMEOUT,
 };
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage};
 use hashbuy_kafka::group::committed;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::lease::{session_timeout, Lease, Renewal, MAX_POLL_GAP};
 use hashbuy_kafka::loss::{
-    check_starts, report_before_group, report_lost, Continuity, Gap, LogStarts, OnDataLoss,
+    check_starts, report_before_group, report_lost, Continuity, Gap, OnDataLoss, PartitionOffsets,
 };
 use hashbuy_kafka::produce::record_budget;
 use hashbuy_kafka::{chosen, lock};
@@ -124,15 +125,11 @@ pub struct Config {
     pub group: String,
     /// Tells settlers of one group apart (static group membership).
     pub instance: String,
-    /// Payment commands are read here.
-    pub commands_topic: String,
-    /// Payment acks are produced here.
-    pub acks_topic: String,
-    /// Undecodable commands are produced here.
-    pub dead_letters_topic: String,
-    /// The ledger's changelog (compacted; at least as many partitions as
-    /// the commands topic).
-    pub ledger_topic: String,
+    /// The topics: commands are read from `commands`, acks produced to
+    /// `acks`, undecodable commands to `dead_letters`, and the ledger's
+    /// changelog is `ledger` (compacted; at least as many partitions as
+    /// the commands topic). `tweets` is not used.
+    pub topics: Topics,
     /// The ledger's directory.
     pub ledger_dir: PathBuf,
     /// Most commands in flight per partition.
@@ -286,8 +283,6 @@ pub(crate) struct Shared {
     pub(crate) starting: std::sync::atomic::AtomicUsize,
     /// Entries resumed from the ledger and not yet done.
     pub(crate) resuming: std::sync::atomic::AtomicUsize,
-    /// The group member, for the position of a partition read to its end.
-    pub(crate) member: std::sync::OnceLock<std::sync::Weak<Member<Settling>>>,
     /// Partitions read to their end with nothing in flight.
     pub(crate) at_eof: Mutex<HashSet<i32>>,
     /// Commands being settled, since when.
@@ -316,7 +311,7 @@ impl Shared {
         partition: i32,
         wait: bool,
     ) -> Result<(), RunError> {
-        let record = FutureRecord::to(&self.config.ledger_topic)
+        let record = FutureRecord::to(&self.config.topics.ledger)
             .partition(partition)
             .key(command_id)
             .payload(stored);
@@ -363,15 +358,15 @@ pub fn run(
 ) -> Result<Summary, RunError> {
     let commands = config
         .connection
-        .check_topic(&config.commands_topic, CONNECT_TIMEOUT)?;
+        .check_topic(&config.topics.commands, CONNECT_TIMEOUT)?;
     let ledger_partitions = config
         .connection
-        .check_topic(&config.ledger_topic, CONNECT_TIMEOUT)?;
+        .check_topic(&config.topics.ledger, CONNECT_TIMEOUT)?;
     if ledger_partitions < commands {
         return Err(RunError::LedgerTopicTooSmall {
-            ledger: config.ledger_topic.clone(),
+            ledger: config.topics.ledger.clone(),
             ledger_partitions,
-            commands: config.commands_topic.clone(),
+            commands: config.topics.commands.clone(),
             commands_partitions: commands,
         });
     }
@@ -406,7 +401,6 @@ pub fn run(
         next_task: AtomicU64::new(0),
         starting: std::sync::atomic::AtomicUsize::new(0),
         resuming: std::sync::atomic::AtomicUsize::new(0),
-        member: std::sync::OnceLock::new(),
         at_eof: Mutex::new(HashSet::new()),
         pending: Mutex::new(HashMap::new()),
         first_read: std::sync::OnceLock::new(),
@@ -416,8 +410,11 @@ pub fn run(
         connection: config.connection.clone(),
         group: config.group.clone(),
         instance: config.instance.clone(),
-        input: config.commands_topic.clone(),
-        outputs: vec![config.acks_topic.clone(), config.dead_letters_topic.clone()],
+        input: config.topics.commands.clone(),
+        outputs: vec![
+            config.topics.acks.clone(),
+            config.topics.dead_letters.clone(),
+        ],
         exit_at_end: config.exit_at_end,
         settings: Vec::new(),
     };
@@ -578,9 +575,8 @@ impl Stage for Settling {
     type Output = ();
 
     fn assigned(&mut self, member: &Arc<Member<Settling>>, queues: Vec<(i32, Queue<Settling>)>) {
-        let _ = self.shared.member.set(Arc::downgrade(member));
         let partitions: Vec<i32> = queues.iter().map(|(partition, _)| *partition).collect();
-        let topic = &self.shared.config.commands_topic;
+        let topic = &self.shared.config.topics.commands;
         let committed = committed(member, topic, partitions.iter().copied()).unwrap_or_else(|e| {
             // Without them, decided entries not known to be acked are acked
             // again, which acks allow.
@@ -627,7 +623,6 @@ impl Stage for Settling {
             }
         }
         let restore = Arc::new(Restore::new(partitions, committed));
-        let log_starts = LogStarts::new(member, topic);
         for (partition, mut queue) in queues {
             let arrived = Arc::new(Notify::new());
             let notify = Arc::clone(&arrived);
@@ -638,7 +633,7 @@ impl Stage for Settling {
             let number = shared.next_task.fetch_add(1, Ordering::Relaxed);
             let starting = Starting::new(&shared);
             let continuity = Continuity::new(topic, partition, next.get(&partition).copied());
-            let log_starts = log_starts.clone();
+            let offsets = PartitionOffsets::new(member, topic, partition);
             let handle = self.runtime.spawn(async move {
                 let task = PartitionRun {
                     partition,
@@ -646,7 +641,7 @@ impl Stage for Settling {
                     stopped,
                     starting,
                     continuity,
-                    log_starts,
+                    offsets,
                 };
                 if let Err(e) = partition_task(&shared, task, queue, arrived, restore).await {
                     shared.fail(e);
@@ -678,9 +673,6 @@ impl Stage for Settling {
     }
 
     fn tick(&mut self, member: &Arc<Member<Settling>>, health: &Health) -> Result<(), RunError> {
-        if let Some(error) = lock(&self.shared.failure).take() {
-            return Err(error);
-        }
         let turned = Instant::now();
         self.renew_lease(member, turned);
         if turned.saturating_duration_since(self.last_check) >= COMMIT_EVERY {
@@ -688,6 +680,10 @@ impl Stage for Settling {
             self.check_pending(health);
         }
         Ok(())
+    }
+
+    fn failure(&mut self) -> Option<RunError> {
+        lock(&self.shared.failure).take()
     }
 
     fn at_eof(&self) -> HashSet<i32> {
@@ -720,7 +716,7 @@ fn commit_done(
     for (&partition, &offset) in &done {
         offsets
             .add_partition_offset(
-                &shared.config.commands_topic,
+                &shared.config.topics.commands,
                 partition,
                 Offset::Offset(offset),
             )

@@ -315,7 +315,7 @@ fn count_outcome(shared: &Shared, entry: &Entry) {
 async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {
     shared
         .produce(
-            &shared.config.acks_topic,
+            &shared.config.topics.acks,
             Some(ack.user_id.as_bytes()),
             &ack.encode_to_vec(),
             "cannot produce an ack",

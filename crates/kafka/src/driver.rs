@@ -317,6 +317,9 @@ fn turn<S: Stage>(
         let timeout = lock(stage).poll_timeout();
         serve_main_queue(member, timeout)
             .map_err(|e| DriveError::Stage(failed("the consumer failed")(e).into()))?;
+        // A rebalance in that poll may have failed (lost data found at
+        // assignment): the turn, which may commit, must not run.
+        pending(stage)?;
         ever_joined |= member.assignment().is_ok_and(|a| a.count() > 0);
         // Ready once the group has answered with an assignment, even an
         // empty one: a member with no partitions (more members than

@@ -306,17 +306,26 @@ impl<C: ConsumerContext> PartitionOffsets<C> {
         log_start(&consumer, &self.topic, self.partition, timeout)
     }
 
-    /// The consumer's position in the partition: after its end was read,
-    /// the end, past any transaction marker (the last record's offset + 1
+    /// The consumer's position in the partition: one past the last record
+    /// taken from its queue, and, once the queue ran dry or the end was
+    /// read, past any transaction marker there (one past the last record
     /// is short of it on a topic written in transactions). `None` if
-    /// unknown or the consumer is gone.
+    /// unknown or the consumer is gone. Cheap enough for every time a
+    /// queue runs dry: one partition is looked up, not the assignment.
     pub fn position(&self) -> Option<i64> {
         let consumer = self.consumer.upgrade()?;
-        let positions = consumer.position().ok()?;
-        match positions
-            .find_partition(&self.topic, self.partition)?
-            .offset()
-        {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic, self.partition);
+        // SAFETY: the client pointer is valid while `consumer` is held;
+        // librdkafka fills in the offsets of the list it is given, which
+        // `list` owns for the call.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_position(consumer.client().native_ptr(), list.ptr())
+        };
+        if err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return None;
+        }
+        match list.find_partition(&self.topic, self.partition)?.offset() {
             Offset::Offset(end) => Some(end),
             _ => None,
         }

@@ -117,6 +117,15 @@ impl Job {
         let _ = self.sender.send(std::mem::replace(&mut self.chunk, fresh));
     }
 
+    /// Everything queued was read: the next record is expected at the
+    /// consumer's position, past any transaction marker
+    /// ([`Continuity::reached_end`]).
+    fn caught_up(&mut self) {
+        if let Some(end) = self.offsets.position() {
+            self.continuity.reached_end(end);
+        }
+    }
+
     /// Decides one record into the chunk.
     fn record(&mut self, message: &BorrowedMessage<'_>) {
         let offsets = &self.offsets;
@@ -172,9 +181,7 @@ impl PartitionWork for Job {
                 }
             }
             Err(KafkaError::PartitionEOF(_)) => {
-                if let Some(end) = self.offsets.position() {
-                    self.continuity.reached_end(end);
-                }
+                self.caught_up();
                 self.chunk.eof = true;
                 self.send();
             }
@@ -183,6 +190,7 @@ impl PartitionWork for Job {
     }
 
     fn pause(&mut self) {
+        self.caught_up();
         // A chunk goes out as soon as the queue runs dry.
         if self.chunk.records > 0 {
             self.send();

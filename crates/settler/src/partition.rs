@@ -38,23 +38,32 @@ enum Taken {
         key: Option<Vec<u8>>,
         value: Vec<u8>,
     },
+    /// The queue ran dry after the records taken so far (told once until
+    /// the next record).
+    Dry,
     Eof,
 }
 
 /// The next record of a partition's queue, waiting for librdkafka's
-/// non-empty callback when there is none.
-async fn take(queue: &Queue<Settling>, arrived: &Notify) -> Taken {
+/// non-empty callback when there is none. The first time the queue is
+/// found empty after a record, that is said instead (`dry`).
+async fn take(queue: &Queue<Settling>, arrived: &Notify, dry: &mut bool) -> Taken {
     loop {
         match queue.poll(Duration::ZERO) {
             Some(Ok(message)) => {
+                *dry = false;
                 return Taken::Record {
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().unwrap_or_default().to_vec(),
-                }
+                };
             }
             Some(Err(KafkaError::PartitionEOF(_))) => return Taken::Eof,
             Some(Err(e)) => tracing::warn!("consumer: {e}"),
+            None if !*dry => {
+                *dry = true;
+                return Taken::Dry;
+            }
             // A permit stored by a callback since the poll wakes this at
             // once, so no arrival is missed.
             None => arrived.notified().await,
@@ -146,6 +155,7 @@ pub(crate) async fn partition_task(
     let mut users: HashMap<String, VecDeque<Work>> = HashMap::new();
     let mut running: JoinSet<Result<Done, RunError>> = JoinSet::new();
     let mut at_eof = false;
+    let mut dry = false;
     let commands_stopped = stopped.clone();
     let start = |work: Work, running: &mut JoinSet<Result<Done, RunError>>| {
         running.spawn(settle(
@@ -210,11 +220,14 @@ pub(crate) async fn partition_task(
                     }
                 }
             }
-            taken = take(&queue, &arrived), if room => match taken {
-                Taken::Eof => {
-                    at_eof = true;
-                    // Past any transaction marker at the end: committed
-                    // there, and the next command is expected there.
+            taken = take(&queue, &arrived, &mut dry), if room => match taken {
+                Taken::Dry | Taken::Eof => {
+                    at_eof |= matches!(taken, Taken::Eof);
+                    // Everything queued was read: what lies below the
+                    // position (a transaction's commit marker) is
+                    // committed past, and the next command is expected
+                    // there, so markers deleted while the topic sits idle
+                    // are not taken for lost commands.
                     if let Some(end) = offsets.position() {
                         tracker.reached(end);
                         continuity.reached_end(end);

@@ -155,8 +155,8 @@ pub struct DriverContext<S: Stage> {
     stage: Mutex<S>,
     /// The topic read: only its partitions get queues.
     input: String,
-    /// The group has assigned this member partitions (possibly none) at
-    /// least once.
+    /// The group has assigned this member partitions (possibly none), and
+    /// has not taken them away as lost since.
     joined: AtomicBool,
     /// Splitting a queue needs the consumer itself, which the context only
     /// borrows in callbacks: a weak handle (or the consumer would own
@@ -201,6 +201,11 @@ impl<S: Stage> ConsumerContext for DriverContext<S> {
             Rebalance::Revoke(list) => {
                 let lost = member.assignment_lost();
                 tracing::info!(partitions = ?partitions(list), lost, "partitions revoked");
+                if lost {
+                    // Out of the group (a session timed out) until it
+                    // rejoins: not ready meanwhile.
+                    self.joined.store(false, Ordering::Relaxed);
+                }
                 lock(&self.stage).revoking(member, &partitions(list));
             }
             Rebalance::Error(e) => {

@@ -42,8 +42,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message;
 
-use crate::config::{override_with, MatchConfig};
-use crate::kafka_args::DeliveryArg;
+use crate::config::{override_with, DeliveryArg, MatchConfig};
 
 /// The all-time peak of tweets per second on Twitter (August 2013).
 const TWITTER_PEAK: f64 = 143_199.0;

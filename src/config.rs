@@ -18,8 +18,6 @@ use hashbuy_settler::run::{self as settler, STUCK_AFTER};
 use hashbuy_settler::steps::Policy;
 use serde::Deserialize;
 
-use crate::kafka_args::{DeliveryArg, OnDataLossArg};
-
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +238,46 @@ impl File {
             *table = base.join(&*table);
         }
         Ok(file)
+    }
+}
+
+/// `--on-data-loss` (and `on_data_loss` in the config file): what a
+/// service does about records deleted (retention) before its group read
+/// them.
+#[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDataLossArg {
+    /// Stop with an error naming the offsets lost.
+    Stop,
+    /// Log and count the loss, and go on from the oldest record left.
+    Skip,
+}
+
+impl From<OnDataLossArg> for hashbuy_kafka::loss::OnDataLoss {
+    fn from(arg: OnDataLossArg) -> Self {
+        match arg {
+            OnDataLossArg::Stop => hashbuy_kafka::loss::OnDataLoss::Stop,
+            OnDataLossArg::Skip => hashbuy_kafka::loss::OnDataLoss::Skip,
+        }
+    }
+}
+
+/// `hashbuy match --delivery` (and `delivery` in the config file).
+#[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryArg {
+    /// Each batch's outputs and offsets in one Kafka transaction.
+    ExactlyOnce,
+    /// Produce, flush, then commit offsets (brokers without transactions).
+    AtLeastOnce,
+}
+
+impl From<DeliveryArg> for hashbuy_matcher::run::Delivery {
+    fn from(arg: DeliveryArg) -> Self {
+        match arg {
+            DeliveryArg::ExactlyOnce => hashbuy_matcher::run::Delivery::ExactlyOnce,
+            DeliveryArg::AtLeastOnce => hashbuy_matcher::run::Delivery::AtLeastOnce,
+        }
     }
 }
 

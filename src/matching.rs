@@ -12,9 +12,9 @@ use hashbuy_kafka::health::Health;
 use hashbuy_matcher::run;
 use hashbuy_matcher::Matcher;
 
-use crate::config::override_with;
+use crate::config::{override_with, DeliveryArg, OnDataLossArg};
 use crate::inspect::{load_accounts, load_catalog};
-use crate::kafka_args::{self, DeliveryArg, KafkaArgs, OnDataLossArg};
+use crate::kafka_args::{self, KafkaArgs};
 use crate::telemetry;
 
 /// Arguments of `hashbuy match`.

@@ -14,8 +14,8 @@ use hashbuy_provider::{Backoff, Provider, ProviderConfig, ProviderError, SecretS
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run;
 
-use crate::config::override_with;
-use crate::kafka_args::{self, KafkaArgs, OnDataLossArg};
+use crate::config::{override_with, OnDataLossArg};
+use crate::kafka_args::{self, KafkaArgs};
 use crate::telemetry;
 
 /// Arguments of `hashbuy settle`.

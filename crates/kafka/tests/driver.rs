@@ -1,6 +1,7 @@
 //! The group driver as a stage sees it: an error the stage recorded
 //! outside its turn (in a rebalance, in a worker) ends the run with that
-//! error, even when a stop arrived meanwhile.
+//! error: before the next turn, which may commit, and even when a stop
+//! arrived meanwhile.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,34 +14,58 @@ use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage}
 use hashbuy_kafka::health::Health;
 use rdkafka::error::KafkaError;
 
-/// A stage whose worker fails once the member has partitions, while the
-/// process is asked to stop: the two land between two turns.
-struct FailingWorker {
+/// When the stage meets its failure.
+#[derive(Clone, Copy)]
+enum When {
+    /// In a worker, after a turn, while the process is asked to stop: the
+    /// two land between two turns.
+    AfterATurnWithAStop,
+    /// While partitions are assigned (inside the poll, as the matcher does
+    /// when it finds lost data): no turn may run after it.
+    OnAssignment,
+}
+
+struct Failing {
+    when: When,
     stop: Arc<AtomicBool>,
     assigned: bool,
     pending: Option<Failed>,
     deadline: Instant,
 }
 
-impl Stage for FailingWorker {
+impl Failing {
+    fn fail(&mut self) {
+        self.pending = Some(Failed {
+            what: "the stage failed",
+            source: KafkaError::Canceled,
+        });
+    }
+}
+
+impl Stage for Failing {
     type Error = Failed;
     type Output = ();
 
     fn assigned(&mut self, _: &Arc<Member<Self>>, _queues: Vec<(i32, Queue<Self>)>) {
         self.assigned = true;
+        if let When::OnAssignment = self.when {
+            self.fail();
+        }
     }
 
     fn revoking(&mut self, _: &Member<Self>, _: &[i32]) {}
 
     fn tick(&mut self, _: &Arc<Member<Self>>, _: &Health) -> Result<(), Failed> {
         assert!(Instant::now() < self.deadline, "never assigned");
-        if self.assigned && !self.stop.load(Ordering::Relaxed) {
-            // As a worker would, after this turn took the stage's errors.
-            self.pending = Some(Failed {
-                what: "a worker failed",
-                source: KafkaError::Canceled,
-            });
-            self.stop.store(true, Ordering::Relaxed);
+        assert!(
+            self.pending.is_none(),
+            "a turn (which may commit) ran after a failure was recorded"
+        );
+        if let When::AfterATurnWithAStop = self.when {
+            if self.assigned && !self.stop.load(Ordering::Relaxed) {
+                self.fail();
+                self.stop.store(true, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -59,93 +84,19 @@ impl Stage for FailingWorker {
     }
 }
 
-#[test]
-fn a_failure_recorded_between_turns_is_returned_though_a_stop_came_too() {
+/// Drives a stage failing `when`, in a group of its own: the run must end
+/// with the stage's error.
+fn drive_failing(when: When, group: &str) {
     let broker = EmbeddedBroker::start(&["input"], 1).expect("broker starts");
     let stop = Arc::new(AtomicBool::new(false));
-    let stage = FailingWorker {
+    let stage = Failing {
+        when,
         stop: Arc::clone(&stop),
         assigned: false,
         pending: None,
         deadline: Instant::now() + Duration::from_secs(60),
     };
-    match drive(
-        &membership(&broker, "driver-test"),
-        stage,
-        &stop,
-        &Health::default(),
-    ) {
-        Err(DriveError::Stage(e)) => assert_eq!(e.what, "a worker failed"),
-        other => panic!("the worker's failure was lost: {other:?}"),
-    }
-}
-
-/// A stage that records a failure while partitions are assigned (inside
-/// the poll, as the matcher does when it finds lost data) and must not get
-/// another turn to commit in before that failure ends the run.
-struct FailingAssignment {
-    pending: Option<Failed>,
-    deadline: Instant,
-}
-
-impl Stage for FailingAssignment {
-    type Error = Failed;
-    type Output = ();
-
-    fn assigned(&mut self, _: &Arc<Member<Self>>, _queues: Vec<(i32, Queue<Self>)>) {
-        self.pending = Some(Failed {
-            what: "data lost before the assignment",
-            source: KafkaError::Canceled,
-        });
-    }
-
-    fn revoking(&mut self, _: &Member<Self>, _: &[i32]) {}
-
-    fn tick(&mut self, _: &Arc<Member<Self>>, _: &Health) -> Result<(), Failed> {
-        assert!(
-            self.pending.is_none(),
-            "a turn (which may commit) ran after a failure was recorded"
-        );
-        assert!(Instant::now() < self.deadline, "never assigned");
-        Ok(())
-    }
-
-    fn failure(&mut self) -> Option<Failed> {
-        self.pending.take()
-    }
-
-    fn at_eof(&self) -> HashSet<i32> {
-        HashSet::new()
-    }
-
-    fn finish(&mut self, _: &Member<Self>, failed: bool) -> Result<(), Failed> {
-        assert!(failed, "finished as if the run had gone well");
-        Ok(())
-    }
-}
-
-#[test]
-fn a_failure_met_in_a_rebalance_ends_the_run_before_the_next_turn() {
-    let broker = EmbeddedBroker::start(&["input"], 1).expect("broker starts");
-    let stop = AtomicBool::new(false);
-    let stage = FailingAssignment {
-        pending: None,
-        deadline: Instant::now() + Duration::from_secs(60),
-    };
-    match drive(
-        &membership(&broker, "driver-test-2"),
-        stage,
-        &stop,
-        &Health::default(),
-    ) {
-        Err(DriveError::Stage(e)) => assert_eq!(e.what, "data lost before the assignment"),
-        other => panic!("the assignment's failure was lost: {other:?}"),
-    }
-}
-
-/// A member of `group` reading the topic `input` of `broker`.
-fn membership(broker: &EmbeddedBroker, group: &str) -> Membership {
-    Membership {
+    let membership = Membership {
         connection: Connection {
             brokers: broker.bootstrap_servers(),
             properties: Vec::new(),
@@ -156,5 +107,19 @@ fn membership(broker: &EmbeddedBroker, group: &str) -> Membership {
         outputs: Vec::new(),
         exit_at_end: false,
         settings: Vec::new(),
+    };
+    match drive(&membership, stage, &stop, &Health::default()) {
+        Err(DriveError::Stage(e)) => assert_eq!(e.what, "the stage failed"),
+        other => panic!("the stage's failure was lost: {other:?}"),
     }
+}
+
+#[test]
+fn a_failure_recorded_between_turns_is_returned_though_a_stop_came_too() {
+    drive_failing(When::AfterATurnWithAStop, "driver-between-turns");
+}
+
+#[test]
+fn a_failure_met_in_a_rebalance_ends_the_run_before_the_next_turn() {
+    drive_failing(When::OnAssignment, "driver-on-assignment");
 }

@@ -3,19 +3,22 @@
 //!
 //! The broker runs in its own process (`hashbuy broker`, started here
 //! unless `--brokers` names one), so the CPU time measured is the client's
-//! alone. A generated stream is produced once; then, for each run, three
+//! alone. A generated stream is produced once; then, for each run, four
 //! consumers read all of it, each in a fresh group:
 //!
 //! - **ceiling**: the same group consumer (a queue per partition, read
 //!   by the same number of threads) that only counts records and bytes;
+//! - **plain**: the matcher a user would write by hand (rdkafka's
+//!   `StreamConsumer`, `serde_json::Value`, the same tables and commands,
+//!   at least once; [`crate::bench_plain`]);
 //! - **exactly-once** and **at-least-once**: `hashbuy match`'s loop.
 //!
 //! Each is timed from its first record to its last (the group join before
 //! it is not the matcher's speed), and charged the process's CPU time
 //! (user + system, all threads) over the whole read; the embedded broker's
 //! CPU time over the same read is shown beside it, since on one machine the
-//! two share the cores. Medians over the runs
-//! are printed, with the ratio to the ceiling of the same run.
+//! two share the cores. Medians over the runs are printed, with the ratio
+//! to the ceiling of the same run.
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -42,6 +45,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message;
 
+use crate::bench_plain::plain;
 use crate::config::{override_with, DeliveryArg, MatchConfig};
 
 /// The all-time peak of tweets per second on Twitter (August 2013).
@@ -84,12 +88,15 @@ pub struct Args {
 
 /// One consumer's figures in one run.
 #[derive(Debug, Clone, Copy)]
-struct Figures {
-    records: u64,
-    busy: Duration,
-    cpu: Duration,
+pub(crate) struct Figures {
+    /// Records read.
+    pub(crate) records: u64,
+    /// From the first record read to the last committed.
+    pub(crate) busy: Duration,
+    /// The process's CPU time over the whole read.
+    pub(crate) cpu: Duration,
     /// CPU time of the embedded broker process over the same read.
-    broker_cpu: Option<Duration>,
+    pub(crate) broker_cpu: Option<Duration>,
 }
 
 impl Figures {
@@ -142,6 +149,7 @@ pub fn run(args: Args) -> Result<()> {
         "generated accounts",
         &serde_json::to_string(&generator.accounts()).context("accounts render")?,
     )?;
+    let tables = (catalog.clone(), accounts.clone());
     let matcher = Arc::new(Matcher::new(catalog, accounts));
     let bytes = produce(&connection, &topics.tweets, &mut generator, args.tweets)?;
     let probe: rdkafka::consumer::BaseConsumer<QuietContext> =
@@ -168,7 +176,7 @@ pub fn run(args: Args) -> Result<()> {
     );
 
     let mut results: HashMap<&'static str, Vec<Figures>> = HashMap::new();
-    let modes = ["ceiling", "exactly-once", "at-least-once"];
+    let modes = ["ceiling", "plain", "exactly-once", "at-least-once"];
     let mut settings = MatchConfig::default();
     override_with(&mut settings.batch_ms, args.batch_ms);
     override_with(&mut settings.workers, args.workers);
@@ -179,6 +187,13 @@ pub fn run(args: Args) -> Result<()> {
             let broker_before = started_broker.as_ref().and_then(BrokerChild::cpu_time);
             let mut figures = match mode {
                 "ceiling" => ceiling(&connection, &group, stored, workers)?,
+                "plain" => plain(
+                    &connection,
+                    &group,
+                    (&topics.tweets, &topics.commands),
+                    stored,
+                    (&tables.0, &tables.1),
+                )?,
                 _ => matcher_run(&connection, &settings, &group, mode, Arc::clone(&matcher))?,
             };
             figures.broker_cpu = started_broker

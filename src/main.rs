@@ -2,6 +2,7 @@
 //! subcommand lives in its own module with a `run(args)` entry point.
 
 mod bench;
+mod bench_plain;
 mod bench_settle;
 mod broker;
 mod config;

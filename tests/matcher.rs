@@ -646,7 +646,7 @@ fn a_config_file_is_read_and_its_mistakes_are_named() {
 }
 
 #[test]
-fn bench_reports_both_delivery_modes_against_the_ceiling() {
+fn bench_reports_both_delivery_modes_and_the_plain_baseline_against_the_ceiling() {
     let out = ok(hashbuy(&[
         "bench",
         "--tweets",
@@ -663,9 +663,15 @@ fn bench_reports_both_delivery_modes_against_the_ceiling() {
         .collect();
     assert_eq!(
         rows,
-        ["consumer", "ceiling", "exactly-once", "at-least-once"],
+        [
+            "consumer",
+            "ceiling",
+            "plain",
+            "exactly-once",
+            "at-least-once"
+        ],
         "{table}"
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.matches(": 3000 records in").count(), 3, "{err}");
+    assert_eq!(err.matches(": 3000 records in").count(), 4, "{err}");
 }

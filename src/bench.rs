@@ -77,6 +77,10 @@ pub struct Args {
     /// milliseconds, as `hashbuy match --batch-ms` [default: as there, 100].
     #[arg(long)]
     batch_ms: Option<u64>,
+    /// Print the results as one JSON document (every run's figures, the
+    /// medians, and the machine) instead of a Markdown table.
+    #[arg(long)]
+    json: bool,
     /// Threads reading the partitions, in the matcher and the ceiling
     /// alike, as `hashbuy match --workers` [default: the number of CPUs].
     #[arg(long)]
@@ -218,6 +222,33 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let ceiling_rates: Vec<f64> = results["ceiling"].iter().map(Figures::per_second).collect();
+    if args.json {
+        let consumers: serde_json::Map<String, serde_json::Value> = modes
+            .iter()
+            .map(|mode| {
+                let figures = &results[mode];
+                let ratios: Vec<f64> = figures
+                    .iter()
+                    .zip(&ceiling_rates)
+                    .map(|(f, ceiling)| f.per_second() / ceiling)
+                    .collect();
+                (mode.to_string(), consumer_json(figures, &ratios))
+            })
+            .collect();
+        let document = serde_json::json!({
+            "bench": "matcher",
+            "machine": machine(),
+            "tweets": stored,
+            "partitions": partitions,
+            "workers": workers,
+            "batch_ms": settings.batch_ms,
+            "runs": args.runs,
+            "consumers": consumers,
+        });
+        println!("{document:#}");
+        drop(started_broker);
+        return Ok(());
+    }
     println!("| consumer | tweets/s (median) | of ceiling (median of runs) | CPU µs/tweet (median) | broker CPU µs/tweet (median) | × Twitter peak (143,199/s) |");
     println!("|---|---|---|---|---|---|");
     for mode in modes {
@@ -248,6 +279,53 @@ pub fn run(args: Args) -> Result<()> {
     }
     drop(started_broker);
     Ok(())
+}
+
+/// One consumer's runs and medians, for `--json`; `of_ceiling` is each
+/// run's ratio to the same run's ceiling.
+fn consumer_json(figures: &[Figures], of_ceiling: &[f64]) -> serde_json::Value {
+    let runs: Vec<serde_json::Value> = figures
+        .iter()
+        .zip(of_ceiling)
+        .map(|(f, ratio)| {
+            serde_json::json!({
+                "records": f.records,
+                "busy_s": f.busy.as_secs_f64(),
+                "per_second": f.per_second(),
+                "of_ceiling": ratio,
+                "cpu_us_per_record": f.cpu_us_per_record(),
+                "broker_cpu_us_per_record": f.broker_us_per_record(),
+            })
+        })
+        .collect();
+    let rates: Vec<f64> = figures.iter().map(Figures::per_second).collect();
+    let cpu: Vec<f64> = figures.iter().map(Figures::cpu_us_per_record).collect();
+    serde_json::json!({
+        "runs": runs,
+        "median": {
+            "per_second": median(&rates),
+            "of_ceiling": median(of_ceiling),
+            "cpu_us_per_record": median(&cpu),
+        },
+    })
+}
+
+/// What a result was measured on: CPUs and their model (from
+/// `/proc/cpuinfo` where there is one), the OS and the architecture.
+pub(crate) fn machine() -> serde_json::Value {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        });
+    serde_json::json!({
+        "cpus": std::thread::available_parallelism().map_or(1, usize::from),
+        "cpu_model": model,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    })
 }
 
 pub(crate) fn median(values: &[f64]) -> f64 {

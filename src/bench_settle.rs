@@ -31,7 +31,7 @@ use hashbuy_settler::steps::{self, Policy, Step};
 use prost::Message as _;
 use rdkafka::producer::{BaseProducer, Producer};
 
-use crate::bench::{cpu_time, threads_cpu_time, BrokerChild};
+use crate::bench::{cpu_time, machine, threads_cpu_time, BrokerChild};
 use crate::config::{override_with, SettleConfig};
 use crate::paysim::{self, InProcess};
 
@@ -52,6 +52,10 @@ pub struct Args {
     /// --max-in-flight` [default: as there, 256].
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Print the results as one JSON document (with the machine) instead
+    /// of a Markdown table.
+    #[arg(long)]
+    json: bool,
     /// Commands the one-at-a-time baseline settles.
     #[arg(long, default_value_t = 100)]
     baseline: u64,
@@ -174,6 +178,27 @@ pub fn run(args: Args) -> Result<()> {
     ))?;
 
     let per = |d: Duration| d.as_secs_f64() * 1e6 / summary.settled.max(1) as f64;
+    if args.json {
+        let document = serde_json::json!({
+            "bench": "settler",
+            "machine": machine(),
+            "commands": summary.settled,
+            "partitions": args.partitions,
+            "max_in_flight": config.max_in_flight,
+            "latency_ms": args.latency_ms,
+            "settler": {
+                "per_second": rate,
+                "busy_s": summary.busy.as_secs_f64(),
+                "settler_cpu_us_per_settlement": per(settler_cpu),
+                "paysim_cpu_us_per_settlement": per(paysim_cpu),
+                "broker_cpu_us_per_settlement": broker_cpu.map(per),
+                "vs_one_at_a_time": rate / baseline.max(1e-9),
+            },
+            "one_at_a_time": { "commands": args.baseline, "per_second": baseline },
+        });
+        println!("{document:#}");
+        return Ok(());
+    }
     println!(
         "| settler | settlements/s | settler CPU µs/settlement | paysim CPU µs/settlement | broker CPU µs/settlement | ratio |"
     );

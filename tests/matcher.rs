@@ -675,3 +675,38 @@ fn bench_reports_both_delivery_modes_and_the_plain_baseline_against_the_ceiling(
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches(": 3000 records in").count(), 4, "{err}");
 }
+
+#[test]
+fn bench_writes_every_run_and_the_medians_as_json() {
+    let out = ok(hashbuy(&[
+        "bench",
+        "--tweets",
+        "1000",
+        "--runs",
+        "2",
+        "--partitions",
+        "4",
+        "--json",
+    ]));
+    let document: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(document["bench"], "matcher");
+    assert!(document["machine"]["cpus"].as_u64().is_some_and(|n| n > 0));
+    for consumer in ["ceiling", "plain", "exactly-once", "at-least-once"] {
+        let runs = document["consumers"][consumer]["runs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{consumer} has its runs: {document}"));
+        assert_eq!(runs.len(), 2, "{consumer}");
+        assert!(runs.iter().all(|r| r["records"] == 1000), "{consumer}");
+        assert!(
+            document["consumers"][consumer]["median"]["per_second"]
+                .as_f64()
+                .is_some_and(|rate| rate > 0.0),
+            "{consumer}"
+        );
+    }
+    assert_eq!(
+        document["consumers"]["ceiling"]["median"]["of_ceiling"],
+        1.0
+    );
+}

@@ -1012,3 +1012,25 @@ fn resolving_an_entry_another_settler_decided_is_refused() {
     let listed = String::from_utf8_lossy(&shown.stdout);
     assert!(listed.contains(&sent[0].command_id), "{listed}");
 }
+
+#[test]
+fn bench_settle_writes_its_figures_as_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["bench-settle", "--commands", "300", "--latency-ms", "0"])
+        .args(["--partitions", "4", "--baseline", "5", "--json"])
+        .output()
+        .expect("hashbuy runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let document: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(document["bench"], "settler");
+    assert_eq!(document["commands"], 300);
+    assert!(document["settler"]["per_second"]
+        .as_f64()
+        .is_some_and(|rate| rate > 0.0));
+    assert_eq!(document["one_at_a_time"]["commands"], 5);
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use hashbuy_core::hashtag::normalize;
-use hashbuy_core::rules::command_id;
+use hashbuy_core::rules::payment_command;
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_kafka::client::Connection;
 use hashbuy_proto::v1::PaymentCommand;
@@ -147,21 +147,14 @@ fn purchases(tweet: &Value, catalog: &Catalog, accounts: &Accounts) -> Vec<Payme
         .filter_map(|tag| {
             let text = tag["text"].as_str()?;
             let offer = catalog.get(&normalize(text))?;
-            Some(PaymentCommand {
-                command_id: command_id(id, &offer.offer_id).to_string(),
-                tweet_id: id.to_owned(),
-                user_id: user_id.to_owned(),
-                tweet_timestamp_ms: timestamp_ms,
-                hashtag: text.to_owned(),
-                offer_id: offer.offer_id.clone(),
-                merchant_id: offer.merchant_id.clone(),
-                amount: offer.amount,
-                currency: offer.currency.clone(),
-                customer_id: account.customer_id.clone(),
-                payment_method_id: account.payment_method_id.clone(),
-                max_per_user: offer.max_per_user,
-                spend_limit: account.spend_limit,
-            })
+            Some(payment_command(
+                id,
+                user_id,
+                timestamp_ms,
+                text,
+                offer,
+                account,
+            ))
         })
         .collect()
 }

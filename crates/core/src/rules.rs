@@ -210,11 +210,32 @@ fn command(
     offer: &Offer,
     account: &AccountLink,
 ) -> PaymentCommand {
+    payment_command(
+        &tweet.id,
+        &tweet.user_id,
+        tweet.timestamp_ms,
+        hashtag,
+        offer,
+        account,
+    )
+}
+
+/// The payment command of a purchase: tweet `tweet_id` by `user_id` at
+/// `tweet_timestamp_ms` named `hashtag` (as written), which is `offer`'s,
+/// and the author's card is `account`. Its id is [`command_id`].
+pub fn payment_command(
+    tweet_id: &str,
+    user_id: &str,
+    tweet_timestamp_ms: i64,
+    hashtag: &str,
+    offer: &Offer,
+    account: &AccountLink,
+) -> PaymentCommand {
     PaymentCommand {
-        command_id: command_id(&tweet.id, &offer.offer_id).to_string(),
-        tweet_id: tweet.id.to_string(),
-        user_id: tweet.user_id.to_string(),
-        tweet_timestamp_ms: tweet.timestamp_ms,
+        command_id: command_id(tweet_id, &offer.offer_id).to_string(),
+        tweet_id: tweet_id.to_owned(),
+        user_id: user_id.to_owned(),
+        tweet_timestamp_ms,
         hashtag: hashtag.to_owned(),
         offer_id: offer.offer_id.clone(),
         merchant_id: offer.merchant_id.clone(),

@@ -910,12 +910,7 @@ fn commands_deleted_before_the_group_read_them_stop_the_settler() {
     settle_to_end(&brokers, &provider, &ledger);
     // While no settler runs, more commands than the embedded broker keeps
     // (5 MB a partition) arrive: the oldest of them are deleted unread.
-    let mut padded = commands(60, 60);
-    for (i, c) in padded.iter_mut().enumerate() {
-        c.command_id = format!("late-{i:05}");
-        c.hashtag = "x".repeat(200_000);
-    }
-    produce_commands(&brokers, &padded);
+    produce_commands(&brokers, &past_retention());
     let out = settle(&brokers, &provider, &ledger)
         .arg("--exit-at-end")
         .output()
@@ -926,6 +921,17 @@ fn commands_deleted_before_the_group_read_them_stop_the_settler() {
         stderr.contains("were deleted") && stderr.contains("partition 0"),
         "{stderr}"
     );
+}
+
+/// Commands of 200 KB each, 12 MB in all: more than the embedded broker
+/// keeps of a partition (5 MB), so the oldest are deleted unread.
+fn past_retention() -> Vec<PaymentCommand> {
+    let mut padded = commands(60, 60);
+    for (i, c) in padded.iter_mut().enumerate() {
+        c.command_id = format!("late-{i:05}");
+        c.hashtag = "x".repeat(200_000);
+    }
+    padded
 }
 
 /// Commands deleted by retention while the settler runs (it was frozen,
@@ -951,12 +957,7 @@ fn commands_deleted_while_the_settler_runs_stop_it() {
     // While it is frozen, more commands than the embedded broker keeps (5 MB
     // a partition) arrive, and the oldest of them are deleted unread.
     signal(&child, "STOP");
-    let mut padded = commands(60, 60);
-    for (i, c) in padded.iter_mut().enumerate() {
-        c.command_id = format!("late-{i:05}");
-        c.hashtag = "x".repeat(200_000);
-    }
-    produce_commands(&brokers, &padded);
+    produce_commands(&brokers, &past_retention());
     let (low, _) = watermarks(&brokers, "payment-commands");
     assert!(
         low > 3,

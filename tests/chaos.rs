@@ -1563,6 +1563,20 @@ impl Pair {
     }
 
     /// Waits until member 1's current settler holds partitions.
+    /// Starts a round: every process running, member 1 in the group, the
+    /// round's part of the stream replayed; then waits a random moment of
+    /// up to 3 s (returned) before the round's fault.
+    fn begin_round(&mut self, run: &mut Run, round: usize) -> Duration {
+        run.ensure_running(&mut self.matcher, round);
+        run.ensure_running(&mut self.s0, round);
+        run.ensure_running(&mut self.s1[0], round);
+        self.wait_member_1(run, round);
+        run.replay(round);
+        let delay = run.rng.ms(0, 3000);
+        sleep(delay);
+        delay
+    }
+
     fn wait_member_1(&mut self, run: &mut Run, round: usize) -> bool {
         let all = run.partitions as f64;
         match self.takeover {
@@ -1605,13 +1619,7 @@ fn b_partitions_move_as_a_settler_is_killed() {
     let mut pair = Pair::start(&mut run);
     let all = run.partitions as f64;
     for round in 0..rounds {
-        run.ensure_running(&mut pair.matcher, round);
-        run.ensure_running(&mut pair.s0, round);
-        run.ensure_running(&mut pair.s1[0], round);
-        pair.wait_member_1(&mut run, round);
-        run.replay(round);
-        let delay = run.rng.ms(0, 3000);
-        sleep(delay);
+        let delay = pair.begin_round(&mut run, round);
         run.event(format!(
             "round {round}: kill {} after {delay:?}",
             pair.s1[0].name
@@ -1648,13 +1656,7 @@ fn c_a_settler_frozen_past_its_session_and_thawed() {
     let mut pair = Pair::start(&mut run);
     let all = run.partitions as f64;
     for round in 0..rounds {
-        run.ensure_running(&mut pair.matcher, round);
-        run.ensure_running(&mut pair.s0, round);
-        run.ensure_running(&mut pair.s1[0], round);
-        pair.wait_member_1(&mut run, round);
-        run.replay(round);
-        let delay = run.rng.ms(0, 3000);
-        sleep(delay);
+        let delay = pair.begin_round(&mut run, round);
         let frozen_name = pair.s1[0].name.clone();
         run.event(format!(
             "round {round}: SIGSTOP {frozen_name} after {delay:?}"

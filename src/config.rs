@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use hashbuy_kafka::client::Connection;
 use hashbuy_kafka::config::{KafkaConfig, Topics};
 use hashbuy_matcher::run::{self as matcher, default_workers};
+use hashbuy_matcher::{Validation, DEFAULT_SAMPLE_RATE};
 use hashbuy_provider::{REQUEST_TIMEOUT, STRIPE_API};
 use hashbuy_settler::run::{self as settler, STUCK_AFTER};
 use hashbuy_settler::steps::Policy;
@@ -163,6 +164,12 @@ pub struct MatchConfig {
     /// Threads that read, decode and decide (default: the number of CPUs;
     /// at least 1).
     pub workers: usize,
+    /// `signed` (default): records without a hashtag sign are decided from
+    /// a byte scan; `all`: every record is decoded completely.
+    pub validate: ValidateArg,
+    /// The share (0 to 1) of the records without a sign that are decoded
+    /// completely anyway, to count malformed ones (default 0.01).
+    pub validate_sample: f64,
     /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
     pub metrics_addr: Option<String>,
 }
@@ -179,12 +186,29 @@ impl Default for MatchConfig {
             batch_records: 10_000,
             batch_ms: 100,
             workers: default_workers(),
+            validate: ValidateArg::Signed,
+            validate_sample: DEFAULT_SAMPLE_RATE,
             metrics_addr: None,
         }
     }
 }
 
 impl MatchConfig {
+    /// How the matcher validates records; a sample share outside 0 to 1
+    /// is an error naming the setting.
+    pub fn validation(&self) -> Result<Validation> {
+        if !(0.0..=1.0).contains(&self.validate_sample) {
+            anyhow::bail!(
+                "validate_sample (--validate-sample): {} is not between 0 and 1",
+                self.validate_sample
+            );
+        }
+        Ok(match self.validate {
+            ValidateArg::Signed => Validation::signed(self.validate_sample),
+            ValidateArg::All => Validation::All,
+        })
+    }
+
     /// The matcher's run config: these settings, reading and writing
     /// `topics` on `connection`.
     pub fn run_config(
@@ -262,6 +286,17 @@ impl From<OnDataLossArg> for hashbuy_kafka::loss::OnDataLoss {
     }
 }
 
+/// `hashbuy match --validate` (and `validate` in the config file).
+#[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ValidateArg {
+    /// Decode completely the records that hold a hashtag sign; decide the
+    /// rest `no_hashtag_sign` after checking their UTF-8 and framing.
+    Signed,
+    /// Decode completely, and dead-letter when malformed, every record.
+    All,
+}
+
 /// `hashbuy match --delivery` (and `delivery` in the config file).
 #[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -312,6 +347,20 @@ mod tests {
         assert_eq!(file.matcher.group, MatchConfig::default().group);
         assert_eq!(file.settle.max_in_flight, 256);
         assert_eq!(file.settle.provider_url, STRIPE_API);
+    }
+
+    #[test]
+    fn the_validation_sample_is_a_share() {
+        let file = parse("[match]\nvalidate = \"all\"\n");
+        assert_eq!(file.matcher.validation().ok(), Some(Validation::All));
+        let file = parse("[match]\nvalidate_sample = 0.5\n");
+        assert_eq!(
+            file.matcher.validation().ok(),
+            Some(Validation::Signed { sample_every: 2 })
+        );
+        let file = parse("[match]\nvalidate_sample = 1.5\n");
+        let error = file.matcher.validation().expect_err("refused").to_string();
+        assert!(error.contains("validate_sample") && error.contains("1.5"), "{error}");
     }
 
     #[test]

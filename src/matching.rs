@@ -12,7 +12,7 @@ use hashbuy_kafka::health::Health;
 use hashbuy_matcher::run;
 use hashbuy_matcher::Matcher;
 
-use crate::config::{override_with, DeliveryArg, OnDataLossArg};
+use crate::config::{override_with, DeliveryArg, OnDataLossArg, ValidateArg};
 use crate::inspect::{load_accounts, load_catalog};
 use crate::kafka_args::{self, KafkaArgs};
 use crate::telemetry;
@@ -70,6 +70,20 @@ pub struct Args {
     /// among them [default: the number of CPUs].
     #[arg(long, env = "HASHBUY_WORKERS")]
     workers: Option<usize>,
+    /// `signed` decodes completely only the records that hold a hashtag
+    /// sign (`#`, `＃`, or their JSON escapes) and decides the rest
+    /// `no_hashtag_sign` after checking their UTF-8 and framing, since they
+    /// cannot buy; `all` decodes every record completely and dead-letters
+    /// every malformed one, as `hashbuy inspect` does [default: signed].
+    #[arg(long, value_enum, env = "HASHBUY_VALIDATE")]
+    validate: Option<ValidateArg>,
+    /// With `--validate signed`, the share (0 to 1) of the records without
+    /// a sign decoded completely anyway, by offset, so corruption still
+    /// shows: the malformed ones are logged and counted in
+    /// hashbuy_matcher_samples_total{result="malformed"}, never
+    /// dead-lettered [default: 0.01].
+    #[arg(long, env = "HASHBUY_VALIDATE_SAMPLE")]
+    validate_sample: Option<f64>,
     /// Serve Prometheus metrics on /metrics, and /healthz and /readyz, at
     /// this host:port [default: off].
     #[arg(long, env = "HASHBUY_METRICS_ADDR")]
@@ -91,6 +105,9 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut settings.batch_records, args.batch_records);
     override_with(&mut settings.batch_ms, args.batch_ms);
     override_with(&mut settings.workers, args.workers);
+    override_with(&mut settings.validate, args.validate);
+    override_with(&mut settings.validate_sample, args.validate_sample);
+    let validation = settings.validation()?;
     let catalog = args.catalog.or(settings.catalog.take()).context(
         "no catalog: give --catalog FILE (or HASHBUY_CATALOG, or match.catalog in the config file)",
     )?;
@@ -98,10 +115,10 @@ pub fn run(args: Args) -> Result<()> {
         "no accounts: give --accounts FILE (or HASHBUY_ACCOUNTS, or match.accounts in the config file)",
     )?;
     let config = settings.run_config(connection, topics, args.exit_at_end);
-    let matcher = Arc::new(Matcher::new(
-        load_catalog(&catalog)?,
-        load_accounts(&accounts)?,
-    ));
+    let matcher = Arc::new(
+        Matcher::new(load_catalog(&catalog)?, load_accounts(&accounts)?)
+            .with_validation(validation),
+    );
     let health = Arc::new(Health::default());
     if let Some(addr) = args.metrics_addr.or(settings.metrics_addr) {
         telemetry::serve(&addr, Arc::clone(&health))?;
@@ -122,8 +139,15 @@ pub fn run(args: Args) -> Result<()> {
             summary.deleted_before_group
         );
     }
+    let mut skimmed = String::new();
+    if summary.skimmed > 0 {
+        skimmed = format!(
+            ", {} without a hashtag sign ({} malformed in the sample)",
+            summary.skimmed, summary.malformed_samples
+        );
+    }
     eprintln!(
-        "matched {} records in {:.1} s: {} commands, {} dead letters, {} batches ({} aborted and redone){lost}",
+        "matched {} records in {:.1} s: {} commands, {} dead letters{skimmed}, {} batches ({} aborted and redone){lost}",
         summary.records,
         started.elapsed().as_secs_f64(),
         summary.commands,

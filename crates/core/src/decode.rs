@@ -4,8 +4,8 @@
 //!
 //! Only what matching needs is decoded, borrowing from the record: ids,
 //! author, time, whether it is a retweet, whether the author is protected,
-//! and the hashtags (from the tweet's entities when it has them, extracted
-//! from its text otherwise). Everything else is checked for well-formedness
+//! and the hashtags its text carries (narrowed to those its entities list,
+//! when it has entities). Everything else is checked for well-formedness
 //! and skipped.
 //!
 //! Two decoders read JSON. [`decode`] is the hot path: the [`json`]
@@ -332,10 +332,12 @@ fn decode_protobuf(bytes: &[u8]) -> Result<Record<'static>, DecodeError> {
     if tweet.timestamp_ms <= 0 {
         return Err(DecodeError::Missing("timestamp_ms"));
     }
-    let hashtags = match tweet.entities {
-        Some(entities) => entities.hashtags.into_iter().map(Cow::Owned).collect(),
-        None => extract_owned(&tweet.text),
-    };
+    let hashtags = carried(
+        tweet
+            .entities
+            .map(|entities| entities.hashtags.into_iter().map(Cow::Owned).collect()),
+        extract_owned(&tweet.text),
+    );
     Ok(Record::Tweet(Tweet {
         id,
         user_id,
@@ -521,22 +523,50 @@ impl<'a> V2Facts<'a> {
 }
 
 impl<'a> HashtagFacts<'a> {
+    /// The hashtags that count: the text's, by the twitter-text rules,
+    /// narrowed to those the entities list when the tweet has entities
+    /// ([`carried`]).
     fn hashtags(
         self,
         text_field: &'static str,
         may_have_hashtags: &dyn Fn(&Text<'a>) -> bool,
     ) -> Result<Vec<Cow<'a, str>>, DecodeError> {
-        match (self.listed, self.text) {
-            (Some(listed), _) => Ok(listed.iter().map(Text::get).collect()),
-            (None, Some(text)) if !may_have_hashtags(&text) => Ok(Vec::new()),
-            (None, Some(Text::Plain(text))) => Ok(hashtag::extract(text)
+        let in_text = match self.text {
+            Some(text) if !may_have_hashtags(&text) => Vec::new(),
+            Some(Text::Plain(text)) => hashtag::extract(text)
                 .into_iter()
                 .map(|f| Cow::Borrowed(f.tag))
-                .collect()),
-            (None, Some(text)) => Ok(extract_owned(&text.get())),
-            (None, None) => Err(DecodeError::Missing(text_field)),
-        }
+                .collect(),
+            Some(text) => extract_owned(&text.get()),
+            None if self.listed.is_some() => Vec::new(),
+            None => return Err(DecodeError::Missing(text_field)),
+        };
+        Ok(carried(
+            self.listed
+                .map(|listed| listed.iter().map(Text::get).collect()),
+            in_text,
+        ))
     }
+}
+
+/// The hashtags of a tweet that count for purchases. Without entities,
+/// those its text carries. With entities, those the entities list that the
+/// text also carries (compared as the catalog compares them, normalized):
+/// a listed hashtag its text does not carry makes the tweet inconsistent,
+/// and what a shopper did not write never buys. This is also what lets the
+/// prefilter ([`crate::prefilter`]) skip records without a sign.
+fn carried<'a>(listed: Option<Vec<Cow<'a, str>>>, in_text: Vec<Cow<'a, str>>) -> Vec<Cow<'a, str>> {
+    let Some(listed) = listed else {
+        return in_text;
+    };
+    if in_text.is_empty() {
+        return Vec::new();
+    }
+    let written: Vec<Cow<'_, str>> = in_text.iter().map(|t| hashtag::normalize(t)).collect();
+    listed
+        .into_iter()
+        .filter(|tag| written.contains(&hashtag::normalize(tag)))
+        .collect()
 }
 
 fn parse_time(

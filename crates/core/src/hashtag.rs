@@ -15,8 +15,9 @@
 //! letters, followed by an optional port, path and query. On ordinary text
 //! both agree; they can differ on dotted words whose last label is no real
 //! top-level domain (`see.the/#tag`: twitter-text finds `tag`, hashbuy not).
-//! Tweets carry their hashtags as entities, which are used when present, so
-//! this matters only for tweets without them.
+//! A hashtag counts only when the text carries it by these rules, entities
+//! or not (see [`crate::rules`]), so on such a dotted word a tweet whose
+//! entities list the tag does not buy with it.
 
 use std::borrow::Cow;
 

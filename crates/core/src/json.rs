@@ -45,17 +45,11 @@ impl<'a> Text<'a> {
 
     /// Whether the value might contain a hashtag sign (`#` or `＃`). False
     /// means it certainly does not, which spares unescaping and extraction.
+    /// Raw contents are searched for every spelling of a sign
+    /// ([`crate::prefilter::holds_sign`]), escapes included.
     pub fn may_contain_hash_sign(&self) -> bool {
-        let has_sign = |s: &str| {
-            memchr::memchr(b'#', s.as_bytes()).is_some()
-                || memchr::memmem::find(s.as_bytes(), "＃".as_bytes()).is_some()
-        };
         match *self {
-            Text::Plain(s) => has_sign(s),
-            // `\u0023` or `\uFF03` could spell a sign: any `\u` escape counts.
-            Text::Escaped(raw) => {
-                has_sign(raw) || memchr::memmem::find(raw.as_bytes(), b"\\u").is_some()
-            }
+            Text::Plain(s) | Text::Escaped(s) => crate::prefilter::holds_sign(s.as_bytes()),
         }
     }
 }

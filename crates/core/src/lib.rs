@@ -4,6 +4,8 @@
 //! - [`decode`] reads a record (Twitter API v1.1 JSON, API v2 JSON or
 //!   protobuf `Tweet`, detected per record) into the few facts matching
 //!   needs, on a hot path that skips what it need not read ([`json`]).
+//! - [`prefilter`] tells, from a byte scan, which records hold no hashtag
+//!   sign in any spelling and so cannot buy.
 //! - [`hashtag`] extracts hashtags by the twitter-text rules and normalizes
 //!   them for matching (NFKC + lowercase).
 //! - [`tables`] loads the catalog (hashtag → offer) and account links
@@ -28,6 +30,7 @@
 pub mod decode;
 pub mod hashtag;
 pub mod json;
+pub mod prefilter;
 pub mod rules;
 pub mod samples;
 pub mod tables;

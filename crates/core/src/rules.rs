@@ -1,7 +1,11 @@
 //! Purchase rules: from a decoded record and the tables to a [`Decision`].
 //!
 //! Rules are evaluated at the tweet's own time, never the wall clock, so a
-//! replay gives the same answer. In order, the first that applies decides:
+//! replay gives the same answer. A tweet's hashtags are those its text
+//! carries, by the twitter-text rules; when it has hashtag entities, only
+//! those of them its text also carries (a listed hashtag the text does not
+//! carry is an inconsistent record, and buys nothing). In order, the first
+//! rule that applies decides:
 //!
 //! 1. a notice (or a JSON object of no known shape) never buys: `notice`;
 //! 2. a retweet never buys: `retweet`;
@@ -42,6 +46,11 @@ pub fn command_id(tweet_id: &str, offer_id: &str) -> Uuid {
 /// Why a record buys nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SkipReason {
+    /// The record holds no hashtag sign in any spelling, so it cannot buy;
+    /// the matcher decides it from a byte scan ([`crate::prefilter`])
+    /// without decoding it. [`Rules`] never gives it: a complete decode
+    /// says what else the record is.
+    NoHashtagSign,
     /// A streaming notice, or an object of no known shape.
     Notice,
     /// A retweet.
@@ -60,7 +69,8 @@ pub enum SkipReason {
 
 impl SkipReason {
     /// Every reason, in rule order.
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 8] = [
+        SkipReason::NoHashtagSign,
         SkipReason::Notice,
         SkipReason::Retweet,
         SkipReason::ProtectedAuthor,
@@ -73,6 +83,7 @@ impl SkipReason {
     /// The reason's snake_case name, as JSON output and metrics spell it.
     pub fn as_str(self) -> &'static str {
         match self {
+            SkipReason::NoHashtagSign => "no_hashtag_sign",
             SkipReason::Notice => "notice",
             SkipReason::Retweet => "retweet",
             SkipReason::ProtectedAuthor => "protected_author",

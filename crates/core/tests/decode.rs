@@ -58,6 +58,30 @@ fn v1_tweet_uses_its_entities() {
 }
 
 #[test]
+fn listed_hashtags_the_text_does_not_carry_do_not_count() {
+    let v1 = tweet(&format!(
+        r#"{{"id_str": "1", "text": "hi #Listed", "entities": {{"hashtags": [{{"text": "Listed"}}, {{"text": "Absent"}}, {{"text": "LISTED"}}]}}, {USER}, "timestamp_ms": "5"}}"#
+    ));
+    assert_eq!(tags(&v1), ["Listed", "LISTED"], "compared normalized");
+    let no_sign = tweet(&format!(
+        r#"{{"id_str": "1", "text": "hi Listed", "entities": {{"hashtags": [{{"text": "Listed"}}]}}, {USER}, "timestamp_ms": "5"}}"#
+    ));
+    assert!(no_sign.hashtags.is_empty());
+    let no_text = tweet(&format!(
+        r#"{{"id_str": "1", "entities": {{"hashtags": [{{"text": "Listed"}}]}}, {USER}, "timestamp_ms": "5"}}"#
+    ));
+    assert!(no_text.hashtags.is_empty());
+    let extended = tweet(&format!(
+        r#"{{"id_str": "4", "text": "cut #Late", "extended_tweet": {{"full_text": "cut… no tag", "entities": {{"hashtags": [{{"text": "Late"}}]}}}}, {USER}, "timestamp_ms": "5"}}"#
+    ));
+    assert!(extended.hashtags.is_empty(), "the full text is the text");
+    let v2 = tweet(
+        r#"{"data":{"id":"20","text":"v2 plain","author_id":"30","created_at":"2026-06-01T12:00:00.000Z","entities":{"hashtags":[{"tag":"Listed"}]}}}"#,
+    );
+    assert!(v2.hashtags.is_empty());
+}
+
+#[test]
 fn v1_tweet_without_entities_extracts_from_text() {
     let t = tweet(&format!(
         r#"{{"id_str": "2", "text": "a #One and ＃Two, not x#three", {USER}, "timestamp_ms": "5"}}"#
@@ -235,15 +259,17 @@ fn protobuf_tweets() {
         other => panic!("{other:?}"),
     };
     assert_eq!(tags(&t), ["FromText"]);
+    // Listed tags count only where the text carries them: `Listed` is not
+    // in the text, so it is no hashtag of the tweet.
     message.entities = Some(pb::Entities {
-        hashtags: vec!["Listed".into()],
+        hashtags: vec!["Listed".into(), "fromtext".into()],
     });
     message.retweeted_id = "1".into();
     message.user_protected = true;
     let Ok(Record::Tweet(t)) = both(&message.encode_to_vec()) else {
         panic!("a tweet")
     };
-    assert_eq!(tags(&t), ["Listed"]);
+    assert_eq!(tags(&t), ["fromtext"]);
     assert!(t.retweet && t.user_protected);
     message.timestamp_ms = 0;
     assert_eq!(

@@ -9,6 +9,7 @@
 //! check that no input makes the decoder panic.
 
 use hashbuy_core::decode::{decode, decode_reference};
+use hashbuy_core::prefilter::{holds_sign, skim, Skim};
 use hashbuy_core::Rules;
 use proptest::prelude::*;
 
@@ -66,6 +67,8 @@ struct Spec {
     user: usize,
     extended: bool,
     created_at: bool,
+    /// The author's profile and the retweeted tweet hold a sign.
+    signs_elsewhere: bool,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -79,9 +82,10 @@ fn spec() -> impl Strategy<Value = Spec> {
         0..5usize,
         prop::bool::weighted(0.2),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(words, escape, v2, entities, retweet, protected, user, extended, created_at)| Spec {
+            |(
                 words,
                 escape,
                 v2,
@@ -91,8 +95,31 @@ fn spec() -> impl Strategy<Value = Spec> {
                 user,
                 extended,
                 created_at,
+                signs_elsewhere,
+            )| Spec {
+                words,
+                escape,
+                v2,
+                entities,
+                retweet,
+                protected,
+                user,
+                extended,
+                created_at,
+                signs_elsewhere,
             },
         )
+}
+
+/// Specs whose records hold no sign anywhere: no signed words, and no sign
+/// in the profile or the retweeted tweet; their entities may still list
+/// catalog hashtags.
+fn unsigned_spec() -> impl Strategy<Value = Spec> {
+    spec().prop_map(|mut spec| {
+        spec.words.retain(|&i| !WORDS[i].contains(['#', '＃']));
+        spec.signs_elsewhere = false;
+        spec
+    })
 }
 
 /// A JSON string literal of `s`, each character raw or `\u`-escaped as
@@ -136,6 +163,7 @@ fn render(spec: &Spec) -> String {
         format!("{{\"hashtags\": [{}], \"urls\": []}}", items.join(","))
     };
     let user = USERS[spec.user];
+    let sign = if spec.signs_elsewhere { "#" } else { "" };
     if spec.v2 {
         let mut data = format!(
             r#""id": "1930000000000000077", "text": {text}, "author_id": "{user}", "created_at": "2026-06-01T12:00:00.000Z""#
@@ -152,7 +180,7 @@ fn render(spec: &Spec) -> String {
         )
     } else {
         let mut fields = format!(
-            r##""id": 1930000000000000000, "id_str": "1930000000000000077", "text": {text}, "user": {{"id": 1, "id_str": "{user}", "protected": {}, "description": "#BuyCafé fan"}}"##,
+            r##""id": 1930000000000000000, "id_str": "1930000000000000077", "text": {text}, "user": {{"id": 1, "id_str": "{user}", "protected": {}, "description": "{sign}BuyCafé fan"}}"##,
             spec.protected
         );
         if let Some(list) = &spec.entities {
@@ -164,7 +192,9 @@ fn render(spec: &Spec) -> String {
             }
         }
         if spec.retweet {
-            fields.push_str(r##", "retweeted_status": {"id_str": "1", "text": "#BuyCafé"}"##);
+            fields.push_str(&format!(
+                r#", "retweeted_status": {{"id_str": "1", "text": "{sign}BuyCafé"}}"#
+            ));
         }
         if spec.created_at {
             fields.push_str(r#", "created_at": "Mon Jun 01 12:00:00 +0000 2026""#);
@@ -228,6 +258,35 @@ proptest! {
         let rules = Rules::new(&catalog, &accounts);
         let bytes = apply(render(&spec).into_bytes(), &damage);
         prop_assert_eq!(rules.decide_bytes(&bytes), rules.decide_bytes_reference(&bytes), "{}", String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn records_without_a_sign_cannot_buy(spec in unsigned_spec(), damage in prop::option::of(damage())) {
+        let (catalog, accounts) = hashbuy_core::samples::tables();
+        let rules = Rules::new(&catalog, &accounts);
+        let mut bytes = render(&spec).into_bytes();
+        if let Some(damage) = &damage {
+            bytes = apply(bytes, damage);
+        }
+        prop_assume!(!holds_sign(&bytes));
+        prop_assert!(rules.decide_bytes_reference(&bytes).commands().is_empty(), "{}", String::from_utf8_lossy(&bytes));
+        prop_assert!(rules.decide_bytes(&bytes).commands().is_empty());
+    }
+
+    #[test]
+    fn records_with_a_sign_are_never_skimmed(spec in spec(), damage in prop::option::of(damage())) {
+        let mut bytes = render(&spec).into_bytes();
+        if let Some(damage) = &damage {
+            bytes = apply(bytes, damage);
+        }
+        let skimmed = skim(&bytes) == Skim::NoSign;
+        prop_assert!(!(skimmed && holds_sign(&bytes)));
+        // What is skimmed is framed as a JSON object and valid UTF-8.
+        if skimmed {
+            let text = std::str::from_utf8(&bytes).map(str::trim);
+            let framed = text.is_ok_and(|t| t.starts_with('{') && t.ends_with('}'));
+            prop_assert!(framed, "{:?}", text);
+        }
     }
 
     #[test]

@@ -19,15 +19,13 @@
 //!   that does not look like text, a UTF-8 or JSON error only for one that
 //!   does, and a UTF-8 error at the first invalid byte;
 //! - ids are decimal (the tweet's, its author's, a deleted tweet's);
-//! - a record whose bytes hold no hashtag sign (`#`, `＃`, or a JSON `\u`
-//!   escape that could spell one), and that lists no hashtag entities,
-//!   yields no hashtag and so never buys (design.md, "Reading only what can
-//!   buy"); without entities, every hashtag stands after its sign in the
-//!   record and is a valid hashtag by itself (`hashtag::is_valid_hashtag`).
-//!   Records that list entities are left out: the decoder takes a tweet's
-//!   entities as given, so a tweet whose entities list a catalog hashtag
-//!   its text never writes with a sign still buys, which design.md's "a
-//!   hashtag counts only where the text carries its sign" leaves open;
+//! - a record whose bytes hold no hashtag sign (`#`, `＃`, or a JSON
+//!   `\u0023`/`\uFF03` escape) yields no hashtag, entities or not (a
+//!   listed hashtag counts only where the text carries it), and so never
+//!   buys, which is what lets the matcher's prefilter skip it
+//!   (`hashbuy_core::prefilter`); a record with a sign is never skimmed;
+//!   without entities, every hashtag stands after its sign in the record
+//!   and is a valid hashtag by itself (`hashtag::is_valid_hashtag`);
 //! - a purchase follows the rules (`hashbuy_core::rules`): never from a
 //!   retweet or a protected author; one command per distinct active offer
 //!   the tweet names; its id the UUIDv5 of `"<tweet id>:<offer id>"`; tweet
@@ -53,6 +51,7 @@ use hashbuy_core::decode::{
     decode, decode_reference, looks_like_text, DecodeError, Notice, Record, MAX_RECORD_BYTES,
 };
 use hashbuy_core::hashtag::{is_valid_hashtag, normalize};
+use hashbuy_core::prefilter::{holds_sign, skim, Skim};
 use hashbuy_core::rules::{command_id, is_active};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_core::{Decision, Rules, SkipReason};
@@ -371,14 +370,25 @@ fn check_record(record: &Record<'_>) {
 /// hashtag entities, no hashtag; without entities, each hashtag after its
 /// sign.
 fn check_hashtag_signs(data: &[u8], decoded: &Result<Record<'_>, DecodeError>) {
+    let signed = holds_sign(data);
+    if signed {
+        assert_eq!(skim(data), Skim::Decode, "a record with a sign is decoded");
+    }
     let Ok(Record::Tweet(tweet)) = decoded else {
         return;
     };
+    if !signed {
+        assert!(
+            tweet.hashtags.is_empty(),
+            "a record without a hashtag sign has no hashtag: {:?}",
+            tweet.hashtags
+        );
+    }
     let text = looks_like_text(data);
     let has = |needle: &[u8]| memchr::memmem::find(data, needle).is_some();
-    // JSON: only a `\u` escape can spell a sign or a letter of a key, so
-    // without one, a sign and the key "hashtags" are written as such;
-    // protobuf: the message says whether it lists entities.
+    // Listed hashtags are kept as the entities write them, and JSON
+    // escapes can spell anything: the tags' spelling in the bytes is
+    // checked only where neither can be.
     let may_list_entities = if text {
         has(b"hashtags") || has(b"\\u")
     } else {
@@ -386,13 +396,6 @@ fn check_hashtag_signs(data: &[u8], decoded: &Result<Record<'_>, DecodeError>) {
     };
     if may_list_entities {
         return;
-    }
-    if !has(b"#") && !has("＃".as_bytes()) {
-        assert!(
-            tweet.hashtags.is_empty(),
-            "a record without a hashtag sign has no hashtag: {:?}",
-            tweet.hashtags
-        );
     }
     for tag in &tweet.hashtags {
         assert!(

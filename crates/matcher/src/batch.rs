@@ -29,6 +29,8 @@ pub(crate) struct Batch {
     pub(crate) records: u64,
     commands: u64,
     dead_letters: u64,
+    skimmed: u64,
+    malformed_samples: u64,
     /// Partitions whose end a worker reported since their last record.
     pub(crate) at_eof: HashSet<i32>,
     /// Records deleted unread, found in the batch's chunks: judged before
@@ -54,6 +56,8 @@ impl Batch {
             records: 0,
             commands: 0,
             dead_letters: 0,
+            skimmed: 0,
+            malformed_samples: 0,
             at_eof: HashSet::new(),
             gaps: Vec::new(),
             first_record: None,
@@ -120,6 +124,8 @@ impl Batch {
         }
         self.gaps.extend(chunk.gaps);
         self.records += chunk.records;
+        self.skimmed += chunk.skimmed;
+        self.malformed_samples += chunk.malformed_samples;
         if chunk.eof {
             self.at_eof.insert(chunk.partition);
         } else {
@@ -132,6 +138,11 @@ impl Batch {
             metrics::counter!("hashbuy_matcher_decisions_total", "decision" => decision)
                 .increment(count);
         }
+        let valid_samples = chunk.sampled - chunk.malformed_samples;
+        metrics::counter!("hashbuy_matcher_samples_total", "result" => "valid")
+            .increment(valid_samples);
+        metrics::counter!("hashbuy_matcher_samples_total", "result" => "malformed")
+            .increment(chunk.malformed_samples);
         Ok(())
     }
 
@@ -186,6 +197,8 @@ impl Batch {
             self.summary.records += self.records;
             self.summary.commands += self.commands;
             self.summary.dead_letters += self.dead_letters;
+            self.summary.skimmed += self.skimmed;
+            self.summary.malformed_samples += self.malformed_samples;
             self.summary.batches += 1;
             // Skipped gaps count once they are committed past (an aborted
             // batch finds them again).
@@ -220,6 +233,8 @@ impl Batch {
         self.records = 0;
         self.commands = 0;
         self.dead_letters = 0;
+        self.skimmed = 0;
+        self.malformed_samples = 0;
     }
 }
 

@@ -6,7 +6,11 @@
 //! [`Output::Command`] per offer bought (keyed by the user id, so a user's
 //! commands share a partition and settle in order), or one
 //! [`Output::DeadLetter`] for a record that cannot be decoded, carrying
-//! where it came from, its bytes and the reason. [`run`] puts it on
+//! where it came from, its bytes and the reason. A record holding no
+//! hashtag sign is decided `no_hashtag_sign` from a byte scan instead of a
+//! decode ([`Validation`]; the argument is in [`hashbuy_core::prefilter`]):
+//! most of the firehose, and most of the matcher's work before it. [`run`]
+//! puts it on
 //! Kafka: consuming, producing, and committing in batches, exactly once
 //! with transactions or at least once.
 
@@ -16,6 +20,7 @@ mod stage;
 mod worker;
 
 use hashbuy_core::decode::{decode, DecodeError, Record};
+use hashbuy_core::prefilter::{skim, Skim};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_core::{Decision, Rules, SkipReason};
 use hashbuy_proto::v1::{DeadLetter, PaymentCommand};
@@ -66,32 +71,113 @@ impl Output {
 }
 
 /// What one record came to, for counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handled {
-    /// The record's kind (`tweet`, `delete`, `limit`, `other`, `invalid`).
+    /// The record's kind (`tweet`, `delete`, `limit`, `other`, `invalid`,
+    /// or `skimmed`: no hashtag sign, decided without a complete decode).
     pub kind: &'static str,
     /// Why it bought nothing, or `None` if it bought.
     pub skip: Option<SkipReason>,
     /// Commands it caused.
     pub commands: usize,
+    /// For a skimmed record taken in the sample, what its complete decode
+    /// found.
+    pub sampled: Option<Sampled>,
 }
 
-/// The matcher's tables.
+/// What the complete decode of a sampled skimmed record found. It never
+/// changes the record's decision (no sign, no purchase), only the counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sampled {
+    /// It decodes.
+    Valid,
+    /// It does not: `--validate all` would have dead-lettered it.
+    Malformed(DecodeError),
+}
+
+/// The kind [`Handled`] gives a record decided from the prefilter's scan.
+pub const SKIMMED: &str = "skimmed";
+
+/// How completely the matcher validates records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validation {
+    /// Decode completely the records that hold a hashtag sign; decide the
+    /// rest `no_hashtag_sign` from the prefilter's byte scan
+    /// ([`hashbuy_core::prefilter`]), and decode every `sample_every`-th
+    /// of those (by offset; 0: none) completely to count corruption.
+    Signed {
+        /// One skimmed record in this many (by offset) is validated.
+        sample_every: u64,
+    },
+    /// Decode and validate every record completely.
+    All,
+}
+
+/// The default share of skimmed records validated completely: 1%.
+pub const DEFAULT_SAMPLE_RATE: f64 = 0.01;
+
+impl Validation {
+    /// [`Validation::Signed`] validating a share `rate` (0 to 1) of the
+    /// skimmed records, rounded to one in a whole number.
+    pub fn signed(rate: f64) -> Validation {
+        let sample_every = if rate > 0.0 {
+            // At most u64::MAX by the cast's saturation; 1 at rate 1.
+            (1.0 / rate.min(1.0)).round() as u64
+        } else {
+            0
+        };
+        Validation::Signed { sample_every }
+    }
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Validation::signed(DEFAULT_SAMPLE_RATE)
+    }
+}
+
+/// The matcher's tables and how it validates records.
 #[derive(Debug)]
 pub struct Matcher {
     catalog: Catalog,
     accounts: Accounts,
+    validation: Validation,
 }
 
 impl Matcher {
-    /// A matcher over these tables.
+    /// A matcher over these tables, validating as [`Validation::default`].
     pub fn new(catalog: Catalog, accounts: Accounts) -> Self {
-        Matcher { catalog, accounts }
+        Matcher {
+            catalog,
+            accounts,
+            validation: Validation::default(),
+        }
+    }
+
+    /// The same matcher, validating as `validation` says.
+    pub fn with_validation(self, validation: Validation) -> Self {
+        Matcher { validation, ..self }
     }
 
     /// Handles one record, appending what it produces to `out`. `now_ms`
     /// stamps dead letters; decisions use the tweet's own time.
     pub fn handle(&self, source: &Source<'_>, now_ms: i64, out: &mut Vec<Output>) -> Handled {
+        if let Validation::Signed { sample_every } = self.validation {
+            if skim(source.value) == Skim::NoSign {
+                let sampled = (sample_every > 0
+                    && source.offset.rem_euclid(sample_every as i64) == 0)
+                    .then(|| match decode(source.value) {
+                        Ok(_) => Sampled::Valid,
+                        Err(error) => Sampled::Malformed(error),
+                    });
+                return Handled {
+                    kind: SKIMMED,
+                    skip: Some(SkipReason::NoHashtagSign),
+                    commands: 0,
+                    sampled,
+                };
+            }
+        }
         let rules = Rules::new(&self.catalog, &self.accounts);
         match decode(source.value) {
             Ok(record) => {
@@ -100,6 +186,7 @@ impl Matcher {
                     kind: record.kind(),
                     skip: decision.skip(),
                     commands: decision.commands().len(),
+                    sampled: None,
                 };
                 if let (Decision::Buy(commands), Record::Tweet(tweet)) = (decision, &record) {
                     out.extend(commands.into_iter().map(|command| Output::Command {
@@ -115,6 +202,7 @@ impl Matcher {
                     kind: "invalid",
                     skip: Some(SkipReason::Invalid),
                     commands: 0,
+                    sampled: None,
                 }
             }
         }
@@ -214,7 +302,8 @@ mod tests {
             Handled {
                 kind: "tweet",
                 skip: Some(SkipReason::Retweet),
-                commands: 0
+                commands: 0,
+                sampled: None,
             }
         );
     }

@@ -127,6 +127,12 @@ pub struct Summary {
     pub commands: u64,
     /// Dead letters produced.
     pub dead_letters: u64,
+    /// Records without a hashtag sign, decided from the prefilter's scan
+    /// ([`crate::Validation::Signed`]).
+    pub skimmed: u64,
+    /// Of the skimmed records validated as a sample, those that did not
+    /// decode.
+    pub malformed_samples: u64,
     /// Batches committed.
     pub batches: u64,
     /// Batches aborted and done again.

@@ -16,7 +16,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 
 use crate::stage::Matching;
-use crate::{Matcher, Output, Source};
+use crate::{Matcher, Output, Sampled, Source, SKIMMED};
 
 /// Most records a worker puts in one chunk.
 const CHUNK_RECORDS: u64 = 512;
@@ -32,6 +32,11 @@ pub(crate) struct Chunk {
     /// Records by kind, and decisions, for the metrics.
     pub(crate) kinds: Tally,
     pub(crate) decisions: Tally,
+    /// Skimmed records (no hashtag sign), and the malformed among those
+    /// sampled ([`crate::Validation`]).
+    pub(crate) skimmed: u64,
+    pub(crate) sampled: u64,
+    pub(crate) malformed_samples: u64,
     /// The worker reached the end of its partition after these records.
     pub(crate) eof: bool,
     /// Records deleted before they were read, found among these.
@@ -149,6 +154,23 @@ impl Job {
         chunk
             .decisions
             .add(handled.skip.map_or("buy", |s| s.as_str()));
+        if handled.kind == SKIMMED {
+            chunk.skimmed += 1;
+        }
+        match handled.sampled {
+            None => {}
+            Some(Sampled::Valid) => chunk.sampled += 1,
+            Some(Sampled::Malformed(error)) => {
+                chunk.sampled += 1;
+                chunk.malformed_samples += 1;
+                tracing::warn!(
+                    partition = self.partition,
+                    offset = message.offset(),
+                    "a record without a hashtag sign, sampled, is malformed: {error} \
+                     (decided no_hashtag_sign; --validate all would dead-letter it)"
+                );
+            }
+        }
         let letter_bytes = self.letter_bytes;
         chunk.outputs.extend(self.outputs.drain(..).map(|output| {
             // Cut to what the producer may send, so a poison record near or

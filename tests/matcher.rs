@@ -332,6 +332,9 @@ fn metrics_health_and_readiness_are_served() {
     for name in [
         "hashbuy_matcher_decisions_total{decision=\"retweet\"}",
         "hashbuy_matcher_records_total{kind=\"tweet\"}",
+        "hashbuy_matcher_records_total{kind=\"skimmed\"}",
+        "hashbuy_matcher_decisions_total{decision=\"no_hashtag_sign\"}",
+        "hashbuy_matcher_samples_total{result=\"malformed\"} 0",
         "hashbuy_matcher_commit_seconds_bucket",
         "hashbuy_matcher_partitions_assigned",
     ] {
@@ -343,6 +346,7 @@ fn metrics_health_and_readiness_are_served() {
     let (status, err) = finish(child);
     assert!(status.success(), "SIGTERM ends it cleanly: {err}");
     assert!(err.contains("matched 2000 records"), "{err}");
+    assert!(err.contains("without a hashtag sign (0 malformed in the sample)"), "{err}");
 }
 
 /// A producer of large records, to fill the embedded broker's 5 MB a

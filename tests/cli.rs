@@ -277,6 +277,29 @@ fn gen_refuses_a_share_outside_zero_to_one() {
     );
 }
 
+/// Both commands that generate tweets refuse a share outside 0..=1 with
+/// one message naming the flag and the value, before doing anything else
+/// (bench would start a broker).
+#[test]
+fn gen_and_bench_refuse_shares_outside_zero_to_one_naming_the_flag() {
+    for args in [
+        ["gen", "--tweets", "1", "--hashtag-share", "1.5"],
+        ["gen", "--tweets", "1", "--hashtag-share", "NaN"],
+        ["bench", "--tweets", "1", "--hashtag-share", "1.5"],
+        ["bench", "--tweets", "1", "--purchase-share", "1.5"],
+    ] {
+        let out = hashbuy(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains(args[3])
+                && err.contains(&format!("\"{}\"", args[4]))
+                && err.contains("not a fraction between 0 and 1"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// A child `hashbuy broker` on a free port, stopped by SIGTERM.
 struct BrokerProcess {
     child: std::process::Child,

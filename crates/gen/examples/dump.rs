@@ -3,7 +3,7 @@
 //! `accounts.json` there.
 //!
 //! ```text
-//! cargo run -p hashbuy-gen --example dump -- 100 --seed 7 --tables /tmp
+//! cargo run -p hashbuy-gen --example dump -- 100 --seed 7 --hashtag-share 0.1 --tables /tmp
 //! ```
 
 use std::io::Write;
@@ -20,6 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--seed" => options.seed = args.next().ok_or("--seed N")?.parse()?,
             "--purchase-share" => {
                 options.purchase_share = args.next().ok_or("--purchase-share P")?.parse()?
+            }
+            "--hashtag-share" => {
+                options.hashtag_share = args.next().ok_or("--hashtag-share P")?.parse()?
             }
             "--tables" => tables = Some(args.next().ok_or("--tables DIR")?),
             n => lines = n.parse()?,

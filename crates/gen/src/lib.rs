@@ -33,10 +33,13 @@
 //!
 //! Shares are of all lines, drawn independently per line, so they hold
 //! roughly: notices ~2.5%, retweets ~20%, quote tweets ~3%, long tweets ~5%,
-//! replies ~9%, ordinary hashtags on ~15% of tweets, a photo on ~8%, a link
-//! on ~18%. A tweet of its own averages about 2.4 KB, like real ones; a
-//! retweet or quote, which embeds a second full tweet, about 5 KB; all
-//! lines together about 2.9 KB.
+//! replies ~9%, a photo on ~8%, a link on ~18%. A share
+//! [`Options::hashtag_share`] (default 10%, after Suh et al., SocialCom
+//! 2010) of the lines that do not buy hold a hashtag sign, as ordinary
+//! hashtags in their text; the others hold none anywhere in their bytes
+//! (see [Hashtag signs](#hashtag-signs)). A tweet of its own averages
+//! about 2.4 KB, like real ones; a retweet or quote, which embeds a second
+//! full tweet, about 5 KB; all lines together about 2.9 KB.
 //!
 //! Field names, types and order follow Twitter's v1.1 streaming output:
 //! `id` a number and `id_str` the same as a string (snowflake ids, above
@@ -54,7 +57,29 @@
 //! span starts at its `#` or `＃`. `&amp;`, `&lt;` and `&gt;` (Twitter
 //! HTML-escapes those three) occur only after a tweet's last entity, so the
 //! indices hold however a reader counts them. Profile descriptions carry
-//! `#words` too, which are not tweet hashtags.
+//! `#words` too (on lines that hold a sign), which are not tweet hashtags.
+//!
+//! # Hashtag signs
+//!
+//! A matcher may decide a record whose bytes hold no hashtag sign (`#`, the
+//! UTF-8 of `＃`, or a `\u0023` / `\uff03` escape in any case) without
+//! decoding it, so the share of such records sets its cost, and the
+//! generator controls it exactly. Each line that does not buy is drawn to
+//! hold a sign with probability [`Options::hashtag_share`]:
+//!
+//! - one that does carries one to three ordinary hashtags in its own text
+//!   (a retweet: in the retweeted tweet, which its text repeats, perhaps
+//!   cut), with entities to match; the rest of it is as it comes: profile
+//!   descriptions with `#words`, links with a `#fragment`, Twitter for
+//!   iPad's `#!` source, a quoted tweet with hashtags or a catalog hashtag;
+//! - one that does not holds no sign anywhere: no hashtags, descriptions
+//!   rendered without their `#`, only links without a `#`, the iPad source
+//!   without its `#!`, and an embedded tweet held to the same.
+//!
+//! Notices hold no sign, so they are drawn among the lines without one, at
+//! the rate that keeps them 2.5% of the lines that do not buy while the
+//! share is at most 0.975 (above it, every line without a sign is a
+//! notice). Purchase lines always hold their catalog hashtag's sign.
 //!
 //! # Purchase tweets
 //!
@@ -67,9 +92,9 @@
 //! back to `Café`). Authors are linked users ~90% of the time (the rest are
 //! not linked); ~2% of users are protected. ~10% of the purchase lines are
 //! retweets of a purchase tweet (they never buy), ~4% quote tweets whose own
-//! text buys; besides, ~20% of ordinary quote tweets quote a tweet that
-//! carries a catalog hashtag (only the quoting text counts, so those never
-//! buy). Offers are chosen with a skew (a few hot offers) and so are linked
+//! text buys; besides, ~20% of the ordinary quote tweets that hold a sign
+//! quote a tweet that carries a catalog hashtag (only the quoting text
+//! counts, so those never buy; a quote without a sign cannot quote one). Offers are chosen with a skew (a few hot offers) and so are linked
 //! buyers (a few heavy buyers), so `max_per_user` and `spend_limit` bite.
 //!
 //! # Catalog and accounts
@@ -118,6 +143,15 @@ use crate::world::{chance, pick, place_centre, snowflake, word, World};
 /// 2026-06-01T00:00:00Z in milliseconds, the default [`Options::start_ms`].
 pub const DEFAULT_START_MS: i64 = 1_780_272_000_000;
 
+/// The default [`Options::hashtag_share`]: 10%, the share of tweets that
+/// carried a hashtag in Suh, Hong, Pirolli and Chi, "Want to be Retweeted?
+/// Large Scale Analytics on Factors Impacting Retweet in Twitter Network",
+/// IEEE SocialCom 2010 (10.1% of 74 million tweets, January to March
+/// 2010). A published count over a large sample, rather than a guess, so
+/// that a matcher that only decodes records holding a sign is measured on
+/// a realistic mix.
+pub const DEFAULT_HASHTAG_SHARE: f64 = 0.10;
+
 /// Share of notice lines (`delete`, `limit`, …).
 const NOTICE_SHARE: f64 = 0.025;
 /// Share of retweet lines.
@@ -128,6 +162,9 @@ const QUOTE_SHARE: f64 = 0.03;
 const LONG_SHARE: f64 = 0.05;
 /// Share of lines written with `\uXXXX` escapes for non-ASCII.
 const ESCAPED_SHARE: f64 = 0.25;
+/// Share of embedded tweets free to carry signs (the quoted tweet of a
+/// quote that holds a sign or buys) that carry ordinary hashtags.
+const EMBEDDED_TAG_SHARE: f64 = 0.15;
 /// How many recent tweets replies and deletes refer to.
 const RECENT: usize = 4096;
 
@@ -140,6 +177,20 @@ pub struct Options {
     /// Share of lines (0..=1) carrying a catalog hashtag in their own text.
     /// Values outside are clamped; NaN counts as 0. Default 0.01.
     pub purchase_share: f64,
+    /// Share (0..=1) of the lines that are not purchases (tweets and
+    /// notices alike) whose bytes hold a hashtag sign in any spelling: `#`,
+    /// the UTF-8 of `＃` (U+FF03), or a `\u0023` or `\uff03` escape. Such
+    /// a line carries one to three ordinary hashtags in its own text (a
+    /// retweet: in the retweeted tweet's); any other non-purchase line
+    /// holds no sign anywhere, in its text, profiles, links, source or
+    /// embedded tweets, since a matcher may skip exactly those records
+    /// after a byte scan. Notices hold no sign, so above `0.975` fewer
+    /// than the usual 2.5% of lines are notices (none at 1). Purchase
+    /// lines always hold their catalog hashtag's sign and are not counted.
+    /// Values outside are clamped; NaN counts as 0. Default
+    /// [`DEFAULT_HASHTAG_SHARE`], 0.10 (Suh et al., SocialCom 2010: 10.1%
+    /// of 74 million tweets carried a hashtag).
+    pub hashtag_share: f64,
     /// Catalog size. With 0 there are no purchase tweets. Default 10_000.
     pub offers: usize,
     /// Users with a linked card (the accounts file). Default 10_000.
@@ -160,6 +211,7 @@ impl Default for Options {
         Options {
             seed: 42,
             purchase_share: 0.01,
+            hashtag_share: DEFAULT_HASHTAG_SHARE,
             offers: 10_000,
             linked_users: 10_000,
             users: 200_000,
@@ -228,6 +280,30 @@ enum Item {
     Cashtag(&'static str),
 }
 
+/// What an ordinary (not buying) tweet may hold of hashtag signs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signs {
+    /// One to three ordinary hashtags in its own text; profiles, links and
+    /// source as they come. The own text of a line drawn to hold a sign.
+    Require,
+    /// No sign anywhere: no hashtags, and the sign-free variants of
+    /// profiles, links and source. Every part of a line drawn to hold none.
+    Forbid,
+    /// Ordinary hashtags on some, the rest as it comes: embedded tweets of
+    /// lines that hold a sign anyway (purchases, or lines drawn to hold
+    /// one), whose signs change no line's count.
+    Free,
+}
+
+/// What a line is, once drawn: a purchase, or a line that holds a sign or
+/// none (see [`Options::hashtag_share`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Line {
+    Purchase,
+    Signed,
+    Unsigned,
+}
+
 /// What a tweet's text is made of.
 struct Plan {
     lang: Lang,
@@ -239,6 +315,9 @@ struct Plan {
     media: bool,
     quote: Option<(u64, u32)>,
     amp: bool,
+    /// Nothing of the tweet may hold a hashtag sign: its link comes from
+    /// the sign-free ones, its profile and source render without one.
+    plain: bool,
 }
 
 impl Plan {
@@ -253,6 +332,7 @@ impl Plan {
             media: false,
             quote: None,
             amp: false,
+            plain: false,
         }
     }
 
@@ -293,6 +373,7 @@ pub struct Generator {
     world: World,
     rng: ChaCha8Rng,
     purchase_share: f64,
+    hashtag_share: f64,
     tps: u64,
     lines: u64,
     last_id: u64,
@@ -328,13 +409,9 @@ impl Generator {
             options.offers,
             options.start_ms,
         );
-        let purchase_share = if options.purchase_share.is_nan() {
-            0.0
-        } else {
-            options.purchase_share.clamp(0.0, 1.0)
-        };
         Generator {
-            purchase_share,
+            purchase_share: share(options.purchase_share),
+            hashtag_share: share(options.hashtag_share),
             tps: u64::from(options.tweets_per_second.max(1)),
             options,
             world,
@@ -375,19 +452,7 @@ impl Generator {
         if r < self.purchase_share && !self.world.offers.is_empty() {
             self.purchase(out, ms, &mut texts);
         } else {
-            let r: f64 = self.rng.gen();
-            if r < NOTICE_SHARE {
-                self.notice(out, ms);
-            } else if r < NOTICE_SHARE + RETWEET_SHARE {
-                self.retweet(out, ms, &mut texts, false);
-            } else if r < NOTICE_SHARE + RETWEET_SHARE + QUOTE_SHARE {
-                self.quote(out, ms, &mut texts, false);
-            } else {
-                let long = r < NOTICE_SHARE + RETWEET_SHARE + QUOTE_SHARE + LONG_SHARE;
-                let author = self.author();
-                let plan = self.ordinary_plan(author, ms, long, true);
-                self.single(out, ms, &mut texts, author, &plan);
-            }
+            self.other(out, ms, &mut texts);
         }
         self.texts = texts;
         if escape {
@@ -519,9 +584,18 @@ impl Generator {
 
     // ---- plans ----
 
-    fn ordinary_plan(&mut self, author: u32, ms: i64, long: bool, may_reply: bool) -> Plan {
+    /// A tweet that does not buy, holding signs as `signs` says.
+    fn ordinary_plan(
+        &mut self,
+        author: u32,
+        ms: i64,
+        long: bool,
+        may_reply: bool,
+        signs: Signs,
+    ) -> Plan {
         let mut plan = Plan::new(self.pick_lang());
         plan.long = long;
+        plan.plain = signs == Signs::Forbid;
         if long && plan.lang == Lang::Und {
             plan.lang = Lang::En;
         }
@@ -545,7 +619,14 @@ impl Generator {
             };
             plan.add(pos, Item::Mention(u));
         }
-        if chance(&mut self.rng, 0.15) {
+        let tags = match signs {
+            Signs::Require => true,
+            Signs::Forbid => false,
+            Signs::Free => chance(&mut self.rng, EMBEDDED_TAG_SHARE),
+        };
+        if tags {
+            // The first tag always goes in (nothing is used yet), so a
+            // required sign is always there.
             let n = *pick(&mut self.rng, &[1, 1, 1, 1, 2, 2, 3]);
             let mut used: [&str; 3] = [""; 3];
             for k in 0..n {
@@ -697,6 +778,7 @@ impl Generator {
             place,
             coords,
             counts,
+            plain: plan.plain,
         }
     }
 
@@ -717,18 +799,25 @@ impl Generator {
         write_status(out, &self.world, &st, &Embed::None, true);
     }
 
-    /// A retweet; `purchase`: of a purchase tweet.
-    fn retweet(&mut self, out: &mut Vec<u8>, ms: i64, texts: &mut [Text; 4], purchase: bool) {
+    /// A retweet of a purchase tweet, or of an ordinary one whose hashtags
+    /// (or their absence) make the line's signs: the retweet's own text is
+    /// the retweeted one's.
+    fn retweet(&mut self, out: &mut Vec<u8>, ms: i64, texts: &mut [Text; 4], line: Line) {
         let id = self.next_id(ms);
         let inner_ms = self.old_time(ms);
         let inner_id = snowflake(&mut self.rng, inner_ms).min(id.saturating_sub(1));
-        let (inner_author, plan) = if purchase {
+        let (inner_author, plan) = if line == Line::Purchase {
             let a = self.purchase_author();
             (a, self.purchase_plan(a, inner_ms, false, true))
         } else {
             let a = self.author();
             let long = chance(&mut self.rng, 0.08);
-            (a, self.ordinary_plan(a, inner_ms, long, true))
+            let signs = if line == Line::Signed {
+                Signs::Require
+            } else {
+                Signs::Forbid
+            };
+            (a, self.ordinary_plan(a, inner_ms, long, true, signs))
         };
         let [full, view, outer, _] = texts;
         let cut = self.compose(full, view, &plan, inner_id, inner_author, inner_ms);
@@ -758,26 +847,36 @@ impl Generator {
             place: None,
             coords: None,
             counts: [0; 4],
+            plain: line == Line::Unsigned,
         };
         self.remember(id, author);
         write_status(out, &self.world, &st, &Embed::Retweet(&inner), true);
     }
 
-    /// A quote tweet; `purchase`: its own text buys.
-    fn quote(&mut self, out: &mut Vec<u8>, ms: i64, texts: &mut [Text; 4], purchase: bool) {
+    /// A quote tweet: its own text buys ([`Line::Purchase`]), or carries
+    /// ordinary hashtags ([`Line::Signed`]), or neither it nor the quoted
+    /// tweet holds a sign ([`Line::Unsigned`]).
+    fn quote(&mut self, out: &mut Vec<u8>, ms: i64, texts: &mut [Text; 4], line: Line) {
         let id = self.next_id(ms);
         let inner_ms = self.old_time(ms);
         let inner_id = snowflake(&mut self.rng, inner_ms).min(id.saturating_sub(1));
         // A fifth of quoted tweets are purchase tweets: quoting one buys
-        // nothing.
-        let decoy = !self.world.offers.is_empty() && chance(&mut self.rng, 0.2);
+        // nothing. Their catalog hashtag is a sign, so never on a line that
+        // must hold none.
+        let decoy =
+            line != Line::Unsigned && !self.world.offers.is_empty() && chance(&mut self.rng, 0.2);
+        let inner_signs = if line == Line::Unsigned {
+            Signs::Forbid
+        } else {
+            Signs::Free
+        };
         let (inner_author, inner_plan) = if decoy {
             let a = self.purchase_author();
             (a, self.purchase_plan(a, inner_ms, false, false))
         } else {
             let a = self.author();
             let long = chance(&mut self.rng, 0.08);
-            (a, self.ordinary_plan(a, inner_ms, long, false))
+            (a, self.ordinary_plan(a, inner_ms, long, false, inner_signs))
         };
         let [ifull, iview, ofull, oview] = texts;
         let icut = self.compose(ifull, iview, &inner_plan, inner_id, inner_author, inner_ms);
@@ -789,12 +888,17 @@ impl Generator {
             &inner_plan,
             false,
         );
-        let (author, mut plan) = if purchase {
+        let (author, mut plan) = if line == Line::Purchase {
             let a = self.purchase_author();
             (a, self.purchase_plan(a, ms, false, false))
         } else {
             let a = self.other_user(inner_author);
-            (a, self.ordinary_plan(a, ms, false, false))
+            let signs = if line == Line::Signed {
+                Signs::Require
+            } else {
+                Signs::Forbid
+            };
+            (a, self.ordinary_plan(a, ms, false, false, signs))
         };
         plan.url = false;
         plan.media = false;
@@ -806,14 +910,51 @@ impl Generator {
         write_status(out, &self.world, &st, &Embed::Quote(&inner), true);
     }
 
+    /// A line that does not buy: it holds a hashtag sign with probability
+    /// [`Options::hashtag_share`], and none at all otherwise, so the share
+    /// holds exactly in expectation. Notices can hold no sign, so they are
+    /// drawn among the lines without one, at the rate that keeps them
+    /// [`NOTICE_SHARE`] of all these lines (all of the lines without a
+    /// sign when the share leaves less room); tweet kinds keep their
+    /// shares among tweets whatever the hashtag share.
+    fn other(&mut self, out: &mut Vec<u8>, ms: i64, texts: &mut [Text; 4]) {
+        let (line, signs) = if chance(&mut self.rng, self.hashtag_share) {
+            (Line::Signed, Signs::Require)
+        } else {
+            (Line::Unsigned, Signs::Forbid)
+        };
+        let notices = match line {
+            // At a share of 1 no line is drawn without a sign, and the
+            // quotient's infinity is capped all the same.
+            Line::Unsigned => (NOTICE_SHARE / (1.0 - self.hashtag_share)).min(1.0),
+            _ => 0.0,
+        };
+        if chance(&mut self.rng, notices) {
+            self.notice(out, ms);
+            return;
+        }
+        // A tweet: `r` spans the tweet kinds' part of the old thresholds.
+        let r = NOTICE_SHARE + self.rng.gen::<f64>() * (1.0 - NOTICE_SHARE);
+        if r < NOTICE_SHARE + RETWEET_SHARE {
+            self.retweet(out, ms, texts, line);
+        } else if r < NOTICE_SHARE + RETWEET_SHARE + QUOTE_SHARE {
+            self.quote(out, ms, texts, line);
+        } else {
+            let long = r < NOTICE_SHARE + RETWEET_SHARE + QUOTE_SHARE + LONG_SHARE;
+            let author = self.author();
+            let plan = self.ordinary_plan(author, ms, long, true, signs);
+            self.single(out, ms, texts, author, &plan);
+        }
+    }
+
     /// A purchase line: mostly a tweet of its own, some retweets of one,
     /// some quote tweets that buy.
     fn purchase(&mut self, out: &mut Vec<u8>, ms: i64, texts: &mut [Text; 4]) {
         let r: f64 = self.rng.gen();
         if r < 0.10 {
-            self.retweet(out, ms, texts, true);
+            self.retweet(out, ms, texts, Line::Purchase);
         } else if r < 0.14 {
-            self.quote(out, ms, texts, true);
+            self.quote(out, ms, texts, Line::Purchase);
         } else {
             let author = self.purchase_author();
             let long = chance(&mut self.rng, 0.06);
@@ -878,6 +1019,15 @@ impl Generator {
             push_u64(out, percent);
             out.extend_from_slice(b"}}");
         }
+    }
+}
+
+/// A share option as used: clamped to 0..=1, NaN as 0.
+fn share(value: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.clamp(0.0, 1.0)
     }
 }
 
@@ -1080,9 +1230,15 @@ fn gen_text(
         place_item(rng, w, t, *item);
     }
     if plan.url {
-        let p = rng.gen_range(0..w.links.len());
-        t.space();
-        t.push_url(UrlKind::Pool(p as u32), &w.links[p].shown);
+        let link = if plan.plain {
+            (!w.plain_links.is_empty()).then(|| *pick(rng, &w.plain_links) as usize)
+        } else {
+            Some(rng.gen_range(0..w.links.len()))
+        };
+        if let Some(p) = link {
+            t.space();
+            t.push_url(UrlKind::Pool(p as u32), &w.links[p].shown);
+        }
     }
     if let Some((qid, quser)) = plan.quote {
         let mut code = [0u8; 10];

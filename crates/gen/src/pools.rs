@@ -477,7 +477,8 @@ pub(crate) const NAME_EXTRA: &[&str] = &[
 ];
 
 /// Profile descriptions; some carry `#` words and `@` names, which are not
-/// tweet entities and must never be read as purchase hashtags.
+/// tweet entities and must never be read as purchase hashtags. On lines
+/// that must hold no hashtag sign they are rendered without their `#`.
 pub(crate) const DESCRIPTIONS: &[&str] = &[
     "Software developer. Coffee lover. #developer #rustlang",
     "Mom of 3 | runner 🏃‍♀️ | she/her",
@@ -555,6 +556,21 @@ pub(crate) const SOURCES: &[&str] = &[
     r#""<a href=\"https:\/\/buffer.com\" rel=\"nofollow\">Buffer<\/a>""#,
     r#""<a href=\"https:\/\/ifttt.com\" rel=\"nofollow\">IFTTT<\/a>""#,
     r#""<a href=\"http:\/\/twitter.com\/#!\/download\/ipad\" rel=\"nofollow\">Twitter for iPad<\/a>""#,
+];
+
+/// [`SOURCES`] with no hashtag sign, index for index: Twitter for iPad's
+/// link without its `#!`, in the form of the iPhone's and Android's, for
+/// the lines that must hold no sign at all.
+pub(crate) const SOURCES_WITHOUT_SIGN: &[&str] = &[
+    r#""<a href=\"http:\/\/twitter.com\/download\/iphone\" rel=\"nofollow\">Twitter for iPhone<\/a>""#,
+    r#""<a href=\"http:\/\/twitter.com\/download\/android\" rel=\"nofollow\">Twitter for Android<\/a>""#,
+    r#""<a href=\"https:\/\/mobile.twitter.com\" rel=\"nofollow\">Twitter Web App<\/a>""#,
+    r#""<a href=\"https:\/\/about.twitter.com\/products\/tweetdeck\" rel=\"nofollow\">TweetDeck<\/a>""#,
+    r#""<a href=\"http:\/\/instagram.com\" rel=\"nofollow\">Instagram<\/a>""#,
+    r#""<a href=\"https:\/\/www.hootsuite.com\" rel=\"nofollow\">Hootsuite Inc.<\/a>""#,
+    r#""<a href=\"https:\/\/buffer.com\" rel=\"nofollow\">Buffer<\/a>""#,
+    r#""<a href=\"https:\/\/ifttt.com\" rel=\"nofollow\">IFTTT<\/a>""#,
+    r#""<a href=\"http:\/\/twitter.com\/download\/ipad\" rel=\"nofollow\">Twitter for iPad<\/a>""#,
 ];
 
 /// Link targets: (host, path). Some paths carry a `#fragment` or a query.
@@ -850,3 +866,67 @@ pub(crate) const MERCHANT_B: &[&str] = &[
     "tea",
     "optics",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `s` holds a hashtag sign in any spelling a matcher's byte
+    /// scan looks for.
+    fn has_sign(s: &str) -> bool {
+        let lower = s.to_ascii_lowercase();
+        ["#", "＃", "\\u0023", "\\uff03"]
+            .iter()
+            .any(|sign| lower.contains(sign))
+    }
+
+    /// A line drawn to hold no sign takes its words, names and places from
+    /// these pools as they are: one sign in them would break the share.
+    #[test]
+    fn pools_that_sign_free_lines_use_as_they_are_hold_no_sign() {
+        let words = [
+            EN,
+            ES,
+            PT,
+            FR,
+            JA,
+            ZH,
+            ACCENTED,
+            AMP,
+            EMOJI,
+            NAME_EXTRA,
+            SOURCES_WITHOUT_SIGN,
+        ];
+        for word in words.iter().flat_map(|pool| pool.iter()) {
+            assert!(!has_sign(word), "{word:?}");
+        }
+        for (shown, handle) in FIRST.iter().chain(LAST) {
+            assert!(!has_sign(shown) && !has_sign(handle), "{shown:?}");
+        }
+        for location in LOCATIONS.iter().flatten() {
+            assert!(!has_sign(location), "{location:?}");
+        }
+        for place in PLACES {
+            for field in [place.0, place.1, place.2, place.3, place.4, place.5] {
+                assert!(!has_sign(field), "{field:?}");
+            }
+        }
+        for (host, _) in SITES {
+            assert!(!has_sign(host), "{host:?}");
+        }
+    }
+
+    /// The sign-free sources are the sources, index for index, less the
+    /// `#!` of the old iPad link.
+    #[test]
+    fn sources_without_sign_match_the_sources() {
+        assert_eq!(SOURCES.len(), SOURCES_WITHOUT_SIGN.len());
+        for (with, without) in SOURCES.iter().zip(SOURCES_WITHOUT_SIGN) {
+            assert_eq!(&with.replace("#!\\/", ""), without);
+        }
+        assert!(
+            SOURCES.iter().any(|s| has_sign(s)),
+            "the pool keeps its sign"
+        );
+    }
+}

@@ -23,6 +23,9 @@ pub(crate) struct Status<'a> {
     pub coords: Option<(f64, f64)>,
     /// quote, reply, retweet, favorite counts.
     pub counts: [u64; 4],
+    /// Render the sign-free variants of the author's profile and of the
+    /// source, for a line that must hold no hashtag sign.
+    pub plain: bool,
 }
 
 /// What a tweet embeds.
@@ -175,7 +178,12 @@ pub(crate) fn write_status(out: &mut Vec<u8>, w: &World, st: &Status, embed: &Em
     out.extend_from_slice(b",\"text\":");
     push_text(out, st.text);
     out.extend_from_slice(b",\"source\":");
-    out.extend_from_slice(pools::SOURCES[st.source % pools::SOURCES.len()].as_bytes());
+    let sources = if st.plain {
+        pools::SOURCES_WITHOUT_SIGN
+    } else {
+        pools::SOURCES
+    };
+    out.extend_from_slice(sources[st.source % sources.len()].as_bytes());
     out.extend_from_slice(if st.full.is_some() {
         b",\"truncated\":true,"
     } else {
@@ -195,7 +203,7 @@ pub(crate) fn write_status(out: &mut Vec<u8>, w: &World, st: &Status, embed: &Em
         ),
     }
     out.extend_from_slice(b"\"user\":");
-    w.write_user(out, st.user);
+    w.write_user(out, st.user, st.plain);
     match st.coords {
         Some((lon, lat)) => {
             use std::io::Write;

@@ -69,6 +69,9 @@ pub(crate) struct User {
 pub(crate) struct Template {
     /// `"location":…,"url":…,"description":…,"translator_type":"none",`
     a: String,
+    /// `a` with its description's `#` signs left out, when it has any: for
+    /// lines that must hold no hashtag sign.
+    a_plain: Option<String>,
     /// `"verified":…` through `"statuses_count":N,`
     b: String,
     /// `"utc_offset":null,` through `"profile_image_url_https":"…",`
@@ -112,6 +115,9 @@ pub(crate) struct World {
     pub linked: Vec<u32>,
     pub offers: Vec<OfferTag>,
     pub links: Vec<Link>,
+    /// Indices of the links that hold no `#` (in the text or the entity),
+    /// for lines that must hold no hashtag sign.
+    pub plain_links: Vec<u32>,
     pub photos: Vec<Photo>,
     pub places: Vec<String>,
     pub catalog: CatalogFile,
@@ -141,13 +147,21 @@ impl World {
         for &u in &order {
             users[u as usize].linked = true;
         }
+        let links: Vec<Link> = (0..LINKS).map(|_| link(rng)).collect();
+        let plain_links = (0..links.len() as u32)
+            .filter(|&i| {
+                let l = &links[i as usize];
+                !l.shown.contains('#') && !l.json.contains('#')
+            })
+            .collect();
         let mut world = World {
             users,
             arena,
             templates,
             linked: order,
             offers: Vec::new(),
-            links: (0..LINKS).map(|_| link(rng)).collect(),
+            links,
+            plain_links,
             photos: (0..PHOTOS).map(|_| photo(rng)).collect(),
             places: pools::PLACES.iter().map(place).collect(),
             catalog: CatalogFile::default(),
@@ -193,8 +207,9 @@ impl World {
         self.slice(from, user.created_len.into())
     }
 
-    /// Appends the user object.
-    pub fn write_user(&self, out: &mut Vec<u8>, u: u32) {
+    /// Appends the user object; `plain`: with no hashtag sign in its
+    /// description (the only part of a profile that can hold one).
+    pub fn write_user(&self, out: &mut Vec<u8>, u: u32, plain: bool) {
         let user = &self.users[u as usize];
         let t = &self.templates[user.template as usize];
         let id = self.id_str(u).as_bytes();
@@ -207,7 +222,11 @@ impl World {
         out.extend_from_slice(b",\"screen_name\":\"");
         out.extend_from_slice(self.screen_name(u).as_bytes());
         out.extend_from_slice(b"\",");
-        out.extend_from_slice(t.a.as_bytes());
+        let a = match &t.a_plain {
+            Some(a_plain) if plain => a_plain,
+            _ => &t.a,
+        };
+        out.extend_from_slice(a.as_bytes());
         out.extend_from_slice(if user.protected {
             b"\"protected\":true,"
         } else {
@@ -569,14 +588,26 @@ fn template(rng: &mut ChaCha8Rng) -> Template {
     } else {
         out.extend_from_slice(b"null");
     }
-    out.extend_from_slice(b",\"description\":");
-    if chance(rng, 0.1) {
-        out.extend_from_slice(b"null");
-    } else {
-        push_string(&mut out, word(rng, pools::DESCRIPTIONS));
-    }
-    out.extend_from_slice(b",\"translator_type\":\"none\",");
+    let description = (!chance(rng, 0.1)).then(|| word(rng, pools::DESCRIPTIONS));
+    let before_description = out.len();
+    let push_description = |out: &mut Vec<u8>, description: Option<&str>| {
+        out.extend_from_slice(b",\"description\":");
+        match description {
+            Some(d) => push_string(out, d),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"translator_type\":\"none\",");
+    };
+    push_description(&mut out, description);
     let a = String::from_utf8_lossy(&out).into_owned();
+    // The same profile without the description's signs ("Proud BuyLocal
+    // supporter"): a user may look a little different from line to line,
+    // which real profiles do too as users edit them.
+    let a_plain = description.filter(|d| d.contains('#')).map(|d| {
+        out.truncate(before_description);
+        push_description(&mut out, Some(&d.replace('#', "")));
+        String::from_utf8_lossy(&out).into_owned()
+    });
     // b
     out.clear();
     let verified = chance(rng, 0.01);
@@ -665,7 +696,14 @@ fn template(rng: &mut ChaCha8Rng) -> Template {
     let d = format!(
         "\"default_profile\":{default_profile},\"default_profile_image\":false,\"following\":null,\"follow_request_sent\":null,\"notifications\":null,\"withheld_in_countries\":[]}}"
     );
-    Template { a, b, c, banner, d }
+    Template {
+        a,
+        a_plain,
+        b,
+        c,
+        banner,
+        d,
+    }
 }
 
 fn link(rng: &mut ChaCha8Rng) -> Link {

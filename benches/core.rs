@@ -1,8 +1,11 @@
 //! Core throughput: decode + extract + match on `hashbuy gen` output (1% of
 //! tweets with a catalog hashtag, a catalog of 10,000 offers), on one core.
 //!
-//! Four measurements over the same bytes, in one run so they compare as
-//! ratios: `hot_path` (what the matcher runs: `Rules::decide_bytes`),
+//! Five measurements over the same bytes, in one run so they compare as
+//! ratios: `prefiltered` (what the matcher runs by default: records
+//! without a hashtag sign decided by `prefilter::skim`, the rest by
+//! `Rules::decide_bytes`), `hot_path` (`Rules::decide_bytes` on every
+//! record, `hashbuy match --validate all`),
 //! `plain_path` (the same decisions through a whole `serde_json::Value`,
 //! `Rules::decide_bytes_reference`), `serde_json_value` (only
 //! `serde_json::from_slice::<Value>`, the general-purpose baseline), and
@@ -16,6 +19,7 @@
 //! Run: `cargo bench --bench core` (add `-- --quick` for a short run).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hashbuy_core::prefilter::{skim, Skim};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_core::Rules;
 use hashbuy_gen::{Generator, Options};
@@ -66,8 +70,14 @@ fn throughput(c: &mut Criterion) {
         .iter()
         .filter(|r| !rules.decide_bytes(r).commands().is_empty())
         .count();
+    let signed = data
+        .records
+        .iter()
+        .filter(|r| skim(r) == Skim::Decode)
+        .count();
     eprintln!(
-        "{} records, {:.0} bytes on average, {} buy; tweets/s = MB/s × {:.0}",
+        "{} records ({signed} decoded by the prefiltered path), {:.0} bytes on average, {} buy; \
+         tweets/s = MB/s × {:.0}",
         data.records.len(),
         data.bytes as f64 / data.records.len() as f64,
         buys,
@@ -77,6 +87,17 @@ fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("core");
     group.throughput(Throughput::Bytes(data.bytes));
     group.sample_size(20);
+    group.bench_function("prefiltered", |b| {
+        b.iter(|| {
+            data.records
+                .iter()
+                .map(|r| match skim(r) {
+                    Skim::NoSign => 0,
+                    Skim::Decode => rules.decide_bytes(r).commands().len(),
+                })
+                .sum::<usize>()
+        })
+    });
     group.bench_function("hot_path", |b| {
         b.iter(|| {
             data.records

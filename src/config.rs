@@ -360,7 +360,10 @@ mod tests {
         );
         let file = parse("[match]\nvalidate_sample = 1.5\n");
         let error = file.matcher.validation().expect_err("refused").to_string();
-        assert!(error.contains("validate_sample") && error.contains("1.5"), "{error}");
+        assert!(
+            error.contains("validate_sample") && error.contains("1.5"),
+            "{error}"
+        );
     }
 
     #[test]

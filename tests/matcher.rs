@@ -346,7 +346,10 @@ fn metrics_health_and_readiness_are_served() {
     let (status, err) = finish(child);
     assert!(status.success(), "SIGTERM ends it cleanly: {err}");
     assert!(err.contains("matched 2000 records"), "{err}");
-    assert!(err.contains("without a hashtag sign (0 malformed in the sample)"), "{err}");
+    assert!(
+        err.contains("without a hashtag sign (0 malformed in the sample)"),
+        "{err}"
+    );
 }
 
 /// A producer of large records, to fill the embedded broker's 5 MB a
@@ -696,6 +699,9 @@ fn bench_writes_every_run_and_the_medians_as_json() {
         serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
     assert_eq!(document["bench"], "matcher");
     assert!(document["machine"]["cpus"].as_u64().is_some_and(|n| n > 0));
+    // The stream's shares, so a result file says what it was measured on.
+    assert_eq!(document["purchase_share"], 0.01);
+    assert_eq!(document["hashtag_share"], 0.1);
     for consumer in ["ceiling", "plain", "exactly-once", "at-least-once"] {
         let runs = document["consumers"][consumer]["runs"]
             .as_array()

@@ -158,6 +158,11 @@ pub struct DriverContext<S: Stage> {
     /// The group has assigned this member partitions (possibly none), and
     /// has not taken them away as lost since.
     joined: AtomicBool,
+    /// The group has assigned this member at least one partition, ever:
+    /// kept here by the rebalance callback, since asking the consumer for
+    /// its assignment is a round trip through librdkafka's main thread
+    /// and a copy of every partition, too dear for each turn of the loop.
+    had_partitions: AtomicBool,
     /// Splitting a queue needs the consumer itself, which the context only
     /// borrows in callbacks: a weak handle (or the consumer would own
     /// itself).
@@ -197,6 +202,9 @@ impl<S: Stage> ConsumerContext for DriverContext<S> {
                 tracing::info!(partitions = ?partitions(list), "partitions assigned");
                 lock(&self.stage).assigned(&owner, queues);
                 self.joined.store(true, Ordering::Relaxed);
+                if list.count() > 0 {
+                    self.had_partitions.store(true, Ordering::Relaxed);
+                }
             }
             Rebalance::Revoke(list) => {
                 let lost = member.assignment_lost();
@@ -261,6 +269,7 @@ pub fn drive<S: Stage>(
         stage: Mutex::new(stage),
         input: membership.input.clone(),
         joined: AtomicBool::new(false),
+        had_partitions: AtomicBool::new(false),
         member: OnceLock::new(),
     };
     let member: Arc<Member<S>> = Arc::new(
@@ -311,9 +320,6 @@ fn turn<S: Stage>(
 ) -> Result<(), DriveError<S::Error>> {
     let started = Instant::now();
     let mut warn_unjoined_at = JOIN_WARNING;
-    // The end is judged only once the member has had partitions: before,
-    // work the stage resumes from its own state has not started.
-    let mut ever_joined = false;
     let mut checked_end = Instant::now();
     let stage = &member.context().stage;
     while !stop.load(Ordering::Relaxed) {
@@ -325,7 +331,6 @@ fn turn<S: Stage>(
         // A rebalance in that poll may have failed (lost data found at
         // assignment): the turn, which may commit, must not run.
         pending(stage)?;
-        ever_joined |= member.assignment().is_ok_and(|a| a.count() > 0);
         // Ready once the group has answered with an assignment, even an
         // empty one: a member with no partitions (more members than
         // partitions) is a standby, not a failure.
@@ -344,6 +349,10 @@ fn turn<S: Stage>(
         lock(stage)
             .tick(member, health)
             .map_err(DriveError::Stage)?;
+        // The end is judged only once the member has had partitions:
+        // before, work the stage resumes from its own state has not
+        // started.
+        let ever_joined = member.context().had_partitions.load(Ordering::Relaxed);
         if membership.exit_at_end && ever_joined && checked_end.elapsed() >= END_CHECK_EVERY {
             checked_end = Instant::now();
             let (settled, at_eof) = {

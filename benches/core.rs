@@ -1,10 +1,11 @@
 //! Core throughput: decode + extract + match on `hashbuy gen` output (1% of
 //! tweets with a catalog hashtag, a catalog of 10,000 offers), on one core.
 //!
-//! Five measurements over the same bytes, in one run so they compare as
+//! Six measurements over the same bytes, in one run so they compare as
 //! ratios: `prefiltered` (what the matcher runs by default: records
 //! without a hashtag sign decided by `prefilter::skim`, the rest by
-//! `Rules::decide_bytes`), `hot_path` (`Rules::decide_bytes` on every
+//! `Rules::decide_bytes`), `skim_only` (the prefilter's byte scan alone,
+//! on every record), `hot_path` (`Rules::decide_bytes` on every
 //! record, `hashbuy match --validate all`),
 //! `plain_path` (the same decisions through a whole `serde_json::Value`,
 //! `Rules::decide_bytes_reference`), `serde_json_value` (only
@@ -96,6 +97,14 @@ fn throughput(c: &mut Criterion) {
                     Skim::Decode => rules.decide_bytes(r).commands().len(),
                 })
                 .sum::<usize>()
+        })
+    });
+    group.bench_function("skim_only", |b| {
+        b.iter(|| {
+            data.records
+                .iter()
+                .filter(|r| skim(r) == Skim::NoSign)
+                .count()
         })
     });
     group.bench_function("hot_path", |b| {

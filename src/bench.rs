@@ -46,10 +46,8 @@ use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message;
 
 use crate::bench_plain::plain;
+use crate::bench_report;
 use crate::config::{override_with, DeliveryArg, MatchConfig};
-
-/// The all-time peak of tweets per second on Twitter (August 2013).
-const TWITTER_PEAK: f64 = 143_199.0;
 
 /// Arguments of `hashbuy bench`.
 #[derive(clap::Args)]
@@ -226,62 +224,34 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let ceiling_rates: Vec<f64> = results["ceiling"].iter().map(Figures::per_second).collect();
+    let consumers: serde_json::Map<String, serde_json::Value> = modes
+        .iter()
+        .map(|mode| {
+            let figures = &results[mode];
+            let ratios: Vec<f64> = figures
+                .iter()
+                .zip(&ceiling_rates)
+                .map(|(f, ceiling)| f.per_second() / ceiling)
+                .collect();
+            (mode.to_string(), consumer_json(figures, &ratios))
+        })
+        .collect();
+    let document = serde_json::json!({
+        "bench": "matcher",
+        "machine": machine(),
+        "tweets": stored,
+        "partitions": partitions,
+        "workers": workers,
+        "batch_ms": settings.batch_ms,
+        "purchase_share": args.purchase_share,
+        "hashtag_share": args.hashtag_share,
+        "runs": args.runs,
+        "consumers": consumers,
+    });
     if args.json {
-        let consumers: serde_json::Map<String, serde_json::Value> = modes
-            .iter()
-            .map(|mode| {
-                let figures = &results[mode];
-                let ratios: Vec<f64> = figures
-                    .iter()
-                    .zip(&ceiling_rates)
-                    .map(|(f, ceiling)| f.per_second() / ceiling)
-                    .collect();
-                (mode.to_string(), consumer_json(figures, &ratios))
-            })
-            .collect();
-        let document = serde_json::json!({
-            "bench": "matcher",
-            "machine": machine(),
-            "tweets": stored,
-            "partitions": partitions,
-            "workers": workers,
-            "batch_ms": settings.batch_ms,
-            "purchase_share": args.purchase_share,
-            "hashtag_share": args.hashtag_share,
-            "runs": args.runs,
-            "consumers": consumers,
-        });
         println!("{document:#}");
-        drop(started_broker);
-        return Ok(());
-    }
-    println!("| consumer | tweets/s (median) | of ceiling (median of runs) | CPU µs/tweet (median) | broker CPU µs/tweet (median) | × Twitter peak (143,199/s) |");
-    println!("|---|---|---|---|---|---|");
-    for mode in modes {
-        let figures = &results[mode];
-        let rates: Vec<f64> = figures.iter().map(Figures::per_second).collect();
-        let ratios: Vec<f64> = rates
-            .iter()
-            .zip(&ceiling_rates)
-            .map(|(rate, ceiling)| rate / ceiling)
-            .collect();
-        let cpu: Vec<f64> = figures.iter().map(Figures::cpu_us_per_record).collect();
-        let broker: Vec<f64> = figures
-            .iter()
-            .filter_map(Figures::broker_us_per_record)
-            .collect();
-        let broker = if broker.is_empty() {
-            "-".to_owned()
-        } else {
-            format!("{:.2}", median(&broker))
-        };
-        let rate = median(&rates);
-        println!(
-            "| {mode} | {rate:.0} | {:.0}% | {:.2} | {broker} | {:.2} |",
-            median(&ratios) * 100.0,
-            median(&cpu),
-            rate / TWITTER_PEAK
-        );
+    } else {
+        print!("{}", bench_report::render(&document)?);
     }
     drop(started_broker);
     Ok(())

@@ -178,48 +178,28 @@ pub fn run(args: Args) -> Result<()> {
     ))?;
 
     let per = |d: Duration| d.as_secs_f64() * 1e6 / summary.settled.max(1) as f64;
+    let document = serde_json::json!({
+        "bench": "settler",
+        "machine": machine(),
+        "commands": summary.settled,
+        "partitions": args.partitions,
+        "max_in_flight": config.max_in_flight,
+        "latency_ms": args.latency_ms,
+        "settler": {
+            "per_second": rate,
+            "busy_s": summary.busy.as_secs_f64(),
+            "settler_cpu_us_per_settlement": per(settler_cpu),
+            "paysim_cpu_us_per_settlement": per(paysim_cpu),
+            "broker_cpu_us_per_settlement": broker_cpu.map(per),
+            "vs_one_at_a_time": rate / baseline.max(1e-9),
+        },
+        "one_at_a_time": { "commands": args.baseline, "per_second": baseline },
+    });
     if args.json {
-        let document = serde_json::json!({
-            "bench": "settler",
-            "machine": machine(),
-            "commands": summary.settled,
-            "partitions": args.partitions,
-            "max_in_flight": config.max_in_flight,
-            "latency_ms": args.latency_ms,
-            "settler": {
-                "per_second": rate,
-                "busy_s": summary.busy.as_secs_f64(),
-                "settler_cpu_us_per_settlement": per(settler_cpu),
-                "paysim_cpu_us_per_settlement": per(paysim_cpu),
-                "broker_cpu_us_per_settlement": broker_cpu.map(per),
-                "vs_one_at_a_time": rate / baseline.max(1e-9),
-            },
-            "one_at_a_time": { "commands": args.baseline, "per_second": baseline },
-        });
         println!("{document:#}");
-        return Ok(());
+    } else {
+        print!("{}", crate::bench_report::render(&document)?);
     }
-    println!(
-        "| settler | settlements/s | settler CPU µs/settlement | paysim CPU µs/settlement | broker CPU µs/settlement | ratio |"
-    );
-    println!("|---|---|---|---|---|---|");
-    println!(
-        "| hashbuy settle (--max-in-flight {}, {} partitions) | {:.0} | {:.0} | {:.0} | {} | {:.0}× |",
-        config.max_in_flight,
-        args.partitions,
-        rate,
-        per(settler_cpu),
-        per(paysim_cpu),
-        broker_cpu.map_or("-".into(), |c| format!("{:.0}", per(c))),
-        rate / baseline.max(1e-9),
-    );
-    println!("| one at a time | {baseline:.1} | - | - | - | 1× |");
-    eprintln!(
-        "provider latency {} ms (median); {} commands in {:.2} s",
-        args.latency_ms,
-        summary.settled,
-        summary.busy.as_secs_f64()
-    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_plain;
+mod bench_report;
 mod bench_settle;
 mod broker;
 mod config;
@@ -64,6 +65,8 @@ enum Command {
     Bench(bench::Args),
     /// Measure the settler's throughput against paysim at a given latency.
     BenchSettle(bench_settle::Args),
+    /// Print benchmark result files as tables, and keep a README's in step.
+    BenchReport(bench_report::Args),
     /// Run the simulated, Stripe-compatible payment provider.
     Paysim(paysim::Args),
     /// Settle payment commands through the payment provider, with a ledger.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Paysim(args) => paysim::run(args),
         Command::BenchSettle(args) => bench_settle::run(args),
+        Command::BenchReport(args) => bench_report::run(args),
         Command::Settle(args) => settling::run(args),
         Command::Ledger(args) => ledger_cmd::run(args),
     };

@@ -1,0 +1,301 @@
+//! `hashbuy bench-report`: the Markdown tables of benchmark result
+//! documents, the `--json` output of `hashbuy bench` and `hashbuy
+//! bench-settle`.
+//!
+//! This is the one renderer of those tables: the benches print their table
+//! through it, and the README's tables are its output over the result
+//! files committed under `benches/results/`, between marker comments
+//! (`<!-- results: benches/results/FILE.json -->` … `<!-- /results -->`).
+//! `--update README.md` rewrites every marked table from its file, and
+//! `--check README.md` fails when one differs, so a figure in the README
+//! is always one that was measured and kept, with the machine it was
+//! measured on.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::bench::median;
+
+/// The all-time peak of tweets per second on Twitter (August 2013).
+pub(crate) const TWITTER_PEAK: f64 = 143_199.0;
+
+/// Arguments of `hashbuy bench-report`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Result documents (`hashbuy bench --json`, `bench-settle --json`) to
+    /// print as tables.
+    files: Vec<PathBuf>,
+    /// Rewrite the marked tables of this Markdown file from the result
+    /// files the markers name (paths relative to the Markdown file).
+    #[arg(long, value_name = "MARKDOWN", conflicts_with = "check")]
+    update: Option<PathBuf>,
+    /// Fail, naming the table, when a marked table of this Markdown file
+    /// differs from what its result file renders.
+    #[arg(long, value_name = "MARKDOWN")]
+    check: Option<PathBuf>,
+}
+
+/// Runs `hashbuy bench-report`.
+pub fn run(args: Args) -> Result<()> {
+    for file in &args.files {
+        print!("{}", render(&read(file)?)?);
+    }
+    if let Some(path) = &args.update {
+        let text = read_text(path)?;
+        let updated = rewrite(path, &text)?;
+        if updated != text {
+            std::fs::write(path, updated)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("updated the result tables of {}", path.display());
+        }
+    }
+    if let Some(path) = &args.check {
+        let text = read_text(path)?;
+        if rewrite(path, &text)? != text {
+            bail!(
+                "{}: a result table differs from its result file; run `hashbuy bench-report \
+                 --update {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn read(path: &Path) -> Result<Value> {
+    serde_json::from_str(&read_text(path)?)
+        .with_context(|| format!("{}: not a result document", path.display()))
+}
+
+const OPEN: &str = "<!-- results: ";
+const CLOSE: &str = "<!-- /results -->";
+
+/// `text` with every marked table rendered again from its file.
+fn rewrite(markdown: &Path, text: &str) -> Result<String> {
+    let base = markdown.parent().unwrap_or(Path::new(""));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let line_end = rest[start..]
+            .find('\n')
+            .map(|i| start + i + 1)
+            .with_context(|| format!("{}: a results marker ends the file", markdown.display()))?;
+        let marker = &rest[start..line_end];
+        let file = marker[OPEN.len()..]
+            .trim_end()
+            .strip_suffix("-->")
+            .map(str::trim)
+            .with_context(|| format!("{}: bad results marker {marker:?}", markdown.display()))?;
+        let end = rest[line_end..].find(CLOSE).with_context(|| {
+            format!(
+                "{}: the results marker for {file} has no {CLOSE}",
+                markdown.display()
+            )
+        })? + line_end;
+        out.push_str(&rest[..line_end]);
+        out.push_str(&render(&read(&base.join(file))?).with_context(|| file.to_owned())?);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The table of one result document.
+pub(crate) fn render(document: &Value) -> Result<String> {
+    match document["bench"].as_str() {
+        Some("matcher") => Ok(matcher(document)),
+        Some("settler") => Ok(settler(document)),
+        other => bail!("no table for a result document of bench {other:?}"),
+    }
+}
+
+/// A number with `digits` decimals, or `-` when absent.
+fn number(value: &Value, digits: usize) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+/// The machine line under a table.
+fn machine(document: &Value) -> String {
+    let machine = &document["machine"];
+    format!(
+        "{} CPUs ({}), {} {}",
+        machine["cpus"],
+        machine["cpu_model"].as_str().unwrap_or("model unknown"),
+        machine["os"].as_str().unwrap_or("?"),
+        machine["arch"].as_str().unwrap_or("?"),
+    )
+}
+
+/// The consumers of a matcher document, in the order the bench runs them.
+const CONSUMERS: [&str; 4] = ["ceiling", "plain", "exactly-once", "at-least-once"];
+
+fn matcher(document: &Value) -> String {
+    let field = |run: &Value, name: &str| run[name].as_f64();
+    let runs = |consumer: &str| -> Vec<Value> {
+        document["consumers"][consumer]["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let ceiling = runs("ceiling");
+    let mut table = String::from(
+        "| consumer | tweets/s | of ceiling | CPU µs/tweet | CPU over ceiling µs/tweet | broker CPU µs/tweet | × Twitter peak (143,199/s) |\n|---|---|---|---|---|---|---|\n",
+    );
+    for consumer in CONSUMERS {
+        let runs = runs(consumer);
+        if runs.is_empty() {
+            continue;
+        }
+        let values =
+            |name: &str| -> Vec<f64> { runs.iter().filter_map(|r| field(r, name)).collect() };
+        let over: Vec<f64> = runs
+            .iter()
+            .zip(&ceiling)
+            .filter_map(|(run, ceiling)| {
+                Some(field(run, "cpu_us_per_record")? - field(ceiling, "cpu_us_per_record")?)
+            })
+            .collect();
+        let rate = median(&values("per_second"));
+        let broker = values("broker_cpu_us_per_record");
+        let broker = if broker.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", median(&broker))
+        };
+        let _ = writeln!(
+            table,
+            "| {consumer} | {rate:.0} | {:.0}% | {:.2} | {} | {broker} | {:.2} |",
+            median(&values("of_ceiling")) * 100.0,
+            median(&values("cpu_us_per_record")),
+            if consumer == "ceiling" {
+                "-".to_owned()
+            } else {
+                format!("{:+.2}", median(&over))
+            },
+            rate / TWITTER_PEAK,
+        );
+    }
+    let share = |name: &str| {
+        document[name]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |v| format!("{:.0}%", v * 100.0))
+    };
+    let _ = writeln!(
+        table,
+        "\n{} tweets over {} partitions, {} workers, batches of up to {} ms; purchase share {}, \
+         hashtag share {}; medians of {} runs, each run's ratios to its own ceiling. {}.",
+        document["tweets"],
+        document["partitions"],
+        document["workers"],
+        document["batch_ms"],
+        share("purchase_share"),
+        share("hashtag_share"),
+        document["runs"],
+        machine(document),
+    );
+    table
+}
+
+fn settler(document: &Value) -> String {
+    let settler = &document["settler"];
+    let mut table = String::from(
+        "| settler | settlements/s | settler CPU µs/settlement | paysim CPU µs/settlement | broker CPU µs/settlement | ratio |\n|---|---|---|---|---|---|\n",
+    );
+    let _ = writeln!(
+        table,
+        "| hashbuy settle (--max-in-flight {}, {} partitions) | {} | {} | {} | {} | {}× |",
+        document["max_in_flight"],
+        document["partitions"],
+        number(&settler["per_second"], 0),
+        number(&settler["settler_cpu_us_per_settlement"], 0),
+        number(&settler["paysim_cpu_us_per_settlement"], 0),
+        number(&settler["broker_cpu_us_per_settlement"], 0),
+        number(&settler["vs_one_at_a_time"], 0),
+    );
+    let _ = writeln!(
+        table,
+        "| one at a time | {} | - | - | - | 1× |",
+        number(&document["one_at_a_time"]["per_second"], 1)
+    );
+    let _ = writeln!(
+        table,
+        "\n{} commands, provider latency {} ms (median). {}.",
+        document["commands"],
+        document["latency_ms"],
+        machine(document),
+    );
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher_document() -> Value {
+        let run = |rate: f64, cpu: f64| {
+            serde_json::json!({"per_second": rate, "of_ceiling": rate / 100_000.0,
+                "cpu_us_per_record": cpu, "broker_cpu_us_per_record": 5.0})
+        };
+        serde_json::json!({
+            "bench": "matcher",
+            "machine": {"cpus": 2, "cpu_model": "Test CPU", "os": "linux", "arch": "x86_64"},
+            "tweets": 1000, "partitions": 4, "workers": 2, "batch_ms": 100,
+            "purchase_share": 0.01, "hashtag_share": 0.1, "runs": 3,
+            "consumers": {
+                "ceiling": {"runs": [run(100_000.0, 3.0), run(100_000.0, 4.0), run(100_000.0, 3.5)]},
+                "exactly-once": {"runs": [run(90_000.0, 4.0), run(80_000.0, 5.0), run(95_000.0, 3.6)]},
+            },
+        })
+    }
+
+    #[test]
+    fn a_matcher_table_gives_medians_and_the_cpu_over_each_runs_ceiling() {
+        let table = render(&matcher_document()).expect("renders");
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            rows[2],
+            "| ceiling | 100000 | 100% | 3.50 | - | 5.00 | 0.70 |"
+        );
+        // Over their own runs' ceilings: +1.0, +1.0, +0.1.
+        assert_eq!(
+            rows[3],
+            "| exactly-once | 90000 | 90% | 4.00 | +1.00 | 5.00 | 0.63 |"
+        );
+        assert!(table.contains("hashtag share 10%"), "{table}");
+        assert!(table.contains("2 CPUs (Test CPU)"), "{table}");
+    }
+
+    #[test]
+    fn marked_tables_are_rewritten_from_their_files() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("m.json"), matcher_document().to_string()).expect("written");
+        let readme = dir.path().join("README.md");
+        let text = "before\n<!-- results: m.json -->\nstale\n<!-- /results -->\nafter\n";
+        let rewritten = rewrite(&readme, text).expect("rewrites");
+        assert!(rewritten.starts_with("before\n<!-- results: m.json -->\n| consumer |"));
+        assert!(rewritten.ends_with("<!-- /results -->\nafter\n"));
+        assert!(!rewritten.contains("stale"));
+        assert_eq!(rewrite(&readme, &rewritten).expect("rewrites"), rewritten);
+        let error = rewrite(
+            &readme,
+            "<!-- results: gone.json -->\nx\n<!-- /results -->\n",
+        )
+        .expect_err("a missing file");
+        assert!(format!("{error:#}").contains("gone.json"), "{error:#}");
+    }
+
+    #[test]
+    fn unknown_documents_are_refused() {
+        assert!(render(&serde_json::json!({"bench": "nope"})).is_err());
+    }
+}

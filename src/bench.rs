@@ -47,7 +47,7 @@ use rdkafka::Message;
 
 use crate::bench_plain::plain;
 use crate::bench_report;
-use crate::config::{override_with, DeliveryArg, MatchConfig};
+use crate::config::{override_with, DeliveryArg, MatchConfig, ValidateArg};
 
 /// Arguments of `hashbuy bench`.
 #[derive(clap::Args)]
@@ -84,6 +84,10 @@ pub struct Args {
     /// milliseconds, as `hashbuy match --batch-ms` [default: as there, 100].
     #[arg(long)]
     batch_ms: Option<u64>,
+    /// How the matcher validates records, as `hashbuy match --validate`
+    /// [default: as there, signed].
+    #[arg(long, value_enum)]
+    validate: Option<ValidateArg>,
     /// Print the results as one JSON document (every run's figures, the
     /// medians, and the machine) instead of a Markdown table.
     #[arg(long)]
@@ -156,7 +160,11 @@ pub fn run(args: Args) -> Result<()> {
         &serde_json::to_string(&generator.accounts()).context("accounts render")?,
     )?;
     let tables = (catalog.clone(), accounts.clone());
-    let matcher = Arc::new(Matcher::new(catalog, accounts));
+    let mut settings = MatchConfig::default();
+    override_with(&mut settings.batch_ms, args.batch_ms);
+    override_with(&mut settings.workers, args.workers);
+    override_with(&mut settings.validate, args.validate);
+    let matcher = Arc::new(Matcher::new(catalog, accounts).with_validation(settings.validation()?));
     let bytes = produce(&connection, &topics.tweets, &mut generator, args.tweets)?;
     let probe: rdkafka::consumer::BaseConsumer<QuietContext> =
         connection.config().create_with_context(QuietContext)?;
@@ -183,9 +191,6 @@ pub fn run(args: Args) -> Result<()> {
 
     let mut results: HashMap<&'static str, Vec<Figures>> = HashMap::new();
     let modes = ["ceiling", "plain", "exactly-once", "at-least-once"];
-    let mut settings = MatchConfig::default();
-    override_with(&mut settings.batch_ms, args.batch_ms);
-    override_with(&mut settings.workers, args.workers);
     let workers = settings.workers.max(1);
     for run in 0..args.runs {
         for mode in modes {
@@ -243,6 +248,7 @@ pub fn run(args: Args) -> Result<()> {
         "partitions": partitions,
         "workers": workers,
         "batch_ms": settings.batch_ms,
+        "validate": settings.validate,
         "purchase_share": args.purchase_share,
         "hashtag_share": args.hashtag_share,
         "runs": args.runs,

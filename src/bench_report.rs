@@ -192,12 +192,14 @@ fn matcher(document: &Value) -> String {
     };
     let _ = writeln!(
         table,
-        "\n{} tweets over {} partitions, {} workers, batches of up to {} ms; purchase share {}, \
-         hashtag share {}; medians of {} runs, each run's ratios to its own ceiling. {}.",
+        "\n{} tweets over {} partitions, {} workers, batches of up to {} ms, `--validate {}`; \
+         purchase share {}, hashtag share {}; medians of {} runs, each run's ratios to its own \
+         ceiling. {}.",
         document["tweets"],
         document["partitions"],
         document["workers"],
         document["batch_ms"],
+        document["validate"].as_str().unwrap_or("all"),
         share("purchase_share"),
         share("hashtag_share"),
         document["runs"],

@@ -287,7 +287,9 @@ impl From<OnDataLossArg> for hashbuy_kafka::loss::OnDataLoss {
 }
 
 /// `hashbuy match --validate` (and `validate` in the config file).
-#[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    clap::ValueEnum, serde::Deserialize, serde::Serialize, Clone, Copy, Debug, PartialEq, Eq,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ValidateArg {
     /// Decode completely the records that hold a hashtag sign; decide the

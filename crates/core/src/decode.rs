@@ -18,6 +18,7 @@
 //! Bad input is a [`DecodeError`] with a reason, never a panic.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use chrono::DateTime;
 use hashbuy_proto::v1 as pb;
@@ -290,8 +291,8 @@ enum Format {
 
 /// JSON starts, after whitespace, with a printable ASCII character; a
 /// protobuf `Tweet` starts with the tag of its id field (0x0A, then a
-/// length byte below 0x20 for any decimal id), so the first non-whitespace
-/// byte tells them apart.
+/// length byte below 0x20 for any decimal id): [`looks_like_text`] tells
+/// them apart.
 fn classify(bytes: &[u8]) -> Result<Format, DecodeError> {
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(DecodeError::TooLarge {
@@ -307,9 +308,23 @@ fn classify(bytes: &[u8]) -> Result<Format, DecodeError> {
 }
 
 /// Whether a record is text (JSON or not) rather than a protobuf `Tweet`:
-/// its first non-whitespace byte is printable ASCII (see [`decode`]'s
-/// format detection).
+/// its first non-whitespace byte is printable ASCII, unless it opens as a
+/// `Tweet` does, with its id field: `0x0A`, a length, and that many
+/// decimal digits. The length byte of a 9-, 10-, 12- or 13-digit id is
+/// itself ASCII whitespace, so without that test such a tweet would be
+/// read as text from its id's first digit on (see [`decode`]'s format
+/// detection).
 pub fn looks_like_text(bytes: &[u8]) -> bool {
+    if let [0x0A, len, rest @ ..] = bytes {
+        let len = usize::from(*len);
+        if (1..=20).contains(&len)
+            && rest
+                .get(..len)
+                .is_some_and(|id| id.iter().all(u8::is_ascii_digit))
+        {
+            return false;
+        }
+    }
     bytes
         .iter()
         .find(|b| !b.is_ascii_whitespace())
@@ -332,12 +347,13 @@ fn decode_protobuf(bytes: &[u8]) -> Result<Record<'static>, DecodeError> {
     if tweet.timestamp_ms <= 0 {
         return Err(DecodeError::Missing("timestamp_ms"));
     }
-    let hashtags = carried(
-        tweet
-            .entities
-            .map(|entities| entities.hashtags.into_iter().map(Cow::Owned).collect()),
-        extract_owned(&tweet.text),
-    );
+    let hashtags = match tweet.entities {
+        Some(entities) => carried(
+            entities.hashtags.into_iter().map(Cow::Owned).collect(),
+            &tweet.text,
+        ),
+        None => extract_owned(&tweet.text),
+    };
     Ok(Record::Tweet(Tweet {
         id,
         user_id,
@@ -478,10 +494,7 @@ impl<'a> Facts<'a> {
             (None, Some(created_at)) => parse_time("created_at", created_at, V1_TIME_FORMAT)?,
             (None, None) => return Err(DecodeError::Missing("timestamp_ms or created_at")),
         };
-        let source = match self.extended {
-            Some(extended) if extended.listed.is_some() || extended.text.is_some() => extended,
-            _ => self.body,
-        };
+        let source = self.body.or_long(self.extended);
         Ok(Record::Tweet(Tweet {
             id,
             user_id,
@@ -507,10 +520,7 @@ impl<'a> V2Facts<'a> {
             .ok_or(DecodeError::Missing("data.created_at"))?;
         let timestamp_ms = parse_rfc3339("data.created_at", &created_at)?;
         let user_protected = self.protected_users.iter().any(|u| u.get() == user_id);
-        let source = match self.note {
-            Some(note) if note.listed.is_some() || note.text.is_some() => note,
-            _ => self.body,
-        };
+        let source = self.body.or_long(self.note);
         Ok(Record::Tweet(Tweet {
             id,
             user_id,
@@ -523,46 +533,61 @@ impl<'a> V2Facts<'a> {
 }
 
 impl<'a> HashtagFacts<'a> {
-    /// The hashtags that count: the text's, by the twitter-text rules,
-    /// narrowed to those the entities list when the tweet has entities
+    /// Where a tweet's hashtags are read: its long form (`extended_tweet`,
+    /// v2 `note_tweet`) when that has text or entities, else the tweet's
+    /// own; long entities without a long text are held to the tweet's own
+    /// text.
+    fn or_long(self, long: Option<HashtagFacts<'a>>) -> HashtagFacts<'a> {
+        match long {
+            Some(long) if long.listed.is_some() || long.text.is_some() => HashtagFacts {
+                text: long.text.or(self.text),
+                listed: long.listed,
+            },
+            _ => self,
+        }
+    }
+
+    /// The hashtags that count: without entities, the text's by the
+    /// twitter-text rules; with them, those listed that the text carries
     /// ([`carried`]).
     fn hashtags(
         self,
         text_field: &'static str,
         may_have_hashtags: &dyn Fn(&Text<'a>) -> bool,
     ) -> Result<Vec<Cow<'a, str>>, DecodeError> {
-        let in_text = match self.text {
-            Some(text) if !may_have_hashtags(&text) => Vec::new(),
-            Some(Text::Plain(text)) => hashtag::extract(text)
+        let Some(text) = self.text else {
+            return match self.listed {
+                Some(_) => Ok(Vec::new()),
+                None => Err(DecodeError::Missing(text_field)),
+            };
+        };
+        if !may_have_hashtags(&text) {
+            return Ok(Vec::new());
+        }
+        Ok(match (self.listed, text) {
+            (Some(listed), text) => carried(listed.iter().map(Text::get).collect(), &text.get()),
+            (None, Text::Plain(text)) => hashtag::extract(text)
                 .into_iter()
                 .map(|f| Cow::Borrowed(f.tag))
                 .collect(),
-            Some(text) => extract_owned(&text.get()),
-            None if self.listed.is_some() => Vec::new(),
-            None => return Err(DecodeError::Missing(text_field)),
-        };
-        Ok(carried(
-            self.listed
-                .map(|listed| listed.iter().map(Text::get).collect()),
-            in_text,
-        ))
+            (None, text) => extract_owned(&text.get()),
+        })
     }
 }
 
-/// The hashtags of a tweet that count for purchases. Without entities,
-/// those its text carries. With entities, those the entities list that the
-/// text also carries (compared as the catalog compares them, normalized):
-/// a listed hashtag its text does not carry makes the tweet inconsistent,
-/// and what a shopper did not write never buys. This is also what lets the
-/// prefilter ([`crate::prefilter`]) skip records without a sign.
-fn carried<'a>(listed: Option<Vec<Cow<'a, str>>>, in_text: Vec<Cow<'a, str>>) -> Vec<Cow<'a, str>> {
-    let Some(listed) = listed else {
-        return in_text;
-    };
-    if in_text.is_empty() {
+/// The listed hashtags of a tweet that count for purchases: those its
+/// text carries right after a sign ([`hashtag::after_signs`]), compared as
+/// the catalog compares them, normalized. A listed hashtag its text does
+/// not carry makes the tweet inconsistent, and what a shopper did not
+/// write never buys; this is also what lets the prefilter
+/// ([`crate::prefilter`]) skip records without a sign. A set, so a record
+/// listing many tags over a text of many signs stays linear.
+fn carried<'a>(listed: Vec<Cow<'a, str>>, text: &str) -> Vec<Cow<'a, str>> {
+    let written: HashSet<Cow<'_, str>> =
+        hashtag::after_signs(text).map(hashtag::normalize).collect();
+    if written.is_empty() {
         return Vec::new();
     }
-    let written: Vec<Cow<'_, str>> = in_text.iter().map(|t| hashtag::normalize(t)).collect();
     listed
         .into_iter()
         .filter(|tag| written.contains(&hashtag::normalize(tag)))

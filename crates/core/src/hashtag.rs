@@ -15,9 +15,9 @@
 //! letters, followed by an optional port, path and query. On ordinary text
 //! both agree; they can differ on dotted words whose last label is no real
 //! top-level domain (`see.the/#tag`: twitter-text finds `tag`, hashbuy not).
-//! A hashtag counts only when the text carries it by these rules, entities
-//! or not (see [`crate::rules`]), so on such a dotted word a tweet whose
-//! entities list the tag does not buy with it.
+//! A tweet's entities, when it has them, are held to its text by a looser
+//! test ([`after_signs`]: the tag written right after a sign, URL or not),
+//! so this approximation matters only for tweets without them.
 
 use std::borrow::Cow;
 
@@ -43,6 +43,9 @@ pub fn extract(text: &str) -> Vec<Found<'_>> {
         return found;
     }
     let mut urls: Option<Vec<(usize, usize)>> = None;
+    // Signs come in order and the spans are sorted: a cursor keeps the
+    // test linear in a text of many signs and URLs.
+    let mut next_url = 0;
     let mut prev: Option<char> = None;
     let mut iter = text.char_indices().peekable();
     while let Some((i, c)) = iter.next() {
@@ -72,9 +75,11 @@ pub fn extract(text: &str) -> Vec<Found<'_>> {
         let after = &text[end..];
         let ends_well = !(after.starts_with(['#', '＃']) || after.starts_with("://"));
         let mut in_url = || {
-            urls.get_or_insert_with(|| url_spans(text))
-                .iter()
-                .any(|&(s, e)| s <= i && i < e)
+            let spans = urls.get_or_insert_with(|| url_spans(text));
+            while spans.get(next_url).is_some_and(|&(_, e)| e <= i) {
+                next_url += 1;
+            }
+            spans.get(next_url).is_some_and(|&(s, _)| s <= i)
         };
         if ends_well && !in_url() {
             found.push(Found { tag, start: i, end });
@@ -85,6 +90,26 @@ pub fn extract(text: &str) -> Vec<Found<'_>> {
         prev = tag.chars().next_back();
     }
     found
+}
+
+/// The runs of hashtag characters right after each sign (`#` or `＃`) of
+/// `text`, whatever precedes the sign and whether or not a URL holds it:
+/// what the text carries after a sign. A tweet's listed hashtags are held
+/// to this (see [`crate::rules`]) rather than to [`extract`], whose URL
+/// rule is hashbuy's approximation of twitter-text's and would drop
+/// hashtags Twitter itself listed.
+pub fn after_signs(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices(['#', '＃'])
+        .map(move |(i, sign)| {
+            let rest = &text[i + sign.len()..];
+            let len = rest
+                .chars()
+                .take_while(|&c| is_hashtag_char(c))
+                .map(char::len_utf8)
+                .sum();
+            &rest[..len]
+        })
+        .filter(|run| !run.is_empty())
 }
 
 fn is_hash_sign(c: char) -> bool {

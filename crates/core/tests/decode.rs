@@ -82,6 +82,33 @@ fn listed_hashtags_the_text_does_not_carry_do_not_count() {
 }
 
 #[test]
+fn listed_hashtags_count_after_a_sign_even_where_hashbuys_url_rule_sees_a_url() {
+    // twitter-text lists these; hashbuy's own URL rule would take the tag
+    // for part of a URL, and so must not be what the listed tags are held to.
+    for text in [
+        "(details at shop.example.com/sale)#BuyRedSneakers42",
+        "shop.example.jp/\u{65b0}\u{4f5c}/#BuyRedSneakers42",
+    ] {
+        let t = tweet(&format!(
+            r#"{{"id_str": "1", "text": "{text}", "entities": {{"hashtags": [{{"text": "BuyRedSneakers42"}}]}}, {USER}, "timestamp_ms": "5"}}"#
+        ));
+        assert_eq!(tags(&t), ["BuyRedSneakers42"], "{text}");
+    }
+}
+
+#[test]
+fn long_entities_without_a_long_text_are_held_to_the_tweets_own_text() {
+    let t = tweet(&format!(
+        r##"{{"id_str": "1", "text": "#Late", "extended_tweet": {{"entities": {{"hashtags": [{{"text": "Late"}}]}}}}, {USER}, "timestamp_ms": "5"}}"##
+    ));
+    assert_eq!(tags(&t), ["Late"]);
+    let v2 = tweet(
+        r#"{"data":{"id":"20","text":"v2 #Late","author_id":"30","created_at":"2026-06-01T12:00:00.000Z","note_tweet":{"entities":{"hashtags":[{"tag":"Late"}]}}}}"#,
+    );
+    assert_eq!(tags(&v2), ["Late"]);
+}
+
+#[test]
 fn v1_tweet_without_entities_extracts_from_text() {
     let t = tweet(&format!(
         r#"{{"id_str": "2", "text": "a #One and ＃Two, not x#three", {USER}, "timestamp_ms": "5"}}"#
@@ -280,6 +307,21 @@ fn protobuf_tweets() {
         error(&[0x0a, 0xff, 0x01]),
         DecodeError::Protobuf(_)
     ));
+    // Ids of 9, 10, 12 and 13 digits have a length byte that is ASCII
+    // whitespace (tab, newline, form feed, carriage return).
+    for id in ["123456789", "1234567890", "123456789012", "1234567890123"] {
+        let message = pb::Tweet {
+            id: id.into(),
+            user_id: "50".into(),
+            timestamp_ms: 1_780_315_200_000,
+            text: "#FromText".into(),
+            ..Default::default()
+        };
+        match both(&message.encode_to_vec()) {
+            Ok(Record::Tweet(t)) => assert_eq!(t.id, id),
+            other => panic!("a tweet with id {id}: {other:?}"),
+        }
+    }
 }
 
 #[test]

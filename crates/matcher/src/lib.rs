@@ -164,12 +164,14 @@ impl Matcher {
     pub fn handle(&self, source: &Source<'_>, now_ms: i64, out: &mut Vec<Output>) -> Handled {
         if let Validation::Signed { sample_every } = self.validation {
             if skim(source.value) == Skim::NoSign {
+                // In u64: cast to i64, a sample_every near u64::MAX would
+                // be -1, of which every offset is a multiple.
                 let sampled = (sample_every > 0
-                    && source.offset.rem_euclid(sample_every as i64) == 0)
-                    .then(|| match decode(source.value) {
-                        Ok(_) => Sampled::Valid,
-                        Err(error) => Sampled::Malformed(error),
-                    });
+                    && u64::try_from(source.offset).is_ok_and(|o| o % sample_every == 0))
+                .then(|| match decode(source.value) {
+                    Ok(_) => Sampled::Valid,
+                    Err(error) => Sampled::Malformed(error),
+                });
                 return Handled {
                     kind: SKIMMED,
                     skip: Some(SkipReason::NoHashtagSign),

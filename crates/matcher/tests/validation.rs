@@ -129,6 +129,17 @@ fn sample_rates_round_to_one_record_in_a_whole_number() {
     );
 }
 
+#[test]
+fn a_vanishing_sample_rate_samples_nothing_past_offset_zero() {
+    let (catalog, accounts, _) = world();
+    // 1/rate saturates at u64::MAX.
+    let matcher = Matcher::new(catalog, accounts).with_validation(Validation::signed(1e-30));
+    let record = br#"{"id_str": "1", "text": "no tags", "user": {"id_str": "2"}}"#;
+    for offset in 1..=3 {
+        assert_eq!(handle(&matcher, offset, record).0.sampled, None);
+    }
+}
+
 /// Ways to damage a record: cut it, overwrite a byte, insert a byte.
 #[derive(Debug, Clone)]
 enum Damage {

@@ -1,6 +1,6 @@
 //! `hashbuy bench-report`: the Markdown tables of benchmark result
-//! documents, the `--json` output of `hashbuy bench` and `hashbuy
-//! bench-settle`.
+//! documents, the `--json` output of `hashbuy bench`, `hashbuy
+//! bench-settle` and `hashbuy bench-e2e`.
 //!
 //! This is the one renderer of those tables: the benches print their table
 //! through it, and the README's tables are its output over the result
@@ -25,8 +25,8 @@ pub(crate) const TWITTER_PEAK: f64 = 143_199.0;
 /// Arguments of `hashbuy bench-report`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Result documents (`hashbuy bench --json`, `bench-settle --json`) to
-    /// print as tables.
+    /// Result documents (`hashbuy bench --json`, `bench-settle --json`,
+    /// `bench-e2e --json`) to print as tables.
     files: Vec<PathBuf>,
     /// Rewrite the marked tables of this Markdown file from the result
     /// files the markers name (paths relative to the Markdown file).
@@ -113,6 +113,7 @@ pub(crate) fn render(document: &Value) -> Result<String> {
     match document["bench"].as_str() {
         Some("matcher") => Ok(matcher(document)),
         Some("settler") => Ok(settler(document)),
+        Some("e2e") => Ok(crate::bench_e2e::table(document)),
         other => bail!("no table for a result document of bench {other:?}"),
     }
 }
@@ -125,7 +126,7 @@ fn number(value: &Value, digits: usize) -> String {
 }
 
 /// The machine line under a table.
-fn machine(document: &Value) -> String {
+pub(crate) fn machine(document: &Value) -> String {
     let machine = &document["machine"];
     format!(
         "{} CPUs ({}), {} {}",

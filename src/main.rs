@@ -2,6 +2,7 @@
 //! subcommand lives in its own module with a `run(args)` entry point.
 
 mod bench;
+mod bench_e2e;
 mod bench_plain;
 mod bench_report;
 mod bench_settle;
@@ -65,6 +66,8 @@ enum Command {
     Bench(bench::Args),
     /// Measure the settler's throughput against paysim at a given latency.
     BenchSettle(bench_settle::Args),
+    /// Measure end-to-end latency, tweet to ack, at a fixed offered rate.
+    BenchE2e(bench_e2e::Args),
     /// Print benchmark result files as tables, and keep a README's in step.
     BenchReport(bench_report::Args),
     /// Run the simulated, Stripe-compatible payment provider.
@@ -77,10 +80,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo tells its story on stdout; its services' progress messages
-    // would bury it.
+    // The demo tells its story on stdout, and bench-e2e shows its progress
+    // on stderr; their services' progress messages would bury both.
     telemetry::init_logs(match cli.command {
-        Command::Demo(_) => "warn",
+        Command::Demo(_) | Command::BenchE2e(_) => "warn",
         _ => telemetry::SERVICE_LOGS,
     });
     let result = match cli.command {
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Paysim(args) => paysim::run(args),
         Command::BenchSettle(args) => bench_settle::run(args),
+        Command::BenchE2e(args) => bench_e2e::run(args),
         Command::BenchReport(args) => bench_report::run(args),
         Command::Settle(args) => settling::run(args),
         Command::Ledger(args) => ledger_cmd::run(args),

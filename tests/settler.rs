@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{finish_within, free_port, metric, poll_metrics, signal, watermarks};
+use common::{finish_within, free_port, json_document, metric, poll_metrics, signal, watermarks};
 use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::client::Connection;
 use hashbuy_kafka::config::Topics;
@@ -433,18 +433,7 @@ fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
         "SIGTERM stops it cleanly"
     );
 
-    let hashbuy = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-            .args(args)
-            .output()
-            .expect("hashbuy runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let hashbuy = common::succeeds;
     let pending = hashbuy(&[
         "ledger",
         "ls",
@@ -1016,18 +1005,18 @@ fn resolving_an_entry_another_settler_decided_is_refused() {
 
 #[test]
 fn bench_settle_writes_its_figures_as_json() {
-    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-        .args(["bench-settle", "--commands", "300", "--latency-ms", "0"])
-        .args(["--partitions", "4", "--baseline", "5", "--json"])
-        .output()
-        .expect("hashbuy runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let document: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    let document = json_document(&[
+        "bench-settle",
+        "--commands",
+        "300",
+        "--latency-ms",
+        "0",
+        "--partitions",
+        "4",
+        "--baseline",
+        "5",
+        "--json",
+    ]);
     assert_eq!(document["bench"], "settler");
     assert_eq!(document["commands"], 300);
     assert!(document["settler"]["per_second"]

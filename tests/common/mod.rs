@@ -27,6 +27,26 @@ pub fn inspected_command_ids(inspect_stdout: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Runs `hashbuy` with `args`, which must succeed (its stderr is shown
+/// if not): its standard output.
+pub fn succeeds(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(args)
+        .output()
+        .expect("hashbuy runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// [`succeeds`], whose output must be one JSON document: the document.
+pub fn json_document(args: &[&str]) -> Value {
+    serde_json::from_str(&succeeds(args)).expect("stdout is one JSON document")
+}
+
 /// GETs `path` from a local HTTP server: status code and body.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;

@@ -660,3 +660,50 @@ fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
         "{out}"
     );
 }
+
+#[test]
+fn the_readmes_result_tables_are_those_of_the_committed_result_files() {
+    let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let out = hashbuy(&["bench-report", "--check", readme]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(readme).expect("README.md");
+    assert!(
+        text.matches("<!-- results: ").count() >= 5,
+        "the README shows the committed results"
+    );
+}
+
+#[test]
+fn a_stale_result_table_is_named() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    let file = results.join("matcher-share-10.json");
+    let markdown = dir.path().join("doc.md");
+    std::fs::write(
+        &markdown,
+        format!(
+            "<!-- results: {} -->\n| stale |\n<!-- /results -->\n",
+            file.display()
+        ),
+    )
+    .expect("written");
+    let out = hashbuy(&["bench-report", "--check", markdown.to_str().expect("utf-8")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--update"));
+    let out = hashbuy(&[
+        "bench-report",
+        "--update",
+        markdown.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let updated = std::fs::read_to_string(&markdown).expect("readable");
+    assert!(updated.contains("| exactly-once |"), "{updated}");
+}

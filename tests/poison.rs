@@ -98,6 +98,19 @@ fn corpus() -> Vec<Case> {
         id: "1006".into(),
         user_id: "12345".into(),
         timestamp_ms: 1_780_315_200_000,
+        text: "Coffee time #BuyCafé".into(),
+        entities: Some(Entities {
+            hashtags: vec!["BuyCafé".into()],
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    // Entities listing a tag its text does not carry: inconsistent, no
+    // purchase.
+    let inconsistent_tweet = Tweet {
+        id: "1009".into(),
+        user_id: "12345".into(),
+        timestamp_ms: 1_780_315_200_000,
         text: "Coffee time".into(),
         entities: Some(Entities {
             hashtags: vec!["BuyCafé".into()],
@@ -198,6 +211,12 @@ fn corpus() -> Vec<Case> {
             3,
             proto_tweet,
             Outcome::Buys("1006", &["cafe-latte"]),
+        ),
+        case(
+            "protobuf tweet listing a tag its text lacks",
+            3,
+            inconsistent_tweet,
+            Outcome::Decided,
         ),
         case(
             "unknown notice",

@@ -178,12 +178,7 @@ pub(crate) fn write_status(out: &mut Vec<u8>, w: &World, st: &Status, embed: &Em
     out.extend_from_slice(b",\"text\":");
     push_text(out, st.text);
     out.extend_from_slice(b",\"source\":");
-    let sources = if st.plain {
-        pools::SOURCES_WITHOUT_SIGN
-    } else {
-        pools::SOURCES
-    };
-    out.extend_from_slice(sources[st.source % sources.len()].as_bytes());
+    out.extend_from_slice(pools::source(st.source, st.plain).as_bytes());
     out.extend_from_slice(if st.full.is_some() {
         b",\"truncated\":true,"
     } else {

@@ -27,7 +27,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use hashbuy_core::decode::{decode, Record};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_gen::{Generator, Options};
 use hashbuy_kafka::client::{Connection, QuietContext, CONNECT_TIMEOUT};
@@ -48,6 +47,7 @@ use rdkafka::Message;
 use crate::bench_plain::plain;
 use crate::bench_report;
 use crate::config::{override_with, DeliveryArg, MatchConfig, ValidateArg};
+use crate::replay::key_and_time;
 
 /// Arguments of `hashbuy bench`.
 #[derive(clap::Args)]
@@ -340,10 +340,7 @@ fn produce(
     for n in 0..tweets {
         line.clear();
         generator.write_next(&mut line);
-        let key = match decode(&line) {
-            Ok(Record::Tweet(tweet)) => Some(tweet.user_id.into_owned()),
-            _ => None,
-        };
+        let (key, _) = key_and_time(&line);
         send_waiting(
             &producer,
             topic,

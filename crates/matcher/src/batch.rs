@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::run::{Config, Delivery, RunError, Summary, CALL_TIMEOUT};
 use crate::stage::Matching;
 use crate::worker::Chunk;
+use crate::SKIMMED;
 
 /// The batch being collected, and the producer it goes through.
 pub(crate) struct Batch {
@@ -124,7 +125,7 @@ impl Batch {
         }
         self.gaps.extend(chunk.gaps);
         self.records += chunk.records;
-        self.skimmed += chunk.skimmed;
+        self.skimmed += chunk.kinds.get(SKIMMED);
         self.malformed_samples += chunk.malformed_samples;
         if chunk.eof {
             self.at_eof.insert(chunk.partition);

@@ -10,9 +10,8 @@
 //! hashtag sign is decided `no_hashtag_sign` from a byte scan instead of a
 //! decode ([`Validation`]; the argument is in [`hashbuy_core::prefilter`]):
 //! most of the firehose, and most of the matcher's work before it. [`run`]
-//! puts it on
-//! Kafka: consuming, producing, and committing in batches, exactly once
-//! with transactions or at least once.
+//! puts it on Kafka: consuming, producing, and committing in batches,
+//! exactly once with transactions or at least once.
 
 mod batch;
 pub mod run;

@@ -16,7 +16,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::Message;
 
 use crate::stage::Matching;
-use crate::{Matcher, Output, Sampled, Source, SKIMMED};
+use crate::{Matcher, Output, Sampled, Source};
 
 /// Most records a worker puts in one chunk.
 const CHUNK_RECORDS: u64 = 512;
@@ -32,9 +32,8 @@ pub(crate) struct Chunk {
     /// Records by kind, and decisions, for the metrics.
     pub(crate) kinds: Tally,
     pub(crate) decisions: Tally,
-    /// Skimmed records (no hashtag sign), and the malformed among those
-    /// sampled ([`crate::Validation`]).
-    pub(crate) skimmed: u64,
+    /// Skimmed records sampled, and the malformed among them
+    /// ([`crate::Validation`]).
     pub(crate) sampled: u64,
     pub(crate) malformed_samples: u64,
     /// The worker reached the end of its partition after these records.
@@ -57,6 +56,14 @@ pub(crate) struct Produced {
 pub(crate) struct Tally(pub(crate) Vec<(&'static str, u64)>);
 
 impl Tally {
+    /// The count of `name`.
+    pub(crate) fn get(&self, name: &str) -> u64 {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, c)| *c)
+    }
+
     fn add(&mut self, name: &'static str) {
         match self.0.iter_mut().find(|(n, _)| *n == name) {
             Some((_, count)) => *count += 1,
@@ -154,9 +161,6 @@ impl Job {
         chunk
             .decisions
             .add(handled.skip.map_or("buy", |s| s.as_str()));
-        if handled.kind == SKIMMED {
-            chunk.skimmed += 1;
-        }
         match handled.sampled {
             None => {}
             Some(Sampled::Valid) => chunk.sampled += 1,

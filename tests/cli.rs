@@ -6,6 +6,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+mod common;
+
 fn hashbuy(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hashbuy"))
         .args(args)
@@ -308,11 +310,7 @@ struct BrokerProcess {
 
 impl BrokerProcess {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("bound")
-            .port();
+        let port = common::free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
             .args(["broker", "--port", &port.to_string(), "--partitions", "4"])
             .stderr(Stdio::piped())
@@ -598,11 +596,7 @@ fn tail_names_a_missing_topic_and_an_unreachable_broker() {
     let (status, _) = broker.stop();
     assert!(status.success());
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("bound")
-        .port();
+    let closed = common::free_port();
     let out = hashbuy(&[
         "tail",
         "--brokers",

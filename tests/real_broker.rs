@@ -200,10 +200,7 @@ fn a_matcher_killed_mid_stream_and_restarted_loses_nothing_on_a_real_broker() {
     } else {
         "at-least-once"
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = common::free_port();
     let matcher = |extra: &[&str]| {
         let mut matcher = command(&["match", "--catalog", &path("c.toml")]);
         matcher

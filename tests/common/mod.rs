@@ -79,13 +79,27 @@ pub fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-/// A port free at the time of asking.
+/// A port free at the time of asking, for a child to listen on.
+///
+/// Taken below Linux's ephemeral range (32768 and up), never from it: a
+/// port the kernel hands out for `:0` is free again once probed, and any
+/// outgoing connection (a Kafka client's, say) may take it before the
+/// child binds it. Below that range only explicit binds compete; each test
+/// process starts at its own place (by pid) and walks on.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("bound")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % COUNT;
+    for _ in 0..COUNT {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + step) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + COUNT);
 }
 
 /// Polls a child's `/metrics` on `port` until `done` holds of the body,

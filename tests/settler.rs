@@ -363,6 +363,59 @@ fn a_repeated_command_charges_once_and_a_bad_one_is_a_dead_letter() {
     );
 }
 
+/// A settler frozen (SIGSTOP) past its session: the broker drops it from
+/// the group, and on thawing it finds its partitions lost and the group
+/// refusing its commit. It rejoins and goes on, and nothing is charged
+/// twice; it never stops for that refusal.
+#[test]
+fn a_settler_frozen_past_its_session_rejoins_and_goes_on() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 8).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        latency_ms: 20,
+        seed: 7,
+        ..PaysimConfig::default()
+    });
+    let sent = commands(3_000, 600);
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let port = free_port();
+    // A file, not a pipe: nobody reads the log while the settler runs.
+    let log = dir.path().join("settle.log");
+    let mut child = settle(&brokers, &provider, &ledger)
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("settle starts");
+    assert!(wait_for_acks(port, &mut child, 300.0), "the settler acks");
+    signal(&child, "STOP");
+    // Past the 6 s session (see `settle`): the broker's next check of the
+    // group finds it gone.
+    std::thread::sleep(Duration::from_secs(9));
+    signal(&child, "CONT");
+    let caught_up = poll_metrics(port, &mut child, Duration::from_secs(180), |body| {
+        metric(body, "hashbuy_settler_acks_total") >= sent.len() as f64
+    });
+    let went_on = caught_up.is_some();
+    if went_on {
+        signal(&child, "TERM");
+    }
+    let (status, _) = finish_within(child, Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(&log).expect("the settler's log");
+    assert!(
+        went_on && status.success(),
+        "the thawed settler went on to ack every command ({status}): {stderr}"
+    );
+    assert!(
+        stderr.contains("lost=true"),
+        "its partitions were lost while it was frozen: {stderr}"
+    );
+    settle_to_end(&brokers, &provider, &ledger);
+    assert_settled_once(&brokers, &provider, &sent);
+}
+
 #[test]
 fn a_partition_moves_to_another_settler_with_its_history() {
     let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");

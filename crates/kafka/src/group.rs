@@ -135,3 +135,20 @@ pub fn committed<C: ConsumerContext>(
 /// How long [`consumed_to`] and [`committed`] wait for the committed
 /// offsets.
 const CONSUMED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a refused commit says the group has moved on without this
+/// member (a rebalance under way, or an assignment lost when its session
+/// ran out): the partitions' next owner starts from the offsets committed
+/// before, so what this member finished since is read and done again
+/// there, which hashbuy's outputs allow (a settler acks again what its
+/// ledger decided; at least once, a matcher produces again). Any other
+/// refusal is an error of its own.
+pub fn moved_on(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error,
+        KafkaError::ConsumerCommit(
+            Code::IllegalGeneration | Code::UnknownMemberId | Code::RebalanceInProgress
+        )
+    )
+}

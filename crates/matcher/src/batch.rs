@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use hashbuy_kafka::client::failed;
 use hashbuy_kafka::driver::Member;
+use hashbuy_kafka::group::moved_on;
 use hashbuy_kafka::loss::{report_lost, Gap, OnDataLoss};
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -184,9 +185,18 @@ impl Batch {
                 if let Some((count, first)) = self.producer.context().failures() {
                     return Err(RunError::Undelivered { count, first });
                 }
-                member
-                    .commit(&offsets, CommitMode::Sync)
-                    .map_err(failed("cannot commit offsets"))?;
+                match member.commit(&offsets, CommitMode::Sync) {
+                    Ok(()) => {}
+                    // The batch's commands are delivered; the partitions'
+                    // next owner reads its records again and produces
+                    // them again, as at least once allows.
+                    Err(e) if moved_on(&e) => tracing::warn!(
+                        "cannot commit offsets: {e}: the group moved on; the partitions' next \
+                         owner reads again from their last accepted commit and produces those \
+                         commands again"
+                    ),
+                    Err(e) => return Err(failed("cannot commit offsets")(e).into()),
+                }
                 true
             }
         };

@@ -94,7 +94,7 @@ use hashbuy_kafka::client::{
 };
 use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage};
-use hashbuy_kafka::group::committed;
+use hashbuy_kafka::group::{self, committed};
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::lease::{session_timeout, Lease, Renewal, MAX_POLL_GAP};
 use hashbuy_kafka::loss::{
@@ -661,8 +661,17 @@ impl Stage for Settling {
 
     fn revoking(&mut self, member: &Member<Settling>, partitions: &[i32]) {
         let stopped = self.stop_partitions(Some(partitions));
-        if let Err(e) = commit_done(member, &self.shared, &stopped, CommitMode::Sync) {
-            self.shared.fail(e);
+        match commit_done(member, &self.shared, &stopped, CommitMode::Sync) {
+            Ok(_) => {}
+            // Lost with its session, or taken in a rebalance this member
+            // missed: the next owner acks again what was done since the
+            // last commit, and this member rejoins.
+            Err(e) if group::moved_on(&e.source) => tracing::warn!(
+                partitions = ?partitions,
+                "{e}: the group moved on; their next owner acks again what this member \
+                 settled since their last commit"
+            ),
+            Err(e) => self.shared.fail(e.into()),
         }
         let mut done = lock(&self.shared.done);
         let mut at_eof = lock(&self.shared.at_eof);
@@ -699,7 +708,8 @@ impl Stage for Settling {
         // Whatever happened, every task stops, and what is done (acked) is
         // committed: an offset is done only once its ack was delivered.
         let stopped = self.stop_partitions(None);
-        commit_done(member, &self.shared, &stopped, CommitMode::Sync).map(|_| ())
+        commit_done(member, &self.shared, &stopped, CommitMode::Sync)?;
+        Ok(())
     }
 }
 
@@ -710,7 +720,7 @@ fn commit_done(
     shared: &Shared,
     owned: &HashMap<i32, u64>,
     mode: CommitMode,
-) -> Result<bool, RunError> {
+) -> Result<bool, Failed> {
     let done = owned_done(&lock(&shared.done), owned);
     let mut offsets = TopicPartitionList::new();
     for (&partition, &offset) in &done {
@@ -729,7 +739,7 @@ fn commit_done(
         Ok(()) => Ok(true),
         // Nothing new to commit is no error.
         Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(false),
-        Err(e) => Err(failed("cannot commit offsets")(e).into()),
+        Err(e) => Err(failed("cannot commit offsets")(e)),
     }
 }
 

@@ -20,12 +20,15 @@ pub const SERVICE_LOGS: &str = "info,librdkafka=warn";
 
 /// Logs to stderr. `HASHBUY_LOG` takes `tracing` filter directives
 /// (`debug`, `hashbuy_matcher=debug,librdkafka=info`); without it,
-/// `default` applies.
+/// `default` applies. Colours only on a terminal: a log file or a
+/// collector gets plain text.
 pub fn init_logs(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HASHBUY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

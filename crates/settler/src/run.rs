@@ -666,11 +666,16 @@ impl Stage for Settling {
             // Lost with its session, or taken in a rebalance this member
             // missed: the next owner acks again what was done since the
             // last commit, and this member rejoins.
-            Err(e) if group::moved_on(&e.source) => tracing::warn!(
-                partitions = ?partitions,
-                "{e}: the group moved on; their next owner acks again what this member \
-                 settled since their last commit"
-            ),
+            // Membership is in doubt too: partitions this member keeps (a
+            // cooperative assignment) wait for a commit that proves it.
+            Err(e) if group::moved_on(&e.source) => {
+                self.shared.lease.lapse();
+                tracing::warn!(
+                    partitions = ?partitions,
+                    "{e}: the group moved on; their next owner acks again what this member \
+                     settled since their last commit"
+                );
+            }
             Err(e) => self.shared.fail(e.into()),
         }
         let mut done = lock(&self.shared.done);

@@ -30,16 +30,39 @@ pub(crate) async fn settle(
     work: Work,
     stopped: watch::Receiver<bool>,
 ) -> Result<Done, RunError> {
-    let id = work.command.command_id.clone();
-    lock(&shared.pending).insert(id.clone(), Instant::now());
+    let in_flight = InFlight::new(&shared, &work.command.command_id);
     let result = settle_entry(&shared, &ledger, &work, stopped).await;
-    lock(&shared.pending).remove(&id);
+    drop(in_flight);
     let abandoned = !result?;
     Ok(Done {
         user: Some(work.command.user_id),
         offset: work.offset,
         abandoned,
     })
+}
+
+/// A command in [`Shared::pending`] while it is settled, and out of it
+/// when this is dropped: also when its task is aborted (a revocation that
+/// waited too long), so an abandoned command is never reported stuck.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    id: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Shared, id: &str) -> Self {
+        lock(&shared.pending).insert(id.to_owned(), Instant::now());
+        InFlight {
+            shared,
+            id: id.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).remove(&self.id);
+    }
 }
 
 /// [`settle`]'s body; `false` if stopped before an outcome.

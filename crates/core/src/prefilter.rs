@@ -54,7 +54,6 @@ pub enum Skim {
 /// The UTF-8 of `＃`, the fullwidth number sign U+FF03.
 const FULLWIDTH_SIGN: &[u8] = "＃".as_bytes();
 
-static FULLWIDTH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(FULLWIDTH_SIGN));
 static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
 
 /// Whether a record can be decided without a complete decode.
@@ -76,8 +75,10 @@ pub fn skim(bytes: &[u8]) -> Skim {
 /// Whether `bytes` hold a hashtag sign in any spelling: `#`, the UTF-8 of
 /// `＃`, or a `\u0023` / `\uFF03` escape in any case.
 pub fn holds_sign(bytes: &[u8]) -> bool {
-    memchr::memchr(b'#', bytes).is_some()
-        || FULLWIDTH.find(bytes).is_some()
+    // `#` and the first byte of `＃` in one pass: that byte starts only
+    // fullwidth forms and a few other rare characters.
+    memchr::memchr2_iter(b'#', FULLWIDTH_SIGN[0], bytes)
+        .any(|at| bytes[at] == b'#' || bytes[at..].starts_with(FULLWIDTH_SIGN))
         || ESCAPE.find_iter(bytes).any(|at| {
             bytes.get(at + 2..at + 6).is_some_and(|hex| {
                 hex.eq_ignore_ascii_case(b"0023") || hex.eq_ignore_ascii_case(b"ff03")

@@ -26,8 +26,12 @@ use crate::run::{Config, RunError, Summary, CALL_TIMEOUT};
 use crate::worker::{Chunk, Job};
 use crate::Matcher;
 
-/// Chunks waiting for the coordinator; beyond this, workers wait.
-const CHUNKS_QUEUED: usize = 64;
+/// Chunks waiting for the coordinator; beyond this, workers wait. A
+/// chunk holds only its records' outputs (about one a hundred), so many
+/// cost little, and a worker that waits sleeps and is woken for every
+/// chunk taken while the coordinator commits: with 64, the matcher spent
+/// about 0.6 µs a tweet more (`hashbuy bench`, same hour, pair by pair).
+const CHUNKS_QUEUED: usize = 1024;
 
 /// How long a turn waits for a chunk: the main queue (rebalances) is
 /// served at least this often.
@@ -226,6 +230,15 @@ impl Stage for Matching {
         let idle = match self.receiver.recv_timeout(POLL_EVERY) {
             Ok(chunk) => {
                 self.batch.apply(&self.config, chunk)?;
+                // What else the workers handed over meanwhile goes in this
+                // turn: a turn of the driver's loop (its main queue, its
+                // checks) costs more than most chunks.
+                while !self.batch.due(&self.config, false) {
+                    match self.receiver.try_recv() {
+                        Ok(chunk) => self.batch.apply(&self.config, chunk)?,
+                        Err(_) => break,
+                    }
+                }
                 false
             }
             // The stage holds a sender: never disconnected.

@@ -231,7 +231,7 @@ impl Retention {
         topic: &str,
         partitions: usize,
     ) -> Option<std::collections::HashMap<i32, (i64, i64)>> {
-        watermarks(consumer, topic, 0..partitions as i32)
+        watermarks(consumer, topic, 0..partitions as i32, CONNECT_TIMEOUT)
             .map_err(|e| {
                 eprintln!(
                     "warning: cannot read {topic}'s offsets to watch for deleted records: {e}"

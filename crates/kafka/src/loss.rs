@@ -133,8 +133,9 @@ pub fn start(
 }
 
 /// The [`Start`] of each of `partitions` of `topic`, as assigned to
-/// `consumer`'s group: one request for the committed offsets and one for
-/// each partition's watermarks, waiting at most `timeout` for each.
+/// `consumer`'s group: one request for the committed offsets and two a
+/// broker for the watermarks ([`crate::reader::watermarks`]), waiting at
+/// most `timeout` for each.
 pub fn check_starts<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
@@ -154,13 +155,14 @@ pub fn check_starts<C: ConsumerContext>(
                 _ => None,
             })
     };
-    partitions
+    let marks = crate::reader::watermarks(consumer, topic, partitions.iter().copied(), timeout)?;
+    Ok(partitions
         .iter()
-        .map(|&partition| {
-            let marks = consumer.fetch_watermarks(topic, partition, timeout)?;
-            Ok(start(topic, partition, committed(partition), marks))
+        .filter_map(|&partition| {
+            let &marks = marks.get(&partition)?;
+            Some(start(topic, partition, committed(partition), marks))
         })
-        .collect()
+        .collect())
 }
 
 /// Follows one partition's offsets as its records are read, to find the

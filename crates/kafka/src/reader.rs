@@ -15,23 +15,67 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::client::{ConnectError, Connection, QuietContext, CONNECT_TIMEOUT};
 
 /// The `(low, high)` watermarks of `partitions` of `topic`: where the
-/// records present now begin and end.
+/// records present now begin and end; each request waits at most
+/// `timeout`.
+///
+/// Asked in two requests a broker (the oldest offsets, then the latest),
+/// not two a partition: a service starting on 128 partitions otherwise
+/// waited out 256 round trips, and spent its CPU on them, before its
+/// first record.
 pub fn watermarks<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
     partitions: impl IntoIterator<Item = i32>,
+    timeout: Duration,
 ) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
+    let partitions: Vec<i32> = partitions.into_iter().collect();
+    if partitions.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let low = list_offsets(consumer, topic, &partitions, Offset::Beginning, timeout)?;
+    let high = list_offsets(consumer, topic, &partitions, Offset::End, timeout)?;
     partitions
-        .into_iter()
-        .map(|partition| {
-            consumer
-                .fetch_watermarks(topic, partition, CONNECT_TIMEOUT)
-                .map(|marks| (partition, marks))
+        .iter()
+        .map(
+            |&partition| match (low.get(&partition), high.get(&partition)) {
+                (Some(&low), Some(&high)) => Ok((partition, (low, high))),
+                _ => Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownPartition)),
+            },
+        )
+        .collect()
+}
+
+/// The offsets the broker lists for `partitions` of `topic` at `at` (the
+/// oldest or the latest), in one request a broker.
+fn list_offsets<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    partitions: &[i32],
+    at: Offset,
+    timeout: Duration,
+) -> Result<HashMap<i32, i64>, KafkaError> {
+    let mut asked = TopicPartitionList::new();
+    for &partition in partitions {
+        asked.add_partition_offset(topic, partition, at)?;
+    }
+    // Offsets "for times" -2 and -1 are Kafka's oldest and latest offsets
+    // (ListOffsets), which `fetch_watermarks` asks one partition at a time.
+    let listed = consumer.offsets_for_times(asked, timeout)?;
+    listed
+        .elements()
+        .iter()
+        .map(|e| {
+            e.error()?;
+            match e.offset() {
+                Offset::Offset(offset) => Ok((e.partition(), offset)),
+                _ => Err(KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidArgument)),
+            }
         })
         .collect()
 }
@@ -42,7 +86,7 @@ pub fn nonempty_watermarks<C: ConsumerContext>(
     topic: &str,
     partitions: impl IntoIterator<Item = i32>,
 ) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
-    let mut marks = watermarks(consumer, topic, partitions)?;
+    let mut marks = watermarks(consumer, topic, partitions, CONNECT_TIMEOUT)?;
     marks.retain(|_, (low, high)| high > low);
     Ok(marks)
 }
@@ -119,7 +163,12 @@ impl TopicReader {
             assignment.add_partition_offset(topic, partition, start)?;
         }
         let marks = if options.exit_at_end && options.from_beginning {
-            watermarks(&consumer, topic, partitions.iter().copied())?
+            watermarks(
+                &consumer,
+                topic,
+                partitions.iter().copied(),
+                CONNECT_TIMEOUT,
+            )?
         } else {
             HashMap::new()
         };

@@ -35,7 +35,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// What to do when records were deleted before they were read.
@@ -156,13 +156,17 @@ pub fn check_starts<C: ConsumerContext>(
             })
     };
     let marks = crate::reader::watermarks(consumer, topic, partitions.iter().copied(), timeout)?;
-    Ok(partitions
+    partitions
         .iter()
-        .filter_map(|&partition| {
-            let &marks = marks.get(&partition)?;
-            Some(start(topic, partition, committed(partition), marks))
+        .map(|&partition| {
+            // Never a partition left unchecked: its deletions would go
+            // unreported.
+            let &marks = marks.get(&partition).ok_or(KafkaError::OffsetFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownPartition,
+            ))?;
+            Ok(start(topic, partition, committed(partition), marks))
         })
-        .collect())
+        .collect()
 }
 
 /// Follows one partition's offsets as its records are read, to find the

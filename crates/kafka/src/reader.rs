@@ -15,7 +15,6 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::client::{ConnectError, Connection, QuietContext, CONNECT_TIMEOUT};
@@ -27,7 +26,11 @@ use crate::client::{ConnectError, Connection, QuietContext, CONNECT_TIMEOUT};
 /// Asked in two requests a broker (the oldest offsets, then the latest),
 /// not two a partition: a service starting on 128 partitions otherwise
 /// waited out 256 round trips, and spent its CPU on them, before its
-/// first record.
+/// first record. A partition those requests leave without a clean answer
+/// is asked on its own, as it was before: librdkafka keeps the failed
+/// answer of a request it retried (a leader moving) beside the retry's,
+/// and reads the failed one; and the single-partition query is also what
+/// reads an empty partition a broker answers with -1.
 pub fn watermarks<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
@@ -45,14 +48,17 @@ pub fn watermarks<C: ConsumerContext>(
         .map(
             |&partition| match (low.get(&partition), high.get(&partition)) {
                 (Some(&low), Some(&high)) => Ok((partition, (low, high))),
-                _ => Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownPartition)),
+                _ => consumer
+                    .fetch_watermarks(topic, partition, timeout)
+                    .map(|marks| (partition, marks)),
             },
         )
         .collect()
 }
 
 /// The offsets the broker lists for `partitions` of `topic` at `at` (the
-/// oldest or the latest), in one request a broker.
+/// oldest or the latest), in one request a broker; a partition answered
+/// with an error, or not with an offset, is left out.
 fn list_offsets<C: ConsumerContext>(
     consumer: &impl Consumer<C>,
     topic: &str,
@@ -67,17 +73,15 @@ fn list_offsets<C: ConsumerContext>(
     // Offsets "for times" -2 and -1 are Kafka's oldest and latest offsets
     // (ListOffsets), which `fetch_watermarks` asks one partition at a time.
     let listed = consumer.offsets_for_times(asked, timeout)?;
-    listed
+    Ok(listed
         .elements()
         .iter()
-        .map(|e| {
-            e.error()?;
-            match e.offset() {
-                Offset::Offset(offset) => Ok((e.partition(), offset)),
-                _ => Err(KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidArgument)),
-            }
+        .filter(|e| e.error().is_ok())
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) if offset >= 0 => Some((e.partition(), offset)),
+            _ => None,
         })
-        .collect()
+        .collect())
 }
 
 /// [`watermarks`] of those partitions that hold records.

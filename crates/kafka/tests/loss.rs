@@ -102,3 +102,39 @@ fn a_position_deleted_under_the_reader_is_a_gap_at_the_first_record_after_it() {
     );
     assert_eq!(continuity.read(first + 1, || None), None);
 }
+
+/// A ListOffsets answer that librdkafka retries (a leader moving, say)
+/// still gives every partition's watermarks: the loss check at assignment
+/// never stops a service for a retry.
+#[test]
+fn watermarks_are_read_through_a_retried_request() {
+    use hashbuy_kafka::reader::watermarks;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let cluster = MockCluster::new(1).expect("cluster");
+    cluster.create_topic("t", 4, 1).expect("topic");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .expect("producer");
+    for _ in 0..3 {
+        producer
+            .send(BaseRecord::<(), _>::to("t").partition(1).payload("x"))
+            .expect("queued");
+    }
+    producer.flush(WAIT).expect("delivered");
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg)
+        .create()
+        .expect("consumer");
+    cluster.request_errors(
+        RDKafkaApiKey::ListOffsets,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE],
+    );
+    let marks = watermarks(&reader, "t", 0..4, WAIT).expect("watermarks");
+    assert_eq!(marks.len(), 4);
+    assert_eq!(marks[&1], (0, 3));
+    assert_eq!(marks[&0], (0, 0));
+}

@@ -658,12 +658,7 @@ fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
 #[test]
 fn the_readmes_result_tables_are_those_of_the_committed_result_files() {
     let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-    let out = hashbuy(&["bench-report", "--check", readme]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::succeeds(&["bench-report", "--check", readme]);
     let text = std::fs::read_to_string(readme).expect("README.md");
     assert!(
         text.matches("<!-- results: ").count() >= 5,
@@ -685,19 +680,11 @@ fn a_stale_result_table_is_named() {
         ),
     )
     .expect("written");
-    let out = hashbuy(&["bench-report", "--check", markdown.to_str().expect("utf-8")]);
+    let markdown = markdown.to_str().expect("utf-8");
+    let out = hashbuy(&["bench-report", "--check", markdown]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--update"));
-    let out = hashbuy(&[
-        "bench-report",
-        "--update",
-        markdown.to_str().expect("utf-8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let updated = std::fs::read_to_string(&markdown).expect("readable");
+    assert!(stderr(&out).contains("--update"));
+    common::succeeds(&["bench-report", "--update", markdown]);
+    let updated = std::fs::read_to_string(markdown).expect("readable");
     assert!(updated.contains("| exactly-once |"), "{updated}");
 }

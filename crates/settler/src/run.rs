@@ -665,9 +665,9 @@ impl Stage for Settling {
             Ok(_) => {}
             // Lost with its session, or taken in a rebalance this member
             // missed: the next owner acks again what was done since the
-            // last commit, and this member rejoins.
-            // Membership is in doubt too: partitions this member keeps (a
-            // cooperative assignment) wait for a commit that proves it.
+            // last commit, and this member rejoins. Its membership is in
+            // doubt too: partitions it keeps (a cooperative assignment)
+            // wait for a commit that proves it.
             Err(e) if group::moved_on(&e.source) => {
                 self.shared.lease.lapse();
                 tracing::warn!(

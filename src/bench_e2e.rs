@@ -41,7 +41,7 @@
 //!
 //! The bench's readers poll with `fetch.wait.max.ms` = 5 (see
 //! [`OWN_SETTINGS`]), so they add at most a few milliseconds to what they
-//! observe; the services' own clients keep their settings (librdkafka's
+//! observe; the services' own clients keep their settings (hashbuy's
 //! defaults unless `-X` says otherwise), since those are what is being
 //! measured.
 //!
@@ -80,9 +80,10 @@
 //! what this bench sees, so read its figures with them in mind:
 //!
 //! - A fetch that finds nothing is answered after the whole
-//!   `fetch.wait.max.ms` (librdkafka's default: 500 ms), even if records
-//!   arrive meanwhile; a Kafka answers as soon as one does. `-X
-//!   fetch.wait.max.ms=10` shows what that costs the services.
+//!   `fetch.wait.max.ms` (hashbuy's default: 10 ms, librdkafka's: 500 ms),
+//!   even if records arrive meanwhile; a Kafka answers as soon as one
+//!   does. `-X fetch.wait.max.ms=500` shows what librdkafka's default
+//!   costs the services.
 //! - It reports a partition's end as its last stable offset and writes no
 //!   transaction markers, so `read_committed` readers get the records of
 //!   open transactions at once: here, command produced and command
@@ -187,7 +188,7 @@ pub struct Args {
     batch_ms: Option<u64>,
     /// A librdkafka property for the services' Kafka clients (the
     /// matcher's and the settler's), as KEY=VALUE (repeatable), e.g.
-    /// `fetch.wait.max.ms=10`. The bench's own producer and readers take
+    /// `linger.ms=0`. The bench's own producer and readers take
     /// it too, but keep their `linger.ms`, queue size and
     /// `fetch.wait.max.ms`.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
@@ -210,10 +211,10 @@ const PAYSIM_THREAD: &str = "paysim";
 ///
 /// - `fetch.wait.max.ms` 5, for its readers. The embedded broker
 ///   (librdkafka's mock cluster) holds a fetch that finds nothing for the
-///   whole `fetch.wait.max.ms` (librdkafka's default: 500 ms), even when
-///   records arrive meanwhile; with the default, the readers would add up
-///   to half a second to every time they observe. At 5 ms they add at
-///   most that, for about 200 empty fetches a second each.
+///   whole `fetch.wait.max.ms` (hashbuy's default: 10 ms), even when
+///   records arrive meanwhile, and the readers would add up to that to
+///   every time they observe. At 5 ms they add at most that, for about
+///   200 empty fetches a second each.
 /// - `linger.ms` 5 and a deep queue, for its producer: `hashbuy replay`'s
 ///   settings.
 const OWN_SETTINGS: [(&str, &str); 3] = [

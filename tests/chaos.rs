@@ -59,7 +59,7 @@
 //! | variable | default | |
 //! |---|---|---|
 //! | `HASHBUY_TEST_BROKERS` | (required) | a broker with transactions |
-//! | `HASHBUY_TEST_KAFKA_PROPERTIES` | | e.g. `fetch.wait.max.ms=10` |
+//! | `HASHBUY_TEST_KAFKA_PROPERTIES` | | e.g. `security.protocol=SSL` |
 //! | `HASHBUY_CHAOS_SEED` | 1 | |
 //! | `HASHBUY_CHAOS_TWEETS` | 20000 | lines of `hashbuy gen` |
 //! | `HASHBUY_CHAOS_KILLS_A` | 20 | rounds of part A |
@@ -72,7 +72,7 @@
 //! | `HASHBUY_CHAOS_KEEP` | 0 | 1 keeps the run directory when it passes |
 //!
 //! ```sh
-//! HASHBUY_TEST_BROKERS=127.0.0.1:9093 HASHBUY_TEST_KAFKA_PROPERTIES=fetch.wait.max.ms=10 \
+//! HASHBUY_TEST_BROKERS=127.0.0.1:9093 \
 //!     cargo test --test chaos -- --ignored --nocapture
 //! ```
 //!

@@ -8,7 +8,7 @@
 //! `HASHBUY_TEST_BROKERS=host:port cargo test --test real_broker -- --ignored`;
 //! `.ci/run` starts tansu and does so. Extra librdkafka properties for the
 //! broker go in `HASHBUY_TEST_KAFKA_PROPERTIES` as space-separated
-//! KEY=VALUE pairs (tansu wants `fetch.wait.max.ms=10`).
+//! KEY=VALUE pairs (security settings, say).
 //!
 //! The matcher runs at least once here unless `HASHBUY_TEST_TRANSACTIONS=1`
 //! says the broker has transactions with `read_committed` (a Kafka), in

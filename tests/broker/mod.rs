@@ -5,8 +5,7 @@
 //!
 //! The broker is named by `HASHBUY_TEST_BROKERS` (host:port); extra
 //! librdkafka properties go in `HASHBUY_TEST_KAFKA_PROPERTIES` as
-//! space-separated KEY=VALUE pairs (tansu and noida-db want
-//! `fetch.wait.max.ms=10`). A suite using this module declares `mod
+//! space-separated KEY=VALUE pairs. A suite using this module declares `mod
 //! common;` too.
 #![allow(dead_code)]
 

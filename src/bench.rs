@@ -84,6 +84,10 @@ pub struct Args {
     /// milliseconds, as `hashbuy match --batch-ms` [default: as there, 100].
     #[arg(long)]
     batch_ms: Option<u64>,
+    /// Most records in a matcher batch, as `hashbuy match
+    /// --batch-records` [default: as there, 100000].
+    #[arg(long)]
+    batch_records: Option<usize>,
     /// How the matcher validates records, as `hashbuy match --validate`
     /// [default: as there, signed].
     #[arg(long, value_enum)]
@@ -162,6 +166,7 @@ pub fn run(args: Args) -> Result<()> {
     let tables = (catalog.clone(), accounts.clone());
     let mut settings = MatchConfig::default();
     override_with(&mut settings.batch_ms, args.batch_ms);
+    override_with(&mut settings.batch_records, args.batch_records);
     override_with(&mut settings.workers, args.workers);
     override_with(&mut settings.validate, args.validate);
     let matcher = Arc::new(Matcher::new(catalog, accounts).with_validation(settings.validation()?));
@@ -248,6 +253,7 @@ pub fn run(args: Args) -> Result<()> {
         "partitions": partitions,
         "workers": workers,
         "batch_ms": settings.batch_ms,
+        "batch_records": settings.batch_records,
         "validate": settings.validate,
         "purchase_share": args.purchase_share,
         "hashtag_share": args.hashtag_share,

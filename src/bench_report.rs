@@ -191,11 +191,14 @@ fn matcher(document: &Value) -> String {
             .as_f64()
             .map_or_else(|| "-".to_owned(), |v| format!("{:.0}%", v * 100.0))
     };
+    let records = document["batch_records"]
+        .as_u64()
+        .map_or_else(String::new, |n| format!(" or {n} records"));
     let _ = writeln!(
         table,
-        "\n{} tweets over {} partitions, {} workers, batches of up to {} ms, `--validate {}`; \
-         purchase share {}, hashtag share {}; medians of {} runs, each run's ratios to its own \
-         ceiling. {}.",
+        "\n{} tweets over {} partitions, {} workers, batches of up to {} ms{records}, `--validate \
+         {}`; purchase share {}, hashtag share {}; medians of {} runs, each run's ratios to its \
+         own ceiling. {}.",
         document["tweets"],
         document["partitions"],
         document["workers"],
@@ -253,7 +256,7 @@ mod tests {
             "bench": "matcher",
             "machine": {"cpus": 2, "cpu_model": "Test CPU", "os": "linux", "arch": "x86_64"},
             "tweets": 1000, "partitions": 4, "workers": 2, "batch_ms": 100,
-            "purchase_share": 0.01, "hashtag_share": 0.1, "runs": 3,
+            "batch_records": 100_000, "purchase_share": 0.01, "hashtag_share": 0.1, "runs": 3,
             "consumers": {
                 "ceiling": {"runs": [run(100_000.0, 3.0), run(100_000.0, 4.0), run(100_000.0, 3.5)]},
                 "exactly-once": {"runs": [run(90_000.0, 4.0), run(80_000.0, 5.0), run(95_000.0, 3.6)]},
@@ -275,6 +278,10 @@ mod tests {
             "| exactly-once | 90000 | 90% | 4.00 | +1.00 | 5.00 | 0.63 |"
         );
         assert!(table.contains("hashtag share 10%"), "{table}");
+        assert!(
+            table.contains("batches of up to 100 ms or 100000 records"),
+            "{table}"
+        );
         assert!(table.contains("2 CPUs (Test CPU)"), "{table}");
     }
 

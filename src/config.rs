@@ -156,7 +156,11 @@ pub struct MatchConfig {
     pub delivery: DeliveryArg,
     /// `stop` (default) or `skip`: records deleted before they were read.
     pub on_data_loss: OnDataLossArg,
-    /// Most records in one batch (default 10000; at least 1).
+    /// Most records in one batch (default 100000; at least 1). The batch
+    /// time ends a batch first below a million records a second: a
+    /// commit costs the same whatever the batch holds (10 to 60 ms on the
+    /// embedded broker under load), and at 10,000 the matcher spent most
+    /// of its time committing.
     pub batch_records: usize,
     /// Longest a batch collects records, in milliseconds (default 100; at
     /// least 1).
@@ -183,7 +187,7 @@ impl Default for MatchConfig {
             instance: "0".to_owned(),
             delivery: DeliveryArg::ExactlyOnce,
             on_data_loss: OnDataLossArg::Stop,
-            batch_records: 10_000,
+            batch_records: 100_000,
             batch_ms: 100,
             workers: default_workers(),
             validate: ValidateArg::Signed,

@@ -60,7 +60,8 @@ pub struct Args {
     /// Topic undecodable records are produced to [default: dead-letters].
     #[arg(long, env = "HASHBUY_DEAD_LETTERS_TOPIC")]
     dead_letters_topic: Option<String>,
-    /// Most records in one batch (one transaction) [default: 10000].
+    /// Most records in one batch (one transaction) [default: 100000];
+    /// `--batch-ms` usually ends a batch first.
     #[arg(long)]
     batch_records: Option<usize>,
     /// Longest a batch collects records, in milliseconds [default: 100].

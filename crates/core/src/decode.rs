@@ -49,7 +49,8 @@ pub struct Tweet<'a> {
     pub id: Cow<'a, str>,
     /// The author's user id, decimal.
     pub user_id: Cow<'a, str>,
-    /// The tweet's own time, ms since the epoch.
+    /// The tweet's own time, ms since the epoch: its `timestamp_ms`, else
+    /// its `created_at`, else the time its id carries ([`snowflake_ms`]).
     pub timestamp_ms: i64,
     /// A retweet (never buys).
     pub retweet: bool,
@@ -344,9 +345,11 @@ fn decode_protobuf(bytes: &[u8]) -> Result<Record<'static>, DecodeError> {
     let id = decimal_id("id", Some(Cow::Owned(tweet.id)))?.ok_or(DecodeError::Missing("id"))?;
     let user_id = decimal_id("user_id", Some(Cow::Owned(tweet.user_id)))?
         .ok_or(DecodeError::Missing("user_id"))?;
-    if tweet.timestamp_ms <= 0 {
-        return Err(DecodeError::Missing("timestamp_ms"));
-    }
+    let timestamp_ms = if tweet.timestamp_ms > 0 {
+        tweet.timestamp_ms
+    } else {
+        snowflake_ms(&id).ok_or(DecodeError::Missing("timestamp_ms or a snowflake id"))?
+    };
     let hashtags = match tweet.entities {
         Some(entities) => carried(
             entities.hashtags.into_iter().map(Cow::Owned).collect(),
@@ -357,7 +360,7 @@ fn decode_protobuf(bytes: &[u8]) -> Result<Record<'static>, DecodeError> {
     Ok(Record::Tweet(Tweet {
         id,
         user_id,
-        timestamp_ms: tweet.timestamp_ms,
+        timestamp_ms,
         retweet: !tweet.retweeted_id.is_empty(),
         user_protected: tweet.user_protected,
         hashtags,
@@ -372,6 +375,23 @@ fn extract_owned(text: &str) -> Vec<Cow<'static, str>> {
 }
 
 /// An id field's value, checked to be decimal; `None` when absent or empty.
+/// The first snowflake tweet id (November 2010). Ids below it were
+/// handed out in sequence and carry no time; the boundary is TweetedAt's
+/// (oduwsdl/tweetedat, `TimestampEstimator.py`).
+pub const FIRST_SNOWFLAKE_ID: u64 = 29_700_859_247;
+
+/// Snowflake's epoch, ms since the Unix epoch: a snowflake id holds the
+/// milliseconds since then above its 22 bits of machine and sequence.
+pub const SNOWFLAKE_EPOCH_MS: i64 = 1_288_834_974_657;
+
+/// The moment a decimal tweet id carries, ms since the Unix epoch, when it
+/// is a snowflake; `None` for an older id or one that is no `u64`.
+pub fn snowflake_ms(id: &str) -> Option<i64> {
+    let id: u64 = id.parse().ok()?;
+    // (u64::MAX >> 22) fits an i64 with room for the epoch.
+    (id >= FIRST_SNOWFLAKE_ID).then(|| (id >> 22) as i64 + SNOWFLAKE_EPOCH_MS)
+}
+
 fn decimal_id<'a>(
     field: &'static str,
     value: Option<Cow<'a, str>>,
@@ -492,7 +512,9 @@ impl<'a> Facts<'a> {
         let timestamp_ms = match (self.timestamp_ms, &self.created_at) {
             (Some(ms), _) => ms,
             (None, Some(created_at)) => parse_time("created_at", created_at, V1_TIME_FORMAT)?,
-            (None, None) => return Err(DecodeError::Missing("timestamp_ms or created_at")),
+            (None, None) => snowflake_ms(&id).ok_or(DecodeError::Missing(
+                "timestamp_ms, created_at or a snowflake id",
+            ))?,
         };
         let source = self.body.or_long(self.extended);
         Ok(Record::Tweet(Tweet {
@@ -515,10 +537,13 @@ impl<'a> V2Facts<'a> {
             .ok_or(DecodeError::Missing("data.id"))?;
         let user_id = decimal_id("data.author_id", self.author_id.map(|t| t.get()))?
             .ok_or(DecodeError::Missing("data.author_id"))?;
-        let created_at = self
-            .created_at
-            .ok_or(DecodeError::Missing("data.created_at"))?;
-        let timestamp_ms = parse_rfc3339("data.created_at", &created_at)?;
+        // API v2 gives `created_at` only when asked for it.
+        let timestamp_ms = match self.created_at {
+            Some(created_at) => parse_rfc3339("data.created_at", &created_at)?,
+            None => snowflake_ms(&id).ok_or(DecodeError::Missing(
+                "data.created_at or a snowflake data.id",
+            ))?,
+        };
         let user_protected = self.protected_users.iter().any(|u| u.get() == user_id);
         let source = self.body.or_long(self.note);
         Ok(Record::Tweet(Tweet {

@@ -186,6 +186,62 @@ fn time_comes_from_timestamp_ms_or_created_at() {
     assert_eq!(t.timestamp_ms, 1_780_315_200_001);
 }
 
+/// A snowflake id and the moment it carries: (id >> 22) + 1288834974657
+/// ms, here 2026-06-01T12:00:00.000Z.
+const SNOWFLAKE: (&str, i64) = ("2061417475077058617", 1_780_315_200_000);
+
+#[test]
+fn a_tweet_without_a_time_takes_it_from_its_snowflake_id() {
+    let (id, ms) = SNOWFLAKE;
+    let t = tweet(&format!(r#"{{"id_str": "{id}", "text": "x", {USER}}}"#));
+    assert_eq!(t.timestamp_ms, ms);
+    // A time the record gives wins over its id's.
+    let t = tweet(&format!(
+        r#"{{"id_str": "{id}", "text": "x", {USER}, "timestamp_ms": "5"}}"#
+    ));
+    assert_eq!(t.timestamp_ms, 5);
+    let t = tweet(&format!(
+        r#"{{"data":{{"id":"{id}","text":"v2","author_id":"30"}}}}"#
+    ));
+    assert_eq!(t.timestamp_ms, ms);
+    let message = pb::Tweet {
+        id: id.into(),
+        user_id: "50".into(),
+        text: "x".into(),
+        ..Default::default()
+    };
+    match both(&message.encode_to_vec()) {
+        Ok(Record::Tweet(t)) => assert_eq!(t.timestamp_ms, ms),
+        other => panic!("a tweet: {other:?}"),
+    }
+    // The first snowflake id; below it, ids were sequential and carry no
+    // time (TweetedAt's boundary, oduwsdl/tweetedat).
+    let t = tweet(&format!(
+        r#"{{"id_str": "29700859247", "text": "x", {USER}}}"#
+    ));
+    assert_eq!(
+        t.timestamp_ms,
+        (29_700_859_247_i64 >> 22) + 1_288_834_974_657
+    );
+    for old in ["29700859246", "1"] {
+        assert_eq!(
+            error(format!(r#"{{"id_str": "{old}", "text": "x", {USER}}}"#).as_bytes()),
+            DecodeError::Missing("timestamp_ms, created_at or a snowflake id")
+        );
+        assert_eq!(
+            error(
+                format!(r#"{{"data":{{"id":"{old}","text":"v2","author_id":"30"}}}}"#).as_bytes()
+            ),
+            DecodeError::Missing("data.created_at or a snowflake data.id")
+        );
+    }
+    // Twenty digits pass as an id, but past u64 they are no snowflake.
+    assert_eq!(
+        error(format!(r#"{{"id_str": "99999999999999999999", "text": "x", {USER}}}"#).as_bytes()),
+        DecodeError::Missing("timestamp_ms, created_at or a snowflake id")
+    );
+}
+
 #[test]
 fn protected_authors_are_marked() {
     let t = tweet(
@@ -299,9 +355,10 @@ fn protobuf_tweets() {
     assert_eq!(tags(&t), ["fromtext"]);
     assert!(t.retweet && t.user_protected);
     message.timestamp_ms = 0;
+    message.id = "1".into();
     assert_eq!(
         error(&message.encode_to_vec()),
-        DecodeError::Missing("timestamp_ms")
+        DecodeError::Missing("timestamp_ms or a snowflake id")
     );
     assert!(matches!(
         error(&[0x0a, 0xff, 0x01]),
@@ -350,7 +407,7 @@ fn bad_input_is_a_typed_error() {
     );
     assert_eq!(
         error(format!(r#"{{"id_str": "1", "text": "x", {USER}}}"#).as_bytes()),
-        DecodeError::Missing("timestamp_ms or created_at")
+        DecodeError::Missing("timestamp_ms, created_at or a snowflake id")
     );
     assert!(matches!(
         error(

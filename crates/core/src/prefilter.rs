@@ -19,6 +19,12 @@
 //! are `{` and `}`, so a record cut short or run together with the next is
 //! decoded, and dead-lettered, as before.
 //!
+//! Delete notices (`{"delete": …}`, as the v1.1 stream writes them: their
+//! one key first) are never skimmed either, though they hold no sign: a
+//! deletion matters to a purchase (it can cancel one still waiting for its
+//! confirmation), so it is decoded and counted as the notice it is. They
+//! are a few hundred bytes, and rare beside tweets.
+//!
 //! Protobuf `Tweet` records are never skimmed. Under the same rule as JSON
 //! they could be (their `Entities.hashtags` list tags without a sign, but
 //! those buy only where the text carries them, and the text's bytes are in
@@ -65,11 +71,24 @@ pub fn skim(bytes: &[u8]) -> Skim {
         // Refused (too large, empty) or possibly a purchase.
         return Skim::Decode;
     }
-    if looks_like_text(bytes) && json_framed(bytes) {
+    if looks_like_text(bytes) && json_framed(bytes) && !delete_notice(bytes) {
         Skim::NoSign
     } else {
         Skim::Decode
     }
+}
+
+/// Whether a framed JSON object's first key is `delete`.
+fn delete_notice(bytes: &[u8]) -> bool {
+    let after_brace = bytes
+        .iter()
+        .position(|&b| b == b'{')
+        .map_or(bytes, |at| &bytes[at + 1..]);
+    let key = after_brace
+        .iter()
+        .position(|b| !is_json_space(b))
+        .map_or(&[][..], |at| &after_brace[at..]);
+    key.starts_with(b"\"delete\"")
 }
 
 /// Whether `bytes` hold a hashtag sign in any spelling: `#`, the UTF-8 of
@@ -86,11 +105,15 @@ pub fn holds_sign(bytes: &[u8]) -> bool {
         })
 }
 
+/// JSON's whitespace (RFC 8259).
+fn is_json_space(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// Valid UTF-8 whose first and last non-whitespace bytes are `{` and `}`.
 fn json_framed(bytes: &[u8]) -> bool {
-    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let first = bytes.iter().position(|b| !is_space(b));
-    let last = bytes.iter().rposition(|b| !is_space(b));
+    let first = bytes.iter().position(|b| !is_json_space(b));
+    let last = bytes.iter().rposition(|b| !is_json_space(b));
     match (first, last) {
         (Some(first), Some(last)) => {
             bytes[first] == b'{'
@@ -153,6 +176,23 @@ mod tests {
             );
         }
         assert_eq!(skim(b" \n{\"a\": 1}\r\n"), Skim::NoSign);
+    }
+
+    #[test]
+    fn delete_notices_are_decoded_though_they_hold_no_sign() {
+        for notice in [
+            r#"{"delete":{"status":{"id":1,"id_str":"1","user_id":3,"user_id_str":"3"},"timestamp_ms":"5"}}"#,
+            " {\n \"delete\" : {\"status\": {\"id_str\": \"1\"}}}",
+        ] {
+            assert!(!holds_sign(notice.as_bytes()), "{notice}");
+            assert_eq!(skim(notice.as_bytes()), Skim::Decode, "{notice}");
+        }
+        for other in [
+            r#"{"limit":{"track":5,"timestamp_ms":"5"}}"#,
+            r#"{"text": "delete", "deleted": true}"#,
+        ] {
+            assert_eq!(skim(other.as_bytes()), Skim::NoSign, "{other}");
+        }
     }
 
     #[test]

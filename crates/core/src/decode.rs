@@ -374,7 +374,6 @@ fn extract_owned(text: &str) -> Vec<Cow<'static, str>> {
         .collect()
 }
 
-/// An id field's value, checked to be decimal; `None` when absent or empty.
 /// The first snowflake tweet id (November 2010). Ids below it were
 /// handed out in sequence and carry no time; the boundary is TweetedAt's
 /// (oduwsdl/tweetedat, `TimestampEstimator.py`).
@@ -392,6 +391,7 @@ pub fn snowflake_ms(id: &str) -> Option<i64> {
     (id >= FIRST_SNOWFLAKE_ID).then(|| (id >> 22) as i64 + SNOWFLAKE_EPOCH_MS)
 }
 
+/// An id field's value, checked to be decimal; `None` when absent or empty.
 fn decimal_id<'a>(
     field: &'static str,
     value: Option<Cow<'a, str>>,

@@ -71,24 +71,27 @@ pub fn skim(bytes: &[u8]) -> Skim {
         // Refused (too large, empty) or possibly a purchase.
         return Skim::Decode;
     }
-    if looks_like_text(bytes) && json_framed(bytes) && !delete_notice(bytes) {
+    if looks_like_text(bytes) && !delete_notice(bytes) && json_framed(bytes) {
         Skim::NoSign
     } else {
         Skim::Decode
     }
 }
 
-/// Whether a framed JSON object's first key is `delete`.
+/// Whether `bytes` open a JSON object whose first key is `delete`.
 fn delete_notice(bytes: &[u8]) -> bool {
-    let after_brace = bytes
-        .iter()
-        .position(|&b| b == b'{')
-        .map_or(bytes, |at| &bytes[at + 1..]);
-    let key = after_brace
+    trim_start(bytes)
+        .strip_prefix(b"{")
+        .is_some_and(|inside| trim_start(inside).starts_with(b"\"delete\""))
+}
+
+/// `bytes` without their leading JSON whitespace.
+fn trim_start(bytes: &[u8]) -> &[u8] {
+    let start = bytes
         .iter()
         .position(|b| !is_json_space(b))
-        .map_or(&[][..], |at| &after_brace[at..]);
-    key.starts_with(b"\"delete\"")
+        .unwrap_or(bytes.len());
+    &bytes[start..]
 }
 
 /// Whether `bytes` hold a hashtag sign in any spelling: `#`, the UTF-8 of

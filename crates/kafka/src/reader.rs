@@ -10,7 +10,7 @@
 //! not records, so the first test would stop early there.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -235,5 +235,76 @@ impl TopicReader {
             }
             Err(e) => Some(Err(e)),
         }
+    }
+}
+
+/// How long a restore may go without reading a record of the changelog
+/// before it gives up: the brokers are gone, or the changelog cannot be
+/// read, and the partitions cannot start without their history.
+pub const RESTORE_STALL: Duration = Duration::from_secs(120);
+
+/// Whether a restore still makes progress: errors reading a changelog are
+/// retried (the client reconnects by itself) until [`RESTORE_STALL`]
+/// passes without a record.
+pub struct Stall {
+    since: Instant,
+    last_error: Option<String>,
+}
+
+impl Stall {
+    /// A restore starting at `now`.
+    pub fn new(now: Instant) -> Stall {
+        Stall {
+            since: now,
+            last_error: None,
+        }
+    }
+
+    /// A record was read at `now`.
+    pub fn progressed(&mut self, now: Instant) {
+        self.since = now;
+        self.last_error = None;
+    }
+
+    /// Reading failed with `error` (and is retried).
+    pub fn failed(&mut self, error: String) {
+        self.last_error = Some(error);
+    }
+
+    /// How long it has waited, and the last error, once that is too long.
+    pub fn check(&self, now: Instant) -> Result<(), (Duration, Option<String>)> {
+        let waited = now.saturating_duration_since(self.since);
+        if waited >= RESTORE_STALL {
+            Err((waited, self.last_error.clone()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_rides_out_errors_until_it_stalls() {
+        let t0 = Instant::now();
+        let mut stall = Stall::new(t0);
+        stall.failed("broker transport failure".into());
+        assert!(
+            stall.check(t0 + RESTORE_STALL / 2).is_ok(),
+            "an error is retried"
+        );
+        stall.progressed(t0 + RESTORE_STALL / 2);
+        assert!(
+            stall.check(t0 + RESTORE_STALL).is_ok(),
+            "a record read resets it"
+        );
+        stall.failed("all brokers down".into());
+        let (waited, last) = stall
+            .check(t0 + RESTORE_STALL * 3 / 2)
+            .expect_err("too long without a record");
+        assert_eq!(waited, RESTORE_STALL);
+        assert_eq!(last.as_deref(), Some("all brokers down"));
     }
 }

@@ -6,13 +6,14 @@
 //! awaited by the others. An entry in the changelog that is further along
 //! than the local one (written by another settler that owned the
 //! partition) replaces it. Errors reading the changelog are retried until
-//! [`RESTORE_STALL`] passes without a record.
+//! [`RESTORE_STALL`](hashbuy_kafka::reader::RESTORE_STALL) passes without
+//! a record.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hashbuy_kafka::reader::{ReadOptions, TopicReader};
+use hashbuy_kafka::reader::{ReadOptions, Stall, TopicReader};
 use rdkafka::Message;
 
 use crate::entry::{key_index, now_ms, Entry, State};
@@ -108,47 +109,6 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
     Ok(restored)
 }
 
-/// How long a restore may go without reading a record of the changelog
-/// before it gives up: the brokers are gone, or the changelog cannot be
-/// read, and the partitions cannot start without their history.
-const RESTORE_STALL: Duration = Duration::from_secs(120);
-
-/// Whether a restore still makes progress: errors reading the changelog
-/// are retried (the client reconnects by itself) until [`RESTORE_STALL`]
-/// passes without a record.
-struct Stall {
-    since: Instant,
-    last_error: Option<String>,
-}
-
-impl Stall {
-    fn new(now: Instant) -> Stall {
-        Stall {
-            since: now,
-            last_error: None,
-        }
-    }
-
-    fn progressed(&mut self, now: Instant) {
-        self.since = now;
-        self.last_error = None;
-    }
-
-    fn failed(&mut self, error: String) {
-        self.last_error = Some(error);
-    }
-
-    /// How long it has waited, and the last error, once that is too long.
-    fn check(&self, now: Instant) -> Result<(), (Duration, Option<String>)> {
-        let waited = now.saturating_duration_since(self.since);
-        if waited >= RESTORE_STALL {
-            Err((waited, self.last_error.clone()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
 /// The restore of one assignment's partitions, run once by whichever of
 /// their tasks comes first, awaited by the others.
 pub(crate) struct Restore {
@@ -235,31 +195,4 @@ pub(crate) fn acked_earlier(
         }
     }
     Ok(left)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_restore_rides_out_errors_until_it_stalls() {
-        let t0 = Instant::now();
-        let mut stall = Stall::new(t0);
-        stall.failed("broker transport failure".into());
-        assert!(
-            stall.check(t0 + RESTORE_STALL / 2).is_ok(),
-            "an error is retried"
-        );
-        stall.progressed(t0 + RESTORE_STALL / 2);
-        assert!(
-            stall.check(t0 + RESTORE_STALL).is_ok(),
-            "a record read resets it"
-        );
-        stall.failed("all brokers down".into());
-        let (waited, last) = stall
-            .check(t0 + RESTORE_STALL * 3 / 2)
-            .expect_err("too long without a record");
-        assert_eq!(waited, RESTORE_STALL);
-        assert_eq!(last.as_deref(), Some("all brokers down"));
-    }
 }

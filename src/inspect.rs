@@ -2,11 +2,19 @@
 //! input line, what hashbuy makes of each (and, given the tables, what it
 //! would decide). It never stops on a bad line: output lines stay aligned
 //! with input lines.
+//!
+//! With confirm-mode offers in the catalog, the file is one partition's
+//! stream: its pending purchases and stream time carry from line to line
+//! ([`PartitionFlow`]), and each line says the steps of the flow it took
+//! (pending, confirmed, expired, cancelled, and why a confirmation
+//! confirmed nothing), as the matcher takes them for a partition holding
+//! the file's records in its order.
 
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use hashbuy_core::confirm::{PartitionFlow, Step};
 use hashbuy_core::decode::{decode, Record};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_core::{Decision, Rules};
@@ -44,13 +52,77 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    decision: Option<DecisionLine<'a>>,
+    decision: Option<DecisionLine>,
 }
 
 #[derive(Serialize)]
-struct DecisionLine<'a> {
-    commands: &'a [PaymentCommand],
+struct DecisionLine {
+    /// What the line produces: its direct purchases, then the pending
+    /// purchases it confirmed.
+    commands: Vec<PaymentCommand>,
     skip: Option<&'static str>,
+    /// The steps of the confirm flow it took, with the expiries its time
+    /// caused; left out when the catalog has no confirm-mode offer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow: Option<Vec<FlowLine>>,
+}
+
+/// One step of the confirm flow.
+#[derive(Serialize)]
+struct FlowLine {
+    /// `pending`, `already_pending`, `confirmed`, `expired`, `cancelled`,
+    /// or why a confirmation confirmed nothing (`no_pending_purchase`,
+    /// `confirmation_before_purchase`, `confirmation_after_window`).
+    step: &'static str,
+    offer_id: String,
+    /// The purchase tweet the step is about, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purchase_tweet_id: Option<String>,
+    /// Its command's id, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_id: Option<String>,
+    /// The reply to the buyer, when the step makes one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<String>,
+}
+
+impl FlowLine {
+    fn of(step: Step) -> (FlowLine, Option<PaymentCommand>) {
+        let name = step.as_str();
+        let line = |offer_id: String, purchase: Option<String>, command: Option<String>| FlowLine {
+            step: name,
+            offer_id,
+            purchase_tweet_id: purchase,
+            command_id: command,
+            reply: None,
+        };
+        match step {
+            Step::Pending(reply) | Step::Expired(reply) | Step::Cancelled(reply) => (
+                FlowLine {
+                    reply: Some(reply.text),
+                    ..line(
+                        reply.offer_id,
+                        Some(reply.in_reply_to_tweet_id),
+                        Some(reply.command_id),
+                    )
+                },
+                None,
+            ),
+            Step::AlreadyPending {
+                offer_id,
+                pending_tweet_id,
+            } => (line(offer_id, Some(pending_tweet_id), None), None),
+            Step::Confirmed(command) => (
+                line(
+                    command.offer_id.clone(),
+                    Some(command.tweet_id.clone()),
+                    Some(command.command_id.clone()),
+                ),
+                Some(command),
+            ),
+            Step::Unconfirmed { offer_id, .. } => (line(offer_id, None, None), None),
+        }
+    }
 }
 
 /// Runs `hashbuy inspect`.
@@ -60,12 +132,19 @@ pub fn run(args: Args) -> Result<()> {
         _ => None,
     };
     let rules = tables.as_ref().map(|(c, a)| Rules::new(c, a));
+    let mut flow = tables
+        .as_ref()
+        .filter(|(catalog, _)| catalog.has_confirm_offers())
+        .map(|_| PartitionFlow::new());
     let mut reader = input::open(args.file.as_deref())?;
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut line = Vec::new();
     while input::next_line(&mut *reader, &mut line)? {
         let decoded = decode(&line);
         let decision = rules.map(|r| r.decide_decoded(&decoded));
+        let decision = decision
+            .as_ref()
+            .map(|d| decision_line(d, decoded.as_ref().ok(), flow.as_mut()));
         let output = match &decoded {
             Ok(record) => Line {
                 id: record.id(),
@@ -80,7 +159,7 @@ pub fn run(args: Args) -> Result<()> {
                 },
                 retweet: matches!(record, Record::Tweet(t) if t.retweet),
                 error: None,
-                decision: decision.as_ref().map(decision_line),
+                decision,
             },
             Err(e) => Line {
                 id: None,
@@ -89,7 +168,7 @@ pub fn run(args: Args) -> Result<()> {
                 hashtags: Vec::new(),
                 retweet: false,
                 error: Some(e.to_string()),
-                decision: decision.as_ref().map(decision_line),
+                decision,
             },
         };
         serde_json::to_writer(&mut out, &output).context("cannot write output")?;
@@ -98,10 +177,32 @@ pub fn run(args: Args) -> Result<()> {
     out.flush().context("cannot write output")
 }
 
-fn decision_line(decision: &Decision) -> DecisionLine<'_> {
+/// A record's decision, and its steps through `flow` (the file's pending
+/// purchases, when the catalog has confirm-mode offers).
+fn decision_line(
+    decision: &Decision,
+    record: Option<&Record<'_>>,
+    flow: Option<&mut PartitionFlow>,
+) -> DecisionLine {
+    let mut commands = decision.commands().to_vec();
+    let mut steps = Vec::new();
+    let lines = flow.map(|flow| {
+        if let Some(record) = record {
+            flow.record(record, decision, &mut steps);
+        }
+        steps
+            .drain(..)
+            .map(|step| {
+                let (line, command) = FlowLine::of(step);
+                commands.extend(command);
+                line
+            })
+            .collect()
+    });
     DecisionLine {
-        commands: decision.commands(),
+        commands,
         skip: decision.skip().map(|r| r.as_str()),
+        flow: lines,
     }
 }
 

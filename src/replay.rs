@@ -7,13 +7,14 @@
 //! named with the records deleted, which no consumer that had not read
 //! them yet will see.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use hashbuy_core::decode::{decode, Record};
+use hashbuy_core::decode::{decode, Notice, Record};
 use hashbuy_kafka::client::{Connection, QuietContext, CONNECT_TIMEOUT};
 use hashbuy_kafka::loss::{deleted_between, Gap};
 use hashbuy_kafka::produce::{send_waiting, Deliveries};
@@ -275,10 +276,17 @@ impl Retention {
 }
 
 /// A record's Kafka key (its author's user id, so a user's tweets keep
-/// their order) and its time, for tweets; neither for anything else.
+/// their order) and its time, for tweets and for delete notices (keyed by
+/// the deleted tweet's author, so a delete follows the tweets it can
+/// cancel into their partition); neither for anything else.
 pub(crate) fn key_and_time(record: &[u8]) -> (Option<String>, Option<i64>) {
     match decode(record) {
         Ok(Record::Tweet(tweet)) => (Some(tweet.user_id.into_owned()), Some(tweet.timestamp_ms)),
+        Ok(Record::Notice(Notice::Delete {
+            user_id,
+            timestamp_ms,
+            ..
+        })) => (user_id.map(Cow::into_owned), timestamp_ms),
         _ => (None, None),
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use base64::Engine;
+use hashbuy_core::confirm::STREAM_TIME_KEY;
 use hashbuy_core::decode::looks_like_text;
 use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
@@ -36,8 +37,9 @@ pub struct Args {
     #[arg(long)]
     max: Option<u64>,
     /// How to decode values; `auto` goes by the topic's role (the commands,
-    /// acks and dead-letters topics, by their default names or as the
-    /// config file's `[kafka.topics]` names them; else tweets).
+    /// acks, dead-letters, replies and pending-purchases topics, by their
+    /// default names or as the config file's `[kafka.topics]` names them;
+    /// else tweets).
     #[arg(long = "type", value_enum, default_value = "auto")]
     kind: ValueType,
     /// Also print records of transactions not (yet) committed.
@@ -59,6 +61,11 @@ enum ValueType {
     Ack,
     /// `DeadLetter`.
     DeadLetter,
+    /// `Reply`.
+    Reply,
+    /// The matcher's pending purchases' changelog: `PendingPurchases` by
+    /// user, `StreamTime` under the key `stream-time`.
+    Pending,
 }
 
 impl ValueType {
@@ -67,6 +74,8 @@ impl ValueType {
             ValueType::Auto if topic == names.commands => ValueType::Command,
             ValueType::Auto if topic == names.acks => ValueType::Ack,
             ValueType::Auto if topic == names.dead_letters => ValueType::DeadLetter,
+            ValueType::Auto if topic == names.replies => ValueType::Reply,
+            ValueType::Auto if topic == names.pending => ValueType::Pending,
             ValueType::Auto => ValueType::Tweet,
             chosen => chosen,
         }
@@ -116,7 +125,7 @@ pub fn run(args: Args) -> Result<()> {
             timestamp_ms: message.timestamp().to_millis().map(|t| t.to_string()),
             value: message
                 .payload()
-                .map_or(Value::Null, |v| decode_value(kind, v)),
+                .map_or(Value::Null, |v| decode_value(kind, message.key(), v)),
         };
         serde_json::to_writer(&mut out, &line).context("cannot write output")?;
         out.write_all(b"\n").context("cannot write output")?;
@@ -127,9 +136,15 @@ pub fn run(args: Args) -> Result<()> {
 
 /// A value as JSON: hashbuy's messages in their JSON mapping, JSON tweets
 /// as objects, other text as a string, and anything else as
-/// `{"undecodable": reason, "base64": bytes}`.
-fn decode_value(kind: ValueType, bytes: &[u8]) -> Value {
+/// `{"undecodable": reason, "base64": bytes}`. `key` tells the pending
+/// purchases' records apart.
+fn decode_value(kind: ValueType, key: Option<&[u8]>, bytes: &[u8]) -> Value {
     let decoded = match kind {
+        ValueType::Reply => message_json::<pb::Reply>(bytes),
+        ValueType::Pending if key == Some(STREAM_TIME_KEY.as_bytes()) => {
+            message_json::<pb::StreamTime>(bytes)
+        }
+        ValueType::Pending => message_json::<pb::PendingPurchases>(bytes),
         ValueType::Command => message_json::<pb::PaymentCommand>(bytes),
         ValueType::Ack => message_json::<pb::PaymentAck>(bytes),
         ValueType::DeadLetter => message_json::<pb::DeadLetter>(bytes),

@@ -42,7 +42,8 @@ struct CreateArgs {
     topics: Option<Vec<String>>,
     /// A topic setting, as KEY=VALUE (repeatable), for every topic created:
     /// `cleanup.policy=compact` for a table, `retention.ms=...`. The
-    /// settler's ledger changelog (`settler-ledger`) is always compacted.
+    /// state changelogs (the settler's `settler-ledger`, the matcher's
+    /// `pending-purchases`) are always compacted.
     #[arg(long, value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
     topic_config: Vec<(String, String)>,
 }
@@ -73,10 +74,10 @@ fn create(args: CreateArgs) -> Result<()> {
                 args.partitions,
                 TopicReplication::Fixed(args.replication),
             );
-            let ledger = names.is_ledger(t);
-            // The ledger keeps every command's latest entry, for good: a
+            let changelog = names.is_changelog(t);
+            // A changelog keeps every key's latest state, for good: a
             // retention policy given for all topics does not apply to it.
-            let topic = if ledger {
+            let topic = if changelog {
                 topic.set("cleanup.policy", "compact")
             } else {
                 topic
@@ -87,13 +88,12 @@ fn create(args: CreateArgs) -> Result<()> {
                 .fold(topic, |topic, (key, value)| topic.set(key, value))
         })
         .collect();
-    if topics.iter().any(|t| names.is_ledger(t))
-        && args.topic_config.iter().any(|(k, _)| k == "cleanup.policy")
-    {
-        eprintln!(
-            "{} stays compacted: --topic-config cleanup.policy is not applied to it",
-            names.ledger
-        );
+    if args.topic_config.iter().any(|(k, _)| k == "cleanup.policy") {
+        for changelog in topics.iter().filter(|t| names.is_changelog(t)) {
+            eprintln!(
+                "{changelog} stays compacted: --topic-config cleanup.policy is not applied to it"
+            );
+        }
     }
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
@@ -109,7 +109,7 @@ fn create(args: CreateArgs) -> Result<()> {
     for result in results {
         match result {
             Ok(topic) => {
-                let ledger = names.is_ledger(&topic);
+                let changelog = names.is_changelog(&topic);
                 let settings: String = args
                     .topic_config
                     .iter()
@@ -120,7 +120,7 @@ fn create(args: CreateArgs) -> Result<()> {
                     "created {topic} ({} partitions, replication {}{}{settings})",
                     args.partitions,
                     args.replication,
-                    if ledger {
+                    if changelog {
                         ", cleanup.policy=compact"
                     } else {
                         ""
@@ -143,7 +143,7 @@ fn create(args: CreateArgs) -> Result<()> {
 }
 
 /// Whether a `--topic-config` setting applies to `topic`: all do, except a
-/// retention policy for the ledger, which stays compacted.
+/// retention policy for a changelog, which stays compacted.
 fn applies(names: &Topics, topic: &str, key: &str) -> bool {
-    !(names.is_ledger(topic) && key == "cleanup.policy")
+    !(names.is_changelog(topic) && key == "cleanup.policy")
 }

@@ -8,10 +8,17 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files: Vec<PathBuf> = ["tweet", "tables", "payment", "dead_letter"]
-        .iter()
-        .map(|name| root.join(format!("hashbuy/v1/{name}.proto")))
-        .collect();
+    let files: Vec<PathBuf> = [
+        "tweet",
+        "tables",
+        "payment",
+        "dead_letter",
+        "reply",
+        "pending",
+    ]
+    .iter()
+    .map(|name| root.join(format!("hashbuy/v1/{name}.proto")))
+    .collect();
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -67,6 +67,12 @@ pub enum Notice<'a> {
     Delete {
         /// The deleted tweet's id.
         id: Option<Cow<'a, str>>,
+        /// Its author's user id, when given: the key the stream's producer
+        /// gives the notice, so it reaches the partition of the author's
+        /// tweets.
+        user_id: Option<Cow<'a, str>>,
+        /// When it was deleted (`delete.timestamp_ms`), when given.
+        timestamp_ms: Option<i64>,
     },
     /// Tweets were withheld by rate limiting.
     Limit,
@@ -254,7 +260,7 @@ impl Record<'_> {
     pub fn id(&self) -> Option<&str> {
         match self {
             Record::Tweet(t) => Some(&t.id),
-            Record::Notice(Notice::Delete { id }) => id.as_deref(),
+            Record::Notice(Notice::Delete { id, .. }) => id.as_deref(),
             _ => None,
         }
     }
@@ -271,9 +277,15 @@ impl Record<'_> {
                 user_protected: t.user_protected,
                 hashtags: t.hashtags.into_iter().map(own).collect(),
             }),
-            Record::Notice(Notice::Delete { id }) => {
-                Record::Notice(Notice::Delete { id: id.map(own) })
-            }
+            Record::Notice(Notice::Delete {
+                id,
+                user_id,
+                timestamp_ms,
+            }) => Record::Notice(Notice::Delete {
+                id: id.map(own),
+                user_id: user_id.map(own),
+                timestamp_ms,
+            }),
             Record::Notice(Notice::Limit) => Record::Notice(Notice::Limit),
             Record::Notice(Notice::ScrubGeo) => Record::Notice(Notice::ScrubGeo),
             Record::Notice(Notice::StatusWithheld) => Record::Notice(Notice::StatusWithheld),
@@ -438,6 +450,10 @@ struct Facts<'a> {
     /// Bit i set: the notice `NOTICES[i]` is present.
     notices: u8,
     deleted: IdFacts<'a>,
+    /// The deleted tweet's author (`delete.status.user_id_str`).
+    deleter: IdFacts<'a>,
+    /// `delete.timestamp_ms`.
+    deleted_at: Option<i64>,
     /// Whether any v1.1 tweet field is present.
     tweet_fields: bool,
     id: IdFacts<'a>,
@@ -488,6 +504,12 @@ impl<'a> Facts<'a> {
             return Ok(Record::Notice(match first {
                 0 => Notice::Delete {
                     id: self.deleted.resolve("delete.status.id_str").ok().flatten(),
+                    user_id: self
+                        .deleter
+                        .resolve("delete.status.user_id_str")
+                        .ok()
+                        .flatten(),
+                    timestamp_ms: self.deleted_at,
                 },
                 1 => Notice::Limit,
                 2 => Notice::ScrubGeo,
@@ -650,6 +672,22 @@ fn timestamp_from_text(text: &Text<'_>) -> Option<i64> {
     text.get().parse::<i64>().ok().filter(|&ms| ms > 0)
 }
 
+/// Reads a `timestamp_ms`: a decimal string or a number of milliseconds;
+/// anything else (or a value not after the epoch) is no time.
+fn scan_timestamp(s: &mut Scanner<'_>) -> Result<Option<i64>, DecodeError> {
+    Ok(match s.peek()? {
+        Kind::String => timestamp_from_text(&s.string()?),
+        Kind::Number => s
+            .number()?
+            .and_then(|n| i64::try_from(n).ok())
+            .filter(|&n| n > 0),
+        _ => {
+            s.skip()?;
+            None
+        }
+    })
+}
+
 type ScanResult = Result<(), DecodeError>;
 
 fn wrong(field: &'static str, expected: &'static str) -> DecodeError {
@@ -764,19 +802,7 @@ fn scan_top_field<'a>(s: &mut Scanner<'a>, key: &str, f: &mut Facts<'a>) -> Scan
             s.skip()?;
         }
         "created_at" => f.created_at = scan_opt_string(s, "created_at")?,
-        "timestamp_ms" => {
-            f.timestamp_ms = match s.peek()? {
-                Kind::String => timestamp_from_text(&s.string()?),
-                Kind::Number => s
-                    .number()?
-                    .and_then(|n| i64::try_from(n).ok())
-                    .filter(|&n| n > 0),
-                _ => {
-                    s.skip()?;
-                    None
-                }
-            }
-        }
+        "timestamp_ms" => f.timestamp_ms = scan_timestamp(s)?,
         "delete" => {
             if s.peek()? == Kind::Null {
                 s.null()?;
@@ -786,8 +812,13 @@ fn scan_top_field<'a>(s: &mut Scanner<'a>, key: &str, f: &mut Facts<'a>) -> Scan
             if s.peek()? != Kind::Object {
                 return Ok(s.skip()?);
             }
-            let deleted = &mut f.deleted;
+            let (deleted, deleter, deleted_at) =
+                (&mut f.deleted, &mut f.deleter, &mut f.deleted_at);
             scan_fields(s, |s, key| {
+                if key == "timestamp_ms" {
+                    *deleted_at = scan_timestamp(s)?;
+                    return Ok(());
+                }
                 if key != "status" || s.peek()? != Kind::Object {
                     return Ok(s.skip()?);
                 }
@@ -795,6 +826,8 @@ fn scan_top_field<'a>(s: &mut Scanner<'a>, key: &str, f: &mut Facts<'a>) -> Scan
                     match (key, s.peek()?) {
                         ("id_str", Kind::String) => deleted.string = Some(s.string()?),
                         ("id", Kind::Number) => deleted.number = s.number()?,
+                        ("user_id_str", Kind::String) => deleter.string = Some(s.string()?),
+                        ("user_id", Kind::Number) => deleter.number = s.number()?,
                         _ => s.skip()?,
                     }
                     Ok(())
@@ -1156,25 +1189,25 @@ mod reference {
         }
         f.retweet = present(top.get("retweeted_status"));
         f.created_at = opt_string(top.get("created_at"), "created_at")?;
-        f.timestamp_ms = match top.get("timestamp_ms") {
-            Some(Value::String(s)) => timestamp_from_text(&Text::Plain(s)),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .and_then(|n| i64::try_from(n).ok())
-                .filter(|&n| n > 0),
-            _ => None,
-        };
+        f.timestamp_ms = timestamp(top.get("timestamp_ms"));
         for (i, name) in NOTICES.iter().enumerate() {
             if present(top.get(*name)) {
                 f.notices |= 1 << i;
             }
         }
-        if let Some(Value::Object(status)) = top.get("delete").and_then(|d| d.get("status")) {
-            f.deleted.string = match status.get("id_str") {
-                Some(Value::String(s)) => Some(Text::Plain(s)),
-                _ => None,
-            };
-            f.deleted.number = status.get("id").and_then(Value::as_u64);
+        if let Some(Value::Object(delete)) = top.get("delete") {
+            f.deleted_at = timestamp(delete.get("timestamp_ms"));
+            if let Some(Value::Object(status)) = delete.get("status") {
+                let id = |string: &str, number: &str| IdFacts {
+                    string: match status.get(string) {
+                        Some(Value::String(s)) => Some(Text::Plain(s)),
+                        _ => None,
+                    },
+                    number: status.get(number).and_then(Value::as_u64),
+                };
+                f.deleted = id("id_str", "id");
+                f.deleter = id("user_id_str", "user_id");
+            }
         }
         let data = opt_object(top.get("data"), "data")?;
         let includes = opt_object(top.get("includes"), "includes")?;
@@ -1182,6 +1215,18 @@ mod reference {
             f.v2 = Some(fill_v2(data, includes)?);
         }
         Ok(())
+    }
+
+    /// A `timestamp_ms` as the scanner reads it ([`super::scan_timestamp`]).
+    fn timestamp(value: Option<&Value>) -> Option<i64> {
+        match value {
+            Some(Value::String(s)) => timestamp_from_text(&Text::Plain(s)),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| i64::try_from(n).ok())
+                .filter(|&n| n > 0),
+            _ => None,
+        }
     }
 
     fn fill_v2<'a>(

@@ -10,6 +10,9 @@
 //!   them for matching (NFKC + lowercase).
 //! - [`tables`] loads the catalog (hashtag → offer) and account links
 //!   (user → card) from TOML or JSON table files.
+//! - [`money`] writes amounts as shoppers read them, per currency.
+//! - [`confirm`] decides the confirm flow of confirm-mode offers against a
+//!   partition's pending purchases, by event time.
 //! - [`samples`] is the bundled sample stream and its tables.
 //! - [`rules`] turns a decoded record and the tables into a [`Decision`]: the
 //!   payment commands it causes, or the reason it buys nothing.
@@ -27,9 +30,11 @@
 //! assert_eq!(decision.commands()[0].amount, 4200);
 //! ```
 
+pub mod confirm;
 pub mod decode;
 pub mod hashtag;
 pub mod json;
+pub mod money;
 pub mod prefilter;
 pub mod rules;
 pub mod samples;

@@ -20,12 +20,23 @@
 //! amount and currency from the catalog. Counting limits (`max_per_user`,
 //! `spend_limit`) are the settler's to enforce: it sees every command of a
 //! user. They are copied into the command.
+//!
+//! An offer in confirm mode is not bought by its purchase tweet: the tweet
+//! makes a pending purchase, and a confirmation hashtag names a pending
+//! purchase to confirm. Those depend on what the user's earlier tweets
+//! left, which these rules do not see: they give them as
+//! [`Decision::Confirm`], and [`crate::confirm`] decides them against the
+//! partition's pending purchases. For rules 4 to 6 a confirmation hashtag
+//! counts as a catalog hashtag of an offer that is always active (its
+//! purchase was active when made).
 
 use std::fmt;
 
+use hashbuy_proto::v1::offer::Mode;
 use hashbuy_proto::v1::{AccountLink, Offer, PaymentCommand};
 use uuid::Uuid;
 
+use crate::confirm::Pending;
 use crate::decode::{self, DecodeError, Record, Tweet};
 use crate::hashtag::normalize;
 use crate::tables::{Accounts, Catalog};
@@ -104,25 +115,63 @@ impl fmt::Display for SkipReason {
 /// What a record comes to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Payment commands, one per offer bought (at least one).
+    /// Payment commands of direct-mode offers, one per offer bought (at
+    /// least one).
     Buy(Vec<PaymentCommand>),
+    /// A tweet that names a confirm-mode offer or carries a confirmation
+    /// hashtag: what it does depends on the user's pending purchases
+    /// ([`crate::confirm`]).
+    Confirm(ConfirmSteps),
     /// Nothing to buy, and why.
     Skip(SkipReason),
 }
 
+/// What a tweet of the confirm flow asks, in the order it is done:
+/// direct purchases at once, then its confirmations, then its purchases
+/// (so a tweet never confirms its own purchase).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfirmSteps {
+    /// Commands of the direct-mode offers it buys, as [`Decision::Buy`].
+    pub direct: Vec<PaymentCommand>,
+    /// The confirm-mode offers it names, each as the pending purchase it
+    /// makes.
+    pub purchases: Vec<Pending>,
+    /// The offers whose confirmation hashtags it carries.
+    pub confirmations: Vec<Confirmation>,
+}
+
+/// A confirmation hashtag in a tweet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    /// The offer it confirms.
+    pub offer_id: String,
+    /// The hashtag as written, without its sign.
+    pub hashtag: String,
+}
+
 impl Decision {
-    /// The commands; empty for a skip.
+    /// The commands it buys at once; empty for a skip.
     pub fn commands(&self) -> &[PaymentCommand] {
         match self {
             Decision::Buy(commands) => commands,
+            Decision::Confirm(steps) => &steps.direct,
             Decision::Skip(_) => &[],
         }
     }
 
-    /// The skip reason; `None` for a purchase.
+    /// The commands it buys at once, taken out.
+    pub fn into_commands(self) -> Vec<PaymentCommand> {
+        match self {
+            Decision::Buy(commands) => commands,
+            Decision::Confirm(steps) => steps.direct,
+            Decision::Skip(_) => Vec::new(),
+        }
+    }
+
+    /// The skip reason; `None` for a purchase or a step of the confirm flow.
     pub fn skip(&self) -> Option<SkipReason> {
         match self {
-            Decision::Buy(_) => None,
+            Decision::Buy(_) | Decision::Confirm(_) => None,
             Decision::Skip(reason) => Some(*reason),
         }
     }
@@ -175,22 +224,57 @@ impl<'t> Rules<'t> {
             return Decision::Skip(SkipReason::ProtectedAuthor);
         }
         let offers = self.catalog_offers(tweet);
-        if offers.is_empty() {
+        let confirmations = self.confirmations(tweet);
+        if offers.is_empty() && confirmations.is_empty() {
             return Decision::Skip(SkipReason::NoCatalogHashtag);
         }
         let Some(account) = self.accounts.get(&tweet.user_id) else {
             return Decision::Skip(SkipReason::AccountNotLinked);
         };
-        let commands: Vec<PaymentCommand> = offers
-            .into_iter()
-            .filter(|(_, offer)| is_active(offer, tweet.timestamp_ms))
-            .map(|(hashtag, offer)| command(tweet, hashtag, offer, account))
-            .collect();
-        if commands.is_empty() {
-            Decision::Skip(SkipReason::OfferInactive)
-        } else {
-            Decision::Buy(commands)
+        let mut steps = ConfirmSteps {
+            confirmations,
+            ..ConfirmSteps::default()
+        };
+        for (hashtag, offer) in offers {
+            if !is_active(offer, tweet.timestamp_ms) {
+                continue;
+            }
+            let command = command(tweet, hashtag, offer, account);
+            if offer.mode == Mode::Confirm as i32 {
+                steps.purchases.push(pending_purchase(command, offer));
+            } else {
+                steps.direct.push(command);
+            }
         }
+        if steps.purchases.is_empty() && steps.confirmations.is_empty() {
+            if steps.direct.is_empty() {
+                Decision::Skip(SkipReason::OfferInactive)
+            } else {
+                Decision::Buy(steps.direct)
+            }
+        } else {
+            Decision::Confirm(steps)
+        }
+    }
+
+    /// The confirmations a tweet carries, once an offer, in order of first
+    /// mention, with the hashtag as first written.
+    fn confirmations(&self, tweet: &Tweet<'_>) -> Vec<Confirmation> {
+        if !self.catalog.has_confirm_offers() {
+            return Vec::new();
+        }
+        let mut confirmations: Vec<Confirmation> = Vec::new();
+        for hashtag in &tweet.hashtags {
+            if let Some(offer) = self.catalog.get_by_confirm_hashtag(&normalize(hashtag)) {
+                if !confirmations.iter().any(|c| c.offer_id == offer.offer_id) {
+                    confirmations.push(Confirmation {
+                        offer_id: offer.offer_id.clone(),
+                        hashtag: hashtag.to_string(),
+                    });
+                }
+            }
+        }
+        confirmations
     }
 
     /// The catalog offers a tweet names, once each, in order of first
@@ -229,6 +313,19 @@ fn command(
         offer,
         account,
     )
+}
+
+/// The pending purchase a confirm-mode `offer`'s purchase tweet makes,
+/// whose confirmation will produce `command`.
+fn pending_purchase(command: PaymentCommand, offer: &Offer) -> Pending {
+    let window_ms = i64::from(offer.confirm_window_s) * 1000;
+    Pending {
+        window_end_ms: command.tweet_timestamp_ms.saturating_add(window_ms),
+        command,
+        title: offer.title.clone(),
+        confirm_hashtag: offer.confirm_hashtag.clone(),
+        confirm_window_s: offer.confirm_window_s,
+    }
 }
 
 /// The payment command of a purchase: tweet `tweet_id` by `user_id` at

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use hashbuy_proto::v1::offer::Mode;
 use hashbuy_proto::v1::{AccountLink, Offer};
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,32 @@ pub struct OfferRow {
     /// How many times one user may buy it; default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_per_user: Option<u32>,
+    /// What the shopper buys, in words, for the replies; default: the
+    /// offer id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// How a purchase tweet buys; default [`ModeRow::Direct`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ModeRow>,
+    /// Confirm mode only: the hashtag that confirms, without `#`; default
+    /// [`default_confirm_hashtag`] of the purchase hashtag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_hashtag: Option<String>,
+    /// Confirm mode only: seconds after the purchase tweet within which its
+    /// confirmation buys; default [`DEFAULT_CONFIRM_WINDOW_S`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_window_s: Option<u32>,
+}
+
+/// How a purchase tweet buys, as a table file writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeRow {
+    /// `"direct"`: the purchase tweet buys at once.
+    Direct,
+    /// `"confirm"`: the purchase tweet waits for the same user's
+    /// confirmation tweet within the window.
+    Confirm,
 }
 
 /// One account link as written in a table file.
@@ -105,13 +132,38 @@ pub struct AccountsFile {
 /// The default of `max_per_user` when an offer leaves it out.
 pub const DEFAULT_MAX_PER_USER: u32 = 1;
 
+/// The default of `confirm_window_s`: 15 minutes, as the first
+/// buy-by-tweet launches gave.
+pub const DEFAULT_CONFIRM_WINDOW_S: u32 = 900;
+
+/// The longest `confirm_window_s`: a week. A pending purchase is state the
+/// matcher keeps and restores, so it must end.
+pub const MAX_CONFIRM_WINDOW_S: u32 = 7 * 24 * 3600;
+
+/// The confirmation hashtag an offer gets when it names none:
+/// `BuyRedSneakers42` → `ConfirmRedSneakers42` (the prefix `buy` in any
+/// case), any other hashtag `h` → `Confirmh`.
+pub fn default_confirm_hashtag(hashtag: &str) -> String {
+    let rest = match hashtag.get(..3) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("buy") && hashtag.len() > 3 => &hashtag[3..],
+        _ => hashtag,
+    };
+    format!("Confirm{rest}")
+}
+
+/// Strips one leading hashtag sign, as table files may write it.
+fn strip_sign(hashtag: &str) -> &str {
+    hashtag.strip_prefix(['#', '＃']).unwrap_or(hashtag)
+}
+
 impl OfferRow {
     /// The offer as hashbuy's wire type, checked. Errors name the key.
     pub fn to_offer(&self) -> Result<Offer, String> {
-        let hashtag = self
-            .hashtag
-            .strip_prefix(['#', '＃'])
-            .unwrap_or(&self.hashtag);
+        let hashtag = strip_sign(&self.hashtag);
+        let mode = match self.mode {
+            None | Some(ModeRow::Direct) => Mode::Direct,
+            Some(ModeRow::Confirm) => Mode::Confirm,
+        };
         let offer = Offer {
             offer_id: self.offer_id.clone(),
             merchant_id: self.merchant_id.clone(),
@@ -121,7 +173,19 @@ impl OfferRow {
             starts_at_ms: self.starts_at.map(|t| t.timestamp_millis()),
             ends_at_ms: self.ends_at.map(|t| t.timestamp_millis()),
             max_per_user: self.max_per_user.unwrap_or(DEFAULT_MAX_PER_USER),
+            mode: mode as i32,
+            confirm_hashtag: self
+                .confirm_hashtag
+                .as_deref()
+                .map_or_else(String::new, |h| strip_sign(h).to_owned()),
+            // 0 is not a default here: written, it is refused below.
+            confirm_window_s: match self.confirm_window_s {
+                Some(0) => return Err("confirm_window_s: must be at least 1".into()),
+                window => window.unwrap_or(0),
+            },
+            title: self.title.clone().unwrap_or_default(),
         };
+        let offer = with_defaults(offer);
         check_offer(&offer)?;
         Ok(offer)
     }
@@ -167,7 +231,60 @@ pub fn check_offer(offer: &Offer) -> Result<(), String> {
     if offer.max_per_user == 0 {
         return Err("max_per_user: must be at least 1".into());
     }
+    match Mode::try_from(offer.mode) {
+        Ok(Mode::Direct) => {
+            if !offer.confirm_hashtag.is_empty() {
+                return Err(
+                    "confirm_hashtag: only a confirm-mode offer has one (\"mode\": \"confirm\")"
+                        .into(),
+                );
+            }
+            if offer.confirm_window_s != 0 {
+                return Err(
+                    "confirm_window_s: only a confirm-mode offer has one (\"mode\": \"confirm\")"
+                        .into(),
+                );
+            }
+        }
+        Ok(Mode::Confirm) => {
+            if !hashtag::is_valid_hashtag(&offer.confirm_hashtag) {
+                return Err(format!(
+                    "confirm_hashtag: {:?} is not a hashtag a tweet can carry (letters, marks, digits and `_`, not all digits)",
+                    offer.confirm_hashtag
+                ));
+            }
+            if normalize(&offer.confirm_hashtag) == normalize(&offer.hashtag) {
+                return Err(format!(
+                    "confirm_hashtag: {:?} normalizes like the offer's own hashtag {:?}; a purchase would confirm itself",
+                    offer.confirm_hashtag, offer.hashtag
+                ));
+            }
+            if !(1..=MAX_CONFIRM_WINDOW_S).contains(&offer.confirm_window_s) {
+                return Err(format!(
+                    "confirm_window_s: {} is not between 1 and {MAX_CONFIRM_WINDOW_S} (a week)",
+                    offer.confirm_window_s
+                ));
+            }
+        }
+        Err(_) => return Err(format!("mode: {} is not a purchase mode", offer.mode)),
+    }
     Ok(())
+}
+
+/// The offer with its confirm-mode defaults filled in: a confirm-mode
+/// offer without a confirmation hashtag gets [`default_confirm_hashtag`],
+/// one without a window [`DEFAULT_CONFIRM_WINDOW_S`]. Offers of other modes
+/// are returned as they are.
+pub fn with_defaults(mut offer: Offer) -> Offer {
+    if offer.mode == Mode::Confirm as i32 {
+        if offer.confirm_hashtag.is_empty() {
+            offer.confirm_hashtag = default_confirm_hashtag(&offer.hashtag);
+        }
+        if offer.confirm_window_s == 0 {
+            offer.confirm_window_s = DEFAULT_CONFIRM_WINDOW_S;
+        }
+    }
+    offer
 }
 
 /// Checks one account link on its own; the message names the key at fault.
@@ -200,18 +317,24 @@ fn check_currency(currency: &str) -> Result<(), String> {
     }
 }
 
-/// Offers by normalized hashtag.
+/// Offers by normalized hashtag, and confirm-mode offers by normalized
+/// confirmation hashtag.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     offers: Vec<Offer>,
     by_hashtag: HashMap<String, usize>,
+    by_confirm_hashtag: HashMap<String, usize>,
 }
 
 impl Catalog {
-    /// Builds a catalog, refusing an invalid offer, a repeated offer id, and
-    /// two hashtags that normalize alike. The error names the offers by
-    /// their index.
+    /// Builds a catalog, filling in confirm-mode defaults
+    /// ([`with_defaults`]) and refusing an invalid offer, a repeated offer
+    /// id, two hashtags that normalize alike, and a confirmation hashtag
+    /// that normalizes like another offer's confirmation or purchase
+    /// hashtag (a tweet could not tell which it meant). The error names
+    /// both offers, by index.
     pub fn new(offers: Vec<Offer>) -> Result<Self, String> {
+        let offers: Vec<Offer> = offers.into_iter().map(with_defaults).collect();
         let mut by_hashtag = HashMap::with_capacity(offers.len());
         let mut by_id: HashMap<&str, usize> = HashMap::with_capacity(offers.len());
         for (i, offer) in offers.iter().enumerate() {
@@ -229,7 +352,30 @@ impl Catalog {
                 ));
             }
         }
-        Ok(Catalog { offers, by_hashtag })
+        let mut by_confirm_hashtag = HashMap::new();
+        for (i, offer) in offers.iter().enumerate() {
+            if offer.mode != Mode::Confirm as i32 {
+                continue;
+            }
+            let normalized = normalize(&offer.confirm_hashtag).into_owned();
+            if let Some(&other) = by_hashtag.get(&normalized) {
+                return Err(format!(
+                    "offers[{i}].confirm_hashtag: {:?} normalizes like the hashtag {:?} of offers[{other}] (offer_id {:?}); a tweet could not tell a confirmation from a purchase",
+                    offer.confirm_hashtag, offers[other].hashtag, offers[other].offer_id
+                ));
+            }
+            if let Some(first) = by_confirm_hashtag.insert(normalized, i) {
+                return Err(format!(
+                    "offers[{i}].confirm_hashtag: {:?} normalizes like the confirm_hashtag {:?} of offers[{first}] (offer_id {:?}); a confirmation could not tell them apart",
+                    offer.confirm_hashtag, offers[first].confirm_hashtag, offers[first].offer_id
+                ));
+            }
+        }
+        Ok(Catalog {
+            offers,
+            by_hashtag,
+            by_confirm_hashtag,
+        })
     }
 
     /// Loads a catalog table file (`name` is for messages only).
@@ -243,6 +389,20 @@ impl Catalog {
     /// [`normalize`](crate::hashtag::normalize).
     pub fn get(&self, normalized: &str) -> Option<&Offer> {
         self.by_hashtag.get(normalized).map(|&i| &self.offers[i])
+    }
+
+    /// The confirm-mode offer a confirmation hashtag confirms:
+    /// `normalized` must come from [`normalize`](crate::hashtag::normalize).
+    pub fn get_by_confirm_hashtag(&self, normalized: &str) -> Option<&Offer> {
+        self.by_confirm_hashtag
+            .get(normalized)
+            .map(|&i| &self.offers[i])
+    }
+
+    /// Whether any offer is in confirm mode (and the matcher so keeps
+    /// pending purchases).
+    pub fn has_confirm_offers(&self) -> bool {
+        !self.by_confirm_hashtag.is_empty()
     }
 
     /// All offers, in load order.

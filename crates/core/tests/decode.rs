@@ -256,8 +256,20 @@ fn streaming_notices() {
     assert_eq!(
         delete,
         Ok(Record::Notice(Notice::Delete {
-            id: Some("1234".into())
+            id: Some("1234".into()),
+            user_id: Some("3".into()),
+            timestamp_ms: Some(5),
         }))
+    );
+    let by_number = both(br#"{"delete":{"status":{"id":1234,"user_id":3},"timestamp_ms":6}}"#);
+    assert_eq!(
+        by_number,
+        Ok(Record::Notice(Notice::Delete {
+            id: Some("1234".into()),
+            user_id: Some("3".into()),
+            timestamp_ms: Some(6),
+        })),
+        "numeric ids and time, as the stream also writes them"
     );
     assert_eq!(
         delete.as_ref().map(|r| (r.kind(), r.id())),

@@ -15,6 +15,7 @@ fn outcome(decision: &Decision) -> Result<Vec<&str>, SkipReason> {
     match decision {
         Decision::Buy(commands) => Ok(commands.iter().map(|c| c.offer_id.as_str()).collect()),
         Decision::Skip(reason) => Err(*reason),
+        Decision::Confirm(_) => panic!("the sample tables have no confirm-mode offer"),
     }
 }
 

@@ -140,3 +140,147 @@ fn accounts_load_and_refuse_bad_links() {
     assert_eq!(e.line, 2);
     assert!(e.problem.contains("already linked by accounts[0]"), "{e}");
 }
+
+fn one_offer(extra: &str) -> String {
+    format!("{{\"offers\": [\n{{{OFFER}{extra}}}]}}")
+}
+
+#[test]
+fn confirm_mode_offers_get_a_derived_hashtag_and_the_default_window() {
+    use hashbuy_proto::v1::offer::Mode;
+    let catalog = Catalog::from_file_text(
+        "c.json",
+        &format!(
+            "{{\"offers\": [{{{OFFER}, \"mode\": \"confirm\", \"title\": \"X\"}},\n\
+             {{\"hashtag\": \"#latte\", \"offer_id\": \"l\", \"merchant_id\": \"m\", \"amount\": 5, \"currency\": \"usd\", \"mode\": \"confirm\", \"confirm_window_s\": 60}},\n\
+             {{\"hashtag\": \"BUYz\", \"offer_id\": \"z\", \"merchant_id\": \"m\", \"amount\": 5, \"currency\": \"usd\", \"mode\": \"confirm\", \"confirm_hashtag\": \"#YesZ\"}},\n\
+             {{\"hashtag\": \"Buy\", \"offer_id\": \"b\", \"merchant_id\": \"m\", \"amount\": 5, \"currency\": \"usd\", \"mode\": \"direct\"}}]}}"
+        ),
+    )
+    .expect("a valid catalog");
+    let found = |confirm: &str| {
+        catalog
+            .get_by_confirm_hashtag(&normalize(confirm))
+            .map(|o| (o.offer_id.as_str(), o.confirm_window_s))
+    };
+    assert_eq!(found("confirmx"), Some(("x", 900)), "Buy… → Confirm…");
+    assert_eq!(
+        found("ConfirmLatte"),
+        Some(("l", 60)),
+        "else Confirm + the hashtag"
+    );
+    assert_eq!(found("yesz"), Some(("z", 900)), "given, its # dropped");
+    assert_eq!(
+        found("ConfirmZ"),
+        None,
+        "a given hashtag replaces the derived one"
+    );
+    assert_eq!(found("Confirm"), None, "a direct offer has no confirmation");
+    let x = catalog.get(&normalize("BuyX")).expect("offer x");
+    assert_eq!(
+        (
+            Mode::try_from(x.mode),
+            x.confirm_hashtag.as_str(),
+            x.title.as_str()
+        ),
+        (Ok(Mode::Confirm), "ConfirmX", "X")
+    );
+    let direct = catalog.get(&normalize("Buy")).expect("offer b");
+    assert_eq!(
+        (
+            Mode::try_from(direct.mode),
+            direct.confirm_hashtag.as_str(),
+            direct.confirm_window_s
+        ),
+        (Ok(Mode::Direct), "", 0)
+    );
+    assert!(catalog.has_confirm_offers());
+    let plain = Catalog::from_file_text("c.json", &one_offer("")).expect("a direct offer");
+    assert!(!plain.has_confirm_offers(), "direct is the default mode");
+}
+
+#[test]
+fn confirm_fields_are_checked_naming_the_key() {
+    let cases = [
+        (
+            ", \"mode\": \"later\"",
+            "offers[0]: unknown variant `later`",
+        ),
+        (
+            ", \"confirm_hashtag\": \"OkX\"",
+            "offers[0].confirm_hashtag: only a confirm-mode offer has one",
+        ),
+        (
+            ", \"confirm_window_s\": 60",
+            "offers[0].confirm_window_s: only a confirm-mode offer has one",
+        ),
+        (
+            ", \"mode\": \"confirm\", \"confirm_window_s\": 0",
+            "offers[0].confirm_window_s: must be at least 1",
+        ),
+        (
+            ", \"mode\": \"confirm\", \"confirm_window_s\": 604801",
+            "offers[0].confirm_window_s: 604801 is not between 1 and 604800",
+        ),
+        (
+            ", \"mode\": \"confirm\", \"confirm_hashtag\": \"ok-x\"",
+            "offers[0].confirm_hashtag: \"ok-x\" is not a hashtag",
+        ),
+        (
+            ", \"mode\": \"confirm\", \"confirm_hashtag\": \"#buyx\"",
+            "offers[0].confirm_hashtag: \"buyx\" normalizes like the offer's own hashtag",
+        ),
+    ];
+    for (extra, problem) in cases {
+        let e = catalog_error("catalog.json", &one_offer(extra));
+        assert_eq!(
+            (e.file.as_str(), e.line),
+            ("catalog.json", 2),
+            "{extra}: {e}"
+        );
+        assert!(e.problem.starts_with(problem), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn a_confirmation_hashtag_shared_or_clashing_with_a_purchase_is_refused_naming_both() {
+    let offer = |hashtag: &str, id: &str, extra: &str| {
+        format!("{{\"hashtag\": \"{hashtag}\", \"offer_id\": \"{id}\", \"merchant_id\": \"m\", \"amount\": 5, \"currency\": \"usd\"{extra}}}")
+    };
+    let shared = catalog_error(
+        "c.json",
+        &format!(
+            "{{\"offers\": [\n{},\n{}]}}",
+            offer(
+                "BuyA",
+                "a",
+                ", \"mode\": \"confirm\", \"confirm_hashtag\": \"Yes\""
+            ),
+            offer(
+                "BuyB",
+                "b",
+                ", \"mode\": \"confirm\", \"confirm_hashtag\": \"YES\""
+            )
+        ),
+    );
+    assert_eq!(shared.line, 3, "{shared}");
+    assert_eq!(
+        shared.problem,
+        "offers[1].confirm_hashtag: \"YES\" normalizes like the confirm_hashtag \"Yes\" of offers[0] \
+         (offer_id \"a\"); a confirmation could not tell them apart"
+    );
+    let clash = catalog_error(
+        "c.json",
+        &format!(
+            "{{\"offers\": [\n{},\n{}]}}",
+            offer("BuyA", "a", ", \"mode\": \"confirm\""),
+            offer("ConfirmA", "c", "")
+        ),
+    );
+    assert_eq!(clash.line, 2, "{clash}");
+    assert_eq!(
+        clash.problem,
+        "offers[0].confirm_hashtag: \"ConfirmA\" normalizes like the hashtag \"ConfirmA\" of offers[1] \
+         (offer_id \"c\"); a tweet could not tell a confirmation from a purchase"
+    );
+}

@@ -171,6 +171,12 @@ pub fn tweet_decoder(data: &[u8]) -> u64 {
         match &decision {
             Decision::Buy(commands) => commands.len().min(3).hash(&mut signature),
             Decision::Skip(reason) => reason.hash(&mut signature),
+            Decision::Confirm(steps) => (
+                steps.direct.len().min(3),
+                steps.purchases.len().min(3),
+                steps.confirmations.len().min(3),
+            )
+                .hash(&mut signature),
         }
     }
     signature.finish()
@@ -352,9 +358,15 @@ fn check_record(record: &Record<'_>) {
             assert_eq!(record.kind(), "tweet");
             assert_eq!(record.id(), Some(&*t.id));
         }
-        Record::Notice(Notice::Delete { id }) => {
+        Record::Notice(Notice::Delete { id, user_id, .. }) => {
             if let Some(id) = id {
                 assert!(is_decimal_id(id), "a deleted tweet's id is decimal: {id:?}");
+            }
+            if let Some(user_id) = user_id {
+                assert!(
+                    is_decimal_id(user_id),
+                    "a deleted tweet's author is decimal: {user_id:?}"
+                );
             }
             assert_eq!(record.kind(), "delete");
         }

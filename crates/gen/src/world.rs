@@ -394,6 +394,10 @@ impl World {
                 starts_at: starts.and_then(DateTime::<Utc>::from_timestamp_millis),
                 ends_at: ends.and_then(DateTime::<Utc>::from_timestamp_millis),
                 max_per_user,
+                title: None,
+                mode: None,
+                confirm_hashtag: None,
+                confirm_window_s: None,
             });
             self.offers.push(OfferTag {
                 tag,

@@ -58,6 +58,13 @@ pub struct Topics {
     /// as many partitions as the payment commands, so a partition's history
     /// moves with it (default `settler-ledger`).
     pub ledger: String,
+    /// Answers to buyers, for a connector to post (default `replies`).
+    pub replies: String,
+    /// The matcher's changelog of pending purchases (confirm mode):
+    /// compacted, keyed by user id, with as many partitions as the tweets,
+    /// so a partition's pending purchases move with it (default
+    /// `pending-purchases`).
+    pub pending: String,
 }
 
 impl Default for Topics {
@@ -68,25 +75,31 @@ impl Default for Topics {
             acks: "payment-acks".to_owned(),
             dead_letters: "dead-letters".to_owned(),
             ledger: "settler-ledger".to_owned(),
+            replies: "replies".to_owned(),
+            pending: "pending-purchases".to_owned(),
         }
     }
 }
 
 impl Topics {
     /// Every topic, in the data's order: tweets, commands, acks, dead
-    /// letters, the ledger changelog.
-    pub fn all(&self) -> [&str; 5] {
+    /// letters, the ledger changelog, replies, the pending purchases'
+    /// changelog.
+    pub fn all(&self) -> [&str; 7] {
         [
             &self.tweets,
             &self.commands,
             &self.acks,
             &self.dead_letters,
             &self.ledger,
+            &self.replies,
+            &self.pending,
         ]
     }
 
-    /// Whether `topic` is the ledger changelog (which stays compacted).
-    pub fn is_ledger(&self, topic: &str) -> bool {
-        topic == self.ledger
+    /// Whether `topic` is a state changelog (the settler's ledger, the
+    /// pending purchases), which stays compacted.
+    pub fn is_changelog(&self, topic: &str) -> bool {
+        topic == self.ledger || topic == self.pending
     }
 }

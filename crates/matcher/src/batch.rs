@@ -1,6 +1,16 @@
 //! The batch being collected, and how it is made durable as a whole: in
 //! one Kafka transaction with its offsets (exactly once), or produced,
 //! flushed and then its offsets committed (at least once).
+//!
+//! The changes to the partitions' pending purchases go to their changelog
+//! in the same transaction. At least once, they are produced only after
+//! the batch's outputs are delivered, and the offsets committed only after
+//! them: a crash before the changelog is written restores the purchases as
+//! they were before the batch, and the batch done again produces its
+//! commands and replies again, with the same ids; a crash after restores
+//! them as they are after it, and the batch done again finds its purchases
+//! pending or confirmed already and produces nothing twice. Either way none
+//! is lost, and a confirmation's command is never left unproduced.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -9,7 +19,7 @@ use hashbuy_kafka::client::failed;
 use hashbuy_kafka::driver::Member;
 use hashbuy_kafka::group::moved_on;
 use hashbuy_kafka::loss::{report_lost, Gap, OnDataLoss};
-use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
+use hashbuy_kafka::produce::{flush_promptly, send_to_partition_waiting, send_waiting, Deliveries};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
@@ -17,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::run::{Config, Delivery, RunError, Summary, CALL_TIMEOUT};
 use crate::stage::Matching;
-use crate::worker::Chunk;
+use crate::worker::{Chunk, Destination};
 use crate::SKIMMED;
 
 /// The batch being collected, and the producer it goes through.
@@ -30,7 +40,12 @@ pub(crate) struct Batch {
     pub(crate) started: Option<Instant>,
     pub(crate) records: u64,
     commands: u64,
+    replies: u64,
     dead_letters: u64,
+    /// Changelog records of the pending purchases, by partition, waiting
+    /// for the batch's outputs to be delivered (at least once; exactly
+    /// once they go straight into the transaction).
+    changelog: Vec<(i32, String, Option<Vec<u8>>)>,
     skimmed: u64,
     malformed_samples: u64,
     /// Partitions whose end a worker reported since their last record.
@@ -57,7 +72,9 @@ impl Batch {
             started: None,
             records: 0,
             commands: 0,
+            replies: 0,
             dead_letters: 0,
+            changelog: Vec::new(),
             skimmed: 0,
             malformed_samples: 0,
             at_eof: HashSet::new(),
@@ -105,12 +122,19 @@ impl Batch {
         self.started.get_or_insert(now);
         self.first_record.get_or_insert(now);
         for output in &chunk.outputs {
-            let topic = if output.command {
-                self.commands += 1;
-                &config.topics.commands
-            } else {
-                self.dead_letters += 1;
-                &config.topics.dead_letters
+            let topic = match output.to {
+                Destination::Commands => {
+                    self.commands += 1;
+                    &config.topics.commands
+                }
+                Destination::Replies => {
+                    self.replies += 1;
+                    &config.topics.replies
+                }
+                Destination::DeadLetters => {
+                    self.dead_letters += 1;
+                    &config.topics.dead_letters
+                }
             };
             send_waiting(
                 &self.producer,
@@ -120,6 +144,18 @@ impl Batch {
                 || false,
             )
             .map_err(failed("cannot produce"))?;
+        }
+        let changes = chunk
+            .changelog
+            .into_iter()
+            .map(|(key, value)| (chunk.partition, key, value));
+        match config.delivery {
+            Delivery::ExactlyOnce => {
+                for (partition, key, value) in changes {
+                    send_changelog(&self.producer, config, partition, &key, value.as_deref())?;
+                }
+            }
+            Delivery::AtLeastOnce => self.changelog.extend(changes),
         }
         if let Some(next) = chunk.next_offset {
             self.offsets.insert(chunk.partition, next);
@@ -180,10 +216,12 @@ impl Batch {
                 commit_transaction(&self.producer, member, &offsets)?
             }
             Delivery::AtLeastOnce => {
-                flush_promptly(&self.producer, CALL_TIMEOUT)
-                    .map_err(failed("cannot deliver the batch"))?;
-                if let Some((count, first)) = self.producer.context().failures() {
-                    return Err(RunError::Undelivered { count, first });
+                self.deliver()?;
+                if !self.changelog.is_empty() {
+                    for (partition, key, value) in std::mem::take(&mut self.changelog) {
+                        send_changelog(&self.producer, config, partition, &key, value.as_deref())?;
+                    }
+                    self.deliver()?;
                 }
                 match member.commit(&offsets, CommitMode::Sync) {
                     Ok(()) => {}
@@ -204,9 +242,11 @@ impl Batch {
             metrics::histogram!("hashbuy_matcher_commit_seconds").record(began.elapsed());
             metrics::histogram!("hashbuy_matcher_batch_records").record(self.records as f64);
             metrics::counter!("hashbuy_matcher_commands_total").increment(self.commands);
+            metrics::counter!("hashbuy_matcher_replies_total").increment(self.replies);
             metrics::counter!("hashbuy_matcher_dead_letters_total").increment(self.dead_letters);
             self.summary.records += self.records;
             self.summary.commands += self.commands;
+            self.summary.replies += self.replies;
             self.summary.dead_letters += self.dead_letters;
             self.summary.skimmed += self.skimmed;
             self.summary.malformed_samples += self.malformed_samples;
@@ -237,16 +277,48 @@ impl Batch {
         self.clear();
     }
 
+    /// Waits until everything produced is delivered (at least once).
+    fn deliver(&self) -> Result<(), RunError> {
+        flush_promptly(&self.producer, CALL_TIMEOUT).map_err(failed("cannot deliver the batch"))?;
+        match self.producer.context().failures() {
+            Some((count, first)) => Err(RunError::Undelivered { count, first }),
+            None => Ok(()),
+        }
+    }
+
     fn clear(&mut self) {
         self.offsets.clear();
+        self.changelog.clear();
         self.gaps.clear();
         self.started = None;
         self.records = 0;
         self.commands = 0;
+        self.replies = 0;
         self.dead_letters = 0;
         self.skimmed = 0;
         self.malformed_samples = 0;
     }
+}
+
+/// Produces a changelog record of a partition's pending purchases to the
+/// same partition of the changelog topic, where its next owner restores
+/// them from.
+fn send_changelog(
+    producer: &BaseProducer<Deliveries>,
+    config: &Config,
+    partition: i32,
+    key: &str,
+    value: Option<&[u8]>,
+) -> Result<(), RunError> {
+    send_to_partition_waiting(
+        producer,
+        &config.topics.pending,
+        Some(partition),
+        Some(key.as_bytes()),
+        value,
+        || false,
+    )
+    .map_err(|e| failed("cannot write the pending purchases' changelog")(e).into())
 }
 
 /// Sends the offsets and commits; `false` if the transaction was aborted

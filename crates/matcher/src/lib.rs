@@ -9,20 +9,30 @@
 //! where it came from, its bytes and the reason. A record holding no
 //! hashtag sign is decided `no_hashtag_sign` from a byte scan instead of a
 //! decode ([`Validation`]; the argument is in [`hashbuy_core::prefilter`]):
-//! most of the firehose, and most of the matcher's work before it. [`run`]
-//! puts it on Kafka: consuming, producing, and committing in batches,
-//! exactly once with transactions or at least once.
+//! most of the firehose, and most of the matcher's work before it.
+//!
+//! When the catalog has confirm-mode offers, each partition also keeps its
+//! pending purchases ([`PartitionFlow`], the argument in
+//! [`hashbuy_core::confirm`]): a purchase tweet adds one and an
+//! [`Output::Reply`] prompting the buyer, a confirmation turns one into its
+//! command, and the window's end or a delete of the purchase tweet ends one
+//! with a reply. [`run`] puts it on Kafka: consuming, producing, and
+//! committing in batches, exactly once with transactions or at least once,
+//! with each partition's pending purchases written to their changelog in
+//! the same batch as its outputs and offsets.
 
 mod batch;
+mod restore;
 pub mod run;
 mod stage;
 mod worker;
 
+use hashbuy_core::confirm::{PartitionFlow, Step};
 use hashbuy_core::decode::{decode, DecodeError, Record};
 use hashbuy_core::prefilter::{skim, Skim};
 use hashbuy_core::tables::{Accounts, Catalog};
-use hashbuy_core::{Decision, Rules, SkipReason};
-use hashbuy_proto::v1::{DeadLetter, PaymentCommand};
+use hashbuy_core::{Rules, SkipReason};
+use hashbuy_proto::v1::{DeadLetter, PaymentCommand, Reply};
 use prost::Message;
 
 /// The stage name dead letters of the matcher carry.
@@ -53,6 +63,13 @@ pub enum Output {
         /// The command.
         command: PaymentCommand,
     },
+    /// An answer to the buyer, for the replies topic.
+    Reply {
+        /// The user id: the record's key.
+        key: String,
+        /// The reply.
+        reply: Reply,
+    },
     /// An undecodable record, for the dead-letters topic.
     DeadLetter(DeadLetter),
 }
@@ -64,6 +81,7 @@ impl Output {
             Output::Command { key, command } => {
                 (Some(key.clone().into_bytes()), command.encode_to_vec())
             }
+            Output::Reply { key, reply } => (Some(key.clone().into_bytes()), reply.encode_to_vec()),
             Output::DeadLetter(letter) => (letter.key.clone(), letter.encode_to_vec()),
         }
     }
@@ -79,6 +97,13 @@ pub struct Handled {
     pub skip: Option<SkipReason>,
     /// Commands it caused.
     pub commands: usize,
+    /// Its decision, for the metrics: the skip reason, or `buy` if it
+    /// bought a direct-mode offer; `None` if it only took steps of the
+    /// confirm flow.
+    pub decision: Option<&'static str>,
+    /// The steps of the confirm flow it took ([`Step::as_str`]), in order,
+    /// the expiries its time caused included.
+    pub steps: Vec<&'static str>,
     /// For a skimmed record taken in the sample, what its complete decode
     /// found.
     pub sampled: Option<Sampled>,
@@ -158,9 +183,23 @@ impl Matcher {
         Matcher { validation, ..self }
     }
 
+    /// Whether the catalog has confirm-mode offers, so that each partition
+    /// keeps a [`PartitionFlow`] for [`Matcher::handle`].
+    pub fn keeps_pending(&self) -> bool {
+        self.catalog.has_confirm_offers()
+    }
+
     /// Handles one record, appending what it produces to `out`. `now_ms`
-    /// stamps dead letters; decisions use the tweet's own time.
-    pub fn handle(&self, source: &Source<'_>, now_ms: i64, out: &mut Vec<Output>) -> Handled {
+    /// stamps dead letters; decisions use the tweet's own time. `flow` is
+    /// the record's partition's pending purchases: given when
+    /// [`Matcher::keeps_pending`], else `None`.
+    pub fn handle(
+        &self,
+        source: &Source<'_>,
+        now_ms: i64,
+        flow: Option<&mut PartitionFlow>,
+        out: &mut Vec<Output>,
+    ) -> Handled {
         if let Validation::Signed { sample_every } = self.validation {
             if skim(source.value) == Skim::NoSign {
                 // In u64: cast to i64, a sample_every near u64::MAX would
@@ -175,6 +214,8 @@ impl Matcher {
                     kind: SKIMMED,
                     skip: Some(SkipReason::NoHashtagSign),
                     commands: 0,
+                    decision: Some(SkipReason::NoHashtagSign.as_str()),
+                    steps: Vec::new(),
                     sampled,
                 };
             }
@@ -183,17 +224,47 @@ impl Matcher {
         match decode(source.value) {
             Ok(record) => {
                 let decision = rules.decide(&record);
-                let handled = Handled {
+                let mut handled = Handled {
                     kind: record.kind(),
                     skip: decision.skip(),
                     commands: decision.commands().len(),
+                    decision: match decision.skip() {
+                        Some(skip) => Some(skip.as_str()),
+                        None if decision.commands().is_empty() => None,
+                        None => Some("buy"),
+                    },
+                    steps: Vec::new(),
                     sampled: None,
                 };
-                if let (Decision::Buy(commands), Record::Tweet(tweet)) = (decision, &record) {
-                    out.extend(commands.into_iter().map(|command| Output::Command {
-                        key: tweet.user_id.to_string(),
-                        command,
+                let mut steps = Vec::new();
+                if let Some(flow) = flow {
+                    flow.record(&record, &decision, &mut steps);
+                }
+                if let Record::Tweet(tweet) = &record {
+                    out.extend(decision.into_commands().into_iter().map(|command| {
+                        Output::Command {
+                            key: tweet.user_id.to_string(),
+                            command,
+                        }
                     }));
+                }
+                for step in steps {
+                    handled.steps.push(step.as_str());
+                    match step {
+                        Step::Confirmed(command) => {
+                            handled.commands += 1;
+                            out.push(Output::Command {
+                                key: command.user_id.clone(),
+                                command,
+                            });
+                        }
+                        Step::Pending(reply) | Step::Expired(reply) | Step::Cancelled(reply) => out
+                            .push(Output::Reply {
+                                key: reply.user_id.clone(),
+                                reply,
+                            }),
+                        Step::AlreadyPending { .. } | Step::Unconfirmed { .. } => {}
+                    }
                 }
                 handled
             }
@@ -203,6 +274,8 @@ impl Matcher {
                     kind: "invalid",
                     skip: Some(SkipReason::Invalid),
                     commands: 0,
+                    decision: Some(SkipReason::Invalid.as_str()),
+                    steps: Vec::new(),
                     sampled: None,
                 }
             }
@@ -249,13 +322,13 @@ mod tests {
         let mut out = Vec::new();
         let mut handled = Vec::new();
         for (i, line) in hashbuy_core::samples::TWEETS.lines().enumerate() {
-            handled.push(matcher.handle(&source(i as i64, line.as_bytes()), 99, &mut out));
+            handled.push(matcher.handle(&source(i as i64, line.as_bytes()), 99, None, &mut out));
         }
         let commands: Vec<(&str, &str)> = out
             .iter()
             .filter_map(|o| match o {
                 Output::Command { key, command } => Some((key.as_str(), command.offer_id.as_str())),
-                Output::DeadLetter(_) => None,
+                Output::DeadLetter(_) | Output::Reply { .. } => None,
             })
             .collect();
         assert_eq!(
@@ -273,7 +346,7 @@ mod tests {
             .iter()
             .filter_map(|o| match o {
                 Output::DeadLetter(letter) => Some(letter),
-                Output::Command { .. } => None,
+                Output::Command { .. } | Output::Reply { .. } => None,
             })
             .collect();
         assert_eq!(
@@ -304,6 +377,8 @@ mod tests {
                 kind: "tweet",
                 skip: Some(SkipReason::Retweet),
                 commands: 0,
+                decision: Some("retweet"),
+                steps: Vec::new(),
                 sampled: None,
             }
         );
@@ -317,7 +392,7 @@ mod tests {
             .lines()
             .next()
             .expect("a line");
-        matcher.handle(&source(0, line.as_bytes()), 0, &mut out);
+        matcher.handle(&source(0, line.as_bytes()), 0, None, &mut out);
         let (key, value) = out[0].to_record();
         assert_eq!(key.as_deref(), Some(&b"12345"[..]));
         let command = PaymentCommand::decode(value.as_slice()).expect("a PaymentCommand");

@@ -60,7 +60,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashbuy_kafka::client::{failed, ConnectError, Connection, Failed};
+use hashbuy_kafka::client::{failed, ConnectError, Connection, Failed, CONNECT_TIMEOUT};
 use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::driver::{drive, DriveError, Membership};
 use hashbuy_kafka::health::Health;
@@ -125,6 +125,8 @@ pub struct Summary {
     pub records: u64,
     /// Commands produced.
     pub commands: u64,
+    /// Replies to buyers produced (confirm mode).
+    pub replies: u64,
     /// Dead letters produced.
     pub dead_letters: u64,
     /// Records without a hashtag sign, decided from the prefilter's scan
@@ -157,6 +159,22 @@ pub enum RunError {
     /// A Kafka operation failed.
     #[error(transparent)]
     Kafka(#[from] Failed),
+    /// The pending purchases' changelog cannot hold every partition's.
+    #[error(
+        "the catalog has confirm-mode offers, and the pending purchases' topic {changelog} has \
+         {changelog_partitions} partitions, fewer than the {tweets_partitions} of {tweets}; \
+         create it with as many"
+    )]
+    ChangelogTopicTooSmall {
+        /// The changelog topic.
+        changelog: String,
+        /// Its partitions.
+        changelog_partitions: usize,
+        /// The tweets topic.
+        tweets: String,
+        /// Its partitions.
+        tweets_partitions: usize,
+    },
     /// The consumer has no group metadata to commit offsets with.
     #[error("the consumer has no consumer group metadata")]
     NoGroup,
@@ -183,6 +201,23 @@ pub enum RunError {
         from: i64,
         /// One past the last offset lost: the oldest record left.
         to: i64,
+    },
+    /// The pending purchases' changelog could not be read to its end.
+    #[error(
+        "restoring partitions {partitions:?} from the pending purchases' changelog {topic} read \
+         nothing for {} s (last error: {}); they cannot start without their pending purchases",
+        waited.as_secs(),
+        last_error.as_deref().unwrap_or("none")
+    )]
+    RestoreStalled {
+        /// The changelog topic.
+        topic: String,
+        /// The partitions being restored.
+        partitions: Vec<i32>,
+        /// How long it read nothing.
+        waited: Duration,
+        /// The last error reading it.
+        last_error: Option<String>,
     },
     /// A worker thread panicked: a bug.
     #[error("a worker thread panicked")]
@@ -215,22 +250,39 @@ pub fn run(
     stop: &AtomicBool,
     health: &Health,
 ) -> Result<Summary, RunError> {
+    let mut outputs = vec![
+        config.topics.commands.clone(),
+        config.topics.dead_letters.clone(),
+    ];
+    if matcher.keeps_pending() {
+        outputs.push(config.topics.replies.clone());
+    }
     let membership = Membership {
         connection: config.connection.clone(),
         group: config.group.clone(),
         instance: config.instance.clone(),
         input: config.topics.tweets.clone(),
-        outputs: vec![
-            config.topics.commands.clone(),
-            config.topics.dead_letters.clone(),
-        ],
+        outputs,
         exit_at_end: config.exit_at_end,
         // Per-partition lag for the metrics.
         settings: vec![("statistics.interval.ms", "5000".to_owned())],
     };
     // Before transactions start, which wait for the broker far longer: an
     // unreachable broker or a missing topic is said as such, at once.
-    membership.check_topics()?;
+    let tweets_partitions = membership.check_topics()?;
+    if matcher.keeps_pending() {
+        let changelog_partitions = config
+            .connection
+            .check_topic(&config.topics.pending, CONNECT_TIMEOUT)?;
+        if changelog_partitions < tweets_partitions {
+            return Err(RunError::ChangelogTopicTooSmall {
+                changelog: config.topics.pending.clone(),
+                changelog_partitions,
+                tweets: config.topics.tweets.clone(),
+                tweets_partitions,
+            });
+        }
+    }
 
     let mut producer_settings = vec![("linger.ms", "5".to_owned())];
     if config.delivery == Delivery::ExactlyOnce {

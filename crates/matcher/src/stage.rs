@@ -22,8 +22,9 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::batch::Batch;
+use crate::restore::restore;
 use crate::run::{Config, RunError, Summary, CALL_TIMEOUT};
-use crate::worker::{Chunk, Job};
+use crate::worker::{Chunk, Job, PartitionStart};
 use crate::Matcher;
 
 /// Chunks waiting for the coordinator; beyond this, workers wait. A
@@ -84,8 +85,9 @@ impl Matching {
     }
 
     /// Checks where the partitions of `queues` start
-    /// ([`loss::check_starts`]), acts on what was deleted before, and
-    /// starts a worker for each queue, expecting its first record there.
+    /// ([`loss::check_starts`]), acts on what was deleted before, restores
+    /// their pending purchases (confirm mode, [`restore`]), and starts a
+    /// worker for each queue, expecting its first record there.
     fn start(&mut self, member: &Arc<Member<Matching>>, queues: Vec<(i32, Queue<Matching>)>) {
         let topic = &self.config.topics.tweets;
         let partitions: Vec<i32> = queues.iter().map(|(p, _)| *p).collect();
@@ -100,12 +102,29 @@ impl Matching {
                 HashMap::new()
             }
         };
+        let mut flows = if self.matcher.keeps_pending() {
+            match restore(&self.config, &partitions) {
+                Ok(flows) => flows,
+                Err(e) => {
+                    // Started without them, the partitions would prompt
+                    // again and lose confirmations.
+                    self.fail(e);
+                    return;
+                }
+            }
+        } else {
+            HashMap::new()
+        };
         for (partition, queue) in queues {
+            let start = PartitionStart {
+                partition,
+                next: next.get(&partition).copied(),
+                flow: flows.remove(&partition),
+            };
             let job = Job::new(
                 Arc::clone(&self.matcher),
                 &self.config.topics.tweets,
-                partition,
-                next.get(&partition).copied(),
+                start,
                 PartitionOffsets::new(member, &self.config.topics.tweets, partition),
                 self.letter_bytes,
                 self.sender.clone(),

@@ -1,11 +1,14 @@
 //! A partition's worker: it reads the partition's records in offset order,
-//! decides each with the [`Matcher`], encodes what they produce, and hands
-//! the coordinator chunks of outputs with the offset they reach.
+//! decides each with the [`Matcher`] (and the partition's pending
+//! purchases, which it owns), encodes what they produce, and hands the
+//! coordinator chunks of outputs, with the changes to the pending
+//! purchases and the offset they reach.
 
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use hashbuy_core::confirm::PartitionFlow;
 use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::driver::DriverContext;
 use hashbuy_kafka::loss::{Continuity, Gap, PartitionOffsets};
@@ -29,7 +32,12 @@ pub(crate) struct Chunk {
     pub(crate) next_offset: Option<i64>,
     pub(crate) records: u64,
     pub(crate) outputs: Vec<Produced>,
-    /// Records by kind, and decisions, for the metrics.
+    /// The changelog records of the partition's pending purchases that
+    /// changed with these records: key, and value or `None` for a
+    /// tombstone.
+    pub(crate) changelog: Vec<(String, Option<Vec<u8>>)>,
+    /// Records by kind, and decisions (a step of the confirm flow counts
+    /// as one), for the metrics.
     pub(crate) kinds: Tally,
     pub(crate) decisions: Tally,
     /// Skimmed records sampled, and the malformed among them
@@ -45,10 +53,17 @@ pub(crate) struct Chunk {
 /// An encoded output record.
 #[derive(Debug)]
 pub(crate) struct Produced {
-    /// A command (else a dead letter).
-    pub(crate) command: bool,
+    pub(crate) to: Destination,
     pub(crate) key: Option<Vec<u8>>,
     pub(crate) value: Vec<u8>,
+}
+
+/// Which topic an output goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Destination {
+    Commands,
+    Replies,
+    DeadLetters,
 }
 
 /// Counts by a fixed name; a handful of names, so a vector.
@@ -72,6 +87,16 @@ impl Tally {
     }
 }
 
+/// Where a partition's worker starts.
+pub(crate) struct PartitionStart {
+    pub(crate) partition: i32,
+    /// The offset its next record is expected at (unknown: `None`).
+    pub(crate) next: Option<i64>,
+    /// Its pending purchases, restored; `None` when the catalog has no
+    /// confirm-mode offer.
+    pub(crate) flow: Option<PartitionFlow>,
+}
+
 /// A partition's worker: turns records into chunks of outputs.
 pub(crate) struct Job {
     partition: i32,
@@ -89,25 +114,28 @@ pub(crate) struct Job {
     chunk: Chunk,
     /// One record's outputs, kept to reuse its allocation.
     outputs: Vec<Output>,
+    /// The partition's pending purchases, restored from the changelog;
+    /// `None` when the catalog has no confirm-mode offer.
+    flow: Option<PartitionFlow>,
 }
 
 impl Job {
-    /// A worker for `partition` of `topic`, whose next record is expected
-    /// at `next` (unknown: `None`), sending its chunks to `sender`.
+    /// A worker for `start.partition` of `topic`, sending its chunks to
+    /// `sender`.
     pub(crate) fn new(
         matcher: Arc<Matcher>,
         topic: &str,
-        partition: i32,
-        next: Option<i64>,
+        start: PartitionStart,
         offsets: PartitionOffsets<DriverContext<Matching>>,
         letter_bytes: usize,
         sender: SyncSender<Chunk>,
     ) -> Self {
+        let partition = start.partition;
         Job {
             partition,
             topic: topic.to_owned(),
             matcher,
-            continuity: Continuity::new(topic, partition, next),
+            continuity: Continuity::new(topic, partition, start.next),
             offsets,
             letter_bytes,
             sender,
@@ -116,12 +144,17 @@ impl Job {
                 ..Chunk::default()
             },
             outputs: Vec::new(),
+            flow: start.flow,
         }
     }
 
-    /// Hands the chunk to the coordinator. A failure means the coordinator
-    /// is gone, and with it the run: nothing is left to hand over to.
+    /// Hands the chunk to the coordinator, with the changes to the pending
+    /// purchases its records made. A failure means the coordinator is
+    /// gone, and with it the run: nothing is left to hand over to.
     fn send(&mut self) {
+        if let Some(flow) = &mut self.flow {
+            self.chunk.changelog = flow.take_changes();
+        }
         let fresh = Chunk {
             partition: self.partition,
             ..Chunk::default()
@@ -155,12 +188,14 @@ impl Job {
             value: message.payload().unwrap_or_default(),
         };
         self.outputs.clear();
-        let handled = self.matcher.handle(&source, now_ms(), &mut self.outputs);
+        let handled = self
+            .matcher
+            .handle(&source, now_ms(), self.flow.as_mut(), &mut self.outputs);
         let chunk = &mut self.chunk;
         chunk.kinds.add(handled.kind);
-        chunk
-            .decisions
-            .add(handled.skip.map_or("buy", |s| s.as_str()));
+        for decision in handled.decision.into_iter().chain(handled.steps) {
+            chunk.decisions.add(decision);
+        }
         match handled.sampled {
             None => {}
             Some(Sampled::Valid) => chunk.sampled += 1,
@@ -186,11 +221,12 @@ impl Job {
                 command => command,
             };
             let (key, value) = output.to_record();
-            Produced {
-                command: matches!(output, Output::Command { .. }),
-                key,
-                value,
-            }
+            let to = match output {
+                Output::Command { .. } => Destination::Commands,
+                Output::Reply { .. } => Destination::Replies,
+                Output::DeadLetter(_) => Destination::DeadLetters,
+            };
+            Produced { to, key, value }
         }));
         chunk.next_offset = Some(message.offset() + 1);
         chunk.records += 1;

@@ -1,14 +1,15 @@
 //! The matcher on the embedded broker (librdkafka's mock cluster), in
 //! process: the sample stream in, exactly the expected commands and dead
 //! letters out, in both delivery modes; a restart resumes after what was
-//! committed.
+//! committed; confirm-mode purchases wait for their confirmation across a
+//! restart, each answered once.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashbuy_core::decode::{decode, Record};
+use hashbuy_core::decode::{decode, Notice, Record};
 use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::client::Connection;
 use hashbuy_kafka::config::Topics;
@@ -16,7 +17,7 @@ use hashbuy_kafka::health::Health;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_matcher::run::{run, Config, Delivery, OnDataLoss, Summary};
 use hashbuy_matcher::{Matcher, Output, Source};
-use hashbuy_proto::v1::{DeadLetter, PaymentCommand};
+use hashbuy_proto::v1::{reply::Kind, DeadLetter, PaymentCommand, Reply};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
 
@@ -33,12 +34,14 @@ fn connection(broker: &EmbeddedBroker) -> Connection {
     }
 }
 
-/// Produces records to `tweets`, keyed by author as `hashbuy replay` does.
+/// Produces records to `tweets`, keyed by author as `hashbuy replay` does
+/// (a delete notice by the deleted tweet's author).
 fn produce(connection: &Connection, records: &[&[u8]]) {
     let producer: BaseProducer = connection.config().create().expect("producer");
     for value in records {
         let key = match decode(value) {
             Ok(Record::Tweet(t)) => Some(t.user_id.into_owned()),
+            Ok(Record::Notice(Notice::Delete { user_id, .. })) => user_id.map(|u| u.into_owned()),
             _ => None,
         };
         let mut record = BaseRecord::to("tweets").payload(*value);
@@ -70,12 +73,12 @@ fn expected_command_ids() -> BTreeSet<String> {
             key: None,
             value,
         };
-        matcher.handle(&source, 0, &mut out);
+        matcher.handle(&source, 0, None, &mut out);
     }
     out.iter()
         .filter_map(|o| match o {
             Output::Command { command, .. } => Some(command.command_id.clone()),
-            Output::DeadLetter(_) => None,
+            Output::DeadLetter(_) | Output::Reply { .. } => None,
         })
         .collect()
 }
@@ -197,4 +200,175 @@ fn exactly_once_gives_each_command_once() {
 #[test]
 fn at_least_once_gives_the_same_on_a_clean_run() {
     match_sample(Delivery::AtLeastOnce);
+}
+
+/// A catalog with a confirm-mode offer and a direct one, and three
+/// linked shoppers.
+fn confirm_matcher() -> Arc<Matcher> {
+    let catalog = hashbuy_core::tables::Catalog::from_file_text(
+        "catalog.json",
+        r#"{"offers": [
+            {"hashtag": "BuyRedSneakers42", "offer_id": "red", "merchant_id": "acme",
+             "amount": 4200, "currency": "usd", "mode": "confirm", "title": "Red Sneakers"},
+            {"hashtag": "BuyLatte", "offer_id": "latte", "merchant_id": "cafe",
+             "amount": 450, "currency": "usd"}]}"#,
+    )
+    .expect("catalog");
+    let accounts = hashbuy_core::tables::Accounts::from_file_text(
+        "accounts.json",
+        r#"{"accounts": [
+            {"user_id": "1", "customer_id": "cus_1", "payment_method_id": "pm_1"},
+            {"user_id": "2", "customer_id": "cus_2", "payment_method_id": "pm_2"},
+            {"user_id": "3", "customer_id": "cus_3", "payment_method_id": "pm_3"}]}"#,
+    )
+    .expect("accounts");
+    Arc::new(Matcher::new(catalog, accounts))
+}
+
+/// 2026-06-01T00:00:00Z.
+const T0: i64 = 1_780_272_000_000;
+const MIN: i64 = 60_000;
+
+fn tweet(id: u64, user: u64, at_ms: i64, text: &str) -> Vec<u8> {
+    format!(
+        r#"{{"id_str": "{id}", "text": "{text}", "user": {{"id_str": "{user}"}}, "timestamp_ms": "{at_ms}"}}"#
+    )
+    .into_bytes()
+}
+
+fn delete(id: u64, user: u64, at_ms: i64) -> Vec<u8> {
+    format!(
+        r#"{{"delete": {{"status": {{"id_str": "{id}", "user_id_str": "{user}"}}, "timestamp_ms": "{at_ms}"}}}}"#
+    )
+    .into_bytes()
+}
+
+/// What was committed of the flow: commands as (tweet, offer), and
+/// replies as (kind, tweet answered), each sorted.
+struct Committed {
+    commands: Vec<(String, String)>,
+    replies: Vec<(i32, String)>,
+}
+
+fn committed_flow(connection: &Connection) -> Committed {
+    let mut commands: Vec<(String, String)> =
+        read_all::<PaymentCommand>(connection, "payment-commands")
+            .into_iter()
+            .map(|(_, c)| (c.tweet_id, c.offer_id))
+            .collect();
+    commands.sort();
+    let replies: Vec<(Option<String>, Reply)> = read_all(connection, "replies");
+    assert!(
+        replies
+            .iter()
+            .all(|(key, r)| key.as_deref() == Some(r.user_id.as_str())),
+        "replies are keyed by user"
+    );
+    let ids: BTreeSet<&str> = replies.iter().map(|(_, r)| r.reply_id.as_str()).collect();
+    assert_eq!(ids.len(), replies.len(), "no reply twice: {replies:?}");
+    let mut replies: Vec<(i32, String)> = replies
+        .into_iter()
+        .map(|(_, r)| (r.kind, r.in_reply_to_tweet_id))
+        .collect();
+    replies.sort();
+    Committed { commands, replies }
+}
+
+fn confirm_across_a_restart(delivery: Delivery) {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");
+    let connection = connection(&broker);
+    let config = Config {
+        group: format!("confirm-{delivery:?}"),
+        ..config(connection.clone(), delivery)
+    };
+    let stop = AtomicBool::new(false);
+    let first: Vec<Vec<u8>> = vec![
+        tweet(100, 1, T0, "Want! #BuyRedSneakers42"),
+        tweet(200, 2, T0, "#BuyLatte"),
+        tweet(300, 3, T0, "#BuyRedSneakers42"),
+        delete(300, 3, T0 + MIN),
+    ];
+    produce(
+        &connection,
+        &first.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    );
+    let summary = run(confirm_matcher(), &config, &stop, &Health::default()).expect("matcher runs");
+    assert_eq!((summary.commands, summary.replies), (1, 3), "{summary:?}");
+    let Committed { commands, replies } = committed_flow(&connection);
+    assert_eq!(
+        commands,
+        [("200".into(), "latte".into())],
+        "a confirm-mode purchase waits"
+    );
+    let prompt = Kind::ConfirmPrompt as i32;
+    assert_eq!(
+        replies,
+        [
+            (prompt, "100".into()),
+            (prompt, "300".into()),
+            (Kind::Cancelled as i32, "300".into())
+        ]
+    );
+
+    // The matcher restarts between purchase and confirmation: the pending
+    // purchase comes back from the changelog.
+    let second: Vec<Vec<u8>> = vec![
+        tweet(101, 1, T0 + 5 * MIN, "yes #ConfirmRedSneakers42"),
+        tweet(102, 1, T0 + 6 * MIN, "one more #BuyRedSneakers42"),
+        tweet(103, 1, T0 + 30 * MIN, "#later"),
+        tweet(301, 3, T0 + 2 * MIN, "#ConfirmRedSneakers42"),
+    ];
+    produce(
+        &connection,
+        &second.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    );
+    let again = run(confirm_matcher(), &config, &stop, &Health::default()).expect("runs again");
+    assert_eq!((again.commands, again.replies), (1, 2), "{again:?}");
+    let Committed { commands, replies } = committed_flow(&connection);
+    assert_eq!(
+        commands,
+        [("100".into(), "red".into()), ("200".into(), "latte".into())],
+        "the confirmation buys with the purchase tweet's command, once; a cancelled \
+         purchase's confirmation buys nothing"
+    );
+    assert_eq!(
+        replies,
+        [
+            (prompt, "100".into()),
+            (prompt, "102".into()),
+            (prompt, "300".into()),
+            (Kind::Expired as i32, "102".into()),
+            (Kind::Cancelled as i32, "300".into()),
+        ]
+    );
+    let options = ReadOptions {
+        from_beginning: true,
+        exit_at_end: true,
+        read_uncommitted: false,
+    };
+    let mut reader = TopicReader::open(&connection, "pending-purchases", options).expect("reader");
+    let mut user_1 = Vec::new();
+    while !reader.at_end() {
+        if let Some(message) = reader.next(Duration::from_millis(100)) {
+            let message = message.expect("no consumer error");
+            if message.key() == Some(b"1") {
+                user_1.push(message.payload().map(<[u8]>::len));
+            }
+        }
+    }
+    assert_eq!(
+        user_1.last(),
+        Some(&None),
+        "user 1's last changelog record is a tombstone: nothing pending ({user_1:?})"
+    );
+}
+
+#[test]
+fn exactly_once_a_confirmation_after_a_restart_buys_once() {
+    confirm_across_a_restart(Delivery::ExactlyOnce);
+}
+
+#[test]
+fn at_least_once_a_confirmation_after_a_restart_buys_once() {
+    confirm_across_a_restart(Delivery::AtLeastOnce);
 }

@@ -47,7 +47,7 @@ fn handle(matcher: &Matcher, offset: i64, value: &[u8]) -> (Handled, Vec<Output>
         value,
     };
     let mut out = Vec::new();
-    let handled = matcher.handle(&source, 7, &mut out);
+    let handled = matcher.handle(&source, 7, None, &mut out);
     (handled, out)
 }
 

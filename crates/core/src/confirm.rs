@@ -1,0 +1,577 @@
+//! The confirm flow of confirm-mode offers, for one partition of the
+//! tweets topic: pending purchases, their confirmations, their windows,
+//! and the replies to the buyer.
+//!
+//! A purchase tweet of a confirm-mode offer does not buy: it makes a
+//! *pending purchase* and a prompt ("Tweet #ConfirmRedSneakers42 within
+//! 15 min to buy Red Sneakers for $42.00"). A tweet or reply by the same
+//! user carrying the offer's confirmation hashtag, with an event time in
+//! the window (from the purchase tweet's time, inclusive, to that time plus
+//! the offer's `confirm_window_s`, exclusive), turns it into its payment
+//! command: the command the purchase tweet would have made in direct mode,
+//! with its id, price and card, so a replay gives the same command. The
+//! window's end, or a delete of the purchase tweet, ends it with a reply
+//! instead.
+//!
+//! Tweets are keyed by user, so a user's tweets share a partition and the
+//! partition's [`PartitionFlow`] sees all of them, in order. It is the state
+//! the matcher restores from its changelog ([`PartitionFlow::restore`],
+//! [`PartitionFlow::take_changes`]), written in the same transaction as the
+//! commands, the replies and the offsets.
+//!
+//! # Time
+//!
+//! Windows close by event time, never by the wall clock: a recording gives
+//! the same steps at any replay speed. The partition's *stream time* is the
+//! latest event time among the records it has read that carry a hashtag
+//! or are delete notices. (Records without a hashtag sign are not decoded
+//! at all on the matcher's hot path, so their times cannot count, and
+//! counting them only when they are decoded, `--validate all`, would make
+//! the steps depend on the validation.) A pending purchase *closes*, with
+//! an expiry reply, once stream time reaches its window's end plus
+//! [`ALLOWED_LATENESS_MS`]: a confirmation written inside the window may
+//! arrive that much after later tweets of the partition and still count.
+//!
+//! # Decisions
+//!
+//! - **A confirmation hashtag names one offer**, so a user with pending
+//!   purchases of two offers confirms the one whose hashtag the tweet
+//!   carries; a tweet carrying both hashtags confirms both. A user has at
+//!   most one pending purchase an offer.
+//! - **A second purchase tweet of an offer already pending** changes
+//!   nothing ([`Step::AlreadyPending`]): the first purchase keeps its
+//!   window and no second prompt is sent (a shopper repeating a tweet is
+//!   not prompted twice). Once the first is confirmed, expired or
+//!   cancelled, a new purchase tweet starts again.
+//! - **A confirmation read before its purchase** (a disordered stream)
+//!   confirms nothing, and is not kept for the purchase that may follow: a
+//!   confirmation answers a prompt, which cannot have been seen yet. Nor
+//!   does one whose event time is before the purchase tweet's
+//!   ([`Unconfirmed::BeforePurchase`]) or at or after the window's end
+//!   ([`Unconfirmed::AfterWindow`]).
+//! - **A retweet never confirms** (the rules skip retweets), and the
+//!   confirmation hashtags a tweet's own text does not carry count for
+//!   nothing, so quoting a confirmation does not confirm.
+//! - **A tweet carrying a purchase and a confirmation hashtag** of one
+//!   offer confirms the purchase pending before it (if any), then makes a
+//!   new pending purchase: confirmations go first, so a tweet never
+//!   confirms itself.
+//! - **A purchase tweet read after its window has closed** (stream time is
+//!   past its end plus the lateness) is not kept: it is answered at once
+//!   with an expiry.
+//! - **A delete** of a purchase tweet whose purchase is pending cancels it,
+//!   with a reply. Once its command was produced, a delete changes nothing:
+//!   the charge is the settler's, and a refund is not a tweet's to ask.
+
+use std::collections::{BTreeSet, HashMap};
+
+use hashbuy_proto::v1::reply::Kind;
+use hashbuy_proto::v1::{PaymentCommand, PendingPurchase, PendingPurchases, Reply, StreamTime};
+use prost::Message;
+use uuid::Uuid;
+
+use crate::decode::{Notice, Record, Tweet};
+use crate::money::format_amount;
+use crate::rules::{ConfirmSteps, Confirmation, Decision};
+
+/// How long after a window's end (in stream time) a confirmation written
+/// inside the window may still arrive: a minute. The firehose delivers a
+/// partition's tweets within seconds of their time; a minute covers a
+/// producer's retries without holding purchases open much past their
+/// window.
+pub const ALLOWED_LATENESS_MS: i64 = 60_000;
+
+/// The changelog key of a partition's stream time; user ids, the other
+/// keys, are decimal.
+pub const STREAM_TIME_KEY: &str = "stream-time";
+
+/// The namespace of reply ids: UUIDv5 of the URL namespace and
+/// `"https://hashbuy.dev/ns/reply"`. Fixed forever: a connector posts a
+/// reply id once.
+pub const REPLY_ID_NAMESPACE: Uuid = Uuid::from_u128(0x4e58_aad5_a3c8_5db2_b941_e855_eb34_eff3);
+
+/// The id of the reply of `kind` about command `command_id`: UUIDv5 in
+/// [`REPLY_ID_NAMESPACE`] over `"<command id>:<kind>"`, the kind as its
+/// proto name (`CONFIRM_PROMPT`).
+pub fn reply_id(command_id: &str, kind: Kind) -> Uuid {
+    let name = format!("{command_id}:{}", kind.as_str_name());
+    Uuid::new_v5(&REPLY_ID_NAMESPACE, name.as_bytes())
+}
+
+/// A pending purchase: what a purchase tweet of a confirm-mode offer
+/// leaves until its confirmation, its window's end or its delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// The command its confirmation produces, made at the purchase tweet's
+    /// time: its price and card are those the shopper was prompted with.
+    pub command: PaymentCommand,
+    /// A confirmation counts if its event time is before this: the
+    /// purchase tweet's time plus the offer's window.
+    pub window_end_ms: i64,
+    /// The offer's title (empty: its id is shown), confirmation hashtag
+    /// and window, as the shopper was prompted with them.
+    pub title: String,
+    /// See [`Pending::title`].
+    pub confirm_hashtag: String,
+    /// See [`Pending::title`].
+    pub confirm_window_s: u32,
+}
+
+impl Pending {
+    /// As the changelog holds it.
+    pub fn to_proto(&self) -> PendingPurchase {
+        PendingPurchase {
+            command: Some(self.command.clone()),
+            window_end_ms: self.window_end_ms,
+            title: self.title.clone(),
+            confirm_hashtag: self.confirm_hashtag.clone(),
+            confirm_window_s: self.confirm_window_s,
+        }
+    }
+
+    /// From the changelog; `None` without its command.
+    pub fn from_proto(purchase: PendingPurchase) -> Option<Pending> {
+        Some(Pending {
+            command: purchase.command?,
+            window_end_ms: purchase.window_end_ms,
+            title: purchase.title,
+            confirm_hashtag: purchase.confirm_hashtag,
+            confirm_window_s: purchase.confirm_window_s,
+        })
+    }
+}
+
+/// What one record did in the flow, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// A purchase is pending; the reply is its prompt.
+    Pending(Reply),
+    /// A purchase tweet of an offer the user already has pending: nothing
+    /// changes.
+    AlreadyPending {
+        /// The offer.
+        offer_id: String,
+        /// The purchase tweet that is pending.
+        pending_tweet_id: String,
+    },
+    /// A pending purchase is confirmed: its command is to be produced.
+    Confirmed(PaymentCommand),
+    /// A confirmation that confirms nothing.
+    Unconfirmed {
+        /// The offer its hashtag names.
+        offer_id: String,
+        /// Why.
+        why: Unconfirmed,
+    },
+    /// A pending purchase's window closed without a confirmation (or a
+    /// purchase tweet was read after its window closed); the reply says so.
+    Expired(Reply),
+    /// A pending purchase's tweet was deleted; the reply says so.
+    Cancelled(Reply),
+}
+
+impl Step {
+    /// The step's snake_case name, as metrics and `inspect` spell it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Step::Pending(_) => "pending",
+            Step::AlreadyPending { .. } => "already_pending",
+            Step::Confirmed(_) => "confirmed",
+            Step::Unconfirmed { why, .. } => why.as_str(),
+            Step::Expired(_) => "expired",
+            Step::Cancelled(_) => "cancelled",
+        }
+    }
+}
+
+/// Why a confirmation confirms nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// The user has no pending purchase of the offer.
+    NoPending,
+    /// Its event time is before the pending purchase tweet's.
+    BeforePurchase,
+    /// Its event time is at or after the window's end.
+    AfterWindow,
+}
+
+impl Unconfirmed {
+    /// The reason's snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unconfirmed::NoPending => "no_pending_purchase",
+            Unconfirmed::BeforePurchase => "confirmation_before_purchase",
+            Unconfirmed::AfterWindow => "confirmation_after_window",
+        }
+    }
+}
+
+/// A changelog record that cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("changelog record {key:?}: {problem}")]
+pub struct RestoreError {
+    /// The record's key, as text.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// One partition's pending purchases and stream time; see the module docs.
+#[derive(Debug, Default)]
+pub struct PartitionFlow {
+    stream_time_ms: Option<i64>,
+    /// Pending purchases by user, in the order they were made.
+    users: HashMap<String, Vec<Pending>>,
+    /// `(closes at, user, offer)` of every pending purchase, to close them
+    /// in order as stream time passes.
+    closing: BTreeSet<(i64, String, String)>,
+    /// Users whose pending purchases changed since the last
+    /// [`PartitionFlow::take_changes`].
+    changed: BTreeSet<String>,
+    stream_time_changed: bool,
+}
+
+impl PartitionFlow {
+    /// A partition with nothing pending and no stream time yet.
+    pub fn new() -> Self {
+        PartitionFlow::default()
+    }
+
+    /// The latest event time read, if any.
+    pub fn stream_time_ms(&self) -> Option<i64> {
+        self.stream_time_ms
+    }
+
+    /// How many purchases are pending.
+    pub fn pending(&self) -> usize {
+        self.closing.len()
+    }
+
+    /// The pending purchases of `user_id`, in the order they were made.
+    pub fn pending_of(&self, user_id: &str) -> &[Pending] {
+        self.users.get(user_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Takes in one changelog record, as [`PartitionFlow::take_changes`]
+    /// wrote it (`None`: a tombstone). Records are taken in offset order;
+    /// a later one replaces an earlier one of its key.
+    pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), RestoreError> {
+        let key = String::from_utf8_lossy(key).into_owned();
+        let problem = |problem: String| RestoreError {
+            key: key.clone(),
+            problem,
+        };
+        if key == STREAM_TIME_KEY {
+            let time = StreamTime::decode(value.unwrap_or_default())
+                .map_err(|e| problem(format!("not a StreamTime: {e}")))?;
+            self.stream_time_ms = Some(time.stream_time_ms);
+            return Ok(());
+        }
+        let purchases: Vec<Pending> = match value {
+            None => Vec::new(),
+            Some(value) => PendingPurchases::decode(value)
+                .map_err(|e| problem(format!("not a PendingPurchases: {e}")))?
+                .purchases
+                .into_iter()
+                .map(Pending::from_proto)
+                .collect::<Option<_>>()
+                .ok_or_else(|| problem("a pending purchase without its command".into()))?,
+        };
+        if let Some(old) = self.users.remove(&key) {
+            for purchase in &old {
+                self.closing.remove(&closing_entry(&key, purchase));
+            }
+        }
+        if !purchases.is_empty() {
+            for purchase in &purchases {
+                self.closing.insert(closing_entry(&key, purchase));
+            }
+            self.users.insert(key, purchases);
+        }
+        Ok(())
+    }
+
+    /// The changelog records of what changed since the last call, in key
+    /// order: each changed user's pending purchases (a tombstone, `None`,
+    /// for none left), then the stream time if it moved.
+    pub fn take_changes(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+        let mut records: Vec<(String, Option<Vec<u8>>)> = std::mem::take(&mut self.changed)
+            .into_iter()
+            .map(|user| {
+                let value = self.users.get(&user).map(|purchases| {
+                    PendingPurchases {
+                        purchases: purchases.iter().map(Pending::to_proto).collect(),
+                    }
+                    .encode_to_vec()
+                });
+                (user, value)
+            })
+            .collect();
+        if std::mem::take(&mut self.stream_time_changed) {
+            if let Some(stream_time_ms) = self.stream_time_ms {
+                records.push((
+                    STREAM_TIME_KEY.to_owned(),
+                    Some(StreamTime { stream_time_ms }.encode_to_vec()),
+                ));
+            }
+        }
+        records
+    }
+
+    /// Handles a decoded record the rules decided `decision`: a tweet
+    /// ([`PartitionFlow::tweet`]) or a delete notice that names the
+    /// deleted tweet and its author ([`PartitionFlow::delete`]); any other
+    /// record does nothing here. What happened is appended to `out`.
+    pub fn record(&mut self, record: &Record<'_>, decision: &Decision, out: &mut Vec<Step>) {
+        match record {
+            Record::Tweet(tweet) => {
+                let steps = match decision {
+                    Decision::Confirm(steps) => Some(steps),
+                    _ => None,
+                };
+                self.tweet(tweet, steps, out);
+            }
+            Record::Notice(Notice::Delete {
+                id: Some(id),
+                user_id: Some(user_id),
+                timestamp_ms,
+            }) => self.delete(user_id, id, *timestamp_ms, out),
+            _ => {}
+        }
+    }
+
+    /// Handles a tweet the rules decided: stream time moves to its time if
+    /// it carries a hashtag, windows that closed by then expire, and then
+    /// its confirmations and purchases (`steps`, from
+    /// [`Decision::Confirm`]; `None` for any
+    /// other decision) are done. What happened is appended to `out`.
+    pub fn tweet(&mut self, tweet: &Tweet<'_>, steps: Option<&ConfirmSteps>, out: &mut Vec<Step>) {
+        if !tweet.hashtags.is_empty() {
+            self.advance(tweet.timestamp_ms, out);
+        }
+        let Some(steps) = steps else {
+            return;
+        };
+        for confirmation in &steps.confirmations {
+            self.confirm(tweet, confirmation, out);
+        }
+        for purchase in &steps.purchases {
+            self.purchase(purchase, out);
+        }
+    }
+
+    /// Handles a delete notice of tweet `tweet_id` by `user_id`, at
+    /// `at_ms` (when the notice gives its time): stream time moves, windows
+    /// that closed by then expire, and the user's purchases pending on that
+    /// tweet are cancelled.
+    pub fn delete(
+        &mut self,
+        user_id: &str,
+        tweet_id: &str,
+        at_ms: Option<i64>,
+        out: &mut Vec<Step>,
+    ) {
+        if let Some(at_ms) = at_ms {
+            self.advance(at_ms, out);
+        }
+        let Some(purchases) = self.users.get_mut(user_id) else {
+            return;
+        };
+        let (cancelled, kept): (Vec<Pending>, Vec<Pending>) = purchases
+            .drain(..)
+            .partition(|p| p.command.tweet_id == tweet_id);
+        *purchases = kept;
+        if cancelled.is_empty() {
+            return;
+        }
+        self.changed.insert(user_id.to_owned());
+        if self.users.get(user_id).is_some_and(Vec::is_empty) {
+            self.users.remove(user_id);
+        }
+        for purchase in cancelled {
+            self.closing.remove(&closing_entry(user_id, &purchase));
+            let at = at_ms
+                .or(self.stream_time_ms)
+                .unwrap_or(purchase.window_end_ms);
+            let text = format!(
+                "Your tweet was deleted, so {} was not bought and nothing was charged.",
+                title(&purchase)
+            );
+            out.push(Step::Cancelled(reply(&purchase, Kind::Cancelled, text, at)));
+        }
+    }
+
+    /// Moves stream time to `at_ms` if that is later, and closes the
+    /// windows that ends by then, oldest first.
+    fn advance(&mut self, at_ms: i64, out: &mut Vec<Step>) {
+        if self.stream_time_ms.is_some_and(|t| t >= at_ms) {
+            return;
+        }
+        self.stream_time_ms = Some(at_ms);
+        self.stream_time_changed = true;
+        while let Some((closes_at, _, _)) = self.closing.first() {
+            if *closes_at > at_ms {
+                break;
+            }
+            let Some((_, user, offer_id)) = self.closing.pop_first() else {
+                break;
+            };
+            if let Some(purchase) = self.remove(&user, &offer_id) {
+                out.push(Step::Expired(expiry(&purchase)));
+            }
+        }
+    }
+
+    fn confirm(&mut self, tweet: &Tweet<'_>, confirmation: &Confirmation, out: &mut Vec<Step>) {
+        let offer_id = &confirmation.offer_id;
+        let unconfirmed = |why| Step::Unconfirmed {
+            offer_id: offer_id.clone(),
+            why,
+        };
+        let Some(purchase) = self.find(&tweet.user_id, offer_id) else {
+            out.push(unconfirmed(Unconfirmed::NoPending));
+            return;
+        };
+        if tweet.timestamp_ms < purchase.command.tweet_timestamp_ms {
+            out.push(unconfirmed(Unconfirmed::BeforePurchase));
+            return;
+        }
+        if tweet.timestamp_ms >= purchase.window_end_ms {
+            out.push(unconfirmed(Unconfirmed::AfterWindow));
+            return;
+        }
+        if let Some(purchase) = self.remove(&tweet.user_id, offer_id) {
+            self.closing
+                .remove(&closing_entry(&tweet.user_id, &purchase));
+            out.push(Step::Confirmed(purchase.command.clone()));
+        }
+    }
+
+    fn purchase(&mut self, purchase: &Pending, out: &mut Vec<Step>) {
+        let command = &purchase.command;
+        if let Some(pending) = self.find(&command.user_id, &command.offer_id) {
+            out.push(Step::AlreadyPending {
+                offer_id: command.offer_id.clone(),
+                pending_tweet_id: pending.command.tweet_id.clone(),
+            });
+            return;
+        }
+        let user = command.user_id.clone();
+        let entry = closing_entry(&user, purchase);
+        if self.stream_time_ms.is_some_and(|t| t >= entry.0) {
+            out.push(Step::Expired(expiry(purchase)));
+            return;
+        }
+        let text = format!(
+            "Tweet #{} within {} to buy {} for {}",
+            purchase.confirm_hashtag,
+            window_words(purchase.confirm_window_s),
+            title(purchase),
+            format_amount(command.amount, &command.currency)
+        );
+        let prompt = reply(
+            purchase,
+            Kind::ConfirmPrompt,
+            text,
+            command.tweet_timestamp_ms,
+        );
+        self.closing.insert(entry);
+        self.users
+            .entry(user.clone())
+            .or_default()
+            .push(purchase.clone());
+        self.changed.insert(user);
+        out.push(Step::Pending(prompt));
+    }
+
+    fn find(&self, user_id: &str, offer_id: &str) -> Option<&Pending> {
+        self.users
+            .get(user_id)?
+            .iter()
+            .find(|p| p.command.offer_id == offer_id)
+    }
+
+    /// Removes the user's pending purchase of the offer from the users
+    /// (the caller keeps `closing` right).
+    fn remove(&mut self, user_id: &str, offer_id: &str) -> Option<Pending> {
+        let purchases = self.users.get_mut(user_id)?;
+        let at = purchases
+            .iter()
+            .position(|p| p.command.offer_id == offer_id)?;
+        let purchase = purchases.remove(at);
+        if purchases.is_empty() {
+            self.users.remove(user_id);
+        }
+        self.changed.insert(user_id.to_owned());
+        Some(purchase)
+    }
+}
+
+fn closing_entry(user_id: &str, purchase: &Pending) -> (i64, String, String) {
+    (
+        purchase.window_end_ms.saturating_add(ALLOWED_LATENESS_MS),
+        user_id.to_owned(),
+        purchase.command.offer_id.clone(),
+    )
+}
+
+fn title(purchase: &Pending) -> &str {
+    if purchase.title.is_empty() {
+        &purchase.command.offer_id
+    } else {
+        &purchase.title
+    }
+}
+
+fn expiry(purchase: &Pending) -> Reply {
+    let text = format!(
+        "No #{} within {}, so {} was not bought and nothing was charged.",
+        purchase.confirm_hashtag,
+        window_words(purchase.confirm_window_s),
+        title(purchase)
+    );
+    reply(purchase, Kind::Expired, text, purchase.window_end_ms)
+}
+
+fn reply(purchase: &Pending, kind: Kind, text: String, at_ms: i64) -> Reply {
+    let command = &purchase.command;
+    Reply {
+        reply_id: reply_id(&command.command_id, kind).to_string(),
+        in_reply_to_tweet_id: command.tweet_id.clone(),
+        user_id: command.user_id.clone(),
+        kind: kind as i32,
+        text,
+        command_id: command.command_id.clone(),
+        offer_id: command.offer_id.clone(),
+        at_ms,
+    }
+}
+
+/// A window in words: `15 min`, `2 h`, `90 s`.
+fn window_words(seconds: u32) -> String {
+    if seconds % 3600 == 0 {
+        format!("{} h", seconds / 3600)
+    } else if seconds % 60 == 0 {
+        format!("{} min", seconds / 60)
+    } else {
+        format!("{seconds} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_namespace_is_the_documented_derivation() {
+        let derived = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://hashbuy.dev/ns/reply");
+        assert_eq!(REPLY_ID_NAMESPACE, derived);
+    }
+
+    #[test]
+    fn windows_read_in_the_largest_whole_unit() {
+        assert_eq!(window_words(900), "15 min");
+        assert_eq!(window_words(7200), "2 h");
+        assert_eq!(window_words(90), "90 s");
+    }
+}

@@ -5,7 +5,11 @@
 //! user (as `hashbuy replay`), matches them exactly once (as `hashbuy
 //! match`), serves paysim in place of Stripe (as `hashbuy paysim`),
 //! settles the commands with a durable ledger (as `hashbuy settle`), and
-//! then prints every ack and dead letter with what paysim charged. The
+//! then prints every reply to a buyer, every ack and every dead letter,
+//! with what paysim charged. The sample includes a confirm-mode offer
+//! (`samples/confirm-catalog.toml`, `samples/confirm.jsonl`): a purchase
+//! confirmed, one cancelled by deleting its tweet, and one left to expire,
+//! each answered on the replies topic. The
 //! matcher, paysim and the settler run the same code as their commands,
 //! each to the end of its input, one after the other, on the embedded
 //! broker (librdkafka's mock cluster, as `hashbuy broker`). Logs show
@@ -36,7 +40,8 @@ use hashbuy_matcher::run as matching;
 use hashbuy_matcher::Matcher;
 use hashbuy_paysim::Audit;
 use hashbuy_proto::v1::payment_ack::Status;
-use hashbuy_proto::v1::{DeadLetter, PaymentAck};
+use hashbuy_proto::v1::reply::Kind;
+use hashbuy_proto::v1::{DeadLetter, PaymentAck, Reply};
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run as settling;
@@ -95,11 +100,13 @@ pub fn run(args: Args) -> Result<()> {
     interrupted(&stop)?;
     writeln!(
         out,
-        "2. produced the bundled sample: {records} records to `{}`, keyed by user id",
-        topics.tweets
+        "2. produced the bundled sample: {records} records to `{}`, keyed by user id \
+         (the last {} buy a confirm-mode offer)",
+        topics.tweets,
+        lines(samples::CONFIRM_TWEETS).count()
     )?;
 
-    let (catalog, accounts) = samples::tables();
+    let (catalog, accounts) = samples::confirm_tables();
     let matched = matching::run(
         Arc::new(Matcher::new(catalog, accounts)),
         &MatchConfig {
@@ -115,8 +122,8 @@ pub fn run(args: Args) -> Result<()> {
     interrupted(&stop)?;
     writeln!(
         out,
-        "3. matched them exactly once: {} payment commands, {} dead letters",
-        matched.commands, matched.dead_letters
+        "3. matched them exactly once: {} payment commands, {} replies, {} dead letters",
+        matched.commands, matched.replies, matched.dead_letters
     )?;
 
     // Held to the end: the runtime serves paysim.
@@ -168,6 +175,19 @@ pub fn run(args: Args) -> Result<()> {
         settled.failed,
         settled.acks,
     )?;
+
+    let replies: Vec<Reply> = read_topic(&connection, &topics.replies, matched.replies, &stop)?;
+    writeln!(out, "\n{} ({} records):", topics.replies, replies.len())?;
+    for reply in &replies {
+        writeln!(
+            out,
+            "  {:<14} to user {} on tweet {}: {}",
+            Kind::try_from(reply.kind).map_or("?", |k| k.as_str_name()),
+            reply.user_id,
+            reply.in_reply_to_tweet_id,
+            reply.text
+        )?;
+    }
 
     let acks: Vec<PaymentAck> = read_topic(&connection, &topics.acks, settled.acks, &stop)?;
     let audit = paysim.audit();
@@ -249,10 +269,7 @@ fn produce_sample(connection: &Connection, topic: &str, stop: &AtomicBool) -> Re
         .create_with_context(Deliveries::default())
         .context("cannot create the producer")?;
     let mut records = 0;
-    for line in samples::TWEETS.lines() {
-        if line.trim().is_empty() {
-            continue;
-        }
+    for line in lines(samples::TWEETS).chain(lines(samples::CONFIRM_TWEETS)) {
         let (key, _) = key_and_time(line.as_bytes());
         send_waiting(
             &producer,
@@ -269,6 +286,11 @@ fn produce_sample(connection: &Connection, topic: &str, stop: &AtomicBool) -> Re
         bail!("{count} sample records were not delivered: {first}");
     }
     Ok(records)
+}
+
+/// The records of a sample: its lines that are not blank.
+fn lines(sample: &str) -> impl Iterator<Item = &str> {
+    sample.lines().filter(|line| !line.trim().is_empty())
 }
 
 /// Reads `expected` messages of `topic` (committed ones only), waiting at

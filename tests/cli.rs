@@ -625,32 +625,44 @@ fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
     let first = hashbuy(&args);
     let out = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{out}\n{}", stderr(&first));
-    assert!(out.contains("6 payment commands, 2 dead letters"), "{out}");
     assert!(
-        out.contains("4 settled, 1 declined, 1 rejected, 0 failed, 6 acks"),
+        out.contains("7 payment commands, 5 replies, 2 dead letters"),
         "{out}"
     );
-    assert_eq!(out.matches("\n  SETTLED ").count(), 4, "{out}");
     assert!(
-        out.contains("paysim holds 5 payment intents, 4 of them charged."),
+        out.contains("5 settled, 1 declined, 1 rejected, 0 failed, 7 acks"),
+        "{out}"
+    );
+    assert_eq!(out.matches("\n  SETTLED ").count(), 5, "{out}");
+    assert!(
+        out.contains("paysim holds 6 payment intents, 5 of them charged."),
         "{out}"
     );
     assert!(out.contains("invalid JSON at byte 59"), "{out}");
+    for reply in [
+        "CONFIRM_PROMPT to user 1212 on tweet 1930000000000000101: Tweet #ConfirmBlueHoodie \
+         within 15 min to buy Blue Hoodie for $39.00",
+        "CANCELLED      to user 12345 on tweet 1930000000000000103: Your tweet was deleted",
+        "EXPIRED        to user 987654321098765432 on tweet 1930000000000000105: No \
+         #ConfirmBlueHoodie within 15 min",
+    ] {
+        assert!(out.contains(reply), "{reply}\n{out}");
+    }
 
     let again = hashbuy(&args);
     let out = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{out}\n{}", stderr(&again));
     assert!(
-        out.contains("0 settled, 0 declined, 0 rejected, 0 failed, 6 acks"),
+        out.contains("0 settled, 0 declined, 0 rejected, 0 failed, 7 acks"),
         "{out}"
     );
-    assert_eq!(out.matches("\n  SETTLED ").count(), 4, "{out}");
+    assert_eq!(out.matches("\n  SETTLED ").count(), 5, "{out}");
     assert!(
         out.contains("paysim holds 0 payment intents, 0 of them charged."),
         "{out}"
     );
     assert!(
-        out.contains("6 commands were already in the ledger"),
+        out.contains("7 commands were already in the ledger"),
         "{out}"
     );
 }

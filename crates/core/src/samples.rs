@@ -13,6 +13,29 @@ pub const CATALOG_TOML: &str = include_str!("../../../samples/catalog.toml");
 /// The account links, as JSON.
 pub const ACCOUNTS_JSON: &str = include_str!("../../../samples/accounts.json");
 
+/// The confirm-mode part of the sample: a purchase confirmed, one
+/// cancelled by deleting its tweet, and one left to expire, by the sample's
+/// shoppers.
+pub const CONFIRM_TWEETS: &str = include_str!("../../../samples/confirm.jsonl");
+
+/// The confirm-mode offer the confirm-mode part buys, as TOML.
+pub const CONFIRM_CATALOG_TOML: &str = include_str!("../../../samples/confirm-catalog.toml");
+
+/// The sample's tables with the confirm-mode offer added to the catalog.
+pub fn confirm_tables() -> (Catalog, Accounts) {
+    let (catalog, accounts) = tables();
+    let confirm = Catalog::from_file_text("samples/confirm-catalog.toml", CONFIRM_CATALOG_TOML)
+        .expect("the bundled confirm-mode catalog loads");
+    let offers = catalog
+        .offers()
+        .iter()
+        .chain(confirm.offers())
+        .cloned()
+        .collect();
+    let catalog = Catalog::new(offers).expect("the two bundled catalogs go together");
+    (catalog, accounts)
+}
+
 /// The sample's tables, loaded.
 pub fn tables() -> (Catalog, Accounts) {
     // Both files are part of this crate and covered by its tests, so a

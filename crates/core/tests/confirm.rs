@@ -467,3 +467,34 @@ fn changes_are_written_once_a_key_and_a_tombstone_once_nothing_is_pending() {
         "a bad record is refused"
     );
 }
+
+#[test]
+fn the_bundled_confirm_sample_confirms_one_cancels_one_and_lets_one_expire() {
+    let (catalog, accounts) = hashbuy_core::samples::confirm_tables();
+    let rules = Rules::new(&catalog, &accounts);
+    let mut flow = PartitionFlow::new();
+    let mut steps = Vec::new();
+    for line in hashbuy_core::samples::CONFIRM_TWEETS.lines() {
+        let record = decode(line.as_bytes()).expect("a valid record");
+        flow.record(&record, &rules.decide(&record), &mut steps);
+    }
+    let named: Vec<String> = steps.iter().map(describe).collect();
+    assert_eq!(
+        named,
+        [
+            "pending:blue-hoodie",
+            "confirmed:blue-hoodie",
+            "pending:blue-hoodie",
+            "cancelled:blue-hoodie",
+            "pending:blue-hoodie",
+            "expired:blue-hoodie"
+        ]
+    );
+    let Step::Pending(prompt) = &steps[0] else {
+        panic!("a prompt")
+    };
+    assert_eq!(
+        prompt.text,
+        "Tweet #ConfirmBlueHoodie within 15 min to buy Blue Hoodie for $39.00"
+    );
+}

@@ -84,6 +84,7 @@ fn command(i: u64, prefix: &str) -> PaymentCommand {
         payment_method_id: "pm_card_visa".into(),
         max_per_user: 1,
         spend_limit: None,
+        offer_title: String::new(),
     }
 }
 

@@ -139,12 +139,15 @@ pub fn run(args: Args) -> Result<()> {
     let mut reader = input::open(args.file.as_deref())?;
     let mut out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
     let mut line = Vec::new();
+    // The line's index stands for its offset in the partition.
+    let mut offset = 0i64;
     while input::next_line(&mut *reader, &mut line)? {
+        offset += 1;
         let decoded = decode(&line);
         let decision = rules.map(|r| r.decide_decoded(&decoded));
         let decision = decision
             .as_ref()
-            .map(|d| decision_line(d, decoded.as_ref().ok(), flow.as_mut()));
+            .map(|d| decision_line(d, decoded.as_ref().ok(), offset, flow.as_mut()));
         let output = match &decoded {
             Ok(record) => Line {
                 id: record.id(),
@@ -182,13 +185,14 @@ pub fn run(args: Args) -> Result<()> {
 fn decision_line(
     decision: &Decision,
     record: Option<&Record<'_>>,
+    offset: i64,
     flow: Option<&mut PartitionFlow>,
 ) -> DecisionLine {
     let mut commands = decision.commands().to_vec();
     let mut steps = Vec::new();
     let lines = flow.map(|flow| {
         if let Some(record) = record {
-            flow.record(record, decision, &mut steps);
+            flow.record(record, decision, offset, &mut steps);
         }
         steps
             .drain(..)

@@ -84,6 +84,7 @@ fn commands(count: usize, users: usize) -> Vec<PaymentCommand> {
             },
             max_per_user: 1,
             spend_limit: None,
+            offer_title: String::new(),
         })
         .collect()
 }

@@ -68,10 +68,10 @@ use std::collections::{BTreeSet, HashMap};
 use hashbuy_proto::v1::reply::Kind;
 use hashbuy_proto::v1::{PaymentCommand, PendingPurchase, PendingPurchases, Reply, StreamTime};
 use prost::Message;
-use uuid::Uuid;
 
 use crate::decode::{Notice, Record, Tweet};
 use crate::money::format_amount;
+use crate::replies;
 use crate::rules::{ConfirmSteps, Confirmation, Decision};
 
 /// How long after a window's end (in stream time) a confirmation written
@@ -85,19 +85,6 @@ pub const ALLOWED_LATENESS_MS: i64 = 60_000;
 /// keys, are decimal.
 pub const STREAM_TIME_KEY: &str = "stream-time";
 
-/// The namespace of reply ids: UUIDv5 of the URL namespace and
-/// `"https://hashbuy.dev/ns/reply"`. Fixed forever: a connector posts a
-/// reply id once.
-pub const REPLY_ID_NAMESPACE: Uuid = Uuid::from_u128(0x4e58_aad5_a3c8_5db2_b941_e855_eb34_eff3);
-
-/// The id of the reply of `kind` about command `command_id`: UUIDv5 in
-/// [`REPLY_ID_NAMESPACE`] over `"<command id>:<kind>"`, the kind as its
-/// proto name (`CONFIRM_PROMPT`).
-pub fn reply_id(command_id: &str, kind: Kind) -> Uuid {
-    let name = format!("{command_id}:{}", kind.as_str_name());
-    Uuid::new_v5(&REPLY_ID_NAMESPACE, name.as_bytes())
-}
-
 /// A pending purchase: what a purchase tweet of a confirm-mode offer
 /// leaves until its confirmation, its window's end or its delete.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,12 +95,10 @@ pub struct Pending {
     /// A confirmation counts if its event time is before this: the
     /// purchase tweet's time plus the offer's window.
     pub window_end_ms: i64,
-    /// The offer's title (empty: its id is shown), confirmation hashtag
-    /// and window, as the shopper was prompted with them.
-    pub title: String,
-    /// See [`Pending::title`].
+    /// The offer's confirmation hashtag, as the shopper was prompted with
+    /// it.
     pub confirm_hashtag: String,
-    /// See [`Pending::title`].
+    /// The offer's window, as the shopper was prompted with it.
     pub confirm_window_s: u32,
 }
 
@@ -123,7 +108,6 @@ impl Pending {
         PendingPurchase {
             command: Some(self.command.clone()),
             window_end_ms: self.window_end_ms,
-            title: self.title.clone(),
             confirm_hashtag: self.confirm_hashtag.clone(),
             confirm_window_s: self.confirm_window_s,
         }
@@ -134,7 +118,6 @@ impl Pending {
         Some(Pending {
             command: purchase.command?,
             window_end_ms: purchase.window_end_ms,
-            title: purchase.title,
             confirm_hashtag: purchase.confirm_hashtag,
             confirm_window_s: purchase.confirm_window_s,
         })
@@ -216,7 +199,37 @@ pub struct RestoreError {
     pub problem: String,
 }
 
+/// What became of a changelog record taken in by
+/// [`PartitionFlow::restore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// It is part of the state.
+    Taken,
+    /// A former owner wrote it after a later owner had claimed the
+    /// partition: left out.
+    Fenced,
+}
+
 /// One partition's pending purchases and stream time; see the module docs.
+///
+/// # The changelog
+///
+/// Each user's record carries its *as-of offset*: the state includes the
+/// effect of every record of the partition before it. A record read again
+/// after a crash (at least once, where the changelog may be written and
+/// the offsets not) whose author's restored state is as of a later offset
+/// has done its part already: it only moves stream time
+/// ([`PartitionFlow::record`]). So reading a stretch again against a state
+/// that already holds it confirms nothing twice and makes no second
+/// pending purchase. A user whose purchases all ended keeps an empty
+/// record, for its as-of offset, until the partition's next owner finds it
+/// below the committed offset and deletes it ([`PartitionFlow::claim`]).
+///
+/// Each record also carries its writer's *epoch*: an owner claims a higher
+/// one than any in the changelog when it restores, and writes it there at
+/// once. A record of a lower epoch after a higher one was written by a
+/// former owner that had not yet learnt it lost the partition, and is left
+/// out of every later restore.
 #[derive(Debug, Default)]
 pub struct PartitionFlow {
     stream_time_ms: Option<i64>,
@@ -229,6 +242,12 @@ pub struct PartitionFlow {
     /// [`PartitionFlow::take_changes`].
     changed: BTreeSet<String>,
     stream_time_changed: bool,
+    /// This owner's epoch, once claimed.
+    epoch: u64,
+    /// The highest epoch restored.
+    restored_epoch: u64,
+    /// The as-of offsets restored, by user.
+    as_of: HashMap<String, i64>,
 }
 
 impl PartitionFlow {
@@ -252,77 +271,173 @@ impl PartitionFlow {
         self.users.get(user_id).map_or(&[], Vec::as_slice)
     }
 
+    /// This owner's epoch: 0 until [`PartitionFlow::claim`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Takes in one changelog record, as [`PartitionFlow::take_changes`]
-    /// wrote it (`None`: a tombstone). Records are taken in offset order;
-    /// a later one replaces an earlier one of its key.
-    pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), RestoreError> {
+    /// or [`PartitionFlow::claim`] wrote it (`None`: a tombstone). Records
+    /// are taken in offset order; a later one replaces an earlier one of
+    /// its key, unless a former owner wrote it late (see the type's docs).
+    pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<Restored, RestoreError> {
         let key = String::from_utf8_lossy(key).into_owned();
         let problem = |problem: String| RestoreError {
             key: key.clone(),
             problem,
         };
-        if key == STREAM_TIME_KEY {
-            let time = StreamTime::decode(value.unwrap_or_default())
-                .map_err(|e| problem(format!("not a StreamTime: {e}")))?;
-            self.stream_time_ms = Some(time.stream_time_ms);
-            return Ok(());
-        }
-        let purchases: Vec<Pending> = match value {
-            None => Vec::new(),
-            Some(value) => PendingPurchases::decode(value)
-                .map_err(|e| problem(format!("not a PendingPurchases: {e}")))?
-                .purchases
-                .into_iter()
-                .map(Pending::from_proto)
-                .collect::<Option<_>>()
-                .ok_or_else(|| problem("a pending purchase without its command".into()))?,
+        let Some(value) = value else {
+            // Only an owner deletes, at its claim.
+            self.set_user(&key, Vec::new());
+            self.as_of.remove(&key);
+            return Ok(Restored::Taken);
         };
-        if let Some(old) = self.users.remove(&key) {
+        if key == STREAM_TIME_KEY {
+            let time =
+                StreamTime::decode(value).map_err(|e| problem(format!("not a StreamTime: {e}")))?;
+            if !self.fence(time.epoch) {
+                return Ok(Restored::Fenced);
+            }
+            self.stream_time_ms = time.stream_time_ms.max(self.stream_time_ms);
+            return Ok(Restored::Taken);
+        }
+        let record = PendingPurchases::decode(value)
+            .map_err(|e| problem(format!("not a PendingPurchases: {e}")))?;
+        if !self.fence(record.epoch) {
+            return Ok(Restored::Fenced);
+        }
+        let purchases: Vec<Pending> = record
+            .purchases
+            .into_iter()
+            .map(Pending::from_proto)
+            .collect::<Option<_>>()
+            .ok_or_else(|| problem("a pending purchase without its command".into()))?;
+        self.set_user(&key, purchases);
+        self.as_of.insert(key, record.as_of_offset);
+        Ok(Restored::Taken)
+    }
+
+    /// Whether a record of `epoch` is taken: not below the highest epoch
+    /// restored before it.
+    fn fence(&mut self, epoch: u64) -> bool {
+        if epoch < self.restored_epoch {
+            return false;
+        }
+        self.restored_epoch = epoch;
+        true
+    }
+
+    fn set_user(&mut self, user: &str, purchases: Vec<Pending>) {
+        if let Some(old) = self.users.remove(user) {
             for purchase in &old {
-                self.closing.remove(&closing_entry(&key, purchase));
+                self.closing.remove(&closing_entry(user, purchase));
             }
         }
         if !purchases.is_empty() {
             for purchase in &purchases {
-                self.closing.insert(closing_entry(&key, purchase));
+                self.closing.insert(closing_entry(user, purchase));
             }
-            self.users.insert(key, purchases);
+            self.users.insert(user.to_owned(), purchases);
         }
-        Ok(())
     }
 
-    /// The changelog records of what changed since the last call, in key
-    /// order: each changed user's pending purchases (a tombstone, `None`,
-    /// for none left), then the stream time if it moved.
-    pub fn take_changes(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
-        let mut records: Vec<(String, Option<Vec<u8>>)> = std::mem::take(&mut self.changed)
+    /// Ends the restore of a partition whose reading starts at offset
+    /// `next` (the group's committed offset; `None`: unknown): claims an
+    /// epoch above every one restored, and gives the records to write to
+    /// the changelog at once, before any other: the claim (the stream
+    /// time, in the new epoch) and tombstones for the users whose purchases
+    /// all ended before `next`, which no reading will reach again.
+    pub fn claim(&mut self, next: Option<i64>) -> Vec<(String, Option<Vec<u8>>)> {
+        self.epoch = self.restored_epoch + 1;
+        let mut records = Vec::new();
+        if let Some(next) = next {
+            let mut ended: Vec<String> = self
+                .as_of
+                .iter()
+                .filter(|(user, &as_of)| as_of <= next && !self.users.contains_key(*user))
+                .map(|(user, _)| user.clone())
+                .collect();
+            ended.sort();
+            // Below the start, an as-of offset never applies.
+            self.as_of.retain(|_, as_of| *as_of > next);
+            records.extend(ended.into_iter().map(|user| (user, None)));
+        }
+        records.push((STREAM_TIME_KEY.to_owned(), Some(self.stream_time_record())));
+        self.stream_time_changed = false;
+        records
+    }
+
+    fn stream_time_record(&self) -> Vec<u8> {
+        StreamTime {
+            stream_time_ms: self.stream_time_ms,
+            epoch: self.epoch,
+        }
+        .encode_to_vec()
+    }
+
+    /// The changelog records of what changed since the last call, as of
+    /// `as_of` (the offset after the last record handled), in key order:
+    /// each changed user's pending purchases (none left: an empty record),
+    /// then the stream time if it moved.
+    pub fn take_changes(&mut self, as_of: i64) -> Vec<(String, Vec<u8>)> {
+        let mut records: Vec<(String, Vec<u8>)> = std::mem::take(&mut self.changed)
             .into_iter()
             .map(|user| {
-                let value = self.users.get(&user).map(|purchases| {
-                    PendingPurchases {
-                        purchases: purchases.iter().map(Pending::to_proto).collect(),
-                    }
-                    .encode_to_vec()
-                });
+                let purchases = self
+                    .users
+                    .get(&user)
+                    .map(|purchases| purchases.iter().map(Pending::to_proto).collect())
+                    .unwrap_or_default();
+                let value = PendingPurchases {
+                    purchases,
+                    as_of_offset: as_of,
+                    epoch: self.epoch,
+                }
+                .encode_to_vec();
                 (user, value)
             })
             .collect();
         if std::mem::take(&mut self.stream_time_changed) {
-            if let Some(stream_time_ms) = self.stream_time_ms {
-                records.push((
-                    STREAM_TIME_KEY.to_owned(),
-                    Some(StreamTime { stream_time_ms }.encode_to_vec()),
-                ));
-            }
+            records.push((STREAM_TIME_KEY.to_owned(), self.stream_time_record()));
         }
         records
     }
 
-    /// Handles a decoded record the rules decided `decision`: a tweet
-    /// ([`PartitionFlow::tweet`]) or a delete notice that names the
-    /// deleted tweet and its author ([`PartitionFlow::delete`]); any other
-    /// record does nothing here. What happened is appended to `out`.
-    pub fn record(&mut self, record: &Record<'_>, decision: &Decision, out: &mut Vec<Step>) {
+    /// Handles the decoded record at `offset`, which the rules decided
+    /// `decision`: a tweet ([`PartitionFlow::tweet`]) or a delete notice
+    /// that names the deleted tweet and its author
+    /// ([`PartitionFlow::delete`]); any other record does nothing here.
+    /// A record its author's restored state holds already (see the type's
+    /// docs) only moves stream time. What happened is appended to `out`.
+    pub fn record(
+        &mut self,
+        record: &Record<'_>,
+        decision: &Decision,
+        offset: i64,
+        out: &mut Vec<Step>,
+    ) {
+        let (author, at_ms) = match record {
+            Record::Tweet(tweet) => (
+                &tweet.user_id,
+                (!tweet.hashtags.is_empty()).then_some(tweet.timestamp_ms),
+            ),
+            Record::Notice(Notice::Delete {
+                user_id: Some(user_id),
+                timestamp_ms,
+                ..
+            }) => (user_id, *timestamp_ms),
+            _ => return,
+        };
+        if self
+            .as_of
+            .get(author.as_ref())
+            .is_some_and(|&as_of| offset < as_of)
+        {
+            if let Some(at_ms) = at_ms {
+                self.advance(at_ms, out);
+            }
+            return;
+        }
         match record {
             Record::Tweet(tweet) => {
                 let steps = match decision {
@@ -516,11 +631,7 @@ fn closing_entry(user_id: &str, purchase: &Pending) -> (i64, String, String) {
 }
 
 fn title(purchase: &Pending) -> &str {
-    if purchase.title.is_empty() {
-        &purchase.command.offer_id
-    } else {
-        &purchase.title
-    }
+    replies::title(&purchase.command)
 }
 
 fn expiry(purchase: &Pending) -> Reply {
@@ -534,17 +645,7 @@ fn expiry(purchase: &Pending) -> Reply {
 }
 
 fn reply(purchase: &Pending, kind: Kind, text: String, at_ms: i64) -> Reply {
-    let command = &purchase.command;
-    Reply {
-        reply_id: reply_id(&command.command_id, kind).to_string(),
-        in_reply_to_tweet_id: command.tweet_id.clone(),
-        user_id: command.user_id.clone(),
-        kind: kind as i32,
-        text,
-        command_id: command.command_id.clone(),
-        offer_id: command.offer_id.clone(),
-        at_ms,
-    }
+    replies::about(&purchase.command, kind, text, at_ms)
 }
 
 /// A window in words: `15 min`, `2 h`, `90 s`.
@@ -561,12 +662,6 @@ fn window_words(seconds: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reply_namespace_is_the_documented_derivation() {
-        let derived = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://hashbuy.dev/ns/reply");
-        assert_eq!(REPLY_ID_NAMESPACE, derived);
-    }
 
     #[test]
     fn windows_read_in_the_largest_whole_unit() {

@@ -13,6 +13,8 @@
 //! - [`money`] writes amounts as shoppers read them, per currency.
 //! - [`confirm`] decides the confirm flow of confirm-mode offers against a
 //!   partition's pending purchases, by event time.
+//! - [`replies`] gives replies to the buyer their ids, and the settler's
+//!   their words.
 //! - [`samples`] is the bundled sample stream and its tables.
 //! - [`rules`] turns a decoded record and the tables into a [`Decision`]: the
 //!   payment commands it causes, or the reason it buys nothing.
@@ -36,6 +38,7 @@ pub mod hashtag;
 pub mod json;
 pub mod money;
 pub mod prefilter;
+pub mod replies;
 pub mod rules;
 pub mod samples;
 pub mod tables;

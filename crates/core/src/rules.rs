@@ -322,7 +322,6 @@ fn pending_purchase(command: PaymentCommand, offer: &Offer) -> Pending {
     Pending {
         window_end_ms: command.tweet_timestamp_ms.saturating_add(window_ms),
         command,
-        title: offer.title.clone(),
         confirm_hashtag: offer.confirm_hashtag.clone(),
         confirm_window_s: offer.confirm_window_s,
     }
@@ -353,6 +352,7 @@ pub fn payment_command(
         payment_method_id: account.payment_method_id.clone(),
         max_per_user: offer.max_per_user,
         spend_limit: account.spend_limit,
+        offer_title: offer.title.clone(),
     }
 }
 

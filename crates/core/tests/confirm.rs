@@ -2,8 +2,9 @@
 //! partition comes to, through the rules and a [`PartitionFlow`], as the
 //! matcher runs them.
 
-use hashbuy_core::confirm::{reply_id, PartitionFlow, Step, ALLOWED_LATENESS_MS};
+use hashbuy_core::confirm::{PartitionFlow, Step, ALLOWED_LATENESS_MS};
 use hashbuy_core::decode::{decode, Record};
+use hashbuy_core::replies::reply_id;
 use hashbuy_core::rules::{command_id, Decision, Rules};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_proto::v1::reply::Kind;
@@ -48,15 +49,21 @@ fn retweet(id: u64, user: u64, at_ms: i64, text: &str) -> String {
     )
 }
 
-/// Runs `lines` through the rules and `flow`: each record's steps, as
-/// `name:offer` (a command is `confirmed:offer`), with the direct buys as
-/// `buy:offer`.
+/// Runs `lines` through the rules and `flow`, as the records at offsets 0,
+/// 1, ...: each record's steps, as `name:offer` (a command is
+/// `confirmed:offer`), with the direct buys as `buy:offer`.
 fn run(flow: &mut PartitionFlow, lines: &[String]) -> Vec<Vec<String>> {
+    run_at(flow, 0, lines)
+}
+
+/// [`run`], the first record at offset `first`.
+fn run_at(flow: &mut PartitionFlow, first: i64, lines: &[String]) -> Vec<Vec<String>> {
     let (catalog, accounts) = tables();
     let rules = Rules::new(&catalog, &accounts);
     lines
         .iter()
-        .map(|line| {
+        .zip(first..)
+        .map(|(line, offset)| {
             let record = decode(line.as_bytes()).expect("a valid record");
             let decision = rules.decide(&record);
             let mut steps = Vec::new();
@@ -65,17 +72,35 @@ fn run(flow: &mut PartitionFlow, lines: &[String]) -> Vec<Vec<String>> {
                 .iter()
                 .map(|c| format!("buy:{}", c.offer_id))
                 .collect();
-            if let Record::Tweet(tweet) = &record {
-                let confirm = match &decision {
-                    Decision::Confirm(steps) => Some(steps),
-                    _ => None,
-                };
-                flow.tweet(tweet, confirm, &mut steps);
-            }
+            flow.record(&record, &decision, offset, &mut steps);
             named.extend(steps.iter().map(describe));
             named
         })
         .collect()
+}
+
+/// A changelog: records in offset order, `None` a tombstone.
+type Changelog = Vec<(String, Option<Vec<u8>>)>;
+
+/// Appends what `flow` changed, as of offset `as_of`, to `changelog`.
+fn write(changelog: &mut Changelog, flow: &mut PartitionFlow, as_of: i64) {
+    changelog.extend(
+        flow.take_changes(as_of)
+            .into_iter()
+            .map(|(key, value)| (key, Some(value))),
+    );
+}
+
+/// A new owner's flow, restored from `changelog` and claimed for reading
+/// from offset `next`; its claim is appended to the changelog.
+fn restore(changelog: &mut Changelog, next: i64) -> PartitionFlow {
+    let mut flow = PartitionFlow::new();
+    for (key, value) in changelog.iter() {
+        flow.restore(key.as_bytes(), value.as_deref())
+            .expect("restores");
+    }
+    changelog.extend(flow.claim(Some(next)));
+    flow
 }
 
 fn describe(step: &Step) -> String {
@@ -395,25 +420,17 @@ fn a_restored_flow_decides_as_the_one_that_wrote_its_changelog() {
 
     let mut first = PartitionFlow::new();
     let mut out = run(&mut first, before);
-    // The changelog: every change, in order; a later record replaces an
-    // earlier one of its key.
-    let mut changelog = first.take_changes();
+    let mut changelog = Changelog::new();
+    write(&mut changelog, &mut first, 5);
     assert!(
-        changelog
-            .iter()
-            .any(|(key, value)| key == "1" && value.is_some()),
+        changelog.iter().any(|(key, _)| key == "1"),
         "user 1 has a purchase pending: {changelog:?}"
     );
-    changelog.insert(0, ("1".to_owned(), None));
-    let mut second = PartitionFlow::new();
-    for (key, value) in &changelog {
-        second
-            .restore(key.as_bytes(), value.as_deref())
-            .expect("restores");
-    }
+    let mut second = restore(&mut changelog, 5);
     assert_eq!(second.pending(), first.pending());
     assert_eq!(second.stream_time_ms(), Some(T0 + 5 * MIN));
-    out.extend(run(&mut second, after));
+    assert_eq!(second.epoch(), 1);
+    out.extend(run_at(&mut second, 5, after));
     assert_eq!(out, expected);
     assert_eq!(
         expected[3..],
@@ -430,8 +447,133 @@ fn a_restored_flow_decides_as_the_one_that_wrote_its_changelog() {
     );
 }
 
+/// At least once, a crash after the changelog is written and before the
+/// offsets are committed reads a stretch again against a state that holds
+/// it already: it must neither confirm a second purchase nor answer one
+/// twice.
 #[test]
-fn changes_are_written_once_a_key_and_a_tombstone_once_nothing_is_pending() {
+fn records_read_again_against_a_state_that_holds_them_do_nothing_twice() {
+    let mut flow = PartitionFlow::new();
+    let mut changelog = Changelog::new();
+    // Committed: the purchase, at offset 0.
+    assert_eq!(
+        run(&mut flow, &[tweet(10, 1, T0, "#BuyRedSneakers42")]),
+        steps(&[&["pending:red"]])
+    );
+    write(&mut changelog, &mut flow, 1);
+    // Its changelog written, its offsets not: a second purchase tweet
+    // while pending, the confirmation, and a later tweet.
+    let stretch = [
+        tweet(11, 1, T0 + MIN, "#BuyRedSneakers42"),
+        tweet(12, 1, T0 + 2 * MIN, "#ConfirmRedSneakers42"),
+        tweet(13, 1, T0 + 17 * MIN, "#later"),
+    ];
+    let first = run_at(&mut flow, 1, &stretch);
+    assert_eq!(
+        first,
+        steps(&[&["already_pending:red"], &["confirmed:red"], &[]])
+    );
+    write(&mut changelog, &mut flow, 4);
+
+    // The crash: the next owner reads from offset 1 again.
+    let mut again = restore(&mut changelog, 1);
+    let replayed = run_at(&mut again, 1, &stretch);
+    assert_eq!(
+        replayed,
+        steps(&[&[], &[], &[]]),
+        "no new pending purchase from the second tweet, no confirmation of it, no expiry \
+         of the confirmed one"
+    );
+    let after = run_at(
+        &mut again,
+        4,
+        &[tweet(14, 1, T0 + 18 * MIN, "#ConfirmRedSneakers42")],
+    );
+    assert_eq!(after, steps(&[&["no_pending_purchase:red"]]));
+}
+
+/// When only some users' records of a stretch reached the changelog,
+/// those users' records do nothing again, and the others' are done again
+/// as the first time, with the same stream time.
+#[test]
+fn a_stretch_whose_changelog_was_written_in_part_is_done_again_for_the_rest() {
+    let mut flow = PartitionFlow::new();
+    let mut changelog = Changelog::new();
+    run(
+        &mut flow,
+        &[
+            tweet(10, 1, T0, "#BuyRedSneakers42"),
+            tweet(20, 2, T0, "#BuyRedSneakers42"),
+        ],
+    );
+    write(&mut changelog, &mut flow, 2);
+    let stretch = [
+        tweet(11, 1, T0 + MIN, "#ConfirmRedSneakers42"),
+        tweet(21, 2, T0 + 2 * MIN, "#ConfirmRedSneakers42"),
+    ];
+    let first = run_at(&mut flow, 2, &stretch);
+    // Only user 1's record reached the changelog.
+    let written: Vec<(String, Vec<u8>)> = flow.take_changes(4);
+    changelog.extend(
+        written
+            .into_iter()
+            .filter(|(key, _)| key == "1")
+            .map(|(key, value)| (key, Some(value))),
+    );
+    let mut again = restore(&mut changelog, 2);
+    let replayed = run_at(&mut again, 2, &stretch);
+    assert_eq!(first, steps(&[&["confirmed:red"], &["confirmed:red"]]));
+    assert_eq!(
+        replayed,
+        steps(&[&[], &["confirmed:red"]]),
+        "user 2's confirmation, not in the changelog, confirms again (the same command)"
+    );
+}
+
+#[test]
+fn a_former_owner_s_late_writes_are_left_out_of_later_restores() {
+    let mut owner = PartitionFlow::new();
+    let mut changelog = Changelog::new();
+    changelog.extend(owner.claim(Some(0)));
+    run(&mut owner, &[tweet(10, 1, T0, "#BuyRedSneakers42")]);
+    write(&mut changelog, &mut owner, 1);
+    // The partition moves on: the next owner claims a higher epoch.
+    let mut next = restore(&mut changelog, 1);
+    assert_eq!((owner.epoch(), next.epoch()), (1, 2));
+    // The former owner, not yet told, confirms and writes late.
+    run_at(
+        &mut owner,
+        1,
+        &[tweet(11, 1, T0 + MIN, "#ConfirmRedSneakers42")],
+    );
+    let stale = owner.take_changes(2);
+    // The next owner makes a second purchase pending for user 1 after
+    // doing the confirmation again.
+    run_at(
+        &mut next,
+        1,
+        &[
+            tweet(11, 1, T0 + MIN, "#ConfirmRedSneakers42"),
+            tweet(12, 1, T0 + 2 * MIN, "#BuyRedSneakers42"),
+        ],
+    );
+    write(&mut changelog, &mut next, 3);
+    changelog.extend(stale.into_iter().map(|(key, value)| (key, Some(value))));
+    let third = restore(&mut changelog, 3);
+    assert_eq!(
+        third
+            .pending_of("1")
+            .iter()
+            .map(|p| p.command.tweet_id.as_str())
+            .collect::<Vec<_>>(),
+        ["12"],
+        "the former owner's record, written after the next owner's, is left out"
+    );
+    assert_eq!(third.epoch(), 3);
+}
+
+#[test]
+fn changes_are_written_once_a_key_and_ended_users_deleted_by_the_next_owner() {
     let mut flow = PartitionFlow::new();
     run(
         &mut flow,
@@ -440,15 +582,14 @@ fn changes_are_written_once_a_key_and_a_tombstone_once_nothing_is_pending() {
             tweet(11, 1, T0 + MIN, "#BuyMatcha"),
         ],
     );
-    let keys: Vec<(String, bool)> = flow
-        .take_changes()
-        .into_iter()
-        .map(|(k, v)| (k, v.is_some()))
-        .collect();
-    assert_eq!(keys, [("1".into(), true), ("stream-time".into(), true)]);
-    assert!(flow.take_changes().is_empty(), "taken");
-    run(
+    let mut changelog = Changelog::new();
+    write(&mut changelog, &mut flow, 2);
+    let keys: Vec<&str> = changelog.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["1", "stream-time"]);
+    assert!(flow.take_changes(2).is_empty(), "taken");
+    run_at(
         &mut flow,
+        2,
         &[tweet(
             12,
             1,
@@ -456,12 +597,24 @@ fn changes_are_written_once_a_key_and_a_tombstone_once_nothing_is_pending() {
             "#ConfirmMatcha #ConfirmRedSneakers42",
         )],
     );
-    let keys: Vec<(String, bool)> = flow
-        .take_changes()
-        .into_iter()
-        .map(|(k, v)| (k, v.is_some()))
-        .collect();
-    assert_eq!(keys, [("1".into(), false), ("stream-time".into(), true)]);
+    write(&mut changelog, &mut flow, 3);
+    assert_eq!(
+        changelog.len(),
+        4,
+        "user 1, ended, keeps an empty record: {changelog:?}"
+    );
+    let len = changelog.len();
+    let restored = restore(&mut changelog, 3);
+    assert_eq!(restored.pending(), 0);
+    assert_eq!(
+        changelog[len..]
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.is_some()))
+            .collect::<Vec<_>>(),
+        [("1", false), ("stream-time", true)],
+        "the next owner deletes the ended user below its start, and claims"
+    );
+    let mut flow = PartitionFlow::new();
     assert!(
         flow.restore(b"1", Some(b"\xff")).is_err(),
         "a bad record is refused"
@@ -474,9 +627,9 @@ fn the_bundled_confirm_sample_confirms_one_cancels_one_and_lets_one_expire() {
     let rules = Rules::new(&catalog, &accounts);
     let mut flow = PartitionFlow::new();
     let mut steps = Vec::new();
-    for line in hashbuy_core::samples::CONFIRM_TWEETS.lines() {
+    for (line, offset) in hashbuy_core::samples::CONFIRM_TWEETS.lines().zip(0..) {
         let record = decode(line.as_bytes()).expect("a valid record");
-        flow.record(&record, &rules.decide(&record), &mut steps);
+        flow.record(&record, &rules.decide(&record), offset, &mut steps);
     }
     let named: Vec<String> = steps.iter().map(describe).collect();
     assert_eq!(

@@ -235,6 +235,7 @@ fn whole_command() -> pb::PaymentCommand {
         payment_method_id: "pm_card_visa".into(),
         max_per_user: 1,
         spend_limit: Some(100_000),
+        offer_title: "Red Sneakers".into(),
     }
 }
 

@@ -3,18 +3,21 @@
 //! flushed and then its offsets committed (at least once).
 //!
 //! The changes to the partitions' pending purchases go to their changelog
-//! in the same transaction. At least once, they are produced only after
-//! the batch's outputs are delivered, and the offsets committed only after
-//! them: a crash before the changelog is written restores the purchases as
-//! they were before the batch, and the batch done again produces its
-//! commands and replies again, with the same ids; a crash after restores
-//! them as they are after it, and the batch done again finds its purchases
-//! pending or confirmed already and produces nothing twice. Either way none
-//! is lost, and a confirmation's command is never left unproduced.
+//! in the same transaction. At least once, they are written only after the
+//! batch's outputs are delivered, and the offsets committed only after
+//! them; each user's record says the offset it is as of, so a crash in
+//! between, which reads the batch again, reads it against state that may
+//! hold some of it already: a user's records the state holds do nothing
+//! again, the others are done again as the first time (see
+//! [`hashbuy_core::confirm::PartitionFlow`]). Their commands and replies
+//! are produced again with the same ids, which the settler and a
+//! connector take once. The stream time goes last, after every user's
+//! record is delivered, so it never runs ahead of a user's state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use hashbuy_core::confirm::STREAM_TIME_KEY;
 use hashbuy_kafka::client::failed;
 use hashbuy_kafka::driver::Member;
 use hashbuy_kafka::group::moved_on;
@@ -42,10 +45,11 @@ pub(crate) struct Batch {
     commands: u64,
     replies: u64,
     dead_letters: u64,
-    /// Changelog records of the pending purchases, by partition, waiting
-    /// for the batch's outputs to be delivered (at least once; exactly
-    /// once they go straight into the transaction).
-    changelog: Vec<(i32, String, Option<Vec<u8>>)>,
+    /// Changelog records of the pending purchases, by partition and key,
+    /// the last of each kept, waiting for the batch's outputs to be
+    /// delivered (at least once; exactly once they go straight into the
+    /// transaction).
+    changelog: BTreeMap<(i32, String), Vec<u8>>,
     skimmed: u64,
     malformed_samples: u64,
     /// Partitions whose end a worker reported since their last record.
@@ -74,7 +78,7 @@ impl Batch {
             commands: 0,
             replies: 0,
             dead_letters: 0,
-            changelog: Vec::new(),
+            changelog: BTreeMap::new(),
             skimmed: 0,
             malformed_samples: 0,
             at_eof: HashSet::new(),
@@ -145,17 +149,17 @@ impl Batch {
             )
             .map_err(failed("cannot produce"))?;
         }
-        let changes = chunk
-            .changelog
-            .into_iter()
-            .map(|(key, value)| (chunk.partition, key, value));
         match config.delivery {
             Delivery::ExactlyOnce => {
-                for (partition, key, value) in changes {
-                    send_changelog(&self.producer, config, partition, &key, value.as_deref())?;
+                for (key, value) in &chunk.changelog {
+                    send_changelog(&self.producer, config, chunk.partition, key, value)?;
                 }
             }
-            Delivery::AtLeastOnce => self.changelog.extend(changes),
+            Delivery::AtLeastOnce => {
+                for (key, value) in chunk.changelog {
+                    self.changelog.insert((chunk.partition, key), value);
+                }
+            }
         }
         if let Some(next) = chunk.next_offset {
             self.offsets.insert(chunk.partition, next);
@@ -218,10 +222,17 @@ impl Batch {
             Delivery::AtLeastOnce => {
                 self.deliver()?;
                 if !self.changelog.is_empty() {
-                    for (partition, key, value) in std::mem::take(&mut self.changelog) {
-                        send_changelog(&self.producer, config, partition, &key, value.as_deref())?;
+                    // One record a key: two of one key in one delivery
+                    // could land out of order on a retry.
+                    let (times, users): (Vec<_>, Vec<_>) = std::mem::take(&mut self.changelog)
+                        .into_iter()
+                        .partition(|((_, key), _)| key == STREAM_TIME_KEY);
+                    for records in [users, times] {
+                        for ((partition, key), value) in &records {
+                            send_changelog(&self.producer, config, *partition, key, value)?;
+                        }
+                        self.deliver()?;
                     }
-                    self.deliver()?;
                 }
                 match member.commit(&offsets, CommitMode::Sync) {
                     Ok(()) => {}
@@ -308,14 +319,14 @@ fn send_changelog(
     config: &Config,
     partition: i32,
     key: &str,
-    value: Option<&[u8]>,
+    value: &[u8],
 ) -> Result<(), RunError> {
     send_to_partition_waiting(
         producer,
         &config.topics.pending,
         Some(partition),
         Some(key.as_bytes()),
-        value,
+        Some(value),
         || false,
     )
     .map_err(|e| failed("cannot write the pending purchases' changelog")(e).into())

@@ -238,7 +238,7 @@ impl Matcher {
                 };
                 let mut steps = Vec::new();
                 if let Some(flow) = flow {
-                    flow.record(&record, &decision, &mut steps);
+                    flow.record(&record, &decision, source.offset, &mut steps);
                 }
                 if let Record::Tweet(tweet) = &record {
                     out.extend(decision.into_commands().into_iter().map(|command| {

@@ -103,7 +103,7 @@ impl Matching {
             }
         };
         let mut flows = if self.matcher.keeps_pending() {
-            match restore(&self.config, &partitions) {
+            match restore(&self.config, &partitions, &next) {
                 Ok(flows) => flows,
                 Err(e) => {
                     // Started without them, the partitions would prompt

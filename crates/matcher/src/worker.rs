@@ -33,9 +33,8 @@ pub(crate) struct Chunk {
     pub(crate) records: u64,
     pub(crate) outputs: Vec<Produced>,
     /// The changelog records of the partition's pending purchases that
-    /// changed with these records: key, and value or `None` for a
-    /// tombstone.
-    pub(crate) changelog: Vec<(String, Option<Vec<u8>>)>,
+    /// changed with these records, as of `next_offset`: key and value.
+    pub(crate) changelog: Vec<(String, Vec<u8>)>,
     /// Records by kind, and decisions (a step of the confirm flow counts
     /// as one), for the metrics.
     pub(crate) kinds: Tally,
@@ -152,8 +151,8 @@ impl Job {
     /// purchases its records made. A failure means the coordinator is
     /// gone, and with it the run: nothing is left to hand over to.
     fn send(&mut self) {
-        if let Some(flow) = &mut self.flow {
-            self.chunk.changelog = flow.take_changes();
+        if let (Some(flow), Some(next)) = (&mut self.flow, self.chunk.next_offset) {
+            self.chunk.changelog = flow.take_changes(next);
         }
         let fresh = Chunk {
             partition: self.partition,

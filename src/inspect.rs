@@ -14,7 +14,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use hashbuy_core::confirm::{PartitionFlow, Step};
+use hashbuy_core::confirm::{takes_part, PartitionFlow, Step};
 use hashbuy_core::decode::{decode, Record};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_core::{Decision, Rules};
@@ -147,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
         let decision = rules.map(|r| r.decide_decoded(&decoded));
         let decision = decision
             .as_ref()
-            .map(|d| decision_line(d, decoded.as_ref().ok(), offset, flow.as_mut()));
+            .map(|d| decision_line(d, decoded.as_ref().ok(), &line, offset, flow.as_mut()));
         let output = match &decoded {
             Ok(record) => Line {
                 id: record.id(),
@@ -185,13 +185,14 @@ pub fn run(args: Args) -> Result<()> {
 fn decision_line(
     decision: &Decision,
     record: Option<&Record<'_>>,
+    bytes: &[u8],
     offset: i64,
     flow: Option<&mut PartitionFlow>,
 ) -> DecisionLine {
     let mut commands = decision.commands().to_vec();
     let mut steps = Vec::new();
     let lines = flow.map(|flow| {
-        if let Some(record) = record {
+        if let Some(record) = record.filter(|r| takes_part(r, bytes)) {
             flow.record(record, decision, offset, &mut steps);
         }
         steps

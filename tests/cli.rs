@@ -640,10 +640,10 @@ fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
     );
     assert!(out.contains("invalid JSON at byte 59"), "{out}");
     for reply in [
-        "CONFIRM_PROMPT to user 1212 on tweet 1930000000000000101: Tweet #ConfirmBlueHoodie \
+        "CONFIRM_PROMPT to user 1212 on tweet 2061432574571446273: Tweet #ConfirmBlueHoodie \
          within 15 min to buy Blue Hoodie for $39.00",
-        "CANCELLED      to user 12345 on tweet 1930000000000000103: Your tweet was deleted",
-        "EXPIRED        to user 987654321098765432 on tweet 1930000000000000105: No \
+        "CANCELLED      to user 12345 on tweet 2061432826229686275: Your tweet was deleted",
+        "EXPIRED        to user 987654321098765432 on tweet 2061432700400566277: No \
          #ConfirmBlueHoodie within 15 min",
     ] {
         assert!(out.contains(reply), "{reply}\n{out}");

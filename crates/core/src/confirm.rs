@@ -23,11 +23,15 @@
 //!
 //! Windows close by event time, never by the wall clock: a recording gives
 //! the same steps at any replay speed. The partition's *stream time* is the
-//! latest event time among the records it has read that carry a hashtag
-//! or are delete notices. (Records without a hashtag sign are not decoded
-//! at all on the matcher's hot path, so their times cannot count, and
-//! counting them only when they are decoded, `--validate all`, would make
-//! the steps depend on the validation.) A pending purchase *closes*, with
+//! latest event time among the tweets it has read that carry a hashtag.
+//! (Records without a hashtag sign are not decoded at all on the matcher's
+//! hot path, so their times cannot count, and counting them only when they
+//! are decoded, `--validate all`, would make the steps depend on the
+//! validation.) A tweet whose id is a snowflake counts at its id's time
+//! when its own time is more than [`IMPLAUSIBLE_MS`] away from it: one
+//! record with a corrupt time far in the future would otherwise close
+//! every window of its partition, for good. Delete notices, whose time
+//! nothing vouches for, do not move it. A pending purchase *closes*, with
 //! an expiry reply, once stream time reaches its window's end plus
 //! [`ALLOWED_LATENESS_MS`]: a confirmation written inside the window may
 //! arrive that much after later tweets of the partition and still count.
@@ -60,7 +64,8 @@
 //!   past its end plus the lateness) is not kept: it is answered at once
 //!   with an expiry.
 //! - **A delete** of a purchase tweet whose purchase is pending cancels it,
-//!   with a reply. Once its command was produced, a delete changes nothing:
+//!   with a reply, if the notice opens with its `delete` key as the stream
+//!   writes it ([`takes_part`]). Once its command was produced, a delete changes nothing:
 //!   the charge is the settler's, and a refund is not a tweet's to ask.
 
 use std::collections::{BTreeSet, HashMap};
@@ -69,8 +74,9 @@ use hashbuy_proto::v1::reply::Kind;
 use hashbuy_proto::v1::{PaymentCommand, PendingPurchase, PendingPurchases, Reply, StreamTime};
 use prost::Message;
 
-use crate::decode::{Notice, Record, Tweet};
+use crate::decode::{snowflake_ms, Notice, Record, Tweet};
 use crate::money::format_amount;
+use crate::prefilter;
 use crate::replies;
 use crate::rules::{ConfirmSteps, Confirmation, Decision};
 
@@ -81,9 +87,23 @@ use crate::rules::{ConfirmSteps, Confirmation, Decision};
 /// window.
 pub const ALLOWED_LATENESS_MS: i64 = 60_000;
 
+/// How far a tweet's own time may be from the time its snowflake id
+/// carries before stream time takes the id's instead: an hour. Twitter
+/// assigns both when the tweet is made; they differ by milliseconds.
+pub const IMPLAUSIBLE_MS: i64 = 3_600_000;
+
 /// The changelog key of a partition's stream time; user ids, the other
 /// keys, are decimal.
 pub const STREAM_TIME_KEY: &str = "stream-time";
+
+/// Whether a decoded record, whose bytes are `bytes`, takes part in the
+/// flow: any but a delete notice that does not open with its `delete` key
+/// (see [`prefilter::delete_notice`]), which the matcher skims without
+/// decoding under its default validation, and so must not act under
+/// another.
+pub fn takes_part(record: &Record<'_>, bytes: &[u8]) -> bool {
+    !matches!(record, Record::Notice(Notice::Delete { .. })) || prefilter::delete_notice(bytes)
+}
 
 /// A pending purchase: what a purchase tweet of a confirm-mode offer
 /// leaves until its confirmation, its window's end or its delete.
@@ -417,15 +437,11 @@ impl PartitionFlow {
         out: &mut Vec<Step>,
     ) {
         let (author, at_ms) = match record {
-            Record::Tweet(tweet) => (
-                &tweet.user_id,
-                (!tweet.hashtags.is_empty()).then_some(tweet.timestamp_ms),
-            ),
+            Record::Tweet(tweet) => (&tweet.user_id, clock_time(tweet)),
             Record::Notice(Notice::Delete {
                 user_id: Some(user_id),
-                timestamp_ms,
                 ..
-            }) => (user_id, *timestamp_ms),
+            }) => (user_id, None),
             _ => return,
         };
         if self
@@ -456,13 +472,14 @@ impl PartitionFlow {
     }
 
     /// Handles a tweet the rules decided: stream time moves to its time if
-    /// it carries a hashtag, windows that closed by then expire, and then
+    /// it carries a hashtag (see the module docs), windows that closed by
+    /// then expire, and then
     /// its confirmations and purchases (`steps`, from
     /// [`Decision::Confirm`]; `None` for any
     /// other decision) are done. What happened is appended to `out`.
     pub fn tweet(&mut self, tweet: &Tweet<'_>, steps: Option<&ConfirmSteps>, out: &mut Vec<Step>) {
-        if !tweet.hashtags.is_empty() {
-            self.advance(tweet.timestamp_ms, out);
+        if let Some(at_ms) = clock_time(tweet) {
+            self.advance(at_ms, out);
         }
         let Some(steps) = steps else {
             return;
@@ -476,9 +493,9 @@ impl PartitionFlow {
     }
 
     /// Handles a delete notice of tweet `tweet_id` by `user_id`, at
-    /// `at_ms` (when the notice gives its time): stream time moves, windows
-    /// that closed by then expire, and the user's purchases pending on that
-    /// tweet are cancelled.
+    /// `at_ms` (when the notice gives its time, which the cancellation's
+    /// reply carries; it does not move stream time): the user's purchases
+    /// pending on that tweet are cancelled.
     pub fn delete(
         &mut self,
         user_id: &str,
@@ -486,9 +503,6 @@ impl PartitionFlow {
         at_ms: Option<i64>,
         out: &mut Vec<Step>,
     ) {
-        if let Some(at_ms) = at_ms {
-            self.advance(at_ms, out);
-        }
         let Some(purchases) = self.users.get_mut(user_id) else {
             return;
         };
@@ -620,6 +634,19 @@ impl PartitionFlow {
         self.changed.insert(user_id.to_owned());
         Some(purchase)
     }
+}
+
+/// The time a tweet moves stream time to: none without a hashtag; its own,
+/// or its snowflake id's when the two are further apart than
+/// [`IMPLAUSIBLE_MS`].
+fn clock_time(tweet: &Tweet<'_>) -> Option<i64> {
+    if tweet.hashtags.is_empty() {
+        return None;
+    }
+    Some(match snowflake_ms(&tweet.id) {
+        Some(id_ms) if tweet.timestamp_ms.abs_diff(id_ms) > IMPLAUSIBLE_MS as u64 => id_ms,
+        _ => tweet.timestamp_ms,
+    })
 }
 
 fn closing_entry(user_id: &str, purchase: &Pending) -> (i64, String, String) {

@@ -78,8 +78,11 @@ pub fn skim(bytes: &[u8]) -> Skim {
     }
 }
 
-/// Whether `bytes` open a JSON object whose first key is `delete`.
-fn delete_notice(bytes: &[u8]) -> bool {
+/// Whether `bytes` open a JSON object whose first key is `delete`, as the
+/// stream writes its delete notices: those [`skim`] never skims. A delete
+/// notice with its key elsewhere is skimmed (without a sign), so only
+/// these may act, alike under every validation.
+pub fn delete_notice(bytes: &[u8]) -> bool {
     trim_start(bytes)
         .strip_prefix(b"{")
         .is_some_and(|inside| trim_start(inside).starts_with(b"\"delete\""))

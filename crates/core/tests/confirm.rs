@@ -651,3 +651,41 @@ fn the_bundled_confirm_sample_confirms_one_cancels_one_and_lets_one_expire() {
         "Tweet #ConfirmBlueHoodie within 15 min to buy Blue Hoodie for $39.00"
     );
 }
+
+/// A snowflake id made at `at_ms`, as Twitter makes them.
+fn snowflake(at_ms: i64) -> u64 {
+    ((at_ms - 1_288_834_974_657) as u64) << 22
+}
+
+#[test]
+fn a_tweet_with_a_corrupt_time_far_ahead_does_not_close_the_partition_s_windows() {
+    let mut flow = PartitionFlow::new();
+    let purchase = snowflake(T0);
+    let corrupt = snowflake(T0 + MIN);
+    let out = run(
+        &mut flow,
+        &[
+            tweet(purchase, 1, T0, "#BuyRedSneakers42"),
+            tweet(corrupt, 2, 9_000_000_000_000_000, "#hi"),
+            tweet(
+                snowflake(T0 + 5 * MIN),
+                1,
+                T0 + 5 * MIN,
+                "#ConfirmRedSneakers42",
+            ),
+        ],
+    );
+    assert_eq!(out, steps(&[&["pending:red"], &[], &["confirmed:red"]]));
+    assert_eq!(flow.stream_time_ms(), Some(T0 + 5 * MIN));
+}
+
+#[test]
+fn a_delete_notice_does_not_move_stream_time() {
+    let mut flow = PartitionFlow::new();
+    run(&mut flow, &[tweet(10, 1, T0, "#BuyRedSneakers42")]);
+    let mut out = Vec::new();
+    flow.delete("2", "99", Some(T0 + 20 * MIN), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(flow.stream_time_ms(), Some(T0));
+    assert_eq!(flow.pending(), 1);
+}

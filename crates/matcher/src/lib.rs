@@ -27,7 +27,7 @@ pub mod run;
 mod stage;
 mod worker;
 
-use hashbuy_core::confirm::{PartitionFlow, Step};
+use hashbuy_core::confirm::{takes_part, PartitionFlow, Step};
 use hashbuy_core::decode::{decode, DecodeError, Record};
 use hashbuy_core::prefilter::{skim, Skim};
 use hashbuy_core::tables::{Accounts, Catalog};
@@ -237,7 +237,7 @@ impl Matcher {
                     sampled: None,
                 };
                 let mut steps = Vec::new();
-                if let Some(flow) = flow {
+                if let Some(flow) = flow.filter(|_| takes_part(&record, source.value)) {
                     flow.record(&record, &decision, source.offset, &mut steps);
                 }
                 if let Record::Tweet(tweet) = &record {

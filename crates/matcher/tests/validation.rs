@@ -201,3 +201,46 @@ proptest! {
         }
     }
 }
+
+/// The confirm flow decides alike under both validations: a delete notice
+/// whose `delete` key is not first, which the prefilter skims, cancels
+/// nothing under `--validate all` either.
+#[test]
+fn the_confirm_flow_decides_alike_under_both_validations() {
+    use hashbuy_core::confirm::PartitionFlow;
+    let (catalog, accounts) = hashbuy_core::samples::confirm_tables();
+    let (catalog_all, accounts_all) = hashbuy_core::samples::confirm_tables();
+    let signed = Matcher::new(catalog, accounts).with_validation(Validation::signed(0.0));
+    let all = Matcher::new(catalog_all, accounts_all).with_validation(Validation::All);
+    let purchase = hashbuy_core::samples::CONFIRM_TWEETS
+        .lines()
+        .nth(2)
+        .expect("jane's purchase");
+    let records: Vec<&[u8]> = vec![
+        purchase.as_bytes(),
+        br#"{"timestamp_ms": "1780318920000", "delete": {"status": {"id_str": "2061432826229686275", "user_id_str": "12345"}}}"#,
+    ];
+    let run = |matcher: &Matcher| {
+        let mut flow = PartitionFlow::new();
+        let mut out = Vec::new();
+        for (offset, value) in records.iter().enumerate() {
+            let source = Source {
+                topic: "tweets",
+                partition: 0,
+                offset: offset as i64,
+                key: None,
+                value,
+            };
+            matcher.handle(&source, 7, Some(&mut flow), &mut out);
+        }
+        (out, flow.pending())
+    };
+    let (signed_out, signed_pending) = run(&signed);
+    let (all_out, all_pending) = run(&all);
+    assert_eq!(signed_out, all_out);
+    assert_eq!(
+        (signed_pending, all_pending),
+        (1, 1),
+        "the purchase stays pending on both"
+    );
+}

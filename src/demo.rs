@@ -9,7 +9,8 @@
 //! with what paysim charged. The sample includes a confirm-mode offer
 //! (`samples/confirm-catalog.toml`, `samples/confirm.jsonl`): a purchase
 //! confirmed, one cancelled by deleting its tweet, and one left to expire,
-//! each answered on the replies topic. The
+//! each answered on the replies topic, where the settler tells every
+//! outcome too. The
 //! matcher, paysim and the settler run the same code as their commands,
 //! each to the end of its input, one after the other, on the embedded
 //! broker (librdkafka's mock cluster, as `hashbuy broker`). Logs show
@@ -176,8 +177,22 @@ pub fn run(args: Args) -> Result<()> {
         settled.acks,
     )?;
 
-    let replies: Vec<Reply> = read_topic(&connection, &topics.replies, matched.replies, &stop)?;
-    writeln!(out, "\n{} ({} records):", topics.replies, replies.len())?;
+    let expected = matched.replies + settled.replies;
+    let mut replies: Vec<Reply> = read_topic(&connection, &topics.replies, expected, &stop)?;
+    // By buyer and tweet, each purchase's story in order.
+    replies.sort_by(|a, b| {
+        (&a.user_id, &a.in_reply_to_tweet_id, a.kind).cmp(&(
+            &b.user_id,
+            &b.in_reply_to_tweet_id,
+            b.kind,
+        ))
+    });
+    writeln!(
+        out,
+        "\n{} ({} records: the matcher's and the settler's, by buyer):",
+        topics.replies,
+        replies.len()
+    )?;
     for reply in &replies {
         writeln!(
             out,

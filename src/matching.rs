@@ -60,6 +60,15 @@ pub struct Args {
     /// Topic undecodable records are produced to [default: dead-letters].
     #[arg(long, env = "HASHBUY_DEAD_LETTERS_TOPIC")]
     dead_letters_topic: Option<String>,
+    /// Topic replies to buyers are produced to, when the catalog has
+    /// confirm-mode offers [default: replies].
+    #[arg(long, env = "HASHBUY_REPLIES_TOPIC")]
+    replies_topic: Option<String>,
+    /// The pending purchases' changelog, when the catalog has confirm-mode
+    /// offers: compacted, with at least as many partitions as the tweets
+    /// topic [default: pending-purchases].
+    #[arg(long, env = "HASHBUY_PENDING_TOPIC")]
+    pending_topic: Option<String>,
     /// Most records in one batch (one transaction) [default: 100000];
     /// `--batch-ms` usually ends a batch first.
     #[arg(long)]
@@ -99,6 +108,8 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut topics.tweets, args.tweets_topic);
     override_with(&mut topics.commands, args.commands_topic);
     override_with(&mut topics.dead_letters, args.dead_letters_topic);
+    override_with(&mut topics.replies, args.replies_topic);
+    override_with(&mut topics.pending, args.pending_topic);
     override_with(&mut settings.group, args.group);
     override_with(&mut settings.instance, args.instance);
     override_with(&mut settings.delivery, args.delivery);

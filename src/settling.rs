@@ -97,6 +97,10 @@ pub struct Args {
     /// Topic undecodable commands are produced to [default: dead-letters].
     #[arg(long, env = "HASHBUY_DEAD_LETTERS_TOPIC")]
     dead_letters_topic: Option<String>,
+    /// Topic each outcome's reply to the buyer is produced to [default:
+    /// replies].
+    #[arg(long, env = "HASHBUY_REPLIES_TOPIC")]
+    replies_topic: Option<String>,
     /// The ledger's changelog topic: compacted, with at least as many
     /// partitions as the commands topic [default: settler-ledger].
     #[arg(long, env = "HASHBUY_LEDGER_TOPIC")]
@@ -182,6 +186,7 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut topics.commands, args.commands_topic);
     override_with(&mut topics.acks, args.acks_topic);
     override_with(&mut topics.dead_letters, args.dead_letters_topic);
+    override_with(&mut topics.replies, args.replies_topic);
     override_with(&mut topics.ledger, args.ledger_topic);
     override_with(&mut settings.provider_url, args.provider_url);
     override_with(&mut settings.group, args.group);

@@ -315,6 +315,7 @@ struct Topics {
     acks: String,
     dead: String,
     ledger: String,
+    replies: String,
 }
 
 /// One part's run: its directory, stream, topics, paysim, seeded
@@ -369,6 +370,7 @@ impl Run {
             acks: format!("chaos-{run_id}-acks"),
             dead: format!("chaos-{run_id}-dead"),
             ledger: format!("chaos-{run_id}-ledger"),
+            replies: format!("chaos-{run_id}-replies"),
         };
         let path = |name: &str| dir.join(name).display().to_string();
         let seed = settings.seed.to_string();
@@ -423,8 +425,8 @@ impl Run {
         };
         create(
             &format!(
-                "{},{},{},{}",
-                topics.tweets, topics.commands, topics.acks, topics.dead
+                "{},{},{},{},{}",
+                topics.tweets, topics.commands, topics.acks, topics.dead, topics.replies
             ),
             &[],
         );
@@ -566,6 +568,8 @@ impl Run {
             &self.topics.dead,
             "--ledger-topic",
             &self.topics.ledger,
+            "--replies-topic",
+            &self.topics.replies,
         ]
         .map(str::to_owned)
         .to_vec();

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{finish_within, free_port, json_document, metric, poll_metrics, signal, watermarks};
+use hashbuy_core::replies::reply_id;
 use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::client::Connection;
 use hashbuy_kafka::config::Topics;
@@ -20,7 +21,8 @@ use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_paysim::{Audit, Config as PaysimConfig, Paysim};
 use hashbuy_proto::v1::payment_ack::Status;
-use hashbuy_proto::v1::{DeadLetter, PaymentAck, PaymentCommand};
+use hashbuy_proto::v1::reply::Kind;
+use hashbuy_proto::v1::{DeadLetter, PaymentAck, PaymentCommand, Reply};
 use prost::Message as _;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Message};
@@ -196,7 +198,8 @@ fn settle_to_end(brokers: &str, provider: &Provider, ledger: &Path) -> String {
 
 /// Checks the money-grade promise over `sent` commands: each has acks, all
 /// its acks say the same, and the provider holds at most one charge for
-/// it, which a SETTLED ack names.
+/// it, which a SETTLED ack names; and each command's buyer is told its
+/// outcome under one reply id, however often it was said again.
 fn assert_settled_once(brokers: &str, provider: &Provider, sent: &[PaymentCommand]) {
     let acks: Vec<PaymentAck> = read_all(brokers, "payment-acks");
     let mut by_command: BTreeMap<String, BTreeSet<(i32, String)>> = BTreeMap::new();
@@ -238,6 +241,36 @@ fn assert_settled_once(brokers: &str, provider: &Provider, sent: &[PaymentComman
         }
     }
     assert_eq!(by_command.len(), sent.len(), "acks only for commands sent");
+
+    let replies: Vec<Reply> = read_all(brokers, "replies");
+    let mut told: BTreeMap<String, BTreeSet<(i32, String, String)>> = BTreeMap::new();
+    for reply in &replies {
+        told.entry(reply.command_id.clone()).or_default().insert((
+            reply.kind,
+            reply.reply_id.clone(),
+            reply.in_reply_to_tweet_id.clone(),
+        ));
+    }
+    for command in sent {
+        let id = &command.command_id;
+        let status = by_command[id].iter().next().expect("one outcome").0;
+        let kind = match Status::try_from(status) {
+            Ok(Status::Settled) => Kind::Settled,
+            Ok(Status::Declined) => Kind::Declined,
+            Ok(Status::Rejected) => Kind::Rejected,
+            _ => Kind::Failed,
+        };
+        let expected = BTreeSet::from([(
+            kind as i32,
+            reply_id(id, kind).to_string(),
+            command.tweet_id.clone(),
+        )]);
+        assert_eq!(
+            told.get(id),
+            Some(&expected),
+            "{id}: one reply, its outcome's"
+        );
+    }
 }
 
 #[test]

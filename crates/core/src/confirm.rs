@@ -219,6 +219,22 @@ pub struct RestoreError {
     pub problem: String,
 }
 
+/// An owner of a partition's changelog: its epoch, and its id within the
+/// epoch (see [`PartitionFlow`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Owner {
+    /// Higher for each owner.
+    pub epoch: u64,
+    /// Random: tells apart two owners that claimed the same epoch.
+    pub id: u64,
+}
+
+impl Owner {
+    fn of(epoch: u64, id: u64) -> Owner {
+        Owner { epoch, id }
+    }
+}
+
 /// What became of a changelog record taken in by
 /// [`PartitionFlow::restore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,14 +258,25 @@ pub enum Restored {
 /// ([`PartitionFlow::record`]). So reading a stretch again against a state
 /// that already holds it confirms nothing twice and makes no second
 /// pending purchase. A user whose purchases all ended keeps an empty
-/// record, for its as-of offset, until the partition's next owner finds it
-/// below the committed offset and deletes it ([`PartitionFlow::claim`]).
+/// record, for its as-of offset: a tombstone written to delete it could
+/// land after a later owner's record of the user (the writer paused
+/// between its check and its write), and no epoch fences a tombstone.
+/// Compaction keeps one record a user who ever had a purchase pending.
 ///
-/// Each record also carries its writer's *epoch*: an owner claims a higher
-/// one than any in the changelog when it restores, and writes it there at
-/// once. A record of a lower epoch after a higher one was written by a
-/// former owner that had not yet learnt it lost the partition, and is left
-/// out of every later restore.
+/// Each record also carries its writer's *owner*: an epoch and a random
+/// id. An owner claims an epoch above any in the changelog when it
+/// restores, and writes the claim there at once ([`PartitionFlow::claim`]).
+/// The first record of the highest epoch names the partition's owner; a
+/// record of a lower epoch after it, or of the same epoch and another id
+/// (a claim that lost a race), was written by a former owner that had not
+/// yet learnt it lost the partition, and is left out of every later
+/// restore ([`Restored::Fenced`]). Exactly once, a former owner's writes
+/// are fenced by the broker besides (its transaction cannot commit); at
+/// least once, compaction may have removed a later owner's record of a
+/// user that a former owner's late write then outlives, and the fenced
+/// write leaves the user without a record: their pending purchases are
+/// lost (a confirmation then buys nothing; the shopper can tweet again),
+/// never charged twice (see the README).
 #[derive(Debug, Default)]
 pub struct PartitionFlow {
     stream_time_ms: Option<i64>,
@@ -262,10 +289,10 @@ pub struct PartitionFlow {
     /// [`PartitionFlow::take_changes`].
     changed: BTreeSet<String>,
     stream_time_changed: bool,
-    /// This owner's epoch, once claimed.
-    epoch: u64,
-    /// The highest epoch restored.
-    restored_epoch: u64,
+    /// This owner, once claimed: what it writes its records as.
+    owner: Owner,
+    /// The partition's owner as restored: the first of the highest epoch.
+    restored_owner: Owner,
     /// The as-of offsets restored, by user.
     as_of: HashMap<String, i64>,
 }
@@ -291,9 +318,15 @@ impl PartitionFlow {
         self.users.get(user_id).map_or(&[], Vec::as_slice)
     }
 
-    /// This owner's epoch: 0 until [`PartitionFlow::claim`].
-    pub fn epoch(&self) -> u64 {
-        self.epoch
+    /// The owner this flow writes as: the default until
+    /// [`PartitionFlow::claim`] or [`PartitionFlow::resume`].
+    pub fn owner(&self) -> Owner {
+        self.owner
+    }
+
+    /// The partition's owner as the changelog restored names it.
+    pub fn restored_owner(&self) -> Owner {
+        self.restored_owner
     }
 
     /// Takes in one changelog record, as [`PartitionFlow::take_changes`]
@@ -307,7 +340,8 @@ impl PartitionFlow {
             problem,
         };
         let Some(value) = value else {
-            // Only an owner deletes, at its claim.
+            // hashbuy writes none (see the type's docs); an operator's
+            // tombstone deletes the user's state.
             self.set_user(&key, Vec::new());
             self.as_of.remove(&key);
             return Ok(Restored::Taken);
@@ -315,7 +349,7 @@ impl PartitionFlow {
         if key == STREAM_TIME_KEY {
             let time =
                 StreamTime::decode(value).map_err(|e| problem(format!("not a StreamTime: {e}")))?;
-            if !self.fence(time.epoch) {
+            if !self.fence(Owner::of(time.epoch, time.owner)) {
                 return Ok(Restored::Fenced);
             }
             self.stream_time_ms = time.stream_time_ms.max(self.stream_time_ms);
@@ -323,7 +357,7 @@ impl PartitionFlow {
         }
         let record = PendingPurchases::decode(value)
             .map_err(|e| problem(format!("not a PendingPurchases: {e}")))?;
-        if !self.fence(record.epoch) {
+        if !self.fence(Owner::of(record.epoch, record.owner)) {
             return Ok(Restored::Fenced);
         }
         let purchases: Vec<Pending> = record
@@ -337,14 +371,14 @@ impl PartitionFlow {
         Ok(Restored::Taken)
     }
 
-    /// Whether a record of `epoch` is taken: not below the highest epoch
-    /// restored before it.
-    fn fence(&mut self, epoch: u64) -> bool {
-        if epoch < self.restored_epoch {
-            return false;
+    /// Whether a record written by `writer` is taken: of a higher epoch
+    /// than the owner restored before it (it names the new owner), or of
+    /// that owner.
+    fn fence(&mut self, writer: Owner) -> bool {
+        if writer.epoch > self.restored_owner.epoch {
+            self.restored_owner = writer;
         }
-        self.restored_epoch = epoch;
-        true
+        writer == self.restored_owner
     }
 
     fn set_user(&mut self, user: &str, purchases: Vec<Pending>) {
@@ -361,36 +395,31 @@ impl PartitionFlow {
         }
     }
 
-    /// Ends the restore of a partition whose reading starts at offset
-    /// `next` (the group's committed offset; `None`: unknown): claims an
-    /// epoch above every one restored, and gives the records to write to
-    /// the changelog at once, before any other: the claim (the stream
-    /// time, in the new epoch) and tombstones for the users whose purchases
-    /// all ended before `next`, which no reading will reach again.
-    pub fn claim(&mut self, next: Option<i64>) -> Vec<(String, Option<Vec<u8>>)> {
-        self.epoch = self.restored_epoch + 1;
-        let mut records = Vec::new();
-        if let Some(next) = next {
-            let mut ended: Vec<String> = self
-                .as_of
-                .iter()
-                .filter(|(user, &as_of)| as_of <= next && !self.users.contains_key(*user))
-                .map(|(user, _)| user.clone())
-                .collect();
-            ended.sort();
-            // Below the start, an as-of offset never applies.
-            self.as_of.retain(|_, as_of| *as_of > next);
-            records.extend(ended.into_iter().map(|user| (user, None)));
-        }
-        records.push((STREAM_TIME_KEY.to_owned(), Some(self.stream_time_record())));
+    /// Claims the partition restored, as the owner with id `id`, in the
+    /// epoch after the restored owner's: the record to write to the
+    /// changelog at once, before any other. The claim holds if a restore
+    /// that reads it names this owner (a claim of the same epoch may have
+    /// come first).
+    pub fn claim(&mut self, id: u64) -> (String, Vec<u8>) {
+        self.owner = Owner {
+            epoch: self.restored_owner.epoch + 1,
+            id,
+        };
         self.stream_time_changed = false;
-        records
+        (STREAM_TIME_KEY.to_owned(), self.stream_time_record())
+    }
+
+    /// Goes on writing as `owner`, which claimed the partition before
+    /// (a restore again, after an aborted batch, claims nothing).
+    pub fn resume(&mut self, owner: Owner) {
+        self.owner = owner;
     }
 
     fn stream_time_record(&self) -> Vec<u8> {
         StreamTime {
             stream_time_ms: self.stream_time_ms,
-            epoch: self.epoch,
+            epoch: self.owner.epoch,
+            owner: self.owner.id,
         }
         .encode_to_vec()
     }
@@ -411,7 +440,8 @@ impl PartitionFlow {
                 let value = PendingPurchases {
                     purchases,
                     as_of_offset: as_of,
-                    epoch: self.epoch,
+                    epoch: self.owner.epoch,
+                    owner: self.owner.id,
                 }
                 .encode_to_vec();
                 (user, value)

@@ -91,15 +91,22 @@ fn write(changelog: &mut Changelog, flow: &mut PartitionFlow, as_of: i64) {
     );
 }
 
-/// A new owner's flow, restored from `changelog` and claimed for reading
-/// from offset `next`; its claim is appended to the changelog.
-fn restore(changelog: &mut Changelog, next: i64) -> PartitionFlow {
+/// A flow restored from `changelog`, not claimed.
+fn read(changelog: &Changelog) -> PartitionFlow {
     let mut flow = PartitionFlow::new();
     for (key, value) in changelog.iter() {
         flow.restore(key.as_bytes(), value.as_deref())
             .expect("restores");
     }
-    changelog.extend(flow.claim(Some(next)));
+    flow
+}
+
+/// A new owner's flow, restored from `changelog` and claimed as owner
+/// `id`; its claim is appended to the changelog.
+fn restore(changelog: &mut Changelog, id: u64) -> PartitionFlow {
+    let mut flow = read(changelog);
+    let (key, value) = flow.claim(id);
+    changelog.push((key, Some(value)));
     flow
 }
 
@@ -429,7 +436,7 @@ fn a_restored_flow_decides_as_the_one_that_wrote_its_changelog() {
     let mut second = restore(&mut changelog, 5);
     assert_eq!(second.pending(), first.pending());
     assert_eq!(second.stream_time_ms(), Some(T0 + 5 * MIN));
-    assert_eq!(second.epoch(), 1);
+    assert_eq!(second.owner().epoch, 1);
     out.extend(run_at(&mut second, 5, after));
     assert_eq!(out, expected);
     assert_eq!(
@@ -532,14 +539,13 @@ fn a_stretch_whose_changelog_was_written_in_part_is_done_again_for_the_rest() {
 
 #[test]
 fn a_former_owner_s_late_writes_are_left_out_of_later_restores() {
-    let mut owner = PartitionFlow::new();
     let mut changelog = Changelog::new();
-    changelog.extend(owner.claim(Some(0)));
+    let mut owner = restore(&mut changelog, 7);
     run(&mut owner, &[tweet(10, 1, T0, "#BuyRedSneakers42")]);
     write(&mut changelog, &mut owner, 1);
     // The partition moves on: the next owner claims a higher epoch.
-    let mut next = restore(&mut changelog, 1);
-    assert_eq!((owner.epoch(), next.epoch()), (1, 2));
+    let mut next = restore(&mut changelog, 8);
+    assert_eq!((owner.owner().epoch, next.owner().epoch), (1, 2));
     // The former owner, not yet told, confirms and writes late.
     run_at(
         &mut owner,
@@ -559,7 +565,7 @@ fn a_former_owner_s_late_writes_are_left_out_of_later_restores() {
     );
     write(&mut changelog, &mut next, 3);
     changelog.extend(stale.into_iter().map(|(key, value)| (key, Some(value))));
-    let third = restore(&mut changelog, 3);
+    let third = read(&changelog);
     assert_eq!(
         third
             .pending_of("1")
@@ -569,11 +575,58 @@ fn a_former_owner_s_late_writes_are_left_out_of_later_restores() {
         ["12"],
         "the former owner's record, written after the next owner's, is left out"
     );
-    assert_eq!(third.epoch(), 3);
+    assert_eq!(third.restored_owner(), next.owner());
+}
+
+/// Two members that read the changelog before either claimed claim the
+/// same epoch: the first claim in the log names the owner, the other's
+/// records are left out, and its next claim (of the next epoch) wins.
+#[test]
+fn of_two_claims_of_one_epoch_the_first_in_the_log_wins() {
+    let mut changelog = Changelog::new();
+    let mut first = restore(&mut changelog, 1);
+    run(&mut first, &[tweet(10, 1, T0, "#BuyRedSneakers42")]);
+    write(&mut changelog, &mut first, 1);
+    // Both read the changelog here; the slower's claim lands second.
+    let mut fast = read(&changelog);
+    let mut slow = read(&changelog);
+    let fast_claim = fast.claim(2);
+    let slow_claim = slow.claim(3);
+    assert_eq!(fast.owner().epoch, slow.owner().epoch);
+    changelog.push((fast_claim.0, Some(fast_claim.1)));
+    changelog.push((slow_claim.0, Some(slow_claim.1)));
+    assert_eq!(
+        read(&changelog).restored_owner(),
+        fast.owner(),
+        "the first claim holds"
+    );
+    // The slow one confirms user 1's purchase and writes: left out.
+    run_at(
+        &mut slow,
+        1,
+        &[tweet(11, 1, T0 + MIN, "#ConfirmRedSneakers42")],
+    );
+    write(&mut changelog, &mut slow, 2);
+    assert_eq!(
+        read(&changelog).pending_of("1").len(),
+        1,
+        "the loser's write is left out"
+    );
+    // The slow one, reading its claim lost, claims the next epoch: it wins.
+    let mut again = restore(&mut changelog, 3);
+    assert_eq!(again.owner().epoch, 3);
+    assert_eq!(read(&changelog).restored_owner(), again.owner());
+    run_at(
+        &mut again,
+        1,
+        &[tweet(11, 1, T0 + MIN, "#ConfirmRedSneakers42")],
+    );
+    write(&mut changelog, &mut again, 2);
+    assert!(read(&changelog).pending_of("1").is_empty());
 }
 
 #[test]
-fn changes_are_written_once_a_key_and_ended_users_deleted_by_the_next_owner() {
+fn changes_are_written_once_a_key_and_ended_users_keep_an_empty_record() {
     let mut flow = PartitionFlow::new();
     run(
         &mut flow,
@@ -599,21 +652,14 @@ fn changes_are_written_once_a_key_and_ended_users_deleted_by_the_next_owner() {
     );
     write(&mut changelog, &mut flow, 3);
     assert_eq!(
-        changelog.len(),
-        4,
-        "user 1, ended, keeps an empty record: {changelog:?}"
-    );
-    let len = changelog.len();
-    let restored = restore(&mut changelog, 3);
-    assert_eq!(restored.pending(), 0);
-    assert_eq!(
-        changelog[len..]
+        changelog
             .iter()
-            .map(|(key, value)| (key.as_str(), value.is_some()))
-            .collect::<Vec<_>>(),
-        [("1", false), ("stream-time", true)],
-        "the next owner deletes the ended user below its start, and claims"
+            .filter(|(key, value)| key == "1" && value.is_some())
+            .count(),
+        2,
+        "user 1, ended, keeps an empty record, not a tombstone: {changelog:?}"
     );
+    assert_eq!(read(&changelog).pending(), 0);
     let mut flow = PartitionFlow::new();
     assert!(
         flow.restore(b"1", Some(b"\xff")).is_err(),

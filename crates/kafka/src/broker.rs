@@ -54,6 +54,11 @@ impl EmbeddedBroker {
         self.cluster.bootstrap_servers()
     }
 
+    /// The mock cluster itself, for tests that make it answer with errors.
+    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
+        &self.cluster
+    }
+
     /// How much each topic keeps before deleting its oldest data.
     pub fn topic_capacity_bytes(&self) -> u64 {
         PARTITION_RETENTION_BYTES * self.partitions as u64

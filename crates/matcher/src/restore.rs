@@ -13,16 +13,23 @@
 //! [`RESTORE_STALL`](hashbuy_kafka::reader::RESTORE_STALL) passes without
 //! a record.
 //!
-//! Once read, each partition is claimed ([`PartitionFlow::claim`]): a
-//! record of the new owner's epoch, and tombstones for users whose
-//! purchases all ended below the group's committed offset, are written
-//! and delivered before the partition's worker starts, so a former owner's
-//! later writes are told apart by every later restore.
+//! Once read, each newly assigned partition is claimed
+//! ([`PartitionFlow::claim`]): a record of the new owner's epoch and id is
+//! written and delivered before the partition's worker starts, so a
+//! former owner's later writes are told apart by every later restore. The
+//! changelog is then read again: the claim holds if that read names this
+//! owner. A claim of the same epoch that came first (two members that read
+//! the changelog before either claimed) is answered with a claim of the
+//! next epoch; one of a later epoch means another member owns the
+//! partition now, and this one stops. Read again after an aborted batch,
+//! a partition is not claimed again: it must still be this owner's.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
-use hashbuy_core::confirm::{PartitionFlow, Restored};
+use hashbuy_core::confirm::{Owner, PartitionFlow, Restored};
 use hashbuy_kafka::client::failed;
 use hashbuy_kafka::produce::{flush_promptly, send_to_partition_waiting, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, Stall, TopicReader};
@@ -31,14 +38,63 @@ use rdkafka::Message;
 
 use crate::run::{Config, RunError, CALL_TIMEOUT};
 
-/// The pending purchases of `partitions`, read from the changelog and
-/// claimed; `next` holds where each partition's reading starts (the
-/// group's committed offset), where known.
+/// How many claims of a partition may lose a race before the matcher
+/// gives up on it.
+const CLAIMS: usize = 3;
+
+/// The pending purchases of `partitions`, read from the changelog, with
+/// the owner each is written as. `owned` holds the partitions this matcher
+/// claimed before (read again after an aborted batch), which must still be
+/// its own; the others are claimed.
 pub(crate) fn restore(
     config: &Config,
     partitions: &[i32],
-    next: &HashMap<i32, i64>,
+    owned: &HashMap<i32, Owner>,
 ) -> Result<HashMap<i32, PartitionFlow>, RunError> {
+    let began = Instant::now();
+    let mut flows = read(config, partitions)?;
+    let mut claims: HashMap<i32, Owner> = HashMap::new();
+    for _ in 0..CLAIMS {
+        let mut lost = Vec::new();
+        for &partition in partitions {
+            let Some(flow) = flows.get_mut(&partition) else {
+                continue;
+            };
+            let restored = flow.restored_owner();
+            match owned.get(&partition).or(claims.get(&partition)) {
+                Some(&mine) if restored == mine => flow.resume(mine),
+                // Ours was first of its epoch, or another's came first:
+                // claim the next.
+                Some(&mine) if restored.epoch == mine.epoch && claims.contains_key(&partition) => {
+                    lost.push(partition)
+                }
+                Some(_) => return Err(RunError::PartitionClaimed { partition }),
+                None => lost.push(partition),
+            }
+        }
+        if lost.is_empty() {
+            let pending: usize = flows.values().map(PartitionFlow::pending).sum();
+            tracing::info!(
+                partitions = ?partitions,
+                pending,
+                "restored pending purchases in {:.1} s",
+                began.elapsed().as_secs_f64()
+            );
+            return Ok(flows);
+        }
+        claims.extend(claim(config, &mut flows, &lost)?);
+        for (partition, flow) in read(config, &lost)? {
+            flows.insert(partition, flow);
+        }
+    }
+    Err(RunError::ClaimsLost {
+        claims: CLAIMS,
+        partitions: partitions.to_vec(),
+    })
+}
+
+/// The changelog of `partitions`, read to its end.
+fn read(config: &Config, partitions: &[i32]) -> Result<HashMap<i32, PartitionFlow>, RunError> {
     let topic = &config.topics.pending;
     let mut flows: HashMap<i32, PartitionFlow> = partitions
         .iter()
@@ -47,7 +103,6 @@ pub(crate) fn restore(
     if partitions.is_empty() {
         return Ok(flows);
     }
-    let began = Instant::now();
     let mut reader = TopicReader::open_partitions(
         &config.connection,
         topic,
@@ -125,53 +180,39 @@ pub(crate) fn restore(
             }
         }
     }
-    claim(config, &mut flows, next)?;
-    let pending: usize = flows.values().map(PartitionFlow::pending).sum();
-    tracing::info!(
-        partitions = ?partitions,
-        records,
-        pending,
-        "restored pending purchases in {:.1} s",
-        began.elapsed().as_secs_f64()
-    );
+    tracing::debug!(partitions = ?partitions, records, "read the pending purchases' changelog");
     Ok(flows)
 }
 
-/// Claims each restored partition: writes its claim records
-/// ([`PartitionFlow::claim`]) to its changelog partition and waits until
-/// they are delivered. A plain producer writes them, outside the matcher's
-/// transactions: a claim must be in the log before the partition's first
-/// batch, whatever becomes of that batch.
+/// Claims `partitions` of `flows`, each as a new owner with a random id:
+/// writes the claims with a plain producer, outside the matcher's
+/// transactions (a claim must be in the log before the partition's first
+/// batch, whatever becomes of that batch), and waits until they are
+/// delivered. The owners claimed.
 fn claim(
     config: &Config,
     flows: &mut HashMap<i32, PartitionFlow>,
-    next: &HashMap<i32, i64>,
-) -> Result<(), RunError> {
+    partitions: &[i32],
+) -> Result<HashMap<i32, Owner>, RunError> {
     let producer: BaseProducer<Deliveries> = config
         .connection
         .config()
         .create_with_context(Deliveries::default())
         .map_err(failed("cannot create the changelog's producer"))?;
-    let mut partitions: Vec<i32> = flows.keys().copied().collect();
-    partitions.sort();
-    let mut records = Vec::new();
-    for partition in partitions {
-        if let Some(flow) = flows.get_mut(&partition) {
-            let claim = flow.claim(next.get(&partition).copied());
-            records.extend(
-                claim
-                    .into_iter()
-                    .map(|(key, value)| (partition, key, value)),
-            );
-        }
-    }
-    for (partition, key, value) in &records {
+    let ids = RandomState::new();
+    let mut owners = HashMap::new();
+    for &partition in partitions {
+        let Some(flow) = flows.get_mut(&partition) else {
+            continue;
+        };
+        let (key, value) = flow.claim(ids.hash_one(partition));
+        owners.insert(partition, flow.owner());
         send_to_partition_waiting(
             &producer,
             &config.topics.pending,
-            Some(*partition),
+            Some(partition),
             Some(key.as_bytes()),
-            value.as_deref(),
+            Some(&value),
             || false,
         )
         .map_err(failed("cannot write the pending purchases' changelog"))?;
@@ -181,5 +222,5 @@ fn claim(
     if let Some((count, first)) = producer.context().failures() {
         return Err(RunError::Undelivered { count, first });
     }
-    Ok(())
+    Ok(owners)
 }

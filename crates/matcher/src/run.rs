@@ -219,6 +219,24 @@ pub enum RunError {
         /// The last error reading it.
         last_error: Option<String>,
     },
+    /// Another matcher claimed a partition this one was working on: the
+    /// group moved it on, and this member is no longer its owner.
+    #[error(
+        "partition {partition}'s pending purchases were claimed by another matcher: the group \
+         gave the partition to it; restart this one to rejoin"
+    )]
+    PartitionClaimed {
+        /// The partition.
+        partition: i32,
+    },
+    /// Claims of partitions kept losing races with other matchers.
+    #[error("claiming partitions {partitions:?}'s pending purchases lost {claims} races in a row")]
+    ClaimsLost {
+        /// How many claims were made.
+        claims: usize,
+        /// The partitions.
+        partitions: Vec<i32>,
+    },
     /// A worker thread panicked: a bug.
     #[error("a worker thread panicked")]
     WorkerPanicked,

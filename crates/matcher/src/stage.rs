@@ -26,6 +26,7 @@ use crate::restore::restore;
 use crate::run::{Config, RunError, Summary, CALL_TIMEOUT};
 use crate::worker::{Chunk, Job, PartitionStart};
 use crate::Matcher;
+use hashbuy_core::confirm::Owner;
 
 /// Chunks waiting for the coordinator; beyond this, workers wait. A
 /// chunk holds only its records' outputs (about one a hundred), so many
@@ -52,6 +53,9 @@ pub(crate) struct Matching {
     /// Partitions whose records deleted before the group's first read were
     /// told already (a redo checks them again).
     told_before_group: HashSet<i32>,
+    /// The owner this matcher claimed each partition's pending purchases
+    /// as (confirm mode), to go on as after an aborted batch.
+    owners: HashMap<i32, Owner>,
     /// An error met in a rebalance, for the driver to return.
     failure: Option<RunError>,
 }
@@ -75,6 +79,7 @@ impl Matching {
             pool: Pool::new(config.workers, "match").map_err(RunError::Threads)?,
             batch: Batch::new(producer),
             told_before_group: HashSet::new(),
+            owners: HashMap::new(),
             failure: None,
         })
     }
@@ -86,9 +91,15 @@ impl Matching {
 
     /// Checks where the partitions of `queues` start
     /// ([`loss::check_starts`]), acts on what was deleted before, restores
-    /// their pending purchases (confirm mode, [`restore`]), and starts a
-    /// worker for each queue, expecting its first record there.
-    fn start(&mut self, member: &Arc<Member<Matching>>, queues: Vec<(i32, Queue<Matching>)>) {
+    /// their pending purchases (confirm mode, [`restore`]; `again` after an
+    /// aborted batch, when they are not claimed again), and starts a worker
+    /// for each queue, expecting its first record there.
+    fn start(
+        &mut self,
+        member: &Arc<Member<Matching>>,
+        queues: Vec<(i32, Queue<Matching>)>,
+        again: bool,
+    ) {
         let topic = &self.config.topics.tweets;
         let partitions: Vec<i32> = queues.iter().map(|(p, _)| *p).collect();
         let next = match loss::check_starts(member, topic, &partitions, CALL_TIMEOUT) {
@@ -103,8 +114,19 @@ impl Matching {
             }
         };
         let mut flows = if self.matcher.keeps_pending() {
-            match restore(&self.config, &partitions, &next) {
-                Ok(flows) => flows,
+            // Read again after an aborted batch, a partition must still be
+            // this matcher's; a newly assigned one is claimed.
+            let owned = if again {
+                self.owners.clone()
+            } else {
+                HashMap::new()
+            };
+            match restore(&self.config, &partitions, &owned) {
+                Ok(flows) => {
+                    self.owners
+                        .extend(flows.iter().map(|(&p, flow)| (p, flow.owner())));
+                    flows
+                }
                 Err(e) => {
                     // Started without them, the partitions would prompt
                     // again and lose confirmations.
@@ -206,7 +228,7 @@ impl Matching {
                     .map(|q| (p, q))
             })
             .collect();
-        self.start(member, queues);
+        self.start(member, queues, true);
         Ok(())
     }
 }
@@ -216,7 +238,7 @@ impl Stage for Matching {
     type Output = Summary;
 
     fn assigned(&mut self, member: &Arc<Member<Self>>, queues: Vec<(i32, Queue<Self>)>) {
-        self.start(member, queues);
+        self.start(member, queues, false);
     }
 
     fn revoking(&mut self, member: &Member<Self>, partitions: &[i32]) {
@@ -242,6 +264,7 @@ impl Stage for Matching {
         }
         for partition in partitions {
             self.batch.at_eof.remove(partition);
+            self.owners.remove(partition);
         }
     }
 

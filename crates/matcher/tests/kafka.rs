@@ -424,3 +424,56 @@ fn at_least_once_a_batch_read_again_after_its_changelog_buys_nothing_new() {
         "no new prompt, no expiry of the confirmed purchase"
     );
 }
+
+/// A batch aborted (its offsets refused with a generation the broker no
+/// longer knows) is done again after the partitions' pending purchases
+/// are read again, as the same owner: the matcher claims each partition
+/// once, or a paused former owner would outrank the partitions' new one.
+#[test]
+fn an_aborted_batch_is_done_again_without_claiming_its_partitions_again() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");
+    let connection = connection(&broker);
+    let config = Config {
+        group: "confirm-redo".into(),
+        ..config(connection.clone(), Delivery::ExactlyOnce)
+    };
+    let purchases: Vec<Vec<u8>> = (1..=3)
+        .map(|u| tweet(100 + u, u, T0, "#BuyRedSneakers42"))
+        .collect();
+    produce(
+        &connection,
+        &purchases.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    );
+    broker.cluster().request_errors(
+        RDKafkaApiKey::TxnOffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION],
+    );
+    let stop = AtomicBool::new(false);
+    let summary = run(confirm_matcher(), &config, &stop, &Health::default()).expect("matcher runs");
+    // (The embedded broker shows the aborted batch's records to the
+    // restore, so what the batch done again produces is not checked here.)
+    assert!(
+        summary.retried_batches >= 1,
+        "a batch was aborted: {summary:?}"
+    );
+    let options = ReadOptions {
+        from_beginning: true,
+        exit_at_end: true,
+        read_uncommitted: false,
+    };
+    let mut reader = TopicReader::open(&connection, "pending-purchases", options).expect("reader");
+    let mut epochs = BTreeSet::new();
+    while !reader.at_end() {
+        if let Some(message) = reader.next(Duration::from_millis(100)) {
+            let message = message.expect("no consumer error");
+            if message.key() == Some(b"stream-time") {
+                let time =
+                    hashbuy_proto::v1::StreamTime::decode(message.payload().unwrap_or_default())
+                        .expect("decodes");
+                epochs.insert(time.epoch);
+            }
+        }
+    }
+    assert_eq!(epochs, BTreeSet::from([1]), "each partition claimed once");
+}

@@ -18,6 +18,7 @@
 //!   tweeted at 09:00 and read after one tweeted at 10:00 shares the day
 //!   from 09:00 with it.
 
+use hashbuy_core::replies::Refusal;
 use hashbuy_proto::v1::PaymentCommand;
 
 use crate::entry::{Entry, State};
@@ -78,6 +79,25 @@ pub fn check<'a>(
         }
     }
     Ok(())
+}
+
+/// Which limit a rejection's reason, as [`check`] words it, names; a
+/// reason of another rule (the provider's) is [`Refusal::Other`]. The
+/// reason is what the ledger keeps of a rejection, so the reply to the
+/// buyer is told from it alike by any owner of the entry.
+pub fn refusal(reason: &str) -> Refusal {
+    let limit = |name: &str| {
+        reason
+            .rsplit_once(&format!("; {name} is "))
+            .and_then(|(_, value)| value.parse::<u64>().ok())
+    };
+    if let Some(max) = limit("max_per_user").and_then(|max| u32::try_from(max).ok()) {
+        Refusal::MaxPerUser(max)
+    } else if let Some(limit) = limit("spend_limit") {
+        Refusal::SpendLimit(limit)
+    } else {
+        Refusal::Other
+    }
 }
 
 /// The most spent by `purchases` (tweet time, amount) in one window
@@ -165,6 +185,23 @@ mod tests {
             )
             .expect("declined");
         assert!(check(&command("c-2", "o-1", 100, 1), [&declined]).is_ok());
+    }
+
+    #[test]
+    fn a_rejection_s_reason_tells_which_limit_for_the_reply() {
+        let first = settled(command("c-1", "o-1", 600, 0));
+        let mut twice = command("c-2", "o-1", 100, 1);
+        twice.max_per_user = 1;
+        let reason = check(&twice, [&first]).expect_err("over");
+        assert_eq!(refusal(&reason), Refusal::MaxPerUser(1));
+        let mut spender = command("c-3", "o-2", 500, 1);
+        spender.spend_limit = Some(1_000);
+        let reason = check(&spender, [&first]).expect_err("over");
+        assert_eq!(refusal(&reason), Refusal::SpendLimit(1_000));
+        assert_eq!(
+            refusal("the provider refused the request: amount too small"),
+            Refusal::Other
+        );
     }
 
     #[test]

@@ -126,7 +126,8 @@ pub struct Config {
     /// Tells settlers of one group apart (static group membership).
     pub instance: String,
     /// The topics: commands are read from `commands`, acks produced to
-    /// `acks`, undecodable commands to `dead_letters`, and the ledger's
+    /// `acks`, the buyers' replies to `replies`, undecodable commands to
+    /// `dead_letters`, and the ledger's
     /// changelog is `ledger` (compacted; at least as many partitions as
     /// the commands topic). `tweets` is not used.
     pub topics: Topics,
@@ -168,6 +169,8 @@ pub struct Summary {
     pub failed: u64,
     /// Acks delivered (re-emitted ones included).
     pub acks: u64,
+    /// Replies to buyers delivered, one an ack.
+    pub replies: u64,
     /// Undecodable commands set aside.
     pub dead_letters: u64,
     /// Commands whose id was known with other content.
@@ -414,6 +417,7 @@ pub fn run(
         outputs: vec![
             config.topics.acks.clone(),
             config.topics.dead_letters.clone(),
+            config.topics.replies.clone(),
         ],
         exit_at_end: config.exit_at_end,
         settings: Vec::new(),

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbuy_core::replies::{self, Refusal};
 use hashbuy_kafka::lock;
 use hashbuy_proto::v1::PaymentAck;
 use prost::Message as _;
@@ -288,7 +289,20 @@ async fn settle_entry(
     let Some(ack) = entry.ack() else {
         return Ok(false);
     };
-    send_ack(shared, &ack).await?;
+    // Both before the entry is marked acked: a crash in between sends both
+    // again, with the same ids. Side by side, so the reply costs no second
+    // round trip. A reply that cannot be delivered is told and counted,
+    // and never holds up the ack: the buyer's words must not decide
+    // whether a charge is acked.
+    let (acked, replied) = tokio::join!(send_ack(shared, &ack), send_reply(shared, &entry, &ack));
+    acked?;
+    if let Err(e) = replied {
+        tracing::warn!(
+            command_id = entry.command_id(),
+            "{e}: the buyer is not told this outcome"
+        );
+        metrics::counter!("hashbuy_settler_replies_failed_total").increment(1);
+    }
     if entry.acked_ms.is_none() {
         // Local only: another owner restoring the entry without it sends
         // the same ack once more, which acks allow.
@@ -333,6 +347,30 @@ fn count_outcome(shared: &Shared, entry: &Entry) {
         State::Failed { .. } => s.failed += 1,
         _ => {}
     });
+}
+
+/// Tells the buyer the outcome on the replies topic
+/// ([`hashbuy_core::replies::outcome`]); which limit refused a rejected
+/// command is read from its reason ([`limits::refusal`]).
+async fn send_reply(shared: &Shared, entry: &Entry, ack: &PaymentAck) -> Result<(), RunError> {
+    let refusal = match &entry.state {
+        State::Rejected { reason } => limits::refusal(reason),
+        _ => Refusal::Other,
+    };
+    let Some(reply) = replies::outcome(&entry.command, ack, refusal) else {
+        return Ok(());
+    };
+    shared
+        .produce(
+            &shared.config.topics.replies,
+            Some(reply.user_id.as_bytes()),
+            &reply.encode_to_vec(),
+            "cannot produce a reply",
+        )
+        .await?;
+    shared.count(|s| s.replies += 1);
+    metrics::counter!("hashbuy_settler_replies_total").increment(1);
+    Ok(())
 }
 
 async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {

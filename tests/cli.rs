@@ -140,6 +140,60 @@ fn inspect_decides_every_sample_line() {
         .starts_with("invalid JSON"));
 }
 
+/// With a confirm-mode offer, `inspect` reads the file as one partition
+/// and says each step of the flow: pending, confirmed, cancelled, expired.
+#[test]
+fn inspect_explains_the_confirm_flow_line_by_line() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let catalog = dir.path().join("catalog.toml");
+    let read = |name: &str| std::fs::read_to_string(sample(name)).expect("sample");
+    std::fs::write(
+        &catalog,
+        read("catalog.toml") + "\n" + &read("confirm-catalog.toml"),
+    )
+    .expect("written");
+    let lines = json_lines(&hashbuy(&[
+        "inspect",
+        &sample("confirm.jsonl"),
+        "--catalog",
+        catalog.to_str().expect("path"),
+        "--accounts",
+        &sample("accounts.json"),
+    ]));
+    let steps: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| {
+            l["decision"]["flow"]
+                .as_array()
+                .expect("the flow's steps")
+                .iter()
+                .map(|s| s["step"].as_str().expect("a step").to_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            vec!["pending"],
+            vec!["confirmed"],
+            vec!["pending"],
+            vec!["cancelled"],
+            vec!["pending"],
+            vec!["expired"]
+        ]
+    );
+    let confirmed = &lines[1]["decision"];
+    assert_eq!(confirmed["commands"][0]["offer_id"], "blue-hoodie");
+    assert_eq!(
+        confirmed["commands"][0]["tweet_id"], lines[0]["id"],
+        "the purchase tweet's command"
+    );
+    assert!(lines[0]["decision"]["flow"][0]["reply"]
+        .as_str()
+        .expect("the prompt")
+        .starts_with("Tweet #ConfirmBlueHoodie within 15 min"));
+}
+
 #[test]
 fn inspect_without_tables_reads_stdin_and_compressed_files() {
     let plain = std::fs::read(sample("tweets.jsonl")).expect("sample");

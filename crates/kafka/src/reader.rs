@@ -238,6 +238,51 @@ impl TopicReader {
     }
 }
 
+/// Why [`read_to_end`] stopped early.
+#[derive(Debug)]
+pub enum ReadToEnd<E> {
+    /// Nothing was read for [`RESTORE_STALL`].
+    Stalled {
+        /// How long it read nothing.
+        waited: Duration,
+        /// The last error reading, if any.
+        last_error: Option<String>,
+    },
+    /// The handler of a record failed.
+    Record(E),
+}
+
+/// Reads `reader` (opened with `exit_at_end`) to its end, handing each
+/// record to `each`: a state changelog's restore. Errors reading are
+/// retried, the client reconnecting by itself, until [`RESTORE_STALL`]
+/// passes without a record; `what` names the changelog in their warnings.
+pub fn read_to_end<E>(
+    reader: &mut TopicReader,
+    what: &str,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> Result<(), E>,
+) -> Result<(), ReadToEnd<E>> {
+    let mut stall = Stall::new(Instant::now());
+    while !reader.at_end() {
+        stall
+            .check(Instant::now())
+            .map_err(|(waited, last_error)| ReadToEnd::Stalled { waited, last_error })?;
+        let Some(message) = reader.next(Duration::from_millis(500)) else {
+            continue;
+        };
+        match message {
+            Ok(message) => {
+                stall.progressed(Instant::now());
+                each(&message).map_err(ReadToEnd::Record)?;
+            }
+            Err(e) => {
+                tracing::warn!("reading {what}: {e}; the restore goes on");
+                stall.failed(e.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How long a restore may go without reading a record of the changelog
 /// before it gives up: the brokers are gone, or the changelog cannot be
 /// read, and the partitions cannot start without their history.
@@ -246,14 +291,14 @@ pub const RESTORE_STALL: Duration = Duration::from_secs(120);
 /// Whether a restore still makes progress: errors reading a changelog are
 /// retried (the client reconnects by itself) until [`RESTORE_STALL`]
 /// passes without a record.
-pub struct Stall {
+struct Stall {
     since: Instant,
     last_error: Option<String>,
 }
 
 impl Stall {
     /// A restore starting at `now`.
-    pub fn new(now: Instant) -> Stall {
+    fn new(now: Instant) -> Stall {
         Stall {
             since: now,
             last_error: None,
@@ -261,18 +306,18 @@ impl Stall {
     }
 
     /// A record was read at `now`.
-    pub fn progressed(&mut self, now: Instant) {
+    fn progressed(&mut self, now: Instant) {
         self.since = now;
         self.last_error = None;
     }
 
     /// Reading failed with `error` (and is retried).
-    pub fn failed(&mut self, error: String) {
+    fn failed(&mut self, error: String) {
         self.last_error = Some(error);
     }
 
     /// How long it has waited, and the last error, once that is too long.
-    pub fn check(&self, now: Instant) -> Result<(), (Duration, Option<String>)> {
+    fn check(&self, now: Instant) -> Result<(), (Duration, Option<String>)> {
         let waited = now.saturating_duration_since(self.since);
         if waited >= RESTORE_STALL {
             Err((waited, self.last_error.clone()))

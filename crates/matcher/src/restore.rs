@@ -27,12 +27,12 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hashbuy_core::confirm::{Owner, PartitionFlow, Restored};
 use hashbuy_kafka::client::failed;
 use hashbuy_kafka::produce::{flush_promptly, send_to_partition_waiting, Deliveries};
-use hashbuy_kafka::reader::{ReadOptions, Stall, TopicReader};
+use hashbuy_kafka::reader::{read_to_end, ReadOptions, ReadToEnd, TopicReader};
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message;
 
@@ -128,34 +128,11 @@ fn read(config: &Config, partitions: &[i32]) -> Result<HashMap<i32, PartitionFlo
             metrics::counter!("hashbuy_matcher_changelog_gaps_total").increment(1);
         }
     }
-    let mut stall = Stall::new(Instant::now());
     let mut records = 0u64;
-    while !reader.at_end() {
-        stall
-            .check(Instant::now())
-            .map_err(|(waited, last_error)| RunError::RestoreStalled {
-                topic: topic.clone(),
-                partitions: partitions.to_vec(),
-                waited,
-                last_error,
-            })?;
-        let Some(message) = reader.next(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(
-                    "reading the pending purchases' changelog: {e}; the restore goes on"
-                );
-                stall.failed(e.to_string());
-                continue;
-            }
-        };
-        stall.progressed(Instant::now());
+    let read = read_to_end(&mut reader, "the pending purchases' changelog", |message| {
         records += 1;
         let (Some(flow), Some(key)) = (flows.get_mut(&message.partition()), message.key()) else {
-            continue;
+            return Ok::<(), RunError>(());
         };
         match flow.restore(key, message.payload()) {
             Ok(Restored::Taken) => {}
@@ -169,8 +146,9 @@ fn read(config: &Config, partitions: &[i32]) -> Result<HashMap<i32, PartitionFlo
                 metrics::counter!("hashbuy_matcher_changelog_fenced_total").increment(1);
             }
             Err(e) => {
-                // Only hashbuy writes the changelog: a record it cannot read is
-                // a bug or a foreign writer, and one user's purchases at most.
+                // Only hashbuy writes the changelog: a record it cannot
+                // read is a bug or a foreign writer, and one user's
+                // purchases at most.
                 tracing::error!(
                     partition = message.partition(),
                     offset = message.offset(),
@@ -178,6 +156,19 @@ fn read(config: &Config, partitions: &[i32]) -> Result<HashMap<i32, PartitionFlo
                 );
                 metrics::counter!("hashbuy_matcher_changelog_unreadable_total").increment(1);
             }
+        }
+        Ok(())
+    });
+    match read {
+        Ok(()) => {}
+        Err(ReadToEnd::Record(e)) => return Err(e),
+        Err(ReadToEnd::Stalled { waited, last_error }) => {
+            return Err(RunError::RestoreStalled {
+                topic: topic.clone(),
+                partitions: partitions.to_vec(),
+                waited,
+                last_error,
+            })
         }
     }
     tracing::debug!(partitions = ?partitions, records, "read the pending purchases' changelog");

@@ -11,9 +11,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use hashbuy_kafka::reader::{ReadOptions, Stall, TopicReader};
+use hashbuy_kafka::reader::{read_to_end, ReadOptions, ReadToEnd, TopicReader};
 use rdkafka::Message;
 
 use crate::entry::{key_index, now_ms, Entry, State};
@@ -57,33 +56,10 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
         }
     }
     let mut restored: HashMap<i32, usize> = partitions.iter().map(|&p| (p, 0)).collect();
-    let mut stall = Stall::new(Instant::now());
-    while !reader.at_end() {
-        stall
-            .check(Instant::now())
-            .map_err(|(waited, last_error)| RunError::RestoreStalled {
-                topic: shared.config.topics.ledger.clone(),
-                partitions: partitions.to_vec(),
-                waited,
-                last_error,
-            })?;
-        let Some(message) = reader.next(Duration::from_millis(500)) else {
-            continue;
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                // The client reconnects by itself; the stall check bounds
-                // how long that may take.
-                tracing::warn!("reading the ledger changelog: {e}; the restore goes on");
-                stall.failed(e.to_string());
-                continue;
-            }
-        };
-        stall.progressed(Instant::now());
+    let read = read_to_end(&mut reader, "the ledger changelog", |message| {
         let partition = message.partition();
         let (Some(ledger), Some(value)) = (ledgers.get(&partition), message.payload()) else {
-            continue;
+            return Ok(());
         };
         let remote: Entry = match serde_json::from_slice(value) {
             Ok(entry) => entry,
@@ -93,7 +69,7 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
                     offset = message.offset(),
                     "unreadable ledger changelog record: {e}"
                 );
-                continue;
+                return Ok(());
             }
         };
         let newer = match ledger.get(remote.command_id())? {
@@ -103,6 +79,19 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
         if newer {
             ledger.put(&remote)?;
             *restored.entry(partition).or_default() += 1;
+        }
+        Ok::<(), RunError>(())
+    });
+    match read {
+        Ok(()) => {}
+        Err(ReadToEnd::Record(e)) => return Err(e),
+        Err(ReadToEnd::Stalled { waited, last_error }) => {
+            return Err(RunError::RestoreStalled {
+                topic: shared.config.topics.ledger.clone(),
+                partitions: partitions.to_vec(),
+                waited,
+                last_error,
+            })
         }
     }
     shared.ledger.flush()?;

@@ -52,6 +52,13 @@
 //! - **After a failure** nothing more is committed: the workers' work is
 //!   thrown away and the open transaction aborted, so readers of committed
 //!   records are not held up until the broker's transaction timeout.
+//! - **Pending purchases** (confirm mode, [`crate::restore`]): each
+//!   worker owns its partition's [`PartitionFlow`](hashbuy_core::confirm::PartitionFlow)
+//!   and sends its changes with its chunks; the batch writes them to the
+//!   changelog with its outputs and offsets. A newly assigned partition's
+//!   are restored and claimed by the coordinator, in the rebalance, before
+//!   its worker starts; after an aborted transaction they are restored
+//!   again, as the same owner.
 //! - **Poison records** never stop it: a dead letter is fitted to the
 //!   producer's record limit ([`hashbuy_proto::dead_letter::fit`]), its
 //!   payload cut if need be, with the original size and SHA-256.

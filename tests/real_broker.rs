@@ -72,8 +72,9 @@ fn topics_replay_and_tail_on_a_real_broker() {
     assert_eq!(lines.len(), 18, "every non-blank sample line");
     let keyed = lines.iter().filter(|l| l["key"] == "12345").count();
     assert_eq!(
-        keyed, 5,
-        "the sample's tweets by user 12345, all keyed by that user"
+        keyed, 6,
+        "the sample's five tweets by user 12345 and the delete notice of one, all keyed by \
+         that user"
     );
 }
 

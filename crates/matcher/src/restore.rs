@@ -7,9 +7,12 @@
 //! [`crate::batch`]). Read to its end with `read_committed`, it holds the
 //! pending purchases as of the group's committed offset (exactly once) or
 //! after it (at least once), which is where the new owner starts reading
-//! tweets. A transaction still open on it (a previous owner's last batch,
-//! being aborted or committed) holds the read back until it ends, which is
-//! what makes the hand-over exact. Errors reading it are retried until
+//! tweets. The read comes after the partitions' committed offsets were
+//! fetched ([`hashbuy_kafka::loss::check_starts`]), which waits for them
+//! to be stable: a previous owner's last transaction is committed or
+//! aborted by then, so the read, which ends at the last stable offset,
+//! holds all of it or none. That order is what makes the hand-over exact.
+//! Errors reading it are retried until
 //! [`RESTORE_STALL`](hashbuy_kafka::reader::RESTORE_STALL) passes without
 //! a record.
 //!

@@ -474,14 +474,14 @@ impl PartitionFlow {
             }) => (user_id, None),
             _ => return,
         };
+        if let Some(at_ms) = at_ms {
+            self.advance(at_ms, out);
+        }
         if self
             .as_of
             .get(author.as_ref())
             .is_some_and(|&as_of| offset < as_of)
         {
-            if let Some(at_ms) = at_ms {
-                self.advance(at_ms, out);
-            }
             return;
         }
         match record {
@@ -490,7 +490,7 @@ impl PartitionFlow {
                     Decision::Confirm(steps) => Some(steps),
                     _ => None,
                 };
-                self.tweet(tweet, steps, out);
+                self.steps(tweet, steps, out);
             }
             Record::Notice(Notice::Delete {
                 id: Some(id),
@@ -503,14 +503,18 @@ impl PartitionFlow {
 
     /// Handles a tweet the rules decided: stream time moves to its time if
     /// it carries a hashtag (see the module docs), windows that closed by
-    /// then expire, and then
-    /// its confirmations and purchases (`steps`, from
-    /// [`Decision::Confirm`]; `None` for any
-    /// other decision) are done. What happened is appended to `out`.
+    /// then expire, and then its confirmations and purchases (`steps`, from
+    /// [`Decision::Confirm`]; `None` for any other decision) are done. What
+    /// happened is appended to `out`.
     pub fn tweet(&mut self, tweet: &Tweet<'_>, steps: Option<&ConfirmSteps>, out: &mut Vec<Step>) {
         if let Some(at_ms) = clock_time(tweet) {
             self.advance(at_ms, out);
         }
+        self.steps(tweet, steps, out);
+    }
+
+    /// Does a tweet's confirmations, then its purchases.
+    fn steps(&mut self, tweet: &Tweet<'_>, steps: Option<&ConfirmSteps>, out: &mut Vec<Step>) {
         let Some(steps) = steps else {
             return;
         };

@@ -66,25 +66,21 @@ pub fn send_waiting(
     value: &[u8],
     give_up: impl Fn() -> bool,
 ) -> Result<(), KafkaError> {
-    send_to_partition_waiting(producer, topic, None, key, Some(value), give_up)
+    send_to_partition_waiting(producer, topic, None, key, value, give_up)
 }
 
 /// [`send_waiting`] to a chosen partition (`None`: by the key, as the
-/// producer's partitioner picks) and with an absent value allowed (`None`:
-/// a tombstone, which deletes the key from a compacted topic).
+/// producer's partitioner picks).
 pub fn send_to_partition_waiting(
     producer: &BaseProducer<Deliveries>,
     topic: &str,
     partition: Option<i32>,
     key: Option<&[u8]>,
-    value: Option<&[u8]>,
+    value: &[u8],
     give_up: impl Fn() -> bool,
 ) -> Result<(), KafkaError> {
     loop {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic);
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
+        let mut record = BaseRecord::to(topic).payload(value);
         if let Some(key) = key {
             record = record.key(key);
         }

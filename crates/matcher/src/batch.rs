@@ -290,11 +290,7 @@ impl Batch {
 
     /// Waits until everything produced is delivered (at least once).
     fn deliver(&self) -> Result<(), RunError> {
-        flush_promptly(&self.producer, CALL_TIMEOUT).map_err(failed("cannot deliver the batch"))?;
-        match self.producer.context().failures() {
-            Some((count, first)) => Err(RunError::Undelivered { count, first }),
-            None => Ok(()),
-        }
+        deliver(&self.producer, "cannot deliver the batch")
     }
 
     fn clear(&mut self) {
@@ -308,6 +304,19 @@ impl Batch {
         self.dead_letters = 0;
         self.skimmed = 0;
         self.malformed_samples = 0;
+    }
+}
+
+/// Waits until everything `producer` queued is delivered; `what` says what
+/// failed if it was not.
+pub(crate) fn deliver(
+    producer: &BaseProducer<Deliveries>,
+    what: &'static str,
+) -> Result<(), RunError> {
+    flush_promptly(producer, CALL_TIMEOUT).map_err(failed(what))?;
+    match producer.context().failures() {
+        Some((count, first)) => Err(RunError::Undelivered { count, first }),
+        None => Ok(()),
     }
 }
 
@@ -326,7 +335,7 @@ fn send_changelog(
         &config.topics.pending,
         Some(partition),
         Some(key.as_bytes()),
-        Some(value),
+        value,
         || false,
     )
     .map_err(|e| failed("cannot write the pending purchases' changelog")(e).into())

@@ -34,12 +34,13 @@ use std::time::Instant;
 
 use hashbuy_core::confirm::{Owner, PartitionFlow, Restored};
 use hashbuy_kafka::client::failed;
-use hashbuy_kafka::produce::{flush_promptly, send_to_partition_waiting, Deliveries};
+use hashbuy_kafka::produce::{send_to_partition_waiting, Deliveries};
 use hashbuy_kafka::reader::{read_to_end, ReadOptions, ReadToEnd, TopicReader};
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::BaseProducer;
 use rdkafka::Message;
 
-use crate::run::{Config, RunError, CALL_TIMEOUT};
+use crate::batch::deliver;
+use crate::run::{Config, RunError};
 
 /// How many claims of a partition may lose a race before the matcher
 /// gives up on it.
@@ -58,7 +59,7 @@ pub(crate) fn restore(
     let mut flows = read(config, partitions)?;
     let mut claims: HashMap<i32, Owner> = HashMap::new();
     for _ in 0..CLAIMS {
-        let mut lost = Vec::new();
+        let mut to_claim = Vec::new();
         for &partition in partitions {
             let Some(flow) = flows.get_mut(&partition) else {
                 continue;
@@ -66,16 +67,15 @@ pub(crate) fn restore(
             let restored = flow.restored_owner();
             match owned.get(&partition).or(claims.get(&partition)) {
                 Some(&mine) if restored == mine => flow.resume(mine),
-                // Ours was first of its epoch, or another's came first:
-                // claim the next.
+                // Another claim of our epoch came first: claim the next.
                 Some(&mine) if restored.epoch == mine.epoch && claims.contains_key(&partition) => {
-                    lost.push(partition)
+                    to_claim.push(partition)
                 }
                 Some(_) => return Err(RunError::PartitionClaimed { partition }),
-                None => lost.push(partition),
+                None => to_claim.push(partition),
             }
         }
-        if lost.is_empty() {
+        if to_claim.is_empty() {
             let pending: usize = flows.values().map(PartitionFlow::pending).sum();
             tracing::info!(
                 partitions = ?partitions,
@@ -85,8 +85,8 @@ pub(crate) fn restore(
             );
             return Ok(flows);
         }
-        claims.extend(claim(config, &mut flows, &lost)?);
-        for (partition, flow) in read(config, &lost)? {
+        claims.extend(claim(config, &mut flows, &to_claim)?);
+        for (partition, flow) in read(config, &to_claim)? {
             flows.insert(partition, flow);
         }
     }
@@ -206,15 +206,11 @@ fn claim(
             &config.topics.pending,
             Some(partition),
             Some(key.as_bytes()),
-            Some(&value),
+            &value,
             || false,
         )
         .map_err(failed("cannot write the pending purchases' changelog"))?;
     }
-    flush_promptly(&producer, CALL_TIMEOUT)
-        .map_err(failed("cannot deliver the pending purchases' claim"))?;
-    if let Some((count, first)) = producer.context().failures() {
-        return Err(RunError::Undelivered { count, first });
-    }
+    deliver(&producer, "cannot deliver the pending purchases' claim")?;
     Ok(owners)
 }

@@ -108,21 +108,30 @@ pub fn send_to_partition_waiting(
 /// each flush that finds anything in flight takes at least 100 ms. This one
 /// serves reports without waiting and sleeps 1 ms between looks (a `poll`
 /// of 1 ms would spin: it rounds its remaining time down to 0 ms), so a
-/// batch commit is not held up for longer than the broker takes.
+/// batch commit is not held up for longer than the broker takes. A `poll`
+/// without waiting serves one event, and delivery reports come one event
+/// per partition's batch, so it polls again at once while that brings the
+/// count down: sleeping after each would cost a millisecond a partition
+/// (a changelog round over 128 partitions took 100 to 150 ms that way).
 pub fn flush_promptly(
     producer: &BaseProducer<Deliveries>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     let deadline = std::time::Instant::now() + timeout;
+    let mut in_flight = producer.in_flight_count();
     loop {
         producer.poll(Duration::ZERO);
-        if producer.in_flight_count() == 0 {
+        let left = producer.in_flight_count();
+        if left == 0 {
             return Ok(());
         }
         if std::time::Instant::now() >= deadline {
             return Err(KafkaError::Flush(RDKafkaErrorCode::RequestTimedOut));
         }
-        std::thread::sleep(Duration::from_millis(1));
+        if left >= in_flight {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        in_flight = left;
     }
 }
 

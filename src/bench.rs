@@ -70,6 +70,15 @@ pub struct Args {
     /// Impacting Retweet in Twitter Network", IEEE SocialCom 2010.
     #[arg(long, default_value_t = hashbuy_gen::DEFAULT_HASHTAG_SHARE, value_parser = crate::gen::fraction)]
     hashtag_share: f64,
+    /// Share of the offers in confirm mode, between 0 and 1, as `hashbuy
+    /// gen --confirm-share`: their purchases are held pending, prompted,
+    /// confirmed or expired, and written to the `pending-purchases`
+    /// changelog and the `replies` topic. Each matcher run gets a
+    /// changelog of its own (`pending-purchases-<run>-<mode>`), so no run
+    /// restores another's pending purchases; that needs the embedded
+    /// broker. The plain matcher buys them directly.
+    #[arg(long, default_value_t = 0.0, value_parser = crate::gen::fraction)]
+    confirm_share: f64,
     /// Partitions of the embedded broker's topics. The embedded broker
     /// keeps at most 5 MB per partition, so this bounds `--tweets`
     /// (about 1,700 generated tweets a partition).
@@ -135,9 +144,21 @@ impl Figures {
 
 /// Runs `hashbuy bench`.
 pub fn run(args: Args) -> Result<()> {
+    let modes = ["ceiling", "plain", "exactly-once", "at-least-once"];
+    let changelogs: Vec<String> = if args.confirm_share > 0.0 {
+        (0..args.runs)
+            .flat_map(|run| modes[2..].iter().map(move |mode| pending_topic(run, mode)))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let started_broker = match &args.brokers {
+        Some(_) if !changelogs.is_empty() => bail!(
+            "--confirm-share needs the embedded broker: each matcher run reads and writes a \
+             pending-purchases changelog of its own, which hashbuy bench creates only there"
+        ),
         Some(_) => None,
-        None => Some(BrokerChild::start(args.partitions)?),
+        None => Some(BrokerChild::start(args.partitions, &changelogs)?),
     };
     let connection = Connection {
         brokers: match (&args.brokers, &started_broker) {
@@ -153,6 +174,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut generator = Generator::new(Options {
         purchase_share: args.purchase_share,
         hashtag_share: args.hashtag_share,
+        confirm_share: args.confirm_share,
         ..Options::default()
     });
     let catalog = Catalog::from_file_text(
@@ -195,7 +217,6 @@ pub fn run(args: Args) -> Result<()> {
     );
 
     let mut results: HashMap<&'static str, Vec<Figures>> = HashMap::new();
-    let modes = ["ceiling", "plain", "exactly-once", "at-least-once"];
     let workers = settings.workers.max(1);
     for run in 0..args.runs {
         for mode in modes {
@@ -210,7 +231,17 @@ pub fn run(args: Args) -> Result<()> {
                     stored,
                     (&tables.0, &tables.1),
                 )?,
-                _ => matcher_run(&connection, &settings, &group, mode, Arc::clone(&matcher))?,
+                _ => {
+                    let topics = Topics {
+                        pending: pending_topic(run, mode),
+                        ..Topics::default()
+                    };
+                    let config = MatchConfig {
+                        group: group.clone(),
+                        ..settings.clone()
+                    };
+                    matcher_run(&connection, config, topics, mode, Arc::clone(&matcher))?
+                }
             };
             figures.broker_cpu = started_broker
                 .as_ref()
@@ -257,6 +288,7 @@ pub fn run(args: Args) -> Result<()> {
         "validate": settings.validate,
         "purchase_share": args.purchase_share,
         "hashtag_share": args.hashtag_share,
+        "confirm_share": args.confirm_share,
         "runs": args.runs,
         "consumers": consumers,
     });
@@ -372,21 +404,20 @@ fn produce(
 /// The matcher's loop in one delivery mode, to the end of the topic.
 fn matcher_run(
     connection: &Connection,
-    settings: &MatchConfig,
-    group: &str,
+    settings: MatchConfig,
+    topics: Topics,
     mode: &str,
     matcher: Arc<Matcher>,
 ) -> Result<Figures> {
     let config = MatchConfig {
-        group: group.to_owned(),
         delivery: if mode == "exactly-once" {
             DeliveryArg::ExactlyOnce
         } else {
             DeliveryArg::AtLeastOnce
         },
-        ..settings.clone()
+        ..settings
     }
-    .run_config(connection.clone(), Topics::default(), true);
+    .run_config(connection.clone(), topics, true);
     let stop = AtomicBool::new(false);
     let cpu = cpu_time();
     let summary = run::run(matcher, &config, &stop, &Health::default())
@@ -397,6 +428,11 @@ fn matcher_run(
         cpu: cpu_time().saturating_sub(cpu),
         broker_cpu: None,
     })
+}
+
+/// The pending-purchases changelog of one matcher run (`--confirm-share`).
+fn pending_topic(run: u32, mode: &str) -> String {
+    format!("{}-{run}-{mode}", Topics::default().pending)
 }
 
 /// Reads `expected` records in a fresh group, counting bytes only: the
@@ -554,7 +590,8 @@ pub(crate) struct BrokerChild {
 }
 
 impl BrokerChild {
-    pub(crate) fn start(partitions: u32) -> Result<Self> {
+    /// Starts `hashbuy broker` with hashbuy's topics and `extra` ones.
+    pub(crate) fn start(partitions: u32, extra: &[String]) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("no free port")?
@@ -563,6 +600,15 @@ impl BrokerChild {
         let child = Command::new(exe)
             .args(["broker", "--port", &port.to_string()])
             .args(["--partitions", &partitions.to_string()])
+            .arg("--topics")
+            .arg(
+                Topics::default()
+                    .all()
+                    .into_iter()
+                    .chain(extra.iter().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

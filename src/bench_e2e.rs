@@ -245,7 +245,7 @@ pub fn run(args: Args) -> Result<()> {
     // SIGTERM) the bench.
     let stop = kafka_args::stop_flag()?;
     let captured = Captured::install()?;
-    let broker = BrokerChild::start(args.partitions)?;
+    let broker = BrokerChild::start(args.partitions, &[])?;
     let connection = Connection {
         brokers: broker.address.clone(),
         properties: args.properties.clone(),

@@ -194,10 +194,15 @@ fn matcher(document: &Value) -> String {
     let records = document["batch_records"]
         .as_u64()
         .map_or_else(String::new, |n| format!(" or {n} records"));
+    // Files from before `--confirm-share` have none: every offer direct.
+    let confirm = match document["confirm_share"].as_f64() {
+        Some(share) if share > 0.0 => format!(", offers in confirm mode {:.0}%", share * 100.0),
+        _ => String::new(),
+    };
     let _ = writeln!(
         table,
         "\n{} tweets over {} partitions, {} workers, batches of up to {} ms{records}, `--validate \
-         {}`; purchase share {}, hashtag share {}; medians of {} runs, each run's ratios to its \
+         {}`; purchase share {}, hashtag share {}{confirm}; medians of {} runs, each run's ratios to its \
          own ceiling. {}.",
         document["tweets"],
         document["partitions"],

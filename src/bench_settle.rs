@@ -90,7 +90,7 @@ fn command(i: u64, prefix: &str) -> PaymentCommand {
 
 /// Runs `hashbuy bench-settle`.
 pub fn run(args: Args) -> Result<()> {
-    let broker = BrokerChild::start(args.partitions)?;
+    let broker = BrokerChild::start(args.partitions, &[])?;
     let connection = Connection {
         brokers: broker.address.clone(),
         properties: Vec::new(),

@@ -43,6 +43,12 @@ pub struct Args {
     /// Number of users with a linked card.
     #[arg(long, default_value_t = 10_000)]
     linked_users: usize,
+    /// Share of the offers in confirm mode, between 0 and 1. A purchase
+    /// tweet of one is confirmed by its author's tweet with the offer's
+    /// confirmation hashtag within 5 minutes of stream time 80% of the
+    /// time; the rest expire. 0 writes the stream it wrote before.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    confirm_share: f64,
     /// Write the catalog here (TOML if the name ends in `.toml`, else JSON).
     #[arg(long)]
     catalog_out: Option<PathBuf>,
@@ -69,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
         hashtag_share: args.hashtag_share,
         offers: args.offers,
         linked_users: args.linked_users,
+        confirm_share: args.confirm_share,
         ..Options::default()
     });
     if let Some(path) = &args.catalog_out {

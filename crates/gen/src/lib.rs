@@ -97,6 +97,11 @@
 //! counts, so those never buy; a quote without a sign cannot quote one). Offers are chosen with a skew (a few hot offers) and so are linked
 //! buyers (a few heavy buyers), so `max_per_user` and `spend_limit` bite.
 //!
+//! With [`Options::confirm_share`], a share of the offers are in confirm
+//! mode (README, "Confirm mode"), and most purchase tweets of one are
+//! followed, seconds to two minutes later, by a tweet of the same author
+//! with the offer's confirmation hashtag; the others expire.
+//!
 //! # Catalog and accounts
 //!
 //! Offers have hashtags like `BuyRedSneakers42` (a few accented, like
@@ -129,6 +134,8 @@ mod text;
 mod tweet;
 mod world;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
 
 use hashbuy_core::tables::{AccountsFile, CatalogFile};
@@ -204,7 +211,28 @@ pub struct Options {
     /// Pace of line times: line `n` is at `start_ms + n * 1000 /
     /// tweets_per_second` (0 counts as 1). Default 6_000.
     pub tweets_per_second: u32,
+    /// Share (0..=1) of the offers in confirm mode, spread evenly over the
+    /// catalog, each with its confirmation hashtag written out. A purchase
+    /// tweet of one (a tweet of its own; retweets never buy, and quotes
+    /// are left unconfirmed) is followed, with probability
+    /// [`CONFIRMED_SHARE`], by its author's tweet with the confirmation
+    /// hashtag between 1 second and [`CONFIRM_AFTER_S`] seconds of stream
+    /// time later (log-uniform: most shoppers confirm within seconds); the
+    /// rest expire, and confirmations due after the last line are never
+    /// written. Choosing the offers draws nothing from the generator, so 0
+    /// gives the bytes it gave before the option existed. Values outside
+    /// are clamped; NaN counts as 0. Default 0.
+    pub confirm_share: f64,
 }
+
+/// Share of the purchases of confirm-mode offers that their author
+/// confirms (see [`Options::confirm_share`]).
+pub const CONFIRMED_SHARE: f64 = 0.8;
+
+/// Longest a confirmation follows its purchase, in seconds of stream
+/// time: inside the default window of 15 minutes, so a confirmed purchase
+/// buys.
+pub const CONFIRM_AFTER_S: u64 = 120;
 
 impl Default for Options {
     fn default() -> Self {
@@ -217,6 +245,7 @@ impl Default for Options {
             users: 200_000,
             start_ms: DEFAULT_START_MS,
             tweets_per_second: 6_000,
+            confirm_share: 0.0,
         }
     }
 }
@@ -275,6 +304,8 @@ enum Pos {
 #[derive(Clone, Copy)]
 enum Item {
     Catalog(u32),
+    /// The confirmation hashtag of a confirm-mode offer.
+    Confirm(u32),
     Tag(&'static str),
     Mention(u32),
     Cashtag(&'static str),
@@ -384,6 +415,8 @@ pub struct Generator {
     limit_track: u64,
     texts: [Text; 4],
     tmp: Vec<u8>,
+    /// Confirmations to write: (line, author, offer), the earliest first.
+    confirmations: BinaryHeap<Reverse<(u64, u32, u32)>>,
 }
 
 impl fmt::Debug for Generator {
@@ -407,6 +440,7 @@ impl Generator {
             options.users,
             options.linked_users,
             options.offers,
+            share(options.confirm_share),
             options.start_ms,
         );
         Generator {
@@ -425,6 +459,7 @@ impl Generator {
             limit_track: 0,
             texts: Default::default(),
             tmp: Vec::new(),
+            confirmations: BinaryHeap::new(),
         }
     }
 
@@ -448,8 +483,15 @@ impl Generator {
         let start = out.len();
         let escape = chance(&mut self.rng, ESCAPED_SHARE);
         let mut texts = std::mem::take(&mut self.texts);
-        let r: f64 = self.rng.gen();
-        if r < self.purchase_share && !self.world.offers.is_empty() {
+        let due = match self.confirmations.peek() {
+            Some(Reverse((line, ..))) if *line <= n => self.confirmations.pop(),
+            _ => None,
+        };
+        if let Some(Reverse((_, author, offer))) = due {
+            let mut plan = Plan::new(Lang::En);
+            plan.add(Pos::Mid, Item::Confirm(offer));
+            self.single(out, ms, &mut texts, author, &plan);
+        } else if self.rng.gen::<f64>() < self.purchase_share && !self.world.offers.is_empty() {
             self.purchase(out, ms, &mut texts);
         } else {
             self.other(out, ms, &mut texts);
@@ -960,6 +1002,33 @@ impl Generator {
             let long = chance(&mut self.rng, 0.06);
             let plan = self.purchase_plan(author, ms, long, false);
             self.single(out, ms, texts, author, &plan);
+            self.schedule_confirmations(author, &plan);
+        }
+    }
+
+    /// Schedules the confirmations of the confirm-mode offers a purchase
+    /// tweet by `author` buys (see [`Options::confirm_share`]). Draws only
+    /// for such offers, so a catalog without them leaves the bytes alone.
+    fn schedule_confirmations(&mut self, author: u32, plan: &Plan) {
+        for (_, item) in plan.items.iter().flatten() {
+            let Item::Catalog(offer) = *item else {
+                continue;
+            };
+            let confirm_mode = self
+                .world
+                .offers
+                .get(offer as usize)
+                .is_some_and(|o| o.confirm.is_some());
+            if confirm_mode && chance(&mut self.rng, CONFIRMED_SHARE) {
+                let ms = self
+                    .rng
+                    .gen_range(0f64..(CONFIRM_AFTER_S as f64).ln())
+                    .exp()
+                    * 1e3;
+                let after = (ms * self.tps as f64 / 1e3) as u64;
+                let line = self.lines.saturating_add(after);
+                self.confirmations.push(Reverse((line, author, offer)));
+            }
         }
     }
 
@@ -1073,6 +1142,11 @@ fn item_len(w: &World, item: Item) -> u32 {
             .offers
             .get(o as usize)
             .map_or(0, |o| o.tag.chars().count()),
+        Item::Confirm(o) => w
+            .offers
+            .get(o as usize)
+            .and_then(|o| o.confirm.as_ref())
+            .map_or(0, |c| c.chars().count()),
         Item::Tag(s) | Item::Cashtag(s) => s.chars().count(),
         Item::Mention(u) => w.screen_name(u).len(),
     };
@@ -1104,6 +1178,11 @@ fn place_item(rng: &mut ChaCha8Rng, w: &World, t: &mut Text, item: Item) {
                     tag.extend(chars);
                     t.push_tag(sign, &tag);
                 }
+            }
+        }
+        Item::Confirm(o) => {
+            if let Some(confirm) = w.offers.get(o as usize).and_then(|o| o.confirm.as_ref()) {
+                t.push_tag("#", confirm);
             }
         }
         Item::Tag(tag) => {

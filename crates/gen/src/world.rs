@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use hashbuy_core::hashtag::normalize;
-use hashbuy_core::tables::{AccountRow, AccountsFile, CatalogFile, OfferRow};
+use hashbuy_core::tables::{
+    default_confirm_hashtag, AccountRow, AccountsFile, CatalogFile, ModeRow, OfferRow,
+};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -89,6 +91,8 @@ pub(crate) struct OfferTag {
     pub upper: String,
     /// Decomposed (NFD) spelling, for accented hashtags.
     pub nfd: Option<String>,
+    /// The confirmation hashtag of a confirm-mode offer.
+    pub confirm: Option<String>,
 }
 
 /// A link: how it appears in text and its entity up to the indices.
@@ -131,6 +135,7 @@ impl World {
         users: usize,
         linked: usize,
         offers: usize,
+        confirm_share: f64,
         start_ms: i64,
     ) -> World {
         let users = users.max(linked).max(1);
@@ -167,7 +172,7 @@ impl World {
             catalog: CatalogFile::default(),
             accounts: AccountsFile::default(),
         };
-        world.build_catalog(rng, offers, start_ms);
+        world.build_catalog(rng, offers, confirm_share, start_ms);
         world.build_accounts(rng);
         world
     }
@@ -267,7 +272,13 @@ impl World {
         out.extend_from_slice(b"]}");
     }
 
-    fn build_catalog(&mut self, rng: &mut ChaCha8Rng, offers: usize, start_ms: i64) {
+    fn build_catalog(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        offers: usize,
+        confirm_share: f64,
+        start_ms: i64,
+    ) {
         let merchants = offers.div_ceil(30).clamp(1, 300);
         let merchant_ids: Vec<String> = (0..merchants)
             .map(|j| {
@@ -385,6 +396,16 @@ impl World {
             };
             let lower = tag.to_lowercase();
             let upper = tag.to_uppercase();
+            let confirm = in_share(i, confirm_share).then(|| {
+                let derived = default_confirm_hashtag(&tag);
+                let mut confirm = derived.clone();
+                let mut k = 0;
+                while !keys.insert(normalize(&confirm).into_owned()) {
+                    k += 1;
+                    confirm = format!("{derived}x{k}");
+                }
+                confirm
+            });
             self.catalog.offers.push(OfferRow {
                 hashtag: tag.clone(),
                 offer_id,
@@ -395,8 +416,8 @@ impl World {
                 ends_at: ends.and_then(DateTime::<Utc>::from_timestamp_millis),
                 max_per_user,
                 title: None,
-                mode: None,
-                confirm_hashtag: None,
+                mode: confirm.is_some().then_some(ModeRow::Confirm),
+                confirm_hashtag: confirm.clone(),
                 confirm_window_s: None,
             });
             self.offers.push(OfferTag {
@@ -404,6 +425,7 @@ impl World {
                 lower,
                 upper,
                 nfd,
+                confirm,
             });
         }
     }
@@ -827,4 +849,13 @@ fn place(p: &pools::PlaceRow) -> String {
 /// Centre of a place of [`pools::PLACES`].
 pub(crate) fn place_centre(i: usize) -> (f64, f64) {
     pools::PLACES.get(i).map_or((0.0, 0.0), |p| (p.6, p.7))
+}
+
+/// Whether item `i` of a sequence is among a `share` of its items spread
+/// evenly (exactly `floor(n * share)` of the first `n`), without drawing
+/// from the generator: a share of 0 leaves every other draw, and so the
+/// bytes, as they were.
+fn in_share(i: usize, share: f64) -> bool {
+    let before = (i as f64 * share).floor();
+    ((i + 1) as f64 * share).floor() > before
 }

@@ -651,3 +651,88 @@ fn odd_options_do_not_panic() -> Result {
     }
     Ok(())
 }
+
+#[test]
+fn confirm_share_puts_offers_in_confirm_mode_and_their_buyers_confirm() -> Result {
+    use hashbuy_core::tables::ModeRow;
+    use std::collections::HashMap;
+
+    let options = Options {
+        confirm_share: 0.5,
+        tweets_per_second: 100,
+        ..small(11, 0.2)
+    };
+    let mut generator = Generator::new(options);
+    let file = generator.catalog();
+    let catalog = Catalog::from_file_text("catalog.json", &serde_json::to_string(&file)?)?;
+    assert_eq!(catalog.len(), 500);
+    // Confirmation hashtag -> purchase hashtag, both normalized.
+    let confirm: HashMap<String, String> = file
+        .offers
+        .iter()
+        .filter(|o| o.mode == Some(ModeRow::Confirm))
+        .map(|o| {
+            let confirmation = o.confirm_hashtag.as_deref().unwrap_or_default();
+            (
+                normalize(confirmation).into_owned(),
+                normalize(&o.hashtag).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(confirm.len(), 250, "half the offers, evenly");
+    let confirm_offers: HashSet<&String> = confirm.values().collect();
+
+    // (author, purchase hashtag) and time of each purchase and confirmation.
+    let mut purchases: Vec<((String, String), i64)> = Vec::new();
+    let mut confirmations: Vec<((String, String), i64)> = Vec::new();
+    for line in lines(&mut generator, 30_000) {
+        let tweet = parse(&line)?;
+        if is_notice(&tweet)
+            || tweet.get("retweeted_status").is_some()
+            || tweet.get("quoted_status").is_some()
+        {
+            continue;
+        }
+        let author = tweet["user"]["id_str"].as_str().unwrap_or_default();
+        let ms: i64 = tweet["timestamp_ms"]
+            .as_str()
+            .and_then(|ms| ms.parse().ok())
+            .ok_or("a tweet has a time")?;
+        for tag in own_hashtags(&tweet) {
+            let key = normalize(&tag).into_owned();
+            if let Some(offer) = confirm.get(&key) {
+                confirmations.push(((author.to_owned(), offer.clone()), ms));
+            } else if confirm_offers.contains(&key) {
+                purchases.push(((author.to_owned(), key), ms));
+            }
+        }
+    }
+    // Every confirmation follows its author's purchase of the offer by at
+    // most two minutes.
+    for (bought, ms) in &confirmations {
+        assert!(
+            purchases
+                .iter()
+                .any(|(p, at)| p == bought && (0..=120_000).contains(&(ms - at))),
+            "{bought:?} confirmed at {ms} with no purchase in the two minutes before"
+        );
+    }
+    // About 80% of the purchases made two minutes before the end are
+    // confirmed.
+    let end = purchases.last().map_or(0, |(_, ms)| *ms);
+    let early: Vec<_> = purchases
+        .iter()
+        .filter(|(_, ms)| end - ms > 120_000)
+        .collect();
+    let confirmed = early
+        .iter()
+        .filter(|(bought, at)| {
+            confirmations
+                .iter()
+                .any(|(c, ms)| c == bought && (0..=120_000).contains(&(ms - at)))
+        })
+        .count();
+    assert!(early.len() > 500, "{} early purchases", early.len());
+    assert_share("confirmed purchases", confirmed, early.len(), 0.8);
+    Ok(())
+}

@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
 """Checks docker-compose.yml where no Docker engine can run it.
 
-Usage: check-compose.py HASHBUY_BINARY
+Usage: check-compose.py HASHBUY_BINARY [COMPOSE_FILE]
 
-Some of what a `docker compose up` would trip on, checked statically (it
-is not compose's schema validation, which needs the compose tool):
+COMPOSE_FILE defaults to the repository's docker-compose.yml; another file
+(a broken copy, say) is checked as if it stood in its place: the paths it
+names are looked up in the repository.
 
-- the file parses, and uses only the keys this file is meant to use (a
+Some of what a `docker compose up` would trip on, checked statically:
+
+- the file validates against the Compose Specification's JSON schema,
+  vendored in .ci/compose-spec/ (its README says which version), under the
+  draft the schema declares; each error is printed with its JSON path, and
+  the checks below, which assume a well-formed file, run only once it
+  validates;
+- the file uses only the keys this file is meant to use (a
   key outside that small set is flagged, valid or not, so a typo fails
   here rather than at `docker compose up`);
 - every `depends_on` names a service, with a valid condition, and
@@ -28,13 +36,16 @@ is not compose's schema validation, which needs the compose tool):
 Exits non-zero with one line per problem.
 """
 
+import json
 import os
 import subprocess
 import sys
 
+import jsonschema
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA = os.path.join(ROOT, ".ci", "compose-spec", "compose-spec.json")
 TOP_KEYS = {"name", "services", "volumes"}
 SERVICE_KEYS = {
     "image", "build", "command", "entrypoint", "environment", "ports",
@@ -59,14 +70,69 @@ def dockerfile(context):
     return entrypoint, sources
 
 
+def schema_errors(compose):
+    """The compose file's errors against the vendored Compose Specification
+    schema, as (JSON path, message) pairs in path order."""
+    with open(SCHEMA) as f:
+        schema = json.load(f)
+    # The schema declares draft 7 as https://json-schema.org/draft-07/schema,
+    # which jsonschema knows only as http://json-schema.org/draft-07/schema#:
+    # left to itself it would warn and validate under its latest draft.
+    declared = schema.get("$schema", "")
+    canonical = "http://" + declared.split("://", 1)[-1].rstrip("#") + "#"
+    for uri in (declared, canonical):
+        validator = jsonschema.validators.validator_for({"$schema": uri}, default=None)
+        if validator is not None:
+            break
+    else:
+        sys.exit(f"{SCHEMA}: $schema {declared!r} is not a draft jsonschema knows")
+    validator.check_schema(schema)
+    errors = []
+    for error in validator(schema).iter_errors(compose):
+        errors += [(e.json_path, message) for e, message in explained(error)]
+    return sorted(errors)
+
+
+def explained(error):
+    """An error as the (error, message) pairs worth printing. Where no branch
+    of a oneOf/anyOf matched, the errors inside the branches meant for the
+    value's type: `depends_on` given a mapping fails its list branch on the
+    type alone, and what matters is why the mapping branch failed. A value
+    no branch takes by type is reported as such."""
+    if not error.context:
+        return [(error, error.message)]
+    mistyped = {
+        e.schema_path[0] for e in error.context if e.validator == "type" and not e.relative_path
+    }
+    fitting = [e for e in error.context if e.schema_path[0] not in mistyped]
+    if fitting:
+        return [pair for e in fitting for pair in explained(e)]
+    types = []
+    for e in error.context:
+        if e.validator == "type":
+            value = e.validator_value
+            types += value if isinstance(value, list) else [value]
+    return [(error, f"{error.instance!r} is not of type {' or '.join(map(repr, types))}")]
+
+
 def main():
     binary = sys.argv[1]
-    with open(os.path.join(ROOT, "docker-compose.yml")) as f:
+    path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "docker-compose.yml")
+    label = sys.argv[2] if len(sys.argv) > 2 else "docker-compose.yml"
+    with open(path) as f:
         compose = yaml.safe_load(f)
     problems = []
 
     def problem(where, what):
-        problems.append(f"docker-compose.yml: {where}: {what}")
+        problems.append(f"{label}: {where}: {what}")
+
+    errors = schema_errors(compose)
+    for where, what in errors:
+        problem(where, what)
+    if errors:
+        print("\n".join(problems))
+        print(f"{label}: does not match the Compose Specification schema; other checks not run")
+        sys.exit(1)
 
     for key in compose:
         if key not in TOP_KEYS and not key.startswith("x-"):
@@ -174,7 +240,7 @@ def main():
         print(line)
     if problems:
         sys.exit(1)
-    print(f"docker-compose.yml: {len(services)} services checked")
+    print(f"{label}: valid against the Compose Specification schema; {len(services)} services checked")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,13 @@ pub struct Args {
     /// provider's clock may disagree with its clients'.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     clock_skew_s: i64,
+    /// A Stripe Connect account (`acct_` then letters and digits) that
+    /// exists, so payment intents may name it as `transfer_data[destination]`
+    /// (a destination charge) or `on_behalf_of` (repeatable). An account not
+    /// listed answers 400 "No such destination" as Stripe does; with none
+    /// listed, every destination charge is refused.
+    #[arg(long = "connected-account", value_name = "ACCT")]
+    connected_accounts: Vec<String>,
 }
 
 /// Runs `hashbuy paysim`.
@@ -68,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
         key_ttl: Duration::from_secs(args.key_ttl_s),
         api_key: args.api_key,
         clock_skew_s: args.clock_skew_s,
+        connected_accounts: args.connected_accounts.into_iter().collect(),
         ..Config::default()
     })
     .context("bad paysim settings")?;

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, the request pipeline (auth, rate limit, faults,
 //! idempotency, validation, execution) and the endpoints' parameters.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -17,7 +18,9 @@ use tokio::time::Instant;
 use crate::faults::{self, Fault, Plan, Stream};
 use crate::search::Query;
 use crate::server::ConnectionHandle;
-use crate::state::{Answer, CreatedRange, KeyId, ListQuery, Lookup, NewCustomer, NewIntent, Store};
+use crate::state::{
+    Answer, Connect, CreatedRange, KeyId, ListQuery, Lookup, NewCustomer, NewIntent, Store,
+};
 use crate::wire::{test_card, ApiError, Params, TestCard};
 use crate::Config;
 
@@ -435,7 +438,7 @@ impl Sim {
         }
 
         // 4. Writes: the idempotency layer, validation, execution.
-        let command = validate(&endpoint, &params);
+        let command = validate(&endpoint, &params, &self.config);
         let mut guard = None;
         if let Some(id) = &key_id {
             let fingerprint = params.fingerprint(parts.method.as_str(), path);
@@ -661,10 +664,10 @@ fn payment_method(id: &str, status: StatusCode, param: &str) -> Result<TestCard,
 }
 
 /// Validates a POST's parameters (before the idempotency layer saves anything).
-fn validate(endpoint: &Endpoint, params: &Params) -> Result<Command, ApiError> {
+fn validate(endpoint: &Endpoint, params: &Params, config: &Config) -> Result<Command, ApiError> {
     match endpoint {
         Endpoint::CreatePaymentIntent => {
-            validate_payment_intent(params).map(Command::PaymentIntent)
+            validate_payment_intent(params, &config.connected_accounts).map(Command::PaymentIntent)
         }
         Endpoint::CreateCustomer => {
             params.check_known(
@@ -727,10 +730,17 @@ fn validate(endpoint: &Endpoint, params: &Params) -> Result<Command, ApiError> {
     }
 }
 
-fn validate_payment_intent(params: &Params) -> Result<NewIntent, ApiError> {
+fn validate_payment_intent(
+    params: &Params,
+    accounts: &BTreeSet<String>,
+) -> Result<NewIntent, ApiError> {
     params.check_known(
         &[
             "amount",
+            "application_fee_amount",
+            "on_behalf_of",
+            "transfer_data[destination]",
+            "transfer_data[amount]",
             "currency",
             "customer",
             "payment_method",
@@ -847,6 +857,7 @@ fn validate_payment_intent(params: &Params) -> Result<NewIntent, ApiError> {
             }
         }
     }
+    let connect = validate_connect(params, amount, accounts)?;
     Ok(NewIntent {
         amount,
         currency,
@@ -858,6 +869,94 @@ fn validate_payment_intent(params: &Params) -> Result<NewIntent, ApiError> {
             .get("description")
             .filter(|d| !d.is_empty())
             .map(str::to_string),
+        connect,
+    })
+}
+
+/// The Stripe Connect parameters of a payment intent of `amount`:
+/// `transfer_data[destination]`, `application_fee_amount` and
+/// `on_behalf_of`, checked as Stripe checks them for card payments. Accounts
+/// not in `accounts` do not exist. An empty value is no value, as for
+/// `customer`.
+fn validate_connect(
+    params: &Params,
+    amount: i64,
+    accounts: &BTreeSet<String>,
+) -> Result<Connect, ApiError> {
+    let nonempty = |name: &str| params.get(name).filter(|v| !v.is_empty());
+    // Stripe keeps `transfer_data[amount]` for legacy integrations and
+    // recommends `application_fee_amount` instead; simulating both would
+    // double the fee rules for no caller of paysim.
+    if nonempty("transfer_data[amount]").is_some() {
+        return Err(ApiError::invalid_request(
+            "paysim does not simulate transfer_data[amount]; take the platform's share with application_fee_amount instead.".into(),
+            None,
+            Some("transfer_data[amount]"),
+        ));
+    }
+    let destination = nonempty("transfer_data[destination]");
+    let on_behalf_of = nonempty("on_behalf_of");
+    let fee = match nonempty("application_fee_amount") {
+        None => None,
+        Some(_) => params.integer("application_fee_amount")?,
+    };
+    if let Some(fee) = fee {
+        if fee < 0 {
+            return Err(ApiError::invalid_request(
+                "This value must be greater than or equal to 0.".into(),
+                Some("parameter_invalid_integer"),
+                Some("application_fee_amount"),
+            ));
+        }
+        if fee > amount {
+            return Err(ApiError::invalid_request(
+                format!("The application_fee_amount ({fee}) cannot be greater than the amount of the PaymentIntent ({amount})."),
+                None,
+                Some("application_fee_amount"),
+            ));
+        }
+        if destination.is_none() {
+            // Stripe also takes a fee on a direct charge (made with the
+            // connected account's `Stripe-Account` header), which paysim does
+            // not simulate, so here a fee always needs a destination.
+            return Err(ApiError::invalid_request(
+                "Can only apply an application_fee_amount when the PaymentIntent is attempting a direct payment (using an OAuth key or Stripe-Account header) or destination payment (using `transfer_data[destination]`).".into(),
+                None,
+                Some("application_fee_amount"),
+            ));
+        }
+    }
+    if let Some(d) = destination.filter(|d| !accounts.contains(*d)) {
+        return Err(ApiError::resource_missing(
+            StatusCode::BAD_REQUEST,
+            "destination",
+            d,
+            "transfer_data[destination]",
+        ));
+    }
+    if let Some(o) = on_behalf_of.filter(|o| !accounts.contains(*o)) {
+        return Err(ApiError::resource_missing(
+            StatusCode::BAD_REQUEST,
+            "account",
+            o,
+            "on_behalf_of",
+        ));
+    }
+    // Stripe refuses this pair only for card payments, and paysim takes
+    // nothing but cards, so here it is always refused.
+    if let (Some(d), Some(o)) = (destination, on_behalf_of) {
+        if d != o {
+            return Err(ApiError::invalid_request(
+                "You cannot specify an on_behalf_of value that is different from the transfer_data[destination] value when using card or card_present in payment_method_types.".into(),
+                None,
+                Some("on_behalf_of"),
+            ));
+        }
+    }
+    Ok(Connect {
+        destination: destination.map(str::to_string),
+        application_fee_amount: fee,
+        on_behalf_of: on_behalf_of.map(str::to_string),
     })
 }
 
@@ -905,14 +1004,16 @@ mod tests {
     #[test]
     fn payment_intent_validation() {
         let p = |s: &str| Params::parse(None, s.as_bytes());
+        let none = BTreeSet::new();
         let ok = validate_payment_intent(&p(
             "amount=4200&currency=USD&customer=cus_1&payment_method=pm_card_visa&confirm=true&off_session=true&metadata[command_id]=c1",
-        ))
+        ), &none)
         .expect("valid");
+        assert_eq!(ok.connect, Connect::default());
         assert_eq!(ok.currency, "usd");
         assert!(ok.confirm);
         let code = |s: &str| {
-            validate_payment_intent(&p(s))
+            validate_payment_intent(&p(s), &none)
                 .err()
                 .and_then(|e| e.body.code)
         };

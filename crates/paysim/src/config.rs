@@ -1,5 +1,7 @@
-//! The simulator's knobs: latency, fault shares, rate limit, seed, key lifetime, API key.
+//! The simulator's knobs: latency, fault shares, rate limit, seed, key
+//! lifetime, API key, connected accounts.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -61,6 +63,13 @@ pub struct Config {
     /// provider's clock and its clients' disagree, and reconciliation by
     /// `created[gte]` must allow for it.
     pub clock_skew_s: i64,
+    /// The Stripe Connect accounts (`acct_...`) that exist: a payment
+    /// intent may name one as `transfer_data[destination]` (a destination
+    /// charge) or `on_behalf_of`. Any other account is answered as Stripe
+    /// answers an account that does not exist (400 `resource_missing`, "No
+    /// such destination"), so with none listed every destination is
+    /// unknown. Each id is `acct_` followed by ASCII letters and digits.
+    pub connected_accounts: BTreeSet<String>,
 }
 
 impl Default for Config {
@@ -77,6 +86,7 @@ impl Default for Config {
             key_ttl: Duration::from_secs(24 * 60 * 60),
             api_key: None,
             clock_skew_s: 0,
+            connected_accounts: BTreeSet::new(),
         }
     }
 }
@@ -95,6 +105,7 @@ impl fmt::Debug for Config {
             .field("key_ttl", &self.key_ttl)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("clock_skew_s", &self.clock_skew_s)
+            .field("connected_accounts", &self.connected_accounts)
             .finish()
     }
 }
@@ -129,6 +140,18 @@ pub enum ConfigError {
     /// An empty API key would accept nothing (an `Authorization` header always carries a key).
     #[error("api_key must not be empty when set")]
     EmptyApiKey,
+    /// A connected account id is not `acct_` followed by letters and digits:
+    /// no request could name it the way Stripe spells account ids, so it is
+    /// surely a typo.
+    #[error("connected account {0:?} is not an account id: expected acct_ followed by ASCII letters and digits")]
+    ConnectedAccountId(String),
+}
+
+/// Whether `id` is spelled as a Stripe account id: `acct_` followed by at
+/// least one ASCII letter or digit, and nothing else.
+pub(crate) fn is_account_id(id: &str) -> bool {
+    id.strip_prefix("acct_")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 impl Config {
@@ -162,6 +185,9 @@ impl Config {
         }
         if self.api_key.as_deref() == Some("") {
             return Err(ConfigError::EmptyApiKey);
+        }
+        if let Some(bad) = self.connected_accounts.iter().find(|a| !is_account_id(a)) {
+            return Err(ConfigError::ConnectedAccountId(bad.clone()));
         }
         Ok(())
     }
@@ -219,6 +245,27 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate(), Err(ConfigError::ZeroKeyTtl));
+    }
+
+    #[test]
+    fn connected_account_ids_are_checked() {
+        let with = |ids: &[&str]| Config {
+            connected_accounts: ids.iter().map(|s| s.to_string()).collect(),
+            ..Config::default()
+        };
+        assert_eq!(
+            with(&["acct_1Nv0FGQ9RKHgCVdK", "acct_2"]).validate(),
+            Ok(())
+        );
+        for bad in [
+            "acct_", "acct_a-b", "acct_é", "cus_1", "ACCT_1", " acct_1", "",
+        ] {
+            assert_eq!(
+                with(&["acct_ok", bad]).validate(),
+                Err(ConfigError::ConnectedAccountId(bad.to_string())),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!
 //! | Endpoint | |
 //! | --- | --- |
-//! | `POST /v1/payment_intents` | `amount`, `currency`, `customer`, `payment_method`, `confirm`, `off_session`, `metadata[...]`, `description`; `confirm=true` charges at once |
+//! | `POST /v1/payment_intents` | `amount`, `currency`, `customer`, `payment_method`, `confirm`, `off_session`, `metadata[...]`, `description`, `transfer_data[destination]`, `application_fee_amount`, `on_behalf_of`; `confirm=true` charges at once |
 //! | `GET /v1/payment_intents/{id}` | |
 //! | `GET /v1/payment_intents` | `customer`, `created` / `created[gt|gte|lt|lte]`, `limit`, `starting_after`, `ending_before`; newest first, Stripe's list envelope; consistent (sees every write at once) |
 //! | `GET /v1/payment_intents/search` | `query` (`metadata['command_id']:'...'`, `customer:`, `status:`, `currency:`, `amount`/`created` comparisons, `AND`/`OR`), `limit`, `page`; Stripe's `search_result` envelope |
@@ -36,6 +36,16 @@
 //!   the first two also fail to attach to a customer, while
 //!   `chargeCustomerFail` attaches and fails only when charged. Any other
 //!   payment method is a 400 `resource_missing`.
+//! * **Connect destination charges**: `transfer_data[destination]=acct_...`
+//!   sends the funds to a connected account, `application_fee_amount` (0 up
+//!   to `amount`, only with a destination) is the platform's share, and
+//!   `on_behalf_of` names the settlement merchant, which for card payments
+//!   must be the destination when both are given. The accounts that exist
+//!   are [`Config::connected_accounts`]; any other is a 400
+//!   `resource_missing` ("No such destination: 'acct_...'", or "No such
+//!   account" for `on_behalf_of`), and nothing is charged. The payment
+//!   intent shows `transfer_data`, `application_fee_amount` and
+//!   `on_behalf_of` as Stripe's does, and the [`Audit`] records them.
 //! * **Idempotency** as [Stripe documents it](https://docs.stripe.com/api/idempotent_requests):
 //!   on POSTs, once the endpoint starts executing, the status and body of the
 //!   first response are saved under the `Idempotency-Key` (scoped to the API
@@ -60,8 +70,12 @@
 //!
 //! * Everything else in Stripe's API: refunds, captures (only automatic
 //!   capture), confirming or updating an existing intent, 3-D Secure and
-//!   `next_action`, webhooks, Connect, live mode, API versions, `expand`
-//!   (accepted and ignored).
+//!   `next_action`, webhooks, live mode, API versions, `expand` (accepted
+//!   and ignored).
+//! * The rest of Connect: direct charges (the `Stripe-Account` header),
+//!   `transfer_data[amount]` (refused: Stripe keeps it for legacy
+//!   integrations and recommends `application_fee_amount`), `transfer_group`,
+//!   transfers, application fee objects, balances and the accounts API.
 //! * Persistence: everything lives in memory and is gone on exit. Payment
 //!   intents and customers are kept for the whole run (the audit lists
 //!   them all); idempotency keys only for their lifetime.
@@ -146,6 +160,21 @@ pub struct AuditEntry {
     pub idempotency_key: Option<String>,
     /// Its `metadata[command_id]`, if any.
     pub command_id: Option<String>,
+    // The three below default to `None` when absent so an audit written
+    // before they existed still parses.
+    /// Its `transfer_data[destination]` (`acct_...`): the connected account
+    /// of a destination charge; `None` for a charge to the platform's own
+    /// account.
+    #[serde(default)]
+    pub destination: Option<String>,
+    /// Its `application_fee_amount`: the platform's share of a destination
+    /// charge, in the currency's smallest unit; `None` if not given.
+    #[serde(default)]
+    pub application_fee_amount: Option<i64>,
+    /// Its `on_behalf_of` (`acct_...`): the connected account that settles
+    /// the payment; `None` if not given.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
 }
 
 impl Audit {

@@ -52,6 +52,19 @@ pub(crate) struct PaymentIntent {
     pub latest_charge: Option<String>,
     pub last_payment_error: Option<Value>,
     pub idempotency_key: Option<String>,
+    pub connect: Connect,
+}
+
+/// The Stripe Connect side of a payment intent; all `None` for a charge that
+/// stays on the platform's own account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Connect {
+    /// `transfer_data[destination]`: the connected account the funds go to.
+    pub destination: Option<String>,
+    /// `application_fee_amount`: the platform's share, in minor units.
+    pub application_fee_amount: Option<i64>,
+    /// `on_behalf_of`: the account that settles the payment.
+    pub on_behalf_of: Option<String>,
 }
 
 impl PaymentIntent {
@@ -78,7 +91,7 @@ impl PaymentIntent {
                 0
             },
             application: None,
-            application_fee_amount: None,
+            application_fee_amount: self.connect.application_fee_amount,
             automatic_payment_methods: None,
             canceled_at: None,
             cancellation_reason: None,
@@ -94,7 +107,7 @@ impl PaymentIntent {
             livemode: false,
             metadata: &self.metadata,
             next_action: None,
-            on_behalf_of: None,
+            on_behalf_of: self.connect.on_behalf_of.as_deref(),
             payment_method: self.payment_method.as_deref(),
             payment_method_types: ["card"],
             receipt_email: None,
@@ -103,7 +116,11 @@ impl PaymentIntent {
             statement_descriptor: None,
             statement_descriptor_suffix: None,
             status: self.status.as_str(),
-            transfer_data: None,
+            transfer_data: self
+                .connect
+                .destination
+                .as_deref()
+                .map(|destination| TransferDataWire { destination }),
             transfer_group: None,
         }
     }
@@ -119,7 +136,7 @@ struct IntentWire<'a> {
     amount_capturable: i64,
     amount_received: i64,
     application: Option<()>,
-    application_fee_amount: Option<()>,
+    application_fee_amount: Option<i64>,
     automatic_payment_methods: Option<()>,
     canceled_at: Option<()>,
     cancellation_reason: Option<()>,
@@ -135,7 +152,7 @@ struct IntentWire<'a> {
     livemode: bool,
     metadata: &'a BTreeMap<String, String>,
     next_action: Option<()>,
-    on_behalf_of: Option<()>,
+    on_behalf_of: Option<&'a str>,
     payment_method: Option<&'a str>,
     payment_method_types: [&'static str; 1],
     receipt_email: Option<()>,
@@ -144,8 +161,16 @@ struct IntentWire<'a> {
     statement_descriptor: Option<()>,
     statement_descriptor_suffix: Option<()>,
     status: &'static str,
-    transfer_data: Option<()>,
+    transfer_data: Option<TransferDataWire<'a>>,
     transfer_group: Option<()>,
+}
+
+/// A payment intent's `transfer_data` in Stripe's wire format. Stripe adds
+/// `amount` when `transfer_data[amount]` was given, which paysim refuses, so
+/// it never appears here.
+#[derive(serde::Serialize)]
+struct TransferDataWire<'a> {
+    destination: &'a str,
 }
 
 /// A customer as stored.
@@ -236,6 +261,9 @@ pub(crate) struct NewIntent {
     pub confirm: bool,
     pub metadata: BTreeMap<String, String>,
     pub description: Option<String>,
+    /// Destination, fee and settlement merchant, already checked against
+    /// the connected accounts.
+    pub connect: Connect,
 }
 
 /// A customer request that passed validation.
@@ -568,6 +596,7 @@ impl Store {
             latest_charge: None,
             last_payment_error: None,
             idempotency_key: key.map(str::to_string),
+            connect: new.connect,
         };
         let mut answer = None;
         let mut charged = false;
@@ -770,6 +799,9 @@ impl Store {
                     customer: pi.customer.clone(),
                     idempotency_key: pi.idempotency_key.clone(),
                     command_id: pi.metadata.get("command_id").cloned(),
+                    destination: pi.connect.destination.clone(),
+                    application_fee_amount: pi.connect.application_fee_amount,
+                    on_behalf_of: pi.connect.on_behalf_of.clone(),
                 })
                 .collect(),
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hashbuy_paysim::{Audit, Config, Error};
+use hashbuy_paysim::{Audit, Config, ConfigError, Error};
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -814,4 +814,358 @@ async fn a_request_abandoned_by_its_client_neither_sticks_nor_charges_twice() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(s.audit().await.for_command("c1").count(), 1);
     s.stop().await;
+}
+
+// ---- Stripe Connect: destination charges ----
+
+const SELLER: &str = "acct_1SellerA";
+const OTHER_SELLER: &str = "acct_2SellerB";
+
+/// paysim with two connected accounts.
+async fn start_connect() -> Server {
+    start(Config {
+        connected_accounts: [SELLER, OTHER_SELLER]
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        ..Config::default()
+    })
+    .await
+}
+
+/// A charge as the settler sends it, plus `extra` Connect parameters.
+fn connect_charge<'a>(
+    command_id: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut form = charge(command_id, "pm_card_visa");
+    form.extend_from_slice(extra);
+    form
+}
+
+/// Asserts that `a` is a 400 `invalid_request_error` naming `param`, and
+/// returns its message.
+fn refused<'a>(a: &'a Answer, param: &str) -> &'a str {
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert_eq!(a.error()["type"], "invalid_request_error", "{}", a.body);
+    assert_eq!(a.error()["param"], param, "{}", a.body);
+    a.error()["message"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_destination_charge_with_a_fee_records_both() {
+    let s = start_connect().await;
+    let a = s
+        .post(
+            PI,
+            Some("k1"),
+            &connect_charge(
+                "c1",
+                &[
+                    ("transfer_data[destination]", SELLER),
+                    ("application_fee_amount", "420"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let pi = &a.body;
+    assert_eq!(pi["status"], "succeeded");
+    assert_eq!(pi["amount"], 4200);
+    assert_eq!(
+        pi["transfer_data"],
+        serde_json::json!({"destination": SELLER})
+    );
+    assert_eq!(pi["application_fee_amount"], 420);
+    assert_eq!(pi["on_behalf_of"], Value::Null);
+    // Reads show the same object.
+    let got = s
+        .get(&format!("{PI}/{}", pi["id"].as_str().unwrap_or("")))
+        .await;
+    assert_eq!(got.body, a.body);
+
+    let audit = s.audit().await;
+    assert_eq!(audit.payment_intents.len(), 1);
+    let e = &audit.payment_intents[0];
+    assert_eq!(e.destination.as_deref(), Some(SELLER));
+    assert_eq!(e.application_fee_amount, Some(420));
+    assert_eq!(e.on_behalf_of, None);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn on_behalf_of_the_destination_is_recorded() {
+    let s = start_connect().await;
+    let a = s
+        .post(
+            PI,
+            Some("k1"),
+            &connect_charge(
+                "c1",
+                &[
+                    ("transfer_data[destination]", SELLER),
+                    ("on_behalf_of", SELLER),
+                    // The whole amount as the fee is allowed.
+                    ("application_fee_amount", "4200"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["on_behalf_of"], SELLER);
+    assert_eq!(a.body["transfer_data"]["destination"], SELLER);
+    assert_eq!(a.body["application_fee_amount"], 4200);
+    let audit = s.audit().await;
+    let e = &audit.payment_intents[0];
+    assert_eq!(e.on_behalf_of.as_deref(), Some(SELLER));
+    assert_eq!(e.destination.as_deref(), Some(SELLER));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_destination_is_resource_missing_and_charges_nothing() {
+    let s = start_connect().await;
+    let a = s
+        .post(
+            PI,
+            Some("k1"),
+            &connect_charge(
+                "c1",
+                &[
+                    ("transfer_data[destination]", "acct_nobody"),
+                    ("application_fee_amount", "100"),
+                ],
+            ),
+        )
+        .await;
+    assert_eq!(
+        refused(&a, "transfer_data[destination]"),
+        "No such destination: 'acct_nobody'"
+    );
+    assert_eq!(a.error()["code"], "resource_missing");
+    let b = s
+        .post(
+            PI,
+            Some("k2"),
+            &connect_charge("c2", &[("on_behalf_of", "acct_nobody")]),
+        )
+        .await;
+    assert_eq!(
+        refused(&b, "on_behalf_of"),
+        "No such account: 'acct_nobody'"
+    );
+    assert_eq!(b.error()["code"], "resource_missing");
+    assert!(s.audit().await.payment_intents.is_empty());
+
+    // Without any connected account configured, every destination is unknown.
+    let bare = start(Config::default()).await;
+    let c = bare
+        .post(
+            PI,
+            Some("k1"),
+            &connect_charge("c1", &[("transfer_data[destination]", SELLER)]),
+        )
+        .await;
+    assert_eq!(
+        refused(&c, "transfer_data[destination]"),
+        format!("No such destination: '{SELLER}'")
+    );
+    assert!(bare.audit().await.payment_intents.is_empty());
+    bare.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_connect_parameters_are_refused_with_their_param() {
+    let s = start_connect().await;
+    let dest = ("transfer_data[destination]", SELLER);
+    // What is refused, the parameters added, the param named and a part of
+    // the message.
+    let cases = [
+        (
+            "a fee above the amount",
+            vec![dest, ("application_fee_amount", "4201")],
+            "application_fee_amount",
+            "cannot be greater than the amount",
+        ),
+        (
+            "a fee without a destination",
+            vec![("application_fee_amount", "100")],
+            "application_fee_amount",
+            "destination payment (using `transfer_data[destination]`)",
+        ),
+        (
+            "a fee with on_behalf_of but no destination",
+            vec![("on_behalf_of", SELLER), ("application_fee_amount", "100")],
+            "application_fee_amount",
+            "destination payment (using `transfer_data[destination]`)",
+        ),
+        (
+            "a negative fee",
+            vec![dest, ("application_fee_amount", "-1")],
+            "application_fee_amount",
+            "greater than or equal to 0",
+        ),
+        (
+            "a fee that is not an integer",
+            vec![dest, ("application_fee_amount", "4.20")],
+            "application_fee_amount",
+            "Invalid integer",
+        ),
+        (
+            "on_behalf_of another account than the destination",
+            vec![dest, ("on_behalf_of", OTHER_SELLER)],
+            "on_behalf_of",
+            "different from the transfer_data[destination]",
+        ),
+        (
+            "transfer_data[amount], not simulated",
+            vec![dest, ("transfer_data[amount]", "3000")],
+            "transfer_data[amount]",
+            "paysim does not simulate transfer_data[amount]",
+        ),
+        (
+            "another transfer_data member",
+            vec![dest, ("transfer_data[bogus]", "1")],
+            "transfer_data[bogus]",
+            "Received unknown parameter",
+        ),
+    ];
+    for (i, (what, extra, param, says)) in cases.iter().enumerate() {
+        let key = format!("k{i}");
+        let a = s.post(PI, Some(&key), &connect_charge("c1", extra)).await;
+        let message = refused(&a, param);
+        assert!(message.contains(says), "{what}: {}", a.body);
+    }
+    let mismatch = s
+        .post(
+            PI,
+            None,
+            &connect_charge("c1", &[dest, ("on_behalf_of", OTHER_SELLER)]),
+        )
+        .await;
+    assert_eq!(
+        refused(&mismatch, "on_behalf_of"),
+        "You cannot specify an on_behalf_of value that is different from the \
+         transfer_data[destination] value when using card or card_present in \
+         payment_method_types."
+    );
+    let negative = s
+        .post(
+            PI,
+            None,
+            &connect_charge("c1", &[dest, ("application_fee_amount", "-1")]),
+        )
+        .await;
+    assert_eq!(negative.error()["code"], "parameter_invalid_integer");
+    assert!(s.audit().await.payment_intents.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_reused_with_another_destination_or_fee_is_an_idempotency_error() {
+    let s = start_connect().await;
+    let first = connect_charge(
+        "c1",
+        &[
+            ("transfer_data[destination]", SELLER),
+            ("application_fee_amount", "420"),
+        ],
+    );
+    let a = s.post(PI, Some("k1"), &first).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    for other in [
+        connect_charge(
+            "c1",
+            &[
+                ("transfer_data[destination]", OTHER_SELLER),
+                ("application_fee_amount", "420"),
+            ],
+        ),
+        connect_charge(
+            "c1",
+            &[
+                ("transfer_data[destination]", SELLER),
+                ("application_fee_amount", "421"),
+            ],
+        ),
+        connect_charge(
+            "c1",
+            &[
+                ("transfer_data[destination]", SELLER),
+                ("application_fee_amount", "420"),
+                ("on_behalf_of", SELLER),
+            ],
+        ),
+        // The same charge to the platform's own account.
+        charge("c1", "pm_card_visa"),
+    ] {
+        let b = s.post(PI, Some("k1"), &other).await;
+        assert_eq!(b.status, StatusCode::BAD_REQUEST, "{}", b.body);
+        assert_eq!(b.error()["type"], "idempotency_error");
+        assert!(!b.replayed());
+    }
+    let again = s.post(PI, Some("k1"), &first).await;
+    assert!(again.replayed());
+    assert_eq!(again.body, a.body);
+    assert_eq!(s.audit().await.payment_intents.len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_charge_without_connect_parameters_has_null_connect_fields() {
+    let s = start_connect().await;
+    let a = s.post(PI, Some("k1"), &charge("c1", "pm_card_visa")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    for field in ["transfer_data", "application_fee_amount", "on_behalf_of"] {
+        assert!(
+            a.body.get(field).is_some_and(Value::is_null),
+            "{field}: {}",
+            a.body
+        );
+    }
+    let audit = s.audit().await;
+    let e = &audit.payment_intents[0];
+    assert_eq!(
+        (&e.destination, e.application_fee_amount, &e.on_behalf_of),
+        (&None, None, &None)
+    );
+    // The audit's JSON carries them as null, as its other absent fields.
+    let raw: Value = s
+        .client
+        .get(format!("{}/_paysim/audit", s.base))
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("audit json");
+    let entry = &raw["payment_intents"][0];
+    for field in ["destination", "application_fee_amount", "on_behalf_of"] {
+        assert!(
+            entry.get(field).is_some_and(Value::is_null),
+            "{field}: {raw}"
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_badly_spelled_connected_account_is_refused_at_start() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let res = hashbuy_paysim::serve(
+        listener,
+        Config {
+            connected_accounts: ["acct_ok".to_string(), "acct-typo".to_string()].into(),
+            ..Config::default()
+        },
+        std::future::pending(),
+    )
+    .await;
+    assert!(
+        matches!(&res, Err(Error::Config(ConfigError::ConnectedAccountId(id))) if id == "acct-typo"),
+        "{res:?}"
+    );
 }

@@ -223,7 +223,13 @@ async fn one_at_a_time(
         tree.put(&entry)?;
         ledger.flush()?;
         let reply = payments
-            .charge(&entry.command, &first_key(entry.command_id()), 1, || true)
+            .charge(
+                &entry.command,
+                entry.destination.as_ref(),
+                &first_key(entry.command_id()),
+                1,
+                || true,
+            )
             .await?
             .context("the baseline's charge was not sent")?;
         match steps::after_reply(&entry, reply, now_ms(), policy) {

@@ -45,6 +45,10 @@ pub struct SettleConfig {
     /// The ledger's directory, relative to the config file (no default:
     /// the ledger is the settler's memory of every charge).
     pub ledger: Option<PathBuf>,
+    /// Merchants table file (TOML or JSON), relative to the config file:
+    /// with one, each charge is a Stripe Connect destination charge to its
+    /// merchant's connected account (none: the platform's own account).
+    pub merchants: Option<PathBuf>,
     /// The provider's base URL (default `https://api.stripe.com`).
     pub provider_url: String,
     /// A file holding the provider's secret key, relative to the config
@@ -83,6 +87,7 @@ impl Default for SettleConfig {
     fn default() -> Self {
         SettleConfig {
             ledger: None,
+            merchants: None,
             provider_url: STRIPE_API.to_owned(),
             provider_key_file: None,
             group: "hashbuy-settler".to_owned(),
@@ -120,6 +125,7 @@ impl SettleConfig {
             instance: self.instance.clone(),
             topics,
             ledger_dir,
+            merchants: None,
             max_in_flight: self.max_in_flight.max(1),
             exit_at_end,
             on_data_loss: self.on_data_loss.into(),
@@ -258,6 +264,7 @@ impl File {
             &mut file.matcher.catalog,
             &mut file.matcher.accounts,
             &mut file.settle.ledger,
+            &mut file.settle.merchants,
             &mut file.settle.provider_key_file,
         ]
         .into_iter()

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use hashbuy_core::confirm::{takes_part, PartitionFlow, Step};
 use hashbuy_core::decode::{decode, Record};
-use hashbuy_core::tables::{Accounts, Catalog};
+use hashbuy_core::tables::{Accounts, Catalog, Merchants};
 use hashbuy_core::{Decision, Rules};
 use hashbuy_proto::v1::PaymentCommand;
 use serde::Serialize;
@@ -221,6 +221,15 @@ pub fn load_catalog(path: &std::path::Path) -> Result<Catalog> {
 pub fn load_accounts(path: &std::path::Path) -> Result<Accounts> {
     let text = read_table(path)?;
     Ok(Accounts::from_file_text(
+        &path.display().to_string(),
+        &text,
+    )?)
+}
+
+/// Loads a merchants table file; errors name the file, line and key.
+pub fn load_merchants(path: &std::path::Path) -> Result<Merchants> {
+    let text = read_table(path)?;
+    Ok(Merchants::from_file_text(
         &path.display().to_string(),
         &text,
     )?)

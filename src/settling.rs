@@ -15,6 +15,7 @@ use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run;
 
 use crate::config::{override_with, OnDataLossArg};
+use crate::inspect::load_merchants;
 use crate::kafka_args::{self, KafkaArgs};
 use crate::telemetry;
 
@@ -26,6 +27,13 @@ pub struct Args {
     /// The ledger's directory (created if missing) [config: settle.ledger].
     #[arg(long, env = "HASHBUY_LEDGER")]
     ledger: Option<PathBuf>,
+    /// Merchants table file (TOML or JSON): merchant id → Stripe connected
+    /// account and platform fee. With it, each charge is a Stripe Connect
+    /// destination charge to its merchant's account, and a command for a
+    /// merchant not in it is rejected; without it, every charge goes to the
+    /// platform's own account [config: settle.merchants].
+    #[arg(long, env = "HASHBUY_MERCHANTS")]
+    merchants: Option<PathBuf>,
     /// The payment provider's base URL: Stripe, or paysim / a
     /// Stripe-compatible mock at http://127.0.0.1:PORT
     /// [default: https://api.stripe.com].
@@ -207,7 +215,10 @@ pub fn run(args: Args) -> Result<()> {
     provider_config.rate_limit = args.rate_limit.or(settings.rate_limit);
     provider_config.allow_live = args.allow_live;
     let provider = Provider::new(provider_config).context("bad provider settings")?;
-    let config = settings.run_config(connection, topics, ledger_dir, args.exit_at_end);
+    let mut config = settings.run_config(connection, topics, ledger_dir, args.exit_at_end);
+    if let Some(path) = args.merchants.or(settings.merchants.take()) {
+        config.merchants = Some(Arc::new(load_merchants(&path)?));
+    }
     check_provider(&provider)?;
     let payments = Payments::new(provider, Backoff::default());
     let health = Arc::new(Health::default());

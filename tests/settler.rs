@@ -397,6 +397,126 @@ fn a_repeated_command_charges_once_and_a_bad_one_is_a_dead_letter() {
     );
 }
 
+/// With a merchants table every charge is a Stripe Connect destination
+/// charge to its merchant's connected account, less the platform's fee; a
+/// command for a merchant the table lacks is rejected, with a reply, and
+/// never charged to the platform's own account.
+#[test]
+fn with_a_merchants_table_charges_go_to_the_merchants_connected_accounts() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 2).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        connected_accounts: BTreeSet::from(["acct_1Acme".to_owned()]),
+        ..PaysimConfig::default()
+    });
+    let mut sent = commands(4, 4);
+    sent[3].merchant_id = "zed".into();
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let merchants = dir.path().join("merchants.toml");
+    std::fs::write(
+        &merchants,
+        "[[merchants]]\nmerchant_id = \"acme\"\naccount_id = \"acct_1Acme\"\nfee_bps = 250\n\
+         on_behalf_of = true\n",
+    )
+    .expect("merchants file");
+
+    finished(
+        settle(&brokers, &provider, &dir.path().join("ledger"))
+            .arg("--merchants")
+            .arg(&merchants)
+            .arg("--exit-at-end")
+            .output()
+            .expect("settle runs"),
+    );
+    let acks: BTreeMap<String, PaymentAck> = read_all::<PaymentAck>(&brokers, "payment-acks")
+        .into_iter()
+        .map(|a| (a.command_id.clone(), a))
+        .collect();
+    for command in &sent[..3] {
+        assert_eq!(acks[&command.command_id].status, Status::Settled as i32);
+    }
+    let zed = &acks[&sent[3].command_id];
+    assert_eq!(zed.status, Status::Rejected as i32);
+    assert!(
+        zed.reason
+            .contains("merchant \"zed\" has no connected account in the merchants table"),
+        "{}",
+        zed.reason
+    );
+    let audit = provider.audit();
+    assert_eq!(audit.payment_intents.len(), 3, "nothing charged for zed");
+    for intent in &audit.payment_intents {
+        let command = sent
+            .iter()
+            .find(|c| intent.command_id.as_deref() == Some(c.command_id.as_str()))
+            .expect("a command's charge");
+        assert_eq!(intent.destination.as_deref(), Some("acct_1Acme"));
+        assert_eq!(intent.on_behalf_of.as_deref(), Some("acct_1Acme"));
+        assert_eq!(
+            intent.application_fee_amount,
+            Some(command.amount as i64 * 250 / 10_000).filter(|fee| *fee > 0)
+        );
+    }
+    let replies: Vec<Reply> = read_all(&brokers, "replies");
+    assert!(
+        replies
+            .iter()
+            .any(|r| r.command_id == sent[3].command_id && r.kind == Kind::Rejected as i32),
+        "zed's buyer is told"
+    );
+}
+
+/// An entry keeps the route it was first charged by: after a crash, a
+/// merchants table that moved its merchant to another account does not
+/// change the request its key was first used with.
+#[test]
+fn a_resumed_charge_keeps_the_connected_account_it_was_first_routed_to() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        connected_accounts: BTreeSet::from(["acct_1Acme".to_owned(), "acct_2Moved".to_owned()]),
+        ..PaysimConfig::default()
+    });
+    let sent = commands(1, 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger_dir = dir.path().join("ledger");
+    let now = hashbuy_settler::entry::now_ms();
+    let mut entry = hashbuy_settler::entry::Entry::received(sent[0].clone(), 0, 0, now);
+    entry.destination = Some(hashbuy_core::connect::Destination {
+        account_id: "acct_1Acme".into(),
+        application_fee_amount: Some(3),
+        on_behalf_of: false,
+    });
+    entry
+        .attempt(sent[0].command_id.clone(), now)
+        .expect("attempt");
+    ledger_holding(&ledger_dir, &entry);
+    let merchants = dir.path().join("merchants.json");
+    std::fs::write(
+        &merchants,
+        r#"{"merchants": [{"merchant_id": "acme", "account_id": "acct_2Moved", "fee_bps": 1000}]}"#,
+    )
+    .expect("merchants file");
+    produce_commands(&brokers, &sent);
+    finished(
+        settle(&brokers, &provider, &ledger_dir)
+            .arg("--merchants")
+            .arg(&merchants)
+            .args(["--exit-at-end", "--request-timeout-s", "2"])
+            .output()
+            .expect("settle runs"),
+    );
+    assert_settled_once(&brokers, &provider, &sent);
+    let audit = provider.audit();
+    assert_eq!(audit.payment_intents.len(), 1);
+    let intent = &audit.payment_intents[0];
+    assert_eq!(
+        (intent.destination.as_deref(), intent.application_fee_amount),
+        (Some("acct_1Acme"), Some(3))
+    );
+}
+
 /// A settler frozen (SIGSTOP) past its session: the broker drops it from
 /// the group, and on thawing it finds its partitions lost and the group
 /// refusing its commit. It rejoins and goes on, and nothing is charged
@@ -624,6 +744,7 @@ fn charge_outside(provider: &Provider, command: &PaymentCommand, keys: &[&str]) 
         attempt: 1,
         description: None,
         metadata: BTreeMap::new(),
+        destination: None,
     };
     for key in keys {
         let charged = runtime.block_on(client.charge(&request, key));

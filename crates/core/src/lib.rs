@@ -8,9 +8,13 @@
 //!   sign in any spelling and so cannot buy.
 //! - [`hashtag`] extracts hashtags by the twitter-text rules and normalizes
 //!   them for matching (NFKC + lowercase).
-//! - [`tables`] loads the catalog (hashtag → offer) and account links
-//!   (user → card) from TOML or JSON table files.
+//! - [`tables`] loads the catalog (hashtag → offer), account links
+//!   (user → card) and merchants (merchant → connected account) from TOML
+//!   or JSON table files.
 //! - [`money`] writes amounts as shoppers read them, per currency.
+//! - [`connect`] routes a charge: to the platform's own account, or with a
+//!   merchants table to the merchant's Stripe connected account less the
+//!   platform's fee.
 //! - [`confirm`] decides the confirm flow of confirm-mode offers against a
 //!   partition's pending purchases, by event time.
 //! - [`replies`] gives replies to the buyer their ids, and the settler's
@@ -33,6 +37,7 @@
 //! ```
 
 pub mod confirm;
+pub mod connect;
 pub mod decode;
 pub mod hashtag;
 pub mod json;

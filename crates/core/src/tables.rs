@@ -1,5 +1,7 @@
 //! The tables tweets are joined against: the catalog (hashtag → offer) and
-//! the account links (user → customer + payment method).
+//! the account links (user → customer + payment method); and the one the
+//! settler charges by, the merchants (merchant → Stripe connected account
+//! and the platform's fee).
 //!
 //! Both load from table files, TOML or JSON, in the format of design.md
 //! ("Table files"). Loading is pure: the caller reads the file and passes its
@@ -11,7 +13,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use hashbuy_proto::v1::offer::Mode;
-use hashbuy_proto::v1::{AccountLink, Offer};
+use hashbuy_proto::v1::{AccountLink, Merchant, Offer};
 use serde::{Deserialize, Serialize};
 
 use crate::hashtag::{self, normalize};
@@ -129,6 +131,35 @@ pub struct AccountsFile {
     pub accounts: Vec<AccountRow>,
 }
 
+/// One merchant as written in a merchants table file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantRow {
+    /// The merchant's id, as offers name it.
+    pub merchant_id: String,
+    /// Its Stripe connected account (`acct_…`), where its charges go.
+    pub account_id: String,
+    /// The platform's fee in basis points of the amount (0 to 10000),
+    /// rounded down to the minor unit; at most one of the two fees, and no
+    /// fee when both are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_bps: Option<u32>,
+    /// The platform's fee in minor units of the charge's currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fee_amount: Option<u64>,
+    /// The merchant is the settlement merchant (Stripe's `on_behalf_of`):
+    /// its name on the statement, its country's rules. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<bool>,
+}
+
+/// A merchants table file: `{"merchants": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantsFile {
+    /// The merchants, in file order.
+    pub merchants: Vec<MerchantRow>,
+}
+
 /// The default of `max_per_user` when an offer leaves it out.
 pub const DEFAULT_MAX_PER_USER: u32 = 1;
 
@@ -203,6 +234,47 @@ impl AccountRow {
         check_link(&link)?;
         Ok(link)
     }
+}
+
+impl MerchantRow {
+    /// The merchant as hashbuy's wire type, checked. Errors name the key.
+    pub fn to_merchant(&self) -> Result<Merchant, String> {
+        let merchant = Merchant {
+            merchant_id: self.merchant_id.clone(),
+            account_id: self.account_id.clone(),
+            fee_bps: self.fee_bps,
+            fee_amount: self.fee_amount,
+            on_behalf_of: self.on_behalf_of.unwrap_or(false),
+        };
+        check_merchant(&merchant)?;
+        Ok(merchant)
+    }
+}
+
+/// Checks one merchant on its own; the message names the key at fault.
+pub fn check_merchant(merchant: &Merchant) -> Result<(), String> {
+    if merchant.merchant_id.is_empty() {
+        return Err("merchant_id: must not be empty".into());
+    }
+    let account = &merchant.account_id;
+    let well_formed = account
+        .strip_prefix("acct_")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if !well_formed {
+        return Err(format!(
+            "account_id: {account:?} is not a Stripe connected account id (acct_ and letters \
+             or digits)"
+        ));
+    }
+    if let Some(bps) = merchant.fee_bps {
+        if bps > 10_000 {
+            return Err(format!("fee_bps: {bps} is over 10000 (100% of the amount)"));
+        }
+    }
+    if merchant.fee_bps.is_some() && merchant.fee_amount.is_some() {
+        return Err("fee_amount: give fee_bps or fee_amount, not both".into());
+    }
+    Ok(())
 }
 
 /// Checks one offer on its own; the message names the key at fault.
@@ -468,6 +540,54 @@ impl Accounts {
     }
 }
 
+/// Merchants by merchant id.
+#[derive(Debug, Clone, Default)]
+pub struct Merchants {
+    by_id: HashMap<String, Merchant>,
+}
+
+impl Merchants {
+    /// Builds the table, refusing an invalid merchant and a repeated
+    /// merchant id.
+    pub fn new(merchants: Vec<Merchant>) -> Result<Self, String> {
+        let mut by_id = HashMap::with_capacity(merchants.len());
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(merchants.len());
+        for (i, merchant) in merchants.into_iter().enumerate() {
+            check_merchant(&merchant).map_err(|e| format!("merchants[{i}].{e}"))?;
+            if let Some(first) = index.insert(merchant.merchant_id.clone(), i) {
+                return Err(format!(
+                    "merchants[{i}].merchant_id: {:?} is already given by merchants[{first}]",
+                    merchant.merchant_id
+                ));
+            }
+            by_id.insert(merchant.merchant_id.clone(), merchant);
+        }
+        Ok(Merchants { by_id })
+    }
+
+    /// Loads a merchants table file (`name` is for messages only).
+    pub fn from_file_text(name: &str, text: &str) -> Result<Self, TableError> {
+        let rows: Vec<Located<MerchantRow>> = parse_rows(name, text, "merchants")?;
+        let merchants = convert(name, &rows, "merchants", MerchantRow::to_merchant)?;
+        Merchants::new(merchants).map_err(|problem| entry_error(name, &rows, &problem))
+    }
+
+    /// The merchant with this id.
+    pub fn get(&self, merchant_id: &str) -> Option<&Merchant> {
+        self.by_id.get(merchant_id)
+    }
+
+    /// How many merchants there are.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
 /// A row with the line it starts on.
 struct Located<T> {
     line: usize,
@@ -618,7 +738,7 @@ fn convert<R, T>(
 }
 
 /// Attaches the line of the entry a table-level problem starts with
-/// (`offers[3]…`, `accounts[3]…`).
+/// (`offers[3]…`, `accounts[3]…`, `merchants[3]…`).
 fn entry_error<R>(name: &str, rows: &[Located<R>], problem: &str) -> TableError {
     let index = problem
         .split_once('[')

@@ -2,7 +2,7 @@
 //! the line, the key and what is wrong.
 
 use hashbuy_core::hashtag::normalize;
-use hashbuy_core::tables::{Accounts, Catalog, TableError};
+use hashbuy_core::tables::{Accounts, Catalog, Merchants, TableError};
 
 fn catalog_error(name: &str, text: &str) -> TableError {
     Catalog::from_file_text(name, text).expect_err("expected an error")
@@ -139,6 +139,78 @@ fn accounts_load_and_refuse_bad_links() {
     .expect_err("repeated");
     assert_eq!(e.line, 2);
     assert!(e.problem.contains("already linked by accounts[0]"), "{e}");
+}
+
+#[test]
+fn merchants_load_from_toml_and_json_and_refuse_bad_rows_naming_line_and_key() {
+    let toml = Merchants::from_file_text(
+        "merchants.toml",
+        "[[merchants]]\nmerchant_id = \"acme\"\naccount_id = \"acct_1Acme\"\nfee_bps = 250\n\
+         on_behalf_of = true\n\n[[merchants]]\nmerchant_id = \"bolt\"\naccount_id = \"acct_2Bolt\"\n\
+         fee_amount = 30\n",
+    )
+    .expect("loads");
+    let json = Merchants::from_file_text(
+        "merchants.json",
+        r#"{"merchants": [{"merchant_id": "acme", "account_id": "acct_1Acme", "fee_bps": 250, "on_behalf_of": true},
+            {"merchant_id": "bolt", "account_id": "acct_2Bolt", "fee_amount": 30}]}"#,
+    )
+    .expect("loads");
+    for merchants in [&toml, &json] {
+        assert_eq!(merchants.len(), 2);
+        let acme = merchants.get("acme").expect("acme");
+        assert_eq!(
+            (acme.account_id.as_str(), acme.fee_bps, acme.on_behalf_of),
+            ("acct_1Acme", Some(250), true)
+        );
+        let bolt = merchants.get("bolt").expect("bolt");
+        assert_eq!((bolt.fee_amount, bolt.on_behalf_of), (Some(30), false));
+    }
+
+    let row = |fields: &str| format!("{{\"merchants\": [\n{{\"merchant_id\": \"m\", {fields}}}]}}");
+    for (fields, problem) in [
+        (
+            r#""account_id": "cus_1""#,
+            "merchants[0].account_id: \"cus_1\" is not a Stripe connected account id (acct_ and \
+             letters or digits)",
+        ),
+        (
+            r#""account_id": "acct_""#,
+            "merchants[0].account_id: \"acct_\" is not a Stripe connected account id (acct_ and \
+             letters or digits)",
+        ),
+        (
+            r#""account_id": "acct_1", "fee_bps": 10001"#,
+            "merchants[0].fee_bps: 10001 is over 10000 (100% of the amount)",
+        ),
+        (
+            r#""account_id": "acct_1", "fee_bps": 100, "fee_amount": 30"#,
+            "merchants[0].fee_amount: give fee_bps or fee_amount, not both",
+        ),
+    ] {
+        let e = Merchants::from_file_text("m.json", &row(fields)).expect_err(fields);
+        assert_eq!(
+            (e.file.as_str(), e.line, e.problem.as_str()),
+            ("m.json", 2, problem)
+        );
+    }
+    let e = Merchants::from_file_text("m.json", &row(r#""account": "acct_1""#))
+        .expect_err("unknown key");
+    assert!(e.problem.contains("unknown field `account`"), "{e}");
+
+    let e = Merchants::from_file_text(
+        "m.json",
+        "{\"merchants\": [{\"merchant_id\": \"m\", \"account_id\": \"acct_1\"},\n\
+         {\"merchant_id\": \"m\", \"account_id\": \"acct_2\"}]}",
+    )
+    .expect_err("repeated");
+    assert_eq!(
+        (e.line, e.problem.as_str()),
+        (
+            2,
+            "merchants[1].merchant_id: \"m\" is already given by merchants[0]"
+        )
+    );
 }
 
 fn one_offer(extra: &str) -> String {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use hashbuy_core::connect::Destination;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -66,6 +67,11 @@ pub struct ChargeRequest {
     /// `attempt`); such entries are not sent. Stripe allows 50 keys of up to
     /// 40 characters, values of up to 500.
     pub metadata: BTreeMap<String, String>,
+    /// A Stripe Connect destination charge: the merchant's connected
+    /// account (`transfer_data[destination]`), the platform's fee
+    /// (`application_fee_amount`) and the settlement merchant
+    /// (`on_behalf_of`). `None`: the platform's own account.
+    pub destination: Option<Destination>,
 }
 
 const NAMED_METADATA: [&str; 5] = [
@@ -99,6 +105,17 @@ impl ChargeRequest {
         for (k, v) in &self.metadata {
             if !NAMED_METADATA.contains(&k.as_str()) {
                 f.append_pair(&format!("metadata[{k}]"), v);
+            }
+        }
+        if let Some(destination) = &self.destination {
+            f.append_pair("transfer_data[destination]", &destination.account_id);
+            if let Some(fee) = destination.application_fee_amount {
+                f.append_pair("application_fee_amount", &fee.to_string());
+            }
+            // Stripe refuses for cards an `on_behalf_of` other than the
+            // destination, so the one account is both.
+            if destination.on_behalf_of {
+                f.append_pair("on_behalf_of", &destination.account_id);
             }
         }
         f.finish()
@@ -671,6 +688,7 @@ mod tests {
                 ("user_id".to_string(), "12345".to_string()),
                 ("command_id".to_string(), "spoofed".to_string()),
             ]),
+            destination: None,
         }
     }
 
@@ -694,8 +712,51 @@ mod tests {
         assert_eq!(get("metadata[attempt]"), ["2"]);
         assert_eq!(get("metadata[user_id]"), ["12345"]);
         assert_eq!(get("description"), Vec::<&str>::new());
+        assert_eq!(get("transfer_data[destination]"), Vec::<&str>::new());
         // Same request, same body: the provider's fingerprint matches.
         assert_eq!(form, request().form());
+    }
+
+    #[test]
+    fn a_destination_charge_names_the_account_the_fee_and_the_settlement_merchant() {
+        let form = |destination| {
+            let request = ChargeRequest {
+                destination: Some(destination),
+                ..request()
+            };
+            form_urlencoded::parse(request.form().as_bytes())
+                .into_owned()
+                .filter(|(k, _)| {
+                    [
+                        "transfer_data[destination]",
+                        "application_fee_amount",
+                        "on_behalf_of",
+                    ]
+                    .contains(&k.as_str())
+                })
+                .collect::<Vec<_>>()
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            form(Destination {
+                account_id: "acct_1Acme".into(),
+                application_fee_amount: Some(105),
+                on_behalf_of: true,
+            }),
+            [
+                pair("transfer_data[destination]", "acct_1Acme"),
+                pair("application_fee_amount", "105"),
+                pair("on_behalf_of", "acct_1Acme"),
+            ]
+        );
+        assert_eq!(
+            form(Destination {
+                account_id: "acct_2Bolt".into(),
+                application_fee_amount: None,
+                on_behalf_of: false,
+            }),
+            [pair("transfer_data[destination]", "acct_2Bolt")]
+        );
     }
 
     #[test]

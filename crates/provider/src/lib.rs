@@ -65,6 +65,7 @@
 //!     attempt: 1,
 //!     description: None,
 //!     metadata: Default::default(),
+//!     destination: None, // the platform's own account
 //! };
 //! match provider.charge(&request, "0b7e…").await {
 //!     ChargeOutcome::Succeeded { payment_intent, .. } => println!("settled: {payment_intent}"),

@@ -6,6 +6,7 @@
 //! the caller makes each change durable ([`crate::ledger`]) before acting
 //! on it.
 
+use hashbuy_core::connect::Destination;
 use hashbuy_proto::v1::payment_ack::Status;
 use hashbuy_proto::v1::{PaymentAck, PaymentCommand};
 use prost::Message;
@@ -112,6 +113,12 @@ pub struct Entry {
     /// more than once); `hashbuy ledger ls --state review` lists these.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<String>,
+    /// Where its charge goes when it is a Stripe Connect destination
+    /// charge: decided once, when the command is first received, and kept,
+    /// because every call under a key must send the request that key was
+    /// first used with, whatever the merchants table says by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
 }
 
 /// A change not allowed from the entry's state: a bug in the caller.
@@ -223,6 +230,7 @@ impl Entry {
             acked_ms: None,
             notes: Vec::new(),
             review: None,
+            destination: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hashbuy_core::connect::Destination;
 use hashbuy_proto::v1::PaymentCommand;
 use hashbuy_provider::{
     Backoff, ChargeOutcome, ChargeRequest, IntentStatus, Provider, ProviderError,
@@ -61,10 +62,12 @@ impl Payments {
     /// request leaves (after the waits for a connection slot and the rate
     /// limiter): `None` when it said no, and nothing was sent. `attempt`
     /// (the key's place in the command's chain: every call under a key must
-    /// send the same request) goes into the metadata.
+    /// send the same request) goes into the metadata; `destination`, the
+    /// entry's route, makes it a Stripe Connect destination charge.
     pub async fn charge(
         &self,
         command: &PaymentCommand,
+        destination: Option<&Destination>,
         key: &str,
         attempt: u32,
         go: impl FnOnce() -> bool,
@@ -87,6 +90,7 @@ impl Payments {
             // Some Stripe-compatible servers (localstripe) refuse one.
             description: None,
             metadata: BTreeMap::from([("user_id".to_owned(), command.user_id.clone())]),
+            destination: destination.cloned(),
         };
         let outcome = {
             // Never closed, so a permit always comes.

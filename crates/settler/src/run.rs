@@ -89,6 +89,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hashbuy_core::tables::Merchants;
 use hashbuy_kafka::client::{
     failed, ConnectError, Connection, Failed, QuietContext, CONNECT_TIMEOUT,
 };
@@ -133,6 +134,11 @@ pub struct Config {
     pub topics: Topics,
     /// The ledger's directory.
     pub ledger_dir: PathBuf,
+    /// The merchants table: with one, each command is charged as a Stripe
+    /// Connect destination charge to its merchant's connected account (see
+    /// [`hashbuy_core::connect`]), and one for a merchant the table lacks
+    /// is rejected; `None`, the platform's own account.
+    pub merchants: Option<Arc<Merchants>>,
     /// Most commands in flight per partition.
     pub max_in_flight: usize,
     /// Stop once the group has settled what the commands topic held at

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbuy_core::connect::{route, Route};
 use hashbuy_core::replies::{self, Refusal};
 use hashbuy_kafka::lock;
 use hashbuy_proto::v1::PaymentAck;
@@ -106,8 +107,30 @@ async fn settle_entry(
                 work.offset.unwrap_or(-1),
                 now_ms(),
             );
-            let history = ledger.history(&fresh.command.user_id)?;
-            if let Err(reason) = limits::check(&fresh.command, &history) {
+            // Routed once, here: the entry keeps where its charge goes, so
+            // a merchants table changed before a retry cannot change the
+            // request a key was first used with.
+            let routed = route(
+                shared.config.merchants.as_deref(),
+                &fresh.command.merchant_id,
+                fresh.command.amount,
+            );
+            let refused = match routed {
+                Ok(Route::Platform) => None,
+                Ok(Route::Connect(destination)) => {
+                    fresh.destination = Some(destination);
+                    None
+                }
+                Err(reason) => Some(reason),
+            };
+            let refused = match refused {
+                Some(reason) => Some(reason),
+                None => {
+                    let history = ledger.history(&fresh.command.user_id)?;
+                    limits::check(&fresh.command, &history).err()
+                }
+            };
+            if let Some(reason) = refused {
                 fresh.decide(Outcome::Rejected { reason }, now_ms())?;
                 stored = Some(ledger.put(&fresh)?);
                 count_outcome(shared, &fresh);
@@ -166,7 +189,13 @@ async fn settle_entry(
                 };
                 let reply = shared
                     .payments
-                    .charge(&entry.command, &key, key_attempt, go)
+                    .charge(
+                        &entry.command,
+                        entry.destination.as_ref(),
+                        &key,
+                        key_attempt,
+                        go,
+                    )
                     .await?;
                 let Some(reply) = reply else {
                     if key_old.load(Ordering::Relaxed) && !*stopped.borrow() {

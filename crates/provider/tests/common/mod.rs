@@ -100,6 +100,7 @@ pub fn charge(command_id: &str, customer: &str, pm: &str) -> ChargeRequest {
         attempt: 1,
         description: Some("hashbuy test".into()),
         metadata: BTreeMap::from([("user_id".to_string(), "12345".to_string())]),
+        destination: None,
     }
 }
 

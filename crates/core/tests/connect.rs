@@ -1,0 +1,100 @@
+//! A charge goes to the platform without a merchants table, and to the
+//! merchant's connected account less the platform's fee with one; a
+//! merchant the table lacks is refused, never charged to the platform.
+
+use hashbuy_core::connect::{fee, route, Destination, Route};
+use hashbuy_core::tables::Merchants;
+use hashbuy_proto::v1::Merchant;
+use proptest::prelude::*;
+
+fn merchants() -> Merchants {
+    Merchants::from_file_text(
+        "merchants.toml",
+        "[[merchants]]\nmerchant_id = \"acme\"\naccount_id = \"acct_1Acme\"\nfee_bps = 250\n\
+         on_behalf_of = true\n\n[[merchants]]\nmerchant_id = \"bolt\"\naccount_id = \"acct_2Bolt\"\n\
+         fee_amount = 500\n\n[[merchants]]\nmerchant_id = \"free\"\naccount_id = \"acct_3Free\"\n",
+    )
+    .expect("loads")
+}
+
+#[test]
+fn without_a_merchants_table_every_charge_is_the_platform_s() {
+    assert_eq!(route(None, "acme", 4200), Ok(Route::Platform));
+    assert_eq!(route(None, "anyone", 1), Ok(Route::Platform));
+}
+
+#[test]
+fn with_one_a_charge_goes_to_the_merchant_less_the_fee() {
+    let merchants = merchants();
+    assert_eq!(
+        route(Some(&merchants), "acme", 4200),
+        Ok(Route::Connect(Destination {
+            account_id: "acct_1Acme".into(),
+            application_fee_amount: Some(105),
+            on_behalf_of: true,
+        }))
+    );
+    // 2.5% of 999 is 24.975: rounded down, the merchant's way.
+    assert_eq!(
+        route(Some(&merchants), "acme", 999),
+        Ok(Route::Connect(Destination {
+            account_id: "acct_1Acme".into(),
+            application_fee_amount: Some(24),
+            on_behalf_of: true,
+        }))
+    );
+    assert_eq!(
+        route(Some(&merchants), "bolt", 4200),
+        Ok(Route::Connect(Destination {
+            account_id: "acct_2Bolt".into(),
+            application_fee_amount: Some(500),
+            on_behalf_of: false,
+        }))
+    );
+    // No fee: none sent.
+    assert_eq!(
+        route(Some(&merchants), "free", 4200),
+        Ok(Route::Connect(Destination {
+            account_id: "acct_3Free".into(),
+            application_fee_amount: None,
+            on_behalf_of: false,
+        }))
+    );
+}
+
+#[test]
+fn a_merchant_missing_from_the_table_or_a_fee_over_the_amount_is_refused() {
+    let merchants = merchants();
+    assert_eq!(
+        route(Some(&merchants), "zed", 4200),
+        Err("merchant \"zed\" has no connected account in the merchants table".into())
+    );
+    // An empty table is a table: nothing falls through to the platform.
+    assert!(route(Some(&Merchants::default()), "acme", 4200).is_err());
+    assert_eq!(
+        route(Some(&merchants), "bolt", 499),
+        Err(
+            "the platform fee of merchant \"bolt\", 500, is more than the amount, 499 (minor units)"
+                .into()
+        )
+    );
+    assert!(
+        route(Some(&merchants), "bolt", 500).is_ok(),
+        "a fee of all of it"
+    );
+}
+
+proptest! {
+    #[test]
+    fn a_fee_in_basis_points_is_the_amount_s_share_rounded_down(
+        amount in 0u64..=u64::MAX,
+        bps in 0u32..=10_000,
+    ) {
+        let merchant = Merchant { fee_bps: Some(bps), ..Merchant::default() };
+        let fee = fee(&merchant, amount);
+        prop_assert!(fee <= amount);
+        let exact = u128::from(amount) * u128::from(bps);
+        prop_assert!(u128::from(fee) * 10_000 <= exact);
+        prop_assert!(exact < (u128::from(fee) + 1) * 10_000);
+    }
+}

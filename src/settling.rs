@@ -217,7 +217,15 @@ pub fn run(args: Args) -> Result<()> {
     let provider = Provider::new(provider_config).context("bad provider settings")?;
     let mut config = settings.run_config(connection, topics, ledger_dir, args.exit_at_end);
     if let Some(path) = args.merchants.or(settings.merchants.take()) {
-        config.merchants = Some(Arc::new(load_merchants(&path)?));
+        let merchants = load_merchants(&path)?;
+        if merchants.is_empty() {
+            bail!(
+                "the merchants table {} has no merchants: every command would be rejected; \
+                 leave --merchants out to charge the platform's own account",
+                path.display()
+            );
+        }
+        config.merchants = Some(Arc::new(merchants));
     }
     check_provider(&provider)?;
     let payments = Payments::new(provider, Backoff::default());

@@ -517,6 +517,73 @@ fn a_resumed_charge_keeps_the_connected_account_it_was_first_routed_to() {
     );
 }
 
+/// A settler with a merchants table killed right after its first charge,
+/// with its changelog records held back, hands the partition to one whose
+/// table lacks the merchant: the charge made stands (the route travelled
+/// in the changelog before the provider heard of it), and the outcome is
+/// SETTLED, not a rejection of a command the provider charged.
+#[test]
+fn a_charge_routed_by_a_settler_killed_after_it_is_settled_by_the_next_owner() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        connected_accounts: BTreeSet::from(["acct_1Acme".to_owned()]),
+        ..PaysimConfig::default()
+    });
+    let sent = commands(1, 1);
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let with_acme = dir.path().join("with-acme.toml");
+    std::fs::write(
+        &with_acme,
+        "[[merchants]]\nmerchant_id = \"acme\"\naccount_id = \"acct_1Acme\"\n",
+    )
+    .expect("merchants file");
+    let without_acme = dir.path().join("without-acme.toml");
+    std::fs::write(
+        &without_acme,
+        "[[merchants]]\nmerchant_id = \"other\"\naccount_id = \"acct_9Other\"\n",
+    )
+    .expect("merchants file");
+    let mut a = settle(&brokers, &provider, &dir.path().join("a"))
+        .arg("--merchants")
+        .arg(&with_acme)
+        .args(["--instance", "a", "-X", "linger.ms=3000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("settle starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while provider.audit().payment_intents.is_empty() {
+        assert!(Instant::now() < deadline, "owner A never charged");
+        assert!(a.try_wait().expect("status").is_none(), "owner A exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.kill().expect("SIGKILL");
+    let _ = a.wait();
+    finished(
+        settle(&brokers, &provider, &dir.path().join("b"))
+            .arg("--merchants")
+            .arg(&without_acme)
+            .args([
+                "--instance",
+                "b",
+                "--exit-at-end",
+                "--request-timeout-s",
+                "1",
+            ])
+            .output()
+            .expect("settle runs"),
+    );
+    assert_settled_once(&brokers, &provider, &sent);
+    let audit = provider.audit();
+    assert_eq!(audit.payment_intents.len(), 1);
+    assert_eq!(
+        audit.payment_intents[0].destination.as_deref(),
+        Some("acct_1Acme")
+    );
+}
+
 /// A settler frozen (SIGSTOP) past its session: the broker drops it from
 /// the group, and on thawing it finds its partitions lost and the group
 /// refusing its commit. It rejoins and goes on, and nothing is charged
@@ -722,6 +789,41 @@ fn a_key_the_provider_refuses_is_an_error_at_start_that_does_not_show_it() {
     assert!(!out.status.success(), "a refused key stops the settler");
     assert!(stderr.contains("refused"), "{stderr}");
     assert!(!stderr.contains(CANARY_KEY), "{stderr}");
+}
+
+/// A merchants table with no merchants would reject every command: it is
+/// an error at start, naming the file, and so is a bad row.
+#[test]
+fn an_empty_or_bad_merchants_table_is_an_error_at_start() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (text, expected) in [
+        ("merchants = []\n", "has no merchants"),
+        (
+            "[[merchants]]\nmerchant_id = \"acme\"\naccount_id = \"cus_1\"\n",
+            ":1: merchants[0].account_id",
+        ),
+    ] {
+        let merchants = dir.path().join("merchants.toml");
+        std::fs::write(&merchants, text).expect("merchants file");
+        let out = settle(
+            &broker.bootstrap_servers(),
+            &provider,
+            &dir.path().join("ledger"),
+        )
+        .arg("--merchants")
+        .arg(&merchants)
+        .arg("--exit-at-end")
+        .output()
+        .expect("settle runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}: {stderr}");
+        assert!(
+            stderr.contains("merchants.toml") && stderr.contains(expected),
+            "{stderr}"
+        );
+    }
 }
 
 /// Charges `command` at the provider under each of `keys`, outside any

@@ -162,10 +162,20 @@ async fn settle_entry(
                 // A key past the first is in the changelog before the
                 // provider hears of it: an owner that restored an older key
                 // would charge again under it (the first key is the command
-                // id, which any owner derives).
-                let key_changed = new_key && key_index(entry.command_id(), &key) > 1;
+                // id, which any owner derives). So is a destination charge's
+                // first attempt: its route came from this settler's
+                // merchants table, which the next owner's may not match, so
+                // without the record it could reject, or send another body
+                // under the same key for, a command the provider charged.
+                let must_travel =
+                    key_index(entry.command_id(), &key) > 1 || entry.destination.is_some();
                 shared
-                    .changelog(entry.command_id(), &attempt, partition, key_changed)
+                    .changelog(
+                        entry.command_id(),
+                        &attempt,
+                        partition,
+                        new_key && must_travel,
+                    )
                     .await?;
                 stored = Some(attempt);
                 // The attempt is on disk before the provider hears of it.

@@ -15,11 +15,17 @@
 //! * it ignores `Idempotency-Key` (nothing here depends on it);
 //! * it cannot filter `GET /v1/payment_intents` by `customer` or `created`
 //!   (400 "Unexpected customer, created"), so `find_charge` fails there, as an
-//!   error rather than a wrong "nothing found".
+//!   error rather than a wrong "nothing found";
+//! * it has no Stripe Connect: a destination charge's `transfer_data`,
+//!   `application_fee_amount` and `on_behalf_of` are refused (400
+//!   "Unexpected …"), an invalid request that charges nothing, which the
+//!   settler records as `REJECTED`. Destination charges are checked against
+//!   paysim instead (`crates/paysim/tests/api.rs`, `tests/settler.rs`).
 
 mod common;
 
 use common::{a_minute_ago, config_for};
+use hashbuy_core::connect::Destination;
 use hashbuy_provider::{ChargeOutcome, ChargeRequest, NewCustomer, Provider, ProviderError};
 
 /// A charge as the settler sends it, without `description`, which
@@ -114,6 +120,41 @@ async fn localstripe_declines_charge_customer_fail() {
     assert_eq!(decline_code, "card_declined");
     assert!(!message.is_empty());
     assert!(o.is_terminal());
+}
+
+#[tokio::test]
+async fn localstripe_has_no_connect_so_a_destination_charge_is_invalid_and_charges_nothing() {
+    let Some(p) = localstripe(
+        "localstripe_has_no_connect_so_a_destination_charge_is_invalid_and_charges_nothing",
+    ) else {
+        return;
+    };
+    let cus = customer(&p, "connect@example.com").await;
+    let id = command("ls-connect");
+    let request = ChargeRequest {
+        destination: Some(Destination {
+            account_id: "acct_1Acme".into(),
+            application_fee_amount: Some(105),
+            on_behalf_of: true,
+        }),
+        ..charge(&id, &cus, "pm_card_visa")
+    };
+    let o = p.charge(&request, &id).await;
+    let ChargeOutcome::Invalid {
+        status: 400,
+        message,
+        ..
+    } = &o
+    else {
+        panic!("{o:?}")
+    };
+    for field in ["transfer_data", "application_fee_amount", "on_behalf_of"] {
+        assert!(message.contains(field), "{message}");
+    }
+    // The same charge to the platform's own account goes through.
+    let id = command("ls-connect-platform");
+    let o = p.charge(&charge(&id, &cus, "pm_card_visa"), &id).await;
+    assert!(matches!(o, ChargeOutcome::Succeeded { .. }), "{o:?}");
 }
 
 #[tokio::test]

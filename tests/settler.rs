@@ -584,6 +584,51 @@ fn a_charge_routed_by_a_settler_killed_after_it_is_settled_by_the_next_owner() {
     );
 }
 
+/// An entry received before `--merchants` was given, whose key the
+/// provider has forgotten and holds no charge under: its next key is a
+/// fresh request, routed by the table as a fresh command would be, not
+/// charged to the platform's own account.
+#[test]
+fn a_new_key_for_an_entry_from_before_the_merchants_table_goes_to_the_merchant() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        connected_accounts: BTreeSet::from(["acct_1Acme".to_owned()]),
+        ..PaysimConfig::default()
+    });
+    let sent = commands(1, 1);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger_dir = dir.path().join("ledger");
+    ledger_with_an_expired_attempt(&ledger_dir, &sent[0], hashbuy_settler::entry::now_ms());
+    let merchants = dir.path().join("merchants.toml");
+    std::fs::write(
+        &merchants,
+        "[[merchants]]\nmerchant_id = \"acme\"\naccount_id = \"acct_1Acme\"\nfee_amount = 7\n",
+    )
+    .expect("merchants file");
+    produce_commands(&brokers, &sent);
+    finished(
+        settle(&brokers, &provider, &ledger_dir)
+            .arg("--merchants")
+            .arg(&merchants)
+            .args(["--exit-at-end", "--request-timeout-s", "2"])
+            .output()
+            .expect("settle runs"),
+    );
+    assert_settled_once(&brokers, &provider, &sent);
+    let audit = provider.audit();
+    assert_eq!(audit.payment_intents.len(), 1);
+    let intent = &audit.payment_intents[0];
+    assert_eq!(
+        intent.idempotency_key.as_deref(),
+        Some(format!("{}:2", sent[0].command_id).as_str())
+    );
+    assert_eq!(
+        (intent.destination.as_deref(), intent.application_fee_amount),
+        (Some("acct_1Acme"), Some(7))
+    );
+}
+
 /// A settler frozen (SIGSTOP) past its session: the broker drops it from
 /// the group, and on thawing it finds its partitions lost and the group
 /// refusing its commit. It rejoins and goes on, and nothing is charged

@@ -157,6 +157,22 @@ async fn settle_entry(
             Step::Charge { key } => {
                 let new_key =
                     !matches!(&entry.state, State::Attempting { key: k, .. } if *k == key);
+                if new_key && key_index(entry.command_id(), &key) > 1 && entry.destination.is_none()
+                {
+                    // An entry received before the merchants table was
+                    // given: a key past the first is minted only once the
+                    // provider is known to hold no charge, so it is a fresh
+                    // request, routed as a fresh command would be.
+                    let merchants = shared.config.merchants.as_deref();
+                    match route(merchants, &entry.command.merchant_id, entry.command.amount) {
+                        Ok(Route::Platform) => {}
+                        Ok(Route::Connect(destination)) => entry.destination = Some(destination),
+                        Err(reason) => {
+                            step = Some(Step::Decide(Outcome::Rejected { reason }));
+                            continue;
+                        }
+                    }
+                }
                 entry.attempt(key.clone(), now_ms())?;
                 let attempt = ledger.put(&entry)?;
                 // A key past the first is in the changelog before the

@@ -14,10 +14,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{finish, free_port, get, metric, poll_metrics, sigterm};
+use common::{finish, free_port, get, metric, poll_metrics, sigterm, succeeds};
 use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::config::Topics;
 use serde_json::Value;
@@ -33,22 +33,6 @@ const USERS: [&str; 4] = ["1212", "12345", "987654321098765432", "67890"];
 
 /// Records in the recording.
 const RECORDS: usize = 240;
-
-fn hashbuy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-        .args(args)
-        .output()
-        .expect("hashbuy runs")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A recording of the sample's shoppers buying the confirm-mode Blue
 /// Hoodie (and the direct Red Sneakers): purchases, confirmations inside
@@ -166,22 +150,27 @@ impl Setup {
             let (status, stderr) = finish(child);
             assert!(status.success(), "{stderr}");
         }
-        ok(self
+        let out = self
             .command("a")
             .arg("--exit-at-end")
             .output()
-            .expect("matcher runs"));
+            .expect("matcher runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn replay(&self, speed: &str, file: &Path) {
-        ok(hashbuy(&[
+        succeeds(&[
             "replay",
             &file.display().to_string(),
             "--brokers",
             &self.brokers(),
             "--speed",
             speed,
-        ]));
+        ]);
     }
 
     /// The ids of every committed record of `topic` (`field` of its
@@ -195,7 +184,7 @@ impl Setup {
 
     /// The values of every committed record of `topic`.
     fn values(&self, topic: &str) -> Vec<Value> {
-        let out = ok(hashbuy(&[
+        let out = succeeds(&[
             "tail",
             "--topic",
             topic,
@@ -203,7 +192,7 @@ impl Setup {
             "--exit-at-end",
             "--brokers",
             &self.brokers(),
-        ]));
+        ]);
         out.lines()
             .map(|line| {
                 let mut record: Value = serde_json::from_str(line).expect("tail prints JSON");

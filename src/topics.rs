@@ -29,8 +29,9 @@ enum TopicsCommand {
 struct CreateArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Partitions of each topic. Commands of one user share a partition,
-    /// so this bounds how many settle in parallel.
+    /// Partitions of each topic but the tables, which get one. Commands of
+    /// one user share a partition, so this bounds how many settle in
+    /// parallel.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(i32).range(1..))]
     partitions: i32,
     /// Replicas of each partition.
@@ -40,10 +41,11 @@ struct CreateArgs {
     /// as the config file's `[kafka.topics]` names them].
     #[arg(long, value_delimiter = ',')]
     topics: Option<Vec<String>>,
-    /// A topic setting, as KEY=VALUE (repeatable), for every topic created:
-    /// `cleanup.policy=compact` for a table, `retention.ms=...`. The
-    /// state changelogs (the settler's `settler-ledger`, the matcher's
-    /// `pending-purchases`) are always compacted.
+    /// A topic setting, as KEY=VALUE (repeatable), for every topic created
+    /// (`retention.ms=...`). The state changelogs (the settler's
+    /// `settler-ledger`, the matcher's `pending-purchases`) and the tables
+    /// (`catalog`, `account-links`, `merchants`, one partition each) are
+    /// always compacted.
     #[arg(long, value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
     topic_config: Vec<(String, String)>,
 }
@@ -71,13 +73,13 @@ fn create(args: CreateArgs) -> Result<()> {
         .map(|t| {
             let topic = NewTopic::new(
                 t,
-                args.partitions,
+                names.partitions_of(t, args.partitions),
                 TopicReplication::Fixed(args.replication),
             );
-            let changelog = names.is_changelog(t);
-            // A changelog keeps every key's latest state, for good: a
-            // retention policy given for all topics does not apply to it.
-            let topic = if changelog {
+            let compacted = names.is_compacted(t);
+            // A changelog or a table keeps every key's latest state, for
+            // good: a retention policy given for all topics does not apply.
+            let topic = if compacted {
                 topic.set("cleanup.policy", "compact")
             } else {
                 topic
@@ -89,7 +91,7 @@ fn create(args: CreateArgs) -> Result<()> {
         })
         .collect();
     if args.topic_config.iter().any(|(k, _)| k == "cleanup.policy") {
-        for changelog in topics.iter().filter(|t| names.is_changelog(t)) {
+        for changelog in topics.iter().filter(|t| names.is_compacted(t)) {
             eprintln!(
                 "{changelog} stays compacted: --topic-config cleanup.policy is not applied to it"
             );
@@ -109,7 +111,7 @@ fn create(args: CreateArgs) -> Result<()> {
     for result in results {
         match result {
             Ok(topic) => {
-                let changelog = names.is_changelog(&topic);
+                let compacted = names.is_compacted(&topic);
                 let settings: String = args
                     .topic_config
                     .iter()
@@ -118,9 +120,9 @@ fn create(args: CreateArgs) -> Result<()> {
                     .collect();
                 eprintln!(
                     "created {topic} ({} partitions, replication {}{}{settings})",
-                    args.partitions,
+                    names.partitions_of(&topic, args.partitions),
                     args.replication,
-                    if changelog {
+                    if compacted {
                         ", cleanup.policy=compact"
                     } else {
                         ""
@@ -143,7 +145,7 @@ fn create(args: CreateArgs) -> Result<()> {
 }
 
 /// Whether a `--topic-config` setting applies to `topic`: all do, except a
-/// retention policy for a changelog, which stays compacted.
+/// retention policy for a changelog or a table, which stays compacted.
 fn applies(names: &Topics, topic: &str, key: &str) -> bool {
-    !(names.is_changelog(topic) && key == "cleanup.policy")
+    !(names.is_compacted(topic) && key == "cleanup.policy")
 }

@@ -22,6 +22,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::config::Topics;
+
 /// Partitions per topic unless asked otherwise: at 5 MB each, 64 hold about
 /// 120,000 tweets of 2.5 KB per topic before the oldest are deleted.
 pub const DEFAULT_PARTITIONS: i32 = 64;
@@ -37,11 +39,13 @@ pub struct EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Starts a one-broker mock cluster with `topics`, each of `partitions`
-    /// partitions.
+    /// partitions but hashbuy's tables (by their default names), which get
+    /// one ([`Topics::partitions_of`]).
     pub fn start(topics: &[&str], partitions: i32) -> Result<Self, KafkaError> {
         let cluster = MockCluster::new(1)?;
+        let names = Topics::default();
         for topic in topics {
-            cluster.create_topic(topic, partitions, 1)?;
+            cluster.create_topic(topic, names.partitions_of(topic, partitions), 1)?;
         }
         Ok(EmbeddedBroker {
             cluster,

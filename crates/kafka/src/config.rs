@@ -65,6 +65,16 @@ pub struct Topics {
     /// so a partition's pending purchases move with it (default
     /// `pending-purchases`).
     pub pending: String,
+    /// The live catalog: compacted, keyed by normalized hashtag, a
+    /// protobuf `Offer` or a tombstone that removes it (default `catalog`).
+    pub catalog: String,
+    /// The live account links: compacted, keyed by user id, a protobuf
+    /// `AccountLink` or a tombstone that unlinks (default `account-links`).
+    pub account_links: String,
+    /// The live merchants table (Stripe Connect): compacted, keyed by
+    /// merchant id, a protobuf `Merchant` or a tombstone (default
+    /// `merchants`).
+    pub merchants: String,
 }
 
 impl Default for Topics {
@@ -77,6 +87,9 @@ impl Default for Topics {
             ledger: "settler-ledger".to_owned(),
             replies: "replies".to_owned(),
             pending: "pending-purchases".to_owned(),
+            catalog: "catalog".to_owned(),
+            account_links: "account-links".to_owned(),
+            merchants: "merchants".to_owned(),
         }
     }
 }
@@ -84,8 +97,8 @@ impl Default for Topics {
 impl Topics {
     /// Every topic, in the data's order: tweets, commands, acks, dead
     /// letters, the ledger changelog, replies, the pending purchases'
-    /// changelog.
-    pub fn all(&self) -> [&str; 7] {
+    /// changelog, then the tables: catalog, account links, merchants.
+    pub fn all(&self) -> [&str; 10] {
         [
             &self.tweets,
             &self.commands,
@@ -94,12 +107,38 @@ impl Topics {
             &self.ledger,
             &self.replies,
             &self.pending,
+            &self.catalog,
+            &self.account_links,
+            &self.merchants,
         ]
     }
 
     /// Whether `topic` is a state changelog (the settler's ledger, the
-    /// pending purchases), which stays compacted.
+    /// pending purchases).
     pub fn is_changelog(&self, topic: &str) -> bool {
         topic == self.ledger || topic == self.pending
+    }
+
+    /// Whether `topic` is a table (catalog, account links, merchants): read
+    /// whole by every instance, so one partition keeps it simple to follow.
+    pub fn is_table(&self, topic: &str) -> bool {
+        topic == self.catalog || topic == self.account_links || topic == self.merchants
+    }
+
+    /// Whether `topic` keeps each key's latest record for good (a
+    /// changelog or a table): it stays compacted whatever retention is
+    /// given for the others.
+    pub fn is_compacted(&self, topic: &str) -> bool {
+        self.is_changelog(topic) || self.is_table(topic)
+    }
+
+    /// How many partitions `topic` gets when hashbuy creates it: one for a
+    /// table, `partitions` for the others.
+    pub fn partitions_of(&self, topic: &str, partitions: i32) -> i32 {
+        if self.is_table(topic) {
+            1
+        } else {
+            partitions
+        }
     }
 }

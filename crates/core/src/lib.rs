@@ -11,6 +11,8 @@
 //! - [`tables`] loads the catalog (hashtag → offer), account links
 //!   (user → card) and merchants (merchant → connected account) from TOML
 //!   or JSON table files.
+//! - [`history`] keeps each table key's changes by the time they take
+//!   effect, so live tables are read at a tweet's own time.
 //! - [`money`] writes amounts as shoppers read them, per currency.
 //! - [`connect`] routes a charge: to the platform's own account, or with a
 //!   merchants table to the merchant's Stripe connected account less the
@@ -40,6 +42,7 @@ pub mod confirm;
 pub mod connect;
 pub mod decode;
 pub mod hashtag;
+pub mod history;
 pub mod json;
 pub mod money;
 pub mod prefilter;

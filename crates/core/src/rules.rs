@@ -228,7 +228,7 @@ impl<'t> Rules<'t> {
         if offers.is_empty() && confirmations.is_empty() {
             return Decision::Skip(SkipReason::NoCatalogHashtag);
         }
-        let Some(account) = self.accounts.get(&tweet.user_id) else {
+        let Some(account) = self.accounts.get_at(&tweet.user_id, tweet.timestamp_ms) else {
             return Decision::Skip(SkipReason::AccountNotLinked);
         };
         let mut steps = ConfirmSteps {
@@ -265,7 +265,10 @@ impl<'t> Rules<'t> {
         }
         let mut confirmations: Vec<Confirmation> = Vec::new();
         for hashtag in &tweet.hashtags {
-            if let Some(offer) = self.catalog.get_by_confirm_hashtag(&normalize(hashtag)) {
+            if let Some(offer) = self
+                .catalog
+                .get_by_confirm_hashtag_at(&normalize(hashtag), tweet.timestamp_ms)
+            {
                 if !confirmations.iter().any(|c| c.offer_id == offer.offer_id) {
                     confirmations.push(Confirmation {
                         offer_id: offer.offer_id.clone(),
@@ -282,7 +285,7 @@ impl<'t> Rules<'t> {
     fn catalog_offers<'a>(&self, tweet: &'a Tweet<'_>) -> Vec<(&'a str, &'t Offer)> {
         let mut offers: Vec<(&str, &Offer)> = Vec::new();
         for hashtag in &tweet.hashtags {
-            if let Some(offer) = self.catalog.get(&normalize(hashtag)) {
+            if let Some(offer) = self.catalog.get_at(&normalize(hashtag), tweet.timestamp_ms) {
                 if !offers.iter().any(|(_, o)| o.offer_id == offer.offer_id) {
                     offers.push((hashtag, offer));
                 }

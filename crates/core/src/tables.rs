@@ -9,7 +9,7 @@
 //! entry, the key and the problem, because a bad catalog found at start-up is
 //! cheap and one found by a shopper's tweet is not.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use hashbuy_proto::v1::offer::Mode;
@@ -17,6 +17,7 @@ use hashbuy_proto::v1::{AccountLink, Merchant, Offer};
 use serde::{Deserialize, Serialize};
 
 use crate::hashtag::{self, normalize};
+use crate::history::{History, Version};
 
 /// How a table file is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,12 +391,21 @@ fn check_currency(currency: &str) -> Result<(), String> {
 }
 
 /// Offers by normalized hashtag, and confirm-mode offers by normalized
-/// confirmation hashtag.
+/// confirmation hashtag: the files' offers, and the live catalog's changes
+/// over them by the time they take effect ([`crate::history`]).
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     offers: Vec<Offer>,
     by_hashtag: HashMap<String, usize>,
     by_confirm_hashtag: HashMap<String, usize>,
+    /// Live changes, by normalized hashtag.
+    changes: History<Offer>,
+    /// Live confirmation hashtags (normalized) → the normalized hashtag of
+    /// the offer they confirm.
+    confirm_changes: History<String>,
+    /// Whether a live change ever set a confirm-mode offer (asked of every
+    /// tweet, so kept rather than searched for).
+    confirm_changed: bool,
 }
 
 impl Catalog {
@@ -447,6 +457,9 @@ impl Catalog {
             offers,
             by_hashtag,
             by_confirm_hashtag,
+            changes: History::default(),
+            confirm_changes: History::default(),
+            confirm_changed: false,
         })
     }
 
@@ -471,10 +484,124 @@ impl Catalog {
             .map(|&i| &self.offers[i])
     }
 
-    /// Whether any offer is in confirm mode (and the matcher so keeps
-    /// pending purchases).
+    /// The offer a hashtag buys at `at_ms` (a tweet's time): the live
+    /// catalog's latest change of it at or before then, else the files'
+    /// offer. `normalized` must come from
+    /// [`normalize`](crate::hashtag::normalize).
+    pub fn get_at(&self, normalized: &str, at_ms: i64) -> Option<&Offer> {
+        if self.changes.is_empty() {
+            return self.get(normalized);
+        }
+        match self.changes.at(normalized, at_ms) {
+            Version::Base => self.get(normalized),
+            Version::Set(offer) => Some(offer),
+            Version::Removed => None,
+        }
+    }
+
+    /// The confirm-mode offer a confirmation hashtag confirms at `at_ms`,
+    /// as [`Catalog::get_at`] reads the catalog.
+    pub fn get_by_confirm_hashtag_at(&self, normalized: &str, at_ms: i64) -> Option<&Offer> {
+        if self.changes.is_empty() {
+            return self.get_by_confirm_hashtag(normalized);
+        }
+        let offer = match self.confirm_changes.at(normalized, at_ms) {
+            Version::Set(key) => self.get_at(key, at_ms),
+            Version::Removed => None,
+            Version::Base => {
+                let base = self.get_by_confirm_hashtag(normalized)?;
+                self.get_at(&normalize(&base.hashtag), at_ms)
+            }
+        };
+        // The offer may have changed since: it confirms only if it still
+        // names this confirmation hashtag.
+        offer.filter(|o| {
+            o.mode == Mode::Confirm as i32 && normalize(&o.confirm_hashtag) == normalized
+        })
+    }
+
+    /// Applies a change of the live catalog: `offer` for the normalized
+    /// hashtag `key` from `at_ms` on, or the key's removal (`None`). The
+    /// change is refused, with the key at fault, when the offer is invalid,
+    /// its hashtag does not normalize to `key`, or its purchase or
+    /// confirmation hashtag normalizes like another offer's, as the catalog
+    /// reads at `at_ms` (a tweet could not tell them apart).
+    pub fn change(&mut self, key: &str, at_ms: i64, offer: Option<Offer>) -> Result<(), String> {
+        let confirm_of = |offer: &Offer| {
+            (offer.mode == Mode::Confirm as i32)
+                .then(|| normalize(&offer.confirm_hashtag).into_owned())
+        };
+        let previous = self.get_at(key, at_ms).and_then(confirm_of);
+        let Some(offer) = offer else {
+            self.changes.apply(key, at_ms, None);
+            if let Some(previous) = previous {
+                self.confirm_changes.apply(&previous, at_ms, None);
+            }
+            return Ok(());
+        };
+        let offer = with_defaults(offer);
+        check_offer(&offer)?;
+        let normalized = normalize(&offer.hashtag);
+        if normalized != key {
+            return Err(format!(
+                "hashtag: {:?} normalizes to {normalized:?}, not to its key {key:?}",
+                offer.hashtag
+            ));
+        }
+        if let Some(other) = self.get_by_confirm_hashtag_at(key, at_ms) {
+            return Err(format!(
+                "hashtag: {:?} normalizes like the confirm_hashtag {:?} of offer {:?}; a tweet \
+                 could not tell a purchase from a confirmation",
+                offer.hashtag, other.confirm_hashtag, other.offer_id
+            ));
+        }
+        let confirm = confirm_of(&offer);
+        if let Some(confirm) = &confirm {
+            if let Some(other) = self.get_at(confirm, at_ms) {
+                return Err(format!(
+                    "confirm_hashtag: {:?} normalizes like the hashtag {:?} of offer {:?}; a tweet \
+                     could not tell a confirmation from a purchase",
+                    offer.confirm_hashtag, other.hashtag, other.offer_id
+                ));
+            }
+            if let Some(other) = self.get_by_confirm_hashtag_at(confirm, at_ms) {
+                if normalize(&other.hashtag) != key {
+                    return Err(format!(
+                        "confirm_hashtag: {:?} normalizes like the confirm_hashtag {:?} of offer \
+                         {:?}; a confirmation could not tell them apart",
+                        offer.confirm_hashtag, other.confirm_hashtag, other.offer_id
+                    ));
+                }
+            }
+        }
+        self.changes.apply(key, at_ms, Some(offer));
+        if let Some(previous) = previous.filter(|p| Some(p) != confirm.as_ref()) {
+            self.confirm_changes.apply(&previous, at_ms, None);
+        }
+        if let Some(confirm) = confirm {
+            self.confirm_changes
+                .apply(&confirm, at_ms, Some(key.to_owned()));
+            self.confirm_changed = true;
+        }
+        Ok(())
+    }
+
+    /// The offers on the catalog at `at_ms`, files and changes together,
+    /// by normalized hashtag.
+    pub fn offers_at(&self, at_ms: i64) -> BTreeMap<String, &Offer> {
+        let keys = self
+            .by_hashtag
+            .keys()
+            .map(String::as_str)
+            .chain(self.changes.keys());
+        keys.filter_map(|key| Some((key.to_owned(), self.get_at(key, at_ms)?)))
+            .collect()
+    }
+
+    /// Whether any offer, in the files or among the live changes, is in
+    /// confirm mode (and the matcher so keeps pending purchases).
     pub fn has_confirm_offers(&self) -> bool {
-        !self.by_confirm_hashtag.is_empty()
+        !self.by_confirm_hashtag.is_empty() || self.confirm_changed
     }
 
     /// All offers, in load order.
@@ -493,10 +620,12 @@ impl Catalog {
     }
 }
 
-/// Account links by user id.
+/// Account links by user id: the files' links, and the live account
+/// links' changes over them by the time they take effect.
 #[derive(Debug, Clone, Default)]
 pub struct Accounts {
     by_user: HashMap<String, AccountLink>,
+    changes: History<AccountLink>,
 }
 
 impl Accounts {
@@ -514,7 +643,10 @@ impl Accounts {
             }
             by_user.insert(link.user_id.clone(), link);
         }
-        Ok(Accounts { by_user })
+        Ok(Accounts {
+            by_user,
+            changes: History::default(),
+        })
     }
 
     /// Loads an accounts table file (`name` is for messages only).
@@ -527,6 +659,52 @@ impl Accounts {
     /// The link of a user.
     pub fn get(&self, user_id: &str) -> Option<&AccountLink> {
         self.by_user.get(user_id)
+    }
+
+    /// The link of a user at `at_ms` (a tweet's time): the live links'
+    /// latest change at or before then, else the files' link.
+    pub fn get_at(&self, user_id: &str, at_ms: i64) -> Option<&AccountLink> {
+        if self.changes.is_empty() {
+            return self.get(user_id);
+        }
+        match self.changes.at(user_id, at_ms) {
+            Version::Base => self.get(user_id),
+            Version::Set(link) => Some(link),
+            Version::Removed => None,
+        }
+    }
+
+    /// Applies a change of the live account links: `link` for `user_id`
+    /// from `at_ms` on, or an unlink (`None`); refused, naming the key, when
+    /// the link is invalid or is another user's.
+    pub fn change(
+        &mut self,
+        user_id: &str,
+        at_ms: i64,
+        link: Option<AccountLink>,
+    ) -> Result<(), String> {
+        if let Some(link) = &link {
+            check_link(link)?;
+            if link.user_id != user_id {
+                return Err(format!(
+                    "user_id: {:?} is not its key {user_id:?}",
+                    link.user_id
+                ));
+            }
+        }
+        self.changes.apply(user_id, at_ms, link);
+        Ok(())
+    }
+
+    /// The links at `at_ms`, files and changes together, by user id.
+    pub fn links_at(&self, at_ms: i64) -> BTreeMap<String, &AccountLink> {
+        let keys = self
+            .by_user
+            .keys()
+            .map(String::as_str)
+            .chain(self.changes.keys());
+        keys.filter_map(|key| Some((key.to_owned(), self.get_at(key, at_ms)?)))
+            .collect()
     }
 
     /// How many links there are.

@@ -263,6 +263,8 @@ pub fn run(args: Args) -> Result<()> {
     let (catalog, accounts) = tables(generator.catalog(), generator.accounts())?;
     let mut settings = MatchConfig {
         group: format!("hashbuy-bench-e2e-matcher-{}", std::process::id()),
+        // The generated tables alone, as `hashbuy bench`.
+        live_tables: false,
         ..MatchConfig::default()
     };
     override_with(&mut settings.delivery, args.delivery);

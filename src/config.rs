@@ -182,6 +182,10 @@ pub struct MatchConfig {
     pub validate_sample: f64,
     /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
     pub metrics_addr: Option<String>,
+    /// Follow the live tables, the `catalog` and `account-links` topics,
+    /// over the table files (default true; `--no-live-tables` turns it
+    /// off). With it the files are optional.
+    pub live_tables: bool,
 }
 
 impl Default for MatchConfig {
@@ -199,6 +203,7 @@ impl Default for MatchConfig {
             validate: ValidateArg::Signed,
             validate_sample: DEFAULT_SAMPLE_RATE,
             metrics_addr: None,
+            live_tables: true,
         }
     }
 }
@@ -238,6 +243,7 @@ impl MatchConfig {
             instance: self.instance.clone(),
             on_data_loss: self.on_data_loss.into(),
             workers: self.workers.max(1),
+            live_tables: self.live_tables,
         }
     }
 }

@@ -19,6 +19,7 @@ mod paysim;
 mod record;
 mod replay;
 mod settling;
+mod tables_cmd;
 mod tail;
 mod telemetry;
 mod topics;
@@ -76,6 +77,10 @@ enum Command {
     Settle(settling::Args),
     /// Look into the settler's ledger, and resolve stuck entries by hand.
     Ledger(ledger_cmd::Args),
+    /// Change the live catalog (the `catalog` topic the matcher follows).
+    Catalog(tables_cmd::CatalogArgs),
+    /// Change the live account links (the `account-links` topic).
+    Accounts(tables_cmd::AccountsArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +108,8 @@ fn main() -> ExitCode {
         Command::BenchReport(args) => bench_report::run(args),
         Command::Settle(args) => settling::run(args),
         Command::Ledger(args) => ledger_cmd::run(args),
+        Command::Catalog(args) => tables_cmd::run_catalog(args),
+        Command::Accounts(args) => tables_cmd::run_accounts(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_kafka::health::Health;
 use hashbuy_matcher::run;
 use hashbuy_matcher::Matcher;
@@ -22,12 +23,21 @@ use crate::telemetry;
 pub struct Args {
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Catalog table file (TOML or JSON) [config: match.catalog].
+    /// Catalog table file (TOML or JSON), under the live catalog topic's
+    /// changes; optional while the topic is followed [config:
+    /// match.catalog].
     #[arg(long, env = "HASHBUY_CATALOG")]
     catalog: Option<PathBuf>,
-    /// Accounts table file (TOML or JSON) [config: match.accounts].
+    /// Accounts table file (TOML or JSON), under the live account-links
+    /// topic's changes; optional while the topic is followed [config:
+    /// match.accounts].
     #[arg(long, env = "HASHBUY_ACCOUNTS")]
     accounts: Option<PathBuf>,
+    /// Do not follow the live tables (the `catalog` and `account-links`
+    /// topics): decide by the table files alone, which are then required
+    /// [config: match.live_tables = false].
+    #[arg(long)]
+    no_live_tables: bool,
     /// `exactly-once` commits each batch's outputs and offsets in one Kafka
     /// transaction; `at-least-once` is for brokers without transactions
     /// (tansu): a crash may repeat a batch, which the settler's idempotency
@@ -120,17 +130,27 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut settings.validate, args.validate);
     override_with(&mut settings.validate_sample, args.validate_sample);
     let validation = settings.validation()?;
-    let catalog = args.catalog.or(settings.catalog.take()).context(
-        "no catalog: give --catalog FILE (or HASHBUY_CATALOG, or match.catalog in the config file)",
-    )?;
-    let accounts = args.accounts.or(settings.accounts.take()).context(
-        "no accounts: give --accounts FILE (or HASHBUY_ACCOUNTS, or match.accounts in the config file)",
-    )?;
+    if args.no_live_tables {
+        settings.live_tables = false;
+    }
+    let catalog = match args.catalog.or(settings.catalog.take()) {
+        Some(path) => load_catalog(&path)?,
+        None if settings.live_tables => Catalog::default(),
+        None => bail!(
+            "no catalog: give --catalog FILE (or HASHBUY_CATALOG, or match.catalog in the config \
+             file), or follow the live catalog topic (leave out --no-live-tables)"
+        ),
+    };
+    let accounts = match args.accounts.or(settings.accounts.take()) {
+        Some(path) => load_accounts(&path)?,
+        None if settings.live_tables => Accounts::default(),
+        None => bail!(
+            "no accounts: give --accounts FILE (or HASHBUY_ACCOUNTS, or match.accounts in the \
+             config file), or follow the live account-links topic (leave out --no-live-tables)"
+        ),
+    };
     let config = settings.run_config(connection, topics, args.exit_at_end);
-    let matcher = Arc::new(
-        Matcher::new(load_catalog(&catalog)?, load_accounts(&accounts)?)
-            .with_validation(validation),
-    );
+    let matcher = Arc::new(Matcher::new(catalog, accounts).with_validation(validation));
     let health = Arc::new(Health::default());
     if let Some(addr) = args.metrics_addr.or(settings.metrics_addr) {
         telemetry::serve(&addr, Arc::clone(&health))?;

@@ -22,17 +22,21 @@
 //! the same batch as its outputs and offsets.
 
 mod batch;
+mod live;
 mod restore;
 pub mod run;
 mod stage;
 mod worker;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
 
 use hashbuy_core::confirm::{takes_part, PartitionFlow, Step};
 use hashbuy_core::decode::{decode, DecodeError, Record};
 use hashbuy_core::prefilter::{skim, Skim};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_core::{Rules, SkipReason};
-use hashbuy_proto::v1::{DeadLetter, PaymentCommand, Reply};
+use hashbuy_proto::v1::{AccountLink, DeadLetter, Offer, PaymentCommand, Reply};
 use prost::Message;
 
 /// The stage name dead letters of the matcher carry.
@@ -163,17 +167,28 @@ impl Default for Validation {
 /// The matcher's tables and how it validates records.
 #[derive(Debug)]
 pub struct Matcher {
+    /// Read by every record's decision; written only by a live table's
+    /// change, which is rare, so readers seldom wait.
+    tables: RwLock<Tables>,
+    /// The live catalog is followed: a confirm-mode offer may come at any
+    /// time, so pending purchases are kept from the start.
+    live_catalog: AtomicBool,
+    validation: Validation,
+}
+
+/// The catalog and the account links.
+#[derive(Debug)]
+struct Tables {
     catalog: Catalog,
     accounts: Accounts,
-    validation: Validation,
 }
 
 impl Matcher {
     /// A matcher over these tables, validating as [`Validation::default`].
     pub fn new(catalog: Catalog, accounts: Accounts) -> Self {
         Matcher {
-            catalog,
-            accounts,
+            tables: RwLock::new(Tables { catalog, accounts }),
+            live_catalog: AtomicBool::new(false),
             validation: Validation::default(),
         }
     }
@@ -183,10 +198,60 @@ impl Matcher {
         Matcher { validation, ..self }
     }
 
-    /// Whether the catalog has confirm-mode offers, so that each partition
-    /// keeps a [`PartitionFlow`] for [`Matcher::handle`].
+    /// Whether each partition keeps a [`PartitionFlow`] for
+    /// [`Matcher::handle`]: the catalog has confirm-mode offers, or it is
+    /// followed live, where one may come at any time.
     pub fn keeps_pending(&self) -> bool {
-        self.catalog.has_confirm_offers()
+        self.live_catalog.load(Ordering::Relaxed) || self.tables().catalog.has_confirm_offers()
+    }
+
+    /// Applies a change of the live catalog (see
+    /// [`Catalog::change`](hashbuy_core::tables::Catalog::change)): the
+    /// offer of normalized hashtag `key` from `at_ms` on, or its removal.
+    pub fn change_catalog(
+        &self,
+        key: &str,
+        at_ms: i64,
+        offer: Option<Offer>,
+    ) -> Result<(), String> {
+        self.tables_mut().catalog.change(key, at_ms, offer)
+    }
+
+    /// Applies a change of the live account links (see
+    /// [`Accounts::change`](hashbuy_core::tables::Accounts::change)).
+    pub fn change_account(
+        &self,
+        user_id: &str,
+        at_ms: i64,
+        link: Option<AccountLink>,
+    ) -> Result<(), String> {
+        self.tables_mut().accounts.change(user_id, at_ms, link)
+    }
+
+    /// Whether the files gave no offers (`catalog`) or no links: with no
+    /// live table over them either, the matcher could buy nothing.
+    pub(crate) fn table_is_empty(&self, catalog: bool) -> bool {
+        let tables = self.tables();
+        if catalog {
+            tables.catalog.is_empty()
+        } else {
+            tables.accounts.is_empty()
+        }
+    }
+
+    /// Marks the catalog as followed live, before the first record.
+    pub(crate) fn follow_live_catalog(&self) {
+        self.live_catalog.store(true, Ordering::Relaxed);
+    }
+
+    fn tables(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        // A writer only applies a checked change, which cannot panic
+        // half-way; the tables stay whole either way.
+        self.tables.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tables_mut(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        self.tables.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Handles one record, appending what it produces to `out`. `now_ms`
@@ -220,7 +285,8 @@ impl Matcher {
                 };
             }
         }
-        let rules = Rules::new(&self.catalog, &self.accounts);
+        let tables = self.tables();
+        let rules = Rules::new(&tables.catalog, &tables.accounts);
         match decode(source.value) {
             Ok(record) => {
                 let decision = rules.decide(&record);

@@ -75,6 +75,7 @@ use hashbuy_kafka::loss::Gap;
 use hashbuy_kafka::produce::{record_budget, Deliveries};
 use rdkafka::producer::{BaseProducer, Producer};
 
+use crate::live;
 use crate::stage::Matching;
 use crate::Matcher;
 
@@ -118,6 +119,9 @@ pub struct Config {
     /// Threads that read, decode and decide (the partitions are shared
     /// among them); besides them, one thread commits.
     pub workers: usize,
+    /// Follow the live tables, the `catalog` and `account-links` topics
+    /// that exist, over the files' tables (see [`crate::live`]).
+    pub live_tables: bool,
 }
 
 /// The default of [`Config::workers`]: one thread a CPU.
@@ -226,6 +230,36 @@ pub enum RunError {
         /// The last error reading it.
         last_error: Option<String>,
     },
+    /// A live table could not be read to its end before the first record.
+    #[error(
+        "cannot read the live table {topic}: nothing read for {} s (last error: {}); the \
+         matcher does not start without its tables",
+        .waited.as_secs(),
+        last_error.as_deref().unwrap_or("none")
+    )]
+    TablesStalled {
+        /// The table topic.
+        topic: String,
+        /// How long it read nothing.
+        waited: Duration,
+        /// The last error reading it.
+        last_error: Option<String>,
+    },
+    /// No offers or no links: the files gave none and the table's topic
+    /// does not exist.
+    #[error(
+        "no {table}: the files give none and topic {topic} does not exist; give the table \
+         file, or create the topic (hashbuy topics create)"
+    )]
+    NoTable {
+        /// Which table.
+        table: &'static str,
+        /// Its topic.
+        topic: String,
+    },
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(String),
     /// Another matcher claimed a partition this one was working on: the
     /// group moved it on, and this member is no longer its owner.
     #[error(
@@ -275,6 +309,9 @@ pub fn run(
     stop: &AtomicBool,
     health: &Health,
 ) -> Result<Summary, RunError> {
+    // Before the first record: decisions read the tables at each tweet's
+    // time, and a confirm-mode offer in them needs pending purchases kept.
+    let _follower = live::follow(&matcher, config)?;
     let mut outputs = vec![
         config.topics.commands.clone(),
         config.topics.dead_letters.clone(),

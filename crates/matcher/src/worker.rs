@@ -259,7 +259,8 @@ impl PartitionWork for Job {
     }
 }
 
-fn now_ms() -> i64 {
+/// Now, in ms since the epoch: what dead letters are stamped with.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -96,6 +96,7 @@ fn config(connection: Connection, delivery: Delivery) -> Config {
         instance: "0".into(),
         on_data_loss: OnDataLoss::Stop,
         workers: 2,
+        live_tables: false,
     }
 }
 

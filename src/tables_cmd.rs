@@ -1,0 +1,362 @@
+//! `hashbuy catalog` and `hashbuy accounts`: change the live tables, the
+//! compacted `catalog` and `account-links` topics the matcher follows.
+//!
+//! A change is one record: the protobuf `Offer` keyed by its normalized
+//! hashtag (or the `AccountLink` keyed by its user id), or a tombstone that
+//! removes the key, with its record timestamp as the time it takes effect
+//! (`--at`, default now): tweets at or after that time, by their own time,
+//! are decided with it. Offers and links are checked as the table files
+//! are, and against the table as it stands at that time (read from the
+//! topic first), so a hashtag that normalizes like another offer's is
+//! refused, naming both, before anything is written.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use hashbuy_core::hashtag::normalize;
+use hashbuy_core::tables::{AccountRow, Accounts, Catalog, OfferRow};
+use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::produce::{flush_promptly, Deliveries};
+use hashbuy_kafka::reader::{read_to_end, ReadOptions, TopicReader};
+use hashbuy_proto::v1::{AccountLink, Offer};
+use prost::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::Message;
+
+use crate::inspect::{load_accounts, load_catalog};
+use crate::kafka_args::KafkaArgs;
+
+/// How long a change may take to be delivered.
+const DELIVERY_WAIT: Duration = Duration::from_secs(30);
+
+/// Arguments of `hashbuy catalog`.
+#[derive(clap::Args)]
+pub struct CatalogArgs {
+    #[command(subcommand)]
+    command: CatalogCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum CatalogCommand {
+    /// Add or change offers: a catalog table file's, or one given as JSON.
+    Put(PutArgs),
+    /// End an offer, by its hashtag.
+    Rm(RmArgs),
+    /// Print the live catalog's offers at a time, as JSON lines.
+    Ls(LsArgs),
+}
+
+/// Arguments of `hashbuy accounts`.
+#[derive(clap::Args)]
+pub struct AccountsArgs {
+    #[command(subcommand)]
+    command: AccountsCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum AccountsCommand {
+    /// Link cards: an accounts table file's, or one given as JSON.
+    Link(LinkArgs),
+    /// Unlink a user's card, by user id.
+    Unlink(RmArgs),
+    /// Print the live account links at a time, as JSON lines.
+    Ls(LsArgs),
+}
+
+/// Arguments of `hashbuy catalog put`.
+#[derive(clap::Args)]
+struct PutArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// A catalog table file (TOML or JSON), checked as `hashbuy match
+    /// --catalog` checks it.
+    #[arg(required_unless_present = "offer", conflicts_with = "offer")]
+    file: Option<std::path::PathBuf>,
+    /// One offer as JSON, with the keys of a table file's offers
+    /// (`{"hashtag": "BuyRedSneakers42", "offer_id": ..., ...}`).
+    #[arg(long)]
+    offer: Option<String>,
+    #[command(flatten)]
+    at: At,
+}
+
+/// Arguments of `hashbuy accounts link`.
+#[derive(clap::Args)]
+struct LinkArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// An accounts table file (TOML or JSON), checked as `hashbuy match
+    /// --accounts` checks it.
+    #[arg(required_unless_present = "account", conflicts_with = "account")]
+    file: Option<std::path::PathBuf>,
+    /// One link as JSON, with the keys of a table file's accounts
+    /// (`{"user_id": "12345", "customer_id": "cus_…", ...}`).
+    #[arg(long)]
+    account: Option<String>,
+    #[command(flatten)]
+    at: At,
+}
+
+/// Arguments of `hashbuy catalog rm` and `hashbuy accounts unlink`.
+#[derive(clap::Args)]
+struct RmArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// The offer's hashtag (any spelling that normalizes alike, with or
+    /// without `#`), or the user id.
+    key: String,
+    #[command(flatten)]
+    at: At,
+}
+
+/// Arguments of `hashbuy catalog ls` and `hashbuy accounts ls`.
+#[derive(clap::Args)]
+struct LsArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    at: At,
+}
+
+/// When a change takes effect, or the time a listing shows.
+#[derive(clap::Args)]
+struct At {
+    /// The time: RFC 3339 (`2026-06-01T12:00:00Z`) or milliseconds since
+    /// the Unix epoch [default: now]. A change applies to tweets at or
+    /// after it, by their own time.
+    #[arg(long, value_parser = time_ms)]
+    at: Option<i64>,
+}
+
+impl At {
+    fn ms(&self) -> i64 {
+        self.at.unwrap_or_else(hashbuy_settler::entry::now_ms)
+    }
+}
+
+/// Parses `--at`: RFC 3339, or milliseconds since the epoch.
+fn time_ms(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            format!("{s:?} is neither RFC 3339 (2026-06-01T12:00:00Z) nor milliseconds: {e}")
+        })
+}
+
+/// Runs `hashbuy catalog`.
+pub fn run_catalog(args: CatalogArgs) -> Result<()> {
+    match args.command {
+        CatalogCommand::Put(args) => {
+            let offers: Vec<Offer> = match (&args.file, &args.offer) {
+                (Some(path), _) => load_catalog(path)?.offers().to_vec(),
+                (None, Some(json)) => {
+                    let row: OfferRow =
+                        serde_json::from_str(json).context("--offer is not an offer's JSON")?;
+                    vec![row
+                        .to_offer()
+                        .map_err(|e| anyhow::anyhow!("--offer: {e}"))?]
+                }
+                (None, None) => bail!("give a catalog file or --offer JSON"),
+            };
+            let (connection, topic) = catalog_topic(&args.kafka)?;
+            let at = args.at.ms();
+            let mut live = read_catalog(&connection, &topic)?;
+            let mut changes = Vec::with_capacity(offers.len());
+            for offer in offers {
+                let key = normalize(&offer.hashtag).into_owned();
+                live.change(&key, at, Some(offer.clone()))
+                    .map_err(|e| anyhow::anyhow!("offer {:?}: {e}", offer.offer_id))?;
+                changes.push((key, Some(offer.encode_to_vec())));
+            }
+            let count = changes.len();
+            produce(&connection, &topic, at, changes)?;
+            eprintln!(
+                "put {count} offers on {topic}, in effect from {}",
+                shown(at)
+            );
+            Ok(())
+        }
+        CatalogCommand::Rm(args) => {
+            let (connection, topic) = catalog_topic(&args.kafka)?;
+            let at = args.at.ms();
+            let key = normalize(args.key.trim_start_matches(['#', '＃'])).into_owned();
+            let live = read_catalog(&connection, &topic)?;
+            if live.get_at(&key, at).is_none() {
+                eprintln!(
+                    "no offer has the hashtag {key:?} at {}; removed anyway",
+                    shown(at)
+                );
+            }
+            produce(&connection, &topic, at, vec![(key.clone(), None)])?;
+            eprintln!("removed {key:?} from {topic}, from {}", shown(at));
+            Ok(())
+        }
+        CatalogCommand::Ls(args) => {
+            let (connection, topic) = catalog_topic(&args.kafka)?;
+            let live = read_catalog(&connection, &topic)?;
+            print_lines(live.offers_at(args.at.ms()))
+        }
+    }
+}
+
+/// Runs `hashbuy accounts`.
+pub fn run_accounts(args: AccountsArgs) -> Result<()> {
+    match args.command {
+        AccountsCommand::Link(args) => {
+            let links: Vec<AccountLink> = match (&args.file, &args.account) {
+                (Some(path), _) => {
+                    // A file's links, before any change: all of them.
+                    let accounts = load_accounts(path)?;
+                    accounts.links_at(i64::MIN).into_values().cloned().collect()
+                }
+                (None, Some(json)) => {
+                    let row: AccountRow =
+                        serde_json::from_str(json).context("--account is not a link's JSON")?;
+                    vec![row
+                        .to_link()
+                        .map_err(|e| anyhow::anyhow!("--account: {e}"))?]
+                }
+                (None, None) => bail!("give an accounts file or --account JSON"),
+            };
+            let (connection, topic) = accounts_topic(&args.kafka)?;
+            let at = args.at.ms();
+            let changes: Vec<(String, Option<Vec<u8>>)> = links
+                .iter()
+                .map(|link| (link.user_id.clone(), Some(link.encode_to_vec())))
+                .collect();
+            let count = changes.len();
+            produce(&connection, &topic, at, changes)?;
+            eprintln!("linked {count} accounts on {topic}, from {}", shown(at));
+            Ok(())
+        }
+        AccountsCommand::Unlink(args) => {
+            let (connection, topic) = accounts_topic(&args.kafka)?;
+            let at = args.at.ms();
+            if !args.key.bytes().all(|b| b.is_ascii_digit()) || args.key.is_empty() {
+                bail!("{:?} is not a decimal user id", args.key);
+            }
+            produce(&connection, &topic, at, vec![(args.key.clone(), None)])?;
+            eprintln!("unlinked user {} on {topic}, from {}", args.key, shown(at));
+            Ok(())
+        }
+        AccountsCommand::Ls(args) => {
+            let (connection, topic) = accounts_topic(&args.kafka)?;
+            let live = read_accounts(&connection, &topic)?;
+            print_lines(live.links_at(args.at.ms()))
+        }
+    }
+}
+
+fn catalog_topic(kafka: &KafkaArgs) -> Result<(Connection, String)> {
+    let (connection, file) = kafka.load()?;
+    Ok((connection, file.kafka.topics.catalog))
+}
+
+fn accounts_topic(kafka: &KafkaArgs) -> Result<(Connection, String)> {
+    let (connection, file) = kafka.load()?;
+    Ok((connection, file.kafka.topics.account_links))
+}
+
+/// The live catalog as the topic holds it (bad records skipped, as the
+/// matcher sets them aside).
+fn read_catalog(connection: &Connection, topic: &str) -> Result<Catalog> {
+    let mut catalog = Catalog::default();
+    read_table(connection, topic, |key, at, value| {
+        let offer = value.map(Offer::decode).transpose().ok()?;
+        catalog.change(key, at, offer).ok()
+    })?;
+    Ok(catalog)
+}
+
+/// The live account links as the topic holds them.
+fn read_accounts(connection: &Connection, topic: &str) -> Result<Accounts> {
+    let mut accounts = Accounts::default();
+    read_table(connection, topic, |key, at, value| {
+        let link = value.map(AccountLink::decode).transpose().ok()?;
+        accounts.change(key, at, link).ok()
+    })?;
+    Ok(accounts)
+}
+
+/// Reads a table topic to its end, handing each record's key, time and
+/// value to `apply`; a record it refuses is counted and said.
+fn read_table(
+    connection: &Connection,
+    topic: &str,
+    mut apply: impl FnMut(&str, i64, Option<&[u8]>) -> Option<()>,
+) -> Result<()> {
+    let options = ReadOptions {
+        from_beginning: true,
+        exit_at_end: true,
+        read_uncommitted: false,
+    };
+    let mut reader = TopicReader::open(connection, topic, options)?;
+    let mut refused = 0u64;
+    read_to_end(&mut reader, topic, |message| {
+        let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+        let at = message.timestamp().to_millis();
+        let applied = key
+            .zip(at)
+            .and_then(|(key, at)| apply(key, at, message.payload()));
+        refused += u64::from(applied.is_none());
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .map_err(|_| anyhow::anyhow!("cannot read {topic} to its end"))?;
+    if refused > 0 {
+        eprintln!("{refused} records of {topic} are not changes the matcher takes; left out");
+    }
+    Ok(())
+}
+
+/// Produces `changes` (key, value or tombstone) to `topic`, stamped `at`,
+/// and waits for their delivery.
+fn produce(
+    connection: &Connection,
+    topic: &str,
+    at: i64,
+    changes: Vec<(String, Option<Vec<u8>>)>,
+) -> Result<()> {
+    connection.check_topic(topic, hashbuy_kafka::client::CONNECT_TIMEOUT)?;
+    let producer: BaseProducer<Deliveries> = connection
+        .config_with(&[("enable.idempotence", "true".to_owned())])
+        .create_with_context(Deliveries::default())
+        .context("cannot create the producer")?;
+    for (key, value) in &changes {
+        let mut record: BaseRecord<'_, str, [u8]> =
+            BaseRecord::to(topic).key(key.as_str()).timestamp(at);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer
+            .send(record)
+            .map_err(|(e, _)| anyhow::anyhow!("cannot produce to {topic}: {e}"))?;
+        producer.poll(Duration::ZERO);
+    }
+    flush_promptly(&producer, DELIVERY_WAIT)
+        .with_context(|| format!("the changes were not delivered to {topic} within 30 s"))?;
+    if let Some((count, first)) = producer.context().failures() {
+        bail!("{count} changes were not delivered to {topic}: {first}");
+    }
+    Ok(())
+}
+
+/// Prints each row as one JSON line, in key order.
+fn print_lines<T: serde::Serialize>(rows: BTreeMap<String, &T>) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for row in rows.values() {
+        serde_json::to_writer(&mut out, row)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// A time as people read it.
+fn shown(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
+}

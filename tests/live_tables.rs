@@ -280,6 +280,68 @@ fn a_bad_table_record_is_a_dead_letter_and_the_matcher_goes_on() {
     );
 }
 
+/// A change put late, after tweets of its time were decided: those stay as
+/// they were decided, and the tweets decided after it is read, of its time
+/// or later, take it.
+#[test]
+fn a_late_change_takes_effect_for_the_tweets_decided_after_it() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let accounts = samples().join("accounts.json").display().to_string();
+    let catalog = samples().join("catalog.toml").display().to_string();
+    // A group of its own each time: the embedded broker holds a restarted
+    // member's partitions until its session times out.
+    let match_to_end = |group: &str| {
+        succeeds(&[
+            "match",
+            "--brokers",
+            &brokers,
+            "--catalog",
+            &catalog,
+            "--accounts",
+            &accounts,
+            "--group",
+            group,
+            "--exit-at-end",
+        ])
+    };
+    let replay = |name: &str, lines: &[String]| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, lines.join("\n") + "\n").expect("tweets written");
+        succeeds(&["replay", &file.display().to_string(), "--brokers", &brokers]);
+    };
+    replay(
+        "first.jsonl",
+        &[tweet(1, "12345", "#BuyRedSneakers42", T + 10)],
+    );
+    match_to_end("first");
+    // Put after tweet 1 was decided, in effect from before it.
+    succeeds(&[
+        "catalog",
+        "rm",
+        "BuyRedSneakers42",
+        "--at",
+        &T.to_string(),
+        "--brokers",
+        &brokers,
+    ]);
+    replay(
+        "second.jsonl",
+        &[
+            tweet(2, "12345", "#BuyRedSneakers42", T + 5),
+            tweet(3, "12345", "#BuyRedSneakers42", T + 20),
+        ],
+    );
+    match_to_end("second");
+    assert_eq!(
+        bought(&brokers),
+        BTreeSet::from([("1".to_owned(), "red-sneakers-42".to_owned())]),
+        "tweet 1 stays bought; 2 and 3, decided after the change, buy nothing (nor does \
+         tweet 1 again, read by the second group)"
+    );
+}
+
 #[test]
 fn without_live_tables_the_files_are_required() {
     let out = run(&[

@@ -116,11 +116,13 @@ struct RmArgs {
 struct LsArgs {
     #[command(flatten)]
     kafka: KafkaArgs,
-    #[command(flatten)]
-    at: At,
+    /// The time to show the table at: RFC 3339 (`2026-06-01T12:00:00Z`)
+    /// or milliseconds since the Unix epoch [default: now].
+    #[arg(long, value_parser = time_ms)]
+    at: Option<i64>,
 }
 
-/// When a change takes effect, or the time a listing shows.
+/// When a change takes effect.
 #[derive(clap::Args)]
 struct At {
     /// The time: RFC 3339 (`2026-06-01T12:00:00Z`) or milliseconds since
@@ -128,24 +130,62 @@ struct At {
     /// after it, by their own time.
     #[arg(long, value_parser = time_ms)]
     at: Option<i64>,
+    /// Allow a time already past (recorded changes put before their
+    /// stream is replayed). A past change is late for the tweets of its
+    /// time already decided: they stay as decided, while tweets decided
+    /// after it is read take it. At least once, a batch done again after a
+    /// crash is one of those, so a command of it could be made again under
+    /// another offer id, and charged again, if the change replaced the
+    /// offer.
+    #[arg(long)]
+    allow_past: bool,
 }
 
+/// How far in the past a change may be without `--allow-past`: the time it
+/// takes to type and send one.
+const PAST_SLACK_MS: i64 = 60_000;
+
 impl At {
-    fn ms(&self) -> i64 {
-        self.at.unwrap_or_else(hashbuy_settler::entry::now_ms)
+    fn ms(&self) -> Result<i64> {
+        let now = now_ms();
+        match self.at {
+            None => Ok(now),
+            Some(at) if at < now - PAST_SLACK_MS && !self.allow_past => bail!(
+                "--at {} is in the past: tweets of its time may be decided already, and a \
+                 change is never applied to them (say --allow-past to put it anyway, e.g. \
+                 recorded changes before their stream is replayed)",
+                shown(at)
+            ),
+            Some(at) => Ok(at),
+        }
     }
 }
+
+/// Now, in milliseconds since the epoch.
+fn now_ms() -> i64 {
+    hashbuy_settler::entry::now_ms()
+}
+
+/// The smallest `--at` taken in milliseconds: 1973-03-03. A smaller number
+/// is surely seconds.
+const MIN_AT_MS: i64 = 100_000_000_000;
 
 /// Parses `--at`: RFC 3339, or milliseconds since the epoch.
 fn time_ms(s: &str) -> Result<i64, String> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
+    let ms = match s.parse::<i64>() {
+        Ok(ms) => ms,
+        Err(_) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| {
+                format!("{s:?} is neither RFC 3339 (2026-06-01T12:00:00Z) nor milliseconds: {e}")
+            })?,
+    };
+    if ms < MIN_AT_MS {
+        return Err(format!(
+            "{s:?} is before 1973: give milliseconds since the epoch, not seconds"
+        ));
     }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| {
-            format!("{s:?} is neither RFC 3339 (2026-06-01T12:00:00Z) nor milliseconds: {e}")
-        })
+    Ok(ms)
 }
 
 /// Runs `hashbuy catalog`.
@@ -164,7 +204,7 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
                 (None, None) => bail!("give a catalog file or --offer JSON"),
             };
             let (connection, topic) = catalog_topic(&args.kafka)?;
-            let at = args.at.ms();
+            let at = args.at.ms()?;
             let mut live = read_catalog(&connection, &topic)?;
             let mut changes = Vec::with_capacity(offers.len());
             for offer in offers {
@@ -183,7 +223,7 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
         }
         CatalogCommand::Rm(args) => {
             let (connection, topic) = catalog_topic(&args.kafka)?;
-            let at = args.at.ms();
+            let at = args.at.ms()?;
             let key = normalize(args.key.trim_start_matches(['#', '＃'])).into_owned();
             let live = read_catalog(&connection, &topic)?;
             if live.get_at(&key, at).is_none() {
@@ -199,7 +239,7 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
         CatalogCommand::Ls(args) => {
             let (connection, topic) = catalog_topic(&args.kafka)?;
             let live = read_catalog(&connection, &topic)?;
-            print_lines(live.offers_at(args.at.ms()))
+            print_lines(live.offers_at(args.at.unwrap_or_else(now_ms)))
         }
     }
 }
@@ -224,7 +264,7 @@ pub fn run_accounts(args: AccountsArgs) -> Result<()> {
                 (None, None) => bail!("give an accounts file or --account JSON"),
             };
             let (connection, topic) = accounts_topic(&args.kafka)?;
-            let at = args.at.ms();
+            let at = args.at.ms()?;
             let changes: Vec<(String, Option<Vec<u8>>)> = links
                 .iter()
                 .map(|link| (link.user_id.clone(), Some(link.encode_to_vec())))
@@ -236,7 +276,7 @@ pub fn run_accounts(args: AccountsArgs) -> Result<()> {
         }
         AccountsCommand::Unlink(args) => {
             let (connection, topic) = accounts_topic(&args.kafka)?;
-            let at = args.at.ms();
+            let at = args.at.ms()?;
             if !args.key.bytes().all(|b| b.is_ascii_digit()) || args.key.is_empty() {
                 bail!("{:?} is not a decimal user id", args.key);
             }
@@ -247,7 +287,7 @@ pub fn run_accounts(args: AccountsArgs) -> Result<()> {
         AccountsCommand::Ls(args) => {
             let (connection, topic) = accounts_topic(&args.kafka)?;
             let live = read_accounts(&connection, &topic)?;
-            print_lines(live.links_at(args.at.ms()))
+            print_lines(live.links_at(args.at.unwrap_or_else(now_ms)))
         }
     }
 }

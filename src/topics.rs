@@ -76,25 +76,23 @@ fn create(args: CreateArgs) -> Result<()> {
                 names.partitions_of(t, args.partitions),
                 TopicReplication::Fixed(args.replication),
             );
-            let compacted = names.is_compacted(t);
             // A changelog or a table keeps every key's latest state, for
             // good: a retention policy given for all topics does not apply.
-            let topic = if compacted {
-                topic.set("cleanup.policy", "compact")
-            } else {
-                topic
-            };
+            let topic = names
+                .settings_of(t)
+                .into_iter()
+                .fold(topic, |topic, (key, value)| topic.set(key, value));
             args.topic_config
                 .iter()
                 .filter(|(key, _)| applies(&names, t, key))
                 .fold(topic, |topic, (key, value)| topic.set(key, value))
         })
         .collect();
-    if args.topic_config.iter().any(|(k, _)| k == "cleanup.policy") {
-        for changelog in topics.iter().filter(|t| names.is_compacted(t)) {
-            eprintln!(
-                "{changelog} stays compacted: --topic-config cleanup.policy is not applied to it"
-            );
+    for topic in &topics {
+        for (key, value) in names.settings_of(topic) {
+            if args.topic_config.iter().any(|(k, _)| k == key) {
+                eprintln!("{topic} keeps {key}={value}: --topic-config {key} is not applied to it");
+            }
         }
     }
     let options = AdminOptions::new()
@@ -111,22 +109,22 @@ fn create(args: CreateArgs) -> Result<()> {
     for result in results {
         match result {
             Ok(topic) => {
-                let compacted = names.is_compacted(&topic);
-                let settings: String = args
-                    .topic_config
-                    .iter()
-                    .filter(|(key, _)| applies(&names, &topic, key))
+                let settings: String = names
+                    .settings_of(&topic)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .chain(
+                        args.topic_config
+                            .iter()
+                            .filter(|(key, _)| applies(&names, &topic, key))
+                            .cloned(),
+                    )
                     .map(|(k, v)| format!(", {k}={v}"))
                     .collect();
                 eprintln!(
-                    "created {topic} ({} partitions, replication {}{}{settings})",
+                    "created {topic} ({} partitions, replication {}{settings})",
                     names.partitions_of(&topic, args.partitions),
                     args.replication,
-                    if compacted {
-                        ", cleanup.policy=compact"
-                    } else {
-                        ""
-                    },
                 )
             }
             Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
@@ -144,8 +142,9 @@ fn create(args: CreateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether a `--topic-config` setting applies to `topic`: all do, except a
-/// retention policy for a changelog or a table, which stays compacted.
+/// Whether a `--topic-config` setting applies to `topic`: all do, except
+/// one of the settings hashbuy gives it ([`Topics::settings_of`]): a
+/// changelog or a table stays compacted, and a table keeps its history.
 fn applies(names: &Topics, topic: &str, key: &str) -> bool {
-    !(names.is_compacted(topic) && key == "cleanup.policy")
+    !names.settings_of(topic).iter().any(|(k, _)| *k == key)
 }

@@ -8,9 +8,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use common::succeeds;
+use common::{finish, free_port, metric, poll_metrics, sigterm, succeeds};
 use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::config::Topics;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -70,8 +71,9 @@ fn bought(brokers: &str) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-/// Puts the live changes on `brokers`, replays `tweets` at `speed` and
-/// matches them to the end: what was bought.
+/// Puts the live changes, starts `hashbuy match` (it reads the tables
+/// whole before its first record), then replays `tweets` at `speed` into
+/// it while it runs: what was bought once all four were committed.
 fn changes_then_tweets(speed: &str, tweets: &Path) -> BTreeSet<(String, String)> {
     let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");
     let brokers = broker.bootstrap_servers();
@@ -80,6 +82,7 @@ fn changes_then_tweets(speed: &str, tweets: &Path) -> BTreeSet<(String, String)>
     succeeds(&[
         "catalog",
         "put",
+        "--allow-past",
         "--offer",
         r#"{"hashtag": "BuyBlueCap", "offer_id": "blue-cap", "merchant_id": "acme",
             "amount": 1500, "currency": "usd"}"#,
@@ -91,6 +94,7 @@ fn changes_then_tweets(speed: &str, tweets: &Path) -> BTreeSet<(String, String)>
     succeeds(&[
         "catalog",
         "rm",
+        "--allow-past",
         "#BUYREDSNEAKERS42",
         "--at",
         &at,
@@ -100,12 +104,31 @@ fn changes_then_tweets(speed: &str, tweets: &Path) -> BTreeSet<(String, String)>
     succeeds(&[
         "accounts",
         "unlink",
+        "--allow-past",
         "1212",
         "--at",
         &later,
         "--brokers",
         &brokers,
     ]);
+    let samples = samples();
+    let port = free_port();
+    let mut matcher = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["match", "--brokers", &brokers, "--metrics-addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--catalog")
+        .arg(samples.join("catalog.toml"))
+        .arg("--accounts")
+        .arg(samples.join("accounts.json"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("match starts");
+    // Ready once it has its partitions, its tables read.
+    poll_metrics(port, &mut matcher, Duration::from_secs(120), |body| {
+        body.contains("hashbuy_matcher_partitions_assigned")
+            && metric(body, "hashbuy_matcher_partitions_assigned") >= 4.0
+    })
+    .expect("the matcher runs");
     succeeds(&[
         "replay",
         &tweets.display().to_string(),
@@ -114,17 +137,13 @@ fn changes_then_tweets(speed: &str, tweets: &Path) -> BTreeSet<(String, String)>
         "--brokers",
         &brokers,
     ]);
-    let samples = samples();
-    succeeds(&[
-        "match",
-        "--brokers",
-        &brokers,
-        "--catalog",
-        &samples.join("catalog.toml").display().to_string(),
-        "--accounts",
-        &samples.join("accounts.json").display().to_string(),
-        "--exit-at-end",
-    ]);
+    poll_metrics(port, &mut matcher, Duration::from_secs(60), |body| {
+        metric(body, "hashbuy_matcher_records_total") >= 4.0
+    })
+    .expect("the matcher runs");
+    sigterm(&matcher);
+    let (status, stderr) = finish(matcher);
+    assert!(status.success(), "{stderr}");
     bought(&brokers)
 }
 
@@ -159,6 +178,7 @@ fn catalog_ls_shows_the_catalog_at_a_time_and_a_clashing_offer_is_refused() {
     succeeds(&[
         "catalog",
         "put",
+        "--allow-past",
         &samples().join("catalog.toml").display().to_string(),
         "--at",
         &at,
@@ -168,6 +188,7 @@ fn catalog_ls_shows_the_catalog_at_a_time_and_a_clashing_offer_is_refused() {
     succeeds(&[
         "catalog",
         "rm",
+        "--allow-past",
         "BuyWinterCoat",
         "--at",
         &(T + 5).to_string(),
@@ -197,6 +218,7 @@ fn catalog_ls_shows_the_catalog_at_a_time_and_a_clashing_offer_is_refused() {
     let out = run(&[
         "catalog",
         "put",
+        "--allow-past",
         "--offer",
         r#"{"hashtag": "BuyHat", "offer_id": "hat", "merchant_id": "acme", "amount": 900,
             "currency": "usd", "mode": "confirm", "confirm_hashtag": "buyredsneakers42"}"#,
@@ -237,6 +259,7 @@ fn a_bad_table_record_is_a_dead_letter_and_the_matcher_goes_on() {
     succeeds(&[
         "catalog",
         "put",
+        "--allow-past",
         "--offer",
         r#"{"hashtag": "BuyBlueCap", "offer_id": "blue-cap", "merchant_id": "acme",
             "amount": 1500, "currency": "usd"}"#,
@@ -320,6 +343,7 @@ fn a_late_change_takes_effect_for_the_tweets_decided_after_it() {
     succeeds(&[
         "catalog",
         "rm",
+        "--allow-past",
         "BuyRedSneakers42",
         "--at",
         &T.to_string(),
@@ -340,6 +364,37 @@ fn a_late_change_takes_effect_for_the_tweets_decided_after_it() {
         "tweet 1 stays bought; 2 and 3, decided after the change, buy nothing (nor does \
          tweet 1 again, read by the second group)"
     );
+}
+
+#[test]
+fn a_change_in_the_past_needs_allow_past_and_a_time_in_seconds_is_refused() {
+    let out = run(&[
+        "catalog",
+        "rm",
+        "BuyX",
+        "--at",
+        &T.to_string(),
+        "--brokers",
+        "127.0.0.1:9",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is in the past") && stderr.contains("--allow-past"),
+        "{stderr}"
+    );
+    let out = run(&[
+        "catalog",
+        "rm",
+        "BuyX",
+        "--at",
+        "1780272000",
+        "--brokers",
+        "127.0.0.1:9",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not seconds"), "{stderr}");
 }
 
 #[test]

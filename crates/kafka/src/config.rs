@@ -94,6 +94,10 @@ impl Default for Topics {
     }
 }
 
+/// How long a table topic keeps every change of each key before
+/// compaction may drop all but the latest: a week, in milliseconds.
+pub const TABLE_HISTORY_MS: &str = "604800000";
+
 impl Topics {
     /// Every topic, in the data's order: tweets, commands, acks, dead
     /// letters, the ledger changelog, replies, the pending purchases'
@@ -125,11 +129,26 @@ impl Topics {
         topic == self.catalog || topic == self.account_links || topic == self.merchants
     }
 
-    /// Whether `topic` keeps each key's latest record for good (a
-    /// changelog or a table): it stays compacted whatever retention is
-    /// given for the others.
-    pub fn is_compacted(&self, topic: &str) -> bool {
-        self.is_changelog(topic) || self.is_table(topic)
+    /// The topic settings hashbuy creates `topic` with: compaction for a
+    /// changelog; for a table also its tombstones kept for good
+    /// (`delete.retention.ms`), since a removal compacted away would bring
+    /// a table file's row back at the next start, and a week of every
+    /// key's history kept whole (`min.compaction.lag.ms`), for tweets of
+    /// that week read again (a replay, a batch done again) to be decided
+    /// by the versions of their time. Older history keeps each key's
+    /// latest change, with its time.
+    pub fn settings_of(&self, topic: &str) -> Vec<(&'static str, &'static str)> {
+        if self.is_table(topic) {
+            vec![
+                ("cleanup.policy", "compact"),
+                ("delete.retention.ms", "9223372036854775807"),
+                ("min.compaction.lag.ms", TABLE_HISTORY_MS),
+            ]
+        } else if self.is_changelog(topic) {
+            vec![("cleanup.policy", "compact")]
+        } else {
+            Vec::new()
+        }
     }
 
     /// How many partitions `topic` gets when hashbuy creates it: one for a
@@ -140,5 +159,28 @@ impl Topics {
         } else {
             partitions
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_keep_their_tombstones_and_a_week_of_history_and_one_partition() {
+        let topics = Topics::default();
+        for table in ["catalog", "account-links", "merchants"] {
+            let settings = topics.settings_of(table);
+            assert!(settings.contains(&("cleanup.policy", "compact")));
+            assert!(settings.contains(&("delete.retention.ms", "9223372036854775807")));
+            assert!(settings.contains(&("min.compaction.lag.ms", "604800000")));
+            assert_eq!(topics.partitions_of(table, 16), 1);
+        }
+        assert_eq!(
+            topics.settings_of("settler-ledger"),
+            [("cleanup.policy", "compact")]
+        );
+        assert!(topics.settings_of("tweets").is_empty());
+        assert_eq!(topics.partitions_of("tweets", 16), 16);
     }
 }

@@ -178,6 +178,9 @@ fn follow_until(
     while !stop.load(Ordering::Relaxed) {
         for table in &mut followed {
             while let Some(message) = table.reader.next(wait) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 match message {
                     Ok(message) => apply(matcher, table.table, &message, letters),
                     Err(e) => tracing::warn!("reading the live {}: {e}", table.name()),

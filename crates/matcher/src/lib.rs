@@ -19,7 +19,10 @@
 //! with a reply. [`run`] puts it on Kafka: consuming, producing, and
 //! committing in batches, exactly once with transactions or at least once,
 //! with each partition's pending purchases written to their changelog in
-//! the same batch as its outputs and offsets.
+//! the same batch as its outputs and offsets, and with the live tables
+//! (the `catalog` and `account-links` topics) followed over the files, each
+//! tweet decided by the tables at its own time ([`Matcher::change_catalog`],
+//! [`Matcher::change_account`]).
 
 mod batch;
 mod live;

@@ -59,6 +59,10 @@
 //!   are restored and claimed by the coordinator, in the rebalance, before
 //!   its worker starts; after an aborted transaction they are restored
 //!   again, as the same owner.
+//! - **The live tables** ([`crate::live`]) are read whole by the thread
+//!   calling [`run`] before the group is joined, then followed by a thread
+//!   of their own, which applies each change under the tables' write lock;
+//!   the workers take the read lock for each record they decide.
 //! - **Poison records** never stop it: a dead letter is fitted to the
 //!   producer's record limit ([`hashbuy_proto::dead_letter::fit`]), its
 //!   payload cut if need be, with the original size and SHA-256.

@@ -398,6 +398,7 @@ pub struct Catalog {
     offers: Vec<Offer>,
     by_hashtag: HashMap<String, usize>,
     by_confirm_hashtag: HashMap<String, usize>,
+    by_offer_id: HashMap<String, usize>,
     /// Live changes, by normalized hashtag.
     changes: History<Offer>,
     /// Live confirmation hashtags (normalized) → the normalized hashtag of
@@ -406,6 +407,8 @@ pub struct Catalog {
     /// Whether a live change ever set a confirm-mode offer (asked of every
     /// tweet, so kept rather than searched for).
     confirm_changed: bool,
+    /// Live offer ids → the normalized hashtag of the offer with that id.
+    id_changes: History<String>,
 }
 
 impl Catalog {
@@ -453,13 +456,19 @@ impl Catalog {
                 ));
             }
         }
+        let by_offer_id = by_id
+            .into_iter()
+            .map(|(id, i)| (id.to_owned(), i))
+            .collect();
         Ok(Catalog {
             offers,
             by_hashtag,
             by_confirm_hashtag,
+            by_offer_id,
             changes: History::default(),
             confirm_changes: History::default(),
             confirm_changed: false,
+            id_changes: History::default(),
         })
     }
 
@@ -523,19 +532,24 @@ impl Catalog {
     /// Applies a change of the live catalog: `offer` for the normalized
     /// hashtag `key` from `at_ms` on, or the key's removal (`None`). The
     /// change is refused, with the key at fault, when the offer is invalid,
-    /// its hashtag does not normalize to `key`, or its purchase or
-    /// confirmation hashtag normalizes like another offer's, as the catalog
-    /// reads at `at_ms` (a tweet could not tell them apart).
+    /// its hashtag does not normalize to `key`, its id is another offer's,
+    /// or its purchase or confirmation hashtag normalizes like another
+    /// offer's, as the catalog reads at `at_ms` (a tweet could not tell
+    /// them apart).
     pub fn change(&mut self, key: &str, at_ms: i64, offer: Option<Offer>) -> Result<(), String> {
         let confirm_of = |offer: &Offer| {
             (offer.mode == Mode::Confirm as i32)
                 .then(|| normalize(&offer.confirm_hashtag).into_owned())
         };
         let previous = self.get_at(key, at_ms).and_then(confirm_of);
+        let previous_id = self.get_at(key, at_ms).map(|o| o.offer_id.clone());
         let Some(offer) = offer else {
             self.changes.apply(key, at_ms, None);
             if let Some(previous) = previous {
                 self.confirm_changes.apply(&previous, at_ms, None);
+            }
+            if let Some(previous_id) = previous_id {
+                self.id_changes.apply(&previous_id, at_ms, None);
             }
             return Ok(());
         };
@@ -554,6 +568,14 @@ impl Catalog {
                  could not tell a purchase from a confirmation",
                 offer.hashtag, other.confirm_hashtag, other.offer_id
             ));
+        }
+        if let Some(other) = self.get_by_id_at(&offer.offer_id, at_ms) {
+            if normalize(&other.hashtag) != key {
+                return Err(format!(
+                    "offer_id: {:?} is already the id of the offer of hashtag {:?}",
+                    offer.offer_id, other.hashtag
+                ));
+            }
         }
         let confirm = confirm_of(&offer);
         if let Some(confirm) = &confirm {
@@ -574,6 +596,11 @@ impl Catalog {
                 }
             }
         }
+        if let Some(previous_id) = previous_id.filter(|p| *p != offer.offer_id) {
+            self.id_changes.apply(&previous_id, at_ms, None);
+        }
+        self.id_changes
+            .apply(&offer.offer_id, at_ms, Some(key.to_owned()));
         self.changes.apply(key, at_ms, Some(offer));
         if let Some(previous) = previous.filter(|p| Some(p) != confirm.as_ref()) {
             self.confirm_changes.apply(&previous, at_ms, None);
@@ -584,6 +611,22 @@ impl Catalog {
             self.confirm_changed = true;
         }
         Ok(())
+    }
+
+    /// The offer with id `offer_id` at `at_ms`, as [`Catalog::get_at`]
+    /// reads the catalog.
+    fn get_by_id_at(&self, offer_id: &str, at_ms: i64) -> Option<&Offer> {
+        let offer = match self.id_changes.at(offer_id, at_ms) {
+            Version::Set(key) => self.get_at(key, at_ms),
+            Version::Removed => None,
+            Version::Base => {
+                let base = &self.offers[*self.by_offer_id.get(offer_id)?];
+                self.get_at(&normalize(&base.hashtag), at_ms)
+            }
+        };
+        // The offer may have changed since: it counts only if it still has
+        // this id.
+        offer.filter(|o| o.offer_id == offer_id)
     }
 
     /// The offers on the catalog at `at_ms`, files and changes together,

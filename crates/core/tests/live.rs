@@ -273,3 +273,38 @@ fn a_confirmation_hashtag_changed_live_confirms_from_its_time() {
         Some("hoodie".into())
     );
 }
+
+#[test]
+fn an_offer_id_is_one_offer_s_at_a_time() {
+    let (mut catalog, _) = tables();
+    let e = catalog
+        .change("buyredv2", T, Some(offer("BuyRedV2", "red")))
+        .expect_err("the file offer's id");
+    assert_eq!(
+        e,
+        "offer_id: \"red\" is already the id of the offer of hashtag \"BuyRedSneakers42\""
+    );
+    // The same offer may change under its own hashtag.
+    catalog
+        .change(
+            "buyredsneakers42",
+            T,
+            Some(offer("BUYREDSNEAKERS42", "red")),
+        )
+        .expect("the same offer");
+    // Once the file offer is renamed, its old id is free.
+    catalog
+        .change(
+            "buyredsneakers42",
+            T + 10,
+            Some(offer("BuyRedSneakers42", "red-old")),
+        )
+        .expect("renamed");
+    catalog
+        .change("buyredv2", T + 10, Some(offer("BuyRedV2", "red")))
+        .expect("the id is free from then on");
+    let e = catalog
+        .change("buyredv3", T + 5, Some(offer("BuyRedV3", "red")))
+        .expect_err("still taken at T + 5");
+    assert!(e.contains("\"BUYREDSNEAKERS42\""), "{e}");
+}

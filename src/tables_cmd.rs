@@ -18,12 +18,13 @@ use chrono::{DateTime, Utc};
 use hashbuy_core::hashtag::normalize;
 use hashbuy_core::tables::{AccountRow, Accounts, Catalog, OfferRow};
 use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::now_ms;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
-use hashbuy_kafka::reader::{read_to_end, ReadOptions, TopicReader};
+use hashbuy_kafka::reader::read_to_end;
+use hashbuy_kafka::tables::{self, Change};
 use hashbuy_proto::v1::{AccountLink, Offer};
 use prost::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::Message;
 
 use crate::inspect::{load_accounts, load_catalog};
 use crate::kafka_args::KafkaArgs;
@@ -159,11 +160,6 @@ impl At {
             Some(at) => Ok(at),
         }
     }
-}
-
-/// Now, in milliseconds since the epoch.
-fn now_ms() -> i64 {
-    hashbuy_settler::entry::now_ms()
 }
 
 /// The smallest `--at` taken in milliseconds: 1973-03-03. A smaller number
@@ -306,9 +302,9 @@ fn accounts_topic(kafka: &KafkaArgs) -> Result<(Connection, String)> {
 /// matcher sets them aside).
 fn read_catalog(connection: &Connection, topic: &str) -> Result<Catalog> {
     let mut catalog = Catalog::default();
-    read_table(connection, topic, |key, at, value| {
-        let offer = value.map(Offer::decode).transpose().ok()?;
-        catalog.change(key, at, offer).ok()
+    read_table(connection, topic, |change| {
+        let offer = change.value.map(Offer::decode).transpose().ok()?;
+        catalog.change(change.key, change.at_ms, offer).ok()
     })?;
     Ok(catalog)
 }
@@ -316,33 +312,26 @@ fn read_catalog(connection: &Connection, topic: &str) -> Result<Catalog> {
 /// The live account links as the topic holds them.
 fn read_accounts(connection: &Connection, topic: &str) -> Result<Accounts> {
     let mut accounts = Accounts::default();
-    read_table(connection, topic, |key, at, value| {
-        let link = value.map(AccountLink::decode).transpose().ok()?;
-        accounts.change(key, at, link).ok()
+    read_table(connection, topic, |change| {
+        let link = change.value.map(AccountLink::decode).transpose().ok()?;
+        accounts.change(change.key, change.at_ms, link).ok()
     })?;
     Ok(accounts)
 }
 
-/// Reads a table topic to its end, handing each record's key, time and
-/// value to `apply`; a record it refuses is counted and said.
+/// Reads a table topic to its end, handing each change to `apply`; a
+/// record it refuses, or that is no change, is counted and said.
 fn read_table(
     connection: &Connection,
     topic: &str,
-    mut apply: impl FnMut(&str, i64, Option<&[u8]>) -> Option<()>,
+    mut apply: impl FnMut(Change<'_>) -> Option<()>,
 ) -> Result<()> {
-    let options = ReadOptions {
-        from_beginning: true,
-        exit_at_end: true,
-        read_uncommitted: false,
-    };
-    let mut reader = TopicReader::open(connection, topic, options)?;
+    let mut reader = tables::open(connection, topic)?.with_context(|| {
+        format!("topic {topic} does not exist (hashbuy topics create makes it)")
+    })?;
     let mut refused = 0u64;
     read_to_end(&mut reader, topic, |message| {
-        let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
-        let at = message.timestamp().to_millis();
-        let applied = key
-            .zip(at)
-            .and_then(|(key, at)| apply(key, at, message.payload()));
+        let applied = Change::of(message).ok().and_then(&mut apply);
         refused += u64::from(applied.is_none());
         Ok::<(), std::convert::Infallible>(())
     })

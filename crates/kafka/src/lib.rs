@@ -19,8 +19,11 @@
 //! - [`health`]: liveness and readiness for `/healthz` and `/readyz`.
 //! - [`broker`]: the embedded development broker (librdkafka's mock
 //!   cluster) behind `hashbuy broker` and the in-process tests.
+//! - [`tables`]: table topics read whole, then followed, by every
+//!   instance.
 //! - [`lock`] and [`chosen`]: what every owner of partitioned work does
-//!   with its table of partitions.
+//!   with its table of partitions; [`now_ms`]: the wall clock hashbuy
+//!   stamps records with.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -37,6 +40,7 @@ pub mod offsets;
 pub mod pool;
 pub mod produce;
 pub mod reader;
+pub mod tables;
 
 /// Locks a mutex, going on past a poisoned one: hashbuy's holders finish
 /// each update before anything can panic, and a thread that panics is
@@ -56,4 +60,13 @@ pub fn chosen<V>(owned: &HashMap<i32, V>, partitions: Option<&[i32]>) -> Vec<i32
             .collect(),
         None => owned.keys().copied().collect(),
     }
+}
+
+/// Now, in milliseconds since the Unix epoch: the wall clock hashbuy stamps
+/// dead letters, ledger entries and table changes with (never a tweet's
+/// decision, which takes the tweet's own time).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -77,6 +77,7 @@ use hashbuy_kafka::driver::{drive, DriveError, Membership};
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::loss::Gap;
 use hashbuy_kafka::produce::{record_budget, Deliveries};
+use hashbuy_kafka::tables::FollowError;
 use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::live;
@@ -234,21 +235,9 @@ pub enum RunError {
         /// The last error reading it.
         last_error: Option<String>,
     },
-    /// A live table could not be read to its end before the first record.
-    #[error(
-        "cannot read the live table {topic}: nothing read for {} s (last error: {}); the \
-         matcher does not start without its tables",
-        .waited.as_secs(),
-        last_error.as_deref().unwrap_or("none")
-    )]
-    TablesStalled {
-        /// The table topic.
-        topic: String,
-        /// How long it read nothing.
-        waited: Duration,
-        /// The last error reading it.
-        last_error: Option<String>,
-    },
+    /// The live tables could not be read before the first record.
+    #[error(transparent)]
+    Tables(#[from] FollowError),
     /// No offers or no links: the files gave none and the table's topic
     /// does not exist.
     #[error(
@@ -261,9 +250,6 @@ pub enum RunError {
         /// Its topic.
         topic: String,
     },
-    /// A thread could not be started.
-    #[error("cannot start a thread: {0}")]
-    Thread(String),
     /// Another matcher claimed a partition this one was working on: the
     /// group moved it on, and this member is no longer its owner.
     #[error(

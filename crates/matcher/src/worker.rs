@@ -6,12 +6,12 @@
 
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbuy_core::confirm::PartitionFlow;
 use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::driver::DriverContext;
 use hashbuy_kafka::loss::{Continuity, Gap, PartitionOffsets};
+use hashbuy_kafka::now_ms;
 use hashbuy_kafka::pool::PartitionWork;
 use hashbuy_proto::dead_letter;
 use rdkafka::error::{KafkaError, KafkaResult};
@@ -257,11 +257,4 @@ impl PartitionWork for Job {
             self.send();
         }
     }
-}
-
-/// Now, in ms since the epoch: what dead letters are stamped with.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

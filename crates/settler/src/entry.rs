@@ -181,12 +181,8 @@ impl From<Outcome> for State {
     }
 }
 
-/// Now, in ms since the epoch (the ledger's clock).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+/// Now, in ms since the epoch: the ledger's clock.
+pub use hashbuy_kafka::now_ms;
 
 /// The idempotency key of a command's first provider call: its id, so the
 /// same command can never charge twice under its first key.

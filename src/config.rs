@@ -49,6 +49,11 @@ pub struct SettleConfig {
     /// with one, each charge is a Stripe Connect destination charge to its
     /// merchant's connected account (none: the platform's own account).
     pub merchants: Option<PathBuf>,
+    /// Charge through Stripe Connect with the live merchants table, with
+    /// or without a file (default false; a file implies it).
+    pub connect: bool,
+    /// Follow the live `merchants` topic over the file (default true).
+    pub live_tables: bool,
     /// The provider's base URL (default `https://api.stripe.com`).
     pub provider_url: String,
     /// A file holding the provider's secret key, relative to the config
@@ -88,6 +93,8 @@ impl Default for SettleConfig {
         SettleConfig {
             ledger: None,
             merchants: None,
+            connect: false,
+            live_tables: true,
             provider_url: STRIPE_API.to_owned(),
             provider_key_file: None,
             group: "hashbuy-settler".to_owned(),
@@ -126,6 +133,7 @@ impl SettleConfig {
             topics,
             ledger_dir,
             merchants: None,
+            live_tables: self.live_tables,
             max_in_flight: self.max_in_flight.max(1),
             exit_at_end,
             on_data_loss: self.on_data_loss.into(),

@@ -81,6 +81,9 @@ enum Command {
     Catalog(tables_cmd::CatalogArgs),
     /// Change the live account links (the `account-links` topic).
     Accounts(tables_cmd::AccountsArgs),
+    /// Change the live merchants table (the `merchants` topic the settler
+    /// follows in Connect mode).
+    Merchants(tables_cmd::MerchantsArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         Command::Ledger(args) => ledger_cmd::run(args),
         Command::Catalog(args) => tables_cmd::run_catalog(args),
         Command::Accounts(args) => tables_cmd::run_accounts(args),
+        Command::Merchants(args) => tables_cmd::run_merchants(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

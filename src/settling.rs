@@ -5,10 +5,11 @@
 //! environment or a key file.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use hashbuy_core::tables::Merchants;
 use hashbuy_kafka::health::Health;
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, ProviderError, SecretString};
 use hashbuy_settler::payments::Payments;
@@ -34,6 +35,15 @@ pub struct Args {
     /// platform's own account [config: settle.merchants].
     #[arg(long, env = "HASHBUY_MERCHANTS")]
     merchants: Option<PathBuf>,
+    /// Charge through Stripe Connect with the merchants of the live
+    /// `merchants` topic, with or without --merchants (which implies it)
+    /// [config: settle.connect].
+    #[arg(long)]
+    connect: bool,
+    /// Do not follow the live `merchants` topic: the --merchants file alone
+    /// [config: settle.live_tables = false].
+    #[arg(long)]
+    no_live_tables: bool,
     /// The payment provider's base URL: Stripe, or paysim / a
     /// Stripe-compatible mock at http://127.0.0.1:PORT
     /// [default: https://api.stripe.com].
@@ -215,18 +225,25 @@ pub fn run(args: Args) -> Result<()> {
     provider_config.rate_limit = args.rate_limit.or(settings.rate_limit);
     provider_config.allow_live = args.allow_live;
     let provider = Provider::new(provider_config).context("bad provider settings")?;
-    let mut config = settings.run_config(connection, topics, ledger_dir, args.exit_at_end);
-    if let Some(path) = args.merchants.or(settings.merchants.take()) {
-        let merchants = load_merchants(&path)?;
-        if merchants.is_empty() {
-            bail!(
-                "the merchants table {} has no merchants: every command would be rejected; \
-                 leave --merchants out to charge the platform's own account",
-                path.display()
-            );
-        }
-        config.merchants = Some(Arc::new(merchants));
+    if args.no_live_tables {
+        settings.live_tables = false;
     }
+    let mut config = settings.run_config(connection, topics, ledger_dir, args.exit_at_end);
+    // Connect mode: a merchants file, or the live merchants table alone.
+    let merchants = match args.merchants.or(settings.merchants.take()) {
+        Some(path) => Some(load_merchants(&path)?),
+        None if args.connect || settings.connect => {
+            if !config.live_tables {
+                bail!(
+                    "--connect without --merchants takes the merchants from the live merchants \
+                     topic, which --no-live-tables leaves unread: give --merchants FILE"
+                );
+            }
+            Some(Merchants::default())
+        }
+        None => None,
+    };
+    config.merchants = merchants.map(|m| Arc::new(RwLock::new(m)));
     check_provider(&provider)?;
     let payments = Payments::new(provider, Backoff::default());
     let health = Arc::new(Health::default());

@@ -1,5 +1,6 @@
-//! `hashbuy catalog` and `hashbuy accounts`: change the live tables, the
-//! compacted `catalog` and `account-links` topics the matcher follows.
+//! `hashbuy catalog`, `hashbuy accounts` and `hashbuy merchants`: change
+//! the live tables, the compacted `catalog` and `account-links` topics the
+//! matcher follows and the `merchants` topic the settler follows.
 //!
 //! A change is one record: the protobuf `Offer` keyed by its normalized
 //! hashtag (or the `AccountLink` keyed by its user id), or a tombstone that
@@ -16,17 +17,17 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use hashbuy_core::hashtag::normalize;
-use hashbuy_core::tables::{AccountRow, Accounts, Catalog, OfferRow};
+use hashbuy_core::tables::{AccountRow, Accounts, Catalog, MerchantRow, Merchants, OfferRow};
 use hashbuy_kafka::client::Connection;
 use hashbuy_kafka::now_ms;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
 use hashbuy_kafka::reader::read_to_end;
 use hashbuy_kafka::tables::{self, Change};
-use hashbuy_proto::v1::{AccountLink, Offer};
+use hashbuy_proto::v1::{AccountLink, Merchant, Offer};
 use prost::Message as _;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::inspect::{load_accounts, load_catalog};
+use crate::inspect::{load_accounts, load_catalog, load_merchants};
 use crate::kafka_args::KafkaArgs;
 
 /// How long a change may take to be delivered.
@@ -64,6 +65,41 @@ enum AccountsCommand {
     Unlink(RmArgs),
     /// Print the live account links at a time, as JSON lines.
     Ls(LsArgs),
+}
+
+/// Arguments of `hashbuy merchants`.
+#[derive(clap::Args)]
+pub struct MerchantsArgs {
+    #[command(subcommand)]
+    command: MerchantsCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum MerchantsCommand {
+    /// Add or change merchants: a merchants table file's, or one as JSON.
+    Put(MerchantPutArgs),
+    /// Remove a merchant, by merchant id: its purchases from then on are
+    /// rejected, never charged to the platform.
+    Rm(RmArgs),
+    /// Print the live merchants table at a time, as JSON lines.
+    Ls(LsArgs),
+}
+
+/// Arguments of `hashbuy merchants put`.
+#[derive(clap::Args)]
+struct MerchantPutArgs {
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    /// A merchants table file (TOML or JSON), checked as `hashbuy settle
+    /// --merchants` checks it.
+    #[arg(required_unless_present = "merchant", conflicts_with = "merchant")]
+    file: Option<std::path::PathBuf>,
+    /// One merchant as JSON, with the keys of a table file's merchants
+    /// (`{"merchant_id": "acme", "account_id": "acct_…", "fee_bps": 250}`).
+    #[arg(long)]
+    merchant: Option<String>,
+    #[command(flatten)]
+    at: At,
 }
 
 /// Arguments of `hashbuy catalog put`.
@@ -286,6 +322,68 @@ pub fn run_accounts(args: AccountsArgs) -> Result<()> {
             print_lines(live.links_at(args.at.unwrap_or_else(now_ms)))
         }
     }
+}
+
+/// Runs `hashbuy merchants`.
+pub fn run_merchants(args: MerchantsArgs) -> Result<()> {
+    match args.command {
+        MerchantsCommand::Put(args) => {
+            let merchants: Vec<Merchant> = match (&args.file, &args.merchant) {
+                (Some(path), _) => {
+                    // A file's merchants, before any change: all of them.
+                    let merchants = load_merchants(path)?;
+                    merchants
+                        .merchants_at(i64::MIN)
+                        .into_values()
+                        .cloned()
+                        .collect()
+                }
+                (None, Some(json)) => {
+                    let row: MerchantRow = serde_json::from_str(json)
+                        .context("--merchant is not a merchant's JSON")?;
+                    vec![row
+                        .to_merchant()
+                        .map_err(|e| anyhow::anyhow!("--merchant: {e}"))?]
+                }
+                (None, None) => bail!("give a merchants file or --merchant JSON"),
+            };
+            let (connection, topic) = merchants_topic(&args.kafka)?;
+            let at = args.at.ms()?;
+            let changes: Vec<(String, Option<Vec<u8>>)> = merchants
+                .iter()
+                .map(|m| (m.merchant_id.clone(), Some(m.encode_to_vec())))
+                .collect();
+            let count = changes.len();
+            produce(&connection, &topic, at, changes)?;
+            eprintln!("put {count} merchants on {topic}, from {}", shown(at));
+            Ok(())
+        }
+        MerchantsCommand::Rm(args) => {
+            let (connection, topic) = merchants_topic(&args.kafka)?;
+            let at = args.at.ms()?;
+            produce(&connection, &topic, at, vec![(args.key.clone(), None)])?;
+            eprintln!(
+                "removed merchant {:?} from {topic}, from {}",
+                args.key,
+                shown(at)
+            );
+            Ok(())
+        }
+        MerchantsCommand::Ls(args) => {
+            let (connection, topic) = merchants_topic(&args.kafka)?;
+            let mut merchants = Merchants::default();
+            read_table(&connection, &topic, |change| {
+                let merchant = change.value.map(Merchant::decode).transpose().ok()?;
+                merchants.change(change.key, change.at_ms, merchant).ok()
+            })?;
+            print_lines(merchants.merchants_at(args.at.unwrap_or_else(now_ms)))
+        }
+    }
+}
+
+fn merchants_topic(kafka: &KafkaArgs) -> Result<(Connection, String)> {
+    let (connection, file) = kafka.load()?;
+    Ok((connection, file.kafka.topics.merchants))
 }
 
 fn catalog_topic(kafka: &KafkaArgs) -> Result<(Connection, String)> {

@@ -39,18 +39,20 @@ pub struct Destination {
     pub on_behalf_of: bool,
 }
 
-/// Routes a charge of `amount` minor units for `merchant_id`: the
-/// platform's account without a merchants table, else the merchant's
-/// connected account; `Err` with the reason a command is refused.
+/// Routes a charge of `amount` minor units for `merchant_id`, bought at
+/// `at_ms` (the purchase tweet's time): the platform's account without a
+/// merchants table, else the merchant's connected account as the table
+/// stood then; `Err` with the reason a command is refused.
 pub fn route(
     merchants: Option<&Merchants>,
     merchant_id: &str,
     amount: u64,
+    at_ms: i64,
 ) -> Result<Route, String> {
     let Some(merchants) = merchants else {
         return Ok(Route::Platform);
     };
-    let Some(merchant) = merchants.get(merchant_id) else {
+    let Some(merchant) = merchants.get_at(merchant_id, at_ms) else {
         return Err(format!(
             "merchant {merchant_id:?} has no connected account in the merchants table"
         ));

@@ -63,6 +63,13 @@ impl<V> History<V> {
         }
     }
 
+    /// Whether some change, at any time, set a value (not only removals).
+    pub fn sets_any(&self) -> bool {
+        self.versions
+            .values()
+            .any(|versions| versions.iter().any(|(_, v)| v.is_some()))
+    }
+
     /// Whether no change was applied.
     pub fn is_empty(&self) -> bool {
         self.versions.is_empty()

@@ -761,10 +761,12 @@ impl Accounts {
     }
 }
 
-/// Merchants by merchant id.
+/// Merchants by merchant id: the file's, and the live merchants table's
+/// changes over them by the time they take effect.
 #[derive(Debug, Clone, Default)]
 pub struct Merchants {
     by_id: HashMap<String, Merchant>,
+    changes: History<Merchant>,
 }
 
 impl Merchants {
@@ -783,7 +785,10 @@ impl Merchants {
             }
             by_id.insert(merchant.merchant_id.clone(), merchant);
         }
-        Ok(Merchants { by_id })
+        Ok(Merchants {
+            by_id,
+            changes: History::default(),
+        })
     }
 
     /// Loads a merchants table file (`name` is for messages only).
@@ -796,6 +801,55 @@ impl Merchants {
     /// The merchant with this id.
     pub fn get(&self, merchant_id: &str) -> Option<&Merchant> {
         self.by_id.get(merchant_id)
+    }
+
+    /// The merchant with this id at `at_ms` (a purchase tweet's time): the
+    /// live table's latest change at or before then, else the file's.
+    pub fn get_at(&self, merchant_id: &str, at_ms: i64) -> Option<&Merchant> {
+        match self.changes.at(merchant_id, at_ms) {
+            Version::Base => self.get(merchant_id),
+            Version::Set(merchant) => Some(merchant),
+            Version::Removed => None,
+        }
+    }
+
+    /// Applies a change of the live merchants table: `merchant` for
+    /// `merchant_id` from `at_ms` on, or its removal (`None`); refused,
+    /// naming the key, when the merchant is invalid or is another id's.
+    pub fn change(
+        &mut self,
+        merchant_id: &str,
+        at_ms: i64,
+        merchant: Option<Merchant>,
+    ) -> Result<(), String> {
+        if let Some(merchant) = &merchant {
+            check_merchant(merchant)?;
+            if merchant.merchant_id != merchant_id {
+                return Err(format!(
+                    "merchant_id: {:?} is not its key {merchant_id:?}",
+                    merchant.merchant_id
+                ));
+            }
+        }
+        self.changes.apply(merchant_id, at_ms, merchant);
+        Ok(())
+    }
+
+    /// Whether there is a merchant at some time: in the file, or set by a
+    /// change.
+    pub fn has_any(&self) -> bool {
+        !self.by_id.is_empty() || self.changes.sets_any()
+    }
+
+    /// The merchants at `at_ms`, file and changes together, by id.
+    pub fn merchants_at(&self, at_ms: i64) -> BTreeMap<String, &Merchant> {
+        let keys = self
+            .by_id
+            .keys()
+            .map(String::as_str)
+            .chain(self.changes.keys());
+        keys.filter_map(|key| Some((key.to_owned(), self.get_at(key, at_ms)?)))
+            .collect()
     }
 
     /// How many merchants there are.

@@ -7,6 +7,9 @@ use hashbuy_core::tables::Merchants;
 use hashbuy_proto::v1::Merchant;
 use proptest::prelude::*;
 
+/// A purchase tweet's time.
+const T: i64 = 1_780_272_000_000;
+
 fn merchants() -> Merchants {
     Merchants::from_file_text(
         "merchants.toml",
@@ -19,15 +22,15 @@ fn merchants() -> Merchants {
 
 #[test]
 fn without_a_merchants_table_every_charge_is_the_platform_s() {
-    assert_eq!(route(None, "acme", 4200), Ok(Route::Platform));
-    assert_eq!(route(None, "anyone", 1), Ok(Route::Platform));
+    assert_eq!(route(None, "acme", 4200, T), Ok(Route::Platform));
+    assert_eq!(route(None, "anyone", 1, T), Ok(Route::Platform));
 }
 
 #[test]
 fn with_one_a_charge_goes_to_the_merchant_less_the_fee() {
     let merchants = merchants();
     assert_eq!(
-        route(Some(&merchants), "acme", 4200),
+        route(Some(&merchants), "acme", 4200, T),
         Ok(Route::Connect(Destination {
             account_id: "acct_1Acme".into(),
             application_fee_amount: Some(105),
@@ -36,7 +39,7 @@ fn with_one_a_charge_goes_to_the_merchant_less_the_fee() {
     );
     // 2.5% of 999 is 24.975: rounded down, the merchant's way.
     assert_eq!(
-        route(Some(&merchants), "acme", 999),
+        route(Some(&merchants), "acme", 999, T),
         Ok(Route::Connect(Destination {
             account_id: "acct_1Acme".into(),
             application_fee_amount: Some(24),
@@ -44,7 +47,7 @@ fn with_one_a_charge_goes_to_the_merchant_less_the_fee() {
         }))
     );
     assert_eq!(
-        route(Some(&merchants), "bolt", 4200),
+        route(Some(&merchants), "bolt", 4200, T),
         Ok(Route::Connect(Destination {
             account_id: "acct_2Bolt".into(),
             application_fee_amount: Some(500),
@@ -53,7 +56,7 @@ fn with_one_a_charge_goes_to_the_merchant_less_the_fee() {
     );
     // No fee: none sent.
     assert_eq!(
-        route(Some(&merchants), "free", 4200),
+        route(Some(&merchants), "free", 4200, T),
         Ok(Route::Connect(Destination {
             account_id: "acct_3Free".into(),
             application_fee_amount: None,
@@ -66,20 +69,20 @@ fn with_one_a_charge_goes_to_the_merchant_less_the_fee() {
 fn a_merchant_missing_from_the_table_or_a_fee_over_the_amount_is_refused() {
     let merchants = merchants();
     assert_eq!(
-        route(Some(&merchants), "zed", 4200),
+        route(Some(&merchants), "zed", 4200, T),
         Err("merchant \"zed\" has no connected account in the merchants table".into())
     );
     // An empty table is a table: nothing falls through to the platform.
-    assert!(route(Some(&Merchants::default()), "acme", 4200).is_err());
+    assert!(route(Some(&Merchants::default()), "acme", 4200, T).is_err());
     assert_eq!(
-        route(Some(&merchants), "bolt", 499),
+        route(Some(&merchants), "bolt", 499, T),
         Err(
             "the platform fee of merchant \"bolt\", 500, is more than the amount, 499 (minor units)"
                 .into()
         )
     );
     assert!(
-        route(Some(&merchants), "bolt", 500).is_ok(),
+        route(Some(&merchants), "bolt", 500, T).is_ok(),
         "a fee of all of it"
     );
 }
@@ -97,4 +100,43 @@ proptest! {
         prop_assert!(u128::from(fee) * 10_000 <= exact);
         prop_assert!(exact < (u128::from(fee) + 1) * 10_000);
     }
+}
+
+#[test]
+fn a_live_change_of_the_merchants_table_routes_purchases_from_its_time() {
+    let mut merchants = merchants();
+    let moved = Merchant {
+        merchant_id: "acme".into(),
+        account_id: "acct_9Moved".into(),
+        ..Merchant::default()
+    };
+    merchants
+        .change("acme", T + 10, Some(moved))
+        .expect("moved");
+    merchants.change("bolt", T + 20, None).expect("removed");
+    let account = |merchant: &str, at: i64| match route(Some(&merchants), merchant, 4200, at) {
+        Ok(Route::Connect(destination)) => Ok(destination.account_id),
+        Ok(Route::Platform) => Ok("platform".into()),
+        Err(reason) => Err(reason),
+    };
+    assert_eq!(account("acme", T + 9), Ok("acct_1Acme".into()));
+    assert_eq!(account("acme", T + 10), Ok("acct_9Moved".into()));
+    assert_eq!(account("bolt", T + 19), Ok("acct_2Bolt".into()));
+    assert!(
+        account("bolt", T + 20).is_err(),
+        "removed: refused, never the platform"
+    );
+    assert_eq!(merchants.merchants_at(T + 20).len(), 2);
+    let e = merchants
+        .change(
+            "zed",
+            T,
+            Some(Merchant {
+                merchant_id: "other".into(),
+                account_id: "acct_1".into(),
+                ..Merchant::default()
+            }),
+        )
+        .expect_err("another id");
+    assert_eq!(e, "merchant_id: \"other\" is not its key \"zed\"");
 }

@@ -86,7 +86,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use hashbuy_core::tables::Merchants;
@@ -102,7 +102,10 @@ use hashbuy_kafka::loss::{
     check_starts, report_before_group, report_lost, Continuity, Gap, OnDataLoss, PartitionOffsets,
 };
 use hashbuy_kafka::produce::record_budget;
+use hashbuy_kafka::tables::{self, FollowError, Follower, Letters};
 use hashbuy_kafka::{chosen, lock};
+use hashbuy_proto::v1::Merchant;
+use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -135,10 +138,16 @@ pub struct Config {
     /// The ledger's directory.
     pub ledger_dir: PathBuf,
     /// The merchants table: with one, each command is charged as a Stripe
-    /// Connect destination charge to its merchant's connected account (see
+    /// Connect destination charge to its merchant's connected account as
+    /// the table stood at its purchase tweet's time (see
     /// [`hashbuy_core::connect`]), and one for a merchant the table lacks
-    /// is rejected; `None`, the platform's own account.
-    pub merchants: Option<Arc<Merchants>>,
+    /// is rejected; `None`, the platform's own account. With
+    /// [`Config::live_tables`], the live `merchants` topic's changes are
+    /// applied over it while the settler runs.
+    pub merchants: Option<Arc<RwLock<Merchants>>>,
+    /// Follow the live `merchants` topic, if it exists, over
+    /// [`Config::merchants`] (which must then be given).
+    pub live_tables: bool,
     /// Most commands in flight per partition.
     pub max_in_flight: usize,
     /// Stop once the group has settled what the commands topic held at
@@ -194,6 +203,20 @@ pub enum RunError {
     /// Kafka is unreachable or a topic is missing.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// The live merchants table could not be read before the first
+    /// command.
+    #[error(transparent)]
+    Tables(#[from] FollowError),
+    /// Connect mode with no merchant: every command would be rejected.
+    #[error(
+        "the merchants table has no merchants (neither the file nor topic {topic} gives one): \
+         every command would be rejected; give merchants, or leave Connect mode off to charge \
+         the platform's own account"
+    )]
+    NoMerchants {
+        /// The merchants topic.
+        topic: String,
+    },
     /// A Kafka operation failed.
     #[error(transparent)]
     Kafka(#[from] Failed),
@@ -357,6 +380,66 @@ impl Shared {
     }
 }
 
+/// Reads the live `merchants` topic, when the settler has a merchants
+/// table and follows it, then follows it while the settler runs; a table
+/// with no merchant at any time is an error (every command would be
+/// rejected).
+fn follow_merchants(config: &Config) -> Result<Option<Follower>, RunError> {
+    let Some(merchants) = &config.merchants else {
+        return Ok(None);
+    };
+    let mut follower = None;
+    if config.live_tables {
+        match tables::open(&config.connection, &config.topics.merchants)? {
+            Some(reader) => {
+                let letters = Letters {
+                    topic: config.topics.dead_letters.clone(),
+                    stage: TABLES_STAGE,
+                };
+                let applying = Arc::clone(merchants);
+                follower = Some(tables::follow(
+                    &config.connection,
+                    vec![(config.topics.merchants.clone(), reader)],
+                    letters,
+                    move |change| {
+                        let merchant = change
+                            .value
+                            .map(Merchant::decode)
+                            .transpose()
+                            .map_err(|e| format!("not a protobuf Merchant: {e}"))?;
+                        write(&applying).change(change.key, change.at_ms, merchant)
+                    },
+                )?);
+            }
+            None => tracing::info!(
+                "the live merchants table is not followed: topic {} does not exist (hashbuy \
+                 topics create makes it)",
+                config.topics.merchants
+            ),
+        }
+    }
+    if !read(merchants).has_any() {
+        return Err(RunError::NoMerchants {
+            topic: config.topics.merchants.clone(),
+        });
+    }
+    Ok(follower)
+}
+
+/// The stage name dead letters of the live merchants table carry.
+pub const TABLES_STAGE: &str = "tables";
+
+/// The merchants table, to read: a writer only applies a checked change,
+/// which cannot panic half-way, so a poisoned lock still holds a whole
+/// table.
+pub(crate) fn read(merchants: &RwLock<Merchants>) -> RwLockReadGuard<'_, Merchants> {
+    merchants.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(merchants: &RwLock<Merchants>) -> RwLockWriteGuard<'_, Merchants> {
+    merchants.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Runs the settler until `stop` is raised or, with `exit_at_end`, the
 /// group has settled what the commands topic held at start.
 pub fn run(
@@ -379,6 +462,9 @@ pub fn run(
             commands_partitions: commands,
         });
     }
+    // Before the first command: a command is routed by the merchants table
+    // as it stood at its tweet's time.
+    let _follower = follow_merchants(config)?;
     let ledger = Ledger::open(&config.ledger_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hashbuy_core::connect::{route, Route};
 use hashbuy_core::replies::{self, Refusal};
 use hashbuy_kafka::lock;
-use hashbuy_proto::v1::PaymentAck;
+use hashbuy_proto::v1::{PaymentAck, PaymentCommand};
 use prost::Message as _;
 use tokio::sync::watch;
 
@@ -22,7 +22,7 @@ use crate::entry::{key_index, now_ms, Entry, Outcome, State};
 use crate::ledger::{encode, PartitionLedger};
 use crate::limits;
 use crate::partition::{Done, Work};
-use crate::run::{RunError, Shared};
+use crate::run::{self, RunError, Shared};
 use crate::steps::{self, Found, Reply, Step};
 
 /// Settles one command; see the module docs and [`crate::steps`].
@@ -110,11 +110,7 @@ async fn settle_entry(
             // Routed once, here: the entry keeps where its charge goes, so
             // a merchants table changed before a retry cannot change the
             // request a key was first used with.
-            let routed = route(
-                shared.config.merchants.as_deref(),
-                &fresh.command.merchant_id,
-                fresh.command.amount,
-            );
+            let routed = route_of(shared, &fresh.command);
             let refused = match routed {
                 Ok(Route::Platform) => None,
                 Ok(Route::Connect(destination)) => {
@@ -163,8 +159,7 @@ async fn settle_entry(
                     // given: a key past the first is minted only once the
                     // provider is known to hold no charge, so it is a fresh
                     // request, routed as a fresh command would be.
-                    let merchants = shared.config.merchants.as_deref();
-                    match route(merchants, &entry.command.merchant_id, entry.command.amount) {
+                    match route_of(shared, &entry.command) {
                         Ok(Route::Platform) => {}
                         Ok(Route::Connect(destination)) => entry.destination = Some(destination),
                         Err(reason) => {
@@ -441,4 +436,16 @@ async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {
     *lock(&shared.last_ack) = Some(Instant::now());
     metrics::counter!("hashbuy_settler_acks_total").increment(1);
     Ok(())
+}
+
+/// Where `command`'s charge goes, by the merchants table as it stood at
+/// its purchase tweet's time.
+fn route_of(shared: &Shared, command: &PaymentCommand) -> Result<Route, String> {
+    let merchants = shared.config.merchants.as_deref().map(run::read);
+    route(
+        merchants.as_deref(),
+        &command.merchant_id,
+        command.amount,
+        command.tweet_timestamp_ms,
+    )
 }

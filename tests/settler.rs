@@ -701,6 +701,46 @@ fn the_live_merchants_table_routes_each_purchase_by_its_time() {
     assert_eq!(last.status, Status::Rejected as i32, "{}", last.reason);
 }
 
+/// A merchant put on the live table after its first purchases were
+/// tweeted (onboarding, a backlog of commands) still takes them: only a
+/// removal at or before a purchase's time refuses it.
+#[test]
+fn a_merchant_put_after_its_purchases_were_tweeted_still_takes_them() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 2).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        connected_accounts: BTreeSet::from(["acct_1Acme".to_owned()]),
+        ..PaysimConfig::default()
+    });
+    // Tweeted in 2026-05, the merchant put now.
+    let sent = commands(4, 4);
+    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["merchants", "put", "--brokers", &brokers, "--merchant"])
+        .arg(r#"{"merchant_id": "acme", "account_id": "acct_1Acme"}"#)
+        .output()
+        .expect("hashbuy runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    finished(
+        settle(&brokers, &provider, &dir.path().join("ledger"))
+            .args(["--connect", "--exit-at-end"])
+            .output()
+            .expect("settle runs"),
+    );
+    assert_settled_once(&brokers, &provider, &sent);
+    let audit = provider.audit();
+    assert_eq!(audit.payment_intents.len(), 4);
+    assert!(audit
+        .payment_intents
+        .iter()
+        .all(|p| p.destination.as_deref() == Some("acct_1Acme")));
+}
+
 /// A settler frozen (SIGSTOP) past its session: the broker drops it from
 /// the group, and on thawing it finds its partitions lost and the group
 /// refusing its commit. It rejoins and goes on, and nothing is charged

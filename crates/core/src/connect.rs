@@ -42,7 +42,9 @@ pub struct Destination {
 /// Routes a charge of `amount` minor units for `merchant_id`, bought at
 /// `at_ms` (the purchase tweet's time): the platform's account without a
 /// merchants table, else the merchant's connected account as the table
-/// stood then; `Err` with the reason a command is refused.
+/// stood then ([`Merchants::for_purchase`]: a merchant added later takes
+/// it too, one removed by then does not); `Err` with the reason a command
+/// is refused.
 pub fn route(
     merchants: Option<&Merchants>,
     merchant_id: &str,
@@ -52,7 +54,7 @@ pub fn route(
     let Some(merchants) = merchants else {
         return Ok(Route::Platform);
     };
-    let Some(merchant) = merchants.get_at(merchant_id, at_ms) else {
+    let Some(merchant) = merchants.for_purchase(merchant_id, at_ms) else {
         return Err(format!(
             "merchant {merchant_id:?} has no connected account in the merchants table"
         ));

@@ -63,6 +63,11 @@ impl<V> History<V> {
         }
     }
 
+    /// The time of `key`'s latest change, if it has one.
+    pub fn latest_time(&self, key: &str) -> Option<i64> {
+        self.versions.get(key)?.last().map(|(t, _)| *t)
+    }
+
     /// Whether some change, at any time, set a value (not only removals).
     pub fn sets_any(&self) -> bool {
         self.versions

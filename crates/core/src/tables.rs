@@ -835,6 +835,31 @@ impl Merchants {
         Ok(())
     }
 
+    /// The merchant a purchase tweeted at `at_ms` is charged for: the
+    /// table at that time, and for a merchant not yet in it then (added
+    /// after the tweet, never removed before it) the merchant as the table
+    /// has it last, so a merchant put on the table after its first
+    /// purchases were tweeted (onboarding, a backlog) still takes them. A
+    /// merchant removed at or before the tweet takes none.
+    pub fn for_purchase(&self, merchant_id: &str, at_ms: i64) -> Option<&Merchant> {
+        match self.changes.at(merchant_id, at_ms) {
+            Version::Set(merchant) => Some(merchant),
+            Version::Removed => None,
+            Version::Base => {
+                self.get(merchant_id)
+                    .or(match self.changes.at(merchant_id, i64::MAX) {
+                        Version::Set(merchant) => Some(merchant),
+                        Version::Base | Version::Removed => None,
+                    })
+            }
+        }
+    }
+
+    /// The time of the latest change of `merchant_id`, if it has one.
+    pub fn latest_change(&self, merchant_id: &str) -> Option<i64> {
+        self.changes.latest_time(merchant_id)
+    }
+
     /// Whether there is a merchant at some time: in the file, or set by a
     /// change.
     pub fn has_any(&self) -> bool {

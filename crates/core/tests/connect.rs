@@ -140,3 +140,29 @@ fn a_live_change_of_the_merchants_table_routes_purchases_from_its_time() {
         .expect_err("another id");
     assert_eq!(e, "merchant_id: \"other\" is not its key \"zed\"");
 }
+
+#[test]
+fn a_merchant_added_after_a_purchase_takes_it_and_one_removed_before_does_not() {
+    let mut merchants = merchants();
+    let newco = Merchant {
+        merchant_id: "newco".into(),
+        account_id: "acct_5Newco".into(),
+        ..Merchant::default()
+    };
+    merchants
+        .change("newco", T + 100, Some(newco))
+        .expect("added later");
+    merchants.change("acme", T + 5, None).expect("removed");
+    let routed = |merchant: &str, at: i64| match route(Some(&merchants), merchant, 4200, at) {
+        Ok(Route::Connect(destination)) => Some(destination.account_id),
+        _ => None,
+    };
+    assert_eq!(
+        routed("newco", T),
+        Some("acct_5Newco".into()),
+        "onboarded after"
+    );
+    assert_eq!(routed("acme", T + 4), Some("acct_1Acme".into()));
+    assert_eq!(routed("acme", T + 5), None, "removed by then");
+    assert_eq!(routed("zed", T), None, "never on the table");
+}

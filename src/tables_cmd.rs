@@ -241,6 +241,7 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
             let mut changes = Vec::with_capacity(offers.len());
             for offer in offers {
                 let key = normalize(&offer.hashtag).into_owned();
+                not_before(&key, live.latest_change(&key), at)?;
                 live.change(&key, at, Some(offer.clone()))
                     .map_err(|e| anyhow::anyhow!("offer {:?}: {e}", offer.offer_id))?;
                 changes.push((key, Some(offer.encode_to_vec())));
@@ -258,6 +259,7 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
             let at = args.at.ms()?;
             let key = normalize(args.key.trim_start_matches(['#', '＃'])).into_owned();
             let live = read_catalog(&connection, &topic)?;
+            not_before(&key, live.latest_change(&key), at)?;
             if live.get_at(&key, at).is_none() {
                 eprintln!(
                     "no offer has the hashtag {key:?} at {}; removed anyway",
@@ -297,6 +299,10 @@ pub fn run_accounts(args: AccountsArgs) -> Result<()> {
             };
             let (connection, topic) = accounts_topic(&args.kafka)?;
             let at = args.at.ms()?;
+            let live = read_accounts(&connection, &topic)?;
+            for link in &links {
+                not_before(&link.user_id, live.latest_change(&link.user_id), at)?;
+            }
             let changes: Vec<(String, Option<Vec<u8>>)> = links
                 .iter()
                 .map(|link| (link.user_id.clone(), Some(link.encode_to_vec())))
@@ -312,6 +318,8 @@ pub fn run_accounts(args: AccountsArgs) -> Result<()> {
             if !args.key.bytes().all(|b| b.is_ascii_digit()) || args.key.is_empty() {
                 bail!("{:?} is not a decimal user id", args.key);
             }
+            let live = read_accounts(&connection, &topic)?;
+            not_before(&args.key, live.latest_change(&args.key), at)?;
             produce(&connection, &topic, at, vec![(args.key.clone(), None)])?;
             eprintln!("unlinked user {} on {topic}, from {}", args.key, shown(at));
             Ok(())
@@ -349,6 +357,14 @@ pub fn run_merchants(args: MerchantsArgs) -> Result<()> {
             };
             let (connection, topic) = merchants_topic(&args.kafka)?;
             let at = args.at.ms()?;
+            let live = read_merchants(&connection, &topic)?;
+            for merchant in &merchants {
+                not_before(
+                    &merchant.merchant_id,
+                    live.latest_change(&merchant.merchant_id),
+                    at,
+                )?;
+            }
             let changes: Vec<(String, Option<Vec<u8>>)> = merchants
                 .iter()
                 .map(|m| (m.merchant_id.clone(), Some(m.encode_to_vec())))
@@ -361,6 +377,8 @@ pub fn run_merchants(args: MerchantsArgs) -> Result<()> {
         MerchantsCommand::Rm(args) => {
             let (connection, topic) = merchants_topic(&args.kafka)?;
             let at = args.at.ms()?;
+            let live = read_merchants(&connection, &topic)?;
+            not_before(&args.key, live.latest_change(&args.key), at)?;
             produce(&connection, &topic, at, vec![(args.key.clone(), None)])?;
             eprintln!(
                 "removed merchant {:?} from {topic}, from {}",
@@ -371,11 +389,7 @@ pub fn run_merchants(args: MerchantsArgs) -> Result<()> {
         }
         MerchantsCommand::Ls(args) => {
             let (connection, topic) = merchants_topic(&args.kafka)?;
-            let mut merchants = Merchants::default();
-            read_table(&connection, &topic, |change| {
-                let merchant = change.value.map(Merchant::decode).transpose().ok()?;
-                merchants.change(change.key, change.at_ms, merchant).ok()
-            })?;
+            let merchants = read_merchants(&connection, &topic)?;
             print_lines(merchants.merchants_at(args.at.unwrap_or_else(now_ms)))
         }
     }
@@ -415,6 +429,33 @@ fn read_accounts(connection: &Connection, topic: &str) -> Result<Accounts> {
         accounts.change(change.key, change.at_ms, link).ok()
     })?;
     Ok(accounts)
+}
+
+/// The live merchants table as the topic holds it.
+fn read_merchants(connection: &Connection, topic: &str) -> Result<Merchants> {
+    let mut merchants = Merchants::default();
+    read_table(connection, topic, |change| {
+        let merchant = change.value.map(Merchant::decode).transpose().ok()?;
+        merchants.change(change.key, change.at_ms, merchant).ok()
+    })?;
+    Ok(merchants)
+}
+
+/// Refuses a change of `key` at `at` before the key's latest change in
+/// the topic: compaction keeps each key's last record, not its latest
+/// time, so an earlier change put later would outlive the later one.
+fn not_before(key: &str, latest: Option<i64>, at: i64) -> Result<()> {
+    match latest {
+        Some(latest) if latest > at => bail!(
+            "{key:?} has a change in effect from {} already, later than {}: a change must \
+             not come before its key's latest (compaction keeps each key's last record, so it \
+             would outlive the later one); put it at or after {}",
+            shown(latest),
+            shown(at),
+            shown(latest)
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Reads a table topic to its end, handing each change to `apply`; a

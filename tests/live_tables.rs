@@ -397,6 +397,65 @@ fn a_change_in_the_past_needs_allow_past_and_a_time_in_seconds_is_refused() {
     assert!(stderr.contains("not seconds"), "{stderr}");
 }
 
+/// A change put before its key's latest change is refused: compaction
+/// keeps each key's last record, not its latest time, so it would outlive
+/// the later change.
+#[test]
+fn a_change_before_its_key_s_latest_is_refused() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let in_an_hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        + 3_600_000)
+        .to_string();
+    let merchant =
+        |account: &str| format!(r#"{{"merchant_id": "acme", "account_id": "{account}"}}"#);
+    succeeds(&[
+        "merchants",
+        "put",
+        "--merchant",
+        &merchant("acct_2Later"),
+        "--at",
+        &in_an_hour,
+        "--brokers",
+        &brokers,
+    ]);
+    for args in [
+        vec!["merchants", "put", "--merchant", &merchant("acct_1Now")],
+        vec!["merchants", "rm", "acme"],
+    ] {
+        let out = run(&[&args[..], &["--brokers", &brokers]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("\"acme\" has a change in effect from"),
+            "{stderr}"
+        );
+    }
+    // At or after the latest, it is taken.
+    succeeds(&[
+        "merchants",
+        "put",
+        "--merchant",
+        &merchant("acct_3Then"),
+        "--at",
+        &in_an_hour,
+        "--brokers",
+        &brokers,
+    ]);
+    let listed = succeeds(&[
+        "merchants",
+        "ls",
+        "--at",
+        &in_an_hour,
+        "--brokers",
+        &brokers,
+    ]);
+    assert!(listed.contains("acct_3Then"), "{listed}");
+}
+
 #[test]
 fn without_live_tables_the_files_are_required() {
     let out = run(&[

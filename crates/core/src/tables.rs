@@ -629,6 +629,11 @@ impl Catalog {
         offer.filter(|o| o.offer_id == offer_id)
     }
 
+    /// The time of the latest live change of `key`, if it has one.
+    pub fn latest_change(&self, key: &str) -> Option<i64> {
+        self.changes.latest_time(key)
+    }
+
     /// The offers on the catalog at `at_ms`, files and changes together,
     /// by normalized hashtag.
     pub fn offers_at(&self, at_ms: i64) -> BTreeMap<String, &Offer> {
@@ -737,6 +742,11 @@ impl Accounts {
         }
         self.changes.apply(user_id, at_ms, link);
         Ok(())
+    }
+
+    /// The time of the latest live change of `user_id`, if it has one.
+    pub fn latest_change(&self, user_id: &str) -> Option<i64> {
+        self.changes.latest_time(user_id)
     }
 
     /// The links at `at_ms`, files and changes together, by user id.

@@ -12,7 +12,7 @@
 //! effect for the tweets decided from then on, by their own times; it never
 //! undoes a decision made (a payment command produced stays produced).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What a key holds at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,38 @@ impl<V> History<V> {
                 None => Version::Removed,
             },
         }
+    }
+
+    /// What `key` holds at `at_ms`, over a base layer: the latest change at
+    /// or before then, else `base()` (the files' value); `None` once removed.
+    pub fn at_over<'a>(
+        &'a self,
+        key: &str,
+        at_ms: i64,
+        base: impl FnOnce() -> Option<&'a V>,
+    ) -> Option<&'a V> {
+        // The files alone, the common case: no lookup of the key.
+        if self.is_empty() {
+            return base();
+        }
+        match self.at(key, at_ms) {
+            Version::Base => base(),
+            Version::Set(value) => Some(value),
+            Version::Removed => None,
+        }
+    }
+
+    /// Every key holding a value at `at_ms`, of `base_keys` and of the
+    /// changes, with its value as `get_at` reads it.
+    pub fn all_at<'a>(
+        &'a self,
+        base_keys: impl Iterator<Item = &'a str>,
+        get_at: impl Fn(&str) -> Option<&'a V>,
+    ) -> BTreeMap<String, &'a V> {
+        base_keys
+            .chain(self.keys())
+            .filter_map(|key| Some((key.to_owned(), get_at(key)?)))
+            .collect()
     }
 
     /// The time of `key`'s latest change, if it has one.

@@ -498,14 +498,8 @@ impl Catalog {
     /// offer. `normalized` must come from
     /// [`normalize`](crate::hashtag::normalize).
     pub fn get_at(&self, normalized: &str, at_ms: i64) -> Option<&Offer> {
-        if self.changes.is_empty() {
-            return self.get(normalized);
-        }
-        match self.changes.at(normalized, at_ms) {
-            Version::Base => self.get(normalized),
-            Version::Set(offer) => Some(offer),
-            Version::Removed => None,
-        }
+        self.changes
+            .at_over(normalized, at_ms, || self.get(normalized))
     }
 
     /// The confirm-mode offer a confirmation hashtag confirms at `at_ms`,
@@ -637,13 +631,8 @@ impl Catalog {
     /// The offers on the catalog at `at_ms`, files and changes together,
     /// by normalized hashtag.
     pub fn offers_at(&self, at_ms: i64) -> BTreeMap<String, &Offer> {
-        let keys = self
-            .by_hashtag
-            .keys()
-            .map(String::as_str)
-            .chain(self.changes.keys());
-        keys.filter_map(|key| Some((key.to_owned(), self.get_at(key, at_ms)?)))
-            .collect()
+        let keys = self.by_hashtag.keys().map(String::as_str);
+        self.changes.all_at(keys, |key| self.get_at(key, at_ms))
     }
 
     /// Whether any offer, in the files or among the live changes, is in
@@ -712,14 +701,7 @@ impl Accounts {
     /// The link of a user at `at_ms` (a tweet's time): the live links'
     /// latest change at or before then, else the files' link.
     pub fn get_at(&self, user_id: &str, at_ms: i64) -> Option<&AccountLink> {
-        if self.changes.is_empty() {
-            return self.get(user_id);
-        }
-        match self.changes.at(user_id, at_ms) {
-            Version::Base => self.get(user_id),
-            Version::Set(link) => Some(link),
-            Version::Removed => None,
-        }
+        self.changes.at_over(user_id, at_ms, || self.get(user_id))
     }
 
     /// Applies a change of the live account links: `link` for `user_id`
@@ -732,13 +714,7 @@ impl Accounts {
         link: Option<AccountLink>,
     ) -> Result<(), String> {
         if let Some(link) = &link {
-            check_link(link)?;
-            if link.user_id != user_id {
-                return Err(format!(
-                    "user_id: {:?} is not its key {user_id:?}",
-                    link.user_id
-                ));
-            }
+            check_keyed(link, check_link, "user_id", &link.user_id, user_id)?;
         }
         self.changes.apply(user_id, at_ms, link);
         Ok(())
@@ -751,13 +727,8 @@ impl Accounts {
 
     /// The links at `at_ms`, files and changes together, by user id.
     pub fn links_at(&self, at_ms: i64) -> BTreeMap<String, &AccountLink> {
-        let keys = self
-            .by_user
-            .keys()
-            .map(String::as_str)
-            .chain(self.changes.keys());
-        keys.filter_map(|key| Some((key.to_owned(), self.get_at(key, at_ms)?)))
-            .collect()
+        let keys = self.by_user.keys().map(String::as_str);
+        self.changes.all_at(keys, |key| self.get_at(key, at_ms))
     }
 
     /// How many links there are.
@@ -816,11 +787,8 @@ impl Merchants {
     /// The merchant with this id at `at_ms` (a purchase tweet's time): the
     /// live table's latest change at or before then, else the file's.
     pub fn get_at(&self, merchant_id: &str, at_ms: i64) -> Option<&Merchant> {
-        match self.changes.at(merchant_id, at_ms) {
-            Version::Base => self.get(merchant_id),
-            Version::Set(merchant) => Some(merchant),
-            Version::Removed => None,
-        }
+        self.changes
+            .at_over(merchant_id, at_ms, || self.get(merchant_id))
     }
 
     /// Applies a change of the live merchants table: `merchant` for
@@ -833,13 +801,13 @@ impl Merchants {
         merchant: Option<Merchant>,
     ) -> Result<(), String> {
         if let Some(merchant) = &merchant {
-            check_merchant(merchant)?;
-            if merchant.merchant_id != merchant_id {
-                return Err(format!(
-                    "merchant_id: {:?} is not its key {merchant_id:?}",
-                    merchant.merchant_id
-                ));
-            }
+            check_keyed(
+                merchant,
+                check_merchant,
+                "merchant_id",
+                &merchant.merchant_id,
+                merchant_id,
+            )?;
         }
         self.changes.apply(merchant_id, at_ms, merchant);
         Ok(())
@@ -878,13 +846,8 @@ impl Merchants {
 
     /// The merchants at `at_ms`, file and changes together, by id.
     pub fn merchants_at(&self, at_ms: i64) -> BTreeMap<String, &Merchant> {
-        let keys = self
-            .by_id
-            .keys()
-            .map(String::as_str)
-            .chain(self.changes.keys());
-        keys.filter_map(|key| Some((key.to_owned(), self.get_at(key, at_ms)?)))
-            .collect()
+        let keys = self.by_id.keys().map(String::as_str);
+        self.changes.all_at(keys, |key| self.get_at(key, at_ms))
     }
 
     /// How many merchants there are.
@@ -896,6 +859,22 @@ impl Merchants {
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
+}
+
+/// Checks a live table's row, and that its id `field` (`own`) is the
+/// record's `key`.
+fn check_keyed<V>(
+    row: &V,
+    check: impl Fn(&V) -> Result<(), String>,
+    field: &str,
+    own: &str,
+    key: &str,
+) -> Result<(), String> {
+    check(row)?;
+    if own != key {
+        return Err(format!("{field}: {own:?} is not its key {key:?}"));
+    }
+    Ok(())
 }
 
 /// A row with the line it starts on.

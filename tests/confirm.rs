@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{finish, free_port, get, metric, poll_metrics, sigterm, succeeds};
+use common::{finish, free_port, get, metric, poll_metrics, sigterm, succeeds, tail_values};
 use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::config::Topics;
 use serde_json::Value;
@@ -184,21 +184,7 @@ impl Setup {
 
     /// The values of every committed record of `topic`.
     fn values(&self, topic: &str) -> Vec<Value> {
-        let out = succeeds(&[
-            "tail",
-            "--topic",
-            topic,
-            "--from-beginning",
-            "--exit-at-end",
-            "--brokers",
-            &self.brokers(),
-        ]);
-        out.lines()
-            .map(|line| {
-                let mut record: Value = serde_json::from_str(line).expect("tail prints JSON");
-                record["value"].take()
-            })
-            .collect()
+        tail_values(&self.brokers(), topic)
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{finish, free_port, metric, poll_metrics, sigterm, succeeds};
+use common::{finish, free_port, metric, poll_metrics, sigterm, succeeds, tail_values};
 use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::config::Topics;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -39,28 +39,9 @@ fn tweet(id: u64, user: &str, text: &str, at_ms: i64) -> String {
     )
 }
 
-/// The values of every record of `topic`, as `hashbuy tail` prints them.
-fn values(brokers: &str, topic: &str) -> Vec<Value> {
-    succeeds(&[
-        "tail",
-        "--topic",
-        topic,
-        "--from-beginning",
-        "--exit-at-end",
-        "--brokers",
-        brokers,
-    ])
-    .lines()
-    .map(|line| {
-        let mut record: Value = serde_json::from_str(line).expect("tail prints JSON");
-        record["value"].take()
-    })
-    .collect()
-}
-
 /// (tweet id, offer id) of every command on the broker.
 fn bought(brokers: &str) -> BTreeSet<(String, String)> {
-    values(brokers, "payment-commands")
+    tail_values(brokers, "payment-commands")
         .iter()
         .map(|c| {
             (
@@ -290,7 +271,7 @@ fn a_bad_table_record_is_a_dead_letter_and_the_matcher_goes_on() {
         bought(&brokers),
         BTreeSet::from([("7".to_owned(), "blue-cap".to_owned())])
     );
-    let letters = values(&brokers, "dead-letters");
+    let letters = tail_values(&brokers, "dead-letters");
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["stage"], "tables");
     assert_eq!(letters[0]["topic"], "catalog");

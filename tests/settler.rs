@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{finish_within, free_port, json_document, metric, poll_metrics, signal, watermarks};
+use common::{
+    finish_within, free_port, json_document, metric, poll_metrics, signal, succeeds, watermarks,
+};
 use hashbuy_core::replies::reply_id;
 use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::client::Connection;
@@ -645,16 +647,7 @@ fn the_live_merchants_table_routes_each_purchase_by_its_time() {
     let sent = commands(4, 4);
     let base = sent[0].tweet_timestamp_ms;
     let hashbuy = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-            .args(args)
-            .args(["--allow-past", "--brokers", &brokers])
-            .output()
-            .expect("hashbuy runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeds(&[args, &["--allow-past", "--brokers", &brokers]].concat());
     };
     let put = |account: &str, at: i64| {
         hashbuy(&[
@@ -714,16 +707,14 @@ fn a_merchant_put_after_its_purchases_were_tweeted_still_takes_them() {
     });
     // Tweeted in 2026-05, the merchant put now.
     let sent = commands(4, 4);
-    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-        .args(["merchants", "put", "--brokers", &brokers, "--merchant"])
-        .arg(r#"{"merchant_id": "acme", "account_id": "acct_1Acme"}"#)
-        .output()
-        .expect("hashbuy runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&[
+        "merchants",
+        "put",
+        "--brokers",
+        &brokers,
+        "--merchant",
+        r#"{"merchant_id": "acme", "account_id": "acct_1Acme"}"#,
+    ]);
     produce_commands(&brokers, &sent);
     let dir = tempfile::tempdir().expect("temp dir");
     finished(

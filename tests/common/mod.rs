@@ -42,6 +42,26 @@ pub fn succeeds(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The values of every committed record of `topic` on `brokers`, as
+/// `hashbuy tail` prints them.
+pub fn tail_values(brokers: &str, topic: &str) -> Vec<Value> {
+    succeeds(&[
+        "tail",
+        "--topic",
+        topic,
+        "--from-beginning",
+        "--exit-at-end",
+        "--brokers",
+        brokers,
+    ])
+    .lines()
+    .map(|line| {
+        let mut record: Value = serde_json::from_str(line).expect("tail prints JSON");
+        record["value"].take()
+    })
+    .collect()
+}
+
 /// [`succeeds`], whose output must be one JSON document: the document.
 pub fn json_document(args: &[&str]) -> Value {
     serde_json::from_str(&succeeds(args)).expect("stdout is one JSON document")

@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use hashbuy_core::hashtag::normalize;
 use hashbuy_core::tables::{AccountRow, Accounts, Catalog, MerchantRow, Merchants, OfferRow};
 use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::now_ms;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
 use hashbuy_kafka::reader::read_to_end;
@@ -226,16 +227,10 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
         CatalogCommand::Put(args) => {
             let offers: Vec<Offer> = match (&args.file, &args.offer) {
                 (Some(path), _) => load_catalog(path)?.offers().to_vec(),
-                (None, Some(json)) => {
-                    let row: OfferRow =
-                        serde_json::from_str(json).context("--offer is not an offer's JSON")?;
-                    vec![row
-                        .to_offer()
-                        .map_err(|e| anyhow::anyhow!("--offer: {e}"))?]
-                }
+                (None, Some(json)) => vec![from_json(json, "offer", OfferRow::to_offer)?],
                 (None, None) => bail!("give a catalog file or --offer JSON"),
             };
-            let (connection, topic) = catalog_topic(&args.kafka)?;
+            let (connection, topic) = table_topic(&args.kafka, |t| t.catalog)?;
             let at = args.at.ms()?;
             let mut live = read_catalog(&connection, &topic)?;
             let mut changes = Vec::with_capacity(offers.len());
@@ -255,7 +250,7 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
             Ok(())
         }
         CatalogCommand::Rm(args) => {
-            let (connection, topic) = catalog_topic(&args.kafka)?;
+            let (connection, topic) = table_topic(&args.kafka, |t| t.catalog)?;
             let at = args.at.ms()?;
             let key = normalize(args.key.trim_start_matches(['#', '＃'])).into_owned();
             let live = read_catalog(&connection, &topic)?;
@@ -271,7 +266,7 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
             Ok(())
         }
         CatalogCommand::Ls(args) => {
-            let (connection, topic) = catalog_topic(&args.kafka)?;
+            let (connection, topic) = table_topic(&args.kafka, |t| t.catalog)?;
             let live = read_catalog(&connection, &topic)?;
             print_lines(live.offers_at(args.at.unwrap_or_else(now_ms)))
         }
@@ -288,16 +283,10 @@ pub fn run_accounts(args: AccountsArgs) -> Result<()> {
                     let accounts = load_accounts(path)?;
                     accounts.links_at(i64::MIN).into_values().cloned().collect()
                 }
-                (None, Some(json)) => {
-                    let row: AccountRow =
-                        serde_json::from_str(json).context("--account is not a link's JSON")?;
-                    vec![row
-                        .to_link()
-                        .map_err(|e| anyhow::anyhow!("--account: {e}"))?]
-                }
+                (None, Some(json)) => vec![from_json(json, "account", AccountRow::to_link)?],
                 (None, None) => bail!("give an accounts file or --account JSON"),
             };
-            let (connection, topic) = accounts_topic(&args.kafka)?;
+            let (connection, topic) = table_topic(&args.kafka, |t| t.account_links)?;
             let at = args.at.ms()?;
             let live = read_accounts(&connection, &topic)?;
             for link in &links {
@@ -313,7 +302,7 @@ pub fn run_accounts(args: AccountsArgs) -> Result<()> {
             Ok(())
         }
         AccountsCommand::Unlink(args) => {
-            let (connection, topic) = accounts_topic(&args.kafka)?;
+            let (connection, topic) = table_topic(&args.kafka, |t| t.account_links)?;
             let at = args.at.ms()?;
             if !args.key.bytes().all(|b| b.is_ascii_digit()) || args.key.is_empty() {
                 bail!("{:?} is not a decimal user id", args.key);
@@ -325,7 +314,7 @@ pub fn run_accounts(args: AccountsArgs) -> Result<()> {
             Ok(())
         }
         AccountsCommand::Ls(args) => {
-            let (connection, topic) = accounts_topic(&args.kafka)?;
+            let (connection, topic) = table_topic(&args.kafka, |t| t.account_links)?;
             let live = read_accounts(&connection, &topic)?;
             print_lines(live.links_at(args.at.unwrap_or_else(now_ms)))
         }
@@ -346,16 +335,10 @@ pub fn run_merchants(args: MerchantsArgs) -> Result<()> {
                         .cloned()
                         .collect()
                 }
-                (None, Some(json)) => {
-                    let row: MerchantRow = serde_json::from_str(json)
-                        .context("--merchant is not a merchant's JSON")?;
-                    vec![row
-                        .to_merchant()
-                        .map_err(|e| anyhow::anyhow!("--merchant: {e}"))?]
-                }
+                (None, Some(json)) => vec![from_json(json, "merchant", MerchantRow::to_merchant)?],
                 (None, None) => bail!("give a merchants file or --merchant JSON"),
             };
-            let (connection, topic) = merchants_topic(&args.kafka)?;
+            let (connection, topic) = table_topic(&args.kafka, |t| t.merchants)?;
             let at = args.at.ms()?;
             let live = read_merchants(&connection, &topic)?;
             for merchant in &merchants {
@@ -375,7 +358,7 @@ pub fn run_merchants(args: MerchantsArgs) -> Result<()> {
             Ok(())
         }
         MerchantsCommand::Rm(args) => {
-            let (connection, topic) = merchants_topic(&args.kafka)?;
+            let (connection, topic) = table_topic(&args.kafka, |t| t.merchants)?;
             let at = args.at.ms()?;
             let live = read_merchants(&connection, &topic)?;
             not_before(&args.key, live.latest_change(&args.key), at)?;
@@ -388,26 +371,30 @@ pub fn run_merchants(args: MerchantsArgs) -> Result<()> {
             Ok(())
         }
         MerchantsCommand::Ls(args) => {
-            let (connection, topic) = merchants_topic(&args.kafka)?;
+            let (connection, topic) = table_topic(&args.kafka, |t| t.merchants)?;
             let merchants = read_merchants(&connection, &topic)?;
             print_lines(merchants.merchants_at(args.at.unwrap_or_else(now_ms)))
         }
     }
 }
 
-fn merchants_topic(kafka: &KafkaArgs) -> Result<(Connection, String)> {
+/// The connection and the table topic `pick` names, as the config file
+/// names the topics.
+fn table_topic(kafka: &KafkaArgs, pick: fn(Topics) -> String) -> Result<(Connection, String)> {
     let (connection, file) = kafka.load()?;
-    Ok((connection, file.kafka.topics.merchants))
+    Ok((connection, pick(file.kafka.topics)))
 }
 
-fn catalog_topic(kafka: &KafkaArgs) -> Result<(Connection, String)> {
-    let (connection, file) = kafka.load()?;
-    Ok((connection, file.kafka.topics.catalog))
-}
-
-fn accounts_topic(kafka: &KafkaArgs) -> Result<(Connection, String)> {
-    let (connection, file) = kafka.load()?;
-    Ok((connection, file.kafka.topics.account_links))
+/// One row given as JSON with `--<flag>` (a table file's keys), checked as
+/// a file's row is.
+fn from_json<R: serde::de::DeserializeOwned, T>(
+    json: &str,
+    flag: &str,
+    to_wire: impl Fn(&R) -> Result<T, String>,
+) -> Result<T> {
+    let row: R = serde_json::from_str(json)
+        .with_context(|| format!("--{flag} is not the JSON of a table file's row"))?;
+    to_wire(&row).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
 }
 
 /// The live catalog as the topic holds it (bad records skipped, as the

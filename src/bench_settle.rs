@@ -85,6 +85,8 @@ fn command(i: u64, prefix: &str) -> PaymentCommand {
         max_per_user: 1,
         spend_limit: None,
         offer_title: String::new(),
+        stock: 0,
+        reserved: false,
     }
 }
 

@@ -89,6 +89,8 @@ fn commands(count: usize, users: usize) -> Vec<PaymentCommand> {
             max_per_user: 1,
             spend_limit: None,
             offer_title: String::new(),
+            stock: 0,
+            reserved: false,
         })
         .collect()
 }

@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "dead_letter",
         "reply",
         "pending",
+        "stock",
     ]
     .iter()
     .map(|name| root.join(format!("hashbuy/v1/{name}.proto")))

@@ -21,6 +21,8 @@
 //!   partition's pending purchases, by event time.
 //! - [`replies`] gives replies to the buyer their ids, and the settler's
 //!   their words.
+//! - [`stock`] decides limited offers' reservations: a unit held, a place
+//!   in line, or sold out, never more settled than the stock.
 //! - [`samples`] is the bundled sample stream and its tables.
 //! - [`rules`] turns a decoded record and the tables into a [`Decision`]: the
 //!   payment commands it causes, or the reason it buys nothing.
@@ -49,6 +51,7 @@ pub mod prefilter;
 pub mod replies;
 pub mod rules;
 pub mod samples;
+pub mod stock;
 pub mod tables;
 
 pub use decode::{decode, DecodeError, Record};

@@ -59,6 +59,8 @@ pub enum Refusal {
     /// The shopper's `spend_limit` over a rolling day, which the purchase
     /// would pass.
     SpendLimit(u64),
+    /// The offer's stock, sold.
+    SoldOut,
     /// Anything else: the provider refused the request.
     Other,
 }
@@ -98,6 +100,9 @@ pub fn outcome(command: &PaymentCommand, ack: &PaymentAck, refusal: Refusal) -> 
                      day. Nothing was charged.",
                     format_amount(limit, &command.currency)
                 ),
+                Refusal::SoldOut => {
+                    format!("{title} was not bought: it is sold out. Nothing was charged.")
+                }
                 Refusal::Other => {
                     format!("{title} could not be bought, and nothing was charged.")
                 }

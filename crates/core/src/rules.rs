@@ -356,6 +356,8 @@ pub fn payment_command(
         max_per_user: offer.max_per_user,
         spend_limit: account.spend_limit,
         offer_title: offer.title.clone(),
+        stock: offer.stock,
+        reserved: false,
     }
 }
 

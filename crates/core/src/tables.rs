@@ -89,6 +89,11 @@ pub struct OfferRow {
     /// confirmation buys; default [`DEFAULT_CONFIRM_WINDOW_S`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm_window_s: Option<u32>,
+    /// How many units may ever be sold, at least 1; absent: unlimited. A
+    /// limited offer's commands pass through the reservation step
+    /// (`hashbuy stock`, see [`crate::stock`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<u64>,
 }
 
 /// How a purchase tweet buys, as a table file writes it.
@@ -216,6 +221,13 @@ impl OfferRow {
                 window => window.unwrap_or(0),
             },
             title: self.title.clone().unwrap_or_default(),
+            // 0 means unlimited on the wire; written, it is refused.
+            stock: match self.stock {
+                Some(0) => {
+                    return Err("stock: must be at least 1 (leave it out for no limit)".into())
+                }
+                stock => stock.unwrap_or(0),
+            },
         };
         let offer = with_defaults(offer);
         check_offer(&offer)?;

@@ -236,6 +236,8 @@ fn whole_command() -> pb::PaymentCommand {
         max_per_user: 1,
         spend_limit: Some(100_000),
         offer_title: "Red Sneakers".into(),
+        stock: 100,
+        reserved: true,
     }
 }
 

@@ -419,6 +419,7 @@ impl World {
                 mode: confirm.is_some().then_some(ModeRow::Confirm),
                 confirm_hashtag: confirm.clone(),
                 confirm_window_s: None,
+                stock: None,
             });
             self.offers.push(OfferTag {
                 tag,

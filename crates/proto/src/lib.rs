@@ -17,6 +17,8 @@ pub mod dead_letter;
 /// Version 1 of the wire types (`package hashbuy.v1`).
 pub mod v1 {
     #![allow(missing_docs)]
+    // Generated: a oneof of a whole command beside a small resolution.
+    #![allow(clippy::large_enum_variant)]
     include!(concat!(env!("OUT_DIR"), "/hashbuy.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/hashbuy.v1.serde.rs"));
 }

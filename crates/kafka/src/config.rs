@@ -75,6 +75,15 @@ pub struct Topics {
     /// merchant id, a protobuf `Merchant` or a tombstone (default
     /// `merchants`).
     pub merchants: String,
+    /// Limited offers' commands on their way to the reservation step, and
+    /// the settler's word on each unit held: keyed by offer id, so one
+    /// member of the step's group sees every command of an offer (default
+    /// `stock-requests`).
+    pub stock_requests: String,
+    /// The reservation step's changelog: compacted, keyed by offer and
+    /// command, with as many partitions as the stock requests, so a
+    /// partition's units move with it (default `stock-holds`).
+    pub stock: String,
 }
 
 impl Default for Topics {
@@ -90,6 +99,8 @@ impl Default for Topics {
             catalog: "catalog".to_owned(),
             account_links: "account-links".to_owned(),
             merchants: "merchants".to_owned(),
+            stock_requests: "stock-requests".to_owned(),
+            stock: "stock-holds".to_owned(),
         }
     }
 }
@@ -101,8 +112,9 @@ pub const TABLE_HISTORY_MS: &str = "604800000";
 impl Topics {
     /// Every topic, in the data's order: tweets, commands, acks, dead
     /// letters, the ledger changelog, replies, the pending purchases'
-    /// changelog, then the tables: catalog, account links, merchants.
-    pub fn all(&self) -> [&str; 10] {
+    /// changelog, then the tables: catalog, account links, merchants; then
+    /// the reservation step's requests and changelog.
+    pub fn all(&self) -> [&str; 12] {
         [
             &self.tweets,
             &self.commands,
@@ -114,13 +126,15 @@ impl Topics {
             &self.catalog,
             &self.account_links,
             &self.merchants,
+            &self.stock_requests,
+            &self.stock,
         ]
     }
 
     /// Whether `topic` is a state changelog (the settler's ledger, the
-    /// pending purchases).
+    /// pending purchases, the stock holds).
     pub fn is_changelog(&self, topic: &str) -> bool {
-        topic == self.ledger || topic == self.pending
+        topic == self.ledger || topic == self.pending || topic == self.stock
     }
 
     /// Whether `topic` is a table (catalog, account links, merchants): read

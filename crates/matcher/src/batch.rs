@@ -131,6 +131,10 @@ impl Batch {
                     self.commands += 1;
                     &config.topics.commands
                 }
+                Destination::StockRequests => {
+                    self.commands += 1;
+                    &config.topics.stock_requests
+                }
                 Destination::Replies => {
                     self.replies += 1;
                     &config.topics.replies

@@ -4,7 +4,9 @@
 //! Kafka: [`Matcher::handle`] decodes a tweet record, decides it against
 //! the tables, and appends what the record produces: one
 //! [`Output::Command`] per offer bought (keyed by the user id, so a user's
-//! commands share a partition and settle in order), or one
+//! commands share a partition and settle in order; a limited offer's goes
+//! to the reservation step first, keyed by the offer: see
+//! [`Output::to_record`] and `hashbuy_core::stock`), or one
 //! [`Output::DeadLetter`] for a record that cannot be decoded, carrying
 //! where it came from, its bytes and the reason. A record holding no
 //! hashtag sign is decided `no_hashtag_sign` from a byte scan instead of a
@@ -39,7 +41,8 @@ use hashbuy_core::decode::{decode, DecodeError, Record};
 use hashbuy_core::prefilter::{skim, Skim};
 use hashbuy_core::tables::{Accounts, Catalog};
 use hashbuy_core::{Rules, SkipReason};
-use hashbuy_proto::v1::{AccountLink, DeadLetter, Offer, PaymentCommand, Reply};
+use hashbuy_proto::v1::stock_request::Kind;
+use hashbuy_proto::v1::{AccountLink, DeadLetter, Offer, PaymentCommand, Reply, StockRequest};
 use prost::Message;
 
 /// The stage name dead letters of the matcher carry.
@@ -82,9 +85,20 @@ pub enum Output {
 }
 
 impl Output {
-    /// The Kafka key and protobuf value to produce.
+    /// The Kafka key and protobuf value to produce. A limited offer's
+    /// command (one with a `stock`) is a [`StockRequest`] for the
+    /// reservation step, keyed by its offer id (the stock-requests topic),
+    /// so every command of an offer meets at one owner; any other command
+    /// is keyed by its user.
     pub fn to_record(&self) -> (Option<Vec<u8>>, Vec<u8>) {
         match self {
+            Output::Command { command, .. } if command.stock > 0 => (
+                Some(command.offer_id.clone().into_bytes()),
+                StockRequest {
+                    kind: Some(Kind::Reserve(command.clone())),
+                }
+                .encode_to_vec(),
+            ),
             Output::Command { key, command } => {
                 (Some(key.clone().into_bytes()), command.encode_to_vec())
             }

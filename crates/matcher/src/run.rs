@@ -302,9 +302,12 @@ pub fn run(
     // Before the first record: decisions read the tables at each tweet's
     // time, and a confirm-mode offer in them needs pending purchases kept.
     let _follower = live::follow(&matcher, config)?;
+    // Limited offers may come with any catalog change, so their topic is
+    // needed from the start.
     let mut outputs = vec![
         config.topics.commands.clone(),
         config.topics.dead_letters.clone(),
+        config.topics.stock_requests.clone(),
     ];
     if matcher.keeps_pending() {
         outputs.push(config.topics.replies.clone());

@@ -61,6 +61,8 @@ pub(crate) struct Produced {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Destination {
     Commands,
+    /// A limited offer's command, to the reservation step.
+    StockRequests,
     Replies,
     DeadLetters,
 }
@@ -221,6 +223,7 @@ impl Job {
             };
             let (key, value) = output.to_record();
             let to = match output {
+                Output::Command { command, .. } if command.stock > 0 => Destination::StockRequests,
                 Output::Command { .. } => Destination::Commands,
                 Output::Reply { .. } => Destination::Replies,
                 Output::DeadLetter(_) => Destination::DeadLetters,

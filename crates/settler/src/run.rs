@@ -510,6 +510,7 @@ pub fn run(
             config.topics.acks.clone(),
             config.topics.dead_letters.clone(),
             config.topics.replies.clone(),
+            config.topics.stock_requests.clone(),
         ],
         exit_at_end: config.exit_at_end,
         settings: Vec::new(),

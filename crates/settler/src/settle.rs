@@ -5,7 +5,9 @@
 //! the attempt is durable ([`GroupCommit`](crate::group_commit::GroupCommit))
 //! before the provider is called, and every call waits for the settler's
 //! lease (see [`crate::run`], "Fenced ownership"); the outcome is durable,
-//! and in the changelog, before the ack is produced.
+//! and in the changelog, before the ack is produced. A limited offer's
+//! command is charged only if the reservation step holds a unit for it
+//! (`reserved`), and the unit's fate goes back to the step with the ack.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 use hashbuy_core::connect::{route, Route};
 use hashbuy_core::replies::{self, Refusal};
 use hashbuy_kafka::lock;
-use hashbuy_proto::v1::{PaymentAck, PaymentCommand};
+use hashbuy_proto::v1::stock_request::Kind;
+use hashbuy_proto::v1::{PaymentAck, PaymentCommand, StockRequest, StockResolution};
 use prost::Message as _;
 use tokio::sync::watch;
 
@@ -24,6 +27,12 @@ use crate::limits;
 use crate::partition::{Done, Work};
 use crate::run::{self, RunError, Shared};
 use crate::steps::{self, Found, Reply, Step};
+
+/// Why a limited offer's command that holds no unit is rejected: only the
+/// reservation step (`hashbuy stock`) may send a limited offer's command
+/// on, so charging it would sell past the stock.
+pub(crate) const UNRESERVED: &str = "a limited offer's command that holds no unit of its stock \
+     (it did not come through the reservation step, hashbuy stock)";
 
 /// Settles one command; see the module docs and [`crate::steps`].
 pub(crate) async fn settle(
@@ -110,7 +119,11 @@ async fn settle_entry(
             // Routed once, here: the entry keeps where its charge goes, so
             // a merchants table changed before a retry cannot change the
             // request a key was first used with.
-            let routed = route_of(shared, &fresh.command);
+            let routed = if fresh.command.stock > 0 && !fresh.command.reserved {
+                Err(UNRESERVED.to_owned())
+            } else {
+                route_of(shared, &fresh.command)
+            };
             let refused = match routed {
                 Ok(Route::Platform) => None,
                 Ok(Route::Connect(destination)) => {
@@ -339,13 +352,18 @@ async fn settle_entry(
     let Some(ack) = entry.ack() else {
         return Ok(false);
     };
-    // Both before the entry is marked acked: a crash in between sends both
-    // again, with the same ids. Side by side, so the reply costs no second
-    // round trip. A reply that cannot be delivered is told and counted,
-    // and never holds up the ack: the buyer's words must not decide
-    // whether a charge is acked.
-    let (acked, replied) = tokio::join!(send_ack(shared, &ack), send_reply(shared, &entry, &ack));
+    // All before the entry is marked acked: a crash in between sends them
+    // again, with the same ids (the reservation step takes a unit's fate
+    // once). Side by side, so each costs no second round trip. A reply
+    // that cannot be delivered is told and counted, and never holds up the
+    // ack: the buyer's words must not decide whether a charge is acked.
+    let (acked, resolved, replied) = tokio::join!(
+        send_ack(shared, &ack),
+        send_resolution(shared, &entry),
+        send_reply(shared, &entry, &ack)
+    );
     acked?;
+    resolved?;
     if let Err(e) = replied {
         tracing::warn!(
             command_id = entry.command_id(),
@@ -421,6 +439,32 @@ async fn send_reply(shared: &Shared, entry: &Entry, ack: &PaymentAck) -> Result<
     shared.count(|s| s.replies += 1);
     metrics::counter!("hashbuy_settler_replies_total").increment(1);
     Ok(())
+}
+
+/// Tells the reservation step what became of the unit a reserved command
+/// held (a limited offer's: see `hashbuy_core::stock`): sold if it
+/// settled, back to the offer's line otherwise. Nothing for a command
+/// without a unit.
+async fn send_resolution(shared: &Shared, entry: &Entry) -> Result<(), RunError> {
+    let command = &entry.command;
+    if !command.reserved {
+        return Ok(());
+    }
+    let request = StockRequest {
+        kind: Some(Kind::Resolve(StockResolution {
+            command_id: command.command_id.clone(),
+            offer_id: command.offer_id.clone(),
+            sold: matches!(entry.state, State::Settled { .. }),
+        })),
+    };
+    shared
+        .produce(
+            &shared.config.topics.stock_requests,
+            Some(command.offer_id.as_bytes()),
+            &request.encode_to_vec(),
+            "cannot tell the reservation step a unit's fate",
+        )
+        .await
 }
 
 async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {

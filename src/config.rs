@@ -32,6 +32,58 @@ pub struct File {
     /// `hashbuy settle`'s settings.
     #[serde(default)]
     pub settle: SettleConfig,
+    /// `hashbuy stock`'s settings.
+    #[serde(default)]
+    pub stock: StockConfig,
+}
+
+/// `hashbuy stock`'s settings: the `[stock]` table, and the one place its
+/// defaults are given. Each key has the flag of the same name (with `-`
+/// for `_`) that wins over it; `hashbuy demo` starts from these defaults
+/// too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StockConfig {
+    /// Consumer group (default `hashbuy-stock`).
+    pub group: String,
+    /// This member's name within its group (default `0`).
+    pub instance: String,
+    /// `exactly-once` (default) or `at-least-once`. Stock is exact with
+    /// transactions; at least once, a member paused past its session may
+    /// sell past it (see `hashbuy_stock`).
+    pub delivery: DeliveryArg,
+    /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
+    pub metrics_addr: Option<String>,
+}
+
+impl Default for StockConfig {
+    fn default() -> Self {
+        StockConfig {
+            group: "hashbuy-stock".to_owned(),
+            instance: "0".to_owned(),
+            delivery: DeliveryArg::ExactlyOnce,
+            metrics_addr: None,
+        }
+    }
+}
+
+impl StockConfig {
+    /// The step's run configuration.
+    pub fn run_config(
+        &self,
+        connection: Connection,
+        topics: Topics,
+        exit_at_end: bool,
+    ) -> hashbuy_stock::run::Config {
+        hashbuy_stock::run::Config {
+            connection,
+            group: self.group.clone(),
+            instance: self.instance.clone(),
+            topics,
+            delivery: self.delivery.into(),
+            exit_at_end,
+        }
+    }
 }
 
 /// `hashbuy settle`'s settings: the `[settle]` table, and the one place

@@ -19,6 +19,7 @@ mod paysim;
 mod record;
 mod replay;
 mod settling;
+mod stock_cmd;
 mod tables_cmd;
 mod tail;
 mod telemetry;
@@ -75,6 +76,10 @@ enum Command {
     Paysim(paysim::Args),
     /// Settle payment commands through the payment provider, with a ledger.
     Settle(settling::Args),
+    /// Reserve limited offers' stock: send each of their commands on to
+    /// the settler with a unit held, keep it in line, or reject it as sold
+    /// out.
+    Stock(stock_cmd::Args),
     /// Look into the settler's ledger, and resolve stuck entries by hand.
     Ledger(ledger_cmd::Args),
     /// Change the live catalog (the `catalog` topic the matcher follows).
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
         Command::BenchE2e(args) => bench_e2e::run(args),
         Command::BenchReport(args) => bench_report::run(args),
         Command::Settle(args) => settling::run(args),
+        Command::Stock(args) => stock_cmd::run(args),
         Command::Ledger(args) => ledger_cmd::run(args),
         Command::Catalog(args) => tables_cmd::run_catalog(args),
         Command::Accounts(args) => tables_cmd::run_accounts(args),

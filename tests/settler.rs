@@ -13,59 +13,23 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    finish_within, free_port, json_document, metric, poll_metrics, signal, succeeds, watermarks,
+    finish_within, free_port, json_document, metric, poll_metrics, read_all, signal, succeeds,
+    watermarks, Provider,
 };
 use hashbuy_core::replies::reply_id;
 use hashbuy_kafka::broker::EmbeddedBroker;
-use hashbuy_kafka::client::Connection;
 use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
-use hashbuy_kafka::reader::{ReadOptions, TopicReader};
-use hashbuy_paysim::{Audit, Config as PaysimConfig, Paysim};
+use hashbuy_paysim::Config as PaysimConfig;
 use hashbuy_proto::v1::payment_ack::Status;
 use hashbuy_proto::v1::reply::Kind;
 use hashbuy_proto::v1::{DeadLetter, PaymentAck, PaymentCommand, Reply};
 use prost::Message as _;
 use rdkafka::producer::{BaseProducer, Producer};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::ClientConfig;
 
 /// The provider key of every run: it must never be printed anywhere.
 const CANARY_KEY: &str = "sk_test_canary_7c1d0e9f3b2a";
-
-/// paysim, served on a port from a runtime of its own.
-struct Provider {
-    paysim: Paysim,
-    url: String,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Provider {
-    fn start(config: PaysimConfig) -> Provider {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let paysim = Paysim::new(config).expect("paysim settings");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("a port");
-        let url = format!("http://{}", listener.local_addr().expect("bound"));
-        let serving = paysim.clone();
-        runtime.spawn(async move {
-            let _ = serving.serve(listener, std::future::pending()).await;
-        });
-        Provider {
-            paysim,
-            url,
-            _runtime: runtime,
-        }
-    }
-
-    fn audit(&self) -> Audit {
-        self.paysim.audit()
-    }
-}
 
 /// `count` commands of `users` users; every 20th card declines.
 fn commands(count: usize, users: usize) -> Vec<PaymentCommand> {
@@ -121,34 +85,6 @@ fn produce_commands(brokers: &str, commands: &[PaymentCommand]) {
         .map(|c| (c.user_id.clone(), c.encode_to_vec()))
         .collect();
     produce(brokers, &records);
-}
-
-/// Every record of a topic, decoded.
-fn read_all<T: prost::Message + Default>(brokers: &str, topic: &str) -> Vec<T> {
-    let connection = Connection {
-        brokers: brokers.to_owned(),
-        properties: Vec::new(),
-    };
-    let mut reader = TopicReader::open(
-        &connection,
-        topic,
-        ReadOptions {
-            from_beginning: true,
-            exit_at_end: true,
-            read_uncommitted: false,
-        },
-    )
-    .expect("reader");
-    let mut all = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !reader.at_end() {
-        assert!(Instant::now() < deadline, "{topic} not read within 60 s");
-        if let Some(message) = reader.next(Duration::from_millis(200)) {
-            let message = message.expect("no read error");
-            all.push(T::decode(message.payload().unwrap_or_default()).expect("decodes"));
-        }
-    }
-    all
 }
 
 /// `hashbuy settle` on `brokers` against `provider`, ledger in `ledger`.

@@ -1,6 +1,7 @@
 //! Helpers the black-box suites share: reading `hashbuy inspect`'s
 //! decisions, a local HTTP server's answers, a running matcher's
-//! `/metrics`, stopping a child.
+//! `/metrics`, stopping a child, paysim in the test's process, a topic's
+//! protobuf records.
 //!
 //! Each suite uses some of them.
 #![allow(dead_code)]
@@ -10,6 +11,10 @@ use std::io::{Read, Write};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::reader::{ReadOptions, TopicReader};
+use hashbuy_paysim::{Audit, Config as PaysimConfig, Paysim};
+use rdkafka::Message;
 use serde_json::Value;
 
 /// The command ids in `hashbuy inspect`'s output (one JSON line a record).
@@ -192,4 +197,72 @@ pub fn watermarks(brokers: &str, topic: &str) -> (i64, i64) {
     consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .expect("watermarks")
+}
+
+/// paysim, served on a port from a runtime of its own.
+pub struct Provider {
+    /// The simulator, for its audit.
+    pub paysim: Paysim,
+    /// Where it serves.
+    pub url: String,
+    /// The runtime serving it.
+    pub _runtime: tokio::runtime::Runtime,
+}
+
+impl Provider {
+    /// paysim with `config`, serving.
+    pub fn start(config: PaysimConfig) -> Provider {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let paysim = Paysim::new(config).expect("paysim settings");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let serving = paysim.clone();
+        runtime.spawn(async move {
+            let _ = serving.serve(listener, std::future::pending()).await;
+        });
+        Provider {
+            paysim,
+            url,
+            _runtime: runtime,
+        }
+    }
+
+    /// Every payment intent paysim holds.
+    pub fn audit(&self) -> Audit {
+        self.paysim.audit()
+    }
+}
+
+/// Every record of a topic, decoded.
+pub fn read_all<T: prost::Message + Default>(brokers: &str, topic: &str) -> Vec<T> {
+    let connection = Connection {
+        brokers: brokers.to_owned(),
+        properties: Vec::new(),
+    };
+    let mut reader = TopicReader::open(
+        &connection,
+        topic,
+        ReadOptions {
+            from_beginning: true,
+            exit_at_end: true,
+            read_uncommitted: false,
+        },
+    )
+    .expect("reader");
+    let mut all = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reader.at_end() {
+        assert!(Instant::now() < deadline, "{topic} not read within 60 s");
+        if let Some(message) = reader.next(Duration::from_millis(200)) {
+            let message = message.expect("no read error");
+            all.push(T::decode(message.payload().unwrap_or_default()).expect("decodes"));
+        }
+    }
+    all
 }

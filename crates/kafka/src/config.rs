@@ -105,6 +105,16 @@ impl Default for Topics {
     }
 }
 
+/// How a stage that reads, decides and writes on Kafka (the matcher, the
+/// reservation step) makes its outputs and offsets durable together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Kafka transactions: each batch's outputs and offsets commit as one.
+    ExactlyOnce,
+    /// Produce, flush, then commit offsets; a crash may repeat a batch.
+    AtLeastOnce,
+}
+
 /// How long a table topic keeps every change of each key before
 /// compaction may drop all but the latest: a week, in milliseconds.
 pub const TABLE_HISTORY_MS: &str = "604800000";

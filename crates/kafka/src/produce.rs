@@ -6,10 +6,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+
+use crate::client::{failed, Failed};
 
 /// A producer context that counts records the broker did not take.
 #[derive(Debug, Default)]
@@ -132,6 +137,45 @@ pub fn flush_promptly(
             std::thread::sleep(Duration::from_millis(1));
         }
         in_flight = left;
+    }
+}
+
+/// Sends `offsets` to the open transaction as the group member `member`
+/// (`metadata`: its group metadata, so a member that lost its partitions
+/// in a rebalance cannot commit them) and commits it; `false` if the
+/// transaction failed in a way that can be aborted and was aborted, so
+/// its batch is to be done again. Each call waits at most `timeout`.
+pub fn commit_transaction<C: ConsumerContext>(
+    producer: &BaseProducer<Deliveries>,
+    member: &BaseConsumer<C>,
+    metadata: &ConsumerGroupMetadata,
+    offsets: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<bool, Failed> {
+    // Delivered first: rdkafka's commit_transaction flushes too, in steps
+    // of 100 ms (see `flush_promptly`), and finds nothing left this way.
+    let committed = flush_promptly(producer, timeout)
+        .and_then(|()| producer.send_offsets_to_transaction(offsets, metadata, timeout))
+        .and_then(|()| producer.commit_transaction(timeout));
+    match committed {
+        Ok(()) => {
+            // The transaction committed the offsets. librdkafka's mock
+            // cluster (the embedded broker) answers TxnOffsetCommit without
+            // storing them, so they are committed once more the plain way:
+            // the same offsets again on a real Kafka, and refused there
+            // only if the group moved on, which the transaction already
+            // settled. A failure here therefore changes nothing.
+            let _ = member.commit(offsets, CommitMode::Sync);
+            Ok(true)
+        }
+        Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
+            tracing::warn!("transaction aborted, its batch is done again: {e}");
+            producer
+                .abort_transaction(timeout)
+                .map_err(failed("cannot abort a failed transaction"))?;
+            Ok(false)
+        }
+        Err(e) => Err(failed("cannot commit a transaction")(e)),
     }
 }
 

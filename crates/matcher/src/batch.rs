@@ -22,9 +22,10 @@ use hashbuy_kafka::client::failed;
 use hashbuy_kafka::driver::Member;
 use hashbuy_kafka::group::moved_on;
 use hashbuy_kafka::loss::{report_lost, Gap, OnDataLoss};
-use hashbuy_kafka::produce::{flush_promptly, send_to_partition_waiting, send_waiting, Deliveries};
+use hashbuy_kafka::produce::{
+    self, flush_promptly, send_to_partition_waiting, send_waiting, Deliveries,
+};
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -345,37 +346,19 @@ fn send_changelog(
     .map_err(|e| failed("cannot write the pending purchases' changelog")(e).into())
 }
 
-/// Sends the offsets and commits; `false` if the transaction was aborted
-/// (to be done again).
+/// Sends the offsets and commits ([`hashbuy_kafka::produce::commit_transaction`]);
+/// `false` if the transaction was aborted (to be done again).
 fn commit_transaction(
     producer: &BaseProducer<Deliveries>,
     member: &Member<Matching>,
     offsets: &TopicPartitionList,
 ) -> Result<bool, RunError> {
     let metadata = member.group_metadata().ok_or(RunError::NoGroup)?;
-    // Delivered first: rdkafka's commit_transaction flushes too, in steps
-    // of 100 ms (see `flush_promptly`), and finds nothing left this way.
-    let committed = flush_promptly(producer, CALL_TIMEOUT)
-        .and_then(|()| producer.send_offsets_to_transaction(offsets, &metadata, CALL_TIMEOUT))
-        .and_then(|()| producer.commit_transaction(CALL_TIMEOUT));
-    match committed {
-        Ok(()) => {
-            // The transaction committed the offsets. librdkafka's mock
-            // cluster (the embedded broker) answers TxnOffsetCommit without
-            // storing them, so they are committed once more the plain way:
-            // the same offsets again on a real Kafka, and refused there
-            // only if the group moved on, which the transaction already
-            // settled. A failure here therefore changes nothing.
-            let _ = member.commit(offsets, CommitMode::Sync);
-            Ok(true)
-        }
-        Err(KafkaError::Transaction(e)) if e.txn_requires_abort() => {
-            tracing::warn!("transaction aborted, its batch is done again: {e}");
-            producer
-                .abort_transaction(CALL_TIMEOUT)
-                .map_err(failed("cannot abort a failed transaction"))?;
-            Ok(false)
-        }
-        Err(e) => Err(failed("cannot commit a transaction")(e).into()),
-    }
+    Ok(produce::commit_transaction(
+        producer,
+        member,
+        &metadata,
+        offsets,
+        CALL_TIMEOUT,
+    )?)
 }

@@ -84,14 +84,9 @@ use crate::live;
 use crate::stage::Matching;
 use crate::Matcher;
 
-/// How outputs and offsets are made durable together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// Kafka transactions: each batch's outputs and offsets commit as one.
-    ExactlyOnce,
-    /// Produce, flush, then commit offsets; a crash may repeat a batch.
-    AtLeastOnce,
-}
+/// How outputs and offsets are made durable together (the choice the
+/// reservation step shares).
+pub use hashbuy_kafka::config::Delivery;
 
 /// What to do when records were deleted before the matcher read them
 /// (the policy both services share).

@@ -1,0 +1,287 @@
+//! Limited stock as a user runs it: `hashbuy match`, `hashbuy stock` and
+//! `hashbuy settle` on the embedded broker, paysim in this process. No
+//! more purchases settle than the stock, with two settlers and one of them
+//! SIGKILLed midway; every other purchaser is rejected as sold out, once;
+//! and a declined card's unit is sold to the next purchaser in line.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    finish_within, free_port, metric, poll_metrics, read_all, sigterm, succeeds, Provider,
+};
+use hashbuy_core::stock::SOLD_OUT_REASON;
+use hashbuy_kafka::broker::EmbeddedBroker;
+use hashbuy_kafka::config::Topics;
+use hashbuy_paysim::Config as PaysimConfig;
+use hashbuy_proto::v1::payment_ack::Status;
+use hashbuy_proto::v1::reply::Kind;
+use hashbuy_proto::v1::{PaymentAck, Reply};
+
+/// The purchase tweets' time: 2026-06-01T00:00:00Z.
+const T: i64 = 1_780_272_000_000;
+
+/// The properties every group member of these tests runs with: the
+/// embedded broker keeps a killed member until its session times out.
+const MEMBER: [&str; 4] = [
+    "-X",
+    "session.timeout.ms=6000",
+    "-X",
+    "max.poll.interval.ms=10000",
+];
+
+/// Writes the catalog (one offer of `stock` units), the accounts of
+/// `buyers` (the first one's card declines if `first_declines`) and one
+/// purchase tweet a buyer, in order, into `dir`; replays the tweets onto
+/// `brokers` and matches them to the end.
+fn purchases(dir: &Path, brokers: &str, stock: u64, buyers: usize, first_declines: bool) {
+    let catalog = dir.join("catalog.json");
+    std::fs::write(
+        &catalog,
+        format!(
+            r#"{{"offers": [{{"hashtag": "BuyLimitedDrop", "offer_id": "limited-drop",
+                "merchant_id": "acme", "amount": 5000, "currency": "usd", "title": "Limited Drop",
+                "stock": {stock}}}]}}"#
+        ),
+    )
+    .expect("catalog written");
+    let accounts: Vec<String> = (0..buyers)
+        .map(|i| {
+            let card = if i == 0 && first_declines {
+                "pm_card_chargeDeclined"
+            } else {
+                "pm_card_visa"
+            };
+            format!(
+                r#"{{"user_id": "{}", "customer_id": "cus_{i}", "payment_method_id": "{card}"}}"#,
+                7000 + i
+            )
+        })
+        .collect();
+    let accounts_file = dir.join("accounts.json");
+    std::fs::write(
+        &accounts_file,
+        format!(r#"{{"accounts": [{}]}}"#, accounts.join(",")),
+    )
+    .expect("accounts written");
+    let tweets: Vec<String> = (0..buyers)
+        .map(|i| {
+            format!(
+                r#"{{"id_str": "{}", "text": "Mine! #BuyLimitedDrop", "user": {{"id_str": "{}", "protected": false}}, "timestamp_ms": "{}"}}"#,
+                900_000 + i,
+                7000 + i,
+                T + i as i64
+            )
+        })
+        .collect();
+    let tweets_file = dir.join("tweets.jsonl");
+    std::fs::write(&tweets_file, tweets.join("\n") + "\n").expect("tweets written");
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    succeeds(&["replay", &path(&tweets_file), "--brokers", brokers]);
+    succeeds(&[
+        "match",
+        "--brokers",
+        brokers,
+        "--catalog",
+        &path(&catalog),
+        "--accounts",
+        &path(&accounts_file),
+        "--no-live-tables",
+        "--exit-at-end",
+    ]);
+}
+
+/// A running `hashbuy` with `args`, its log in `log`.
+fn start(args: &[&str], log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(args)
+        .args(MEMBER)
+        .env("HASHBUY_PROVIDER_KEY", "sk_test_stock")
+        .env_remove("STRIPE_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(File::create(log).expect("log file"))
+        .spawn()
+        .expect("hashbuy starts")
+}
+
+/// `hashbuy settle` as member `instance`, ledger in `dir`, at most
+/// `in_flight` commands at once, metrics on `port`.
+fn settler(brokers: &str, provider: &Provider, dir: &Path, instance: &str, port: u16) -> Child {
+    let ledger = dir.join(format!("ledger-{instance}"));
+    start(
+        &[
+            "settle",
+            "--brokers",
+            brokers,
+            "--provider-url",
+            &provider.url,
+            "--ledger",
+            ledger.to_str().expect("utf-8 path"),
+            "--instance",
+            instance,
+            "--max-in-flight",
+            "2",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &dir.join(format!("settle-{instance}.log")),
+    )
+}
+
+/// The acks on `brokers` by user, once every one of `buyers` has one,
+/// waiting at most `wait`.
+fn acks_of_all(brokers: &str, buyers: usize, wait: Duration) -> BTreeMap<String, Vec<PaymentAck>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut by_user: BTreeMap<String, Vec<PaymentAck>> = BTreeMap::new();
+        for ack in read_all::<PaymentAck>(brokers, "payment-acks") {
+            by_user.entry(ack.user_id.clone()).or_default().push(ack);
+        }
+        if by_user.len() >= buyers {
+            return by_user;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {buyers} buyers acked within {} s",
+            by_user.len(),
+            wait.as_secs()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Each buyer's one status (all its acks say the same).
+fn statuses(acks: &BTreeMap<String, Vec<PaymentAck>>) -> BTreeMap<String, (Status, String)> {
+    acks.iter()
+        .map(|(user, acks)| {
+            let said: BTreeSet<(i32, &str)> =
+                acks.iter().map(|a| (a.status, a.reason.as_str())).collect();
+            assert_eq!(said.len(), 1, "{user}: one outcome, said alike: {acks:?}");
+            (user.clone(), (acks[0].status(), acks[0].reason.clone()))
+        })
+        .collect()
+}
+
+/// Stops a running child with SIGTERM: it must stop cleanly.
+fn stop(child: Child, name: &str, log: &Path) {
+    sigterm(&child);
+    let (status, _) = finish_within(child, Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "{name} exited {status}: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[test]
+fn stock_of_100_among_1000_buyers_and_two_settlers_one_killed_sells_exactly_100() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 8).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        latency_ms: 200,
+        seed: 3,
+        ..PaysimConfig::default()
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    purchases(dir.path(), &brokers, 100, 1000, false);
+
+    let stock_log = dir.path().join("stock.log");
+    let step = start(&["stock", "--brokers", &brokers], &stock_log);
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = settler(&brokers, &provider, dir.path(), "a", port_a);
+    let b = settler(&brokers, &provider, dir.path(), "b", port_b);
+    // Midway: once settler a has acked a few of its commands, it dies
+    // with the rest in flight, and b takes its partitions over.
+    poll_metrics(port_a, &mut a, Duration::from_secs(120), |body| {
+        metric(body, "hashbuy_settler_acks_total") >= 5.0
+    })
+    .expect("settler a acks some commands before it is killed");
+    a.kill().expect("SIGKILL");
+    a.wait().expect("reaped");
+
+    let acks = acks_of_all(&brokers, 1000, Duration::from_secs(300));
+    stop(b, "settler b", &dir.path().join("settle-b.log"));
+    stop(step, "hashbuy stock", &stock_log);
+
+    let statuses = statuses(&acks);
+    let settled: Vec<&String> = statuses
+        .iter()
+        .filter(|(_, (s, _))| *s == Status::Settled)
+        .map(|(u, _)| u)
+        .collect();
+    let sold_out = statuses
+        .values()
+        .filter(|(s, reason)| *s == Status::Rejected && reason == SOLD_OUT_REASON)
+        .count();
+    assert_eq!(settled.len(), 100, "exactly the stock settles");
+    assert_eq!(sold_out, 900, "everyone else is told it sold out");
+
+    let audit = provider.audit();
+    let mut charged: BTreeMap<String, usize> = BTreeMap::new();
+    for intent in audit
+        .payment_intents
+        .iter()
+        .filter(|i| i.status == "succeeded")
+    {
+        *charged
+            .entry(intent.customer.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert_eq!(charged.len(), 100, "paysim charged 100 buyers");
+    assert!(
+        charged.values().all(|&n| n == 1),
+        "no buyer charged twice: {charged:?}"
+    );
+    let charged_users: BTreeSet<String> = charged
+        .keys()
+        .map(|c| {
+            format!(
+                "{}",
+                7000 + c["cus_".len()..].parse::<usize>().expect("ours")
+            )
+        })
+        .collect();
+    let settled_users: BTreeSet<String> = settled.into_iter().cloned().collect();
+    assert_eq!(charged_users, settled_users, "the charged are the SETTLED");
+
+    let told_sold_out = read_all::<Reply>(&brokers, "replies")
+        .into_iter()
+        .filter(|r| r.kind() == Kind::Rejected && r.text.contains("sold out"))
+        .map(|r| r.user_id)
+        .collect::<BTreeSet<_>>();
+    assert_eq!(told_sold_out.len(), 900, "each sold-out buyer is told");
+}
+
+#[test]
+fn a_declined_card_s_unit_is_sold_to_the_next_buyer_in_line() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Two units, four buyers in this order; the first one's card declines.
+    purchases(dir.path(), &brokers, 2, 4, true);
+    let stock_log = dir.path().join("stock.log");
+    let step = start(&["stock", "--brokers", &brokers], &stock_log);
+    let port = free_port();
+    let settler = settler(&brokers, &provider, dir.path(), "a", port);
+    let acks = acks_of_all(&brokers, 4, Duration::from_secs(120));
+    stop(settler, "settler", &dir.path().join("settle-a.log"));
+    stop(step, "hashbuy stock", &stock_log);
+
+    let statuses: Vec<Status> = statuses(&acks).into_values().map(|(s, _)| s).collect();
+    assert_eq!(
+        statuses,
+        [
+            Status::Declined,
+            Status::Settled,
+            Status::Settled,
+            Status::Rejected
+        ],
+        "buyers 7000 to 7003: the declined unit went to 7002, and 7003 found it sold out"
+    );
+}

@@ -2,20 +2,26 @@
 //! stream, with nothing to install or start first.
 //!
 //! It starts the embedded broker, produces the sample's records keyed by
-//! user (as `hashbuy replay`), matches them exactly once (as `hashbuy
-//! match`), serves paysim in place of Stripe (as `hashbuy paysim`),
-//! settles the commands with a durable ledger (as `hashbuy settle`), and
-//! then prints every reply to a buyer, every ack and every dead letter,
-//! with what paysim charged. The sample includes a confirm-mode offer
-//! (`samples/confirm-catalog.toml`, `samples/confirm.jsonl`): a purchase
-//! confirmed, one cancelled by deleting its tweet, and one left to expire,
-//! each answered on the replies topic, where the settler tells every
-//! outcome too. The
-//! matcher, paysim and the settler run the same code as their commands,
-//! each to the end of its input, one after the other, on the embedded
-//! broker (librdkafka's mock cluster, as `hashbuy broker`). Logs show
-//! warnings only, unless `HASHBUY_LOG` says more. Ctrl-C stops it with an
-//! error, never with a partial report.
+//! user (as `hashbuy replay`), and starts the matcher (exactly once, as
+//! `hashbuy match`), which follows the live catalog topic. While it runs,
+//! the demo puts two catalog changes on that topic (as `hashbuy catalog
+//! put` and `catalog rm` do): a limited offer (`samples/live-catalog.toml`,
+//! two in stock) from 14:10, and the café offer's end at 14:20, stream
+//! time; then it produces the live part's tweets (`samples/live.jsonl`),
+//! which buy or not by the catalog at their own time. It serves paysim in
+//! place of Stripe (as `hashbuy paysim`), runs the reservation step (as
+//! `hashbuy stock`) beside the settler (as `hashbuy settle`, with a
+//! durable ledger) until every command has its ack, and then prints every
+//! reply to a buyer, every ack, the live part's tweets with what became of
+//! each, and every dead letter, with what paysim charged. The sample
+//! includes a confirm-mode offer (`samples/confirm-catalog.toml`,
+//! `samples/confirm.jsonl`): a purchase confirmed, one cancelled by
+//! deleting its tweet, and one left to expire, each answered on the
+//! replies topic, where the settler and the reservation step tell every
+//! outcome too. The services run the same code as their commands, each on
+//! a thread, on the embedded broker (librdkafka's mock cluster, as
+//! `hashbuy broker`). Logs show warnings only, unless `HASHBUY_LOG` says
+//! more. Ctrl-C stops it with an error, never with a partial report.
 //!
 //! It checks what it shows: every charge at paysim belongs to a settled
 //! command, no command is charged twice, and every command settled in this
@@ -32,10 +38,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hashbuy_core::samples;
 use hashbuy_kafka::broker::EmbeddedBroker;
-use hashbuy_kafka::client::Connection;
+use hashbuy_kafka::client::{Connection, QuietContext};
 use hashbuy_kafka::config::Topics;
+use hashbuy_kafka::group::committed;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
+use hashbuy_kafka::reader::watermarks;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_matcher::run as matching;
 use hashbuy_matcher::Matcher;
@@ -46,13 +54,16 @@ use hashbuy_proto::v1::{DeadLetter, PaymentAck, Reply};
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run as settling;
+use hashbuy_stock::run as stocking;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message as _;
 
-use crate::config::{MatchConfig, SettleConfig};
+use crate::config::{MatchConfig, SettleConfig, StockConfig};
 use crate::kafka_args;
 use crate::paysim::{self, InProcess};
 use crate::replay::key_and_time;
+use crate::tables_cmd::{put_offers, remove_offer, shown};
 
 /// Arguments of `hashbuy demo`.
 #[derive(clap::Args)]
@@ -97,33 +108,97 @@ pub fn run(args: Args) -> Result<()> {
         topics.all().join(", ")
     )?;
 
-    let records = produce_sample(&connection, &topics.tweets, &stop)?;
+    let before_change = live_tweets().filter(|(at, _)| *at < samples::LIVE_CHANGE_MS);
+    let records = produce_records(
+        &connection,
+        &topics.tweets,
+        lines(samples::TWEETS)
+            .chain(lines(samples::CONFIRM_TWEETS))
+            .chain(before_change.map(|(_, line)| line)),
+        &stop,
+    )?;
     interrupted(&stop)?;
     writeln!(
         out,
         "2. produced the bundled sample: {records} records to `{}`, keyed by user id \
-         (the last {} buy a confirm-mode offer)",
+         ({} of them buy a confirm-mode offer; the last was tweeted before the live offer below existed)",
         topics.tweets,
         lines(samples::CONFIRM_TWEETS).count()
     )?;
 
+    // The matcher runs on while the live part's changes are put and its
+    // tweets flow in.
     let (catalog, accounts) = samples::confirm_tables();
-    let matched = matching::run(
-        Arc::new(Matcher::new(catalog, accounts)),
-        &MatchConfig {
-            group: "hashbuy-demo-matcher".into(),
-            workers: 1,
-            ..MatchConfig::default()
-        }
-        .run_config(connection.clone(), topics.clone(), true),
+    let matcher = Arc::new(Matcher::new(catalog, accounts));
+    let match_config = MatchConfig {
+        group: "hashbuy-demo-matcher".into(),
+        workers: 1,
+        ..MatchConfig::default()
+    }
+    .run_config(connection.clone(), topics.clone(), false);
+    let matching = Service::start("the matcher", {
+        let (matcher, config) = (Arc::clone(&matcher), match_config.clone());
+        move |stop: &AtomicBool| matching::run(matcher, &config, stop, &Health::default())
+    })?;
+    let consumed = wait_consumed(
+        &connection,
+        &match_config.group,
+        &topics.tweets,
         &stop,
-        &Health::default(),
-    )
-    .context("the matcher stopped")?;
+        &matching,
+    )?;
+    writeln!(
+        out,
+        "3. the matcher runs (exactly once), following the live catalog topic `{}`: it has read all {consumed} records",
+        topics.catalog
+    )?;
+
+    let offers = samples::live_catalog().offers().to_vec();
+    let hashtag = offers
+        .first()
+        .map(|o| o.hashtag.clone())
+        .unwrap_or_default();
+    put_offers(
+        &connection,
+        &topics.catalog,
+        samples::LIVE_CHANGE_MS,
+        offers,
+    )?;
+    let (removed, _) = remove_offer(
+        &connection,
+        &topics.catalog,
+        samples::LIVE_REMOVAL_MS,
+        samples::LIVE_REMOVED_HASHTAG,
+    )?;
+    wait_for_change(&matcher, &removed, samples::LIVE_REMOVAL_MS, &stop)?;
+    writeln!(
+        out,
+        "4. live catalog changes, put while it runs (as `hashbuy catalog put` and `catalog rm` do): \
+         #{hashtag} (2 in stock, up to 3 a shopper) from {}, and #{} removed from {}",
+        shown(samples::LIVE_CHANGE_MS),
+        samples::LIVE_REMOVED_HASHTAG,
+        shown(samples::LIVE_REMOVAL_MS),
+    )?;
+    let after_change = live_tweets().filter(|(at, _)| *at >= samples::LIVE_CHANGE_MS);
+    let more = produce_records(
+        &connection,
+        &topics.tweets,
+        after_change.map(|(_, line)| line),
+        &stop,
+    )?;
+    wait_consumed(
+        &connection,
+        &match_config.group,
+        &topics.tweets,
+        &stop,
+        &matching,
+    )?;
+    let matched = matching.stop()?;
     interrupted(&stop)?;
     writeln!(
         out,
-        "3. matched them exactly once: {} payment commands, {} replies, {} dead letters",
+        "5. produced {more} more tweets, from after the new offer's time: matched them too. In all: \
+         {} payment commands (limited offers' to the reservation step first), {} replies, {} dead letters",
         matched.commands, matched.replies, matched.dead_letters
     )?;
 
@@ -135,7 +210,7 @@ pub fn run(args: Args) -> Result<()> {
     } = paysim::in_process(args.latency_ms, "paysim")?;
     writeln!(
         out,
-        "4. paysim (simulated Stripe) at {url}, answering in about {} ms",
+        "6. paysim (simulated Stripe) at {url}, answering in about {} ms",
         args.latency_ms
     )?;
 
@@ -158,26 +233,52 @@ pub fn run(args: Args) -> Result<()> {
     provider_config.request_timeout = settings.request_timeout();
     let provider = Provider::new(provider_config).context("bad provider settings")?;
     let started = Instant::now();
-    let settled = settling::run(
-        &settings.run_config(connection.clone(), topics.clone(), ledger_dir.clone(), true),
-        Payments::new(provider, Backoff::default()),
-        &stop,
-        &Health::default(),
-    )
-    .context("the settler stopped")?;
+    // The reservation step and the settler run side by side: the step
+    // sends a limited offer's commands on as units are held, and learns
+    // from the settler's acks which units sold.
+    let stock_config = StockConfig {
+        group: "hashbuy-demo-stock".into(),
+        ..StockConfig::default()
+    }
+    .run_config(connection.clone(), topics.clone(), false);
+    let reserving = Service::start("the reservation step", move |stop: &AtomicBool| {
+        stocking::run(&stock_config, stop, &Health::default())
+    })?;
+    let settle_config = settings.run_config(
+        connection.clone(),
+        topics.clone(),
+        ledger_dir.clone(),
+        false,
+    );
+    let settling_service = Service::start("the settler", move |stop: &AtomicBool| {
+        settling::run(
+            &settle_config,
+            Payments::new(provider, Backoff::default()),
+            stop,
+            &Health::default(),
+        )
+    })?;
+    // Every command has its one outcome once its ack is read.
+    let acks: Result<Vec<PaymentAck>> =
+        read_topic(&connection, &topics.acks, matched.commands, &stop);
+    let settled = settling_service.stop()?;
+    let reserved = reserving.stop()?;
+    let acks = acks?;
     interrupted(&stop)?;
     writeln!(
         out,
-        "5. settled them in {:.1} s with a durable ledger: {} settled, {} declined, {} rejected, {} failed, {} acks",
+        "7. reserved the limited offer's stock and settled the commands in {:.1} s, with a durable ledger: \
+         {} settled, {} declined, {} rejected, {} failed, {} sold out; {} acks",
         started.elapsed().as_secs_f64(),
         settled.settled,
         settled.declined,
         settled.rejected,
         settled.failed,
-        settled.acks,
+        reserved.sold_out,
+        acks.len(),
     )?;
 
-    let expected = matched.replies + settled.replies;
+    let expected = matched.replies + settled.replies + reserved.sold_out;
     let mut replies: Vec<Reply> = read_topic(&connection, &topics.replies, expected, &stop)?;
     // By buyer and tweet, each purchase's story in order.
     replies.sort_by(|a, b| {
@@ -204,7 +305,6 @@ pub fn run(args: Args) -> Result<()> {
         )?;
     }
 
-    let acks: Vec<PaymentAck> = read_topic(&connection, &topics.acks, settled.acks, &stop)?;
     let audit = paysim.audit();
     writeln!(
         out,
@@ -216,7 +316,21 @@ pub fn run(args: Args) -> Result<()> {
     for ack in &acks {
         writeln!(out, "  {}", describe_ack(ack, &charges))?;
     }
-    let letters = matched.dead_letters + settled.dead_letters;
+    writeln!(
+        out,
+        "\nThe live part's tweets (the offer #{} from {}, #{} removed from {}):",
+        samples::live_catalog()
+            .offers()
+            .first()
+            .map_or("", |o| o.hashtag.as_str()),
+        shown(samples::LIVE_CHANGE_MS),
+        samples::LIVE_REMOVED_HASHTAG,
+        shown(samples::LIVE_REMOVAL_MS),
+    )?;
+    for (at, line) in live_tweets() {
+        writeln!(out, "  {}", describe_live(at, line, &acks))?;
+    }
+    let letters = matched.dead_letters + settled.dead_letters + reserved.dead_letters;
     let dead: Vec<DeadLetter> = read_topic(&connection, &topics.dead_letters, letters, &stop)?;
     writeln!(out, "\n{} ({} records):", topics.dead_letters, dead.len())?;
     for letter in &dead {
@@ -276,15 +390,20 @@ fn interrupted(stop: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// Produces the bundled sample to `topic`, keyed as `hashbuy replay`
-/// keys records; the records produced.
-fn produce_sample(connection: &Connection, topic: &str, stop: &AtomicBool) -> Result<u64> {
+/// Produces `records` to `topic`, keyed as `hashbuy replay` keys
+/// records; how many.
+fn produce_records<'a>(
+    connection: &Connection,
+    topic: &str,
+    records: impl Iterator<Item = &'a str>,
+    stop: &AtomicBool,
+) -> Result<u64> {
     let producer: BaseProducer<Deliveries> = connection
         .config()
         .create_with_context(Deliveries::default())
         .context("cannot create the producer")?;
-    let mut records = 0;
-    for line in lines(samples::TWEETS).chain(lines(samples::CONFIRM_TWEETS)) {
+    let mut count = 0;
+    for line in records {
         let (key, _) = key_and_time(line.as_bytes());
         send_waiting(
             &producer,
@@ -294,13 +413,120 @@ fn produce_sample(connection: &Connection, topic: &str, stop: &AtomicBool) -> Re
             || stop.load(Ordering::Relaxed),
         )
         .context("cannot produce the sample")?;
-        records += 1;
+        count += 1;
     }
     flush_promptly(&producer, Duration::from_secs(30)).context("cannot deliver the sample")?;
     if let Some((count, first)) = producer.context().failures() {
         bail!("{count} sample records were not delivered: {first}");
     }
-    Ok(records)
+    Ok(count)
+}
+
+/// The live part's tweets, each with its time.
+fn live_tweets() -> impl Iterator<Item = (i64, &'static str)> {
+    lines(samples::LIVE_TWEETS).map(|line| (key_and_time(line.as_bytes()).1.unwrap_or(0), line))
+}
+
+/// One of the demo's services, running on a thread of its own until
+/// [`Service::stop`].
+struct Service<T> {
+    name: &'static str,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<T>>,
+}
+
+impl<T: Send + 'static> Service<T> {
+    /// Runs `body` (given its stop flag) on a thread named `name`.
+    fn start<E>(
+        name: &'static str,
+        body: impl FnOnce(&AtomicBool) -> Result<T, E> + Send + 'static,
+    ) -> Result<Self>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || body(&flag).with_context(|| format!("{name} stopped")))
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Service { name, stop, thread })
+    }
+
+    /// An error if the service ended on its own (it runs until stopped).
+    fn check(&self) -> Result<()> {
+        if self.thread.is_finished() {
+            bail!("{} ended before it was stopped", self.name);
+        }
+        Ok(())
+    }
+
+    /// Stops the service, as SIGTERM stops its command: what it did.
+    fn stop(self) -> Result<T> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(_) => bail!("{} panicked", self.name),
+        }
+    }
+}
+
+/// Waits until `group` has committed every record of `topic` (what the
+/// matcher has read and decided), at most [`READ_TIMEOUT`]: the records
+/// consumed.
+fn wait_consumed<T: Send + 'static>(
+    connection: &Connection,
+    group: &str,
+    topic: &str,
+    stop: &AtomicBool,
+    service: &Service<T>,
+) -> Result<u64> {
+    let consumer: BaseConsumer<QuietContext> = connection
+        .config()
+        .set("group.id", group)
+        .create_with_context(QuietContext)
+        .context("cannot create a consumer")?;
+    let partitions = connection.check_topic(topic, READ_TIMEOUT)? as i32;
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        interrupted(stop)?;
+        service.check()?;
+        let ends = watermarks(&consumer, topic, 0..partitions, READ_TIMEOUT)
+            .with_context(|| format!("cannot read the end of {topic}"))?;
+        let done = committed(&consumer, topic, 0..partitions)
+            .with_context(|| format!("cannot read {group}'s committed offsets"))?;
+        if ends
+            .iter()
+            .all(|(p, (_, high))| done.get(p).copied().unwrap_or(0) >= *high)
+        {
+            return Ok(ends.values().map(|(_, high)| *high as u64).sum());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{group} did not read all of {topic} within {} s",
+                READ_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the running `matcher` has the catalog's change of `key` at
+/// `at` (it follows the topic on a thread of its own), at most
+/// [`READ_TIMEOUT`]: tweets decided after that see it.
+fn wait_for_change(matcher: &Matcher, key: &str, at: i64, stop: &AtomicBool) -> Result<()> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while matcher.catalog_changed_at(key) != Some(at) {
+        interrupted(stop)?;
+        if Instant::now() > deadline {
+            bail!(
+                "the matcher did not follow the catalog change of {key:?} within {} s",
+                READ_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// The records of a sample: its lines that are not blank.
@@ -343,6 +569,26 @@ fn read_topic<M: prost::Message + Default>(
         messages.push(decoded);
     }
     Ok(messages)
+}
+
+/// One line for a tweet of the live part: its time, author and text, and
+/// what became of it by its acks.
+fn describe_live(at: i64, line: &str, acks: &[PaymentAck]) -> String {
+    let tweet: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let id = tweet["id_str"].as_str().unwrap_or_default();
+    let outcome = acks.iter().find(|ack| ack.tweet_id == id).map_or_else(
+        || "bought nothing: no offer had its hashtag at its time".to_owned(),
+        |ack| match status(ack) {
+            Status::Settled => format!("SETTLED {} {}", ack.amount, ack.currency),
+            other => format!("{} ({})", other.as_str_name(), ack.reason),
+        },
+    );
+    format!(
+        "{} user {:<20} {:<40} {outcome}",
+        shown(at),
+        tweet["user"]["id_str"].as_str().unwrap_or_default(),
+        tweet["text"].as_str().unwrap_or_default(),
+    )
 }
 
 /// The ack's outcome.

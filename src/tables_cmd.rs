@@ -232,17 +232,7 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
             };
             let (connection, topic) = table_topic(&args.kafka, |t| t.catalog)?;
             let at = args.at.ms()?;
-            let mut live = read_catalog(&connection, &topic)?;
-            let mut changes = Vec::with_capacity(offers.len());
-            for offer in offers {
-                let key = normalize(&offer.hashtag).into_owned();
-                not_before(&key, live.latest_change(&key), at)?;
-                live.change(&key, at, Some(offer.clone()))
-                    .map_err(|e| anyhow::anyhow!("offer {:?}: {e}", offer.offer_id))?;
-                changes.push((key, Some(offer.encode_to_vec())));
-            }
-            let count = changes.len();
-            produce(&connection, &topic, at, changes)?;
+            let count = put_offers(&connection, &topic, at, offers)?;
             eprintln!(
                 "put {count} offers on {topic}, in effect from {}",
                 shown(at)
@@ -252,16 +242,14 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
         CatalogCommand::Rm(args) => {
             let (connection, topic) = table_topic(&args.kafka, |t| t.catalog)?;
             let at = args.at.ms()?;
-            let key = normalize(args.key.trim_start_matches(['#', '＃'])).into_owned();
-            let live = read_catalog(&connection, &topic)?;
-            not_before(&key, live.latest_change(&key), at)?;
-            if live.get_at(&key, at).is_none() {
+            let (key, existed) = remove_offer(&connection, &topic, at, &args.key)?;
+            if !existed {
                 eprintln!(
-                    "no offer has the hashtag {key:?} at {}; removed anyway",
+                    "no offer of the topic has the hashtag {key:?} at {}; removed anyway (a \
+                     table file's offer of it ends there too)",
                     shown(at)
                 );
             }
-            produce(&connection, &topic, at, vec![(key.clone(), None)])?;
             eprintln!("removed {key:?} from {topic}, from {}", shown(at));
             Ok(())
         }
@@ -271,6 +259,46 @@ pub fn run_catalog(args: CatalogArgs) -> Result<()> {
             print_lines(live.offers_at(args.at.unwrap_or_else(now_ms)))
         }
     }
+}
+
+/// Puts `offers` on the catalog topic `topic`, in effect from `at`,
+/// checked first against the live catalog there (a clash, or a change
+/// before a key's latest, is refused with nothing written): how many.
+pub fn put_offers(
+    connection: &Connection,
+    topic: &str,
+    at: i64,
+    offers: Vec<Offer>,
+) -> Result<usize> {
+    let mut live = read_catalog(connection, topic)?;
+    let mut changes = Vec::with_capacity(offers.len());
+    for offer in offers {
+        let key = normalize(&offer.hashtag).into_owned();
+        not_before(&key, live.latest_change(&key), at)?;
+        live.change(&key, at, Some(offer.clone()))
+            .map_err(|e| anyhow::anyhow!("offer {:?}: {e}", offer.offer_id))?;
+        changes.push((key, Some(offer.encode_to_vec())));
+    }
+    let count = changes.len();
+    produce(connection, topic, at, changes)?;
+    Ok(count)
+}
+
+/// Ends the offer of `hashtag` on the catalog topic `topic` from `at` (a
+/// tombstone): its normalized key, and whether the topic had an offer of
+/// it then.
+pub fn remove_offer(
+    connection: &Connection,
+    topic: &str,
+    at: i64,
+    hashtag: &str,
+) -> Result<(String, bool)> {
+    let key = normalize(hashtag.trim_start_matches(['#', '＃'])).into_owned();
+    let live = read_catalog(connection, topic)?;
+    not_before(&key, live.latest_change(&key), at)?;
+    let existed = live.get_at(&key, at).is_some();
+    produce(connection, topic, at, vec![(key.clone(), None)])?;
+    Ok((key, existed))
 }
 
 /// Runs `hashbuy accounts`.
@@ -512,6 +540,6 @@ fn print_lines<T: serde::Serialize>(rows: BTreeMap<String, &T>) -> Result<()> {
 }
 
 /// A time as people read it.
-fn shown(ms: i64) -> String {
+pub fn shown(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
 }

@@ -687,20 +687,36 @@ fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
     let out = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{out}\n{}", stderr(&first));
     assert!(
-        out.contains("7 payment commands, 5 replies, 2 dead letters"),
+        out.contains("11 payment commands (limited offers' to the reservation step first), 5 replies, 2 dead letters"),
         "{out}"
     );
     assert!(
-        out.contains("5 settled, 1 declined, 1 rejected, 0 failed, 7 acks"),
+        out.contains("8 settled, 1 declined, 1 rejected, 0 failed, 1 sold out; 11 acks"),
         "{out}"
     );
-    assert_eq!(settled_acks(&out), 5, "{out}");
+    assert_eq!(settled_acks(&out), 8, "{out}");
     assert!(
-        out.contains("paysim holds 6 payment intents, 5 of them charged."),
+        out.contains("paysim holds 9 payment intents, 8 of them charged."),
         "{out}"
     );
     assert!(out.contains("invalid JSON at byte 59"), "{out}");
-    assert!(out.contains("replies (12 records"), "{out}");
+    assert!(out.contains("replies (16 records"), "{out}");
+    // The live part: an offer put while the matcher runs buys from its
+    // time on, two units and then sold out; one removed stops buying.
+    for (tweet, outcome) in [
+        ("Is it out yet? #BuyFlashHoodie", "bought nothing"),
+        ("Got mine! #BuyFlashHoodie", "SETTLED 6500 usd"),
+        ("And one for my brother #BuyFlashHoodie", "SETTLED 6500 usd"),
+        ("Why not a third #BuyFlashHoodie", "REJECTED (sold out"),
+        ("Last call #BuyCafé", "SETTLED 450 eur"),
+        ("Too late? #BuyCafé", "bought nothing"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(tweet) && l.contains(outcome)),
+            "{tweet}: {outcome}\n{out}"
+        );
+    }
     for reply in [
         "CONFIRM_PROMPT to user 1212 on tweet 2061432574571446273: Tweet #ConfirmBlueHoodie \
          within 15 min to buy Blue Hoodie for $39.00",
@@ -721,16 +737,16 @@ fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
     let out = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{out}\n{}", stderr(&again));
     assert!(
-        out.contains("0 settled, 0 declined, 0 rejected, 0 failed, 7 acks"),
+        out.contains("0 settled, 0 declined, 0 rejected, 0 failed, 1 sold out; 11 acks"),
         "{out}"
     );
-    assert_eq!(settled_acks(&out), 5, "{out}");
+    assert_eq!(settled_acks(&out), 8, "{out}");
     assert!(
         out.contains("paysim holds 0 payment intents, 0 of them charged."),
         "{out}"
     );
     assert!(
-        out.contains("7 commands were already in the ledger"),
+        out.contains("10 commands were already in the ledger"),
         "{out}"
     );
 }

@@ -21,6 +21,30 @@ pub const CONFIRM_TWEETS: &str = include_str!("../../../samples/confirm.jsonl");
 /// The confirm-mode offer the confirm-mode part buys, as TOML.
 pub const CONFIRM_CATALOG_TOML: &str = include_str!("../../../samples/confirm-catalog.toml");
 
+/// Tweets of the live part of the demo, in time order (2026-06-01 from
+/// 14:09): a purchase tweet before the limited offer of
+/// [`LIVE_CATALOG_TOML`] exists, three after it, and two around the
+/// café offer's removal at [`LIVE_REMOVAL_MS`].
+pub const LIVE_TWEETS: &str = include_str!("../../../samples/live.jsonl");
+
+/// The limited offer the demo puts live, from [`LIVE_CHANGE_MS`].
+pub const LIVE_CATALOG_TOML: &str = include_str!("../../../samples/live-catalog.toml");
+
+/// When the demo's live offer takes effect: 2026-06-01T14:10:00Z.
+pub const LIVE_CHANGE_MS: i64 = 1_780_323_000_000;
+
+/// The hashtag whose offer the demo removes live, at [`LIVE_REMOVAL_MS`].
+pub const LIVE_REMOVED_HASHTAG: &str = "BuyCafé";
+
+/// When the demo's removal takes effect: 2026-06-01T14:20:00Z.
+pub const LIVE_REMOVAL_MS: i64 = 1_780_323_600_000;
+
+/// The limited offer the demo puts live, loaded.
+pub fn live_catalog() -> Catalog {
+    Catalog::from_file_text("samples/live-catalog.toml", LIVE_CATALOG_TOML)
+        .expect("the bundled live catalog loads")
+}
+
 /// The sample's tables with the confirm-mode offer added to the catalog.
 pub fn confirm_tables() -> (Catalog, Accounts) {
     let (catalog, accounts) = tables();

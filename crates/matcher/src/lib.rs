@@ -245,6 +245,13 @@ impl Matcher {
         self.tables_mut().accounts.change(user_id, at_ms, link)
     }
 
+    /// When the catalog's latest change of normalized hashtag `key` takes
+    /// effect, if it has one: for a program that put a change and waits
+    /// until a running matcher has it.
+    pub fn catalog_changed_at(&self, key: &str) -> Option<i64> {
+        self.tables().catalog.latest_change(key)
+    }
+
     /// Whether the files gave no offers (`catalog`) or no links: with no
     /// live table over them either, the matcher could buy nothing.
     pub(crate) fn table_is_empty(&self, catalog: bool) -> bool {

@@ -87,6 +87,8 @@ fn command(i: u64, prefix: &str) -> PaymentCommand {
         offer_title: String::new(),
         stock: 0,
         reserved: false,
+        sold_out: false,
+        stock_partition: None,
     }
 }
 

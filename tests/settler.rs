@@ -55,6 +55,8 @@ fn commands(count: usize, users: usize) -> Vec<PaymentCommand> {
             offer_title: String::new(),
             stock: 0,
             reserved: false,
+            sold_out: false,
+            stock_partition: None,
         })
         .collect()
 }

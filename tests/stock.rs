@@ -35,18 +35,19 @@ const MEMBER: [&str; 4] = [
     "max.poll.interval.ms=10000",
 ];
 
-/// Writes the catalog (one offer of `stock` units), the accounts of
+/// Writes the catalog (one offer of `stock` units, unlimited if `None`), the accounts of
 /// `buyers` (the first one's card declines if `first_declines`) and one
 /// purchase tweet a buyer, in order, into `dir`; replays the tweets onto
 /// `brokers` and matches them to the end.
-fn purchases(dir: &Path, brokers: &str, stock: u64, buyers: usize, first_declines: bool) {
+fn purchases(dir: &Path, brokers: &str, stock: Option<u64>, buyers: usize, first_declines: bool) {
     let catalog = dir.join("catalog.json");
+    let stock = stock.map_or_else(String::new, |n| format!(r#", "stock": {n}"#));
     std::fs::write(
         &catalog,
         format!(
             r#"{{"offers": [{{"hashtag": "BuyLimitedDrop", "offer_id": "limited-drop",
-                "merchant_id": "acme", "amount": 5000, "currency": "usd", "title": "Limited Drop",
-                "stock": {stock}}}]}}"#
+                "merchant_id": "acme", "amount": 5000, "currency": "usd", "title": "Limited Drop"
+                {stock}}}]}}"#
         ),
     )
     .expect("catalog written");
@@ -188,7 +189,7 @@ fn stock_of_100_among_1000_buyers_and_two_settlers_one_killed_sells_exactly_100(
         ..PaysimConfig::default()
     });
     let dir = tempfile::tempdir().expect("temp dir");
-    purchases(dir.path(), &brokers, 100, 1000, false);
+    purchases(dir.path(), &brokers, Some(100), 1000, false);
 
     let stock_log = dir.path().join("stock.log");
     let step = start(&["stock", "--brokers", &brokers], &stock_log);
@@ -221,17 +222,7 @@ fn stock_of_100_among_1000_buyers_and_two_settlers_one_killed_sells_exactly_100(
     assert_eq!(settled.len(), 100, "exactly the stock settles");
     assert_eq!(sold_out, 900, "everyone else is told it sold out");
 
-    let audit = provider.audit();
-    let mut charged: BTreeMap<String, usize> = BTreeMap::new();
-    for intent in audit
-        .payment_intents
-        .iter()
-        .filter(|i| i.status == "succeeded")
-    {
-        *charged
-            .entry(intent.customer.clone().unwrap_or_default())
-            .or_default() += 1;
-    }
+    let charged = charges(&provider);
     assert_eq!(charged.len(), 100, "paysim charged 100 buyers");
     assert!(
         charged.values().all(|&n| n == 1),
@@ -257,16 +248,20 @@ fn stock_of_100_among_1000_buyers_and_two_settlers_one_killed_sells_exactly_100(
     assert_eq!(told_sold_out.len(), 900, "each sold-out buyer is told");
 }
 
-#[test]
-fn a_declined_card_s_unit_is_sold_to_the_next_buyer_in_line() {
+/// Two units, four buyers in this order, the first one's card declining,
+/// with the reservation step run `delivery`: the declined unit goes to the
+/// third buyer, and the fourth finds it sold out.
+fn a_declined_unit_goes_to_the_next_in_line(delivery: &str) {
     let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
     let dir = tempfile::tempdir().expect("temp dir");
-    // Two units, four buyers in this order; the first one's card declines.
-    purchases(dir.path(), &brokers, 2, 4, true);
+    purchases(dir.path(), &brokers, Some(2), 4, true);
     let stock_log = dir.path().join("stock.log");
-    let step = start(&["stock", "--brokers", &brokers], &stock_log);
+    let step = start(
+        &["stock", "--brokers", &brokers, "--delivery", delivery],
+        &stock_log,
+    );
     let port = free_port();
     let settler = settler(&brokers, &provider, dir.path(), "a", port);
     let acks = acks_of_all(&brokers, 4, Duration::from_secs(120));
@@ -283,5 +278,123 @@ fn a_declined_card_s_unit_is_sold_to_the_next_buyer_in_line() {
             Status::Rejected
         ],
         "buyers 7000 to 7003: the declined unit went to 7002, and 7003 found it sold out"
+    );
+}
+
+#[test]
+fn a_declined_card_s_unit_is_sold_to_the_next_buyer_in_line() {
+    a_declined_unit_goes_to_the_next_in_line("exactly-once");
+}
+
+#[test]
+fn at_least_once_too_a_declined_card_s_unit_is_sold_to_the_next_buyer_in_line() {
+    a_declined_unit_goes_to_the_next_in_line("at-least-once");
+}
+
+/// The acks on `brokers`, once there are at least `count`, waiting at most
+/// `wait`.
+fn acks_at_least(brokers: &str, count: usize, wait: Duration) -> Vec<PaymentAck> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let acks = read_all::<PaymentAck>(brokers, "payment-acks");
+        if acks.len() >= count {
+            return acks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} acks within {} s",
+            acks.len(),
+            wait.as_secs()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// How many times paysim charged each customer.
+fn charges(provider: &Provider) -> BTreeMap<String, usize> {
+    let mut charged: BTreeMap<String, usize> = BTreeMap::new();
+    for intent in provider
+        .audit()
+        .payment_intents
+        .iter()
+        .filter(|i| i.status == "succeeded")
+    {
+        *charged
+            .entry(intent.customer.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    charged
+}
+
+#[test]
+fn a_sold_out_purchase_replayed_after_the_offer_lost_its_stock_charges_nothing() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stock_log = dir.path().join("stock.log");
+    let step = start(&["stock", "--brokers", &brokers], &stock_log);
+    let settler = settler(&brokers, &provider, dir.path(), "a", free_port());
+    // One unit, two buyers: the second finds it sold out.
+    purchases(dir.path(), &brokers, Some(1), 2, false);
+    acks_at_least(&brokers, 2, Duration::from_secs(120));
+    // The catalog file edited to drop the stock, and the recording played
+    // again: the same tweets, the same command ids, now unlimited.
+    purchases(dir.path(), &brokers, None, 2, false);
+    let acks = acks_at_least(&brokers, 4, Duration::from_secs(120));
+    stop(settler, "settler", &dir.path().join("settle-a.log"));
+    stop(step, "hashbuy stock", &stock_log);
+
+    let second: BTreeSet<(i32, String)> = acks
+        .iter()
+        .filter(|a| a.user_id == "7001")
+        .map(|a| (a.status, a.reason.clone()))
+        .collect();
+    assert_eq!(
+        second,
+        BTreeSet::from([(Status::Rejected as i32, SOLD_OUT_REASON.to_owned())]),
+        "the sold-out buyer's one outcome stands"
+    );
+    assert_eq!(
+        charges(&provider),
+        BTreeMap::from([("cus_0".to_owned(), 1)]),
+        "one charge, the first buyer's"
+    );
+}
+
+#[test]
+fn a_purchase_charged_before_the_offer_was_limited_and_replayed_gives_its_unit_back() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stock_log = dir.path().join("stock.log");
+    let step = start(&["stock", "--brokers", &brokers], &stock_log);
+    let settler = settler(&brokers, &provider, dir.path(), "a", free_port());
+    // Bought while the offer was unlimited.
+    purchases(dir.path(), &brokers, None, 1, false);
+    acks_at_least(&brokers, 1, Duration::from_secs(120));
+    // The offer limited to one unit, and the recording played again with a
+    // new buyer: the first purchase's copy is granted the unit, which the
+    // settler, knowing it charged without one, gives back.
+    purchases(dir.path(), &brokers, Some(1), 2, false);
+    let acks = acks_at_least(&brokers, 3, Duration::from_secs(120));
+    stop(settler, "settler", &dir.path().join("settle-a.log"));
+    stop(step, "hashbuy stock", &stock_log);
+
+    let newcomer: Vec<Status> = acks
+        .iter()
+        .filter(|a| a.user_id == "7001")
+        .map(PaymentAck::status)
+        .collect();
+    assert_eq!(
+        newcomer,
+        [Status::Settled],
+        "the unit went to the new buyer"
+    );
+    assert_eq!(
+        charges(&provider),
+        BTreeMap::from([("cus_0".to_owned(), 1), ("cus_1".to_owned(), 1)]),
+        "each buyer charged once"
     );
 }

@@ -358,6 +358,8 @@ pub fn payment_command(
         offer_title: offer.title.clone(),
         stock: offer.stock,
         reserved: false,
+        sold_out: false,
+        stock_partition: None,
     }
 }
 

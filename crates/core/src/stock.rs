@@ -13,60 +13,73 @@
 //!   settler marked `reserved` ([`Effects::grants`]);
 //! - one arriving while every unit is held or sold, but not every one
 //!   sold, **waits** in line: a held unit may yet come back;
-//! - one arriving once `stock` units are **sold** is `REJECTED` as sold
-//!   out, with an ack and a reply ([`Effects::sold_out`]);
+//! - one arriving once `stock` units are **sold** goes on to the settler
+//!   marked `sold_out` ([`Effects::sold_out`]), which rejects it with
+//!   [`SOLD_OUT_REASON`] and a reply, and keeps it in its ledger: every
+//!   command's one outcome is the ledger's, so a copy of the command that
+//!   comes later by another way (a recording replayed after the offer lost
+//!   its stock) is a duplicate there, never a charge;
 //! - the settler writes each reserved command's fate back to the same
-//!   topic with its ack ([`StockResolution`]): settled, the unit is
+//!   partition with its ack ([`StockResolution`]): settled, the unit is
 //!   **sold**; declined, rejected or failed, it is **released** and goes
 //!   to the first command in line. When the last unit is sold, the line is
 //!   rejected as sold out.
 //!
-//! Every change of a command's place is a changelog record ([`StockHold`],
-//! keyed by offer and command; [`Effects::changelog`]), restored by the
-//! partition's next owner before its first request ([`Stock::restore`]).
+//! The offer's stock is that of the command with the latest tweet time
+//! seen: matcher partitions run at their own pace, so commands arrive out
+//! of tweet order, and the catalog of the latest tweet is the newest one
+//! known. Every change of a command's place is a changelog record
+//! ([`StockHold`], keyed by offer and command; [`Effects::changelog`]),
+//! restored by the partition's next owner before its first request
+//! ([`Stock::restore`]).
 //!
 //! # Why no more settle than the stock
 //!
 //! A command charges only if it reaches the settler `reserved`, and only
 //! the owner of its offer's partition grants that, one request at a time.
-//! At every step `sold + held ≤ stock` (the stock of the latest command;
-//! a unit is held only while the sum is below it). A unit is sold only
-//! from held, at the settler's word that the command settled, and the
-//! settler settles a command id once. So the settled commands of an offer
-//! are at most its stock, if the owner's state holds every grant it made.
-//! It does:
+//! At every step `sold + held ≤ stock` (a unit is held only while the sum
+//! is below the stock). A unit is sold only from held, at the settler's
+//! word that the command settled, and the settler settles a command id
+//! once. So the settled commands of an offer are at most its stock, if
+//! the owner's state holds every grant it made. It does:
 //!
-//! - **Exactly once** (transactions), a request's grants, rejections and
-//!   changelog records commit in one transaction with its offset: a new
-//!   owner restores exactly the state its first request follows.
-//! - **At least once**, the grants and rejections are delivered before the
-//!   changelog records, and those before the offset is committed. A crash
-//!   between reads requests again against an older state, which decides
-//!   them as the first time (the decisions follow from the state and the
-//!   log's order alone, and times come from the records): the same grants
-//!   go out again under the same command ids, which the settler takes
-//!   once. A crash after the changelog reads requests the state already
-//!   holds, which change nothing ([`Stock::reserve`] and
-//!   [`Stock::resolve`] are idempotent by command id). A former owner
+//! - **Exactly once** (transactions), a request's grants, sold-out
+//!   commands and changelog records commit in one transaction with its
+//!   offset: a new owner restores exactly the state its first request
+//!   follows.
+//! - **At least once**, the outputs are delivered before the changelog
+//!   records, and those before the offset is committed; the producer is
+//!   idempotent without gaps, so what lands of one request's records (all
+//!   on one partition) is a prefix of them, in order. A crash before any
+//!   landed reads the request again against the older state, which
+//!   decides it as the first time (decisions follow from the state and the
+//!   log's order alone): the same grants go out again under the same
+//!   command ids, which the settler takes once. A crash after all landed
+//!   finds the request decided: [`Stock::reserve`] is idempotent by
+//!   command id. A crash in between can only cut a word's serving of the
+//!   line short (a reservation is one record): the word's own record
+//!   landed first, and the same word read again serves the line again,
+//!   handing out what the first serving did not record. A former owner
 //!   paused past its session is fenced by nothing at least once; see the
 //!   step's docs.
 //!
-//! A resolution from the settler may come more than once (acks are
-//! re-sent after a crash); a command's place changes from held only, so a
-//! second word is nothing. Every command decided keeps a small record,
-//! so a request replayed later (a recording played again) is recognised:
-//! never a second unit, never a rejection after a grant.
+//! A word from the settler may come more than once (acks are re-sent
+//! after a crash): the same word again changes nothing but the serving
+//! above. A word that contradicts the line (a sale after a release, which
+//! only a settler's unfenced late write could cause) is reported, and a
+//! sale is counted whatever came before, so no unit is granted past the
+//! stock because of it. Every command decided keeps a small record, so a
+//! request replayed later (a recording played again) is recognised: never
+//! a second unit.
 
 use std::collections::{BTreeMap, HashMap};
 
-use hashbuy_proto::v1::payment_ack::Status;
 use hashbuy_proto::v1::stock_hold::State;
-use hashbuy_proto::v1::{PaymentAck, PaymentCommand, Reply, StockHold, StockResolution};
+use hashbuy_proto::v1::{PaymentCommand, StockHold, StockResolution};
 use prost::Message;
 
-use crate::replies::{self, Refusal};
-
-/// The reason a sold-out command's ack gives.
+/// The reason a sold-out command is `REJECTED` with (by the settler, which
+/// keeps it in its ledger).
 pub const SOLD_OUT_REASON: &str = "sold out: every unit of the offer's stock is sold";
 
 /// What deciding one request comes to.
@@ -75,16 +88,26 @@ pub struct Effects {
     /// Commands a unit is now held for, marked `reserved`, for the
     /// commands topic.
     pub grants: Vec<PaymentCommand>,
-    /// Commands rejected as sold out: their ack and reply.
-    pub sold_out: Vec<(PaymentAck, Reply)>,
-    /// Changelog records: (key, record).
+    /// Commands that found every unit sold, marked `sold_out`, for the
+    /// commands topic: the settler rejects them, so their one outcome is
+    /// in its ledger with every other command's.
+    pub sold_out: Vec<PaymentCommand>,
+    /// Changelog records: (key, record), in the order they are to be
+    /// written.
     pub changelog: Vec<(String, StockHold)>,
+    /// A word from the settler that contradicts the line (a sale after a
+    /// release, a word on a command never granted), in words: never
+    /// expected, so an operator is to be told.
+    pub contradiction: Option<String>,
 }
 
 impl Effects {
     /// Whether the request changed nothing.
     pub fn is_empty(&self) -> bool {
-        self.grants.is_empty() && self.sold_out.is_empty() && self.changelog.is_empty()
+        self.grants.is_empty()
+            && self.sold_out.is_empty()
+            && self.changelog.is_empty()
+            && self.contradiction.is_none()
     }
 }
 
@@ -99,9 +122,11 @@ pub enum StockError {
         /// Its offer.
         offer_id: String,
     },
-    /// The command was marked reserved before reaching the step.
-    #[error("command {command_id}: already marked reserved before the reservation step")]
-    Reserved {
+    /// The command was marked by the step before reaching it.
+    #[error(
+        "command {command_id}: already marked reserved or sold out before the reservation step"
+    )]
+    Marked {
         /// The command.
         command_id: String,
     },
@@ -120,8 +145,10 @@ enum Place {
 /// One limited offer's line.
 #[derive(Debug, Default, Clone)]
 struct Line {
-    /// The stock of the latest command.
+    /// The stock of the command with the latest tweet time seen.
     stock: u64,
+    /// That command's tweet time.
+    stock_as_of_ms: Option<i64>,
     /// The last place in line given out.
     seq: u64,
     sold: u64,
@@ -164,18 +191,19 @@ impl Stock {
             .map_or(0, |line| line.waiting.len())
     }
 
-    /// Decides `command` of a limited offer, arriving at `at_ms` (its
-    /// request record's time, so a request read again is decided alike).
-    /// A command seen before changes nothing.
-    pub fn reserve(&mut self, command: PaymentCommand, at_ms: i64) -> Result<Effects, StockError> {
+    /// Decides `command` of a limited offer. A command seen before changes
+    /// nothing. The offer's stock is that of the latest tweet seen, so a
+    /// purchase tweeted before a change of the stock and read after it is
+    /// held to the newer stock.
+    pub fn reserve(&mut self, command: PaymentCommand) -> Result<Effects, StockError> {
         if command.stock == 0 {
             return Err(StockError::Unlimited {
                 command_id: command.command_id,
                 offer_id: command.offer_id,
             });
         }
-        if command.reserved {
-            return Err(StockError::Reserved {
+        if command.reserved || command.sold_out {
+            return Err(StockError::Marked {
                 command_id: command.command_id,
             });
         }
@@ -184,12 +212,18 @@ impl Stock {
         if line.places.contains_key(&command.command_id) {
             return Ok(effects);
         }
-        line.stock = command.stock;
+        if line
+            .stock_as_of_ms
+            .is_none_or(|as_of| command.tweet_timestamp_ms >= as_of)
+        {
+            line.stock = command.stock;
+            line.stock_as_of_ms = Some(command.tweet_timestamp_ms);
+        }
         line.seq += 1;
         let seq = line.seq;
         if line.sold >= line.stock {
             line.place(&command, seq, Place::SoldOut, &mut effects);
-            effects.sold_out.push(sold_out(&command, at_ms));
+            effects.sold_out.push(marked_sold_out(command));
         } else if line.sold + line.held < line.stock {
             line.place(&command, seq, Place::Held, &mut effects);
             effects.grants.push(granted(command));
@@ -200,44 +234,68 @@ impl Stock {
         Ok(effects)
     }
 
-    /// Takes the settler's word on a held unit, given at `at_ms`: sold,
-    /// or released to the first command in line. A word on a command not
-    /// held (said before, or about a command never granted) changes
-    /// nothing; [`Effects::is_empty`] tells.
-    pub fn resolve(&mut self, resolution: &StockResolution, at_ms: i64) -> Effects {
+    /// Takes the settler's word on a held unit: sold, or released to the
+    /// first command in line. The same word again serves the line again
+    /// (it finds it served, unless a crash cut the first serving short),
+    /// and a word that contradicts the line is told in
+    /// [`Effects::contradiction`]; a sale is counted whatever came before,
+    /// and never undone.
+    pub fn resolve(&mut self, resolution: &StockResolution) -> Effects {
         let mut effects = Effects::default();
-        let Some(line) = self.lines.get_mut(&resolution.offer_id) else {
+        let (offer_id, command_id) = (&resolution.offer_id, &resolution.command_id);
+        let Some(line) = self.lines.get_mut(offer_id) else {
+            effects.contradiction = Some(format!(
+                "the settler's word on command {command_id} of offer {offer_id}, of which no \
+                 command was ever seen"
+            ));
             return effects;
         };
-        if line.places.get(&resolution.command_id) != Some(&Place::Held) {
-            return effects;
+        let place = line.places.get(command_id).copied();
+        let next = match (place, resolution.sold) {
+            (Some(Place::Held), true) => Some(Place::Sold),
+            (Some(Place::Held), false) => Some(Place::Released),
+            (Some(Place::Sold), true) | (Some(Place::Released), false) => None,
+            (Some(Place::Sold), false) => {
+                effects.contradiction = Some(format!(
+                    "command {command_id} of offer {offer_id}: released after it was sold; it \
+                     stays sold"
+                ));
+                None
+            }
+            (Some(Place::Released | Place::Waiting(_) | Place::SoldOut) | None, true) => {
+                effects.contradiction = Some(format!(
+                    "command {command_id} of offer {offer_id}: sold, but its unit was not held \
+                     for it ({}); counted as sold, so no further unit is granted past the stock",
+                    place.map_or("never seen", Place::name)
+                ));
+                Some(Place::Sold)
+            }
+            (Some(Place::Waiting(_) | Place::SoldOut) | None, false) => {
+                effects.contradiction = Some(format!(
+                    "command {command_id} of offer {offer_id}: released, but its unit was not \
+                     held for it ({}); nothing changes",
+                    place.map_or("never seen", Place::name)
+                ));
+                None
+            }
+        };
+        if let Some(next) = next {
+            // The line's last place, so a restore takes the stock this
+            // record carries as the latest.
+            let seq = line.seq;
+            line.set(command_id, next);
+            effects.changelog.push((
+                hold_key(offer_id, command_id),
+                line.record(offer_id, command_id, seq, next, None),
+            ));
         }
-        // The line's last place, so a restore takes the stock this record
-        // carries as the latest.
-        let seq = line.seq;
-        let place = if resolution.sold {
-            Place::Sold
-        } else {
-            Place::Released
-        };
-        line.set(&resolution.command_id, place);
-        effects.changelog.push((
-            hold_key(&resolution.offer_id, &resolution.command_id),
-            line.record(
-                &resolution.offer_id,
-                &resolution.command_id,
-                seq,
-                place,
-                None,
-            ),
-        ));
-        line.serve(at_ms, &mut effects);
+        line.serve(&mut effects);
         effects
     }
 
-    /// Takes one changelog record (key, value) into the state, as its
-    /// partition's next owner restores it. A record that is not a
-    /// [`StockHold`] is an error naming why.
+    /// Takes one changelog record into the state, as its partition's next
+    /// owner restores it. A record that is not a [`StockHold`] is an error
+    /// naming why.
     pub fn restore(&mut self, value: &[u8]) -> Result<(), String> {
         let hold = StockHold::decode(value).map_err(|e| format!("not a StockHold: {e}"))?;
         let place = match hold.state() {
@@ -249,9 +307,13 @@ impl Stock {
             State::SoldOut => Place::SoldOut,
         };
         let line = self.lines.entry(hold.offer_id.clone()).or_default();
-        if hold.seq >= line.seq {
-            line.seq = hold.seq;
+        line.seq = line.seq.max(hold.seq);
+        if line
+            .stock_as_of_ms
+            .is_none_or(|as_of| hold.stock_as_of_ms >= as_of)
+        {
             line.stock = hold.stock;
+            line.stock_as_of_ms = Some(hold.stock_as_of_ms);
         }
         line.set(&hold.command_id, place);
         if let (Place::Waiting(seq), Some(command)) = (place, hold.command) {
@@ -261,8 +323,20 @@ impl Stock {
     }
 }
 
+impl Place {
+    fn name(self) -> &'static str {
+        match self {
+            Place::Held => "held",
+            Place::Waiting(_) => "waiting",
+            Place::Sold => "sold",
+            Place::Released => "released",
+            Place::SoldOut => "sold out",
+        }
+    }
+}
+
 impl Line {
-    /// Gives `command` its first place, with its changelog record.
+    /// Gives `command` its place, with its changelog record.
     fn place(&mut self, command: &PaymentCommand, seq: u64, place: Place, effects: &mut Effects) {
         self.set(&command.command_id, place);
         let body = matches!(place, Place::Waiting(_)).then(|| command.clone());
@@ -312,12 +386,13 @@ impl Line {
             seq,
             stock: self.stock,
             command,
+            stock_as_of_ms: self.stock_as_of_ms.unwrap_or_default(),
         }
     }
 
-    /// Gives units back to the line: to the first in line while units are
-    /// free; once every unit is sold, rejects the line as sold out.
-    fn serve(&mut self, at_ms: i64, effects: &mut Effects) {
+    /// Gives free units to the line, first in line first; once every unit
+    /// is sold, rejects the line as sold out.
+    fn serve(&mut self, effects: &mut Effects) {
         while self.sold + self.held < self.stock {
             let Some((_, command)) = self.waiting.pop_first() else {
                 return;
@@ -330,7 +405,7 @@ impl Line {
             while let Some((_, command)) = self.waiting.pop_first() {
                 let seq = self.seq;
                 self.place(&command, seq, Place::SoldOut, effects);
-                effects.sold_out.push(sold_out(&command, at_ms));
+                effects.sold_out.push(marked_sold_out(command));
             }
         }
     }
@@ -342,21 +417,8 @@ fn granted(mut command: PaymentCommand) -> PaymentCommand {
     command
 }
 
-/// The ack and reply of `command` rejected as sold out at `at_ms`.
-pub fn sold_out(command: &PaymentCommand, at_ms: i64) -> (PaymentAck, Reply) {
-    let ack = PaymentAck {
-        command_id: command.command_id.clone(),
-        tweet_id: command.tweet_id.clone(),
-        user_id: command.user_id.clone(),
-        offer_id: command.offer_id.clone(),
-        status: Status::Rejected as i32,
-        amount: command.amount,
-        currency: command.currency.clone(),
-        reason: SOLD_OUT_REASON.to_owned(),
-        decided_at_ms: at_ms,
-        ..PaymentAck::default()
-    };
-    let reply =
-        replies::outcome(command, &ack, Refusal::SoldOut).expect("a REJECTED ack has an outcome");
-    (ack, reply)
+/// `command`, marked as finding every unit sold.
+fn marked_sold_out(mut command: PaymentCommand) -> PaymentCommand {
+    command.sold_out = true;
+    command
 }

@@ -4,14 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use hashbuy_core::stock::{Effects, Stock, StockError, SOLD_OUT_REASON};
-use hashbuy_proto::v1::payment_ack::Status;
+use hashbuy_core::stock::{Effects, Stock, StockError};
 use hashbuy_proto::v1::{PaymentCommand, StockResolution};
 use proptest::prelude::*;
-use prost::Message;
 
-/// A request's time.
+/// A purchase tweet's time.
 const T: i64 = 1_780_272_000_000;
+use prost::Message;
 
 fn command(i: usize, stock: u64) -> PaymentCommand {
     PaymentCommand {
@@ -48,7 +47,7 @@ fn rejected(effects: &Effects) -> Vec<String> {
     effects
         .sold_out
         .iter()
-        .map(|(ack, _)| ack.command_id.clone())
+        .map(|c| c.command_id.clone())
         .collect()
 }
 
@@ -57,43 +56,40 @@ fn units_are_held_then_the_line_waits_then_a_unit_back_goes_to_the_first_in_line
     let mut stock = Stock::new();
     let mut grants = Vec::new();
     for i in 0..4 {
-        let effects = stock.reserve(command(i, 2), T).expect("limited");
+        let effects = stock.reserve(command(i, 2)).expect("limited");
         grants.extend(granted(&effects));
         assert!(effects.sold_out.is_empty(), "nothing is sold yet");
     }
     assert_eq!(grants, ["cmd-0000", "cmd-0001"]);
     assert_eq!(stock.waiting("limited-1"), 2);
     assert!(
-        stock.reserve(command(0, 2), T).expect("limited").is_empty(),
+        stock.reserve(command(0, 2)).expect("limited").is_empty(),
         "a command seen before changes nothing"
     );
 
-    let sold = stock.resolve(&resolution("cmd-0000", true), T + 1);
+    let sold = stock.resolve(&resolution("cmd-0000", true));
     assert!(granted(&sold).is_empty() && rejected(&sold).is_empty());
     assert_eq!(stock.counts("limited-1"), (1, 1));
 
     // The second buyer's card declined: its unit goes to the first in line.
-    let back = stock.resolve(&resolution("cmd-0001", false), T + 2);
+    let back = stock.resolve(&resolution("cmd-0001", false));
     assert_eq!(granted(&back), ["cmd-0002"]);
     assert!(back.grants.iter().all(|c| c.reserved));
     assert!(
-        stock
-            .resolve(&resolution("cmd-0001", false), T + 3)
-            .is_empty(),
+        stock.resolve(&resolution("cmd-0001", false)).is_empty(),
         "a second word on a unit changes nothing"
     );
 
     // The last unit sold: the rest of the line is sold out.
-    let last = stock.resolve(&resolution("cmd-0002", true), T + 4);
+    let last = stock.resolve(&resolution("cmd-0002", true));
     assert_eq!(rejected(&last), ["cmd-0003"]);
-    let (ack, reply) = &last.sold_out[0];
-    assert_eq!(ack.status(), Status::Rejected);
-    assert_eq!(ack.reason, SOLD_OUT_REASON);
-    assert_eq!(ack.decided_at_ms, T + 4);
-    assert!(reply.text.contains("sold out"), "{}", reply.text);
+    assert!(
+        last.sold_out.iter().all(|c| c.sold_out && !c.reserved),
+        "marked for the settler to reject"
+    );
     assert_eq!(stock.counts("limited-1"), (2, 0));
 
-    let late = stock.reserve(command(9, 2), T + 5).expect("limited");
+    let late = stock.reserve(command(9, 2)).expect("limited");
     assert_eq!(rejected(&late), ["cmd-0009"]);
 }
 
@@ -101,15 +97,97 @@ fn units_are_held_then_the_line_waits_then_a_unit_back_goes_to_the_first_in_line
 fn an_unlimited_or_already_reserved_command_is_refused() {
     let mut stock = Stock::new();
     assert!(matches!(
-        stock.reserve(command(1, 0), T),
+        stock.reserve(command(1, 0)),
         Err(StockError::Unlimited { .. })
     ));
     let mut reserved = command(2, 5);
     reserved.reserved = true;
     assert!(matches!(
-        stock.reserve(reserved, T),
-        Err(StockError::Reserved { .. })
+        stock.reserve(reserved),
+        Err(StockError::Marked { .. })
     ));
+}
+
+/// Restores a fresh line from `records` (key, record), in order.
+fn restored(records: &[&hashbuy_proto::v1::StockHold]) -> Stock {
+    let mut stock = Stock::new();
+    for hold in records {
+        stock
+            .restore(&hold.encode_to_vec())
+            .expect("a record of ours");
+    }
+    stock
+}
+
+#[test]
+fn a_release_read_again_after_only_part_of_its_records_landed_still_hands_the_unit_on() {
+    let mut first = Stock::new();
+    let a = first.reserve(command(0, 1)).expect("limited");
+    let b = first.reserve(command(1, 1)).expect("limited");
+    let back = first.resolve(&resolution("cmd-0000", false));
+    assert_eq!(granted(&back), ["cmd-0001"]);
+    assert_eq!(back.changelog.len(), 2, "the release, then the grant");
+    // A crash after the release's record landed, before the grant's (at
+    // least once: the records of one request are a prefix, in order).
+    let mut next = restored(&[&a.changelog[0].1, &b.changelog[0].1, &back.changelog[0].1]);
+    let again = next.resolve(&resolution("cmd-0000", false));
+    assert_eq!(
+        granted(&again),
+        ["cmd-0001"],
+        "the unit goes on, as the first time"
+    );
+    assert_eq!(next.counts("limited-1"), (0, 1));
+    let late = next.reserve(command(2, 1)).expect("limited");
+    assert!(granted(&late).is_empty(), "no second unit of a stock of 1");
+}
+
+#[test]
+fn the_line_takes_the_stock_of_the_latest_tweet_not_of_the_latest_arrival() {
+    let mut stock = Stock::new();
+    for i in 0..3 {
+        let mut raised = command(i, 2);
+        raised.tweet_timestamp_ms = T + 100 + i as i64;
+        stock.reserve(raised).expect("limited");
+    }
+    // A purchase tweeted before the stock was raised to 2, arriving late.
+    let mut early = command(3, 1);
+    early.tweet_timestamp_ms = T;
+    stock.reserve(early).expect("limited");
+    let sold = stock.resolve(&resolution("cmd-0000", true));
+    assert!(
+        !rejected(&sold).contains(&"cmd-0002".to_owned()),
+        "one of two units is sold: the line still has one held"
+    );
+    assert_eq!(stock.counts("limited-1"), (1, 1));
+    // And the other way: lowered to 1 by a later tweet, an earlier one
+    // arriving late is not granted past it.
+    let mut lowered = Stock::new();
+    let mut later = command(0, 1);
+    later.tweet_timestamp_ms = T + 100;
+    lowered.reserve(later).expect("limited");
+    let mut earlier = command(1, 2);
+    earlier.tweet_timestamp_ms = T;
+    let effects = lowered.reserve(earlier).expect("limited");
+    assert!(granted(&effects).is_empty(), "the later stock of 1 binds");
+}
+
+#[test]
+fn a_word_contradicting_the_first_is_reported_and_a_sale_is_never_undone() {
+    let mut stock = Stock::new();
+    stock.reserve(command(0, 1)).expect("limited");
+    stock.resolve(&resolution("cmd-0000", false));
+    let contradicted = stock.resolve(&resolution("cmd-0000", true));
+    assert!(contradicted.contradiction.is_some(), "told");
+    assert_eq!(stock.counts("limited-1"), (1, 0), "the sale counts");
+    let late = stock.reserve(command(1, 1)).expect("limited");
+    assert_eq!(rejected(&late), ["cmd-0001"], "no unit is left to grant");
+    let undone = stock.resolve(&resolution("cmd-0000", false));
+    assert!(undone.contradiction.is_some());
+    assert_eq!(
+        stock.counts("limited-1"),
+        (1, 0),
+        "a sold unit never comes back"
+    );
 }
 
 /// A request of the `stock-requests` log.
@@ -153,19 +231,24 @@ impl World {
         }
     }
 
-    /// Reads the next request; `crash` in 0..3 stops after the outputs,
-    /// after the changelog, or not at all.
+    /// Reads the next request; a `crash` below 4 stops after the outputs
+    /// and that many of the request's changelog records (a prefix, as an
+    /// idempotent producer delivers one partition's records), else it
+    /// goes on.
     fn step(&mut self, stock: u64, declines: &HashSet<usize>, crash: u8, double_word: bool) {
         let Some(request) = self.log.get(self.committed).cloned() else {
             return;
         };
-        let at = T + self.committed as i64;
         let effects = match request {
-            Request::Reserve(i) => self.stock.reserve(command(i, stock), at).expect("limited"),
-            Request::Resolve(id, sold) => self.stock.resolve(&resolution(&id, sold), at),
+            Request::Reserve(i) => self.stock.reserve(command(i, stock)).expect("limited"),
+            Request::Resolve(id, sold) => self.stock.resolve(&resolution(&id, sold)),
         };
-        for (ack, _) in &effects.sold_out {
-            self.sold_out.insert(ack.command_id.clone());
+        assert_eq!(
+            effects.contradiction, None,
+            "no contradiction without a fault"
+        );
+        for command in &effects.sold_out {
+            self.sold_out.insert(command.command_id.clone());
         }
         for granted in &effects.grants {
             *self.grants.entry(granted.command_id.clone()).or_default() += 1;
@@ -184,13 +267,15 @@ impl World {
                     .push(Request::Resolve(granted.command_id.clone(), sold));
             }
         }
-        if crash == 0 {
-            return self.restart();
-        }
-        for (key, hold) in &effects.changelog {
+        let landed = if crash < 4 {
+            effects.changelog.len().min(crash as usize)
+        } else {
+            effects.changelog.len()
+        };
+        for (key, hold) in &effects.changelog[..landed] {
             self.changelog.push((key.clone(), hold.encode_to_vec()));
         }
-        if crash == 1 {
+        if crash < 4 {
             return self.restart();
         }
         self.committed += 1;

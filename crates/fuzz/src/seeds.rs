@@ -238,6 +238,8 @@ fn whole_command() -> pb::PaymentCommand {
         offer_title: "Red Sneakers".into(),
         stock: 100,
         reserved: true,
+        sold_out: false,
+        stock_partition: Some(3),
     }
 }
 

@@ -19,6 +19,7 @@
 //!   from 09:00 with it.
 
 use hashbuy_core::replies::Refusal;
+use hashbuy_core::stock::SOLD_OUT_REASON;
 use hashbuy_proto::v1::PaymentCommand;
 
 use crate::entry::{Entry, State};
@@ -91,7 +92,9 @@ pub fn refusal(reason: &str) -> Refusal {
             .rsplit_once(&format!("; {name} is "))
             .and_then(|(_, value)| value.parse::<u64>().ok())
     };
-    if let Some(max) = limit("max_per_user").and_then(|max| u32::try_from(max).ok()) {
+    if reason == SOLD_OUT_REASON {
+        Refusal::SoldOut
+    } else if let Some(max) = limit("max_per_user").and_then(|max| u32::try_from(max).ok()) {
         Refusal::MaxPerUser(max)
     } else if let Some(limit) = limit("spend_limit") {
         Refusal::SpendLimit(limit)

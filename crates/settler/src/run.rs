@@ -368,9 +368,25 @@ impl Shared {
         value: &[u8],
         what: &'static str,
     ) -> Result<(), RunError> {
+        self.produce_to(topic, None, key, value, what).await
+    }
+
+    /// Produces a record to `partition` of `topic` (`None`: by its key)
+    /// and waits for its delivery.
+    pub(crate) async fn produce_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        what: &'static str,
+    ) -> Result<(), RunError> {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(value);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(partition) = partition {
+            record = record.partition(partition);
         }
         self.producer
             .send(record, Timeout::After(CALL_TIMEOUT))

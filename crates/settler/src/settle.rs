@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use hashbuy_core::connect::{route, Route};
 use hashbuy_core::replies::{self, Refusal};
+use hashbuy_core::stock::SOLD_OUT_REASON;
 use hashbuy_kafka::lock;
 use hashbuy_proto::v1::stock_request::Kind;
 use hashbuy_proto::v1::{PaymentAck, PaymentCommand, StockRequest, StockResolution};
@@ -119,10 +120,13 @@ async fn settle_entry(
             // Routed once, here: the entry keeps where its charge goes, so
             // a merchants table changed before a retry cannot change the
             // request a key was first used with.
-            let routed = if fresh.command.stock > 0 && !fresh.command.reserved {
+            let command = &fresh.command;
+            let routed = if command.sold_out {
+                Err(SOLD_OUT_REASON.to_owned())
+            } else if command.stock > 0 && !command.reserved {
                 Err(UNRESERVED.to_owned())
             } else {
-                route_of(shared, &fresh.command)
+                route_of(shared, command)
             };
             let refused = match routed {
                 Ok(Route::Platform) => None,
@@ -359,7 +363,7 @@ async fn settle_entry(
     // ack: the buyer's words must not decide whether a charge is acked.
     let (acked, resolved, replied) = tokio::join!(
         send_ack(shared, &ack),
-        send_resolution(shared, &entry),
+        send_resolution(shared, &entry, &work.command),
         send_reply(shared, &entry, &ack)
     );
     acked?;
@@ -441,26 +445,33 @@ async fn send_reply(shared: &Shared, entry: &Entry, ack: &PaymentAck) -> Result<
     Ok(())
 }
 
-/// Tells the reservation step what became of the unit a reserved command
-/// held (a limited offer's: see `hashbuy_core::stock`): sold if it
-/// settled, back to the offer's line otherwise. Nothing for a command
-/// without a unit.
-async fn send_resolution(shared: &Shared, entry: &Entry) -> Result<(), RunError> {
-    let command = &entry.command;
-    if !command.reserved {
+/// Tells the reservation step what became of the unit `arriving` holds
+/// (a limited offer's command marked `reserved`: see `hashbuy_core::stock`),
+/// on the partition it names: sold if its entry settled under a unit,
+/// back to the offer's line otherwise. The entry is the ledger's first copy
+/// of the command: one charged before the offer was limited (a recording
+/// replayed after a stock was added) used no unit, so the unit goes back.
+/// Nothing for a command without a unit.
+async fn send_resolution(
+    shared: &Shared,
+    entry: &Entry,
+    arriving: &PaymentCommand,
+) -> Result<(), RunError> {
+    if !arriving.reserved {
         return Ok(());
     }
     let request = StockRequest {
         kind: Some(Kind::Resolve(StockResolution {
-            command_id: command.command_id.clone(),
-            offer_id: command.offer_id.clone(),
-            sold: matches!(entry.state, State::Settled { .. }),
+            command_id: arriving.command_id.clone(),
+            offer_id: arriving.offer_id.clone(),
+            sold: entry.command.reserved && matches!(entry.state, State::Settled { .. }),
         })),
     };
     shared
-        .produce(
+        .produce_to(
             &shared.config.topics.stock_requests,
-            Some(command.offer_id.as_bytes()),
+            arriving.stock_partition,
+            Some(arriving.offer_id.as_bytes()),
             &request.encode_to_vec(),
             "cannot tell the reservation step a unit's fate",
         )

@@ -10,14 +10,20 @@
 //!   every request of an offer: the matcher's limited commands
 //!   (`StockRequest.reserve`) and the settler's word on each unit
 //!   (`StockRequest.resolve`), written with the command's ack.
-//! - **Outputs**: granted commands (marked `reserved`) to the commands
-//!   topic keyed by user, as the matcher writes the others; sold-out
-//!   commands' `REJECTED` acks and replies; records that are no request
-//!   to the dead letters (stage `stock`), the stream going on.
+//! - **Outputs**: granted commands (marked `reserved`, naming the
+//!   partition their unit's word must come back to) and sold-out ones
+//!   (marked `sold_out`, for the settler to reject and keep in its
+//!   ledger) to the commands topic keyed by user, as the matcher writes
+//!   the others; records that are no request to the dead letters (stage
+//!   `stock`), the stream going on. A word of the settler's that
+//!   contradicts a line is logged as an error and counted
+//!   (`hashbuy_stock_contradictions_total`).
 //! - **State**: each partition's lines, restored from the compacted
 //!   `stock-holds` changelog (the same partition number) before its first
 //!   request, after the group's committed offsets are fetched (stable: a
-//!   former owner's last transaction is over by then).
+//!   former owner's last transaction is over by then). A changelog whose
+//!   oldest records were deleted stops the step: the units they held or
+//!   sold would be forgotten.
 //!
 //! # Concurrency
 //!
@@ -32,9 +38,10 @@
 //!   lines back as they were before the batch and reads its requests
 //!   again.
 //! - **At least once** (brokers without transactions): the outputs are
-//!   delivered, then the changelog records, then the offsets committed;
-//!   a crash in between decides requests again as the first time, or
-//!   finds them decided (see [`hashbuy_core::stock`]).
+//!   delivered, then the changelog records (an idempotent producer
+//!   without gaps, so what lands is a prefix), then the offsets
+//!   committed; a crash in between decides requests again as the first
+//!   time, or finds them decided (see [`hashbuy_core::stock`]).
 //!
 //! At least once, nothing fences a member paused past its session: thawed,
 //! it may grant from lines another member has served meanwhile, and so

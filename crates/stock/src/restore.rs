@@ -32,20 +32,15 @@ pub(crate) fn restore(
             read_uncommitted: false,
         },
     )?;
-    for (&partition, &first) in reader.first_offsets() {
-        if first > 0 {
-            // Compaction keeps every key's last record from offset 0 on; a
-            // later start means deletion, and with it units held or sold.
-            tracing::error!(
-                topic = %topic,
-                partition,
-                first,
-                "the stock changelog's records before offset {first} were deleted (retention; \
-                 the embedded broker keeps 5 MB a partition): units they held or sold are \
-                 forgotten, and their offers may sell past their stock"
-            );
-            metrics::counter!("hashbuy_stock_changelog_gaps_total").increment(1);
-        }
+    // Compaction keeps every key's last record from offset 0 on; a later
+    // start means deletion, and with it units held or sold.
+    if let Some((&partition, &first)) = reader.first_offsets().iter().find(|(_, &f)| f > 0) {
+        metrics::counter!("hashbuy_stock_changelog_gaps_total").increment(1);
+        return Err(RunError::ChangelogGap {
+            topic: topic.clone(),
+            partition,
+            first,
+        });
     }
     let mut records = 0u64;
     let read = read_to_end(&mut reader, "the stock changelog", |message| {

@@ -27,9 +27,9 @@ pub struct Config {
     /// membership.
     pub instance: String,
     /// The topics: requests are read from `stock_requests`, the lines'
-    /// changelog is `stock` (at least as many partitions), granted
-    /// commands go to `commands`, sold-out acks to `acks`, their replies
-    /// to `replies`, and records that are no request to `dead_letters`.
+    /// changelog is `stock` (at least as many partitions), granted and
+    /// sold-out commands go to `commands`, and records that are no
+    /// request to `dead_letters`.
     pub topics: Topics,
     /// Exactly once (transactions) or at least once.
     pub delivery: Delivery,
@@ -108,6 +108,23 @@ pub enum RunError {
         /// The last error reading.
         last_error: Option<String>,
     },
+    /// The changelog lost records to retention: the units they held or
+    /// sold are forgotten, and the offers could sell past their stock.
+    #[error(
+        "the stock changelog {topic} partition {partition} starts at offset {first}: its \
+         records before it were deleted (retention; the embedded broker keeps 5 MB a \
+         partition), and with them units held or sold; the step does not start, as its offers \
+         could sell past their stock. Give the topic compaction without deletion \
+         (hashbuy topics create does)"
+    )]
+    ChangelogGap {
+        /// The changelog topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Where it starts now.
+        first: i64,
+    },
     /// The member has no group metadata for a transaction.
     #[error("the consumer has no group metadata for the transaction")]
     NoGroup,
@@ -125,8 +142,6 @@ pub fn run(config: &Config, stop: &AtomicBool, health: &Health) -> Result<Summar
         input: config.topics.stock_requests.clone(),
         outputs: vec![
             config.topics.commands.clone(),
-            config.topics.acks.clone(),
-            config.topics.replies.clone(),
             config.topics.dead_letters.clone(),
         ],
         exit_at_end: config.exit_at_end,
@@ -145,11 +160,19 @@ pub fn run(config: &Config, stop: &AtomicBool, health: &Health) -> Result<Summar
         });
     }
     let mut settings = vec![("linger.ms", "1".to_owned())];
-    if config.delivery == Delivery::ExactlyOnce {
-        settings.push((
+    match config.delivery {
+        Delivery::ExactlyOnce => settings.push((
             "transactional.id",
             format!("hashbuy-stock-{}-{}", config.group, config.instance),
-        ));
+        )),
+        // What lands of a request's changelog records is then a prefix of
+        // them, in order, as `hashbuy_core::stock` needs: retries cannot
+        // reorder or duplicate, and a record given up on is a fatal
+        // error, never a gap.
+        Delivery::AtLeastOnce => settings.extend([
+            ("enable.idempotence", "true".to_owned()),
+            ("enable.gapless.guarantee", "true".to_owned()),
+        ]),
     }
     let client = config.connection.config_with(&settings);
     let letter_bytes = record_budget(&client);

@@ -256,15 +256,19 @@ fn decide(
     letter_bytes: usize,
     batch: &mut Batch,
 ) {
-    let at_ms = message.timestamp().to_millis().unwrap_or_else(now_ms);
     let value = message.payload().unwrap_or_default();
     let effects = match StockRequest::decode(value).map(|r| r.kind) {
-        Ok(Some(Kind::Reserve(command))) => {
-            stock.reserve(command, at_ms).map_err(|e| e.to_string())
-        }
+        Ok(Some(Kind::Reserve(command))) => stock.reserve(command).map_err(|e| e.to_string()),
         Ok(Some(Kind::Resolve(resolution))) => {
-            let effects = stock.resolve(&resolution, at_ms);
-            if effects.is_empty() {
+            let effects = stock.resolve(&resolution);
+            if let Some(contradiction) = &effects.contradiction {
+                tracing::error!(
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "{contradiction}"
+                );
+                metrics::counter!("hashbuy_stock_contradictions_total").increment(1);
+            } else if effects.is_empty() {
                 tracing::debug!(
                     command_id = %resolution.command_id,
                     "a word on a unit not held (said before): nothing to do"
@@ -297,7 +301,7 @@ fn decide(
                     value: value.to_vec(),
                     reason,
                     stage: STAGE.to_owned(),
-                    dead_at_ms: at_ms,
+                    dead_at_ms: now_ms(),
                     ..DeadLetter::default()
                 },
                 letter_bytes,
@@ -318,7 +322,11 @@ fn add(config: &Config, partition: i32, effects: Effects, batch: &mut Batch) {
     let topics = &config.topics;
     batch.counts.granted += effects.grants.len() as u64;
     batch.counts.sold_out += effects.sold_out.len() as u64;
-    for command in effects.grants {
+    // Keyed by user, as the matcher keys commands: a user's commands
+    // settle in order. A granted one names this partition, where the
+    // settler's word on its unit must come back to.
+    for mut command in effects.grants {
+        command.stock_partition = Some(partition);
         batch.outputs.push(Out {
             topic: topics.commands.clone(),
             partition: None,
@@ -326,18 +334,12 @@ fn add(config: &Config, partition: i32, effects: Effects, batch: &mut Batch) {
             value: command.encode_to_vec(),
         });
     }
-    for (ack, reply) in effects.sold_out {
+    for command in effects.sold_out {
         batch.outputs.push(Out {
-            topic: topics.acks.clone(),
+            topic: topics.commands.clone(),
             partition: None,
-            key: Some(ack.user_id.clone().into_bytes()),
-            value: ack.encode_to_vec(),
-        });
-        batch.outputs.push(Out {
-            topic: topics.replies.clone(),
-            partition: None,
-            key: Some(reply.user_id.clone().into_bytes()),
-            value: reply.encode_to_vec(),
+            key: Some(command.user_id.clone().into_bytes()),
+            value: command.encode_to_vec(),
         });
     }
     for (key, hold) in effects.changelog {

@@ -691,7 +691,7 @@ fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
         "{out}"
     );
     assert!(
-        out.contains("8 settled, 1 declined, 1 rejected, 0 failed, 1 sold out; 11 acks"),
+        out.contains("8 settled, 1 declined, 2 rejected, 0 failed, 11 acks; the reservation step found 1 sold out"),
         "{out}"
     );
     assert_eq!(settled_acks(&out), 8, "{out}");
@@ -737,7 +737,7 @@ fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
     let out = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{out}\n{}", stderr(&again));
     assert!(
-        out.contains("0 settled, 0 declined, 0 rejected, 0 failed, 1 sold out; 11 acks"),
+        out.contains("0 settled, 0 declined, 0 rejected, 0 failed, 11 acks; the reservation step found 1 sold out"),
         "{out}"
     );
     assert_eq!(settled_acks(&out), 8, "{out}");
@@ -746,7 +746,7 @@ fn demo_settles_the_sample_and_a_second_run_on_its_ledger_charges_nothing() {
         "{out}"
     );
     assert!(
-        out.contains("10 commands were already in the ledger"),
+        out.contains("11 commands were already in the ledger"),
         "{out}"
     );
 }

@@ -34,8 +34,8 @@
 //!
 //! - **Exactly once**: the batch's outputs, changelog records and offsets
 //!   in one transaction, sent with the group's metadata (a member that
-//!   lost its partitions cannot commit). An aborted transaction puts the
-//!   lines back as they were before the batch and reads its requests
+//!   lost its partitions cannot commit). An aborted transaction restores
+//!   the batch's lines from the changelog again and reads its requests
 //!   again.
 //! - **At least once** (brokers without transactions): the outputs are
 //!   delivered, then the changelog records (an idempotent producer

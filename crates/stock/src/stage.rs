@@ -57,9 +57,6 @@ struct Batch {
     changelog: Vec<Out>,
     /// Per partition: the first offset read, and the next.
     read: HashMap<i32, (i64, i64)>,
-    /// The lines as they were before the batch, to go back to if its
-    /// transaction is aborted.
-    before: HashMap<i32, Stock>,
     counts: Summary,
 }
 
@@ -119,10 +116,6 @@ impl Reserving {
                     }
                     Some(Ok(message)) => {
                         part.at_eof = false;
-                        batch
-                            .before
-                            .entry(partition)
-                            .or_insert_with(|| part.stock.clone());
                         let read = batch
                             .read
                             .entry(partition)
@@ -138,7 +131,7 @@ impl Reserving {
     }
 
     /// Makes `batch` durable; `false` if its transaction was aborted (the
-    /// lines are put back and its requests read again).
+    /// lines are restored again and its requests read again).
     fn commit(&mut self, member: &Member<Reserving>, batch: Batch) -> Result<bool, RunError> {
         let mut offsets = TopicPartitionList::new();
         for (&partition, &(_, next)) in &batch.read {
@@ -206,7 +199,12 @@ impl Reserving {
         } else {
             self.summary.retried_batches += 1;
             metrics::counter!("hashbuy_stock_batches_aborted_total").increment(1);
-            for (partition, stock) in batch.before {
+            // The changelog, read committed, holds the lines as the last
+            // committed batch left them: restored again, as a new owner
+            // would (aborts are rare, and a copy of every line taken
+            // before each batch would cost as much as the lines).
+            let partitions: Vec<i32> = batch.read.keys().copied().collect();
+            for (partition, stock) in restore(&self.config, &partitions)? {
                 if let Some(part) = self.owned.get_mut(&partition) {
                     part.stock = stock;
                 }

@@ -79,6 +79,11 @@ pub struct Args {
     /// topic [default: pending-purchases].
     #[arg(long, env = "HASHBUY_PENDING_TOPIC")]
     pending_topic: Option<String>,
+    /// Topic limited offers' commands are produced to, for the
+    /// reservation step (`hashbuy stock`), keyed by offer id [default:
+    /// stock-requests].
+    #[arg(long, env = "HASHBUY_STOCK_REQUESTS_TOPIC")]
+    stock_requests_topic: Option<String>,
     /// Most records in one batch (one transaction) [default: 100000];
     /// `--batch-ms` usually ends a batch first.
     #[arg(long)]
@@ -120,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut topics.dead_letters, args.dead_letters_topic);
     override_with(&mut topics.replies, args.replies_topic);
     override_with(&mut topics.pending, args.pending_topic);
+    override_with(&mut topics.stock_requests, args.stock_requests_topic);
     override_with(&mut settings.group, args.group);
     override_with(&mut settings.instance, args.instance);
     override_with(&mut settings.delivery, args.delivery);

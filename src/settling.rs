@@ -119,6 +119,11 @@ pub struct Args {
     /// replies].
     #[arg(long, env = "HASHBUY_REPLIES_TOPIC")]
     replies_topic: Option<String>,
+    /// Topic the settler's word on each unit a limited offer's command
+    /// held goes to, for the reservation step (`hashbuy stock`) [default:
+    /// stock-requests].
+    #[arg(long, env = "HASHBUY_STOCK_REQUESTS_TOPIC")]
+    stock_requests_topic: Option<String>,
     /// The ledger's changelog topic: compacted, with at least as many
     /// partitions as the commands topic [default: settler-ledger].
     #[arg(long, env = "HASHBUY_LEDGER_TOPIC")]
@@ -205,6 +210,7 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut topics.acks, args.acks_topic);
     override_with(&mut topics.dead_letters, args.dead_letters_topic);
     override_with(&mut topics.replies, args.replies_topic);
+    override_with(&mut topics.stock_requests, args.stock_requests_topic);
     override_with(&mut topics.ledger, args.ledger_topic);
     override_with(&mut settings.provider_url, args.provider_url);
     override_with(&mut settings.group, args.group);

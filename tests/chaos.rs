@@ -423,9 +423,11 @@ impl Run {
                 .expect("topics create runs");
             broker::ok(out);
         };
+        // `stock-requests` by its default name: the matcher and the
+        // settler need it, though no offer here is limited.
         create(
             &format!(
-                "{},{},{},{},{}",
+                "{},{},{},{},{},stock-requests",
                 topics.tweets, topics.commands, topics.acks, topics.dead, topics.replies
             ),
             &[],

@@ -142,7 +142,9 @@ fn replay_and_match_sample(tweets: &str, commands: &str, dead: &str) -> String {
 }
 
 /// Creates a tweets, a commands and a dead-letters topic of this run, 4
-/// partitions each, named with `prefix`.
+/// partitions each, named with `prefix`, and the `stock-requests` topic
+/// the matcher and the settler need (shared by the suite's tests: none
+/// has a limited offer).
 fn matcher_topics(prefix: &str) -> (String, String, String) {
     let run = std::process::id();
     let names = (
@@ -154,7 +156,7 @@ fn matcher_topics(prefix: &str) -> (String, String, String) {
         "topics",
         "create",
         "--topics",
-        &format!("{},{},{}", names.0, names.1, names.2),
+        &format!("{},{},{},stock-requests", names.0, names.1, names.2),
         "--partitions",
         "4",
     ]));
@@ -589,4 +591,174 @@ fn a_matcher_killed_between_purchase_and_confirmation_buys_once_and_prompts_once
         );
         assert_eq!(prompts.len() as u64, SHOPPERS, "no prompt twice");
     }
+}
+
+/// Every ack of a topic: user id and status, in topic order.
+fn tail_ack_users(topic: &str) -> Vec<(String, String)> {
+    ok(hashbuy(&[
+        "tail",
+        "--topic",
+        topic,
+        "--type",
+        "ack",
+        "--from-beginning",
+        "--exit-at-end",
+    ]))
+    .lines()
+    .map(|l| {
+        let ack = &serde_json::from_str::<Value>(l).expect("JSON line")["value"];
+        let field = |name: &str| ack[name].as_str().unwrap_or_default().to_owned();
+        (field("user_id"), field("status"))
+    })
+    .collect()
+}
+
+#[test]
+#[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
+fn limited_stock_on_a_real_broker() {
+    let run = std::process::id();
+    let name = |role: &str| format!("l-{role}-{run}");
+    let (tweets, commands, dead, acks, replies) = (
+        name("tweets"),
+        name("commands"),
+        name("dead"),
+        name("acks"),
+        name("replies"),
+    );
+    let (ledger, requests, holds) = (name("ledger"), name("requests"), name("holds"));
+    // One tweets partition: the buyers reach the reservation step in the
+    // order they tweeted.
+    ok(hashbuy(&[
+        "topics",
+        "create",
+        "--topics",
+        &tweets,
+        "--partitions",
+        "1",
+    ]));
+    ok(hashbuy(&[
+        "topics",
+        "create",
+        "--topics",
+        &format!("{commands},{dead},{acks},{replies},{requests}"),
+        "--partitions",
+        "4",
+    ]));
+    ok(hashbuy(&[
+        "topics",
+        "create",
+        "--topics",
+        &format!("{ledger},{holds}"),
+        "--partitions",
+        "4",
+        "--topic-config",
+        "cleanup.policy=compact",
+    ]));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |file: &str| dir.path().join(file).display().to_string();
+    std::fs::write(
+        path("catalog.json"),
+        r#"{"offers": [{"hashtag": "BuyLimitedDrop", "offer_id": "limited-drop",
+            "merchant_id": "acme", "amount": 5000, "currency": "usd", "stock": 2}]}"#,
+    )
+    .expect("written");
+    let accounts: Vec<String> = (0..4)
+        .map(|i| {
+            let card = if i == 0 {
+                "pm_card_chargeDeclined"
+            } else {
+                "pm_card_visa"
+            };
+            format!(
+                r#"{{"user_id": "{}", "customer_id": "cus_{i}", "payment_method_id": "{card}"}}"#,
+                7000 + i
+            )
+        })
+        .collect();
+    std::fs::write(
+        path("accounts.json"),
+        format!(r#"{{"accounts": [{}]}}"#, accounts.join(",")),
+    )
+    .expect("written");
+    let lines: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                r##"{{"id_str": "{}", "text": "#BuyLimitedDrop", "user": {{"id_str": "{}", "protected": false}}, "timestamp_ms": "{}"}}"##,
+                950_000 + i,
+                7000 + i,
+                1_780_272_000_000_i64 + i
+            )
+        })
+        .collect();
+    std::fs::write(path("tweets.jsonl"), lines.join("\n") + "\n").expect("written");
+    ok(hashbuy(&[
+        "replay",
+        &path("tweets.jsonl"),
+        "--topic",
+        &tweets,
+    ]));
+
+    let delivery = if transactions() {
+        "exactly-once"
+    } else {
+        "at-least-once"
+    };
+    ok(command(&["match", "--no-live-tables", "--exit-at-end"])
+        .args(["--catalog", &path("catalog.json")])
+        .args(["--accounts", &path("accounts.json"), "--delivery", delivery])
+        .args(["--group", &name("matcher"), "--tweets-topic", &tweets])
+        .args(["--commands-topic", &commands, "--dead-letters-topic", &dead])
+        .args(["--stock-requests-topic", &requests])
+        .output()
+        .expect("match runs"));
+
+    let paysim = Paysim::start();
+    let mut step = command(&["stock", "--delivery", delivery, "--group", &name("stock")])
+        .args(["--stock-requests-topic", &requests, "--stock-topic", &holds])
+        .args(["--commands-topic", &commands, "--dead-letters-topic", &dead])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("stock starts");
+    let mut settler = command(&["settle", "--group", &name("settler")])
+        .args(["--provider-url", &paysim.url()])
+        .arg("--ledger")
+        .arg(dir.path().join("ledger"))
+        .args(["--commands-topic", &commands, "--acks-topic", &acks])
+        .args(["--dead-letters-topic", &dead, "--ledger-topic", &ledger])
+        .args([
+            "--replies-topic",
+            &replies,
+            "--stock-requests-topic",
+            &requests,
+        ])
+        .env("HASHBUY_PROVIDER_KEY", "sk_test_real_broker")
+        .env_remove("STRIPE_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("settle starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let outcomes = loop {
+        let acked: BTreeMap<String, String> = tail_ack_users(&acks).into_iter().collect();
+        if acked.len() == 4 {
+            break acked;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 4 buyers acked within 120 s: {acked:?}",
+            acked.len()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    for child in [&mut step, &mut settler] {
+        common::sigterm(child);
+        assert!(child.wait().expect("waited").success());
+    }
+    assert_eq!(
+        outcomes.into_values().collect::<Vec<_>>(),
+        ["DECLINED", "SETTLED", "SETTLED", "REJECTED"],
+        "buyers 7000 to 7003: the declined card's unit went to 7002; 7003 found it sold out"
+    );
+    assert_eq!(paysim.charges().len(), 2, "two units, two charges");
 }

@@ -398,3 +398,88 @@ fn a_purchase_charged_before_the_offer_was_limited_and_replayed_gives_its_unit_b
         "each buyer charged once"
     );
 }
+
+#[test]
+fn a_reserved_command_naming_a_partition_that_does_not_exist_is_settled_and_its_word_sent_by_key() {
+    use hashbuy_proto::v1::stock_request::Kind as RequestKind;
+    use hashbuy_proto::v1::{PaymentCommand, StockRequest};
+    use prost::Message as _;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::ClientConfig;
+
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    // As the step would have granted it, but naming partition 7 of a
+    // one-partition stock-requests topic (recreated smaller, say).
+    let command = PaymentCommand {
+        command_id: "odd-partition-1".into(),
+        tweet_id: "970001".into(),
+        user_id: "7100".into(),
+        offer_id: "limited-drop".into(),
+        merchant_id: "acme".into(),
+        amount: 5000,
+        currency: "usd".into(),
+        customer_id: "cus_7100".into(),
+        payment_method_id: "pm_card_visa".into(),
+        max_per_user: 1,
+        tweet_timestamp_ms: T,
+        stock: 1,
+        reserved: true,
+        stock_partition: Some(7),
+        ..PaymentCommand::default()
+    };
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            BaseRecord::to("payment-commands")
+                .key("7100")
+                .payload(&command.encode_to_vec()),
+        )
+        .map_err(|(e, _)| e)
+        .expect("sent");
+    producer.flush(Duration::from_secs(30)).expect("delivered");
+
+    let ledger = dir.path().join("ledger");
+    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args([
+            "settle",
+            "--brokers",
+            &brokers,
+            "--provider-url",
+            &provider.url,
+        ])
+        .arg("--ledger")
+        .arg(&ledger)
+        .arg("--exit-at-end")
+        .env("HASHBUY_PROVIDER_KEY", "sk_test_stock")
+        .env_remove("STRIPE_API_KEY")
+        .output()
+        .expect("settle runs");
+    assert!(
+        out.status.success(),
+        "the settler goes on: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks = read_all::<PaymentAck>(&brokers, "payment-acks");
+    assert_eq!(
+        acks.iter().map(PaymentAck::status).collect::<Vec<_>>(),
+        [Status::Settled]
+    );
+    let words: Vec<bool> = read_all::<StockRequest>(&brokers, "stock-requests")
+        .into_iter()
+        .filter_map(|r| match r.kind {
+            Some(RequestKind::Resolve(word)) => Some(word.sold),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        words,
+        [true],
+        "the word went by key, to the partition there is"
+    );
+}

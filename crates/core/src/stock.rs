@@ -37,8 +37,9 @@
 //!
 //! A command charges only if it reaches the settler `reserved`, and only
 //! the owner of its offer's partition grants that, one request at a time.
-//! At every step `sold + held ≤ stock` (a unit is held only while the sum
-//! is below the stock). A unit is sold only from held, at the settler's
+//! A unit is held only while `sold + held` is below the stock, so at
+//! every step `sold + held ≤ stock` (a stock lowered below what is held
+//! lets those units settle, and grants nothing more). A unit is sold only from held, at the settler's
 //! word that the command settled, and the settler settles a command id
 //! once. So the settled commands of an offer are at most its stock, if
 //! the owner's state holds every grant it made. It does:
@@ -166,6 +167,13 @@ pub struct Stock {
     lines: HashMap<String, Line>,
 }
 
+/// One offer's line as it was, to put back ([`Stock::save`]).
+#[derive(Debug, Clone)]
+pub struct SavedLine {
+    offer_id: String,
+    line: Option<Line>,
+}
+
 /// The changelog key of `command_id`'s place at `offer_id`.
 pub fn hold_key(offer_id: &str, command_id: &str) -> String {
     format!("{offer_id}/{command_id}")
@@ -194,7 +202,8 @@ impl Stock {
     /// Decides `command` of a limited offer. A command seen before changes
     /// nothing. The offer's stock is that of the latest tweet seen, so a
     /// purchase tweeted before a change of the stock and read after it is
-    /// held to the newer stock.
+    /// held to the newer stock; a stock raised serves the line before the
+    /// arriving command, which takes its place behind it.
     pub fn reserve(&mut self, command: PaymentCommand) -> Result<Effects, StockError> {
         if command.stock == 0 {
             return Err(StockError::Unlimited {
@@ -219,12 +228,15 @@ impl Stock {
             line.stock = command.stock;
             line.stock_as_of_ms = Some(command.tweet_timestamp_ms);
         }
+        // A stock raised serves the line first; lowered below what is
+        // sold, it ends the line.
+        line.serve(&mut effects);
         line.seq += 1;
         let seq = line.seq;
         if line.sold >= line.stock {
             line.place(&command, seq, Place::SoldOut, &mut effects);
             effects.sold_out.push(marked_sold_out(command));
-        } else if line.sold + line.held < line.stock {
+        } else if line.sold + line.held < line.stock && line.waiting.is_empty() {
             line.place(&command, seq, Place::Held, &mut effects);
             effects.grants.push(granted(command));
         } else {
@@ -291,6 +303,24 @@ impl Stock {
         }
         line.serve(&mut effects);
         effects
+    }
+
+    /// The line of `offer_id` as it is now, to put back with
+    /// [`Stock::put_back`] if what follows is undone (a batch whose
+    /// transaction aborted).
+    pub fn save(&self, offer_id: &str) -> SavedLine {
+        SavedLine {
+            offer_id: offer_id.to_owned(),
+            line: self.lines.get(offer_id).cloned(),
+        }
+    }
+
+    /// Puts back a line [`Stock::save`]d.
+    pub fn put_back(&mut self, saved: SavedLine) {
+        match saved.line {
+            Some(line) => self.lines.insert(saved.offer_id, line),
+            None => self.lines.remove(&saved.offer_id),
+        };
     }
 
     /// Takes one changelog record into the state, as its partition's next

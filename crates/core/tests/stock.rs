@@ -172,6 +172,32 @@ fn the_line_takes_the_stock_of_the_latest_tweet_not_of_the_latest_arrival() {
 }
 
 #[test]
+fn a_raised_stock_serves_the_line_before_a_later_buyer() {
+    let mut stock = Stock::new();
+    let mut c0 = command(0, 1);
+    c0.tweet_timestamp_ms = T;
+    let mut c1 = command(1, 1);
+    c1.tweet_timestamp_ms = T + 1;
+    stock.reserve(c0).expect("limited");
+    stock.reserve(c1).expect("limited");
+    assert_eq!(stock.waiting("limited-1"), 1);
+    // Tweeted after the stock was raised to 2: the unit it frees goes to
+    // the first in line, and the newcomer waits behind.
+    let mut c2 = command(2, 2);
+    c2.tweet_timestamp_ms = T + 2;
+    let effects = stock.reserve(c2).expect("limited");
+    assert_eq!(granted(&effects), ["cmd-0001"]);
+    assert_eq!(stock.waiting("limited-1"), 1);
+    stock.resolve(&resolution("cmd-0000", true));
+    let last = stock.resolve(&resolution("cmd-0001", true));
+    assert_eq!(
+        rejected(&last),
+        ["cmd-0002"],
+        "sold out once both units sold"
+    );
+}
+
+#[test]
 fn a_word_contradicting_the_first_is_reported_and_a_sale_is_never_undone() {
     let mut stock = Stock::new();
     stock.reserve(command(0, 1)).expect("limited");

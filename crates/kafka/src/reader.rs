@@ -7,7 +7,11 @@
 //! high watermark the broker reported at start *and* librdkafka reports
 //! the partition's end (`enable.partition.eof`). Either alone is not
 //! enough: tansu 0.6 reports high watermarks that count record batches,
-//! not records, so the first test would stop early there.
+//! not records, so the first test would stop early there. The high
+//! watermark is asked read uncommitted even for a read-committed reader:
+//! the last stable offset, which a read-committed ask returns, stops
+//! short of what was committed after a transaction still open, so a
+//! read-committed reader waits for such a transaction to end.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -167,12 +171,17 @@ impl TopicReader {
             assignment.add_partition_offset(topic, partition, start)?;
         }
         let marks = if options.exit_at_end && options.from_beginning {
-            watermarks(
-                &consumer,
-                topic,
-                partitions.iter().copied(),
-                CONNECT_TIMEOUT,
-            )?
+            // The high watermark, asked read uncommitted: read committed,
+            // the broker answers with the last stable offset, short of
+            // records committed after a transaction still open (a
+            // member's frozen mid-batch, say), which a changelog's restore
+            // must not miss. Reading to the high watermark waits for that
+            // transaction to end (within its timeout).
+            let asking: BaseConsumer<QuietContext> = connection
+                .config()
+                .set("isolation.level", "read_uncommitted")
+                .create_with_context(QuietContext)?;
+            watermarks(&asking, topic, partitions.iter().copied(), CONNECT_TIMEOUT)?
         } else {
             HashMap::new()
         };

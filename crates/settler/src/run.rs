@@ -300,6 +300,8 @@ pub(crate) struct Shared {
     pub(crate) producer: FutureProducer<QuietContext>,
     /// The most a dead letter may take, to be sure the producer sends it.
     pub(crate) letter_bytes: usize,
+    /// The partitions of the stock-requests topic at start.
+    pub(crate) stock_partitions: usize,
     pub(crate) summary: Mutex<Summary>,
     pub(crate) failure: Mutex<Option<RunError>>,
     /// Whether provider calls may be made; see the module docs.
@@ -478,6 +480,10 @@ pub fn run(
             commands_partitions: commands,
         });
     }
+    // A word on a unit goes to the partition its grant names, if it is one.
+    let stock_partitions = config
+        .connection
+        .check_topic(&config.topics.stock_requests, CONNECT_TIMEOUT)?;
     // Before the first command: a command is routed by the merchants table
     // as it stood at its tweet's time.
     let _follower = follow_merchants(config)?;
@@ -505,6 +511,7 @@ pub fn run(
         commit,
         producer,
         letter_bytes,
+        stock_partitions,
         summary: Mutex::new(Summary::default()),
         failure: Mutex::new(None),
         lease: Lease::for_session(session_timeout(&config.connection.properties)),

@@ -447,7 +447,8 @@ async fn send_reply(shared: &Shared, entry: &Entry, ack: &PaymentAck) -> Result<
 
 /// Tells the reservation step what became of the unit `arriving` holds
 /// (a limited offer's command marked `reserved`: see `hashbuy_core::stock`),
-/// on the partition it names: sold if its entry settled under a unit,
+/// on the partition it names (by its offer id if it names none, or one
+/// the topic lacks): sold if its entry settled under a unit,
 /// back to the offer's line otherwise. The entry is the ledger's first copy
 /// of the command: one charged before the offer was limited (a recording
 /// replayed after a stock was added) used no unit, so the unit goes back.
@@ -467,10 +468,26 @@ async fn send_resolution(
             sold: entry.command.reserved && matches!(entry.state, State::Settled { .. }),
         })),
     };
+    // A partition the topic lacks (recreated smaller, or a foreign writer)
+    // would fail the produce on every restart: the word goes by its key
+    // instead, as the matcher's request did.
+    let partition = arriving.stock_partition.filter(|&p| {
+        let exists = usize::try_from(p).is_ok_and(|p| p < shared.stock_partitions);
+        if !exists {
+            tracing::warn!(
+                command_id = %arriving.command_id,
+                partition = p,
+                "the command's unit names stock-requests partition {p}, which does not exist \
+                 ({} partitions): its word goes by the offer id",
+                shared.stock_partitions
+            );
+        }
+        exists
+    });
     shared
         .produce_to(
             &shared.config.topics.stock_requests,
-            arriving.stock_partition,
+            partition,
             Some(arriving.offer_id.as_bytes()),
             &request.encode_to_vec(),
             "cannot tell the reservation step a unit's fate",

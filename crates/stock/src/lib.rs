@@ -34,9 +34,9 @@
 //!
 //! - **Exactly once**: the batch's outputs, changelog records and offsets
 //!   in one transaction, sent with the group's metadata (a member that
-//!   lost its partitions cannot commit). An aborted transaction restores
-//!   the batch's lines from the changelog again and reads its requests
-//!   again.
+//!   lost its partitions cannot commit). An aborted transaction puts the
+//!   lines the batch touched back as they were and reads its requests
+//!   again; five aborted in a row stop the step.
 //! - **At least once** (brokers without transactions): the outputs are
 //!   delivered, then the changelog records (an idempotent producer
 //!   without gaps, so what lands is a prefix), then the offsets

@@ -125,6 +125,12 @@ pub enum RunError {
         /// Where it starts now.
         first: i64,
     },
+    /// Transactions kept aborting.
+    #[error("{times} transactions in a row were aborted; the step stops (see the warnings above)")]
+    Aborted {
+        /// How many.
+        times: u32,
+    },
     /// The member has no group metadata for a transaction.
     #[error("the consumer has no group metadata for the transaction")]
     NoGroup,

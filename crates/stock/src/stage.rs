@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashbuy_core::stock::{Effects, Stock};
+use hashbuy_core::stock::{Effects, SavedLine, Stock};
 use hashbuy_kafka::client::failed;
 use hashbuy_kafka::config::Delivery;
 use hashbuy_kafka::driver::{Member, Queue, Stage};
@@ -29,6 +29,11 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::restore::restore;
 use crate::run::{Config, RunError, Summary, CALL_TIMEOUT};
 use crate::STAGE;
+
+/// How many transactions in a row may abort before the step stops: an
+/// abort that keeps coming (a topic the producer may not write, say)
+/// is an error to report, not to retry forever.
+const ABORTS: u32 = 5;
 
 /// Most requests one partition gives a batch.
 const BATCH_REQUESTS: usize = 1000;
@@ -57,6 +62,9 @@ struct Batch {
     changelog: Vec<Out>,
     /// Per partition: the first offset read, and the next.
     read: HashMap<i32, (i64, i64)>,
+    /// The lines the batch touched, as they were before it, to put back
+    /// if its transaction is aborted.
+    saved: HashMap<(i32, String), SavedLine>,
     counts: Summary,
 }
 
@@ -69,6 +77,8 @@ pub(crate) struct Reserving {
     owned: HashMap<i32, Owned>,
     summary: Summary,
     failure: Option<RunError>,
+    /// Transactions aborted one after another.
+    aborts: u32,
 }
 
 impl Reserving {
@@ -84,6 +94,7 @@ impl Reserving {
             owned: HashMap::new(),
             summary: Summary::default(),
             failure: None,
+            aborts: 0,
         }
     }
 
@@ -131,7 +142,7 @@ impl Reserving {
     }
 
     /// Makes `batch` durable; `false` if its transaction was aborted (the
-    /// lines are restored again and its requests read again).
+    /// lines it touched are put back and its requests read again).
     fn commit(&mut self, member: &Member<Reserving>, batch: Batch) -> Result<bool, RunError> {
         let mut offsets = TopicPartitionList::new();
         for (&partition, &(_, next)) in &batch.read {
@@ -177,6 +188,7 @@ impl Reserving {
             }
         };
         if committed {
+            self.aborts = 0;
             let counts = &batch.counts;
             self.summary.requests += counts.requests;
             self.summary.granted += counts.granted;
@@ -199,14 +211,17 @@ impl Reserving {
         } else {
             self.summary.retried_batches += 1;
             metrics::counter!("hashbuy_stock_batches_aborted_total").increment(1);
-            // The changelog, read committed, holds the lines as the last
-            // committed batch left them: restored again, as a new owner
-            // would (aborts are rare, and a copy of every line taken
-            // before each batch would cost as much as the lines).
-            let partitions: Vec<i32> = batch.read.keys().copied().collect();
-            for (partition, stock) in restore(&self.config, &partitions)? {
+            // The lines the batch touched go back to what they were
+            // (never read back from the changelog, which may hold another
+            // member's transaction open before this one's commits), and
+            // its requests are read again.
+            self.aborts += 1;
+            if self.aborts >= ABORTS {
+                return Err(RunError::Aborted { times: self.aborts });
+            }
+            for ((partition, _), saved) in batch.saved {
                 if let Some(part) = self.owned.get_mut(&partition) {
-                    part.stock = stock;
+                    part.stock.put_back(saved);
                 }
             }
             for (&partition, &(first, _)) in &batch.read {
@@ -256,8 +271,12 @@ fn decide(
 ) {
     let value = message.payload().unwrap_or_default();
     let effects = match StockRequest::decode(value).map(|r| r.kind) {
-        Ok(Some(Kind::Reserve(command))) => stock.reserve(command).map_err(|e| e.to_string()),
+        Ok(Some(Kind::Reserve(command))) => {
+            save(batch, stock, message.partition(), &command.offer_id);
+            stock.reserve(command).map_err(|e| e.to_string())
+        }
         Ok(Some(Kind::Resolve(resolution))) => {
+            save(batch, stock, message.partition(), &resolution.offer_id);
             let effects = stock.resolve(&resolution);
             if let Some(contradiction) = &effects.contradiction {
                 tracing::error!(
@@ -312,6 +331,15 @@ fn decide(
             });
         }
     }
+}
+
+/// Saves the line of `offer_id` in `partition` as it is before the batch
+/// first touches it.
+fn save(batch: &mut Batch, stock: &Stock, partition: i32, offer_id: &str) {
+    batch
+        .saved
+        .entry((partition, offer_id.to_owned()))
+        .or_insert_with(|| stock.save(offer_id));
 }
 
 /// Adds what a decision produces to `batch`: its changelog records go to

@@ -272,11 +272,17 @@ fn decide(
     let value = message.payload().unwrap_or_default();
     let effects = match StockRequest::decode(value).map(|r| r.kind) {
         Ok(Some(Kind::Reserve(command))) => {
-            save(batch, stock, message.partition(), &command.offer_id);
+            save(config, batch, stock, message.partition(), &command.offer_id);
             stock.reserve(command).map_err(|e| e.to_string())
         }
         Ok(Some(Kind::Resolve(resolution))) => {
-            save(batch, stock, message.partition(), &resolution.offer_id);
+            save(
+                config,
+                batch,
+                stock,
+                message.partition(),
+                &resolution.offer_id,
+            );
             let effects = stock.resolve(&resolution);
             if let Some(contradiction) = &effects.contradiction {
                 tracing::error!(
@@ -334,8 +340,11 @@ fn decide(
 }
 
 /// Saves the line of `offer_id` in `partition` as it is before the batch
-/// first touches it.
-fn save(batch: &mut Batch, stock: &Stock, partition: i32, offer_id: &str) {
+/// first touches it, exactly once (at least once, nothing is undone).
+fn save(config: &Config, batch: &mut Batch, stock: &Stock, partition: i32, offer_id: &str) {
+    if config.delivery != Delivery::ExactlyOnce {
+        return;
+    }
     batch
         .saved
         .entry((partition, offer_id.to_owned()))

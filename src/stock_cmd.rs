@@ -44,15 +44,10 @@ pub struct Args {
     /// as the stock-requests topic [default: stock-holds].
     #[arg(long, env = "HASHBUY_STOCK_TOPIC")]
     stock_topic: Option<String>,
-    /// Topic granted commands are produced to [default: payment-commands].
+    /// Topic granted and sold-out commands are produced to, for the
+    /// settler [default: payment-commands].
     #[arg(long, env = "HASHBUY_COMMANDS_TOPIC")]
     commands_topic: Option<String>,
-    /// Topic sold-out acks are produced to [default: payment-acks].
-    #[arg(long, env = "HASHBUY_ACKS_TOPIC")]
-    acks_topic: Option<String>,
-    /// Topic sold-out replies are produced to [default: replies].
-    #[arg(long, env = "HASHBUY_REPLIES_TOPIC")]
-    replies_topic: Option<String>,
     /// Topic records that are no stock request go to [default:
     /// dead-letters].
     #[arg(long, env = "HASHBUY_DEAD_LETTERS_TOPIC")]
@@ -71,8 +66,6 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut topics.stock_requests, args.stock_requests_topic);
     override_with(&mut topics.stock, args.stock_topic);
     override_with(&mut topics.commands, args.commands_topic);
-    override_with(&mut topics.acks, args.acks_topic);
-    override_with(&mut topics.replies, args.replies_topic);
     override_with(&mut topics.dead_letters, args.dead_letters_topic);
     override_with(&mut settings.group, args.group);
     override_with(&mut settings.instance, args.instance);

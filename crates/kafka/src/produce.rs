@@ -14,7 +14,13 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 
+use hashbuy_proto::dead_letter::fit;
+use hashbuy_proto::v1::DeadLetter;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::Message as _;
+
 use crate::client::{failed, Failed};
+use crate::now_ms;
 
 /// A producer context that counts records the broker did not take.
 #[derive(Debug, Default)]
@@ -177,6 +183,32 @@ pub fn commit_transaction<C: ConsumerContext>(
         }
         Err(e) => Err(failed("cannot commit a transaction")(e)),
     }
+}
+
+/// The dead letter of `message`, set aside by `stage` for `reason`: where
+/// it came from and its bytes, fitted to `record_bytes`
+/// ([`record_budget`]) so a poison record near or over the limit cannot
+/// stop the stage that produces it.
+pub fn dead_letter_of(
+    message: &BorrowedMessage<'_>,
+    reason: String,
+    stage: &str,
+    record_bytes: usize,
+) -> DeadLetter {
+    fit(
+        DeadLetter {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().unwrap_or_default().to_vec(),
+            reason,
+            stage: stage.to_owned(),
+            dead_at_ms: now_ms(),
+            ..DeadLetter::default()
+        },
+        record_bytes,
+    )
 }
 
 /// librdkafka's default `message.max.bytes`: the largest record a producer

@@ -18,16 +18,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hashbuy_proto::dead_letter::fit;
-use hashbuy_proto::v1::DeadLetter;
 use prost::Message as _;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::BaseProducer;
 use rdkafka::Message;
 
 use crate::client::{failed, ConnectError, Connection, Failed};
-use crate::now_ms;
-use crate::produce::{flush_promptly, record_budget, send_waiting, Deliveries};
+use crate::produce::{dead_letter_of, flush_promptly, record_budget, send_waiting, Deliveries};
 use crate::reader::{read_to_end, ReadOptions, ReadToEnd, TopicReader};
 
 /// How long the dead letters of table records may take to be delivered.
@@ -252,20 +249,7 @@ impl Sink {
     }
 
     fn send(&self, message: &BorrowedMessage<'_>, reason: String) {
-        let letter = fit(
-            DeadLetter {
-                topic: message.topic().to_owned(),
-                partition: message.partition(),
-                offset: message.offset(),
-                key: message.key().map(<[u8]>::to_vec),
-                value: message.payload().unwrap_or_default().to_vec(),
-                reason,
-                stage: self.letters.stage.to_owned(),
-                dead_at_ms: now_ms(),
-                ..DeadLetter::default()
-            },
-            self.record_bytes,
-        );
+        let letter = dead_letter_of(message, reason, self.letters.stage, self.record_bytes);
         let sent = send_waiting(
             &self.producer,
             &self.letters.topic,

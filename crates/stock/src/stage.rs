@@ -12,13 +12,11 @@ use hashbuy_kafka::config::Delivery;
 use hashbuy_kafka::driver::{Member, Queue, Stage};
 use hashbuy_kafka::group::{committed, moved_on};
 use hashbuy_kafka::health::Health;
-use hashbuy_kafka::now_ms;
 use hashbuy_kafka::produce::{
-    commit_transaction, flush_promptly, send_to_partition_waiting, Deliveries,
+    commit_transaction, dead_letter_of, flush_promptly, send_to_partition_waiting, Deliveries,
 };
-use hashbuy_proto::dead_letter::fit;
 use hashbuy_proto::v1::stock_request::Kind;
-use hashbuy_proto::v1::{DeadLetter, StockRequest};
+use hashbuy_proto::v1::StockRequest;
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -315,20 +313,7 @@ fn decide(
                 "{reason}: dead-lettered"
             );
             batch.counts.dead_letters += 1;
-            let letter = fit(
-                DeadLetter {
-                    topic: message.topic().to_owned(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: value.to_vec(),
-                    reason,
-                    stage: STAGE.to_owned(),
-                    dead_at_ms: now_ms(),
-                    ..DeadLetter::default()
-                },
-                letter_bytes,
-            );
+            let letter = dead_letter_of(message, reason, STAGE, letter_bytes);
             batch.outputs.push(Out {
                 topic: config.topics.dead_letters.clone(),
                 partition: None,

@@ -10,6 +10,13 @@
 //! skip. It supports consumer groups and transactions, but not the
 //! CreateTopics admin API: its topics are made here, at start-up.
 //!
+//! Its consumer groups answer a first join at once: librdkafka's mock
+//! waits `group.initial.rebalance.delay.ms` (3 s, as a Kafka does) for more
+//! members before it forms a new group, which is most of a short run; the
+//! embedded broker sets it to 0. Its members learn that the broker is the
+//! embedded one from its cluster id ([`is_embedded`]) and take shorter
+//! sessions there (see `hashbuy_kafka::group::member_settings`).
+//!
 //! The mock cluster listens on an ephemeral loopback port. For a fixed
 //! port, [`forward`] relays a listener to it; clients bootstrap through the
 //! fixed port and then follow the broker's metadata to the ephemeral one,
@@ -17,9 +24,10 @@
 
 use std::net::SocketAddr;
 
-use rdkafka::error::KafkaError;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Topics;
@@ -31,9 +39,22 @@ pub const DEFAULT_PARTITIONS: i32 = 64;
 /// What the mock cluster keeps per partition before deleting the oldest.
 pub const PARTITION_RETENTION_BYTES: u64 = 5 * 1024 * 1024;
 
+/// How librdkafka's mock cluster names itself (`mockCluster` and a
+/// number): what tells a client that its broker is the embedded one.
+const MOCK_CLUSTER_ID_PREFIX: &str = "mockCluster";
+
+/// Whether a cluster id (`Client::fetch_cluster_id`) is the embedded
+/// broker's.
+pub fn is_embedded(cluster_id: &str) -> bool {
+    cluster_id.starts_with(MOCK_CLUSTER_ID_PREFIX)
+}
+
 /// A running embedded broker; stops when dropped.
 pub struct EmbeddedBroker {
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    /// The client that hosts the mock cluster (`test.mock.num.brokers`):
+    /// the cluster lives as long as it does, and its handle reaches the
+    /// mock's settings that rust-rdkafka does not wrap.
+    host: BaseProducer,
     partitions: i32,
 }
 
@@ -42,25 +63,41 @@ impl EmbeddedBroker {
     /// partitions but hashbuy's tables (by their default names), which get
     /// one ([`Topics::partitions_of`]).
     pub fn start(topics: &[&str], partitions: i32) -> Result<Self, KafkaError> {
-        let cluster = MockCluster::new(1)?;
+        let host: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .create()?;
+        let broker = EmbeddedBroker { host, partitions };
         let names = Topics::default();
         for topic in topics {
-            cluster.create_topic(topic, names.partitions_of(topic, partitions), 1)?;
+            broker
+                .cluster()
+                .create_topic(topic, names.partitions_of(topic, partitions), 1)?;
         }
-        Ok(EmbeddedBroker {
-            cluster,
-            partitions,
-        })
+        // SAFETY: the handle is the host client's own, alive as long as
+        // `broker`; the call only stores a number in the mock's settings.
+        unsafe {
+            let mock =
+                rdkafka::bindings::rd_kafka_handle_mock_cluster(broker.host.client().native_ptr());
+            if mock.is_null() {
+                return Err(KafkaError::MockCluster(RDKafkaErrorCode::Fail));
+            }
+            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(mock, 0);
+        }
+        Ok(broker)
     }
 
     /// The `bootstrap.servers` of the broker's own (ephemeral) port.
     pub fn bootstrap_servers(&self) -> String {
-        self.cluster.bootstrap_servers()
+        self.cluster().bootstrap_servers()
     }
 
     /// The mock cluster itself, for tests that make it answer with errors.
-    pub fn cluster(&self) -> &MockCluster<'static, DefaultProducerContext> {
-        &self.cluster
+    pub fn cluster(&self) -> MockCluster<'_, DefaultProducerContext> {
+        // The host was made with `test.mock.num.brokers`, so it has one.
+        self.host
+            .client()
+            .mock_cluster()
+            .expect("the host client of a mock cluster has one")
     }
 
     /// How much each topic keeps before deleting its oldest data.

@@ -165,14 +165,37 @@ impl Connection {
     }
 
     fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<Metadata, ConnectError> {
+        self.probe(topic, timeout).map(|(_, metadata)| metadata)
+    }
+
+    /// A plain client that has had the brokers' answer (about `topic`, or
+    /// every topic), within `timeout`.
+    fn probe(
+        &self,
+        topic: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(BaseConsumer<QuietContext>, Metadata), ConnectError> {
         let probe: BaseConsumer<QuietContext> = self.config().create_with_context(QuietContext)?;
-        probe
-            .fetch_metadata(topic, timeout)
-            .map_err(|cause| ConnectError::Unreachable {
-                brokers: self.brokers.clone(),
-                waited: timeout,
-                cause,
-            })
+        let metadata =
+            probe
+                .fetch_metadata(topic, timeout)
+                .map_err(|cause| ConnectError::Unreachable {
+                    brokers: self.brokers.clone(),
+                    waited: timeout,
+                    cause,
+                })?;
+        Ok((probe, metadata))
+    }
+
+    /// Whether the brokers are hashbuy's embedded broker (by the cluster
+    /// id librdkafka's mock cluster gives itself), asked within `timeout`.
+    /// A broker that names no cluster is taken for a Kafka.
+    pub fn is_embedded(&self, timeout: Duration) -> Result<bool, ConnectError> {
+        let (probe, _) = self.probe(None, timeout)?;
+        Ok(probe
+            .client()
+            .fetch_cluster_id(timeout)
+            .is_some_and(|id| crate::broker::is_embedded(&id)))
     }
 
     /// Checks, within `timeout`, that the brokers answer and `topic` exists;

@@ -51,6 +51,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use crate::client::{failed, ConnectError, Connection, Failed, CONNECT_TIMEOUT};
 use crate::group::{consumed_to, ends_at_start, member_settings, serve_main_queue};
 use crate::health::Health;
+use crate::lease::session_timeout;
 use crate::lock;
 
 /// The consumer of a group member driven with stage `S`.
@@ -138,6 +139,31 @@ pub struct Membership {
 }
 
 impl Membership {
+    /// The member's consumer settings: hashbuy's ([`member_settings`],
+    /// which depend on whether the broker is the embedded one, asked within
+    /// [`CONNECT_TIMEOUT`]), then the service's own. The user's properties
+    /// come after them (`Connection::config_with`).
+    pub fn consumer_settings(&self) -> Result<Vec<(&'static str, String)>, ConnectError> {
+        let embedded = self.connection.is_embedded(CONNECT_TIMEOUT)?;
+        let mut settings = member_settings(&self.group, &self.instance, self.exit_at_end, embedded);
+        settings.extend(self.settings.iter().cloned());
+        Ok(settings)
+    }
+
+    /// The session timeout a member with `settings` (from
+    /// [`consumer_settings`](Self::consumer_settings)) gets: the user's
+    /// `session.timeout.ms` if set, else hashbuy's.
+    pub fn session_timeout(&self, settings: &[(&'static str, String)]) -> Duration {
+        session_timeout(
+            settings.iter().map(|(k, v)| (*k, v.as_str())).chain(
+                self.connection
+                    .properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            ),
+        )
+    }
+
     /// Checks, within [`CONNECT_TIMEOUT`], that Kafka answers and has the
     /// input and output topics; the input's partition count.
     pub fn check_topics(&self) -> Result<usize, ConnectError> {
@@ -257,12 +283,7 @@ pub fn drive<S: Stage>(
 ) -> Result<S::Output, DriveError<S::Error>> {
     let connection = &membership.connection;
     let partitions = membership.check_topics()?;
-    let mut settings = member_settings(
-        &membership.group,
-        &membership.instance,
-        membership.exit_at_end,
-    );
-    settings.extend(membership.settings.iter().cloned());
+    let settings = membership.consumer_settings()?;
     let stage_error =
         |what: &'static str| move |e: KafkaError| DriveError::Stage(failed(what)(e).into());
     let context = DriverContext {

@@ -131,13 +131,14 @@ impl Lease {
     }
 }
 
-/// The session timeout a member's client settings give (librdkafka's
-/// default when they set none, or set it unreadably).
-pub fn session_timeout(properties: &[(String, String)]) -> Duration {
-    properties
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "session.timeout.ms")
+/// The session timeout a member's client settings give, the last setting
+/// winning as in a client's config (librdkafka's default when they set
+/// none, or set it unreadably).
+pub fn session_timeout<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Duration {
+    settings
+        .into_iter()
+        .filter(|(k, _)| *k == "session.timeout.ms")
+        .last()
         .and_then(|(_, v)| v.parse::<u64>().ok())
         .map_or(DEFAULT_SESSION_TIMEOUT, Duration::from_millis)
 }
@@ -235,10 +236,15 @@ mod tests {
     #[test]
     fn a_lease_is_a_third_of_the_session() {
         assert_eq!(Lease::for_session(DEFAULT_SESSION_TIMEOUT).term(), 15 * S);
-        let set = |v: &str| vec![("session.timeout.ms".to_owned(), v.to_owned())];
-        assert_eq!(session_timeout(&set("6000")), 6 * S);
-        assert_eq!(session_timeout(&set("six")), DEFAULT_SESSION_TIMEOUT);
-        assert_eq!(session_timeout(&[]), DEFAULT_SESSION_TIMEOUT);
+        let set = |v: &'static str| [("session.timeout.ms", v)];
+        assert_eq!(session_timeout(set("6000")), 6 * S);
+        assert_eq!(session_timeout(set("six")), DEFAULT_SESSION_TIMEOUT);
+        assert_eq!(session_timeout([]), DEFAULT_SESSION_TIMEOUT);
+        let overridden = [
+            ("session.timeout.ms", "5000"),
+            ("session.timeout.ms", "9000"),
+        ];
+        assert_eq!(session_timeout(overridden), 9 * S, "the last one wins");
     }
 
     #[test]

@@ -97,7 +97,7 @@ use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage};
 use hashbuy_kafka::group::{self, committed};
 use hashbuy_kafka::health::Health;
-use hashbuy_kafka::lease::{session_timeout, Lease, Renewal, MAX_POLL_GAP};
+use hashbuy_kafka::lease::{Lease, Renewal, MAX_POLL_GAP};
 use hashbuy_kafka::loss::{
     check_starts, report_before_group, report_lost, Continuity, Gap, OnDataLoss, PartitionOffsets,
 };
@@ -502,28 +502,6 @@ pub fn run(
     let producer: FutureProducer<QuietContext> = producer_config
         .create_with_context(QuietContext)
         .map_err(failed("cannot create the producer"))?;
-    let commit = GroupCommit::new(ledger.clone());
-    runtime.spawn(Arc::clone(&commit).run());
-    let shared = Arc::new(Shared {
-        config: config.clone(),
-        payments,
-        ledger,
-        commit,
-        producer,
-        letter_bytes,
-        stock_partitions,
-        summary: Mutex::new(Summary::default()),
-        failure: Mutex::new(None),
-        lease: Lease::for_session(session_timeout(&config.connection.properties)),
-        done: Mutex::new(HashMap::new()),
-        next_task: AtomicU64::new(0),
-        starting: std::sync::atomic::AtomicUsize::new(0),
-        resuming: std::sync::atomic::AtomicUsize::new(0),
-        at_eof: Mutex::new(HashSet::new()),
-        pending: Mutex::new(HashMap::new()),
-        first_read: std::sync::OnceLock::new(),
-        last_ack: Mutex::new(None),
-    });
     let membership = Membership {
         connection: config.connection.clone(),
         group: config.group.clone(),
@@ -538,12 +516,37 @@ pub fn run(
         exit_at_end: config.exit_at_end,
         settings: Vec::new(),
     };
+    // The lease is a third of the session the member will have (a short
+    // one on the embedded broker).
+    let session = membership.session_timeout(&membership.consumer_settings()?);
+    let commit = GroupCommit::new(ledger.clone());
+    runtime.spawn(Arc::clone(&commit).run());
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        payments,
+        ledger,
+        commit,
+        producer,
+        letter_bytes,
+        stock_partitions,
+        summary: Mutex::new(Summary::default()),
+        failure: Mutex::new(None),
+        lease: Lease::for_session(session),
+        done: Mutex::new(HashMap::new()),
+        next_task: AtomicU64::new(0),
+        starting: std::sync::atomic::AtomicUsize::new(0),
+        resuming: std::sync::atomic::AtomicUsize::new(0),
+        at_eof: Mutex::new(HashSet::new()),
+        pending: Mutex::new(HashMap::new()),
+        first_read: std::sync::OnceLock::new(),
+        last_ack: Mutex::new(None),
+    });
     let now = Instant::now();
     let settling = Settling {
         shared: Arc::clone(&shared),
         runtime: runtime.handle().clone(),
         tasks: HashMap::new(),
-        renewal: Renewal::new(MAX_POLL_GAP, session_timeout(&config.connection.properties)),
+        renewal: Renewal::new(MAX_POLL_GAP, session),
         // The first renewal at once.
         last_renewal: now.checked_sub(COMMIT_EVERY).unwrap_or(now),
         last_check: now,
@@ -632,7 +635,9 @@ impl Settling {
         let continuous = self.renewal.polled(turned);
         let held = lease.holds();
         let renew_every = if held {
-            COMMIT_EVERY
+            // Twice a term at least, so a lease of a short session (the
+            // embedded broker's) is renewed before it runs out.
+            COMMIT_EVERY.min(lease.term() / 2)
         } else {
             // Without the lease, commands wait: try again sooner.
             COMMIT_EVERY / 5

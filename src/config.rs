@@ -15,6 +15,7 @@ use hashbuy_kafka::config::{KafkaConfig, Topics};
 use hashbuy_matcher::run::{self as matcher, default_workers};
 use hashbuy_matcher::{Validation, DEFAULT_SAMPLE_RATE};
 use hashbuy_provider::{REQUEST_TIMEOUT, STRIPE_API};
+use hashbuy_settler::horizon::{DEFAULT_MAX_COMMAND_AGE, MIN_MAX_COMMAND_AGE};
 use hashbuy_settler::run::{self as settler, STUCK_AFTER};
 use hashbuy_settler::steps::Policy;
 use serde::Deserialize;
@@ -138,6 +139,12 @@ pub struct SettleConfig {
     pub on_data_loss: OnDataLossArg,
     /// Address for `/metrics`, `/healthz` and `/readyz` (off by default).
     pub metrics_addr: Option<String>,
+    /// A command tweeted longer ago than this when the settler first sees
+    /// it is rejected as stale, and decided entries older than it (and two
+    /// days more) are pruned from the ledger, as "7days" or "36h"
+    /// (default 7 days; at least a minute).
+    #[serde(deserialize_with = "duration_in_words")]
+    pub max_command_age: Duration,
 }
 
 impl Default for SettleConfig {
@@ -159,10 +166,21 @@ impl Default for SettleConfig {
             stuck_after_s: STUCK_AFTER.as_secs(),
             on_data_loss: OnDataLossArg::Stop,
             metrics_addr: None,
+            max_command_age: DEFAULT_MAX_COMMAND_AGE,
         }
     }
 }
 
+/// `max_command_age` in the config file: a duration in words
+/// (humantime's, as "7days" or "36h"), as the flag takes it.
+fn duration_in_words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration ({e}); write it as \"7days\" or \"36h\""
+        ))
+    })
+}
 impl SettleConfig {
     /// How long one provider request may take.
     pub fn request_timeout(&self) -> Duration {
@@ -190,6 +208,7 @@ impl SettleConfig {
             exit_at_end,
             on_data_loss: self.on_data_loss.into(),
             stuck_after: Duration::from_secs(self.stuck_after_s),
+            max_command_age: self.max_command_age.max(MIN_MAX_COMMAND_AGE),
             policy: Policy {
                 max_attempts: self.max_attempts.max(1),
                 key_lifetime: Duration::from_secs(self.reconcile_after_s),

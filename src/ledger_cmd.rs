@@ -1,8 +1,9 @@
 //! `hashbuy ledger`: operators look into the settler's ledger: list entries
-//! (pending ones first), show one, export all, and resolve a stuck one by
-//! hand. The settler holds the ledger's lock while it runs, so these work
-//! on a stopped settler's ledger.
+//! (pending ones first), show one, export all, sum it up (`stats`), and
+//! resolve a stuck one by hand. The settler holds the ledger's lock while
+//! it runs, so these work on a stopped settler's ledger.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_settler::entry::{now_ms, Entry, Outcome, State};
+use hashbuy_settler::horizon;
 use hashbuy_settler::ledger::{encode, Ledger, PartitionLedger};
 use hashbuy_settler::restore::progress;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -41,6 +43,19 @@ enum LedgerCommand {
     /// whichever settler owns the partition next knows it; the settler
     /// emits its ack when it next runs.
     Resolve(ResolveArgs),
+    /// Sum the ledger up: entries by state, the oldest undecided, bytes on
+    /// disk, each partition's floor, and what pruning would remove now.
+    Stats(StatsArgs),
+}
+
+#[derive(clap::Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    dir: LedgerDir,
+    /// The settler's `--max-command-age`, for what pruning would remove
+    /// (words as "7days", "36h").
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "7days")]
+    max_command_age: Duration,
 }
 
 /// Where the ledger is.
@@ -126,6 +141,7 @@ pub fn run(args: Args) -> Result<()> {
         LedgerCommand::Show(args) => show(args),
         LedgerCommand::Export(dir) => export(dir),
         LedgerCommand::Resolve(args) => resolve(args),
+        LedgerCommand::Stats(args) => stats(args),
     }
 }
 
@@ -134,6 +150,98 @@ fn open(dir: &LedgerDir) -> Result<Ledger> {
         bail!("no ledger at {}", dir.ledger.display());
     }
     Ok(Ledger::open(&dir.ledger)?)
+}
+
+/// `hashbuy ledger stats`.
+fn stats(args: StatsArgs) -> Result<()> {
+    let ledger = open(&args.dir)?;
+    let bytes = disk_bytes(&args.dir.ledger)
+        .with_context(|| format!("cannot measure {}", args.dir.ledger.display()))?;
+    let now = now_ms();
+    let floor_ms = horizon::floor_at(now, args.max_command_age);
+    let mut by_state: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    let (mut entries, mut review, mut doomed) = (0u64, 0u64, 0u64);
+    let mut oldest: Option<Entry> = None;
+    let mut floors = Vec::new();
+    let partitions = ledger.partitions();
+    for &partition in &partitions {
+        let tree = ledger.partition(partition)?;
+        for entry in tree.entries() {
+            let entry = entry?;
+            entries += 1;
+            let counts = by_state.entry(entry.state.name()).or_default();
+            counts.0 += 1;
+            counts.1 += u64::from(entry.acked_ms.is_some());
+            review += u64::from(entry.review.is_some());
+            if !entry.state.is_terminal()
+                && oldest
+                    .as_ref()
+                    .is_none_or(|o| entry.received_ms < o.received_ms)
+            {
+                oldest = Some(entry);
+            }
+        }
+        let floor = tree.floor()?;
+        if floor.floor_ms != i64::MIN {
+            floors.push(floor.floor_ms);
+        }
+        doomed += tree.plan(floor_ms)?.doomed.len() as u64;
+    }
+    let mut out = BufWriter::new(io::stdout().lock());
+    let per_entry = bytes.checked_div(entries).unwrap_or(0);
+    writeln!(
+        out,
+        "ledger at {}: {entries} entries in {} partitions, {bytes} bytes on disk ({per_entry} \
+         bytes an entry)",
+        args.dir.ledger.display(),
+        partitions.len()
+    )?;
+    for (state, (count, acked)) in &by_state {
+        writeln!(out, "  {state}: {count} ({acked} acked)")?;
+    }
+    writeln!(out, "  held for review: {review}")?;
+    match &oldest {
+        Some(e) => writeln!(
+            out,
+            "  oldest undecided: {} (partition {}), received {:.1} h ago",
+            e.command_id(),
+            e.partition,
+            (now - e.received_ms) as f64 / 3_600_000.0
+        )?,
+        None => writeln!(out, "  oldest undecided: none")?,
+    }
+    match floors.iter().min() {
+        Some(lowest) => writeln!(
+            out,
+            "  floor: {} of {} partitions have one; the lowest is {:.1} days ago",
+            floors.len(),
+            partitions.len(),
+            (now - lowest) as f64 / 86_400_000.0
+        )?,
+        None => writeln!(out, "  floor: none yet (nothing pruned)")?,
+    }
+    writeln!(
+        out,
+        "  pruning now, with --max-command-age {}, would remove {doomed} entries",
+        humantime::format_duration(args.max_command_age)
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The bytes of the files under `dir`.
+fn disk_bytes(dir: &std::path::Path) -> io::Result<u64> {
+    let mut total = 0;
+    for item in std::fs::read_dir(dir)? {
+        let item = item?;
+        let meta = item.metadata()?;
+        total += if meta.is_dir() {
+            disk_bytes(&item.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
 
 /// Every entry of every partition.

@@ -90,6 +90,15 @@ pub struct Args {
     /// and an error is logged [default: 900].
     #[arg(long)]
     stuck_after_s: Option<u64>,
+    /// A command whose tweet is older than this when the settler first
+    /// sees it is REJECTED as stale (its reason says so; no reply goes to
+    /// the buyer), and decided, acked entries tweeted more than this and
+    /// two days before are pruned from the ledger and its changelog, so
+    /// the ledger holds about this much history. Far past the 24 h a
+    /// provider (Stripe) keeps an idempotency key. Words as "7days",
+    /// "36h"; at least a minute [default: 7days].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_command_age: Option<Duration>,
     /// When commands were deleted (retention) before the group read them:
     /// `stop` with an error naming the offsets lost (their purchases were
     /// never charged), or `skip` them, logged and counted [default: stop].
@@ -220,6 +229,7 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut settings.reconcile_after_s, args.reconcile_after_s);
     override_with(&mut settings.request_timeout_s, args.request_timeout_s);
     override_with(&mut settings.stuck_after_s, args.stuck_after_s);
+    override_with(&mut settings.max_command_age, args.max_command_age);
     override_with(&mut settings.on_data_loss, args.on_data_loss);
     let ledger_dir = args.ledger.or(settings.ledger.take()).context(
         "no ledger: give --ledger DIR (or HASHBUY_LEDGER, or settle.ledger in the config file)",

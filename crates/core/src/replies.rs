@@ -61,6 +61,10 @@ pub enum Refusal {
     SpendLimit(u64),
     /// The offer's stock, sold.
     SoldOut,
+    /// The purchase's tweet is past the settler's horizon (a replay of an
+    /// old recording): not answered, as the buyer tweeted days ago and a
+    /// replay must not write to its buyers.
+    Stale,
     /// Anything else: the provider refused the request.
     Other,
 }
@@ -84,6 +88,7 @@ pub fn outcome(command: &PaymentCommand, ack: &PaymentAck, refusal: Refusal) -> 
                 decline_words(&ack.decline_code)
             ),
         ),
+        Status::Rejected if refusal == Refusal::Stale => return None,
         Status::Rejected => (
             Kind::Rejected,
             match refusal {
@@ -103,7 +108,7 @@ pub fn outcome(command: &PaymentCommand, ack: &PaymentAck, refusal: Refusal) -> 
                 Refusal::SoldOut => {
                     format!("{title} was not bought: it is sold out. Nothing was charged.")
                 }
-                Refusal::Other => {
+                Refusal::Other | Refusal::Stale => {
                     format!("{title} could not be bought, and nothing was charged.")
                 }
             },
@@ -214,5 +219,7 @@ mod tests {
             .contains("your spending limit of $100.00 a day"));
         assert!(text(Status::Failed, "", Refusal::Other).contains("tweet again later"));
         assert!(outcome(&command(), &PaymentAck::default(), Refusal::Other).is_none());
+        let stale = outcome(&command(), &ack(Status::Rejected, ""), Refusal::Stale);
+        assert!(stale.is_none(), "a stale purchase is not answered");
     }
 }

@@ -1,6 +1,9 @@
 //! The ledger on disk: sled, one tree of entries per input partition (so a
-//! partition's history can move to another settler on its own), and an
-//! index of each user's commands for the limit checks.
+//! partition's history can move to another settler on its own), an index
+//! of each user's commands for the limit checks, and each partition's
+//! horizon: its floor and the purchases counted past it
+//! ([`crate::horizon`]), kept in a tree of their own under the same keys
+//! as in the changelog ([`MetaKey`]).
 //!
 //! Writes are buffered; [`Ledger::flush`] makes everything written so far
 //! durable with one sync. The settler writes a batch of changes, flushes
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::entry::{Entry, State};
+use crate::horizon::{self, Bought};
 
 /// Why the ledger could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,107 @@ pub struct PartitionLedger {
     partition: i32,
     entries: sled::Tree,
     users: sled::Tree,
+    /// The floor and the [`Bought`] counts, by their [`MetaKey`] bytes.
+    meta: sled::Tree,
+}
+
+/// A partition's floor (see [`crate::horizon`]): commands tweeted before
+/// `floor_ms` are stale to every settler, and entries tweeted before
+/// `pruned_below_ms` may have been pruned, here or by another owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Floor {
+    /// Commands tweeted before it are stale, ms since the epoch.
+    pub floor_ms: i64,
+    /// Entries tweeted before it may be gone, ms since the epoch.
+    pub pruned_below_ms: i64,
+}
+
+impl Default for Floor {
+    fn default() -> Floor {
+        Floor {
+            floor_ms: i64::MIN,
+            pruned_below_ms: i64::MIN,
+        }
+    }
+}
+
+/// A record of the ledger that is not a command's entry, by its key: keys
+/// begin with a zero byte, which command ids never hold, so they share the
+/// changelog with the entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaKey {
+    /// The partition's [`Floor`].
+    Floor,
+    /// A user's [`Bought`] count of an offer.
+    Bought {
+        /// The user.
+        user_id: String,
+        /// The offer.
+        offer_id: String,
+    },
+}
+
+const FLOOR_KEY: &[u8] = b"\0floor";
+const BOUGHT_PREFIX: &[u8] = b"\0bought\0";
+
+impl MetaKey {
+    /// The key's bytes, in the ledger and the changelog.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            MetaKey::Floor => FLOOR_KEY.to_vec(),
+            MetaKey::Bought { user_id, offer_id } => {
+                let mut key = BOUGHT_PREFIX.to_vec();
+                key.extend_from_slice(user_id.as_bytes());
+                key.push(0);
+                key.extend_from_slice(offer_id.as_bytes());
+                key
+            }
+        }
+    }
+
+    /// The meta key a record's key is, if it is one (`None`: a command's
+    /// entry, or a key of no known kind).
+    pub fn parse(key: &[u8]) -> Option<MetaKey> {
+        if key == FLOOR_KEY {
+            return Some(MetaKey::Floor);
+        }
+        let rest = key.strip_prefix(BOUGHT_PREFIX)?;
+        let split = rest.iter().position(|&b| b == 0)?;
+        Some(MetaKey::Bought {
+            user_id: String::from_utf8(rest[..split].to_vec()).ok()?,
+            offer_id: String::from_utf8(rest[split + 1..].to_vec()).ok()?,
+        })
+    }
+
+    /// Whether a record's key is meant as a meta key (begins with a zero
+    /// byte), known or not.
+    pub fn is_meta(key: &[u8]) -> bool {
+        key.first() == Some(&0)
+    }
+}
+
+/// What a pruning pass changes in a partition's ledger: written together
+/// ([`PartitionLedger::raise`]) before any entry goes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Raise {
+    /// The new floor.
+    pub floor: Floor,
+    /// The counts that changed, with their values.
+    pub bought: Vec<(MetaKey, Bought)>,
+}
+
+/// A ledger record by its key and value bytes, as the changelog carries it.
+pub type Record = (Vec<u8>, Vec<u8>);
+
+/// A pruning pass's plan for a partition ([`PartitionLedger::plan`]).
+#[derive(Debug, Clone, Default)]
+pub struct PrunePlan {
+    /// What to write first.
+    pub raise: Raise,
+    /// The entries to delete then, by command id with their users.
+    pub doomed: Vec<(String, String)>,
+    /// Entries the partition keeps.
+    pub kept: usize,
 }
 
 const ENTRIES_PREFIX: &str = "entries-";
@@ -132,6 +237,7 @@ impl Ledger {
             partition,
             entries: self.db.open_tree(format!("{ENTRIES_PREFIX}{partition}"))?,
             users: self.db.open_tree(format!("users-{partition}"))?,
+            meta: self.db.open_tree(format!("meta-{partition}"))?,
         })
     }
 
@@ -173,6 +279,21 @@ impl Ledger {
             })?;
         Ok(began.elapsed())
     }
+}
+
+fn to_json<T: serde::Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, LedgerError> {
+    serde_json::to_vec(value).map_err(|source| LedgerError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+/// A meta record as the changelog carries it, decoded.
+pub fn decode_meta<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, LedgerError> {
+    decode(key, bytes)
 }
 
 /// An entry as the ledger stores it (JSON).
@@ -262,6 +383,162 @@ impl PartitionLedger {
             let (key, bytes) = item?;
             decode(&key, &bytes)
         })
+    }
+
+    /// The partition's floor (the lowest possible when never raised).
+    pub fn floor(&self) -> Result<Floor, LedgerError> {
+        self.meta
+            .get(FLOOR_KEY)?
+            .map(|bytes| decode(FLOOR_KEY, &bytes))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// A user's purchases of an offer counted past the floor (none, counted
+    /// from the beginning of time, when never counted).
+    pub fn bought(&self, user_id: &str, offer_id: &str) -> Result<Bought, LedgerError> {
+        let key = MetaKey::Bought {
+            user_id: user_id.to_owned(),
+            offer_id: offer_id.to_owned(),
+        }
+        .to_bytes();
+        self.meta
+            .get(&key)?
+            .map(|bytes| decode(&key, &bytes))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Writes a floor and counts at once (durable at the next
+    /// [`Ledger::flush`]), never lowering what is there: a value from the
+    /// changelog older than the local one is ignored. The records as
+    /// stored, for the changelog.
+    pub fn raise(&self, raise: &Raise) -> Result<Vec<Record>, LedgerError> {
+        let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
+        let floor = self.floor()?;
+        let higher = Floor {
+            floor_ms: floor.floor_ms.max(raise.floor.floor_ms),
+            pruned_below_ms: floor.pruned_below_ms.max(raise.floor.pruned_below_ms),
+        };
+        if higher != floor {
+            records.push((FLOOR_KEY.to_vec(), to_json(FLOOR_KEY, &higher)?));
+        }
+        for (key, bought) in &raise.bought {
+            let MetaKey::Bought { user_id, offer_id } = key else {
+                continue;
+            };
+            let local = self.bought(user_id, offer_id)?;
+            if (bought.through_ms, bought.count) > (local.through_ms, local.count) {
+                let key = key.to_bytes();
+                let value = to_json(&key, bought)?;
+                records.push((key, value));
+            }
+        }
+        for (key, value) in &records {
+            batch.insert(key.as_slice(), value.as_slice());
+        }
+        self.meta.apply_batch(batch)?;
+        Ok(records)
+    }
+
+    /// Deletes a command's entry and its index key, if there.
+    pub fn remove(&self, command_id: &str, user_id: &str) -> Result<(), LedgerError> {
+        self.entries.remove(command_id)?;
+        self.users.remove(user_key(user_id, command_id))?;
+        Ok(())
+    }
+
+    /// Deletes the entries tweeted before the partition's `pruned_below_ms`
+    /// that are not held for review: another owner pruned them, or
+    /// decided them and will, so an undecided one here is an old copy that
+    /// must not be resumed (see [`crate::horizon`]). How many went.
+    pub fn drop_pruned(&self) -> Result<usize, LedgerError> {
+        let below = self.floor()?.pruned_below_ms;
+        if below == i64::MIN {
+            return Ok(0);
+        }
+        let mut gone = Vec::new();
+        for item in self.entries.iter() {
+            let (key, bytes) = item?;
+            let entry: Entry = decode(&key, &bytes)?;
+            if entry.command.tweet_timestamp_ms < below && entry.review.is_none() {
+                gone.push((entry.command.command_id, entry.command.user_id));
+            }
+        }
+        for (command_id, user_id) in &gone {
+            self.remove(command_id, user_id)?;
+        }
+        Ok(gone.len())
+    }
+
+    /// A pruning pass's plan under `floor_ms`: the new floor, the counts it
+    /// takes, and the entries it deletes (see [`crate::horizon`]).
+    pub fn plan(&self, floor_ms: i64) -> Result<PrunePlan, LedgerError> {
+        let old = self.floor()?;
+        let floor_ms = floor_ms.max(old.floor_ms);
+        let mut oldest_unfinished: Option<i64> = None;
+        let mut entries = Vec::new();
+        for item in self.entries.iter() {
+            let (key, bytes) = item?;
+            let entry: Entry = decode(&key, &bytes)?;
+            if !(entry.state.is_terminal() && entry.acked_ms.is_some()) {
+                let t = entry.command.tweet_timestamp_ms;
+                oldest_unfinished = Some(oldest_unfinished.map_or(t, |o| o.min(t)));
+            }
+            entries.push(entry);
+        }
+        let below = horizon::prune_below(floor_ms, oldest_unfinished).max(old.pruned_below_ms);
+        let mut counts: std::collections::BTreeMap<(String, String), Bought> = Default::default();
+        let mut plan = PrunePlan::default();
+        for entry in entries {
+            let c = &entry.command;
+            if c.tweet_timestamp_ms >= below {
+                plan.kept += 1;
+                continue;
+            }
+            if horizon::counts_as_bought(&entry) {
+                let id = (c.user_id.clone(), c.offer_id.clone());
+                let counted = match counts.entry(id) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(self.bought(&c.user_id, &c.offer_id)?)
+                    }
+                };
+                if !counted.covers(&entry) {
+                    counted.count += 1;
+                }
+            }
+            if horizon::finished(&entry) {
+                plan.doomed.push((c.command_id.clone(), c.user_id.clone()));
+            } else {
+                plan.kept += 1;
+            }
+        }
+        plan.raise = Raise {
+            floor: Floor {
+                floor_ms,
+                pruned_below_ms: below,
+            },
+            bought: counts
+                .into_iter()
+                .map(|((user_id, offer_id), mut bought)| {
+                    bought.through_ms = bought.through_ms.max(below);
+                    (MetaKey::Bought { user_id, offer_id }, bought)
+                })
+                .collect(),
+        };
+        Ok(plan)
+    }
+
+    /// How many entries the partition holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the partition holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The entries with work left: undecided, or decided and not yet acked.

@@ -16,6 +16,8 @@
 //!   against the user's earlier entries (pure).
 //! - [`ledger`]: entries in sled, per input partition, with a user index.
 //! - [`group_commit`]: one flush for the writes of many tasks.
+//! - [`horizon`]: how old a command may be, and which entries may be
+//!   pruned; the argument that pruning charges nothing twice (pure).
 //! - [`steps`]: what to do next with a command, from what the provider
 //!   said (pure).
 //! - [`payments`]: the provider (`hashbuy_provider`) in the settler's
@@ -24,15 +26,18 @@
 //!   (`hashbuy_kafka::driver`): partitions assigned and revoked, the lease,
 //!   commits.
 //! - [`restore`]: a partition's ledger restored from the changelog.
+//! - [`prune`]: a partition's pruning passes.
 //! - [`partition`]: a partition's task, many commands in flight.
 //! - [`settle`]: one command, from its entry to its ack.
 pub mod command;
 pub mod entry;
 pub mod group_commit;
+pub mod horizon;
 pub mod ledger;
 pub mod limits;
 pub mod partition;
 pub mod payments;
+pub mod prune;
 pub mod restore;
 pub mod run;
 pub mod settle;

@@ -23,6 +23,7 @@ use hashbuy_core::stock::SOLD_OUT_REASON;
 use hashbuy_proto::v1::PaymentCommand;
 
 use crate::entry::{Entry, State};
+use crate::horizon::{Bought, STALE};
 
 /// The spend limit's window.
 pub const SPEND_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
@@ -36,14 +37,17 @@ fn counts(entry: &Entry) -> bool {
 }
 
 /// Checks `command` against the user's `earlier` entries (other commands
-/// are ignored, as is the command's own entry); the reason when it is over
-/// a limit.
+/// are ignored, as is the command's own entry) and `pruned`, the user's
+/// purchases of the offer counted when their entries were pruned (an
+/// entry it covers is not counted again; see [`crate::horizon`]); the
+/// reason when it is over a limit.
 pub fn check<'a>(
     command: &PaymentCommand,
     earlier: impl IntoIterator<Item = &'a Entry>,
+    pruned: Bought,
 ) -> Result<(), String> {
     let max_per_user = command.max_per_user.max(1);
-    let mut bought = 0u32;
+    let mut bought = pruned.count;
     let t = command.tweet_timestamp_ms;
     // The user's purchases in this currency less than a day from this one,
     // either way: (tweet time, amount).
@@ -56,7 +60,7 @@ pub fn check<'a>(
         {
             continue;
         }
-        if other.offer_id == command.offer_id {
+        if other.offer_id == command.offer_id && !pruned.covers(entry) {
             bought += 1;
         }
         let apart = t.saturating_sub(other.tweet_timestamp_ms).saturating_abs();
@@ -94,6 +98,8 @@ pub fn refusal(reason: &str) -> Refusal {
     };
     if reason == SOLD_OUT_REASON {
         Refusal::SoldOut
+    } else if reason.starts_with(STALE) {
+        Refusal::Stale
     } else if let Some(max) = limit("max_per_user").and_then(|max| u32::try_from(max).ok()) {
         Refusal::MaxPerUser(max)
     } else if let Some(limit) = limit("spend_limit") {
@@ -163,18 +169,23 @@ mod tests {
     #[test]
     fn an_offer_is_bought_at_most_max_per_user_times() {
         let first = settled(command("c-1", "o-1", 100, 0));
-        assert!(check(&command("c-2", "o-2", 100, 1), [&first]).is_ok());
-        let again = check(&command("c-2", "o-1", 100, 1), [&first]);
+        assert!(check(&command("c-2", "o-2", 100, 1), [&first], Bought::default()).is_ok());
+        let again = check(&command("c-2", "o-1", 100, 1), [&first], Bought::default());
         assert!(again.expect_err("over").contains("max_per_user is 1"));
         let mut twice = command("c-2", "o-1", 100, 1);
         twice.max_per_user = 2;
-        assert!(check(&twice, [&first]).is_ok());
+        assert!(check(&twice, [&first], Bought::default()).is_ok());
     }
 
     #[test]
     fn in_flight_purchases_count_and_failed_ones_do_not() {
         let pending = Entry::received(command("c-1", "o-1", 100, 0), 0, 0, 0);
-        assert!(check(&command("c-2", "o-1", 100, 1), [&pending]).is_err());
+        assert!(check(
+            &command("c-2", "o-1", 100, 1),
+            [&pending],
+            Bought::default()
+        )
+        .is_err());
         let mut declined = pending.clone();
         declined.attempt(first_key("c-1"), 0).expect("attempt");
         declined
@@ -187,7 +198,12 @@ mod tests {
                 0,
             )
             .expect("declined");
-        assert!(check(&command("c-2", "o-1", 100, 1), [&declined]).is_ok());
+        assert!(check(
+            &command("c-2", "o-1", 100, 1),
+            [&declined],
+            Bought::default()
+        )
+        .is_ok());
     }
 
     #[test]
@@ -195,12 +211,19 @@ mod tests {
         let first = settled(command("c-1", "o-1", 600, 0));
         let mut twice = command("c-2", "o-1", 100, 1);
         twice.max_per_user = 1;
-        let reason = check(&twice, [&first]).expect_err("over");
+        let reason = check(&twice, [&first], Bought::default()).expect_err("over");
         assert_eq!(refusal(&reason), Refusal::MaxPerUser(1));
         let mut spender = command("c-3", "o-2", 500, 1);
         spender.spend_limit = Some(1_000);
-        let reason = check(&spender, [&first]).expect_err("over");
+        let reason = check(&spender, [&first], Bought::default()).expect_err("over");
         assert_eq!(refusal(&reason), Refusal::SpendLimit(1_000));
+        let stale = crate::horizon::stale(
+            0,
+            9 * 86_400_000,
+            crate::horizon::DEFAULT_MAX_COMMAND_AGE,
+            0,
+        );
+        assert_eq!(refusal(&stale.expect("stale")), Refusal::Stale);
         assert_eq!(
             refusal("the provider refused the request: amount too small"),
             Refusal::Other
@@ -208,9 +231,29 @@ mod tests {
     }
 
     #[test]
+    fn a_purchase_counted_when_pruned_counts_once() {
+        let first = settled(command("c-1", "o-1", 100, 10));
+        let mut twice = command("c-2", "o-1", 100, 20);
+        twice.max_per_user = 2;
+        let counted = |count| Bought {
+            count,
+            through_ms: 15,
+        };
+        let none = std::iter::empty::<&Entry>();
+        assert!(check(&twice, none.clone(), counted(1)).is_ok(), "pruned");
+        assert!(
+            check(&twice, [&first], counted(1)).is_ok(),
+            "counted and not yet deleted: once"
+        );
+        assert!(check(&twice, [&first], Bought::default()).is_ok());
+        let over = check(&twice, none, counted(2)).expect_err("two counted");
+        assert!(over.contains("2 time(s)"), "{over}");
+    }
+
+    #[test]
     fn a_commands_own_entry_does_not_count_against_it() {
         let own = Entry::received(command("c-1", "o-1", 100, 0), 0, 0, 0);
-        assert!(check(&command("c-1", "o-1", 100, 0), [&own]).is_ok());
+        assert!(check(&command("c-1", "o-1", 100, 0), [&own], Bought::default()).is_ok());
     }
 
     #[test]
@@ -219,16 +262,20 @@ mod tests {
         let earlier = settled(command("c-1", "o-1", 600, 0));
         let mut next = command("c-2", "o-2", 500, day - 1);
         next.spend_limit = Some(1_000);
-        let over = check(&next, [&earlier]).expect_err("1100 > 1000 within a day");
+        let over =
+            check(&next, [&earlier], Bought::default()).expect_err("1100 > 1000 within a day");
         assert!(over.contains("spend_limit is 1000"), "{over}");
         next.tweet_timestamp_ms = day;
         assert!(
-            check(&next, [&earlier]).is_ok(),
+            check(&next, [&earlier], Bought::default()).is_ok(),
             "a day later it has rolled off"
         );
         next.tweet_timestamp_ms = day - 1;
         next.currency = "eur".into();
-        assert!(check(&next, [&earlier]).is_ok(), "per currency");
+        assert!(
+            check(&next, [&earlier], Bought::default()).is_ok(),
+            "per currency"
+        );
     }
 
     #[test]
@@ -239,11 +286,12 @@ mod tests {
         let c1 = settled(command("c-1", "o-1", 100, 10 * hour));
         let mut c2 = command("c-2", "o-2", 100, 9 * hour);
         c2.spend_limit = Some(100);
-        let over = check(&c2, [&c1]).expect_err("200 > 100 in the day from 09:00");
+        let over =
+            check(&c2, [&c1], Bought::default()).expect_err("200 > 100 in the day from 09:00");
         assert!(over.contains("spend_limit is 100"), "{over}");
         c2.tweet_timestamp_ms = 10 * hour - SPEND_WINDOW_MS;
         assert!(
-            check(&c2, [&c1]).is_ok(),
+            check(&c2, [&c1], Bought::default()).is_ok(),
             "a day and more apart, no day holds both"
         );
     }
@@ -260,7 +308,7 @@ mod tests {
             for (i, (offer, amount, at)) in purchases.into_iter().enumerate() {
                 let mut c = command(&format!("c-{i}"), &format!("o-{offer}"), amount, at);
                 c.spend_limit = Some(limit);
-                if check(&c, &ledger).is_ok() {
+                if check(&c, &ledger, Bought::default()).is_ok() {
                     ledger.push(settled(c));
                 }
             }

@@ -27,6 +27,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::entry::now_ms;
+use crate::prune::prune_partition;
 use crate::restore::{acked_earlier, Restore};
 use crate::run::{RunError, Settling, Shared, Starting};
 use crate::settle::settle;
@@ -179,6 +180,14 @@ pub(crate) async fn partition_task(
         }
     };
     let mut resumed = Resumed::new(shared, unfinished.len());
+    // Counted before the task stops counting as starting, so that
+    // `--exit-at-end` never sees neither.
+    shared.pruning.fetch_add(1, Ordering::Relaxed);
+    let pruner = tokio::spawn(prune_partition(
+        Arc::clone(shared),
+        ledger.clone(),
+        stopped.clone(),
+    ));
     drop(starting);
     for entry in unfinished {
         enqueue(
@@ -293,6 +302,13 @@ pub(crate) async fn partition_task(
     }
     if let Some(offset) = tracker.committable() {
         lock(&shared.done).insert(partition, (number, offset));
+    }
+    // A pass stops at its next safe point once the partition is stopped;
+    // one the run ends without is safe too (see `crate::prune`).
+    if *stopped.borrow() {
+        let _ = pruner.await;
+    } else {
+        pruner.abort();
     }
     Ok(())
 }

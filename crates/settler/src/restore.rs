@@ -16,7 +16,8 @@ use hashbuy_kafka::reader::{read_to_end, ReadOptions, ReadToEnd, TopicReader};
 use rdkafka::Message;
 
 use crate::entry::{key_index, now_ms, Entry, State};
-use crate::ledger::PartitionLedger;
+use crate::horizon::Bought;
+use crate::ledger::{decode_meta, Floor, MetaKey, PartitionLedger, Raise};
 use crate::run::{RunError, Shared};
 
 /// Restores the ledgers of newly assigned partitions from the changelog,
@@ -58,7 +59,18 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
     let mut restored: HashMap<i32, usize> = partitions.iter().map(|&p| (p, 0)).collect();
     let read = read_to_end(&mut reader, "the ledger changelog", |message| {
         let partition = message.partition();
-        let (Some(ledger), Some(value)) = (ledgers.get(&partition), message.payload()) else {
+        let (Some(ledger), Some(key)) = (ledgers.get(&partition), message.key()) else {
+            return Ok(());
+        };
+        if MetaKey::is_meta(key) {
+            return restore_meta(ledger, key, message.payload(), message.offset());
+        }
+        let Some(value) = message.payload() else {
+            // A tombstone: the entry was pruned (see `crate::horizon`).
+            let command_id = String::from_utf8_lossy(key);
+            if let Some(local) = ledger.get(&command_id)? {
+                ledger.remove(&command_id, &local.command.user_id)?;
+            }
             return Ok(());
         };
         let remote: Entry = match serde_json::from_slice(value) {
@@ -94,8 +106,61 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
             })
         }
     }
+    // Entries below the floor's pruning line are gone from the
+    // changelog, or soon will be: a local copy, decided or not, is one
+    // the partition's owner pruned since.
+    for (&partition, ledger) in &ledgers {
+        let dropped = ledger.drop_pruned()?;
+        if dropped > 0 {
+            tracing::info!(
+                partition,
+                dropped,
+                "entries pruned by the partition's last owner dropped"
+            );
+        }
+    }
     shared.ledger.flush()?;
     Ok(restored)
+}
+
+/// Takes a floor or a count from the changelog, unless the local one is
+/// already as far.
+fn restore_meta(
+    ledger: &PartitionLedger,
+    key: &[u8],
+    value: Option<&[u8]>,
+    offset: i64,
+) -> Result<(), RunError> {
+    let partition = ledger.partition();
+    let unreadable = |what: String| {
+        tracing::warn!(
+            partition,
+            offset,
+            "unreadable ledger changelog record: {what}"
+        );
+        Ok(())
+    };
+    let (Some(meta), Some(value)) = (MetaKey::parse(key), value) else {
+        return unreadable(format!("key {:?}", String::from_utf8_lossy(key)));
+    };
+    let raise = match meta {
+        MetaKey::Floor => match decode_meta::<Floor>(key, value) {
+            Ok(floor) => Raise {
+                floor,
+                bought: Vec::new(),
+            },
+            Err(e) => return unreadable(e.to_string()),
+        },
+        bought @ MetaKey::Bought { .. } => match decode_meta::<Bought>(key, value) {
+            Ok(count) => Raise {
+                floor: Floor::default(),
+                bought: vec![(bought, count)],
+            },
+            Err(e) => return unreadable(e.to_string()),
+        },
+    };
+    ledger.raise(&raise)?;
+    Ok(())
 }
 
 /// The restore of one assignment's partitions, run once by whichever of

@@ -162,6 +162,10 @@ pub struct Config {
     /// cannot be reached to charge or reconcile it, and it is never failed
     /// on a guess): `/healthz` says so, naming it, and an error is logged.
     pub stuck_after: Duration,
+    /// A command tweeted longer ago than this when first seen is rejected
+    /// as stale, and entries far enough past it are pruned (see
+    /// [`crate::horizon`]).
+    pub max_command_age: Duration,
 }
 
 /// The default of [`Config::stuck_after`]: well past what retries and
@@ -317,6 +321,9 @@ pub(crate) struct Shared {
     pub(crate) starting: std::sync::atomic::AtomicUsize,
     /// Entries resumed from the ledger and not yet done.
     pub(crate) resuming: std::sync::atomic::AtomicUsize,
+    /// Partitions whose first pruning pass has not ended
+    /// ([`crate::prune`]).
+    pub(crate) pruning: std::sync::atomic::AtomicUsize,
     /// Partitions read to their end with nothing in flight.
     pub(crate) at_eof: Mutex<HashSet<i32>>,
     /// Commands being settled, since when.
@@ -345,10 +352,26 @@ impl Shared {
         partition: i32,
         wait: bool,
     ) -> Result<(), RunError> {
-        let record = FutureRecord::to(&self.config.topics.ledger)
+        self.changelog_record(command_id.as_bytes(), Some(stored), partition, wait)
+            .await
+    }
+
+    /// Sends a record to the changelog, in `partition`: an entry, a meta
+    /// record ([`crate::ledger::MetaKey`]), or a tombstone (no value); with
+    /// `wait`, until it is delivered.
+    pub(crate) async fn changelog_record(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        partition: i32,
+        wait: bool,
+    ) -> Result<(), RunError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.topics.ledger)
             .partition(partition)
-            .key(command_id)
-            .payload(stored);
+            .key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
         if wait {
             self.producer
                 .send(record, Timeout::After(CALL_TIMEOUT))
@@ -536,6 +559,7 @@ pub fn run(
         next_task: AtomicU64::new(0),
         starting: std::sync::atomic::AtomicUsize::new(0),
         resuming: std::sync::atomic::AtomicUsize::new(0),
+        pruning: std::sync::atomic::AtomicUsize::new(0),
         at_eof: Mutex::new(HashSet::new()),
         pending: Mutex::new(HashMap::new()),
         first_read: std::sync::OnceLock::new(),
@@ -832,6 +856,7 @@ impl Stage for Settling {
     fn settled(&self) -> bool {
         self.shared.starting.load(Ordering::Relaxed) == 0
             && self.shared.resuming.load(Ordering::Relaxed) == 0
+            && self.shared.pruning.load(Ordering::Relaxed) == 0
     }
 
     fn finish(&mut self, member: &Member<Settling>, _failed: bool) -> Result<(), RunError> {

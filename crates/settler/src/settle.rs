@@ -23,6 +23,7 @@ use prost::Message as _;
 use tokio::sync::watch;
 
 use crate::entry::{key_index, now_ms, Entry, Outcome, State};
+use crate::horizon;
 use crate::ledger::{encode, PartitionLedger};
 use crate::limits;
 use crate::partition::{Done, Work};
@@ -121,7 +122,15 @@ async fn settle_entry(
             // a merchants table changed before a retry cannot change the
             // request a key was first used with.
             let command = &fresh.command;
-            let routed = if command.sold_out {
+            let floor = ledger.floor()?.floor_ms;
+            let routed = if let Some(reason) = horizon::stale(
+                command.tweet_timestamp_ms,
+                now_ms(),
+                shared.config.max_command_age,
+                floor,
+            ) {
+                Err(reason)
+            } else if command.sold_out {
                 Err(SOLD_OUT_REASON.to_owned())
             } else if command.stock > 0 && !command.reserved {
                 Err(UNRESERVED.to_owned())
@@ -139,8 +148,14 @@ async fn settle_entry(
             let refused = match refused {
                 Some(reason) => Some(reason),
                 None => {
-                    let history = ledger.history(&fresh.command.user_id)?;
-                    limits::check(&fresh.command, &history).err()
+                    // The history before the count: a pruning pass writes
+                    // the count before it deletes what it counted, so a
+                    // pass in between leaves an entry in both (counted
+                    // once, see `limits::check`), never in neither.
+                    let c = &fresh.command;
+                    let history = ledger.history(&c.user_id)?;
+                    let pruned = ledger.bought(&c.user_id, &c.offer_id)?;
+                    limits::check(c, &history, pruned).err()
                 }
             };
             if let Some(reason) = refused {

@@ -1,0 +1,209 @@
+//! The horizon: how old a command may be and still be charged, and which
+//! ledger entries may therefore be forgotten (pure; the ledger and the
+//! settler apply it).
+//!
+//! # The rule
+//!
+//! - A command whose tweet is older than `--max-command-age` (default
+//!   [`DEFAULT_MAX_COMMAND_AGE`], 7 days) when the settler first sees it
+//!   (no entry for it in the ledger) is `REJECTED` as stale, with its
+//!   reason ([`stale`]). The provider keeps an idempotency key for 24 h
+//!   (Stripe), so a week is already far past what a retry can rely on;
+//!   a purchase tweeted that long ago is not the buyer's intent of today.
+//! - Each partition's ledger keeps a **floor**: every command tweeted before
+//!   it is stale to every settler, whatever its clock or its
+//!   `--max-command-age`. The floor only rises; a pruning pass raises it to
+//!   [`floor_at`] (now, less the maximum age, less [`CLOCK_MARGIN`]).
+//! - An entry is **pruned** (deleted from the local ledger, and by a
+//!   tombstone from the changelog) once it is decided and acked, nobody
+//!   must review it, and its tweet lies more than a day
+//!   ([`SPEND_WINDOW_MS`]) below the floor ([`prune_below`]).
+//! - What the limits needed of a pruned settled entry, its place in the
+//!   count of the user's purchases of the offer, is kept in a
+//!   [`Bought`] per user and offer: the number of settled purchases
+//!   tweeted before its `through_ms`.
+//!
+//! # Why no command can charge twice after pruning
+//!
+//! A command is charged only under its entry. Suppose its entry `E` was
+//! pruned, and a copy of the command arrives later, at any settler that
+//! owns the partition then. Pruning needs `tweet(E) < floor − 1 day`, and
+//! the floor is durable in the local ledger, and delivered to the
+//! changelog, before `E` is deleted from either. The settler that deleted
+//! `E` has the floor locally; any other restores the changelog, where the
+//! floor's record comes before `E`'s tombstone and compaction keeps its
+//! latest value. So the settler finds no entry, and then the floor, above
+//! the command's tweet: the copy is rejected as stale, never charged. The
+//! floor is never lowered, so neither a settler whose clock lags nor one
+//! given a longer `--max-command-age` lets the copy through.
+//!
+//! A command still in flight is never pruned: the floor may pass it, but
+//! its entry stays until it is decided and acked, and a copy that
+//! arrives meanwhile finds the entry.
+//!
+//! # Why the limits stay right
+//!
+//! - `max_per_user` counts, for the user and offer, the [`Bought`] count
+//!   plus the entries tweeted at or after its `through_ms`. A pass raising
+//!   `through_ms` adds exactly the settled entries between the old and the
+//!   new value, in the same local write as the new value, and only when
+//!   no entry below the new value is still undecided ([`prune_below`] stops
+//!   at the oldest unfinished tweet). Entries below `through_ms` that
+//!   remain (not yet deleted, or kept for review) are not counted again,
+//!   so deleting them later, or a crash between the two steps, changes no
+//!   count. In the changelog each count carries its own `through_ms`, so a
+//!   restoring owner counts it the same way.
+//! - The 24 h spend limit looks a day either side of a purchase. A purchase
+//!   that is charged is tweeted at or after the floor, and every pruned
+//!   entry more than a day before the floor: none was in its window.
+//!
+//! # What it costs
+//!
+//! A copy of a settled command replayed after its entry was pruned gets a
+//! `REJECTED` (stale) ack, where the first copy got `SETTLED`: the ledger
+//! no longer knows. Consumers of acks take the first outcome of a command
+//! id; hashbuy's own never asked for one that old again.
+
+use std::time::Duration;
+
+use crate::entry::{Entry, State};
+use crate::limits::SPEND_WINDOW_MS;
+
+/// The default of `--max-command-age`.
+pub const DEFAULT_MAX_COMMAND_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// How a stale command's reason begins.
+pub const STALE: &str = "stale: ";
+
+/// The least `--max-command-age` taken (a smaller one is raised to it): a
+/// command must live long enough to cross the pipeline.
+pub const MIN_MAX_COMMAND_AGE: Duration = Duration::from_secs(60);
+
+/// How far apart settlers' clocks (and the clock of the settler that
+/// raised the floor, between two passes) may be without a command being
+/// stale to one and not the others: a pass raises the floor only to a day
+/// below its own horizon.
+pub const CLOCK_MARGIN_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Why a command is stale, if it is: its tweet lies before the partition's
+/// `floor`, or more than `max_age` before `now_ms`. The reason names both
+/// times, so a replay of an old recording says why nothing was charged.
+pub fn stale(tweet_ms: i64, now_ms: i64, max_age: Duration, floor_ms: i64) -> Option<String> {
+    let age = millis(max_age);
+    let horizon = now_ms.saturating_sub(age);
+    if tweet_ms >= horizon && tweet_ms >= floor_ms {
+        return None;
+    }
+    let days = |ms: i64| ms as f64 / 86_400_000.0;
+    Some(if tweet_ms < horizon {
+        format!(
+            "{STALE}tweeted {:.1} days before the settler first saw it; --max-command-age is \
+             {:.1} days",
+            days(now_ms - tweet_ms),
+            days(age)
+        )
+    } else {
+        format!(
+            "{STALE}tweeted before this partition's ledger floor ({floor_ms} ms since the epoch), \
+             below which its entries may have been pruned"
+        )
+    })
+}
+
+/// The floor a pruning pass at `now_ms` raises a partition to: a day below
+/// the horizon of `max_age` ([`CLOCK_MARGIN_MS`]).
+pub fn floor_at(now_ms: i64, max_age: Duration) -> i64 {
+    now_ms
+        .saturating_sub(millis(max_age))
+        .saturating_sub(CLOCK_MARGIN_MS)
+}
+
+/// Below which tweet time a partition's entries may be pruned under
+/// `floor_ms`: a day below it, and never past the tweet of an entry not
+/// yet decided and acked (`oldest_unfinished_ms`), whose count must not
+/// be taken before it is known.
+pub fn prune_below(floor_ms: i64, oldest_unfinished_ms: Option<i64>) -> i64 {
+    let below = floor_ms.saturating_sub(SPEND_WINDOW_MS);
+    oldest_unfinished_ms.map_or(below, |oldest| below.min(oldest))
+}
+
+/// Whether an entry is done with: decided, acked, and not held for an
+/// operator's review.
+pub fn finished(entry: &Entry) -> bool {
+    entry.state.is_terminal() && entry.acked_ms.is_some() && entry.review.is_none()
+}
+
+/// Whether a settled entry counts towards its user's purchases of its offer
+/// (see [`Bought`]).
+pub fn counts_as_bought(entry: &Entry) -> bool {
+    matches!(entry.state, State::Settled { .. })
+}
+
+/// A user's settled purchases of one offer tweeted before `through_ms`,
+/// whose entries may be pruned: what `max_per_user` needs of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bought {
+    /// How many.
+    pub count: u32,
+    /// The tweet time they lie before, ms since the epoch; entries at or
+    /// after it are counted one by one.
+    pub through_ms: i64,
+}
+
+impl Default for Bought {
+    /// None counted: every entry counts on its own.
+    fn default() -> Bought {
+        Bought {
+            count: 0,
+            through_ms: i64::MIN,
+        }
+    }
+}
+
+impl Bought {
+    /// Whether an entry's purchase is in this count rather than counted on
+    /// its own.
+    pub fn covers(&self, entry: &Entry) -> bool {
+        entry.command.tweet_timestamp_ms < self.through_ms
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    const WEEK: Duration = DEFAULT_MAX_COMMAND_AGE;
+
+    #[test]
+    fn a_command_older_than_the_age_or_the_floor_is_stale_and_says_why() {
+        let now = 100 * DAY;
+        assert_eq!(stale(now - 6 * DAY, now, WEEK, 0), None);
+        let old = stale(now - 8 * DAY, now, WEEK, 0).expect("stale");
+        assert!(
+            old.contains("8.0 days") && old.contains("7.0 days"),
+            "{old}"
+        );
+        let below = stale(now - DAY, now, WEEK, now).expect("under the floor");
+        assert!(below.contains("floor"), "{below}");
+        assert_eq!(
+            stale(now, now, WEEK, now),
+            None,
+            "at the floor is not below it"
+        );
+    }
+
+    #[test]
+    fn pruning_stays_a_day_below_the_floor_and_below_anything_unfinished() {
+        let now = 100 * DAY;
+        let floor = floor_at(now, WEEK);
+        assert_eq!(floor, now - 8 * DAY);
+        assert_eq!(prune_below(floor, None), floor - DAY);
+        assert_eq!(prune_below(floor, Some(floor - 3 * DAY)), floor - 3 * DAY);
+        assert_eq!(prune_below(floor, Some(now)), floor - DAY);
+    }
+}

@@ -1,0 +1,138 @@
+//! A partition's pruning passes: the floor raised and the entries past the
+//! horizon deleted, here and from the changelog (see [`crate::horizon`]
+//! for the rule and the argument).
+//!
+//! A pass runs when a partition task starts and then every
+//! [`PRUNE_EVERY`], beside the commands (a pass touches only decided,
+//! acked entries, and the limit check reads in the order that makes a
+//! pass in between harmless). Its order is what makes it safe:
+//!
+//! 1. the plan: the new floor, the counts it takes and the entries to go,
+//!    from one read of the partition's entries (on a blocking thread);
+//! 2. the floor and the counts, written locally, made durable, and
+//!    delivered to the changelog;
+//! 3. only then the entries, deleted locally, with a tombstone each in the
+//!    changelog (not waited for: a tombstone lost is an entry the next
+//!    owner drops at its restore, by the floor).
+//!
+//! A pass stopped at any point (a revocation, a crash) has deleted nothing
+//! whose floor and count are not already durable in both places.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::entry::now_ms;
+use crate::horizon;
+use crate::ledger::PartitionLedger;
+use crate::run::{RunError, Shared};
+
+/// How often a partition is pruned after its first pass.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Changelog records in flight at once during a pass.
+const SENDS_AT_ONCE: usize = 10_000;
+
+/// Runs a pass now and then every [`PRUNE_EVERY`] until `stopped`. The
+/// first pass is counted in [`Shared::pruning`] until it ends (for
+/// `--exit-at-end`). A failed pass is logged and tried again at the next
+/// turn: pruning is housekeeping, and the settler is right without it.
+pub(crate) async fn prune_partition(
+    shared: Arc<Shared>,
+    ledger: PartitionLedger,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let partition = ledger.partition();
+    let mut first = true;
+    loop {
+        match pass(&shared, &ledger, &stopped).await {
+            Ok(Some(pruned)) if pruned > 0 => {
+                tracing::info!(partition, pruned, "ledger entries past the horizon pruned");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(partition, "pruning the ledger failed: {e}"),
+        }
+        if first {
+            first = false;
+            shared.pruning.fetch_sub(1, Ordering::Relaxed);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One pass; how many entries it deleted (`None`: stopped before it
+/// deleted any).
+async fn pass(
+    shared: &Arc<Shared>,
+    ledger: &PartitionLedger,
+    stopped: &watch::Receiver<bool>,
+) -> Result<Option<usize>, RunError> {
+    let partition = ledger.partition();
+    let floor_ms = horizon::floor_at(now_ms(), shared.config.max_command_age);
+    let plan = {
+        let ledger = ledger.clone();
+        tokio::task::spawn_blocking(move || ledger.plan(floor_ms))
+            .await
+            .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??
+    };
+    let records = ledger.raise(&plan.raise)?;
+    shared.commit.durable().await?;
+    let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
+        .into_iter()
+        .map(|(key, value)| (key, Some(value)))
+        .collect();
+    send_all(shared, partition, records, true).await?;
+    if *stopped.borrow() {
+        return Ok(None);
+    }
+    let mut tombstones = Vec::with_capacity(plan.doomed.len());
+    for (command_id, user_id) in &plan.doomed {
+        ledger.remove(command_id, user_id)?;
+        tombstones.push((command_id.as_bytes().to_vec(), None));
+    }
+    shared.commit.durable().await?;
+    send_all(shared, partition, tombstones, false).await?;
+    metrics::counter!("hashbuy_settler_entries_pruned_total").increment(plan.doomed.len() as u64);
+    Ok(Some(plan.doomed.len()))
+}
+
+/// Sends `records` to the changelog, [`SENDS_AT_ONCE`] at a time; with
+/// `wait`, each is delivered before this returns.
+async fn send_all(
+    shared: &Arc<Shared>,
+    partition: i32,
+    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    wait: bool,
+) -> Result<(), RunError> {
+    let mut sends = JoinSet::new();
+    for (key, value) in records {
+        if sends.len() >= SENDS_AT_ONCE {
+            joined(sends.join_next().await)?;
+        }
+        let shared = Arc::clone(shared);
+        sends.spawn(async move {
+            shared
+                .changelog_record(&key, value.as_deref(), partition, wait)
+                .await
+        });
+    }
+    while let Some(done) = sends.join_next().await {
+        joined(Some(done))?;
+    }
+    Ok(())
+}
+
+fn joined(
+    done: Option<Result<Result<(), RunError>, tokio::task::JoinError>>,
+) -> Result<(), RunError> {
+    match done {
+        Some(done) => done.map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))?,
+        None => Ok(()),
+    }
+}

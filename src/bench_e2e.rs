@@ -153,7 +153,9 @@ use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message as _;
 
 use crate::bench::{cpu_time, machine, BrokerChild};
-use crate::config::{override_with, DeliveryArg, MatchConfig, SettleConfig};
+use crate::config::{
+    override_with, DeliveryArg, MatchConfig, SettleConfig, RECORDINGS_MAX_COMMAND_AGE,
+};
 use crate::kafka_args;
 use crate::paysim::{self, InProcess};
 
@@ -406,6 +408,7 @@ impl Pipeline {
         let ledger = tempfile::tempdir().context("no temporary directory for the ledger")?;
         let settle = SettleConfig {
             group: format!("hashbuy-bench-e2e-settler-{}", std::process::id()),
+            max_command_age: RECORDINGS_MAX_COMMAND_AGE,
             ..SettleConfig::default()
         };
         let mut provider = ProviderConfig::new(SecretString::from(KEY.to_owned()));

@@ -32,7 +32,7 @@ use prost::Message as _;
 use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::bench::{cpu_time, machine, threads_cpu_time, BrokerChild};
-use crate::config::{override_with, SettleConfig};
+use crate::config::{override_with, SettleConfig, RECORDINGS_MAX_COMMAND_AGE};
 use crate::paysim::{self, InProcess};
 
 /// Arguments of `hashbuy bench-settle`.
@@ -138,6 +138,7 @@ pub fn run(args: Args) -> Result<()> {
     let dir = tempfile::tempdir().context("no temporary directory")?;
     let mut settings = SettleConfig {
         group: format!("hashbuy-bench-settle-{}", std::process::id()),
+        max_command_age: RECORDINGS_MAX_COMMAND_AGE,
         ..SettleConfig::default()
     };
     override_with(&mut settings.max_in_flight, args.max_in_flight);

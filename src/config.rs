@@ -171,6 +171,12 @@ impl Default for SettleConfig {
     }
 }
 
+/// The horizon of the settlers `hashbuy demo` and the benches run: their
+/// purchases are dated from June 2026 (the samples' times, and `hashbuy
+/// gen`'s default start), which a week's horizon would find stale; a
+/// century reaches back to them.
+pub const RECORDINGS_MAX_COMMAND_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
 /// `max_command_age` in the config file: a duration in words
 /// (humantime's, as "7days" or "36h"), as the flag takes it.
 fn duration_in_words<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -59,7 +59,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::Message as _;
 
-use crate::config::{MatchConfig, SettleConfig, StockConfig};
+use crate::config::{MatchConfig, SettleConfig, StockConfig, RECORDINGS_MAX_COMMAND_AGE};
 use crate::kafka_args;
 use crate::paysim::{self, InProcess};
 use crate::replay::key_and_time;
@@ -226,6 +226,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let settings = SettleConfig {
         group: "hashbuy-demo-settler".into(),
+        max_command_age: RECORDINGS_MAX_COMMAND_AGE,
         ..SettleConfig::default()
     };
     let mut provider_config = ProviderConfig::new(SecretString::from(KEY.to_owned()));

@@ -554,6 +554,8 @@ impl Run {
     fn settler_args(&self, instance: &str, ledger: &str) -> Vec<String> {
         let mut args: Vec<String> = [
             "settle",
+            common::RECORDINGS_AGE[0],
+            common::RECORDINGS_AGE[1],
             "--provider-url",
             &self.paysim.url(),
             "--ledger",

@@ -29,7 +29,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use broker::{command, hashbuy, ok, transactions, Paysim};
-use common::{inspected_command_ids, metric, poll_metrics};
+use common::{inspected_command_ids, metric, poll_metrics, RECORDINGS_AGE};
 use serde_json::Value;
 
 #[test]
@@ -317,6 +317,7 @@ fn tweets_to_acks_on_a_real_broker() {
     let dir = tempfile::tempdir().expect("temp dir");
     let settle = |group: &str, ledger: &str| {
         let out = command(&["settle", "--exit-at-end", "--group", group])
+            .args(RECORDINGS_AGE)
             .args([
                 "--provider-url",
                 &format!("http://127.0.0.1:{}", paysim.port),
@@ -721,6 +722,7 @@ fn limited_stock_on_a_real_broker() {
         .spawn()
         .expect("stock starts");
     let mut settler = command(&["settle", "--group", &name("settler")])
+        .args(RECORDINGS_AGE)
         .args(["--provider-url", &paysim.url()])
         .arg("--ledger")
         .arg(dir.path().join("ledger"))

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     finish_within, free_port, json_document, metric, poll_metrics, read_all, signal, succeeds,
-    watermarks, Provider,
+    watermarks, Provider, RECORDINGS_AGE,
 };
 use hashbuy_core::replies::reply_id;
 use hashbuy_kafka::broker::EmbeddedBroker;
@@ -89,8 +89,14 @@ fn produce_commands(brokers: &str, commands: &[PaymentCommand]) {
     produce(brokers, &records);
 }
 
-/// `hashbuy settle` on `brokers` against `provider`, ledger in `ledger`.
+/// `hashbuy settle` on `brokers` against `provider`, ledger in `ledger`,
+/// with a horizon that reaches back to the tests' fixed dates.
 fn settle(brokers: &str, provider: &Provider, ledger: &Path) -> Command {
+    settle_with_age(brokers, provider, ledger, RECORDINGS_AGE[1])
+}
+
+/// [`settle`] with `--max-command-age` `age`.
+fn settle_with_age(brokers: &str, provider: &Provider, ledger: &Path, age: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hashbuy"));
     command
         .args([
@@ -104,7 +110,7 @@ fn settle(brokers: &str, provider: &Provider, ledger: &Path) -> Command {
         .arg(ledger)
         .env("HASHBUY_PROVIDER_KEY", CANARY_KEY)
         .env_remove("STRIPE_API_KEY")
-        .args(["--max-attempts", "20"]);
+        .args(["--max-attempts", "20", "--max-command-age", age]);
     command
 }
 
@@ -714,6 +720,166 @@ fn a_settler_frozen_past_its_session_rejoins_and_goes_on() {
     );
     settle_to_end(&brokers, &provider, &ledger);
     assert_settled_once(&brokers, &provider, &sent);
+}
+
+/// `hashbuy settle --exit-at-end` with `--max-command-age` `age`, run to
+/// its end: its stderr, checked as [`finished`] does.
+fn settle_to_end_with_age(brokers: &str, provider: &Provider, ledger: &Path, age: &str) -> String {
+    finished(
+        settle_with_age(brokers, provider, ledger, age)
+            .arg("--exit-at-end")
+            .output()
+            .expect("settle runs"),
+    )
+}
+
+/// The acks on `brokers` of the commands in `ids`, by command id, in the
+/// order delivered.
+fn acks_of(brokers: &str, ids: &BTreeSet<String>) -> BTreeMap<String, Vec<PaymentAck>> {
+    let mut acks: BTreeMap<String, Vec<PaymentAck>> = BTreeMap::new();
+    for ack in read_all::<PaymentAck>(brokers, "payment-acks") {
+        if ids.contains(&ack.command_id) {
+            acks.entry(ack.command_id.clone()).or_default().push(ack);
+        }
+    }
+    acks
+}
+
+/// The succeeded charges paysim holds, by command id.
+fn charges(provider: &Provider) -> BTreeMap<String, usize> {
+    let mut charges = BTreeMap::new();
+    for intent in provider.audit().payment_intents {
+        if intent.status == "succeeded" {
+            let id = intent.command_id.expect("command id in metadata");
+            *charges.entry(id).or_default() += 1;
+        }
+    }
+    charges
+}
+
+/// A recording replayed long after it was made (its tweets are from May
+/// 2026, more than the default week ago) charges nothing: every command
+/// is REJECTED as stale with a reason that says so, and no buyer is
+/// written to.
+#[test]
+fn a_replayed_recording_older_than_the_horizon_charges_nothing_and_says_why() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 2).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let sent = commands(40, 10);
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stderr = settle_to_end_with_age(&brokers, &provider, &dir.path().join("ledger"), "7days");
+    assert!(
+        stderr.contains(": 0 settled, 0 declined, 40 rejected"),
+        "{stderr}"
+    );
+    assert!(charges(&provider).is_empty(), "nothing was charged");
+    let ids: BTreeSet<String> = sent.iter().map(|c| c.command_id.clone()).collect();
+    let acks = acks_of(&brokers, &ids);
+    assert_eq!(acks.len(), 40, "every command has its ack");
+    for (id, acks) in &acks {
+        for ack in acks {
+            assert_eq!(ack.status(), Status::Rejected, "{id}");
+            assert!(
+                ack.reason.starts_with("stale: ") && ack.reason.contains("--max-command-age"),
+                "{id}: {}",
+                ack.reason
+            );
+        }
+    }
+    assert!(
+        read_all::<Reply>(&brokers, "replies").is_empty(),
+        "a stale purchase is not answered"
+    );
+}
+
+/// Decided entries past the horizon are pruned, from the ledger and the
+/// changelog, and what they decided still holds: a command whose entry was
+/// pruned, replayed, is rejected as stale (the partition's floor), to this
+/// settler and to a new one that restores the changelog, and the buyer's
+/// purchase of the offer still counts against `max_per_user`.
+#[test]
+fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 2).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let three_days_ago = hashbuy_settler::entry::now_ms() - 3 * 86_400_000;
+    let mut sent = commands(40, 40);
+    for c in &mut sent {
+        c.tweet_timestamp_ms += three_days_ago - 1_780_000_000_000;
+    }
+    produce_commands(&brokers, &sent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let first = settle_to_end_with_age(&brokers, &provider, &ledger, "7days");
+    assert!(first.contains(": 38 settled, 2 declined"), "{first}");
+    let charged = charges(&provider);
+    assert_eq!(charged.len(), 38);
+
+    // A horizon of a minute: a pass at start puts the floor a day below
+    // it, and prunes what lies a day below that, the whole history.
+    settle_to_end_with_age(&brokers, &provider, &ledger, "1m");
+    let stats = succeeds(&[
+        "ledger",
+        "stats",
+        "--ledger",
+        ledger.to_str().expect("utf-8"),
+    ]);
+    assert!(stats.contains(": 0 entries in 2 partitions"), "{stats}");
+    assert!(stats.contains("floor: 2 of 2 partitions"), "{stats}");
+
+    // The same purchases again, and a new one of the first buyer's offer
+    // (one per shopper), tweeted now: nothing is charged.
+    let mut again = sent.clone();
+    let mut second_buy = sent[0].clone();
+    second_buy.command_id = "cmd-again".into();
+    second_buy.tweet_id = "2000000".into();
+    second_buy.tweet_timestamp_ms = hashbuy_settler::entry::now_ms();
+    again.push(second_buy.clone());
+    produce_commands(&brokers, &again);
+    let replayed = settle_to_end_with_age(&brokers, &provider, &ledger, "7days");
+    assert!(
+        replayed.contains(": 0 settled, 0 declined, 41 rejected"),
+        "{replayed}"
+    );
+    let ids: BTreeSet<String> = ["cmd-00000", "cmd-again"].map(String::from).into();
+    let acks = acks_of(&brokers, &ids);
+    let last = |id: &str| acks[id].last().expect("an ack").reason.clone();
+    assert!(
+        last("cmd-00000").starts_with("stale: "),
+        "{}",
+        last("cmd-00000")
+    );
+    assert!(
+        last("cmd-again").contains("max_per_user is 1"),
+        "{}",
+        last("cmd-again")
+    );
+
+    // A settler elsewhere, with an empty ledger, restores the floor and the
+    // counts from the changelog.
+    let mut third_buy = second_buy;
+    third_buy.command_id = "cmd-again-2".into();
+    third_buy.tweet_id = "2000001".into();
+    let mut once_more = sent.clone();
+    once_more.push(third_buy);
+    produce_commands(&brokers, &once_more);
+    let elsewhere = dir.path().join("ledger-elsewhere");
+    let restored = settle_to_end_with_age(&brokers, &provider, &elsewhere, "7days");
+    assert!(
+        restored.contains(": 0 settled, 0 declined, 41 rejected"),
+        "{restored}"
+    );
+    let ids: BTreeSet<String> = ["cmd-again-2"].map(String::from).into();
+    let acks = acks_of(&brokers, &ids);
+    let reason = &acks["cmd-again-2"][0].reason;
+    assert!(reason.contains("max_per_user is 1"), "{reason}");
+    assert_eq!(
+        charges(&provider),
+        charged,
+        "each command charged once, as at first"
+    );
 }
 
 /// How long after `since` the log file at `log` first holds `line`;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     finish_within, free_port, metric, poll_metrics, read_all, sigterm, succeeds, Provider,
+    RECORDINGS_AGE,
 };
 use hashbuy_core::stock::SOLD_OUT_REASON;
 use hashbuy_kafka::broker::EmbeddedBroker;
@@ -121,6 +122,8 @@ fn settler(brokers: &str, provider: &Provider, dir: &Path, instance: &str, port:
             brokers,
             "--provider-url",
             &provider.url,
+            RECORDINGS_AGE[0],
+            RECORDINGS_AGE[1],
             "--ledger",
             ledger.to_str().expect("utf-8 path"),
             "--instance",
@@ -452,6 +455,8 @@ fn a_reserved_command_naming_a_partition_that_does_not_exist_is_settled_and_its_
             &brokers,
             "--provider-url",
             &provider.url,
+            RECORDINGS_AGE[0],
+            RECORDINGS_AGE[1],
         ])
         .arg("--ledger")
         .arg(&ledger)

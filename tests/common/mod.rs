@@ -266,3 +266,9 @@ pub fn read_all<T: prost::Message + Default>(brokers: &str, topic: &str) -> Vec<
     }
     all
 }
+
+/// `--max-command-age` for the settlers of the tests: their purchases are
+/// dated from 2026 (fixed times, the samples', `hashbuy gen`'s), which the
+/// default week's horizon would find stale (`hashbuy demo` does the same,
+/// see `RECORDINGS_MAX_COMMAND_AGE`).
+pub const RECORDINGS_AGE: [&str; 2] = ["--max-command-age", "36500days"];

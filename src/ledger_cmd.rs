@@ -14,7 +14,6 @@ use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_settler::entry::{now_ms, Entry, Outcome, State};
-use hashbuy_settler::horizon;
 use hashbuy_settler::ledger::{encode, Ledger, PartitionLedger};
 use hashbuy_settler::restore::progress;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -158,7 +157,6 @@ fn stats(args: StatsArgs) -> Result<()> {
     let bytes = disk_bytes(&args.dir.ledger)
         .with_context(|| format!("cannot measure {}", args.dir.ledger.display()))?;
     let now = now_ms();
-    let floor_ms = horizon::floor_at(now, args.max_command_age);
     let mut by_state: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let (mut entries, mut review, mut doomed) = (0u64, 0u64, 0u64);
     let mut oldest: Option<Entry> = None;
@@ -185,7 +183,7 @@ fn stats(args: StatsArgs) -> Result<()> {
         if floor.floor_ms != i64::MIN {
             floors.push(floor.floor_ms);
         }
-        doomed += tree.plan(floor_ms)?.doomed.len() as u64;
+        doomed += tree.plan(now, args.max_command_age)?.doomed.len() as u64;
     }
     let mut out = BufWriter::new(io::stdout().lock());
     let per_entry = bytes.checked_div(entries).unwrap_or(0);

@@ -809,16 +809,26 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
     for c in &mut sent {
         c.tweet_timestamp_ms += three_days_ago - 1_780_000_000_000;
     }
+    // Purchases of today by 20 other buyers, in both partitions: a floor
+    // is never raised past where a partition's newest tweet puts it.
+    let mut today = commands(20, 20);
+    for c in &mut today {
+        c.command_id = format!("today-{}", c.command_id);
+        c.user_id = format!("9{}", c.user_id);
+        c.payment_method_id = "pm_card_visa".into();
+        c.tweet_timestamp_ms = hashbuy_settler::entry::now_ms();
+    }
     produce_commands(&brokers, &sent);
+    produce_commands(&brokers, &today);
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger = dir.path().join("ledger");
     let first = settle_to_end_with_age(&brokers, &provider, &ledger, "7days");
-    assert!(first.contains(": 38 settled, 2 declined"), "{first}");
+    assert!(first.contains(": 58 settled, 2 declined"), "{first}");
     let charged = charges(&provider);
-    assert_eq!(charged.len(), 38);
+    assert_eq!(charged.len(), 58);
 
     // A horizon of a minute: a pass at start puts the floor a day below
-    // it, and prunes what lies a day below that, the whole history.
+    // it, and prunes what lies a day below that: the 40 of three days ago.
     settle_to_end_with_age(&brokers, &provider, &ledger, "1m");
     let stats = succeeds(&[
         "ledger",
@@ -826,7 +836,7 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
         "--ledger",
         ledger.to_str().expect("utf-8"),
     ]);
-    assert!(stats.contains(": 0 entries in 2 partitions"), "{stats}");
+    assert!(stats.contains(": 20 entries in 2 partitions"), "{stats}");
     assert!(stats.contains("floor: 2 of 2 partitions"), "{stats}");
 
     // The same purchases again, and a new one of the first buyer's offer

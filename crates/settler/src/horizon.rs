@@ -118,6 +118,19 @@ pub fn floor_at(now_ms: i64, max_age: Duration) -> i64 {
         .saturating_sub(CLOCK_MARGIN_MS)
 }
 
+/// The floor a pass at `now_ms` may raise a partition to, given the
+/// newest tweet among its entries: [`floor_at`], but never above what the
+/// newest tweet's own time would give. Tweet times come from the
+/// firehose's clock, not this host's: a host whose clock runs days ahead
+/// would otherwise raise a floor above every purchase to come, for good
+/// (the floor is never lowered). A partition with no entries is not
+/// raised.
+pub fn floor_capped(now_ms: i64, max_age: Duration, newest_tweet_ms: Option<i64>) -> i64 {
+    newest_tweet_ms.map_or(i64::MIN, |newest| {
+        floor_at(now_ms, max_age).min(floor_at(newest, max_age))
+    })
+}
+
 /// Below which tweet time a partition's entries may be pruned under
 /// `floor_ms`: a day below it, and never past the tweet of an entry not
 /// yet decided and acked (`oldest_unfinished_ms`), whose count must not
@@ -205,5 +218,19 @@ mod tests {
         assert_eq!(prune_below(floor, None), floor - DAY);
         assert_eq!(prune_below(floor, Some(floor - 3 * DAY)), floor - 3 * DAY);
         assert_eq!(prune_below(floor, Some(now)), floor - DAY);
+    }
+
+    #[test]
+    fn a_clock_far_ahead_raises_no_floor_past_the_newest_tweet() {
+        let now = 100 * DAY;
+        let ahead = now + 10 * DAY;
+        let floor = floor_capped(ahead, WEEK, Some(now));
+        assert_eq!(floor, floor_at(now, WEEK));
+        assert_eq!(
+            stale(now, now, WEEK, floor),
+            None,
+            "a purchase of now is not stale"
+        );
+        assert_eq!(floor_capped(now, WEEK, None), i64::MIN);
     }
 }

@@ -421,7 +421,10 @@ impl PartitionLedger {
             floor_ms: floor.floor_ms.max(raise.floor.floor_ms),
             pruned_below_ms: floor.pruned_below_ms.max(raise.floor.pruned_below_ms),
         };
-        if higher != floor {
+        // The floor is sent with every raise that has one, changed or not:
+        // a pass whose earlier sending failed must not delete before it is
+        // in the changelog.
+        if higher.floor_ms != i64::MIN {
             records.push((FLOOR_KEY.to_vec(), to_json(FLOOR_KEY, &higher)?));
         }
         for (key, bought) in &raise.bought {
@@ -429,9 +432,15 @@ impl PartitionLedger {
                 continue;
             };
             let local = self.bought(user_id, offer_id)?;
-            if (bought.through_ms, bought.count) > (local.through_ms, local.count) {
+            // Counts only grow with their line: a count taken on a stale
+            // base (two passes overlapping) never lowers the one here.
+            let merged = Bought {
+                count: local.count.max(bought.count),
+                through_ms: local.through_ms.max(bought.through_ms),
+            };
+            if merged != local {
                 let key = key.to_bytes();
-                let value = to_json(&key, bought)?;
+                let value = to_json(&key, &merged)?;
                 records.push((key, value));
             }
         }
@@ -472,22 +481,31 @@ impl PartitionLedger {
         Ok(gone.len())
     }
 
-    /// A pruning pass's plan under `floor_ms`: the new floor, the counts it
-    /// takes, and the entries it deletes (see [`crate::horizon`]).
-    pub fn plan(&self, floor_ms: i64) -> Result<PrunePlan, LedgerError> {
+    /// A pruning pass's plan at `now_ms` under `max_age`: the new floor,
+    /// the counts it takes, and the entries it deletes (see
+    /// [`crate::horizon`]). The floor is never raised past where the
+    /// partition's newest tweet puts it ([`horizon::floor_capped`]), so a
+    /// clock far ahead cannot make every purchase stale for good.
+    pub fn plan(
+        &self,
+        now_ms: i64,
+        max_age: std::time::Duration,
+    ) -> Result<PrunePlan, LedgerError> {
         let old = self.floor()?;
-        let floor_ms = floor_ms.max(old.floor_ms);
         let mut oldest_unfinished: Option<i64> = None;
+        let mut newest: Option<i64> = None;
         let mut entries = Vec::new();
         for item in self.entries.iter() {
             let (key, bytes) = item?;
             let entry: Entry = decode(&key, &bytes)?;
+            let t = entry.command.tweet_timestamp_ms;
             if !(entry.state.is_terminal() && entry.acked_ms.is_some()) {
-                let t = entry.command.tweet_timestamp_ms;
                 oldest_unfinished = Some(oldest_unfinished.map_or(t, |o| o.min(t)));
             }
+            newest = Some(newest.map_or(t, |n| n.max(t)));
             entries.push(entry);
         }
+        let floor_ms = horizon::floor_capped(now_ms, max_age, newest).max(old.floor_ms);
         let below = horizon::prune_below(floor_ms, oldest_unfinished).max(old.pruned_below_ms);
         let mut counts: std::collections::BTreeMap<(String, String), Bought> = Default::default();
         let mut plan = PrunePlan::default();
@@ -659,6 +677,64 @@ mod tests {
             .map(|e| e.command_id().to_owned())
             .collect();
         assert_eq!(ids, ["c-1", "c-2"]);
+    }
+
+    fn bought_key() -> MetaKey {
+        MetaKey::Bought {
+            user_id: "u".into(),
+            offer_id: "o".into(),
+        }
+    }
+
+    #[test]
+    fn a_count_taken_on_a_stale_base_never_lowers_the_count() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        let raise = |count, through_ms| Raise {
+            floor: Floor::default(),
+            bought: vec![(bought_key(), Bought { count, through_ms })],
+        };
+        p.raise(&raise(2, 10)).expect("raised");
+        p.raise(&raise(1, 20)).expect("raised");
+        assert_eq!(
+            p.bought("u", "o").expect("read"),
+            Bought {
+                count: 2,
+                through_ms: 20
+            }
+        );
+    }
+
+    #[test]
+    fn every_raise_sends_the_floor_even_unchanged() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        let floor = Raise {
+            floor: Floor {
+                floor_ms: 100,
+                pruned_below_ms: 50,
+            },
+            bought: Vec::new(),
+        };
+        p.raise(&floor).expect("raised");
+        // The first sending failed; a later pass, its clock stepped back,
+        // plans a lower floor: the floor goes to the changelog again.
+        let lower = Raise {
+            floor: Floor {
+                floor_ms: 80,
+                pruned_below_ms: 30,
+            },
+            bought: Vec::new(),
+        };
+        let records = p.raise(&lower).expect("raised");
+        let sent: Vec<Floor> = records
+            .iter()
+            .filter(|(key, _)| MetaKey::parse(key) == Some(MetaKey::Floor))
+            .map(|(key, value)| decode_meta(key, value).expect("a floor"))
+            .collect();
+        assert_eq!(sent, vec![floor.floor], "the floor as it stands");
     }
 
     #[test]

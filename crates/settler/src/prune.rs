@@ -26,7 +26,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::entry::now_ms;
-use crate::horizon;
 use crate::ledger::PartitionLedger;
 use crate::run::{RunError, Shared};
 
@@ -74,13 +73,22 @@ async fn pass(
     stopped: &watch::Receiver<bool>,
 ) -> Result<Option<usize>, RunError> {
     let partition = ledger.partition();
-    let floor_ms = horizon::floor_at(now_ms(), shared.config.max_command_age);
+    // A pass runs under the lease, as a provider call does: a settler
+    // paused past its session must not publish a floor, nor delete, for a
+    // partition another may own by now.
+    let Some(epoch) = shared.lease.epoch() else {
+        return Ok(None);
+    };
+    let (now, max_age) = (now_ms(), shared.config.max_command_age);
     let plan = {
         let ledger = ledger.clone();
-        tokio::task::spawn_blocking(move || ledger.plan(floor_ms))
+        tokio::task::spawn_blocking(move || ledger.plan(now, max_age))
             .await
             .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??
     };
+    if !shared.lease.holds_since(epoch) {
+        return Ok(None);
+    }
     let records = ledger.raise(&plan.raise)?;
     shared.commit.durable().await?;
     let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
@@ -88,7 +96,7 @@ async fn pass(
         .map(|(key, value)| (key, Some(value)))
         .collect();
     send_all(shared, partition, records, true).await?;
-    if *stopped.borrow() {
+    if *stopped.borrow() || !shared.lease.holds_since(epoch) {
         return Ok(None);
     }
     let mut tombstones = Vec::with_capacity(plan.doomed.len());

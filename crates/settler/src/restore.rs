@@ -68,7 +68,8 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
         let Some(value) = message.payload() else {
             // A tombstone: the entry was pruned (see `crate::horizon`).
             let command_id = String::from_utf8_lossy(key);
-            if let Some(local) = ledger.get(&command_id)? {
+            // One held here for review stays, as a pass keeps it.
+            if let Some(local) = ledger.get(&command_id)?.filter(|e| e.review.is_none()) {
                 ledger.remove(&command_id, &local.command.user_id)?;
             }
             return Ok(());

@@ -210,8 +210,19 @@ async fn settle_entry(
                 // merchants table, which the next owner's may not match, so
                 // without the record it could reject, or send another body
                 // under the same key for, a command the provider charged.
-                let must_travel =
-                    key_index(entry.command_id(), &key) > 1 || entry.destination.is_some();
+                // So is the first attempt of a command within a day of the
+                // horizon: an owner that took over without the record, the
+                // command stale by then, would reject what may be charged.
+                let near_horizon = horizon::stale(
+                    entry.command.tweet_timestamp_ms,
+                    now_ms().saturating_add(horizon::CLOCK_MARGIN_MS),
+                    shared.config.max_command_age,
+                    i64::MIN,
+                )
+                .is_some();
+                let must_travel = key_index(entry.command_id(), &key) > 1
+                    || entry.destination.is_some()
+                    || near_horizon;
                 shared
                     .changelog(
                         entry.command_id(),

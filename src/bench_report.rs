@@ -238,6 +238,18 @@ fn settler(document: &Value) -> String {
         "| one at a time | {} | - | - | - | 1× |",
         number(&document["one_at_a_time"]["per_second"], 1)
     );
+    let ledger = &document["ledger"];
+    if ledger.is_object() {
+        let _ = writeln!(
+            table,
+            "\n| ledger | bytes on disk | bytes an entry | restart with nothing to do, s | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|\n| after the run | {} | {} | {} | {} | {} |",
+            ledger["bytes_on_disk"],
+            number(&ledger["bytes_per_entry"], 0),
+            number(&ledger["restart_s"], 2),
+            number(&ledger["open_entries_by_index_ms"], 2),
+            number(&ledger["open_entries_by_scan_ms"], 1),
+        );
+    }
     let _ = writeln!(
         table,
         "\n{} commands, provider latency {} ms (median). {}.",

@@ -31,7 +31,7 @@ use hashbuy_settler::steps::{self, Policy, Step};
 use prost::Message as _;
 use rdkafka::producer::{BaseProducer, Producer};
 
-use crate::bench::{cpu_time, machine, threads_cpu_time, BrokerChild};
+use crate::bench::{cpu_time, machine, median, threads_cpu_time, BrokerChild};
 use crate::config::{override_with, SettleConfig, RECORDINGS_MAX_COMMAND_AGE};
 use crate::paysim::{self, InProcess};
 
@@ -175,6 +175,18 @@ pub fn run(args: Args) -> Result<()> {
     }
     let rate = summary.settled as f64 / summary.busy.as_secs_f64().max(1e-9);
 
+    eprintln!("restarting the settler on its ledger, with nothing to do ...");
+    let began = Instant::now();
+    run::run(
+        &config,
+        Payments::new(provider()?, Backoff::default()),
+        &AtomicBool::new(false),
+        &Health::default(),
+    )
+    .context("the restarted settler stopped")?;
+    let restart = began.elapsed();
+    let ledger = ledger_figures(&config.ledger_dir, summary.settled)?;
+
     eprintln!("settling {} one at a time ...", args.baseline);
     let baseline = runtime.block_on(one_at_a_time(
         &provider()?,
@@ -200,6 +212,13 @@ pub fn run(args: Args) -> Result<()> {
             "vs_one_at_a_time": rate / baseline.max(1e-9),
         },
         "one_at_a_time": { "commands": args.baseline, "per_second": baseline },
+        "ledger": {
+            "bytes_on_disk": ledger.bytes,
+            "bytes_per_entry": ledger.bytes as f64 / summary.settled.max(1) as f64,
+            "restart_s": restart.as_secs_f64(),
+            "open_entries_by_index_ms": ledger.by_index.as_secs_f64() * 1e3,
+            "open_entries_by_scan_ms": ledger.by_scan.as_secs_f64() * 1e3,
+        },
     });
     if args.json {
         println!("{document:#}");
@@ -207,6 +226,60 @@ pub fn run(args: Args) -> Result<()> {
         print!("{}", crate::bench_report::render(&document)?);
     }
     Ok(())
+}
+
+/// What the ledger of a settled run holds, and what reading it at a start
+/// costs.
+struct LedgerFigures {
+    /// sled's own count of its files' bytes.
+    bytes: u64,
+    /// The median time to read every partition's entries with work left
+    /// through the open index (what a partition's start reads).
+    by_index: Duration,
+    /// The same found by reading every entry (what a start read before the
+    /// index), in the same sitting.
+    by_scan: Duration,
+}
+
+/// Measures the ledger in `dir` (of a stopped settler): three reads each
+/// way, alternating, medians.
+fn ledger_figures(dir: &std::path::Path, settled: u64) -> Result<LedgerFigures> {
+    let ledger = Ledger::open(dir)?;
+    let partitions = ledger
+        .partitions()
+        .into_iter()
+        .map(|p| ledger.partition(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut by_index, mut by_scan) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let began = Instant::now();
+        let mut open = 0;
+        for partition in &partitions {
+            open += partition.unfinished()?.len();
+        }
+        by_index.push(began.elapsed().as_secs_f64());
+        let began = Instant::now();
+        let mut scanned = 0u64;
+        for partition in &partitions {
+            for entry in partition.entries() {
+                let entry = entry?;
+                scanned += 1;
+                if entry.state.is_terminal() && entry.acked_ms.is_some() {
+                    continue;
+                }
+                open -= 1;
+            }
+        }
+        by_scan.push(began.elapsed().as_secs_f64());
+        if open != 0 || scanned != settled {
+            bail!("the ledger's open index and its entries disagree ({open} apart, {scanned} entries)");
+        }
+    }
+    Ok(LedgerFigures {
+        bytes: ledger.size_on_disk()?,
+        by_index: Duration::from_secs_f64(median(&by_index)),
+        by_scan: Duration::from_secs_f64(median(&by_scan)),
+    })
 }
 
 /// Settles `count` commands strictly one after another, each change

@@ -154,8 +154,7 @@ fn open(dir: &LedgerDir) -> Result<Ledger> {
 /// `hashbuy ledger stats`.
 fn stats(args: StatsArgs) -> Result<()> {
     let ledger = open(&args.dir)?;
-    let bytes = disk_bytes(&args.dir.ledger)
-        .with_context(|| format!("cannot measure {}", args.dir.ledger.display()))?;
+    let bytes = ledger.size_on_disk()?;
     let now = now_ms();
     let mut by_state: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let (mut entries, mut review, mut doomed) = (0u64, 0u64, 0u64);
@@ -225,21 +224,6 @@ fn stats(args: StatsArgs) -> Result<()> {
     )?;
     out.flush()?;
     Ok(())
-}
-
-/// The bytes of the files under `dir`.
-fn disk_bytes(dir: &std::path::Path) -> io::Result<u64> {
-    let mut total = 0;
-    for item in std::fs::read_dir(dir)? {
-        let item = item?;
-        let meta = item.metadata()?;
-        total += if meta.is_dir() {
-            disk_bytes(&item.path())?
-        } else {
-            meta.len()
-        };
-    }
-    Ok(total)
 }
 
 /// Every entry of every partition.

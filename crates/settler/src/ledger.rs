@@ -81,7 +81,18 @@ pub struct PartitionLedger {
     users: sled::Tree,
     /// The floor and the [`Bought`] counts, by their [`MetaKey`] bytes.
     meta: sled::Tree,
+    /// The ids of the entries with work left (undecided, or not yet
+    /// acked), so that a partition starts by reading those alone, however
+    /// long its history. A key may outlive its entry's work (a crash
+    /// between the two writes); it is dropped when read.
+    open: sled::Tree,
 }
+
+/// The local-only mark, in the meta tree, that the `open` index holds
+/// every entry with work left (a ledger from before the index gets it
+/// built once). Its key begins with a zero byte like the changelog's meta
+/// keys but is none of them, and never leaves this ledger.
+const OPEN_INDEXED_KEY: &[u8] = b"\0local\0open-indexed";
 
 /// A partition's floor (see [`crate::horizon`]): commands tweeted before
 /// `floor_ms` are stale to every settler, and entries tweeted before
@@ -238,6 +249,7 @@ impl Ledger {
             entries: self.db.open_tree(format!("{ENTRIES_PREFIX}{partition}"))?,
             users: self.db.open_tree(format!("users-{partition}"))?,
             meta: self.db.open_tree(format!("meta-{partition}"))?,
+            open: self.db.open_tree(format!("open-{partition}"))?,
         })
     }
 
@@ -257,6 +269,11 @@ impl Ledger {
             .collect();
         partitions.sort_unstable();
         partitions
+    }
+
+    /// The bytes of the ledger's files on disk, as sled counts them.
+    pub fn size_on_disk(&self) -> Result<u64, LedgerError> {
+        Ok(self.db.size_on_disk()?)
     }
 
     /// Makes every write so far durable (one sync); how long it took.
@@ -321,6 +338,12 @@ struct Progress {
     acked_ms: Option<i64>,
 }
 
+/// Whether an entry has work left: undecided, or decided and not yet
+/// acked.
+fn has_work_left(entry: &Entry) -> bool {
+    !entry.state.is_terminal() || entry.acked_ms.is_none()
+}
+
 /// The index key of a user's command: the user id, a zero byte (ids have
 /// none), the command id.
 fn user_key(user_id: &str, command_id: &str) -> Vec<u8> {
@@ -358,7 +381,17 @@ impl PartitionLedger {
                 &[] as &[u8],
             )?;
         }
-        self.entries.insert(entry.command_id(), bytes.clone())?;
+        // An entry with work left is in the open index before it is
+        // stored, and leaves it only once stored done: a crash in between
+        // leaves a key too many, never one too few.
+        let id = entry.command_id();
+        if has_work_left(entry) {
+            self.open.insert(id, &[] as &[u8])?;
+            self.entries.insert(id, bytes.clone())?;
+        } else {
+            self.entries.insert(id, bytes.clone())?;
+            self.open.remove(id)?;
+        }
         Ok(bytes)
     }
 
@@ -455,6 +488,7 @@ impl PartitionLedger {
     pub fn remove(&self, command_id: &str, user_id: &str) -> Result<(), LedgerError> {
         self.entries.remove(command_id)?;
         self.users.remove(user_key(user_id, command_id))?;
+        self.open.remove(command_id)?;
         Ok(())
     }
 
@@ -499,7 +533,7 @@ impl PartitionLedger {
             let (key, bytes) = item?;
             let entry: Entry = decode(&key, &bytes)?;
             let t = entry.command.tweet_timestamp_ms;
-            if !(entry.state.is_terminal() && entry.acked_ms.is_some()) {
+            if has_work_left(&entry) {
                 oldest_unfinished = Some(oldest_unfinished.map_or(t, |o| o.min(t)));
             }
             newest = Some(newest.map_or(t, |n| n.max(t)));
@@ -560,15 +594,35 @@ impl PartitionLedger {
     }
 
     /// The entries with work left: undecided, or decided and not yet acked.
-    /// Every entry is read (at each start of the partition), but only for
-    /// its state: the few with work left are decoded whole.
+    /// Only the open index's entries are read, so a partition's start does
+    /// not grow with its history; a ledger from before the index has it
+    /// built first, once, from every entry.
     pub fn unfinished(&self) -> Result<Vec<Entry>, LedgerError> {
+        if !self.meta.contains_key(OPEN_INDEXED_KEY)? {
+            for item in self.entries.iter() {
+                let (key, bytes) = item?;
+                let progress: Progress = decode(&key, &bytes)?;
+                if !progress.state.is_terminal() || progress.acked_ms.is_none() {
+                    self.open.insert(key, &[] as &[u8])?;
+                }
+            }
+            self.meta.insert(OPEN_INDEXED_KEY, &[] as &[u8])?;
+        }
         let mut unfinished = Vec::new();
-        for item in self.entries.iter() {
-            let (key, bytes) = item?;
-            let progress: Progress = decode(&key, &bytes)?;
-            if !progress.state.is_terminal() || progress.acked_ms.is_none() {
-                unfinished.push(decode(&key, &bytes)?);
+        for key in self.open.iter().keys() {
+            let key = key?;
+            match self.entries.get(&key)? {
+                Some(bytes) => {
+                    let entry: Entry = decode(&key, &bytes)?;
+                    if has_work_left(&entry) {
+                        unfinished.push(entry);
+                    } else {
+                        self.open.remove(&key)?;
+                    }
+                }
+                None => {
+                    self.open.remove(&key)?;
+                }
             }
         }
         Ok(unfinished)
@@ -677,6 +731,51 @@ mod tests {
             .map(|e| e.command_id().to_owned())
             .collect();
         assert_eq!(ids, ["c-1", "c-2"]);
+    }
+
+    #[test]
+    fn a_ledger_from_before_the_open_index_still_finds_its_unfinished_entries() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        let mut done = entry("c-1", "u");
+        done.decide(
+            Outcome::Rejected {
+                reason: "limit".into(),
+            },
+            1,
+        )
+        .expect("rejected");
+        done.acked(2).expect("acked");
+        p.put(&done).expect("written");
+        p.put(&entry("c-2", "u")).expect("written");
+        // As an older hashbuy left it: entries, no index.
+        p.open.clear().expect("cleared");
+        let ids = |p: &PartitionLedger| -> Vec<String> {
+            p.unfinished()
+                .expect("read")
+                .iter()
+                .map(|e| e.command_id().to_owned())
+                .collect()
+        };
+        assert_eq!(ids(&p), ["c-2"], "built from the entries");
+        assert_eq!(p.open.len(), 1, "only the entry with work left");
+        // Built once: a key whose entry was since done is dropped on read.
+        let mut later = p.get("c-2").expect("read").expect("there");
+        later
+            .decide(
+                Outcome::Rejected {
+                    reason: "limit".into(),
+                },
+                3,
+            )
+            .expect("rejected");
+        later.acked(4).expect("acked");
+        p.entries
+            .insert("c-2", encode(&later).expect("encoded"))
+            .expect("written behind the index's back");
+        assert!(ids(&p).is_empty());
+        assert!(p.open.is_empty());
     }
 
     fn bought_key() -> MetaKey {

@@ -14,7 +14,7 @@ use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_settler::entry::{now_ms, Entry, Outcome, State};
-use hashbuy_settler::ledger::{encode, Ledger, PartitionLedger};
+use hashbuy_settler::ledger::{decode_entry, encode, Ledger, PartitionLedger};
 use hashbuy_settler::restore::progress;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -458,11 +458,15 @@ fn latest_in_changelog(
         };
         let message = message?;
         if message.key() == Some(command_id.as_bytes()) {
-            if let Some(value) = message.payload() {
-                latest = Some(serde_json::from_slice::<Entry>(value).with_context(|| {
-                    format!("the changelog's record of {command_id} is unreadable")
-                })?);
-            }
+            // A tombstone: the entry was pruned since.
+            latest = match message.payload() {
+                Some(value) => {
+                    Some(decode_entry(command_id.as_bytes(), value).with_context(|| {
+                        format!("the changelog's record of {command_id} is unreadable")
+                    })?)
+                }
+                None => None,
+            };
         }
     }
     Ok(latest)

@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "reply",
         "pending",
         "stock",
+        "ledger",
     ]
     .iter()
     .map(|name| root.join(format!("hashbuy/v1/{name}.proto")))

@@ -8,7 +8,10 @@
 
 use hashbuy_core::connect::Destination;
 use hashbuy_proto::v1::payment_ack::Status;
-use hashbuy_proto::v1::{PaymentAck, PaymentCommand};
+use hashbuy_proto::v1::{
+    ledger_entry, LedgerAttempting, LedgerDeclined, LedgerDestination, LedgerEntry, LedgerNote,
+    LedgerReceived, LedgerRefused, LedgerSettled, PaymentAck, PaymentCommand,
+};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -210,6 +213,118 @@ pub fn key_index(command_id: &str, key: &str) -> u32 {
         .and_then(|rest| rest.strip_prefix(':'))
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or(1)
+}
+
+impl From<&Entry> for LedgerEntry {
+    /// The entry as the ledger stores it (`hashbuy.v1.LedgerEntry`).
+    fn from(entry: &Entry) -> LedgerEntry {
+        use ledger_entry::State as Stored;
+        let state = match &entry.state {
+            State::Received => Stored::Received(LedgerReceived {}),
+            State::Attempting {
+                key,
+                key_attempt,
+                key_since_ms,
+            } => Stored::Attempting(LedgerAttempting {
+                key: key.clone(),
+                key_attempt: *key_attempt,
+                key_since_ms: *key_since_ms,
+            }),
+            State::Settled { payment_intent } => Stored::Settled(LedgerSettled {
+                payment_intent: payment_intent.clone(),
+            }),
+            State::Declined {
+                payment_intent,
+                decline_code,
+                reason,
+            } => Stored::Declined(LedgerDeclined {
+                payment_intent: payment_intent.clone(),
+                decline_code: decline_code.clone(),
+                reason: reason.clone(),
+            }),
+            State::Rejected { reason } => Stored::Rejected(LedgerRefused {
+                reason: reason.clone(),
+            }),
+            State::Failed { reason } => Stored::Failed(LedgerRefused {
+                reason: reason.clone(),
+            }),
+        };
+        LedgerEntry {
+            command: Some(entry.command.clone()),
+            partition: entry.partition,
+            offset: entry.offset,
+            received_ms: entry.received_ms,
+            state: Some(state),
+            attempts: entry.attempts,
+            changed_ms: entry.changed_ms,
+            acked_ms: entry.acked_ms,
+            notes: entry
+                .notes
+                .iter()
+                .map(|n| LedgerNote {
+                    at_ms: n.at_ms,
+                    text: n.text.clone(),
+                })
+                .collect(),
+            review: entry.review.clone(),
+            destination: entry.destination.as_ref().map(|d| LedgerDestination {
+                account_id: d.account_id.clone(),
+                application_fee_amount: d.application_fee_amount,
+                on_behalf_of: d.on_behalf_of,
+            }),
+        }
+    }
+}
+
+impl TryFrom<LedgerEntry> for Entry {
+    type Error = &'static str;
+
+    /// The entry a stored one is; an error names what it lacks.
+    fn try_from(stored: LedgerEntry) -> Result<Entry, &'static str> {
+        use ledger_entry::State as Stored;
+        let state = match stored.state.ok_or("no state")? {
+            Stored::Received(_) => State::Received,
+            Stored::Attempting(a) => State::Attempting {
+                key: a.key,
+                key_attempt: a.key_attempt,
+                key_since_ms: a.key_since_ms,
+            },
+            Stored::Settled(s) => State::Settled {
+                payment_intent: s.payment_intent,
+            },
+            Stored::Declined(d) => State::Declined {
+                payment_intent: d.payment_intent,
+                decline_code: d.decline_code,
+                reason: d.reason,
+            },
+            Stored::Rejected(r) => State::Rejected { reason: r.reason },
+            Stored::Failed(r) => State::Failed { reason: r.reason },
+        };
+        Ok(Entry {
+            command: stored.command.ok_or("no command")?,
+            partition: stored.partition,
+            offset: stored.offset,
+            received_ms: stored.received_ms,
+            state,
+            attempts: stored.attempts,
+            changed_ms: stored.changed_ms,
+            acked_ms: stored.acked_ms,
+            notes: stored
+                .notes
+                .into_iter()
+                .map(|n| Note {
+                    at_ms: n.at_ms,
+                    text: n.text,
+                })
+                .collect(),
+            review: stored.review,
+            destination: stored.destination.map(|d| Destination {
+                account_id: d.account_id,
+                application_fee_amount: d.application_fee_amount,
+                on_behalf_of: d.on_behalf_of,
+            }),
+        })
+    }
 }
 
 impl Entry {

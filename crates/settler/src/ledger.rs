@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::entry::{Entry, State};
+use hashbuy_proto::v1::LedgerEntry;
+use prost::Message as _;
+
+use crate::entry::Entry;
 use crate::horizon::{self, Bought};
 
 /// Why the ledger could not be read or written.
@@ -50,12 +53,12 @@ pub enum LedgerError {
         source: std::io::Error,
     },
     /// An entry could not be read back.
-    #[error("ledger entry {key} is unreadable: {source}")]
+    #[error("ledger entry {key} is unreadable: {reason}")]
     Corrupt {
         /// The entry's key.
         key: String,
         /// Why.
-        source: serde_json::Error,
+        reason: String,
     },
 }
 
@@ -299,9 +302,9 @@ impl Ledger {
 }
 
 fn to_json<T: serde::Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, LedgerError> {
-    serde_json::to_vec(value).map_err(|source| LedgerError::Corrupt {
+    serde_json::to_vec(value).map_err(|e| LedgerError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
-        source,
+        reason: e.to_string(),
     })
 }
 
@@ -313,29 +316,32 @@ pub fn decode_meta<T: serde::de::DeserializeOwned>(
     decode(key, bytes)
 }
 
-/// An entry as the ledger stores it (JSON).
+/// An entry as the ledger stores it, and its changelog carries it:
+/// protobuf (`hashbuy.v1.LedgerEntry`), about a third the size of the JSON
+/// that ledgers written before it hold ([`decode_entry`] reads both).
 pub fn encode(entry: &Entry) -> Result<sled::IVec, LedgerError> {
-    serde_json::to_vec(entry)
-        .map(sled::IVec::from)
-        .map_err(|source| LedgerError::Corrupt {
-            key: entry.command_id().to_owned(),
-            source,
-        })
+    Ok(sled::IVec::from(LedgerEntry::from(entry).encode_to_vec()))
+}
+
+/// An entry as stored: protobuf, or JSON (its first byte `{`, which no
+/// protobuf entry begins with: its first field is the command, tag 1).
+pub fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry, LedgerError> {
+    let corrupt = |reason: String| LedgerError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason,
+    };
+    if bytes.first() == Some(&b'{') {
+        return serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()));
+    }
+    let stored = LedgerEntry::decode(bytes).map_err(|e| corrupt(e.to_string()))?;
+    Entry::try_from(stored).map_err(|e| corrupt(e.to_owned()))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, LedgerError> {
-    serde_json::from_slice(bytes).map_err(|source| LedgerError::Corrupt {
+    serde_json::from_slice(bytes).map_err(|e| LedgerError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
-        source,
+        reason: e.to_string(),
     })
-}
-
-/// The part of a stored entry that tells whether work is left; the rest
-/// (the command, the notes) is skipped, not built.
-#[derive(serde::Deserialize)]
-struct Progress {
-    state: State,
-    acked_ms: Option<i64>,
 }
 
 /// Whether an entry has work left: undecided, or decided and not yet
@@ -364,7 +370,7 @@ impl PartitionLedger {
     pub fn get(&self, command_id: &str) -> Result<Option<Entry>, LedgerError> {
         self.entries
             .get(command_id)?
-            .map(|bytes| decode(command_id.as_bytes(), &bytes))
+            .map(|bytes| decode_entry(command_id.as_bytes(), &bytes))
             .transpose()
     }
 
@@ -404,7 +410,7 @@ impl PartitionLedger {
             let key = key?;
             let command_id = &key[prefix.len()..];
             if let Some(bytes) = self.entries.get(command_id)? {
-                entries.push(decode(command_id, &bytes)?);
+                entries.push(decode_entry(command_id, &bytes)?);
             }
         }
         Ok(entries)
@@ -414,7 +420,7 @@ impl PartitionLedger {
     pub fn entries(&self) -> impl Iterator<Item = Result<Entry, LedgerError>> + '_ {
         self.entries.iter().map(|item| {
             let (key, bytes) = item?;
-            decode(&key, &bytes)
+            decode_entry(&key, &bytes)
         })
     }
 
@@ -504,7 +510,7 @@ impl PartitionLedger {
         let mut gone = Vec::new();
         for item in self.entries.iter() {
             let (key, bytes) = item?;
-            let entry: Entry = decode(&key, &bytes)?;
+            let entry = decode_entry(&key, &bytes)?;
             if entry.command.tweet_timestamp_ms < below && entry.review.is_none() {
                 gone.push((entry.command.command_id, entry.command.user_id));
             }
@@ -531,7 +537,7 @@ impl PartitionLedger {
         let mut entries = Vec::new();
         for item in self.entries.iter() {
             let (key, bytes) = item?;
-            let entry: Entry = decode(&key, &bytes)?;
+            let entry = decode_entry(&key, &bytes)?;
             let t = entry.command.tweet_timestamp_ms;
             if has_work_left(&entry) {
                 oldest_unfinished = Some(oldest_unfinished.map_or(t, |o| o.min(t)));
@@ -601,8 +607,7 @@ impl PartitionLedger {
         if !self.meta.contains_key(OPEN_INDEXED_KEY)? {
             for item in self.entries.iter() {
                 let (key, bytes) = item?;
-                let progress: Progress = decode(&key, &bytes)?;
-                if !progress.state.is_terminal() || progress.acked_ms.is_none() {
+                if has_work_left(&decode_entry(&key, &bytes)?) {
                     self.open.insert(key, &[] as &[u8])?;
                 }
             }
@@ -613,7 +618,7 @@ impl PartitionLedger {
             let key = key?;
             match self.entries.get(&key)? {
                 Some(bytes) => {
-                    let entry: Entry = decode(&key, &bytes)?;
+                    let entry = decode_entry(&key, &bytes)?;
                     if has_work_left(&entry) {
                         unfinished.push(entry);
                     } else {
@@ -776,6 +781,62 @@ mod tests {
             .expect("written behind the index's back");
         assert!(ids(&p).is_empty());
         assert!(p.open.is_empty());
+    }
+
+    #[test]
+    fn entries_are_stored_as_protobuf_and_json_ones_still_read() {
+        let states = [
+            Outcome::Settled {
+                payment_intent: "pi_1".into(),
+            },
+            Outcome::Declined {
+                payment_intent: None,
+                decline_code: "generic_decline".into(),
+                reason: "declined".into(),
+            },
+            Outcome::Rejected {
+                reason: "limit".into(),
+            },
+            Outcome::Failed {
+                reason: "gone".into(),
+            },
+        ];
+        let mut entries = vec![entry("c-0", "u")];
+        let mut attempting = entry("c-1", "u");
+        attempting.attempt("c-1:2".into(), 7).expect("attempt");
+        entries.push(attempting);
+        for (i, outcome) in states.into_iter().enumerate() {
+            let mut e = entry(&format!("c-{}", i + 2), "u");
+            e.note("seen again".into(), 5);
+            e.review = Some("double charge".into());
+            e.destination = Some(hashbuy_core::connect::Destination {
+                account_id: "acct_1".into(),
+                application_fee_amount: Some(30),
+                on_behalf_of: true,
+            });
+            e.attempt(first_key(&format!("c-{}", i + 2)), 8)
+                .expect("attempt");
+            e.decide(outcome, 9).expect("decided");
+            e.acked(10).expect("acked");
+            entries.push(e);
+        }
+        for e in &entries {
+            let stored = encode(e).expect("encoded");
+            assert_ne!(stored.first(), Some(&b'{'));
+            assert_eq!(&decode_entry(b"k", &stored).expect("read"), e);
+            let json = serde_json::to_vec(e).expect("json");
+            assert_eq!(
+                &decode_entry(b"k", &json).expect("read"),
+                e,
+                "as older ledgers hold it"
+            );
+            assert!(
+                stored.len() < json.len(),
+                "{} >= {}",
+                stored.len(),
+                json.len()
+            );
+        }
     }
 
     fn bought_key() -> MetaKey {

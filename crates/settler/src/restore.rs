@@ -17,7 +17,7 @@ use rdkafka::Message;
 
 use crate::entry::{key_index, now_ms, Entry, State};
 use crate::horizon::Bought;
-use crate::ledger::{decode_meta, Floor, MetaKey, PartitionLedger, Raise};
+use crate::ledger::{decode_entry, decode_meta, Floor, MetaKey, PartitionLedger, Raise};
 use crate::run::{RunError, Shared};
 
 /// Restores the ledgers of newly assigned partitions from the changelog,
@@ -78,7 +78,7 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
             }
             return Ok(());
         };
-        let remote: Entry = match serde_json::from_slice(value) {
+        let remote: Entry = match decode_entry(key, value) {
             Ok(entry) => entry,
             Err(e) => {
                 tracing::warn!(

@@ -57,12 +57,31 @@
 //!   that is charged is tweeted at or after the floor, and every pruned
 //!   entry more than a day before the floor: none was in its window.
 //!
+//! # Just past the horizon
+//!
+//! An owner may charge a command while it is fresh and stop before the
+//! changelog has its attempt; the next owner then finds no entry, and the
+//! command may be stale by the time it arrives there. Two things keep
+//! that from being rejected while charged:
+//!
+//! - a first attempt within a day of the horizon is in the changelog
+//!   before the provider is called (`crate::settle`), so the next owner
+//!   resumes it;
+//! - a stale command no more than [`LOOKUP_PAST_HORIZON_MS`] past the
+//!   horizon is looked up at the provider before it is rejected: a charge
+//!   found is recorded as settled (or declined), as a reconciliation
+//!   would. Further past, a command is rejected unasked, so a replay of an
+//!   old recording costs no provider calls.
+//!
+//! Both assume the settlers of a group share `--max-command-age`.
+//!
 //! # What it costs
 //!
-//! A copy of a settled command replayed after its entry was pruned gets a
+//! A copy of a settled command replayed after its entry was pruned, and
+//! more than [`LOOKUP_PAST_HORIZON_MS`] past the horizon, gets a
 //! `REJECTED` (stale) ack, where the first copy got `SETTLED`: the ledger
 //! no longer knows. Consumers of acks take the first outcome of a command
-//! id; hashbuy's own never asked for one that old again.
+//! id. Nearer the horizon, the lookup answers it as at first.
 
 use std::time::Duration;
 
@@ -94,13 +113,15 @@ pub fn stale(tweet_ms: i64, now_ms: i64, max_age: Duration, floor_ms: i64) -> Op
     if tweet_ms >= horizon && tweet_ms >= floor_ms {
         return None;
     }
-    let days = |ms: i64| ms as f64 / 86_400_000.0;
+    let words = |ms: i64| {
+        let seconds = u64::try_from(ms / 1000).unwrap_or(0);
+        humantime::format_duration(Duration::from_secs(seconds)).to_string()
+    };
     Some(if tweet_ms < horizon {
         format!(
-            "{STALE}tweeted {:.1} days before the settler first saw it; --max-command-age is \
-             {:.1} days",
-            days(now_ms - tweet_ms),
-            days(age)
+            "{STALE}tweeted {} before the settler first saw it; --max-command-age is {}",
+            words(now_ms - tweet_ms),
+            words(age)
         )
     } else {
         format!(
@@ -108,6 +129,21 @@ pub fn stale(tweet_ms: i64, now_ms: i64, max_age: Duration, floor_ms: i64) -> Op
              below which its entries may have been pruned"
         )
     })
+}
+
+/// How far past the horizon a stale command is still looked up at the
+/// provider before it is rejected: an owner may have charged it while it
+/// was fresh and stopped before its changelog had the attempt (attempts
+/// within a day of the horizon wait for theirs, see
+/// `crate::settle`), and the partition may then have waited for its next
+/// owner. Past this, a stale command is rejected unasked, so a replay of an
+/// old recording costs no provider calls.
+pub const LOOKUP_PAST_HORIZON_MS: i64 = 2 * 24 * 60 * 60 * 1000;
+
+/// Whether a stale command (by [`stale`]) is still close enough to the
+/// horizon to be looked up at the provider before it is rejected.
+pub fn look_up_before_rejecting(tweet_ms: i64, now_ms: i64, max_age: Duration) -> bool {
+    now_ms.saturating_sub(tweet_ms) < millis(max_age).saturating_add(LOOKUP_PAST_HORIZON_MS)
 }
 
 /// The floor a pruning pass at `now_ms` raises a partition to: a day below
@@ -198,7 +234,7 @@ mod tests {
         assert_eq!(stale(now - 6 * DAY, now, WEEK, 0), None);
         let old = stale(now - 8 * DAY, now, WEEK, 0).expect("stale");
         assert!(
-            old.contains("8.0 days") && old.contains("7.0 days"),
+            old.contains("tweeted 8days") && old.contains("is 7days"),
             "{old}"
         );
         let below = stale(now - DAY, now, WEEK, now).expect("under the floor");
@@ -232,5 +268,13 @@ mod tests {
             "a purchase of now is not stale"
         );
         assert_eq!(floor_capped(now, WEEK, None), i64::MIN);
+    }
+
+    #[test]
+    fn only_a_command_just_past_the_horizon_is_looked_up() {
+        let now = 100 * DAY;
+        assert!(look_up_before_rejecting(now - 8 * DAY, now, WEEK));
+        assert!(!look_up_before_rejecting(now - 9 * DAY, now, WEEK));
+        assert!(!look_up_before_rejecting(now - 200 * DAY, now, WEEK));
     }
 }

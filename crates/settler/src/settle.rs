@@ -89,6 +89,9 @@ async fn settle_entry(
     let policy = shared.config.policy;
     // The entry as last written here, for the changelog.
     let mut stored = None;
+    // A stale command near the horizon: its reason, for when the provider
+    // holds no charge of it.
+    let mut stale_lookup = None;
     let mut entry = match ledger.get(&work.command.command_id)? {
         Some(mut known) => {
             if !known.same_command(&work.command) {
@@ -123,13 +126,17 @@ async fn settle_entry(
             // request a key was first used with.
             let command = &fresh.command;
             let floor = ledger.floor()?.floor_ms;
-            let routed = if let Some(reason) = horizon::stale(
-                command.tweet_timestamp_ms,
-                now_ms(),
-                shared.config.max_command_age,
-                floor,
-            ) {
-                Err(reason)
+            let now = now_ms();
+            let max_age = shared.config.max_command_age;
+            let routed = if let Some(reason) =
+                horizon::stale(command.tweet_timestamp_ms, now, max_age, floor)
+            {
+                if horizon::look_up_before_rejecting(command.tweet_timestamp_ms, now, max_age) {
+                    stale_lookup = Some(reason);
+                    Ok(Route::Platform)
+                } else {
+                    Err(reason)
+                }
             } else if command.sold_out {
                 Err(SOLD_OUT_REASON.to_owned())
             } else if command.stock > 0 && !command.reserved {
@@ -147,6 +154,7 @@ async fn settle_entry(
             };
             let refused = match refused {
                 Some(reason) => Some(reason),
+                None if stale_lookup.is_some() => None,
                 None => {
                     // The history before the count: a pruning pass writes
                     // the count before it deletes what it counted, so a
@@ -169,6 +177,14 @@ async fn settle_entry(
             fresh
         }
     };
+
+    if let Some(reason) = stale_lookup {
+        if !decide_stale(shared, &mut entry, reason, &mut stopped).await? {
+            return Ok(false);
+        }
+        stored = Some(ledger.put(&entry)?);
+        count_outcome(shared, &entry);
+    }
 
     let mut last_error = String::new();
     // When a call under the key last got no answer.
@@ -408,6 +424,83 @@ async fn settle_entry(
         ledger.put(&entry)?;
     }
     Ok(true)
+}
+
+/// Decides a stale command near the horizon (see
+/// [`horizon::look_up_before_rejecting`]) by what the provider holds of
+/// it: a charge found is recorded, settled or declined, as a
+/// reconciliation would; nothing found rejects it as stale (`reason`). The
+/// lookup runs under the lease, is tried again while the provider cannot
+/// answer or the charge is still moving, and is never decided on a guess.
+/// `false` if stopped first.
+async fn decide_stale(
+    shared: &Shared,
+    entry: &mut Entry,
+    reason: String,
+    stopped: &mut watch::Receiver<bool>,
+) -> Result<bool, RunError> {
+    loop {
+        let Some(epoch) = lease_held(shared, stopped).await else {
+            return Ok(false);
+        };
+        // From the tweet's time: any charge of it is later.
+        let found = shared
+            .payments
+            .find(&entry.command, entry.command.tweet_timestamp_ms)
+            .await;
+        if !shared.lease.holds_since(epoch) {
+            continue;
+        }
+        let outcome = match found {
+            Ok(Found::Nothing) => {
+                entry.decide(Outcome::Rejected { reason }, now_ms())?;
+                return Ok(true);
+            }
+            Ok(Found::Charged {
+                payment_intent,
+                charges,
+            }) => {
+                if let Some(incident) = steps::double_charge(&Found::Charged {
+                    payment_intent: payment_intent.clone(),
+                    charges,
+                }) {
+                    tracing::error!(command_id = %entry.command_id(), "{incident}");
+                    metrics::counter!("hashbuy_settler_double_charges_total").increment(1);
+                    entry.note(incident.clone(), now_ms());
+                    entry.review = Some(incident);
+                }
+                Outcome::Settled { payment_intent }
+            }
+            Ok(Found::Declined {
+                payment_intent,
+                decline_code,
+            }) => Outcome::Declined {
+                payment_intent: Some(payment_intent),
+                decline_code,
+                reason: "declined (found by reconciliation)".into(),
+            },
+            Ok(Found::Pending { .. }) | Err(_) => {
+                if let Err(e) = &found {
+                    tracing::warn!(command_id = %entry.command_id(), "cannot look a stale command up: {e}");
+                }
+                let delay = shared.payments.delay(entry.command_id(), 0, None);
+                if !pause(delay, stopped).await {
+                    return Ok(false);
+                }
+                continue;
+            }
+        };
+        entry.note(
+            "stale when it arrived here; the provider held a charge of it, made while it was \
+             fresh"
+                .into(),
+            now_ms(),
+        );
+        // The charge was made under the command's first key.
+        entry.attempt(crate::entry::first_key(entry.command_id()), now_ms())?;
+        entry.decide(outcome, now_ms())?;
+        return Ok(true);
+    }
 }
 
 /// Waits until the settler holds its lease (see [`crate::run`]), unless

@@ -145,6 +145,10 @@ pub struct SettleConfig {
     /// (default 7 days; at least a minute).
     #[serde(deserialize_with = "duration_in_words")]
     pub max_command_age: Duration,
+    /// How the ledger writes entries: `protobuf` (default) or `json` (while
+    /// settlers of the group still run a hashbuy from before protobuf
+    /// entries, which cannot read them).
+    pub ledger_encoding: LedgerEncodingArg,
 }
 
 impl Default for SettleConfig {
@@ -167,6 +171,7 @@ impl Default for SettleConfig {
             on_data_loss: OnDataLossArg::Stop,
             metrics_addr: None,
             max_command_age: DEFAULT_MAX_COMMAND_AGE,
+            ledger_encoding: LedgerEncodingArg::Protobuf,
         }
     }
 }
@@ -215,6 +220,7 @@ impl SettleConfig {
             on_data_loss: self.on_data_loss.into(),
             stuck_after: Duration::from_secs(self.stuck_after_s),
             max_command_age: self.max_command_age.max(MIN_MAX_COMMAND_AGE),
+            ledger_encoding: self.ledger_encoding.into(),
             policy: Policy {
                 max_attempts: self.max_attempts.max(1),
                 key_lifetime: Duration::from_secs(self.reconcile_after_s),
@@ -384,6 +390,26 @@ impl From<OnDataLossArg> for hashbuy_kafka::loss::OnDataLoss {
         match arg {
             OnDataLossArg::Stop => hashbuy_kafka::loss::OnDataLoss::Stop,
             OnDataLossArg::Skip => hashbuy_kafka::loss::OnDataLoss::Skip,
+        }
+    }
+}
+
+/// `hashbuy settle --ledger-encoding` (and `ledger_encoding` in the config
+/// file): how the ledger writes entries.
+#[derive(clap::ValueEnum, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LedgerEncodingArg {
+    /// Protobuf (`hashbuy.v1.LedgerEntry`), about a third of the JSON.
+    Protobuf,
+    /// JSON, which settlers from before protobuf entries read.
+    Json,
+}
+
+impl From<LedgerEncodingArg> for hashbuy_settler::ledger::Encoding {
+    fn from(arg: LedgerEncodingArg) -> Self {
+        match arg {
+            LedgerEncodingArg::Protobuf => hashbuy_settler::ledger::Encoding::Protobuf,
+            LedgerEncodingArg::Json => hashbuy_settler::ledger::Encoding::Json,
         }
     }
 }

@@ -14,7 +14,7 @@ use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_settler::entry::{now_ms, Entry, Outcome, State};
-use hashbuy_settler::ledger::{decode_entry, encode, Ledger, PartitionLedger};
+use hashbuy_settler::ledger::{decode_entry, encode, Encoding, Ledger, PartitionLedger};
 use hashbuy_settler::restore::progress;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -458,15 +458,15 @@ fn latest_in_changelog(
         };
         let message = message?;
         if message.key() == Some(command_id.as_bytes()) {
-            // A tombstone: the entry was pruned since.
-            latest = match message.payload() {
-                Some(value) => {
-                    Some(decode_entry(command_id.as_bytes(), value).with_context(|| {
-                        format!("the changelog's record of {command_id} is unreadable")
-                    })?)
-                }
-                None => None,
+            let Some(value) = message.payload() else {
+                bail!(
+                    "the changelog pruned {command_id} (a tombstone): it was decided and acked \
+                     long ago; there is nothing to resolve"
+                );
             };
+            latest = Some(decode_entry(command_id.as_bytes(), value).with_context(|| {
+                format!("the changelog's record of {command_id} is unreadable")
+            })?);
         }
     }
     Ok(latest)
@@ -487,7 +487,8 @@ fn write_changelog(
     let producer: BaseProducer<Deliveries> = connection
         .config_with(&[("enable.idempotence", "true".to_owned())])
         .create_with_context(Deliveries::default())?;
-    let stored = encode(entry)?;
+    // JSON, which every settler reads, whatever its version.
+    let stored = encode(entry, Encoding::Json)?;
     producer
         .send(
             BaseRecord::to(topic)

@@ -15,7 +15,7 @@ use hashbuy_provider::{Backoff, Provider, ProviderConfig, ProviderError, SecretS
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run;
 
-use crate::config::{override_with, OnDataLossArg};
+use crate::config::{override_with, LedgerEncodingArg, OnDataLossArg};
 use crate::inspect::load_merchants;
 use crate::kafka_args::{self, KafkaArgs};
 use crate::telemetry;
@@ -99,6 +99,12 @@ pub struct Args {
     /// "36h"; at least a minute [default: 7days].
     #[arg(long, value_parser = humantime::parse_duration)]
     max_command_age: Option<Duration>,
+    /// How the ledger writes entries, locally and to its changelog
+    /// (both are always read) [default: protobuf]. A settler from before
+    /// protobuf entries cannot read them, and skips such changelog
+    /// records: while any settler of the group runs one, give `json`.
+    #[arg(long, value_enum)]
+    ledger_encoding: Option<LedgerEncodingArg>,
     /// When commands were deleted (retention) before the group read them:
     /// `stop` with an error naming the offsets lost (their purchases were
     /// never charged), or `skip` them, logged and counted [default: stop].
@@ -230,6 +236,7 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut settings.request_timeout_s, args.request_timeout_s);
     override_with(&mut settings.stuck_after_s, args.stuck_after_s);
     override_with(&mut settings.max_command_age, args.max_command_age);
+    override_with(&mut settings.ledger_encoding, args.ledger_encoding);
     override_with(&mut settings.on_data_loss, args.on_data_loss);
     let ledger_dir = args.ledger.or(settings.ledger.take()).context(
         "no ledger: give --ledger DIR (or HASHBUY_LEDGER, or settle.ledger in the config file)",

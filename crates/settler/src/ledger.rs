@@ -62,10 +62,25 @@ pub enum LedgerError {
     },
 }
 
+/// How the ledger writes entries, locally and to its changelog. Both are
+/// always read ([`decode_entry`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    /// `hashbuy.v1.LedgerEntry`, about a third of the JSON (the default).
+    #[default]
+    Protobuf,
+    /// JSON, as settlers before protobuf entries wrote and read, for a
+    /// group upgraded one settler at a time: an older settler skips a
+    /// changelog record it cannot read, so every settler must read
+    /// protobuf before any writes it.
+    Json,
+}
+
 /// The settler's ledger; see the module docs.
 #[derive(Clone)]
 pub struct Ledger {
     db: sled::Db,
+    encoding: Encoding,
     /// sled's log file, synced after each flush (see [`Ledger::flush`]).
     log: Arc<LogFile>,
 }
@@ -80,6 +95,7 @@ struct LogFile {
 #[derive(Clone)]
 pub struct PartitionLedger {
     partition: i32,
+    encoding: Encoding,
     entries: sled::Tree,
     users: sled::Tree,
     /// The floor and the [`Bought`] counts, by their [`MetaKey`] bytes.
@@ -96,6 +112,9 @@ pub struct PartitionLedger {
 /// built once). Its key begins with a zero byte like the changelog's meta
 /// keys but is none of them, and never leaves this ledger.
 const OPEN_INDEXED_KEY: &[u8] = b"\0local\0open-indexed";
+
+/// The local-only mark of how far [`PartitionLedger::drop_pruned`] went.
+const DROPPED_BELOW_KEY: &[u8] = b"\0local\0dropped-below";
 
 /// A partition's floor (see [`crate::horizon`]): commands tweeted before
 /// `floor_ms` are stale to every settler, and entries tweeted before
@@ -241,14 +260,21 @@ impl Ledger {
         let file = File::open(&path).map_err(open_failed)?;
         Ok(Ledger {
             db,
+            encoding: Encoding::default(),
             log: Arc::new(LogFile { path, file }),
         })
+    }
+
+    /// The ledger, writing entries in `encoding` from now on.
+    pub fn with_encoding(self, encoding: Encoding) -> Ledger {
+        Ledger { encoding, ..self }
     }
 
     /// The entries of input partition `partition`.
     pub fn partition(&self, partition: i32) -> Result<PartitionLedger, LedgerError> {
         Ok(PartitionLedger {
             partition,
+            encoding: self.encoding,
             entries: self.db.open_tree(format!("{ENTRIES_PREFIX}{partition}"))?,
             users: self.db.open_tree(format!("users-{partition}"))?,
             meta: self.db.open_tree(format!("meta-{partition}"))?,
@@ -319,8 +345,11 @@ pub fn decode_meta<T: serde::de::DeserializeOwned>(
 /// An entry as the ledger stores it, and its changelog carries it:
 /// protobuf (`hashbuy.v1.LedgerEntry`), about a third the size of the JSON
 /// that ledgers written before it hold ([`decode_entry`] reads both).
-pub fn encode(entry: &Entry) -> Result<sled::IVec, LedgerError> {
-    Ok(sled::IVec::from(LedgerEntry::from(entry).encode_to_vec()))
+pub fn encode(entry: &Entry, encoding: Encoding) -> Result<sled::IVec, LedgerError> {
+    match encoding {
+        Encoding::Protobuf => Ok(sled::IVec::from(LedgerEntry::from(entry).encode_to_vec())),
+        Encoding::Json => to_json(entry.command_id().as_bytes(), entry).map(sled::IVec::from),
+    }
 }
 
 /// An entry as stored: protobuf, or JSON (its first byte `{`, which no
@@ -366,6 +395,11 @@ impl PartitionLedger {
         self.partition
     }
 
+    /// How its entries are written.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
     /// The entry of a command, if there is one.
     pub fn get(&self, command_id: &str) -> Result<Option<Entry>, LedgerError> {
         self.entries
@@ -377,7 +411,7 @@ impl PartitionLedger {
     /// Writes an entry (durable at the next [`Ledger::flush`]); the entry
     /// as stored, which the changelog carries too.
     pub fn put(&self, entry: &Entry) -> Result<sled::IVec, LedgerError> {
-        let bytes = encode(entry)?;
+        let bytes = encode(entry, self.encoding)?;
         // The index first: an index key whose entry is missing (a crash in
         // between) is skipped when read. An entry already stored has its
         // key, and a lookup costs far less than an insert.
@@ -502,9 +536,20 @@ impl PartitionLedger {
     /// that are not held for review: another owner pruned them, or
     /// decided them and will, so an undecided one here is an old copy that
     /// must not be resumed (see [`crate::horizon`]). How many went.
+    ///
+    /// Done once for each rise of the line: a local mark says how far it
+    /// was done, so a restore that raised the line and stopped before this
+    /// (the raise made durable by another partition's flush) is finished
+    /// by the next.
     pub fn drop_pruned(&self) -> Result<usize, LedgerError> {
         let below = self.floor()?.pruned_below_ms;
-        if below == i64::MIN {
+        let dropped_below = self
+            .meta
+            .get(DROPPED_BELOW_KEY)?
+            .map(|bytes| decode::<i64>(DROPPED_BELOW_KEY, &bytes))
+            .transpose()?
+            .unwrap_or(i64::MIN);
+        if below <= dropped_below {
             return Ok(0);
         }
         let mut gone = Vec::new();
@@ -518,6 +563,8 @@ impl PartitionLedger {
         for (command_id, user_id) in &gone {
             self.remove(command_id, user_id)?;
         }
+        self.meta
+            .insert(DROPPED_BELOW_KEY, to_json(DROPPED_BELOW_KEY, &below)?)?;
         Ok(gone.len())
     }
 
@@ -777,7 +824,7 @@ mod tests {
             .expect("rejected");
         later.acked(4).expect("acked");
         p.entries
-            .insert("c-2", encode(&later).expect("encoded"))
+            .insert("c-2", encode(&later, Encoding::Protobuf).expect("encoded"))
             .expect("written behind the index's back");
         assert!(ids(&p).is_empty());
         assert!(p.open.is_empty());
@@ -821,10 +868,10 @@ mod tests {
             entries.push(e);
         }
         for e in &entries {
-            let stored = encode(e).expect("encoded");
+            let stored = encode(e, Encoding::Protobuf).expect("encoded");
             assert_ne!(stored.first(), Some(&b'{'));
             assert_eq!(&decode_entry(b"k", &stored).expect("read"), e);
-            let json = serde_json::to_vec(e).expect("json");
+            let json = encode(e, Encoding::Json).expect("json");
             assert_eq!(
                 &decode_entry(b"k", &json).expect("read"),
                 e,
@@ -837,6 +884,31 @@ mod tests {
                 json.len()
             );
         }
+    }
+
+    #[test]
+    fn copies_below_a_raised_line_are_dropped_even_after_a_stop_in_between() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        let mut old_copy = entry("c-1", "u");
+        old_copy.command.tweet_timestamp_ms = 10;
+        old_copy.attempt(first_key("c-1"), 1).expect("attempt");
+        p.put(&old_copy).expect("written");
+        // A restore raised the line, and stopped before it dropped: the
+        // next one finds the line already raised, and drops.
+        let line = Raise {
+            floor: Floor {
+                floor_ms: 100,
+                pruned_below_ms: 50,
+            },
+            bought: Vec::new(),
+        };
+        p.raise(&line).expect("raised");
+        assert_eq!(p.drop_pruned().expect("dropped"), 1);
+        assert!(p.unfinished().expect("read").is_empty(), "never resumed");
+        p.put(&old_copy).expect("written again");
+        assert_eq!(p.drop_pruned().expect("read"), 0, "once for each rise");
     }
 
     fn bought_key() -> MetaKey {

@@ -104,6 +104,9 @@ async fn pass(
         ledger.remove(command_id, user_id)?;
         tombstones.push((command_id.as_bytes().to_vec(), None));
     }
+    // Nothing undecided lies below the line (a pass stops at the oldest),
+    // so what is left below it is what a restore's drop would keep.
+    ledger.drop_pruned()?;
     shared.commit.durable().await?;
     send_all(shared, partition, tombstones, false).await?;
     metrics::counter!("hashbuy_settler_entries_pruned_total").increment(plan.doomed.len() as u64);

@@ -57,10 +57,6 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
         }
     }
     let mut restored: HashMap<i32, usize> = partitions.iter().map(|&p| (p, 0)).collect();
-    let mut pruned_below = HashMap::new();
-    for (&partition, ledger) in &ledgers {
-        pruned_below.insert(partition, ledger.floor()?.pruned_below_ms);
-    }
     let read = read_to_end(&mut reader, "the ledger changelog", |message| {
         let partition = message.partition();
         let (Some(ledger), Some(key)) = (ledgers.get(&partition), message.key()) else {
@@ -113,12 +109,9 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
     }
     // Entries below the floor's pruning line are gone from the
     // changelog, or soon will be: a local copy, decided or not, is one
-    // the partition's owner pruned since. Looked for only when the line
-    // rose, so that a restore does not read every entry.
+    // the partition's owner pruned since. Looked for once for each rise of
+    // the line, so that a restore does not read every entry.
     for (&partition, ledger) in &ledgers {
-        if ledger.floor()?.pruned_below_ms <= pruned_below[&partition] {
-            continue;
-        }
         let dropped = ledger.drop_pruned()?;
         if dropped > 0 {
             tracing::info!(

@@ -114,7 +114,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 
 use crate::group_commit::{FlushFailed, GroupCommit};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Encoding, Ledger, LedgerError};
 use crate::partition::{partition_task, PartitionRun};
 use crate::payments::{Payments, ProviderRefused};
 use crate::restore::Restore;
@@ -166,6 +166,8 @@ pub struct Config {
     /// as stale, and entries far enough past it are pruned (see
     /// [`crate::horizon`]).
     pub max_command_age: Duration,
+    /// How the ledger writes entries (see [`Encoding`]).
+    pub ledger_encoding: Encoding,
 }
 
 /// The default of [`Config::stuck_after`]: well past what retries and
@@ -510,7 +512,7 @@ pub fn run(
     // Before the first command: a command is routed by the merchants table
     // as it stood at its tweet's time.
     let _follower = follow_merchants(config)?;
-    let ledger = Ledger::open(&config.ledger_dir)?;
+    let ledger = Ledger::open(&config.ledger_dir)?.with_encoding(config.ledger_encoding);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("settle")

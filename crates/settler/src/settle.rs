@@ -390,7 +390,7 @@ async fn settle_entry(
     shared.commit.durable().await?;
     let stored = match stored {
         Some(stored) => stored,
-        None => encode(&entry)?,
+        None => encode(&entry, ledger.encoding())?,
     };
     shared
         .changelog(entry.command_id(), &stored, partition, true)

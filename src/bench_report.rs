@@ -242,7 +242,8 @@ fn settler(document: &Value) -> String {
     if ledger.is_object() {
         let _ = writeln!(
             table,
-            "\n| ledger | bytes on disk | bytes an entry | restart with nothing to do, s | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|\n| after the run | {} | {} | {} | {} | {} |",
+            "\n| ledger | bytes on disk | bytes an entry | restart with nothing to do, s | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|\n| {} entries | {} | {} | {} | {} | {} |",
+            ledger["encoding"].as_str().unwrap_or("-"),
             ledger["bytes_on_disk"],
             number(&ledger["bytes_per_entry"], 0),
             number(&ledger["restart_s"], 2),

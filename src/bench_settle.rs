@@ -32,7 +32,7 @@ use prost::Message as _;
 use rdkafka::producer::{BaseProducer, Producer};
 
 use crate::bench::{cpu_time, machine, median, threads_cpu_time, BrokerChild};
-use crate::config::{override_with, SettleConfig, RECORDINGS_MAX_COMMAND_AGE};
+use crate::config::{override_with, LedgerEncodingArg, SettleConfig, RECORDINGS_MAX_COMMAND_AGE};
 use crate::paysim::{self, InProcess};
 
 /// Arguments of `hashbuy bench-settle`.
@@ -52,6 +52,11 @@ pub struct Args {
     /// --max-in-flight` [default: as there, 256].
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// How the ledger writes entries, as `hashbuy settle
+    /// --ledger-encoding` (to compare their bytes on disk) [default: as
+    /// there, protobuf].
+    #[arg(long, value_enum)]
+    ledger_encoding: Option<LedgerEncodingArg>,
     /// Print the results as one JSON document (with the machine) instead
     /// of a Markdown table.
     #[arg(long)]
@@ -142,6 +147,7 @@ pub fn run(args: Args) -> Result<()> {
         ..SettleConfig::default()
     };
     override_with(&mut settings.max_in_flight, args.max_in_flight);
+    override_with(&mut settings.ledger_encoding, args.ledger_encoding);
     let config = settings.run_config(
         connection.clone(),
         topics.clone(),
@@ -213,6 +219,7 @@ pub fn run(args: Args) -> Result<()> {
         },
         "one_at_a_time": { "commands": args.baseline, "per_second": baseline },
         "ledger": {
+            "encoding": format!("{:?}", config.ledger_encoding).to_lowercase(),
             "bytes_on_disk": ledger.bytes,
             "bytes_per_entry": ledger.bytes as f64 / summary.settled.max(1) as f64,
             "restart_s": restart.as_secs_f64(),

@@ -480,6 +480,18 @@ mod tests {
     }
 
     #[test]
+    fn the_horizon_and_the_ledger_encoding_are_read_in_words() {
+        let file = parse("[settle]\nmax_command_age = \"36h\"\nledger_encoding = \"json\"\n");
+        assert_eq!(file.settle.max_command_age, Duration::from_secs(36 * 3600));
+        assert_eq!(file.settle.ledger_encoding, LedgerEncodingArg::Json);
+        let bad = toml::from_str::<File>("[settle]\nmax_command_age = \"a week\"\n")
+            .expect_err("not a duration");
+        assert!(bad.to_string().contains("write it as"), "{bad}");
+        let file = parse("");
+        assert_eq!(file.settle.max_command_age, DEFAULT_MAX_COMMAND_AGE);
+    }
+
+    #[test]
     fn the_validation_sample_is_a_share() {
         let file = parse("[match]\nvalidate = \"all\"\n");
         assert_eq!(file.matcher.validation().ok(), Some(Validation::All));

@@ -576,6 +576,17 @@ impl PartitionWork for Count {
 }
 
 /// CPU time of this process so far, all threads, user and system.
+/// This process's peak resident set so far, in bytes (Linux counts
+/// `ru_maxrss` in KiB); 0 if unknown.
+pub(crate) fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024
+}
+
 pub(crate) fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

@@ -242,11 +242,12 @@ fn settler(document: &Value) -> String {
     if ledger.is_object() {
         let _ = writeln!(
             table,
-            "\n| ledger | bytes on disk | bytes an entry | restart with nothing to do, s | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|\n| {} entries | {} | {} | {} | {} | {} |",
+            "\n| ledger | bytes on disk | bytes an entry | restart with nothing to do, s | a new owner's restore, s | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|---|\n| {} entries | {} | {} | {} | {} | {} | {} |",
             ledger["encoding"].as_str().unwrap_or("-"),
             ledger["bytes_on_disk"],
             number(&ledger["bytes_per_entry"], 0),
             number(&ledger["restart_s"], 2),
+            number(&ledger["restore_s"], 2),
             number(&ledger["open_entries_by_index_ms"], 2),
             number(&ledger["open_entries_by_scan_ms"], 1),
         );

@@ -31,7 +31,7 @@ use hashbuy_settler::steps::{self, Policy, Step};
 use prost::Message as _;
 use rdkafka::producer::{BaseProducer, Producer};
 
-use crate::bench::{cpu_time, machine, median, threads_cpu_time, BrokerChild};
+use crate::bench::{cpu_time, machine, median, peak_rss_bytes, threads_cpu_time, BrokerChild};
 use crate::config::{override_with, LedgerEncodingArg, SettleConfig, RECORDINGS_MAX_COMMAND_AGE};
 use crate::paysim::{self, InProcess};
 
@@ -191,6 +191,21 @@ pub fn run(args: Args) -> Result<()> {
     )
     .context("the restarted settler stopped")?;
     let restart = began.elapsed();
+    let peak_rss = peak_rss_bytes();
+    eprintln!("a settler with an empty ledger restoring it from the changelog ...");
+    let fresh = run::Config {
+        ledger_dir: dir.path().join("ledger-restored"),
+        ..config.clone()
+    };
+    let began = Instant::now();
+    run::run(
+        &fresh,
+        Payments::new(provider()?, Backoff::default()),
+        &AtomicBool::new(false),
+        &Health::default(),
+    )
+    .context("the restoring settler stopped")?;
+    let restore = began.elapsed();
     let ledger = ledger_figures(&config.ledger_dir, summary.settled)?;
 
     eprintln!("settling {} one at a time ...", args.baseline);
@@ -223,6 +238,8 @@ pub fn run(args: Args) -> Result<()> {
             "bytes_on_disk": ledger.bytes,
             "bytes_per_entry": ledger.bytes as f64 / summary.settled.max(1) as f64,
             "restart_s": restart.as_secs_f64(),
+            "restore_s": restore.as_secs_f64(),
+            "peak_rss_bytes_after_settling_and_restart": peak_rss,
             "open_entries_by_index_ms": ledger.by_index.as_secs_f64() * 1e3,
             "open_entries_by_scan_ms": ledger.by_scan.as_secs_f64() * 1e3,
         },

@@ -83,6 +83,34 @@ impl rdkafka::ClientContext for QuietContext {
 
 impl rdkafka::consumer::ConsumerContext for QuietContext {}
 
+/// A broker, told by the cluster id it names, where group membership
+/// must differ ([`crate::group::member_settings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// hashbuy's embedded broker (librdkafka's mock cluster).
+    Embedded,
+    /// tansu, by the cluster id it names by default (`tansu_cluster`).
+    Tansu,
+    /// Any other: a Kafka, or a broker that behaves as one.
+    Kafka,
+}
+
+/// The cluster id tansu names unless it is given another.
+const TANSU_CLUSTER_ID: &str = "tansu_cluster";
+
+impl BrokerKind {
+    /// The kind of a broker naming cluster `id`.
+    pub fn of_cluster(id: &str) -> BrokerKind {
+        if crate::broker::is_embedded(id) {
+            BrokerKind::Embedded
+        } else if id == TANSU_CLUSTER_ID {
+            BrokerKind::Tansu
+        } else {
+            BrokerKind::Kafka
+        }
+    }
+}
+
 /// Where Kafka is and how to talk to it.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -187,15 +215,14 @@ impl Connection {
         Ok((probe, metadata))
     }
 
-    /// Whether the brokers are hashbuy's embedded broker (by the cluster
-    /// id librdkafka's mock cluster gives itself), asked within `timeout`.
-    /// A broker that names no cluster is taken for a Kafka.
-    pub fn is_embedded(&self, timeout: Duration) -> Result<bool, ConnectError> {
+    /// Which broker answers (by the cluster id it names), asked within
+    /// `timeout`: hashbuy's embedded one, tansu, or another (a Kafka).
+    pub fn broker_kind(&self, timeout: Duration) -> Result<BrokerKind, ConnectError> {
         let (probe, _) = self.probe(None, timeout)?;
         Ok(probe
             .client()
             .fetch_cluster_id(timeout)
-            .is_some_and(|id| crate::broker::is_embedded(&id)))
+            .map_or(BrokerKind::Kafka, |id| BrokerKind::of_cluster(&id)))
     }
 
     /// Checks, within `timeout`, that the brokers answer and `topic` exists;

@@ -140,12 +140,12 @@ pub struct Membership {
 
 impl Membership {
     /// The member's consumer settings: hashbuy's ([`member_settings`],
-    /// which depend on whether the broker is the embedded one, asked within
+    /// which depend on the broker's kind, asked within
     /// [`CONNECT_TIMEOUT`]), then the service's own. The user's properties
     /// come after them (`Connection::config_with`).
     pub fn consumer_settings(&self) -> Result<Vec<(&'static str, String)>, ConnectError> {
-        let embedded = self.connection.is_embedded(CONNECT_TIMEOUT)?;
-        let mut settings = member_settings(&self.group, &self.instance, self.exit_at_end, embedded);
+        let broker = self.connection.broker_kind(CONNECT_TIMEOUT)?;
+        let mut settings = member_settings(&self.group, &self.instance, self.exit_at_end, broker);
         settings.extend(self.settings.iter().cloned());
         Ok(settings)
     }

@@ -11,6 +11,8 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::client::BrokerKind;
+
 /// How long a member's session lasts on the embedded broker
 /// (`session.timeout.ms`; librdkafka's default is 45 s).
 ///
@@ -26,18 +28,21 @@ use rdkafka::{Offset, TopicPartitionList};
 pub const EMBEDDED_SESSION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The settings of a hashbuy group member (`group` and its member
-/// `instance`):
+/// `instance`) on a `broker`:
 ///
-/// - **Static membership** (`group.instance.id`), so that a member
-///   restarted on a Kafka takes its partitions back at once instead of
-///   after its session timeout, and the rest of the group is not
-///   rebalanced. Not for a run to an end (`exit_at_end`), which is not
-///   restarted and would only pay for it: tansu 0.6 holds each JoinGroup
-///   and SyncGroup of a static member for 3 s, most of a short replay.
-///   Not on the embedded broker (`embedded`), which ignores it; there a
-///   member leaves the group when it stops, and its session is short
-///   ([`EMBEDDED_SESSION_TIMEOUT`]), so its successor gets the partitions
-///   within seconds.
+/// - **Static membership** (`group.instance.id`), so that a restarted
+///   member takes its partitions back at once, in the place of the one
+///   that stopped (crashed or not), and the rest of the group is not
+///   rebalanced. Two exceptions:
+///   - On the embedded broker, which ignores it: members are dynamic,
+///     leave the group when they stop, and have short sessions
+///     ([`EMBEDDED_SESSION_TIMEOUT`]), so a successor gets the partitions
+///     within seconds.
+///   - On tansu, for a run to an end (`exit_at_end`, a batch replay or a
+///     benchmark): tansu 0.6 holds each JoinGroup and SyncGroup of a static
+///     member for 3 s, most of a short run. A killed run restarted there
+///     waits for the dead member (tansu evicts none), where a static one
+///     would have taken its place.
 /// - Offsets committed by hashbuy, never automatically; a new group starts
 ///   at the oldest record; only committed transactions are read; and, when
 ///   reading to an end, the end of each partition is reported.
@@ -45,7 +50,7 @@ pub fn member_settings(
     group: &str,
     instance: &str,
     exit_at_end: bool,
-    embedded: bool,
+    broker: BrokerKind,
 ) -> Vec<(&'static str, String)> {
     let mut settings = vec![
         ("group.id", group.to_owned()),
@@ -54,7 +59,9 @@ pub fn member_settings(
         ("isolation.level", "read_committed".to_owned()),
         ("enable.partition.eof", exit_at_end.to_string()),
     ];
-    if !exit_at_end && !embedded {
+    let embedded = broker == BrokerKind::Embedded;
+    let dynamic = embedded || (exit_at_end && broker == BrokerKind::Tansu);
+    if !dynamic {
         settings.push(("group.instance.id", format!("{group}-{instance}")));
     }
     if embedded {
@@ -186,4 +193,39 @@ pub fn moved_on(error: &KafkaError) -> bool {
             Code::IllegalGeneration | Code::UnknownMemberId | Code::RebalanceInProgress
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_static_but_on_the_embedded_broker_and_in_tansu_s_batch_runs() {
+        let instance = |exit_at_end, broker| {
+            member_settings("g", "0", exit_at_end, broker)
+                .into_iter()
+                .find(|(k, _)| *k == "group.instance.id")
+                .map(|(_, v)| v)
+        };
+        for exit_at_end in [false, true] {
+            assert_eq!(
+                instance(exit_at_end, BrokerKind::Kafka).as_deref(),
+                Some("g-0")
+            );
+            assert_eq!(instance(exit_at_end, BrokerKind::Embedded), None);
+        }
+        assert_eq!(instance(false, BrokerKind::Tansu).as_deref(), Some("g-0"));
+        assert_eq!(instance(true, BrokerKind::Tansu), None);
+        let embedded = member_settings("g", "0", false, BrokerKind::Embedded);
+        assert!(embedded.contains(&("session.timeout.ms", "5000".to_owned())));
+        assert_eq!(BrokerKind::of_cluster("tansu_cluster"), BrokerKind::Tansu);
+        assert_eq!(
+            BrokerKind::of_cluster("mockCluster1a2b"),
+            BrokerKind::Embedded
+        );
+        assert_eq!(
+            BrokerKind::of_cluster("MkU3OEVBNTctOEUyRi00"),
+            BrokerKind::Kafka
+        );
+    }
 }

@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use crate::entry::now_ms;
 use crate::ledger::PartitionLedger;
 use crate::run::{RunError, Shared};
+use crate::settle::lease_held;
 
 /// How often a partition is pruned after its first pass.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -76,7 +77,8 @@ async fn pass(
     // A pass runs under the lease, as a provider call does: a settler
     // paused past its session must not publish a floor, nor delete, for a
     // partition another may own by now.
-    let Some(epoch) = shared.lease.epoch() else {
+    let mut watching = stopped.clone();
+    let Some(epoch) = lease_held(shared, &mut watching).await else {
         return Ok(None);
     };
     let (now, max_age) = (now_ms(), shared.config.max_command_age);

@@ -506,7 +506,10 @@ async fn decide_stale(
 /// Waits until the settler holds its lease (see [`crate::run`]), unless
 /// the partition is stopped first; the lease's epoch, for the provider may
 /// be called, or `None`.
-async fn lease_held(shared: &Shared, stopped: &mut watch::Receiver<bool>) -> Option<u64> {
+pub(crate) async fn lease_held(
+    shared: &Shared,
+    stopped: &mut watch::Receiver<bool>,
+) -> Option<u64> {
     loop {
         if *stopped.borrow() {
             return None;

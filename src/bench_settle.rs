@@ -45,6 +45,12 @@ pub struct Args {
     /// as paysim does).
     #[arg(long, default_value_t = 50)]
     latency_ms: u64,
+    /// Use this broker (hashbuy's topics must exist, `hashbuy topics
+    /// create`, and hold no commands yet) instead of starting an embedded
+    /// one: for runs larger than the embedded broker keeps (5 MB a
+    /// partition), such as a million commands on tansu.
+    #[arg(long)]
+    brokers: Option<String>,
     /// Partitions of the embedded broker's topics.
     #[arg(long, default_value_t = 64)]
     partitions: u32,
@@ -99,13 +105,20 @@ fn command(i: u64, prefix: &str) -> PaymentCommand {
 
 /// Runs `hashbuy bench-settle`.
 pub fn run(args: Args) -> Result<()> {
-    let broker = BrokerChild::start(args.partitions, &[])?;
+    let broker = match &args.brokers {
+        Some(_) => None,
+        None => Some(BrokerChild::start(args.partitions, &[])?),
+    };
     let connection = Connection {
-        brokers: broker.address.clone(),
+        brokers: match (&args.brokers, &broker) {
+            (Some(brokers), _) => brokers.clone(),
+            (None, Some(broker)) => broker.address.clone(),
+            (None, None) => bail!("no broker"),
+        },
         properties: Vec::new(),
     };
     let topics = Topics::default();
-    connection.check_topic(&topics.commands, CONNECT_TIMEOUT)?;
+    let partitions = connection.check_topic(&topics.commands, CONNECT_TIMEOUT)?;
     // paysim stands in for a provider on other machines: one thread of
     // its own. With two workers beside the settler's two, on two cores,
     // the threads spent a tenth of the CPU switching (measured: 4,700
@@ -118,8 +131,8 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     eprintln!(
-        "producing {} commands to {} partitions ...",
-        args.commands, args.partitions
+        "producing {} commands to {partitions} partitions ...",
+        args.commands
     );
     let producer: BaseProducer<Deliveries> = connection
         .config_with(&[("linger.ms", "5".to_owned())])
@@ -157,7 +170,7 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!("settling them ...");
     let cpu = cpu_time();
     let paysim_cpu = threads_cpu_time(PAYSIM_THREAD);
-    let broker_before = broker.cpu_time();
+    let broker_before = broker.as_ref().and_then(BrokerChild::cpu_time);
     let summary = run::run(
         &config,
         Payments::new(provider()?, Backoff::default()),
@@ -169,7 +182,8 @@ pub fn run(args: Args) -> Result<()> {
     let paysim_cpu = threads_cpu_time(PAYSIM_THREAD).saturating_sub(paysim_cpu);
     let settler_cpu = cpu.saturating_sub(paysim_cpu);
     let broker_cpu = broker
-        .cpu_time()
+        .as_ref()
+        .and_then(BrokerChild::cpu_time)
         .zip(broker_before)
         .map(|(after, before)| after.saturating_sub(before));
     if summary.settled != args.commands {
@@ -221,7 +235,7 @@ pub fn run(args: Args) -> Result<()> {
         "bench": "settler",
         "machine": machine(),
         "commands": summary.settled,
-        "partitions": args.partitions,
+        "partitions": partitions,
         "max_in_flight": config.max_in_flight,
         "latency_ms": args.latency_ms,
         "settler": {

@@ -552,6 +552,24 @@ impl PartitionLedger {
         if below <= dropped_below {
             return Ok(0);
         }
+        let gone = self.drop_below(below)?;
+        self.mark_dropped(below)?;
+        Ok(gone)
+    }
+
+    /// Records that the entries below `below` were dropped, so that
+    /// [`drop_pruned`](Self::drop_pruned) does not read them again: what a
+    /// pruning pass says once it deleted what lay below its own line
+    /// (nothing undecided lies there, as its plan stops at the oldest).
+    pub fn mark_dropped(&self, below: i64) -> Result<(), LedgerError> {
+        self.meta
+            .insert(DROPPED_BELOW_KEY, to_json(DROPPED_BELOW_KEY, &below)?)?;
+        Ok(())
+    }
+
+    /// Deletes the entries tweeted before `below` that are not held for
+    /// review; how many went.
+    fn drop_below(&self, below: i64) -> Result<usize, LedgerError> {
         let mut gone = Vec::new();
         for item in self.entries.iter() {
             let (key, bytes) = item?;
@@ -563,8 +581,6 @@ impl PartitionLedger {
         for (command_id, user_id) in &gone {
             self.remove(command_id, user_id)?;
         }
-        self.meta
-            .insert(DROPPED_BELOW_KEY, to_json(DROPPED_BELOW_KEY, &below)?)?;
         Ok(gone.len())
     }
 

@@ -335,12 +335,7 @@ async fn settle_entry(
                 }
                 match found {
                     Ok(found) => {
-                        if let Some(incident) = steps::double_charge(&found) {
-                            tracing::error!(command_id = %entry.command_id(), "{incident}");
-                            metrics::counter!("hashbuy_settler_double_charges_total").increment(1);
-                            entry.note(incident.clone(), now_ms());
-                            entry.review = Some(incident);
-                        }
+                        flag_double_charge(&mut entry, &found);
                         if matches!(found, Found::Pending { .. }) {
                             let delay =
                                 shared
@@ -451,34 +446,12 @@ async fn decide_stale(
         if !shared.lease.holds_since(epoch) {
             continue;
         }
-        let outcome = match found {
+        let found = match found {
             Ok(Found::Nothing) => {
                 entry.decide(Outcome::Rejected { reason }, now_ms())?;
                 return Ok(true);
             }
-            Ok(Found::Charged {
-                payment_intent,
-                charges,
-            }) => {
-                if let Some(incident) = steps::double_charge(&Found::Charged {
-                    payment_intent: payment_intent.clone(),
-                    charges,
-                }) {
-                    tracing::error!(command_id = %entry.command_id(), "{incident}");
-                    metrics::counter!("hashbuy_settler_double_charges_total").increment(1);
-                    entry.note(incident.clone(), now_ms());
-                    entry.review = Some(incident);
-                }
-                Outcome::Settled { payment_intent }
-            }
-            Ok(Found::Declined {
-                payment_intent,
-                decline_code,
-            }) => Outcome::Declined {
-                payment_intent: Some(payment_intent),
-                decline_code,
-                reason: "declined (found by reconciliation)".into(),
-            },
+            Ok(found @ (Found::Charged { .. } | Found::Declined { .. })) => found,
             Ok(Found::Pending { .. }) | Err(_) => {
                 if let Err(e) = &found {
                     tracing::warn!(command_id = %entry.command_id(), "cannot look a stale command up: {e}");
@@ -490,6 +463,12 @@ async fn decide_stale(
                 continue;
             }
         };
+        flag_double_charge(entry, &found);
+        // A charge found decides as a reconciliation's does.
+        let Step::Decide(outcome) = steps::after_reconcile(entry, found, &shared.config.policy, "")
+        else {
+            continue;
+        };
         entry.note(
             "stale when it arrived here; the provider held a charge of it, made while it was \
              fresh"
@@ -500,6 +479,17 @@ async fn decide_stale(
         entry.attempt(crate::entry::first_key(entry.command_id()), now_ms())?;
         entry.decide(outcome, now_ms())?;
         return Ok(true);
+    }
+}
+
+/// Flags an entry for an operator's review when `found` shows the provider
+/// charged its command more than once.
+fn flag_double_charge(entry: &mut Entry, found: &Found) {
+    if let Some(incident) = steps::double_charge(found) {
+        tracing::error!(command_id = %entry.command_id(), "{incident}");
+        metrics::counter!("hashbuy_settler_double_charges_total").increment(1);
+        entry.note(incident.clone(), now_ms());
+        entry.review = Some(incident);
     }
 }
 

@@ -1016,6 +1016,95 @@ fn a_partition_moves_to_another_settler_with_its_history() {
     assert_settled_once(&brokers, &provider, &sent);
 }
 
+/// The changelog records each partition's restore read, from the
+/// settler's log lines (`partition ledger ready`), by partition.
+fn changelog_reads(stderr: &str) -> BTreeMap<u32, (Option<u64>, u64)> {
+    let field = |line: &str, name: &str| {
+        let at = line.find(&format!("{name}="))? + name.len() + 1;
+        let value: String = line[at..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect();
+        Some(value)
+    };
+    stderr
+        .lines()
+        .filter(|line| line.contains("partition ledger ready"))
+        .filter_map(|line| {
+            let partition = field(line, "partition")?.parse().ok()?;
+            let from = field(line, "changelog_from")?;
+            let from = from
+                .strip_prefix("Some(")
+                .and_then(|f| f.strip_suffix(')'))
+                .and_then(|f| f.parse().ok());
+            let read = field(line, "changelog_read")?.parse().ok()?;
+            Some((partition, (from, read)))
+        })
+        .collect()
+}
+
+/// A settler restarted on its own ledger reads only the changelog
+/// records written since its last restore, however long the history, and
+/// still takes in what another settler wrote meanwhile.
+#[test]
+fn a_restarted_settler_reads_only_the_changelog_written_since_its_last_run() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let sent = commands(60, 60);
+    let (first, later) = sent.split_at(40);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let other = dir.path().join("other-ledger");
+    produce_commands(&brokers, first);
+    let fresh = changelog_reads(&settle_to_end(&brokers, &provider, &ledger));
+    assert_eq!(fresh.len(), 4, "every partition starts: {fresh:?}");
+    assert!(
+        fresh.values().all(|&(from, _)| from.is_none()),
+        "a new ledger reads the changelog from its beginning: {fresh:?}"
+    );
+
+    let again = changelog_reads(&settle_to_end(&brokers, &provider, &ledger));
+    assert_eq!(again.len(), 4, "every partition starts: {again:?}");
+    for (partition, (from, read)) in &again {
+        assert!(from.is_some(), "partition {partition} resumes: {again:?}");
+        assert_eq!(
+            *read,
+            0,
+            "partition {partition}: the restart reads none of the {} commands' records \
+             it took in before: {again:?}",
+            first.len()
+        );
+    }
+
+    // Another settler, on another ledger, settles more of the partitions'
+    // commands; the first one's restart takes in its records alone.
+    produce_commands(&brokers, later);
+    settle_to_end(&brokers, &provider, &other);
+    let stderr = settle_to_end(&brokers, &provider, &ledger);
+    let after = changelog_reads(&stderr);
+    let read: u64 = after.values().map(|&(_, read)| read).sum();
+    assert!(
+        read >= later.len() as u64,
+        "the other settler's records are read: {after:?}"
+    );
+    assert!(
+        stderr.contains(" 0 resumed"),
+        "nothing the other settler acked is resumed: {stderr}"
+    );
+    let stats = succeeds(&[
+        "ledger",
+        "stats",
+        "--ledger",
+        ledger.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        stats.contains(&format!(": {} entries in 4 partitions", sent.len())),
+        "the first ledger holds every command, the other settler's too: {stats}"
+    );
+    assert_settled_once(&brokers, &provider, &sent);
+}
+
 #[test]
 fn a_stuck_entry_is_listed_resolved_by_hand_and_acked_on_restart() {
     let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");

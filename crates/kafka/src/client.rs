@@ -218,11 +218,16 @@ impl Connection {
     /// Which broker answers (by the cluster id it names), asked within
     /// `timeout`: hashbuy's embedded one, tansu, or another (a Kafka).
     pub fn broker_kind(&self, timeout: Duration) -> Result<BrokerKind, ConnectError> {
-        let (probe, _) = self.probe(None, timeout)?;
-        Ok(probe
-            .client()
-            .fetch_cluster_id(timeout)
+        Ok(self
+            .cluster_id(timeout)?
             .map_or(BrokerKind::Kafka, |id| BrokerKind::of_cluster(&id)))
+    }
+
+    /// The cluster id the brokers name, asked within `timeout`; `None` from
+    /// a broker too old to name one.
+    pub fn cluster_id(&self, timeout: Duration) -> Result<Option<String>, ConnectError> {
+        let (probe, _) = self.probe(None, timeout)?;
+        Ok(probe.client().fetch_cluster_id(timeout))
     }
 
     /// Checks, within `timeout`, that the brokers answer and `topic` exists;

@@ -118,6 +118,9 @@ pub struct TopicReader {
     ends: HashMap<i32, (i64, i64)>,
     /// Per partition, the oldest offset kept when reading started.
     first: HashMap<i32, i64>,
+    /// Per partition read to its end, the offset below which every record
+    /// was handed out.
+    read_through: HashMap<i32, i64>,
     exit_at_end: bool,
 }
 
@@ -139,6 +142,26 @@ impl TopicReader {
         only: Option<&[i32]>,
         options: ReadOptions,
     ) -> Result<Self, ConnectError> {
+        Self::open_resuming(connection, topic, only, &HashMap::new(), options)
+    }
+
+    /// [`TopicReader::open_partitions`], a partition in `resume` starting
+    /// at the offset given there (where an earlier read got to, its
+    /// [`read_through`](Self::read_through)) rather than per `options`.
+    ///
+    /// A resume offset the partition no longer holds (below its oldest
+    /// record, or past its end: the topic was deleted and made again) is
+    /// moved to the partition's oldest record (`auto.offset.reset`): the
+    /// first record handed out then lies below the resume offset, which
+    /// tells the caller. A resumed partition counts as read to its end
+    /// once librdkafka reports the end, however little it held.
+    pub fn open_resuming(
+        connection: &Connection,
+        topic: &str,
+        only: Option<&[i32]>,
+        resume: &HashMap<i32, i64>,
+        options: ReadOptions,
+    ) -> Result<Self, ConnectError> {
         let count = connection.check_topic(topic, CONNECT_TIMEOUT)?;
         let partitions: Vec<i32> = match only {
             Some(only) => only.to_vec(),
@@ -148,6 +171,14 @@ impl TopicReader {
             .config()
             .set("group.id", format!("hashbuy-reader-{}", std::process::id()))
             .set("enable.auto.commit", "false")
+            .set(
+                "auto.offset.reset",
+                if options.from_beginning {
+                    "earliest"
+                } else {
+                    "latest"
+                },
+            )
             .set(
                 "enable.partition.eof",
                 if options.exit_at_end { "true" } else { "false" },
@@ -168,7 +199,10 @@ impl TopicReader {
         };
         let mut assignment = TopicPartitionList::new();
         for &partition in &partitions {
-            assignment.add_partition_offset(topic, partition, start)?;
+            let at = resume
+                .get(&partition)
+                .map_or(start, |&offset| Offset::Offset(offset));
+            assignment.add_partition_offset(topic, partition, at)?;
         }
         let marks = if options.exit_at_end && options.from_beginning {
             // The high watermark, asked read uncommitted: read committed,
@@ -186,16 +220,29 @@ impl TopicReader {
             HashMap::new()
         };
         let first = marks.iter().map(|(&p, &(low, _))| (p, low)).collect();
+        // A partition empty at start is read through its end at once.
+        let read_through = marks
+            .iter()
+            .filter(|&(partition, &(low, high))| high <= low && !resume.contains_key(partition))
+            .map(|(&partition, &(_, high))| (partition, high))
+            .collect();
         let ends = marks
             .into_iter()
-            .filter(|(_, (low, high))| high > low)
-            .map(|(partition, (low, high))| (partition, (high, low)))
+            .filter_map(|(partition, (low, high))| match resume.get(&partition) {
+                // Waits for librdkafka's word on the end even when the
+                // watermark says nothing is new: tansu's can fall short of
+                // the last offset, and a resume offset out of range is
+                // read again from the beginning.
+                Some(&offset) => Some((partition, (high, offset))),
+                None => (high > low).then_some((partition, (high, low))),
+            })
             .collect();
         consumer.assign(&assignment)?;
         Ok(TopicReader {
             consumer,
             ends,
             first,
+            read_through,
             exit_at_end: options.exit_at_end,
         })
     }
@@ -206,6 +253,15 @@ impl TopicReader {
     /// (retention), which matters to a reader that needs the whole history.
     pub fn first_offsets(&self) -> &HashMap<i32, i64> {
         &self.first
+    }
+
+    /// Per partition read to its end (with `from_beginning` and
+    /// `exit_at_end`), the offset below which every record was handed out:
+    /// where a later read of the same partition can resume. Read
+    /// committed, it stops at the last stable offset, so nothing below it
+    /// can still be committed.
+    pub fn read_through(&self) -> &HashMap<i32, i64> {
+        &self.read_through
     }
 
     /// Whether everything asked for is read (only with `exit_at_end`).
@@ -232,13 +288,17 @@ impl TopicReader {
                         .iter()
                         .find(|e| e.partition() == partition)
                         .and_then(|e| e.offset().to_raw())
+                        .filter(|&offset| offset >= 0)
                 });
-                if self
-                    .ends
-                    .get(&partition)
-                    .is_some_and(|&(end, position)| position.max(consumed.unwrap_or(0)) >= end)
-                {
-                    self.ends.remove(&partition);
+                if let Some(&(end, position)) = self.ends.get(&partition) {
+                    if position.max(consumed.unwrap_or(0)) >= end {
+                        self.ends.remove(&partition);
+                        // The consumer's own position where it has one: a
+                        // resume offset moved back to the beginning leaves
+                        // `position` where it was.
+                        self.read_through
+                            .insert(partition, consumed.unwrap_or(position));
+                    }
                 }
                 None
             }

@@ -116,6 +116,11 @@ const OPEN_INDEXED_KEY: &[u8] = b"\0local\0open-indexed";
 /// The local-only mark of how far [`PartitionLedger::drop_pruned`] went.
 const DROPPED_BELOW_KEY: &[u8] = b"\0local\0dropped-below";
 
+/// The beginning of the local-only marks of how far the ledger has taken
+/// a changelog in ([`PartitionLedger::changelog_read_through`]), followed
+/// by the cluster's id and the topic's name.
+const READ_THROUGH_PREFIX: &[u8] = b"\0local\0changelog-read-through\0";
+
 /// A partition's floor (see [`crate::horizon`]): commands tweeted before
 /// `floor_ms` are stale to every settler, and entries tweeted before
 /// `pruned_below_ms` may have been pruned, here or by another owner.
@@ -153,6 +158,15 @@ pub enum MetaKey {
 }
 
 const FLOOR_KEY: &[u8] = b"\0floor";
+
+/// The key of [`PartitionLedger::changelog_read_through`]'s mark.
+fn read_through_key(cluster: &str, topic: &str) -> Vec<u8> {
+    let mut key = READ_THROUGH_PREFIX.to_vec();
+    key.extend_from_slice(cluster.as_bytes());
+    key.push(0);
+    key.extend_from_slice(topic.as_bytes());
+    key
+}
 const BOUGHT_PREFIX: &[u8] = b"\0bought\0";
 
 impl MetaKey {
@@ -564,6 +578,39 @@ impl PartitionLedger {
     pub fn mark_dropped(&self, below: i64) -> Result<(), LedgerError> {
         self.meta
             .insert(DROPPED_BELOW_KEY, to_json(DROPPED_BELOW_KEY, &below)?)?;
+        Ok(())
+    }
+
+    /// Where a restore of this partition from `topic` on cluster `cluster`
+    /// resumes: every record of the changelog below it is taken in here
+    /// (see [`set_changelog_read_through`](Self::set_changelog_read_through)).
+    /// `None` when never read to its end (a new ledger, or a ledger moved
+    /// to another cluster or topic).
+    pub fn changelog_read_through(
+        &self,
+        cluster: &str,
+        topic: &str,
+    ) -> Result<Option<i64>, LedgerError> {
+        let key = read_through_key(cluster, topic);
+        self.meta
+            .get(&key)?
+            .map(|bytes| decode::<i64>(&key, &bytes))
+            .transpose()
+    }
+
+    /// Records that every record of `topic` (on `cluster`) below `offset`
+    /// is taken in here. Written only once they are durable (after a
+    /// [`Ledger::flush`]), so that the mark never claims more than the
+    /// ledger holds. Entries this settler writes after it are its own, and
+    /// are here already; another owner's come after it in the changelog.
+    pub fn set_changelog_read_through(
+        &self,
+        cluster: &str,
+        topic: &str,
+        offset: i64,
+    ) -> Result<(), LedgerError> {
+        let key = read_through_key(cluster, topic);
+        self.meta.insert(key.as_slice(), to_json(&key, &offset)?)?;
         Ok(())
     }
 

@@ -26,11 +26,14 @@
 //!   (`hashbuy_kafka::driver`): partitions assigned and revoked, the lease,
 //!   commits.
 //! - [`restore`]: a partition's ledger restored from the changelog.
+//! - [`frontier`]: how far a partition's ledger holds the changelog, so
+//!   that a restart reads only what came after (pure).
 //! - [`prune`]: a partition's pruning passes.
 //! - [`partition`]: a partition's task, many commands in flight.
 //! - [`settle`]: one command, from its entry to its ack.
 pub mod command;
 pub mod entry;
+pub mod frontier;
 pub mod group_commit;
 pub mod horizon;
 pub mod ledger;

@@ -32,6 +32,12 @@ use crate::restore::{acked_earlier, Restore};
 use crate::run::{RunError, Settling, Shared, Starting};
 use crate::settle::settle;
 
+/// How often a partition task marks in its ledger how far the ledger
+/// holds the changelog (see [`crate::frontier`]), besides when it stops:
+/// a settler killed reads again at its restart at most this long of its
+/// own records.
+const MARK_READ_THROUGH_EVERY: Duration = Duration::from_secs(10);
+
 /// A record taken from a partition's queue, owned.
 enum Taken {
     Record {
@@ -146,7 +152,9 @@ pub(crate) async fn partition_task(
     )?;
     tracing::info!(
         partition,
-        restored,
+        changelog_from = ?restored.from,
+        changelog_read = restored.read,
+        restored = restored.taken,
         resuming = unfinished.len(),
         "partition ledger ready"
     );
@@ -199,11 +207,17 @@ pub(crate) async fn partition_task(
             &mut running,
         );
     }
+    let mut marking = tokio::time::interval_at(
+        tokio::time::Instant::now() + MARK_READ_THROUGH_EVERY,
+        MARK_READ_THROUGH_EVERY,
+    );
+    marking.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let room = tracker.in_flight() < shared.config.max_in_flight;
         tokio::select! {
             biased;
             _ = stopped.changed() => break,
+            _ = marking.tick() => shared.mark_read_through(partition).await?,
             Some(joined) = running.join_next(), if !running.is_empty() => {
                 let done = joined
                     .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??;
@@ -303,6 +317,7 @@ pub(crate) async fn partition_task(
     if let Some(offset) = tracker.committable() {
         lock(&shared.done).insert(partition, (number, offset));
     }
+    shared.mark_read_through(partition).await?;
     // A pass stops at its next safe point once the partition is stopped;
     // one the run ends without is safe too (see `crate::prune`).
     if *stopped.borrow() {

@@ -8,14 +8,27 @@
 //! partition) replaces it. Errors reading the changelog are retried until
 //! [`RESTORE_STALL`](hashbuy_kafka::reader::RESTORE_STALL) passes without
 //! a record.
+//!
+//! A restore resumes where the ledger last held the changelog to (a mark
+//! per partition, kept in the ledger with the cluster's id and the
+//! topic's name): a settler restarted on its own ledger reads only what
+//! was written since, not the whole history, which on a broker that does
+//! not compact (the embedded one, tansu) is every record ever written.
+//! The mark is written once what was read is durable, and moved on past
+//! the settler's own records as they are delivered
+//! ([`crate::frontier`]); another process's records hold it below them. A changelog deleted and made again under
+//! the same name on the same cluster is read from its beginning only if it
+//! is shorter than the mark: past it, the ledgers must go with it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use hashbuy_kafka::lock;
 use hashbuy_kafka::reader::{read_to_end, ReadOptions, ReadToEnd, TopicReader};
 use rdkafka::Message;
 
 use crate::entry::{key_index, now_ms, Entry, State};
+use crate::frontier::Frontier;
 use crate::horizon::Bought;
 use crate::ledger::{decode_entry, decode_meta, Floor, MetaKey, PartitionLedger, Raise};
 use crate::run::{RunError, Shared};
@@ -23,16 +36,29 @@ use crate::run::{RunError, Shared};
 /// Restores the ledgers of newly assigned partitions from the changelog,
 /// with one reader for them all: an entry there that is further along than
 /// the local one (written by another settler that owned the partition)
-/// replaces it. How many entries each partition took.
-fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, RunError> {
+/// replaces it. What each partition read and took.
+fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, Restored>, RunError> {
     let mut ledgers = HashMap::new();
     for &partition in partitions {
         ledgers.insert(partition, shared.ledger.partition(partition)?);
     }
-    let mut reader = TopicReader::open_partitions(
+    let topic = &shared.config.topics.ledger;
+    // Offsets are the changelog's on one cluster: a mark taken on another
+    // (a ledger moved, an embedded broker started again) is not used.
+    let cluster = &shared.cluster;
+    let mut resume = HashMap::new();
+    if let Some(cluster) = cluster {
+        for (&partition, ledger) in &ledgers {
+            if let Some(offset) = ledger.changelog_read_through(cluster, topic)? {
+                resume.insert(partition, offset);
+            }
+        }
+    }
+    let mut reader = TopicReader::open_resuming(
         &shared.config.connection,
-        &shared.config.topics.ledger,
+        topic,
         Some(partitions),
+        &resume,
         ReadOptions {
             from_beginning: true,
             exit_at_end: true,
@@ -40,7 +66,7 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
         },
     )?;
     for (&partition, &first) in reader.first_offsets() {
-        if first > 0 {
+        if first > resume.get(&partition).copied().unwrap_or(0) {
             // A compacted topic keeps every key's last record from offset 0
             // on; a later start means deletion, and a command whose entry
             // went with it, arriving again after the provider forgot its
@@ -56,9 +82,35 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
             metrics::counter!("hashbuy_settler_changelog_gaps_total").increment(1);
         }
     }
-    let mut restored: HashMap<i32, usize> = partitions.iter().map(|&p| (p, 0)).collect();
+    let mut restored: HashMap<i32, Restored> = partitions
+        .iter()
+        .map(|&p| {
+            let from = resume.get(&p).copied();
+            (
+                p,
+                Restored {
+                    from,
+                    ..Restored::default()
+                },
+            )
+        })
+        .collect();
+    let mut reset = HashSet::new();
     let read = read_to_end(&mut reader, "the ledger changelog", |message| {
         let partition = message.partition();
+        if let Some(&from) = resume.get(&partition) {
+            if message.offset() < from && reset.insert(partition) {
+                tracing::warn!(
+                    topic = %topic,
+                    partition,
+                    "the ledger changelog ends before offset {from}, where this ledger read it \
+                     to last time: the topic was made again; it is read from its beginning"
+                );
+            }
+        }
+        if let Some(restored) = restored.get_mut(&partition) {
+            restored.read += 1;
+        }
         let (Some(ledger), Some(key)) = (ledgers.get(&partition), message.key()) else {
             return Ok(());
         };
@@ -91,7 +143,9 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
         };
         if newer {
             ledger.put(&remote)?;
-            *restored.entry(partition).or_default() += 1;
+            if let Some(restored) = restored.get_mut(&partition) {
+                restored.taken += 1;
+            }
         }
         Ok::<(), RunError>(())
     });
@@ -105,6 +159,17 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, usize>, R
                 waited,
                 last_error,
             })
+        }
+    }
+    if let Some(cluster) = cluster {
+        // What was taken in is durable before the marks say so.
+        shared.ledger.flush()?;
+        let mut frontiers = lock(&shared.frontiers);
+        for (&partition, &through) in reader.read_through() {
+            if let Some(ledger) = ledgers.get(&partition) {
+                ledger.set_changelog_read_through(cluster, topic, through)?;
+                frontiers.insert(partition, Frontier::new(through));
+            }
         }
     }
     // Entries below the floor's pruning line are gone from the
@@ -165,6 +230,17 @@ fn restore_meta(
     Ok(())
 }
 
+/// What a partition's restore did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Restored {
+    /// The changelog offset it resumed from, if a mark was there.
+    pub(crate) from: Option<i64>,
+    /// Changelog records read.
+    pub(crate) read: usize,
+    /// Entries taken from them (newer than the local copy, or new here).
+    pub(crate) taken: usize,
+}
+
 /// The restore of one assignment's partitions, run once by whichever of
 /// their tasks comes first, awaited by the others.
 pub(crate) struct Restore {
@@ -175,7 +251,7 @@ pub(crate) struct Restore {
     pub(crate) committed: HashMap<i32, i64>,
     /// Entries taken, by partition; `Err` once the restore failed (the
     /// failure is reported by the task that ran it).
-    done: tokio::sync::OnceCell<Result<HashMap<i32, usize>, ()>>,
+    done: tokio::sync::OnceCell<Result<HashMap<i32, Restored>, ()>>,
 }
 
 impl Restore {
@@ -189,9 +265,9 @@ impl Restore {
         }
     }
 
-    /// How many entries `partition` took, once the whole restore is done;
+    /// What `partition`'s restore did, once the whole restore is done;
     /// `None` if it failed.
-    pub(crate) async fn restored(&self, shared: &Arc<Shared>, partition: i32) -> Option<usize> {
+    pub(crate) async fn restored(&self, shared: &Arc<Shared>, partition: i32) -> Option<Restored> {
         let done = self
             .done
             .get_or_init(|| async {

@@ -113,6 +113,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 
+use crate::frontier::Frontier;
 use crate::group_commit::{FlushFailed, GroupCommit};
 use crate::ledger::{Encoding, Ledger, LedgerError};
 use crate::partition::{partition_task, PartitionRun};
@@ -297,6 +298,14 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// recovery point.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
 
+/// One of the settler's own changelog records was delivered at `offset`
+/// of `partition`: its frontier moves past it (see [`crate::frontier`]).
+fn delivered(frontiers: &Mutex<HashMap<i32, Frontier>>, partition: i32, offset: i64) {
+    if let Some(frontier) = lock(frontiers).get_mut(&partition) {
+        frontier.delivered(offset);
+    }
+}
+
 /// What the partition and command tasks share.
 pub(crate) struct Shared {
     pub(crate) config: Config,
@@ -333,6 +342,13 @@ pub(crate) struct Shared {
     /// When the first command was read, and the last ack delivered.
     pub(crate) first_read: std::sync::OnceLock<Instant>,
     pub(crate) last_ack: Mutex<Option<Instant>>,
+    /// The id of the cluster the changelog is on, which names the offsets
+    /// a restore resumes from (`None`: the broker names none, and every
+    /// restore reads the whole changelog).
+    pub(crate) cluster: Option<String>,
+    /// Per partition, how far its ledger holds the changelog, moved by the
+    /// delivery reports of the settler's own records ([`Frontier`]).
+    pub(crate) frontiers: Arc<Mutex<HashMap<i32, Frontier>>>,
 }
 
 impl Shared {
@@ -375,15 +391,45 @@ impl Shared {
             record = record.payload(value);
         }
         if wait {
-            self.producer
+            let delivery = self
+                .producer
                 .send(record, Timeout::After(CALL_TIMEOUT))
                 .await
                 .map_err(|(e, _)| failed("cannot write the ledger changelog")(e))?;
-        } else if let Err((e, _)) = self.producer.send_result(record) {
-            // The next change of the entry is sent again, and waited for
-            // once it is decided.
-            tracing::warn!("cannot queue a ledger changelog record: {e}");
+            delivered(&self.frontiers, delivery.partition, delivery.offset);
+        } else {
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    let frontiers = Arc::clone(&self.frontiers);
+                    tokio::spawn(async move {
+                        if let Ok(Ok(delivery)) = delivery.await {
+                            delivered(&frontiers, delivery.partition, delivery.offset);
+                        }
+                    });
+                }
+                // The next change of the entry is sent again, and waited
+                // for once it is decided.
+                Err((e, _)) => tracing::warn!("cannot queue a ledger changelog record: {e}"),
+            }
         }
+        Ok(())
+    }
+
+    /// Marks in `partition`'s ledger how far it holds the changelog (its
+    /// [`Frontier`]), so that a restart's restore reads only what came
+    /// after: once everything written so far is durable, as the mark
+    /// claims the records below it are.
+    pub(crate) async fn mark_read_through(&self, partition: i32) -> Result<(), RunError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let Some(next) = lock(&self.frontiers).get(&partition).map(Frontier::next) else {
+            return Ok(());
+        };
+        self.commit.durable().await?;
+        self.ledger
+            .partition(partition)?
+            .set_changelog_read_through(cluster, &self.config.topics.ledger, next)?;
         Ok(())
     }
 
@@ -566,6 +612,8 @@ pub fn run(
         pending: Mutex::new(HashMap::new()),
         first_read: std::sync::OnceLock::new(),
         last_ack: Mutex::new(None),
+        cluster: config.connection.cluster_id(CONNECT_TIMEOUT)?,
+        frontiers: Arc::new(Mutex::new(HashMap::new())),
     });
     let now = Instant::now();
     let settling = Settling {

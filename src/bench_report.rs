@@ -125,6 +125,13 @@ fn number(value: &Value, digits: usize) -> String {
         .map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
+/// Bytes as megabytes (10^6), or `-` when absent.
+fn megabytes(value: &Value) -> String {
+    value
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |v| format!("{:.0}", v / 1e6))
+}
+
 /// The machine line under a table.
 pub(crate) fn machine(document: &Value) -> String {
     let machine = &document["machine"];
@@ -242,12 +249,15 @@ fn settler(document: &Value) -> String {
     if ledger.is_object() {
         let _ = writeln!(
             table,
-            "\n| ledger | bytes on disk | bytes an entry | restart with nothing to do, s | a new owner's restore, s | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|---|\n| {} entries | {} | {} | {} | {} | {} | {} |",
+            "\n| ledger | bytes on disk | bytes an entry | keys and values an entry | restart with nothing to do, s (peak RSS, MB) | a new owner's restore, s (peak RSS, MB) | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|---|---|\n| {} entries | {} | {} | {} | {} ({}) | {} ({}) | {} | {} |",
             ledger["encoding"].as_str().unwrap_or("-"),
             ledger["bytes_on_disk"],
             number(&ledger["bytes_per_entry"], 0),
+            number(&ledger["live_bytes_per_entry"], 0),
             number(&ledger["restart_s"], 2),
+            megabytes(&ledger["restart_peak_rss_bytes"]),
             number(&ledger["restore_s"], 2),
+            megabytes(&ledger["restore_peak_rss_bytes"]),
             number(&ledger["open_entries_by_index_ms"], 2),
             number(&ledger["open_entries_by_scan_ms"], 1),
         );

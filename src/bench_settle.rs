@@ -195,31 +195,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     let rate = summary.settled as f64 / summary.busy.as_secs_f64().max(1e-9);
 
-    eprintln!("restarting the settler on its ledger, with nothing to do ...");
-    let began = Instant::now();
-    run::run(
-        &config,
-        Payments::new(provider()?, Backoff::default()),
-        &AtomicBool::new(false),
-        &Health::default(),
-    )
-    .context("the restarted settler stopped")?;
-    let restart = began.elapsed();
     let peak_rss = peak_rss_bytes();
+    eprintln!("restarting the settler on its ledger, with nothing to do ...");
+    let restart =
+        settle_child(&config, &url, &config.ledger_dir).context("the restarted settler")?;
     eprintln!("a settler with an empty ledger restoring it from the changelog ...");
-    let fresh = run::Config {
-        ledger_dir: dir.path().join("ledger-restored"),
-        ..config.clone()
-    };
-    let began = Instant::now();
-    run::run(
-        &fresh,
-        Payments::new(provider()?, Backoff::default()),
-        &AtomicBool::new(false),
-        &Health::default(),
-    )
-    .context("the restoring settler stopped")?;
-    let restore = began.elapsed();
+    let restore = settle_child(&config, &url, &dir.path().join("ledger-restored"))
+        .context("the restoring settler")?;
     let ledger = ledger_figures(&config.ledger_dir, summary.settled)?;
 
     eprintln!("settling {} one at a time ...", args.baseline);
@@ -251,9 +233,13 @@ pub fn run(args: Args) -> Result<()> {
             "encoding": format!("{:?}", config.ledger_encoding).to_lowercase(),
             "bytes_on_disk": ledger.bytes,
             "bytes_per_entry": ledger.bytes as f64 / summary.settled.max(1) as f64,
-            "restart_s": restart.as_secs_f64(),
-            "restore_s": restore.as_secs_f64(),
-            "peak_rss_bytes_after_settling_and_restart": peak_rss,
+            "live_bytes_per_entry": ledger.live as f64 / summary.settled.max(1) as f64,
+            "space_amplification": ledger.bytes as f64 / ledger.live.max(1) as f64,
+            "restart_s": restart.took.as_secs_f64(),
+            "restart_peak_rss_bytes": restart.peak_rss,
+            "restore_s": restore.took.as_secs_f64(),
+            "restore_peak_rss_bytes": restore.peak_rss,
+            "bench_process_peak_rss_bytes": peak_rss,
             "open_entries_by_index_ms": ledger.by_index.as_secs_f64() * 1e3,
             "open_entries_by_scan_ms": ledger.by_scan.as_secs_f64() * 1e3,
         },
@@ -266,11 +252,79 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// A run of `hashbuy settle` as a process of its own.
+struct ChildRun {
+    /// From its start to its exit.
+    took: Duration,
+    /// Its peak resident memory, apart from the bench's (paysim's) and the
+    /// broker's.
+    peak_rss: u64,
+}
+
+/// Runs `hashbuy settle --exit-at-end` as a child process, as `config`
+/// has it (broker, group, encoding, in flight, horizon) but on `ledger`,
+/// against the bench's paysim at `url`, and waits for it to end.
+fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Result<ChildRun> {
+    let exe = std::env::current_exe().context("cannot find the hashbuy binary")?;
+    let encoding = format!("{:?}", config.ledger_encoding).to_lowercase();
+    let began = Instant::now();
+    let child = std::process::Command::new(exe)
+        .args([
+            "settle",
+            "--exit-at-end",
+            "--brokers",
+            &config.connection.brokers,
+        ])
+        .args(["--group", &config.group, "--instance", &config.instance])
+        .args(["--provider-url", url, "--ledger-encoding", &encoding])
+        .args(["--max-in-flight", &config.max_in_flight.to_string()])
+        .arg("--max-command-age")
+        .arg(humantime::format_duration(config.max_command_age).to_string())
+        .arg("--ledger")
+        .arg(ledger)
+        .env("HASHBUY_PROVIDER_KEY", KEY)
+        .env_remove("STRIPE_API_KEY")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start hashbuy settle")?;
+    let (status, peak_rss) = wait_with_peak_rss(child)?;
+    let took = began.elapsed();
+    if !status.success() {
+        bail!("hashbuy settle ended with {status}");
+    }
+    Ok(ChildRun { took, peak_rss })
+}
+
+/// Waits for `child` to end: how it ended, and its peak resident memory
+/// (Linux's `wait4`, which reports the child's own).
+fn wait_with_peak_rss(child: std::process::Child) -> Result<(std::process::ExitStatus, u64)> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let pid = libc::pid_t::try_from(child.id()).context("a process id out of range")?;
+    let mut status = 0;
+    // SAFETY: wait4 only writes the status and the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: as above; `pid` is this process's child, not yet waited for.
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if waited == pid {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error).context("cannot wait for hashbuy settle");
+        }
+    }
+    let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
+    Ok((std::process::ExitStatus::from_raw(status), peak))
+}
+
 /// What the ledger of a settled run holds, and what reading it at a start
 /// costs.
 struct LedgerFigures {
     /// sled's own count of its files' bytes.
     bytes: u64,
+    /// The bytes of the keys and values held, in every tree.
+    live: u64,
     /// The median time to read every partition's entries with work left
     /// through the open index (what a partition's start reads).
     by_index: Duration,
@@ -315,6 +369,10 @@ fn ledger_figures(dir: &std::path::Path, settled: u64) -> Result<LedgerFigures> 
     }
     Ok(LedgerFigures {
         bytes: ledger.size_on_disk()?,
+        live: partitions
+            .iter()
+            .map(|p| p.live_bytes())
+            .sum::<Result<u64, _>>()?,
         by_index: Duration::from_secs_f64(median(&by_index)),
         by_scan: Duration::from_secs_f64(median(&by_scan)),
     })

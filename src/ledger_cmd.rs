@@ -157,7 +157,7 @@ fn stats(args: StatsArgs) -> Result<()> {
     let bytes = ledger.size_on_disk()?;
     let now = now_ms();
     let mut by_state: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-    let (mut entries, mut review, mut doomed) = (0u64, 0u64, 0u64);
+    let (mut entries, mut review, mut doomed, mut live) = (0u64, 0u64, 0u64, 0u64);
     let mut oldest: Option<Entry> = None;
     let mut floors = Vec::new();
     let partitions = ledger.partitions();
@@ -178,6 +178,7 @@ fn stats(args: StatsArgs) -> Result<()> {
                 oldest = Some(entry);
             }
         }
+        live += tree.live_bytes()?;
         let floor = tree.floor()?;
         if floor.floor_ms != i64::MIN {
             floors.push(floor.floor_ms);
@@ -192,6 +193,12 @@ fn stats(args: StatsArgs) -> Result<()> {
          bytes an entry)",
         args.dir.ledger.display(),
         partitions.len()
+    )?;
+    writeln!(
+        out,
+        "  keys and values: {live} bytes ({} an entry); sled's files take {:.1} times that",
+        live.checked_div(entries).unwrap_or(0),
+        bytes as f64 / live.max(1) as f64
     )?;
     for (state, (count, acked)) in &by_state {
         writeln!(out, "  {state}: {count} ({acked} acked)")?;

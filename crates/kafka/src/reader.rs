@@ -13,7 +13,7 @@
 //! short of what was committed after a transaction still open, so a
 //! read-committed reader waits for such a transaction to end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -121,6 +121,8 @@ pub struct TopicReader {
     /// Per partition read to its end, the offset below which every record
     /// was handed out.
     read_through: HashMap<i32, i64>,
+    /// The partitions that started at a resume offset.
+    resumed: HashSet<i32>,
     exit_at_end: bool,
 }
 
@@ -243,6 +245,7 @@ impl TopicReader {
             ends,
             first,
             read_through,
+            resumed: resume.keys().copied().collect(),
             exit_at_end: options.exit_at_end,
         })
     }
@@ -294,10 +297,14 @@ impl TopicReader {
                     if position.max(consumed.unwrap_or(0)) >= end {
                         self.ends.remove(&partition);
                         // The consumer's own position where it has one: a
-                        // resume offset moved back to the beginning leaves
-                        // `position` where it was.
-                        self.read_through
-                            .insert(partition, consumed.unwrap_or(position));
+                        // resumed partition that handed nothing out (moved
+                        // back to the beginning of an empty one, say) has
+                        // `position` still at its resume offset.
+                        let through =
+                            consumed.or((!self.resumed.contains(&partition)).then_some(position));
+                        if let Some(through) = through {
+                            self.read_through.insert(partition, through);
+                        }
                     }
                 }
                 None

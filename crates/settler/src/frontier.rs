@@ -16,8 +16,16 @@
 //! [`Frontier::next`] is the lowest offset neither read by the restore nor
 //! known to be one of the settler's own: every record below it is in the
 //! ledger.
+//!
+//! A mark also names the last record below it by its offset and
+//! timestamp ([`ReadThrough`]), which the next restore finds again before
+//! it trusts the mark: a changelog deleted and made again under the same
+//! name (or a tansu restarted in memory, whose cluster id never changes)
+//! holds another record there, or none, and is read from its beginning.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+
+use crate::ledger::ReadThrough;
 
 /// The most delivered offsets a frontier keeps above a gap before it
 /// gives up moving: a record another process wrote holds it for good, and
@@ -29,46 +37,66 @@ pub const MAX_AHEAD: usize = 100_000;
 pub struct Frontier {
     /// Every record below it is in the ledger.
     next: i64,
-    /// The settler's own records delivered above `next`.
-    ahead: BTreeSet<i64>,
+    /// The record at `next - 1`, by offset and timestamp, when known.
+    last: Option<(i64, i64)>,
+    /// The settler's own records delivered above `next`, with their
+    /// timestamps.
+    ahead: BTreeMap<i64, i64>,
     /// Gave up moving: `ahead` grew past [`MAX_AHEAD`].
     stuck: bool,
 }
 
 impl Frontier {
-    /// A frontier at `read_through`, where a restore read the changelog
-    /// to.
-    pub fn new(read_through: i64) -> Frontier {
+    /// A frontier where a restore read the changelog to: `read_through`,
+    /// with the last record below it (offset and timestamp) if known.
+    pub fn new(read_through: i64, last: Option<(i64, i64)>) -> Frontier {
         Frontier {
             next: read_through,
-            ahead: BTreeSet::new(),
+            last,
+            ahead: BTreeMap::new(),
             stuck: false,
         }
     }
 
-    /// One of the settler's own records was delivered at `offset`.
-    pub fn delivered(&mut self, offset: i64) {
+    /// One of the settler's own records, sent with `timestamp_ms`, was
+    /// delivered at `offset`.
+    pub fn delivered(&mut self, offset: i64, timestamp_ms: i64) {
         if self.stuck || offset < self.next {
             return;
         }
         if offset > self.next {
-            self.ahead.insert(offset);
+            self.ahead.insert(offset, timestamp_ms);
             if self.ahead.len() > MAX_AHEAD {
-                self.ahead = BTreeSet::new();
+                self.ahead = BTreeMap::new();
                 self.stuck = true;
             }
             return;
         }
+        let mut last = (offset, timestamp_ms);
         self.next += 1;
-        while self.ahead.first() == Some(&self.next) {
-            self.ahead.pop_first();
+        while let Some(entry) = self.ahead.first_entry() {
+            if *entry.key() != self.next {
+                break;
+            }
+            last = (self.next, entry.remove());
             self.next += 1;
         }
+        self.last = Some(last);
     }
 
     /// Every record below it is in the ledger.
     pub fn next(&self) -> i64 {
         self.next
+    }
+
+    /// The mark to keep in the ledger; `None` while no record below the
+    /// frontier is known (nothing read or sent yet).
+    pub fn mark(&self) -> Option<ReadThrough> {
+        self.last.map(|(offset, timestamp_ms)| ReadThrough {
+            next: self.next,
+            last_offset: offset,
+            last_timestamp_ms: timestamp_ms,
+        })
     }
 }
 
@@ -93,35 +121,48 @@ mod tests {
                     )
                 })
         ) {
-            let mut frontier = Frontier::new(start);
+            let mut frontier = Frontier::new(start, None);
             for &offset in &offsets {
                 if Some(offset) != foreign {
-                    frontier.delivered(offset);
+                    frontier.delivered(offset, offset * 10);
                 }
             }
             let end = start + offsets.len() as i64;
-            prop_assert_eq!(frontier.next(), foreign.unwrap_or(end));
+            let next = foreign.unwrap_or(end);
+            prop_assert_eq!(frontier.next(), next);
+            let mark = frontier.mark();
+            if next > start {
+                prop_assert_eq!(mark, Some(ReadThrough {
+                    next,
+                    last_offset: next - 1,
+                    last_timestamp_ms: (next - 1) * 10,
+                }));
+            } else {
+                prop_assert_eq!(mark, None);
+            }
         }
     }
 
     #[test]
     fn reports_below_the_frontier_change_nothing() {
-        let mut frontier = Frontier::new(10);
-        frontier.delivered(3);
-        frontier.delivered(9);
+        let mut frontier = Frontier::new(10, Some((9, 90)));
+        frontier.delivered(3, 30);
+        frontier.delivered(9, 91);
         assert_eq!(frontier.next(), 10);
-        frontier.delivered(10);
-        frontier.delivered(10);
+        assert_eq!(frontier.mark().map(|m| m.last_timestamp_ms), Some(90));
+        frontier.delivered(10, 100);
+        frontier.delivered(10, 101);
         assert_eq!(frontier.next(), 11);
+        assert_eq!(frontier.mark().map(|m| m.last_timestamp_ms), Some(100));
     }
 
     #[test]
     fn a_frontier_held_too_long_gives_up_and_stays() {
-        let mut frontier = Frontier::new(0);
+        let mut frontier = Frontier::new(0, None);
         for offset in 1..=MAX_AHEAD as i64 + 1 {
-            frontier.delivered(offset);
+            frontier.delivered(offset, offset);
         }
-        frontier.delivered(0);
+        frontier.delivered(0, 0);
         assert_eq!(frontier.next(), 0, "it moves no further once stuck");
     }
 }

@@ -121,6 +121,20 @@ const DROPPED_BELOW_KEY: &[u8] = b"\0local\0dropped-below";
 /// by the cluster's id and the topic's name.
 const READ_THROUGH_PREFIX: &[u8] = b"\0local\0changelog-read-through\0";
 
+/// How far a partition's ledger holds its changelog: every record below
+/// `next` is in the ledger. The last record below it, by offset and
+/// timestamp, is what a restore finds again before it trusts the mark
+/// (see [`crate::frontier`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReadThrough {
+    /// Every record below it is in the ledger.
+    pub next: i64,
+    /// The offset of a record below `next`, the last one read or sent.
+    pub last_offset: i64,
+    /// That record's timestamp, ms since the epoch.
+    pub last_timestamp_ms: i64,
+}
+
 /// A partition's floor (see [`crate::horizon`]): commands tweeted before
 /// `floor_ms` are stale to every settler, and entries tweeted before
 /// `pruned_below_ms` may have been pruned, here or by another owner.
@@ -582,35 +596,34 @@ impl PartitionLedger {
     }
 
     /// Where a restore of this partition from `topic` on cluster `cluster`
-    /// resumes: every record of the changelog below it is taken in here
+    /// may resume: every record of the changelog below it is taken in here
     /// (see [`set_changelog_read_through`](Self::set_changelog_read_through)).
-    /// `None` when never read to its end (a new ledger, or a ledger moved
-    /// to another cluster or topic).
+    /// `None` when never marked (a new ledger, or a ledger moved to another
+    /// cluster or topic).
     pub fn changelog_read_through(
         &self,
         cluster: &str,
         topic: &str,
-    ) -> Result<Option<i64>, LedgerError> {
+    ) -> Result<Option<ReadThrough>, LedgerError> {
         let key = read_through_key(cluster, topic);
         self.meta
             .get(&key)?
-            .map(|bytes| decode::<i64>(&key, &bytes))
+            .map(|bytes| decode(&key, &bytes))
             .transpose()
     }
 
-    /// Records that every record of `topic` (on `cluster`) below `offset`
-    /// is taken in here. Written only once they are durable (after a
-    /// [`Ledger::flush`]), so that the mark never claims more than the
-    /// ledger holds. Entries this settler writes after it are its own, and
-    /// are here already; another owner's come after it in the changelog.
+    /// Records that every record of `topic` (on `cluster`) below
+    /// `mark.next` is taken in here. Written only once they are durable
+    /// (after a [`Ledger::flush`]), so that the mark never claims more than
+    /// the ledger holds.
     pub fn set_changelog_read_through(
         &self,
         cluster: &str,
         topic: &str,
-        offset: i64,
+        mark: &ReadThrough,
     ) -> Result<(), LedgerError> {
         let key = read_through_key(cluster, topic);
-        self.meta.insert(key.as_slice(), to_json(&key, &offset)?)?;
+        self.meta.insert(key.as_slice(), to_json(&key, mark)?)?;
         Ok(())
     }
 
@@ -697,6 +710,20 @@ impl PartitionLedger {
                 .collect(),
         };
         Ok(plan)
+    }
+
+    /// The bytes of the keys and values the partition holds, in every one
+    /// of its trees: what it would take on disk with nothing added, to
+    /// set beside [`Ledger::size_on_disk`].
+    pub fn live_bytes(&self) -> Result<u64, LedgerError> {
+        let mut bytes = 0;
+        for tree in [&self.entries, &self.users, &self.meta, &self.open] {
+            for item in tree.iter() {
+                let (key, value) = item?;
+                bytes += (key.len() + value.len()) as u64;
+            }
+        }
+        Ok(bytes)
     }
 
     /// How many entries the partition holds.

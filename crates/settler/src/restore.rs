@@ -20,7 +20,8 @@
 //! the same name on the same cluster is read from its beginning only if it
 //! is shorter than the mark: past it, the ledgers must go with it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hashbuy_kafka::lock;
@@ -30,146 +31,81 @@ use rdkafka::Message;
 use crate::entry::{key_index, now_ms, Entry, State};
 use crate::frontier::Frontier;
 use crate::horizon::Bought;
-use crate::ledger::{decode_entry, decode_meta, Floor, MetaKey, PartitionLedger, Raise};
+use crate::ledger::{
+    decode_entry, decode_meta, Floor, MetaKey, PartitionLedger, Raise, ReadThrough,
+};
 use crate::run::{RunError, Shared};
 
 /// Restores the ledgers of newly assigned partitions from the changelog,
 /// with one reader for them all: an entry there that is further along than
 /// the local one (written by another settler that owned the partition)
 /// replaces it. What each partition read and took.
-fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, Restored>, RunError> {
+fn restore(
+    shared: &Shared,
+    partitions: &[i32],
+    generation: u64,
+) -> Result<HashMap<i32, Restored>, RunError> {
     let mut ledgers = HashMap::new();
     for &partition in partitions {
         ledgers.insert(partition, shared.ledger.partition(partition)?);
     }
     let topic = &shared.config.topics.ledger;
     // Offsets are the changelog's on one cluster: a mark taken on another
-    // (a ledger moved, an embedded broker started again) is not used.
-    let cluster = &shared.cluster;
+    // (a ledger moved to it) is not used.
     let mut resume = HashMap::new();
-    if let Some(cluster) = cluster {
+    if let Some(cluster) = &shared.cluster {
         for (&partition, ledger) in &ledgers {
-            if let Some(offset) = ledger.changelog_read_through(cluster, topic)? {
-                resume.insert(partition, offset);
+            if let Some(mark) = ledger.changelog_read_through(cluster, topic)? {
+                resume.insert(partition, mark);
             }
         }
     }
-    let mut reader = TopicReader::open_resuming(
-        &shared.config.connection,
-        topic,
-        Some(partitions),
-        &resume,
-        ReadOptions {
-            from_beginning: true,
-            exit_at_end: true,
-            read_uncommitted: false,
-        },
-    )?;
-    for (&partition, &first) in reader.first_offsets() {
-        if first > resume.get(&partition).copied().unwrap_or(0) {
-            // A compacted topic keeps every key's last record from offset 0
-            // on; a later start means deletion, and a command whose entry
-            // went with it, arriving again after the provider forgot its
-            // idempotency key, would be charged again.
-            tracing::error!(
-                topic = %shared.config.topics.ledger,
-                partition,
-                first,
-                "the ledger changelog's records before offset {first} were deleted (retention; \
-                 the embedded broker keeps 5 MB a partition): their commands are known here \
-                 only if this settler's own ledger has them"
-            );
-            metrics::counter!("hashbuy_settler_changelog_gaps_total").increment(1);
-        }
-    }
-    let mut restored: HashMap<i32, Restored> = partitions
+    let mut passes = read_changelog(shared, &ledgers, partitions, &resume, generation)?;
+    // A mark whose record is not where it says: the changelog was made
+    // again (or tansu, in memory, started again under its one cluster
+    // id), and is read from its beginning.
+    let moved: Vec<i32> = resume
         .iter()
-        .map(|&p| {
-            let from = resume.get(&p).copied();
-            (
-                p,
-                Restored {
-                    from,
-                    ..Restored::default()
-                },
-            )
+        .filter(|(partition, mark)| {
+            passes.get(partition).and_then(|pass| pass.first)
+                != Some((mark.last_offset, mark.last_timestamp_ms))
         })
+        .map(|(&partition, _)| partition)
         .collect();
-    let mut reset = HashSet::new();
-    let read = read_to_end(&mut reader, "the ledger changelog", |message| {
-        let partition = message.partition();
-        if let Some(&from) = resume.get(&partition) {
-            if message.offset() < from && reset.insert(partition) {
-                tracing::warn!(
-                    topic = %topic,
-                    partition,
-                    "the ledger changelog ends before offset {from}, where this ledger read it \
-                     to last time: the topic was made again; it is read from its beginning"
-                );
+    if !moved.is_empty() {
+        tracing::warn!(
+            topic = %topic,
+            partitions = ?moved,
+            "the ledger changelog no longer holds the record where this ledger last read it \
+             to (the topic was made again, or its broker started again empty): it is read from \
+             its beginning"
+        );
+        let again = read_changelog(shared, &ledgers, &moved, &HashMap::new(), generation)?;
+        for (partition, mut pass) in again {
+            if let Some(earlier) = passes.get(&partition) {
+                pass.restored.read += earlier.restored.read;
+                pass.restored.taken += earlier.restored.taken;
             }
-        }
-        if let Some(restored) = restored.get_mut(&partition) {
-            restored.read += 1;
-        }
-        let (Some(ledger), Some(key)) = (ledgers.get(&partition), message.key()) else {
-            return Ok(());
-        };
-        if MetaKey::is_meta(key) {
-            return restore_meta(ledger, key, message.payload(), message.offset());
-        }
-        let Some(value) = message.payload() else {
-            // A tombstone: the entry was pruned (see `crate::horizon`).
-            let command_id = String::from_utf8_lossy(key);
-            // One held here for review stays, as a pass keeps it.
-            if let Some(local) = ledger.get(&command_id)?.filter(|e| e.review.is_none()) {
-                ledger.remove(&command_id, &local.command.user_id)?;
-            }
-            return Ok(());
-        };
-        let remote: Entry = match decode_entry(key, value) {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!(
-                    partition,
-                    offset = message.offset(),
-                    "unreadable ledger changelog record: {e}"
-                );
-                return Ok(());
-            }
-        };
-        let newer = match ledger.get(remote.command_id())? {
-            Some(local) => progress(&remote) > progress(&local),
-            None => true,
-        };
-        if newer {
-            ledger.put(&remote)?;
-            if let Some(restored) = restored.get_mut(&partition) {
-                restored.taken += 1;
-            }
-        }
-        Ok::<(), RunError>(())
-    });
-    match read {
-        Ok(()) => {}
-        Err(ReadToEnd::Record(e)) => return Err(e),
-        Err(ReadToEnd::Stalled { waited, last_error }) => {
-            return Err(RunError::RestoreStalled {
-                topic: shared.config.topics.ledger.clone(),
-                partitions: partitions.to_vec(),
-                waited,
-                last_error,
-            })
+            passes.insert(partition, pass);
         }
     }
-    if let Some(cluster) = cluster {
+    if let Some(cluster) = &shared.cluster {
         // What was taken in is durable before the marks say so.
         shared.ledger.flush()?;
+        let newest = lock(&shared.restores);
         let mut frontiers = lock(&shared.frontiers);
-        for (&partition, &through) in reader.read_through() {
-            if let Some(ledger) = ledgers.get(&partition) {
-                ledger.set_changelog_read_through(cluster, topic, through)?;
-                frontiers.insert(partition, Frontier::new(through));
+        for (&partition, pass) in &passes {
+            let (Some(ledger), Some(next)) = (ledgers.get(&partition), pass.next()) else {
+                continue;
+            };
+            if newest.get(&partition) != Some(&generation) {
+                continue;
             }
+            let frontier = Frontier::new(next, pass.last);
+            if let Some(mark) = frontier.mark() {
+                ledger.set_changelog_read_through(cluster, topic, &mark)?;
+            }
+            frontiers.insert(partition, frontier);
         }
     }
     // Entries below the floor's pruning line are gone from the
@@ -187,7 +123,216 @@ fn restore(shared: &Shared, partitions: &[i32]) -> Result<HashMap<i32, Restored>
         }
     }
     shared.ledger.flush()?;
-    Ok(restored)
+    Ok(passes
+        .into_iter()
+        .map(|(partition, pass)| (partition, pass.restored))
+        .collect())
+}
+
+/// One read of a partition's changelog.
+#[derive(Debug, Default)]
+struct Pass {
+    restored: Restored,
+    /// The first record handed out, by offset and timestamp.
+    first: Option<(i64, i64)>,
+    /// The last record handed out below `skipped`, by offset and
+    /// timestamp (`None` if it had none).
+    last: Option<(i64, i64)>,
+    /// The first record that could not be taken in (unreadable): the
+    /// ledger's mark stays below it, so that every later restore reads it
+    /// again (a newer hashbuy's format, say, which the next version reads).
+    skipped: Option<i64>,
+    /// Where the reader got to (see `TopicReader::read_through`).
+    read_through: Option<i64>,
+}
+
+impl Pass {
+    /// The offset below which every record is taken in here.
+    fn next(&self) -> Option<i64> {
+        let through = self.read_through?;
+        Some(self.skipped.map_or(through, |skipped| skipped.min(through)))
+    }
+}
+
+/// Reads `partitions` of the changelog to their end, each from the last
+/// record its mark in `resume` names, or from its beginning, for restore
+/// number `generation` (which stops taking records into a partition that
+/// a newer one has).
+fn read_changelog(
+    shared: &Shared,
+    ledgers: &HashMap<i32, PartitionLedger>,
+    partitions: &[i32],
+    resume: &HashMap<i32, ReadThrough>,
+    generation: u64,
+) -> Result<HashMap<i32, Pass>, RunError> {
+    let topic = &shared.config.topics.ledger;
+    let starts: HashMap<i32, i64> = resume
+        .iter()
+        .map(|(&partition, mark)| (partition, mark.last_offset))
+        .collect();
+    let mut reader = TopicReader::open_resuming(
+        &shared.config.connection,
+        topic,
+        Some(partitions),
+        &starts,
+        ReadOptions {
+            from_beginning: true,
+            exit_at_end: true,
+            read_uncommitted: false,
+        },
+    )?;
+    for (&partition, &first) in reader.first_offsets() {
+        if first > starts.get(&partition).copied().unwrap_or(0) {
+            // A compacted topic keeps every key's last record from offset 0
+            // on; a later start means deletion, and a command whose entry
+            // went with it, arriving again after the provider forgot its
+            // idempotency key, would be charged again.
+            tracing::error!(
+                topic = %topic,
+                partition,
+                first,
+                "the ledger changelog's records before offset {first} were deleted (retention; \
+                 the embedded broker keeps 5 MB a partition): their commands are known here \
+                 only if this settler's own ledger has them"
+            );
+            metrics::counter!("hashbuy_settler_changelog_gaps_total").increment(1);
+        }
+    }
+    let mut passes: HashMap<i32, Pass> = partitions
+        .iter()
+        .map(|&partition| {
+            let restored = Restored {
+                from: starts.get(&partition).copied(),
+                ..Restored::default()
+            };
+            (
+                partition,
+                Pass {
+                    restored,
+                    ..Pass::default()
+                },
+            )
+        })
+        .collect();
+    let read = read_to_end(&mut reader, "the ledger changelog", |message| {
+        let partition = message.partition();
+        let (Some(ledger), Some(pass)) = (ledgers.get(&partition), passes.get_mut(&partition))
+        else {
+            return Ok(());
+        };
+        if lock(&shared.restores).get(&partition) != Some(&generation) {
+            // A newer assignment's restore has the partition.
+            return Ok(());
+        }
+        let offset = message.offset();
+        let timestamp = message.timestamp().to_millis();
+        pass.restored.read += 1;
+        if pass.restored.read == 1 {
+            pass.first = timestamp.map(|t| (offset, t));
+        }
+        let taken = take(ledger, message.key(), message.payload(), offset)?;
+        match taken {
+            Taken::Unreadable => {
+                pass.skipped.get_or_insert(offset);
+            }
+            Taken::Newer | Taken::Older if pass.skipped.is_none() => {
+                pass.last = timestamp.map(|t| (offset, t));
+            }
+            Taken::Newer | Taken::Older => {}
+        }
+        if taken == Taken::Newer {
+            pass.restored.taken += 1;
+        }
+        Ok::<(), RunError>(())
+    });
+    match read {
+        Ok(()) => {}
+        Err(ReadToEnd::Record(e)) => return Err(e),
+        Err(ReadToEnd::Stalled { waited, last_error }) => {
+            return Err(RunError::RestoreStalled {
+                topic: topic.clone(),
+                partitions: partitions.to_vec(),
+                waited,
+                last_error,
+            })
+        }
+    }
+    for (partition, &through) in reader.read_through() {
+        if let Some(pass) = passes.get_mut(partition) {
+            pass.read_through = Some(through);
+        }
+    }
+    Ok(passes)
+}
+
+/// What [`take`] made of a changelog record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    /// An entry newer than the local one, written here.
+    Newer,
+    /// Nothing new to this ledger (or applied where it only raises).
+    Older,
+    /// Not readable: logged, and left for a later restore.
+    Unreadable,
+}
+
+/// Takes a changelog record into `ledger`: an entry further along than the
+/// local one, a tombstone (the entry was pruned), a floor or a count.
+fn take(
+    ledger: &PartitionLedger,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    offset: i64,
+) -> Result<Taken, RunError> {
+    let partition = ledger.partition();
+    let unreadable = |what: String| {
+        tracing::warn!(
+            partition,
+            offset,
+            "unreadable ledger changelog record: {what}"
+        );
+        Ok(Taken::Unreadable)
+    };
+    let Some(key) = key else {
+        return unreadable("no key".to_owned());
+    };
+    if MetaKey::is_meta(key) {
+        return match restore_meta(ledger, key, value) {
+            Ok(()) => Ok(Taken::Older),
+            Err(Unreadable::Record(what)) => unreadable(what),
+            Err(Unreadable::Ledger(e)) => Err(e),
+        };
+    }
+    let Some(value) = value else {
+        // A tombstone: the entry was pruned (see `crate::horizon`).
+        let command_id = String::from_utf8_lossy(key);
+        // One held here for review stays, as a pass keeps it.
+        if let Some(local) = ledger.get(&command_id)?.filter(|e| e.review.is_none()) {
+            ledger.remove(&command_id, &local.command.user_id)?;
+        }
+        return Ok(Taken::Older);
+    };
+    let remote: Entry = match decode_entry(key, value) {
+        Ok(entry) => entry,
+        Err(e) => return unreadable(e.to_string()),
+    };
+    let newer = match ledger.get(remote.command_id())? {
+        Some(local) => progress(&remote) > progress(&local),
+        None => true,
+    };
+    if !newer {
+        return Ok(Taken::Older);
+    }
+    ledger.put(&remote)?;
+    Ok(Taken::Newer)
+}
+
+/// Why [`restore_meta`] took nothing.
+enum Unreadable {
+    /// The record cannot be read.
+    Record(String),
+    /// The ledger failed.
+    Ledger(RunError),
 }
 
 /// Takes a floor or a count from the changelog, unless the local one is
@@ -196,19 +341,12 @@ fn restore_meta(
     ledger: &PartitionLedger,
     key: &[u8],
     value: Option<&[u8]>,
-    offset: i64,
-) -> Result<(), RunError> {
-    let partition = ledger.partition();
-    let unreadable = |what: String| {
-        tracing::warn!(
-            partition,
-            offset,
-            "unreadable ledger changelog record: {what}"
-        );
-        Ok(())
-    };
+) -> Result<(), Unreadable> {
     let (Some(meta), Some(value)) = (MetaKey::parse(key), value) else {
-        return unreadable(format!("key {:?}", String::from_utf8_lossy(key)));
+        return Err(Unreadable::Record(format!(
+            "key {:?}",
+            String::from_utf8_lossy(key)
+        )));
     };
     let raise = match meta {
         MetaKey::Floor => match decode_meta::<Floor>(key, value) {
@@ -216,17 +354,19 @@ fn restore_meta(
                 floor,
                 bought: Vec::new(),
             },
-            Err(e) => return unreadable(e.to_string()),
+            Err(e) => return Err(Unreadable::Record(e.to_string())),
         },
         bought @ MetaKey::Bought { .. } => match decode_meta::<Bought>(key, value) {
             Ok(count) => Raise {
                 floor: Floor::default(),
                 bought: vec![(bought, count)],
             },
-            Err(e) => return unreadable(e.to_string()),
+            Err(e) => return Err(Unreadable::Record(e.to_string())),
         },
     };
-    ledger.raise(&raise)?;
+    ledger
+        .raise(&raise)
+        .map_err(|e| Unreadable::Ledger(e.into()))?;
     Ok(())
 }
 
@@ -249,6 +389,8 @@ pub(crate) struct Restore {
     /// partitions were assigned: the previous owners' acks below them
     /// were delivered.
     pub(crate) committed: HashMap<i32, i64>,
+    /// Which restore of the run this is (see [`Restore::new`]).
+    generation: u64,
     /// Entries taken, by partition; `Err` once the restore failed (the
     /// failure is reported by the task that ran it).
     done: tokio::sync::OnceCell<Result<HashMap<i32, Restored>, ()>>,
@@ -257,10 +399,24 @@ pub(crate) struct Restore {
 impl Restore {
     /// The restore of `partitions`, assigned when the group had `committed`
     /// these offsets of the commands topic.
-    pub(crate) fn new(partitions: Vec<i32>, committed: HashMap<i32, i64>) -> Restore {
+    ///
+    /// It becomes its partitions' newest restore: one of an earlier
+    /// assignment still reading (on its blocking thread, past its task's
+    /// end) takes nothing more into them and marks nothing.
+    pub(crate) fn new(
+        shared: &Shared,
+        partitions: Vec<i32>,
+        committed: HashMap<i32, i64>,
+    ) -> Restore {
+        let generation = shared.next_restore.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut newest = lock(&shared.restores);
+        for &partition in &partitions {
+            newest.insert(partition, generation);
+        }
         Restore {
             partitions,
             committed,
+            generation,
             done: tokio::sync::OnceCell::new(),
         }
     }
@@ -273,10 +429,13 @@ impl Restore {
             .get_or_init(|| async {
                 let restoring = Arc::clone(shared);
                 let partitions = self.partitions.clone();
-                let result = tokio::task::spawn_blocking(move || restore(&restoring, &partitions))
-                    .await
-                    .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))
-                    .and_then(|restored| restored);
+                let generation = self.generation;
+                let result = tokio::task::spawn_blocking(move || {
+                    restore(&restoring, &partitions, generation)
+                })
+                .await
+                .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))
+                .and_then(|restored| restored);
                 result.map_err(|e| shared.fail(e))
             })
             .await;

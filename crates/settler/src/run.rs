@@ -108,11 +108,13 @@ use hashbuy_proto::v1::Merchant;
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 
+use crate::entry::now_ms;
 use crate::frontier::Frontier;
 use crate::group_commit::{FlushFailed, GroupCommit};
 use crate::ledger::{Encoding, Ledger, LedgerError};
@@ -298,11 +300,12 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// recovery point.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
 
-/// One of the settler's own changelog records was delivered at `offset`
-/// of `partition`: its frontier moves past it (see [`crate::frontier`]).
-fn delivered(frontiers: &Mutex<HashMap<i32, Frontier>>, partition: i32, offset: i64) {
-    if let Some(frontier) = lock(frontiers).get_mut(&partition) {
-        frontier.delivered(offset);
+/// One of the settler's own changelog records, sent with `timestamp_ms`,
+/// was delivered: its partition's frontier moves past it (see
+/// [`crate::frontier`]).
+fn delivered(frontiers: &Mutex<HashMap<i32, Frontier>>, delivery: &Delivery, timestamp_ms: i64) {
+    if let Some(frontier) = lock(frontiers).get_mut(&delivery.partition) {
+        frontier.delivered(delivery.offset, timestamp_ms);
     }
 }
 
@@ -349,6 +352,10 @@ pub(crate) struct Shared {
     /// Per partition, how far its ledger holds the changelog, moved by the
     /// delivery reports of the settler's own records ([`Frontier`]).
     pub(crate) frontiers: Arc<Mutex<HashMap<i32, Frontier>>>,
+    /// The number of the last restore begun ([`Restore::new`]).
+    pub(crate) next_restore: AtomicU64,
+    /// Per partition, the number of its newest restore.
+    pub(crate) restores: Mutex<HashMap<i32, u64>>,
 }
 
 impl Shared {
@@ -384,9 +391,14 @@ impl Shared {
         partition: i32,
         wait: bool,
     ) -> Result<(), RunError> {
+        // Set here, not left to the client, so that the frontier knows it:
+        // a delivery report's timestamp can be the broker's (the embedded
+        // one reports a made-up log append time).
+        let timestamp = now_ms();
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.topics.ledger)
             .partition(partition)
-            .key(key);
+            .key(key)
+            .timestamp(timestamp);
         if let Some(value) = value {
             record = record.payload(value);
         }
@@ -396,14 +408,14 @@ impl Shared {
                 .send(record, Timeout::After(CALL_TIMEOUT))
                 .await
                 .map_err(|(e, _)| failed("cannot write the ledger changelog")(e))?;
-            delivered(&self.frontiers, delivery.partition, delivery.offset);
+            delivered(&self.frontiers, &delivery, timestamp);
         } else {
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     let frontiers = Arc::clone(&self.frontiers);
                     tokio::spawn(async move {
                         if let Ok(Ok(delivery)) = delivery.await {
-                            delivered(&frontiers, delivery.partition, delivery.offset);
+                            delivered(&frontiers, &delivery, timestamp);
                         }
                     });
                 }
@@ -423,13 +435,16 @@ impl Shared {
         let Some(cluster) = &self.cluster else {
             return Ok(());
         };
-        let Some(next) = lock(&self.frontiers).get(&partition).map(Frontier::next) else {
+        let Some(mark) = lock(&self.frontiers)
+            .get(&partition)
+            .and_then(Frontier::mark)
+        else {
             return Ok(());
         };
         self.commit.durable().await?;
         self.ledger
             .partition(partition)?
-            .set_changelog_read_through(cluster, &self.config.topics.ledger, next)?;
+            .set_changelog_read_through(cluster, &self.config.topics.ledger, &mark)?;
         Ok(())
     }
 
@@ -614,6 +629,8 @@ pub fn run(
         last_ack: Mutex::new(None),
         cluster: config.connection.cluster_id(CONNECT_TIMEOUT)?,
         frontiers: Arc::new(Mutex::new(HashMap::new())),
+        next_restore: AtomicU64::new(0),
+        restores: Mutex::new(HashMap::new()),
     });
     let now = Instant::now();
     let settling = Settling {
@@ -821,7 +838,7 @@ impl Stage for Settling {
                 return;
             }
         }
-        let restore = Arc::new(Restore::new(partitions, committed));
+        let restore = Arc::new(Restore::new(&self.shared, partitions, committed));
         for (partition, mut queue) in queues {
             let arrived = Arc::new(Notify::new());
             let notify = Arc::clone(&arrived);

@@ -1083,6 +1083,10 @@ fn a_restarted_settler_reads_only_the_changelog_written_since_its_last_run() {
     settle_to_end(&brokers, &provider, &other);
     let stderr = settle_to_end(&brokers, &provider, &ledger);
     let after = changelog_reads(&stderr);
+    assert!(
+        after.values().all(|&(from, _)| from.is_some()),
+        "the first ledger resumes every partition: {after:?}"
+    );
     let read: u64 = after.values().map(|&(_, read)| read).sum();
     assert!(
         read >= later.len() as u64,
@@ -1120,8 +1124,9 @@ fn a_mark_naming_a_record_the_changelog_does_not_hold_is_read_from_the_beginning
     let first = tempfile::tempdir().expect("temp dir");
     settle_to_end(&brokers, &provider, &first.path().join("ledger"));
     // Another settler's ledger holding marks from a changelog of the same
-    // name before it was made again: one names a record past the end,
-    // one a record that is there with another timestamp.
+    // name before it was made again: each names the partition's last
+    // record, as that changelog held it (another key, another time), so
+    // that trusting them would skip all the history.
     let second = tempfile::tempdir().expect("temp dir");
     let ledger = second.path().join("ledger");
     let cluster = hashbuy_kafka::client::Connection {
@@ -1131,13 +1136,29 @@ fn a_mark_naming_a_record_the_changelog_does_not_hold_is_read_from_the_beginning
     .cluster_id(Duration::from_secs(10))
     .expect("the broker answers")
     .expect("a cluster id");
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("consumer");
     {
         let seeded = hashbuy_settler::ledger::Ledger::open(&ledger).expect("ledger");
         for partition in 0..4 {
+            let (_, high) = rdkafka::consumer::Consumer::fetch_watermarks(
+                &consumer,
+                "settler-ledger",
+                partition,
+                Duration::from_secs(10),
+            )
+            .expect("watermarks");
+            assert!(high > 1, "partition {partition} has a history");
             let mark = hashbuy_settler::ledger::ReadThrough {
-                next: 100_000,
-                last_offset: if partition % 2 == 0 { 99_999 } else { 3 },
-                last_timestamp_ms: 1,
+                next: high,
+                last: hashbuy_settler::frontier::Seen::of(
+                    high - 1,
+                    1_780_000_000_000,
+                    Some(b"cmd-of-the-old-topic"),
+                    Some(b"{}"),
+                ),
             };
             seeded
                 .partition(partition)
@@ -1150,12 +1171,12 @@ fn a_mark_naming_a_record_the_changelog_does_not_hold_is_read_from_the_beginning
     produce_commands(&brokers, &sent);
     let stderr = settle_to_end(&brokers, &provider, &ledger);
     assert!(
-        stderr.contains("no longer holds the record where this ledger last read it"),
-        "the moved changelog is told: {stderr}"
-    );
-    assert!(
         stderr.contains("settled 200 commands") && stderr.contains(": 0 settled, 0 declined"),
         "the second settler takes the history in and decides nothing anew: {stderr}"
+    );
+    assert!(
+        stderr.contains("no longer holds the record this ledger last read there"),
+        "the moved changelog is told: {stderr}"
     );
     assert_settled_once(&brokers, &provider, &sent);
 }
@@ -1167,6 +1188,15 @@ fn an_unreadable_changelog_record_is_read_again_at_every_restart() {
     let broker = EmbeddedBroker::start(&Topics::default().all(), 4).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
+    let sent = commands(40, 40);
+    let (first, later) = sent.split_at(20);
+    produce_commands(&brokers, first);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    // The ledger marks how far it read every partition.
+    settle_to_end(&brokers, &provider, &ledger);
+    // Then a record it cannot read lands after its mark, with more of its
+    // own after it.
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()
@@ -1181,15 +1211,17 @@ fn an_unreadable_changelog_record_is_read_again_at_every_restart() {
         .map_err(|(e, _)| e)
         .expect("queued");
     producer.flush(Duration::from_secs(10)).expect("delivered");
-    let sent = commands(40, 40);
-    produce_commands(&brokers, &sent);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ledger = dir.path().join("ledger");
+    produce_commands(&brokers, later);
     for run in 0..3 {
         let stderr = settle_to_end(&brokers, &provider, &ledger);
         assert!(
             stderr.contains("unreadable ledger changelog record"),
             "run {run} reads the record it cannot take in: {stderr}"
+        );
+        let reads = changelog_reads(&stderr);
+        assert!(
+            reads.get(&0).is_some_and(|&(from, _)| from.is_some()),
+            "run {run} resumes partition 0 below the record, not from its beginning: {reads:?}"
         );
     }
     assert_settled_once(&brokers, &provider, &sent);

@@ -17,11 +17,13 @@
 //! known to be one of the settler's own: every record below it is in the
 //! ledger.
 //!
-//! A mark also names the last record below it by its offset and
-//! timestamp ([`ReadThrough`]), which the next restore finds again before
-//! it trusts the mark: a changelog deleted and made again under the same
-//! name (or a tansu restarted in memory, whose cluster id never changes)
-//! holds another record there, or none, and is read from its beginning.
+//! A mark also names the last record below it by its offset, timestamp
+//! and a digest of its key and value ([`Seen`]), which the next restore
+//! finds again before it trusts the mark: a changelog deleted and made
+//! again under the same name holds another record there, or none, and a
+//! record compacted away is gone; the partition is then read from its
+//! beginning. While the settler runs, one of its own records landing below
+//! the frontier means the log's offsets began again: the mark is dropped.
 
 use std::collections::BTreeMap;
 
@@ -32,53 +34,112 @@ use crate::ledger::ReadThrough;
 /// the offsets piling up above it would grow without end.
 pub const MAX_AHEAD: usize = 100_000;
 
+/// A changelog record as a mark names it: where it is, its timestamp,
+/// and a digest of its key and value, so that another record at the same
+/// offset with the same millisecond is still told apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Seen {
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// CRC-32 of its key and value (see [`Seen::of`]).
+    pub digest: u32,
+}
+
+impl Seen {
+    /// The record at `offset` with `timestamp_ms`, `key` and `value`.
+    pub fn of(offset: i64, timestamp_ms: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Seen {
+        let mut hasher = crc32fast::Hasher::new();
+        for part in [key, value] {
+            // A missing part and an empty one differ (a tombstone's value).
+            match part {
+                Some(bytes) => {
+                    hasher.update(&[1]);
+                    hasher.update(&(bytes.len() as u64).to_le_bytes());
+                    hasher.update(bytes);
+                }
+                None => hasher.update(&[0]),
+            }
+        }
+        Seen {
+            offset,
+            timestamp_ms,
+            digest: hasher.finalize(),
+        }
+    }
+}
+
 /// See the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frontier {
+    /// Which restore installed it: a record sent under this frontier
+    /// cannot land below `next` unless the log's offsets were used again.
+    epoch: u64,
     /// Every record below it is in the ledger.
     next: i64,
-    /// The record at `next - 1`, by offset and timestamp, when known.
-    last: Option<(i64, i64)>,
-    /// The settler's own records delivered above `next`, with their
-    /// timestamps.
-    ahead: BTreeMap<i64, i64>,
+    /// The record at `next - 1`, when known.
+    last: Option<Seen>,
+    /// The settler's own records delivered above `next`.
+    ahead: BTreeMap<i64, Seen>,
     /// Gave up moving: `ahead` grew past [`MAX_AHEAD`].
     stuck: bool,
+    /// A record sent under this frontier landed below it: the changelog's
+    /// offsets began again (a broker that lost its log), and no mark of
+    /// it can be trusted.
+    reused: bool,
 }
 
 impl Frontier {
-    /// A frontier where a restore read the changelog to: `read_through`,
-    /// with the last record below it (offset and timestamp) if known.
-    pub fn new(read_through: i64, last: Option<(i64, i64)>) -> Frontier {
+    /// A frontier installed by restore number `epoch` where it read the
+    /// changelog to: `read_through`, with the last record below it if
+    /// known.
+    pub fn new(epoch: u64, read_through: i64, last: Option<Seen>) -> Frontier {
         Frontier {
+            epoch,
             next: read_through,
             last,
             ahead: BTreeMap::new(),
             stuck: false,
+            reused: false,
         }
     }
 
-    /// One of the settler's own records, sent with `timestamp_ms`, was
-    /// delivered at `offset`.
-    pub fn delivered(&mut self, offset: i64, timestamp_ms: i64) {
-        if self.stuck || offset < self.next {
+    /// Which restore installed it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// One of the settler's own records was delivered as `seen`; it was
+    /// sent while the frontier of restore `sent_epoch` was installed.
+    pub fn delivered(&mut self, seen: Seen, sent_epoch: u64) {
+        if self.stuck || self.reused {
             return;
         }
-        if offset > self.next {
-            self.ahead.insert(offset, timestamp_ms);
+        if seen.offset < self.next {
+            // From an earlier frontier's time, it may lie below (the
+            // restore read it); sent under this one, it cannot.
+            if sent_epoch == self.epoch {
+                self.reused = true;
+                self.ahead = BTreeMap::new();
+            }
+            return;
+        }
+        if seen.offset > self.next {
+            self.ahead.insert(seen.offset, seen);
             if self.ahead.len() > MAX_AHEAD {
                 self.ahead = BTreeMap::new();
                 self.stuck = true;
             }
             return;
         }
-        let mut last = (offset, timestamp_ms);
+        let mut last = seen;
         self.next += 1;
         while let Some(entry) = self.ahead.first_entry() {
             if *entry.key() != self.next {
                 break;
             }
-            last = (self.next, entry.remove());
+            last = entry.remove();
             self.next += 1;
         }
         self.last = Some(last);
@@ -89,13 +150,22 @@ impl Frontier {
         self.next
     }
 
+    /// Whether the changelog's offsets were seen to begin again, so that
+    /// the ledger's mark must go.
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
     /// The mark to keep in the ledger; `None` while no record below the
-    /// frontier is known (nothing read or sent yet).
+    /// frontier is known (nothing read or sent yet), or once offsets were
+    /// used again.
     pub fn mark(&self) -> Option<ReadThrough> {
-        self.last.map(|(offset, timestamp_ms)| ReadThrough {
+        if self.reused {
+            return None;
+        }
+        self.last.map(|last| ReadThrough {
             next: self.next,
-            last_offset: offset,
-            last_timestamp_ms: timestamp_ms,
+            last,
         })
     }
 }
@@ -104,6 +174,11 @@ impl Frontier {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A record of the tests, at `offset`.
+    fn seen(offset: i64) -> Seen {
+        Seen::of(offset, offset * 10, Some(b"k"), Some(&offset.to_le_bytes()))
+    }
 
     proptest! {
         /// Reports in any order of a run of the settler's own records move
@@ -121,10 +196,10 @@ mod tests {
                     )
                 })
         ) {
-            let mut frontier = Frontier::new(start, None);
+            let mut frontier = Frontier::new(1, start, None);
             for &offset in &offsets {
                 if Some(offset) != foreign {
-                    frontier.delivered(offset, offset * 10);
+                    frontier.delivered(seen(offset), 1);
                 }
             }
             let end = start + offsets.len() as i64;
@@ -132,11 +207,7 @@ mod tests {
             prop_assert_eq!(frontier.next(), next);
             let mark = frontier.mark();
             if next > start {
-                prop_assert_eq!(mark, Some(ReadThrough {
-                    next,
-                    last_offset: next - 1,
-                    last_timestamp_ms: (next - 1) * 10,
-                }));
+                prop_assert_eq!(mark, Some(ReadThrough { next, last: seen(next - 1) }));
             } else {
                 prop_assert_eq!(mark, None);
             }
@@ -144,25 +215,47 @@ mod tests {
     }
 
     #[test]
-    fn reports_below_the_frontier_change_nothing() {
-        let mut frontier = Frontier::new(10, Some((9, 90)));
-        frontier.delivered(3, 30);
-        frontier.delivered(9, 91);
+    fn reports_of_an_earlier_frontier_below_this_one_change_nothing() {
+        let mut frontier = Frontier::new(2, 10, Some(seen(9)));
+        frontier.delivered(seen(3), 1);
+        frontier.delivered(seen(9), 1);
         assert_eq!(frontier.next(), 10);
-        assert_eq!(frontier.mark().map(|m| m.last_timestamp_ms), Some(90));
-        frontier.delivered(10, 100);
-        frontier.delivered(10, 101);
+        assert_eq!(frontier.mark().map(|m| m.last), Some(seen(9)));
+        frontier.delivered(seen(10), 2);
         assert_eq!(frontier.next(), 11);
-        assert_eq!(frontier.mark().map(|m| m.last_timestamp_ms), Some(100));
+        assert_eq!(frontier.mark().map(|m| m.last), Some(seen(10)));
+    }
+
+    /// The changelog's offsets began again under a running settler (a
+    /// broker that lost its log): its own records land below the frontier,
+    /// and a mark moved on past them would name a record of the new log
+    /// while every record another process wrote there lies below it.
+    #[test]
+    fn a_record_sent_under_the_frontier_landing_below_it_ends_every_mark() {
+        let mut frontier = Frontier::new(1, 100, Some(seen(99)));
+        for offset in 0..=105 {
+            frontier.delivered(seen(offset), 1);
+        }
+        assert!(frontier.reused());
+        assert_eq!(frontier.mark(), None);
+    }
+
+    #[test]
+    fn records_differing_only_in_key_or_value_have_different_digests() {
+        let a = Seen::of(5, 50, Some(b"cmd-1"), Some(b"x"));
+        assert_ne!(a, Seen::of(5, 50, Some(b"cmd-2"), Some(b"x")));
+        assert_ne!(a, Seen::of(5, 50, Some(b"cmd-1"), Some(b"y")));
+        assert_ne!(a, Seen::of(5, 50, Some(b"cmd-1"), None));
+        assert_eq!(a, Seen::of(5, 50, Some(b"cmd-1"), Some(b"x")));
     }
 
     #[test]
     fn a_frontier_held_too_long_gives_up_and_stays() {
-        let mut frontier = Frontier::new(0, None);
+        let mut frontier = Frontier::new(1, 0, None);
         for offset in 1..=MAX_AHEAD as i64 + 1 {
-            frontier.delivered(offset, offset);
+            frontier.delivered(seen(offset), 1);
         }
-        frontier.delivered(0, 0);
+        frontier.delivered(seen(0), 1);
         assert_eq!(frontier.next(), 0, "it moves no further once stuck");
     }
 }

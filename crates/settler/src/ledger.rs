@@ -22,6 +22,7 @@ use hashbuy_proto::v1::LedgerEntry;
 use prost::Message as _;
 
 use crate::entry::Entry;
+use crate::frontier::Seen;
 use crate::horizon::{self, Bought};
 
 /// Why the ledger could not be read or written.
@@ -122,17 +123,14 @@ const DROPPED_BELOW_KEY: &[u8] = b"\0local\0dropped-below";
 const READ_THROUGH_PREFIX: &[u8] = b"\0local\0changelog-read-through\0";
 
 /// How far a partition's ledger holds its changelog: every record below
-/// `next` is in the ledger. The last record below it, by offset and
-/// timestamp, is what a restore finds again before it trusts the mark
-/// (see [`crate::frontier`]).
+/// `next` is in the ledger. The last record below it is what a restore
+/// finds again before it trusts the mark (see [`crate::frontier`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReadThrough {
     /// Every record below it is in the ledger.
     pub next: i64,
-    /// The offset of a record below `next`, the last one read or sent.
-    pub last_offset: i64,
-    /// That record's timestamp, ms since the epoch.
-    pub last_timestamp_ms: i64,
+    /// A record below `next`, the last one read or sent.
+    pub last: Seen,
 }
 
 /// A partition's floor (see [`crate::horizon`]): commands tweeted before
@@ -624,6 +622,17 @@ impl PartitionLedger {
     ) -> Result<(), LedgerError> {
         let key = read_through_key(cluster, topic);
         self.meta.insert(key.as_slice(), to_json(&key, mark)?)?;
+        Ok(())
+    }
+
+    /// Forgets the mark of `topic` on `cluster`: the next restore reads the
+    /// changelog from its beginning.
+    pub fn clear_changelog_read_through(
+        &self,
+        cluster: &str,
+        topic: &str,
+    ) -> Result<(), LedgerError> {
+        self.meta.remove(read_through_key(cluster, topic))?;
         Ok(())
     }
 

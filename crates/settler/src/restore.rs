@@ -13,12 +13,14 @@
 //! per partition, kept in the ledger with the cluster's id and the
 //! topic's name): a settler restarted on its own ledger reads only what
 //! was written since, not the whole history, which on a broker that does
-//! not compact (the embedded one, tansu) is every record ever written.
-//! The mark is written once what was read is durable, and moved on past
-//! the settler's own records as they are delivered
-//! ([`crate::frontier`]); another process's records hold it below them. A changelog deleted and made again under
-//! the same name on the same cluster is read from its beginning only if it
-//! is shorter than the mark: past it, the ledgers must go with it.
+//! not compact (the embedded one) is every record ever written. The mark
+//! is written once what was read is durable, and moved on past the
+//! settler's own records as they are delivered ([`crate::frontier`]);
+//! another process's records hold it below them. It names the last record
+//! below it, which the restore reads first and must find as named: where
+//! it is not (the changelog was made again, or compaction removed it), the
+//! partition is read from its beginning. On tansu every restore reads the
+//! whole changelog (see `run::resumable_cluster`).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -29,7 +31,7 @@ use hashbuy_kafka::reader::{read_to_end, ReadOptions, ReadToEnd, TopicReader};
 use rdkafka::Message;
 
 use crate::entry::{key_index, now_ms, Entry, State};
-use crate::frontier::Frontier;
+use crate::frontier::{Frontier, Seen};
 use crate::horizon::Bought;
 use crate::ledger::{
     decode_entry, decode_meta, Floor, MetaKey, PartitionLedger, Raise, ReadThrough,
@@ -61,24 +63,23 @@ fn restore(
         }
     }
     let mut passes = read_changelog(shared, &ledgers, partitions, &resume, generation)?;
-    // A mark whose record is not where it says: the changelog was made
-    // again (or tansu, in memory, started again under its one cluster
-    // id), and is read from its beginning.
+    // A mark whose record is not where it says is not trusted: the
+    // partition is read from its beginning. (One a newer restore has is
+    // left to it.)
     let moved: Vec<i32> = resume
         .iter()
         .filter(|(partition, mark)| {
-            passes.get(partition).and_then(|pass| pass.first)
-                != Some((mark.last_offset, mark.last_timestamp_ms))
+            passes.get(partition).and_then(|pass| pass.first) != Some(mark.last)
+                && lock(&shared.restores).get(partition) == Some(&generation)
         })
         .map(|(&partition, _)| partition)
         .collect();
     if !moved.is_empty() {
-        tracing::warn!(
+        tracing::info!(
             topic = %topic,
             partitions = ?moved,
-            "the ledger changelog no longer holds the record where this ledger last read it \
-             to (the topic was made again, or its broker started again empty): it is read from \
-             its beginning"
+            "the ledger changelog no longer holds the record this ledger last read there as \
+             it was (compacted away, or the topic made again): read from its beginning"
         );
         let again = read_changelog(shared, &ledgers, &moved, &HashMap::new(), generation)?;
         for (partition, mut pass) in again {
@@ -101,7 +102,7 @@ fn restore(
             if newest.get(&partition) != Some(&generation) {
                 continue;
             }
-            let frontier = Frontier::new(next, pass.last);
+            let frontier = Frontier::new(generation, next, pass.last);
             if let Some(mark) = frontier.mark() {
                 ledger.set_changelog_read_through(cluster, topic, &mark)?;
             }
@@ -133,11 +134,11 @@ fn restore(
 #[derive(Debug, Default)]
 struct Pass {
     restored: Restored,
-    /// The first record handed out, by offset and timestamp.
-    first: Option<(i64, i64)>,
-    /// The last record handed out below `skipped`, by offset and
-    /// timestamp (`None` if it had none).
-    last: Option<(i64, i64)>,
+    /// The first record handed out.
+    first: Option<Seen>,
+    /// The last record handed out below `skipped` (`None` also if it had
+    /// no timestamp).
+    last: Option<Seen>,
     /// The first record that could not be taken in (unreadable): the
     /// ledger's mark stays below it, so that every later restore reads it
     /// again (a newer hashbuy's format, say, which the next version reads).
@@ -168,7 +169,7 @@ fn read_changelog(
     let topic = &shared.config.topics.ledger;
     let starts: HashMap<i32, i64> = resume
         .iter()
-        .map(|(&partition, mark)| (partition, mark.last_offset))
+        .map(|(&partition, mark)| (partition, mark.last.offset))
         .collect();
     let mut reader = TopicReader::open_resuming(
         &shared.config.connection,
@@ -225,10 +226,13 @@ fn read_changelog(
             return Ok(());
         }
         let offset = message.offset();
-        let timestamp = message.timestamp().to_millis();
+        let seen = message
+            .timestamp()
+            .to_millis()
+            .map(|t| Seen::of(offset, t, message.key(), message.payload()));
         pass.restored.read += 1;
         if pass.restored.read == 1 {
-            pass.first = timestamp.map(|t| (offset, t));
+            pass.first = seen;
         }
         let taken = take(ledger, message.key(), message.payload(), offset)?;
         match taken {
@@ -236,7 +240,7 @@ fn read_changelog(
                 pass.skipped.get_or_insert(offset);
             }
             Taken::Newer | Taken::Older if pass.skipped.is_none() => {
-                pass.last = timestamp.map(|t| (offset, t));
+                pass.last = seen;
             }
             Taken::Newer | Taken::Older => {}
         }

@@ -91,7 +91,7 @@ use std::time::{Duration, Instant};
 
 use hashbuy_core::tables::Merchants;
 use hashbuy_kafka::client::{
-    failed, ConnectError, Connection, Failed, QuietContext, CONNECT_TIMEOUT,
+    failed, BrokerKind, ConnectError, Connection, Failed, QuietContext, CONNECT_TIMEOUT,
 };
 use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage};
@@ -115,7 +115,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
 
 use crate::entry::now_ms;
-use crate::frontier::Frontier;
+use crate::frontier::{Frontier, Seen};
 use crate::group_commit::{FlushFailed, GroupCommit};
 use crate::ledger::{Encoding, Ledger, LedgerError};
 use crate::partition::{partition_task, PartitionRun};
@@ -300,12 +300,30 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// recovery point.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
 
-/// One of the settler's own changelog records, sent with `timestamp_ms`,
-/// was delivered: its partition's frontier moves past it (see
+/// The cluster whose changelog a restore may resume reading where the
+/// ledger last got to (see [`crate::restore`]), by its id: `None` for a
+/// broker that names none, and for tansu. tansu 0.6 answers a fetch from
+/// an offset inside a record batch with the batch after it (measured: a
+/// read from offset 100 began at 512), or, inside the last batch, with
+/// nothing and no end, so a resumed read would skip records or wait until
+/// it gives up.
+fn resumable_cluster(connection: &Connection) -> Result<Option<String>, ConnectError> {
+    let id = connection.cluster_id(CONNECT_TIMEOUT)?;
+    Ok(id.filter(|id| BrokerKind::of_cluster(id) != BrokerKind::Tansu))
+}
+
+/// One of the settler's own changelog records was delivered, as `seen`,
+/// having been sent under the frontier of restore `epoch` (`None`: none
+/// was installed): its partition's frontier moves past it (see
 /// [`crate::frontier`]).
-fn delivered(frontiers: &Mutex<HashMap<i32, Frontier>>, delivery: &Delivery, timestamp_ms: i64) {
+fn delivered(
+    frontiers: &Mutex<HashMap<i32, Frontier>>,
+    delivery: &Delivery,
+    seen: Seen,
+    epoch: Option<u64>,
+) {
     if let Some(frontier) = lock(frontiers).get_mut(&delivery.partition) {
-        frontier.delivered(delivery.offset, timestamp_ms);
+        frontier.delivered(seen, epoch.unwrap_or(0));
     }
 }
 
@@ -346,8 +364,8 @@ pub(crate) struct Shared {
     pub(crate) first_read: std::sync::OnceLock<Instant>,
     pub(crate) last_ack: Mutex<Option<Instant>>,
     /// The id of the cluster the changelog is on, which names the offsets
-    /// a restore resumes from (`None`: the broker names none, and every
-    /// restore reads the whole changelog).
+    /// a restore resumes from; `None` where every restore reads the whole
+    /// changelog ([`resumable_cluster`]).
     pub(crate) cluster: Option<String>,
     /// Per partition, how far its ledger holds the changelog, moved by the
     /// delivery reports of the settler's own records ([`Frontier`]).
@@ -395,6 +413,8 @@ impl Shared {
         // a delivery report's timestamp can be the broker's (the embedded
         // one reports a made-up log append time).
         let timestamp = now_ms();
+        let epoch = lock(&self.frontiers).get(&partition).map(Frontier::epoch);
+        let seen = |offset| Seen::of(offset, timestamp, Some(key), value);
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.topics.ledger)
             .partition(partition)
             .key(key)
@@ -408,14 +428,20 @@ impl Shared {
                 .send(record, Timeout::After(CALL_TIMEOUT))
                 .await
                 .map_err(|(e, _)| failed("cannot write the ledger changelog")(e))?;
-            delivered(&self.frontiers, &delivery, timestamp);
+            delivered(&self.frontiers, &delivery, seen(delivery.offset), epoch);
         } else {
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     let frontiers = Arc::clone(&self.frontiers);
+                    // Named by its digest now: the record is gone once sent.
+                    let named = seen(0);
                     tokio::spawn(async move {
                         if let Ok(Ok(delivery)) = delivery.await {
-                            delivered(&frontiers, &delivery, timestamp);
+                            let seen = Seen {
+                                offset: delivery.offset,
+                                ..named
+                            };
+                            delivered(&frontiers, &delivery, seen, epoch);
                         }
                     });
                 }
@@ -435,16 +461,27 @@ impl Shared {
         let Some(cluster) = &self.cluster else {
             return Ok(());
         };
-        let Some(mark) = lock(&self.frontiers)
-            .get(&partition)
-            .and_then(Frontier::mark)
-        else {
+        let (mark, reused) = match lock(&self.frontiers).get(&partition) {
+            Some(frontier) => (frontier.mark(), frontier.reused()),
+            None => return Ok(()),
+        };
+        let ledger = self.ledger.partition(partition)?;
+        let topic = &self.config.topics.ledger;
+        if reused {
+            tracing::warn!(
+                topic = %topic,
+                partition,
+                "the ledger changelog's offsets began again under this settler (its broker \
+                 lost the log?): the next restore reads it from its beginning"
+            );
+            ledger.clear_changelog_read_through(cluster, topic)?;
+            return Ok(());
+        }
+        let Some(mark) = mark else {
             return Ok(());
         };
         self.commit.durable().await?;
-        self.ledger
-            .partition(partition)?
-            .set_changelog_read_through(cluster, &self.config.topics.ledger, &mark)?;
+        ledger.set_changelog_read_through(cluster, topic, &mark)?;
         Ok(())
     }
 
@@ -627,7 +664,7 @@ pub fn run(
         pending: Mutex::new(HashMap::new()),
         first_read: std::sync::OnceLock::new(),
         last_ack: Mutex::new(None),
-        cluster: config.connection.cluster_id(CONNECT_TIMEOUT)?,
+        cluster: resumable_cluster(&config.connection)?,
         frontiers: Arc::new(Mutex::new(HashMap::new())),
         next_restore: AtomicU64::new(0),
         restores: Mutex::new(HashMap::new()),

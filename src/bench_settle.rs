@@ -295,27 +295,37 @@ fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Re
     Ok(ChildRun { took, peak_rss })
 }
 
-/// Waits for `child` to end: how it ended, and its peak resident memory
-/// (Linux's `wait4`, which reports the child's own).
-fn wait_with_peak_rss(child: std::process::Child) -> Result<(std::process::ExitStatus, u64)> {
-    use std::os::unix::process::ExitStatusExt as _;
-    let pid = libc::pid_t::try_from(child.id()).context("a process id out of range")?;
-    let mut status = 0;
-    // SAFETY: wait4 only writes the status and the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+/// Waits for `child` to end: how it ended, and its peak resident memory,
+/// read from its `VmHWM` (Linux) as it runs. Not `wait4`'s: a child
+/// started by fork or vfork counts the parent's resident memory at the
+/// start as its own peak (Linux records it at exec), and the bench holds
+/// paysim's intents.
+fn wait_with_peak_rss(mut child: std::process::Child) -> Result<(std::process::ExitStatus, u64)> {
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
     loop {
-        // SAFETY: as above; `pid` is this process's child, not yet waited for.
-        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if waited == pid {
-            break;
+        // Gone once it has exited: the last read is its peak, to within a
+        // poll's growth.
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if let Some(kb) = status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+            {
+                peak = peak.max(kb * 1024);
+            }
         }
-        let error = std::io::Error::last_os_error();
-        if error.kind() != std::io::ErrorKind::Interrupted {
-            return Err(error).context("cannot wait for hashbuy settle");
+        if let Some(status) = child.try_wait().context("cannot wait for hashbuy settle")? {
+            return Ok((status, peak));
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let peak = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
-    Ok((std::process::ExitStatus::from_raw(status), peak))
 }
 
 /// What the ledger of a settled run holds, and what reading it at a start

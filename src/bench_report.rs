@@ -249,14 +249,16 @@ fn settler(document: &Value) -> String {
     if ledger.is_object() {
         let _ = writeln!(
             table,
-            "\n| ledger | bytes on disk | bytes an entry | keys and values an entry | restart with nothing to do, s (peak RSS, MB) | a new owner's restore, s (peak RSS, MB) | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|---|---|\n| {} entries | {} | {} | {} | {} ({}) | {} ({}) | {} | {} |",
+            "\n| ledger | bytes on disk | bytes an entry | keys and values an entry | restart with nothing to do: whole, s (ledgers ready after assignment, s; peak RSS, MB) | a new owner's restore: whole, s (ready, s; peak RSS, MB) | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|---|---|\n| {} entries | {} | {} | {} | {} ({}; {}) | {} ({}; {}) | {} | {} |",
             ledger["encoding"].as_str().unwrap_or("-"),
             ledger["bytes_on_disk"],
             number(&ledger["bytes_per_entry"], 0),
             number(&ledger["live_bytes_per_entry"], 0),
             number(&ledger["restart_s"], 2),
+            number(&ledger["restart_ledgers_ready_s"], 2),
             megabytes(&ledger["restart_peak_rss_bytes"]),
             number(&ledger["restore_s"], 2),
+            number(&ledger["restore_ledgers_ready_s"], 2),
             megabytes(&ledger["restore_peak_rss_bytes"]),
             number(&ledger["open_entries_by_index_ms"], 2),
             number(&ledger["open_entries_by_scan_ms"], 1),

@@ -236,8 +236,10 @@ pub fn run(args: Args) -> Result<()> {
             "live_bytes_per_entry": ledger.live as f64 / summary.settled.max(1) as f64,
             "space_amplification": ledger.bytes as f64 / ledger.live.max(1) as f64,
             "restart_s": restart.took.as_secs_f64(),
+            "restart_ledgers_ready_s": restart.ready,
             "restart_peak_rss_bytes": restart.peak_rss,
             "restore_s": restore.took.as_secs_f64(),
+            "restore_ledgers_ready_s": restore.ready,
             "restore_peak_rss_bytes": restore.peak_rss,
             "bench_process_peak_rss_bytes": peak_rss,
             "open_entries_by_index_ms": ledger.by_index.as_secs_f64() * 1e3,
@@ -259,6 +261,9 @@ struct ChildRun {
     /// Its peak resident memory, apart from the bench's (paysim's) and the
     /// broker's.
     peak_rss: u64,
+    /// How long its partitions' ledgers took to be ready once assigned
+    /// (the group join excluded), as its last line says.
+    ready: Option<f64>,
 }
 
 /// Runs `hashbuy settle --exit-at-end` as a child process, as `config`
@@ -268,7 +273,7 @@ fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Re
     let exe = std::env::current_exe().context("cannot find the hashbuy binary")?;
     let encoding = format!("{:?}", config.ledger_encoding).to_lowercase();
     let began = Instant::now();
-    let child = std::process::Command::new(exe)
+    let mut child = std::process::Command::new(exe)
         .args([
             "settle",
             "--exit-at-end",
@@ -285,14 +290,32 @@ fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Re
         .env("HASHBUY_PROVIDER_KEY", KEY)
         .env_remove("STRIPE_API_KEY")
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .context("cannot start hashbuy settle")?;
+    // Its log passed on as it comes, and its last line read.
+    let log = child.stderr.take().context("no stderr of hashbuy settle")?;
+    let ready = std::thread::spawn(move || {
+        let mut ready = None;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(log)).map_while(Result::ok) {
+            eprintln!("{line}");
+            if let Some((_, after)) = line.split_once("ledgers ready ") {
+                ready = after.split(' ').next().and_then(|s| s.parse().ok());
+            }
+        }
+        ready
+    });
     let (status, peak_rss) = wait_with_peak_rss(child)?;
     let took = began.elapsed();
+    let ready = ready.join().ok().flatten();
     if !status.success() {
         bail!("hashbuy settle ended with {status}");
     }
-    Ok(ChildRun { took, peak_rss })
+    Ok(ChildRun {
+        took,
+        peak_rss,
+        ready,
+    })
 }
 
 /// Waits for `child` to end: how it ended, and its peak resident memory,

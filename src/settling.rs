@@ -278,7 +278,8 @@ pub fn run(args: Args) -> Result<()> {
     let summary = run::run(&config, payments, &stop, &health).context("the settler stopped")?;
     eprintln!(
         "settled {} commands in {:.1} s: {} settled, {} declined, {} rejected, {} failed; \
-         {} acks, {} dead letters, {} duplicates, {} resumed",
+         {} acks, {} dead letters, {} duplicates, {} resumed; ledgers ready {:.2} s after \
+         their partitions were assigned",
         summary.commands,
         started.elapsed().as_secs_f64(),
         summary.settled,
@@ -289,6 +290,7 @@ pub fn run(args: Args) -> Result<()> {
         summary.dead_letters,
         summary.duplicates,
         summary.resumed,
+        summary.restoring.as_secs_f64(),
     );
     Ok(())
 }

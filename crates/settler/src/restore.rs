@@ -395,6 +395,8 @@ pub(crate) struct Restore {
     pub(crate) committed: HashMap<i32, i64>,
     /// Which restore of the run this is (see [`Restore::new`]).
     generation: u64,
+    /// When the partitions were assigned.
+    began: std::time::Instant,
     /// Entries taken, by partition; `Err` once the restore failed (the
     /// failure is reported by the task that ran it).
     done: tokio::sync::OnceCell<Result<HashMap<i32, Restored>, ()>>,
@@ -421,6 +423,7 @@ impl Restore {
             partitions,
             committed,
             generation,
+            began: std::time::Instant::now(),
             done: tokio::sync::OnceCell::new(),
         }
     }
@@ -440,6 +443,8 @@ impl Restore {
                 .await
                 .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))
                 .and_then(|restored| restored);
+                let took = self.began.elapsed();
+                shared.count(|s| s.restoring = s.restoring.max(took));
                 result.map_err(|e| shared.fail(e))
             })
             .await;

@@ -204,6 +204,9 @@ pub struct Summary {
     /// From the first command read to the last ack delivered (the group
     /// join before excluded): what throughput is measured over.
     pub busy: Duration,
+    /// The longest an assignment waited for its partitions' ledgers
+    /// (restored from the changelog) before their first command.
+    pub restoring: Duration,
 }
 
 /// Why the settler stopped with an error.

@@ -116,6 +116,13 @@ impl Frontier {
         if self.stuck || self.reused {
             return;
         }
+        if seen.offset < 0 {
+            // librdkafka reports a duplicate it cannot place (the broker's
+            // DUPLICATE_SEQUENCE_NUMBER) as delivered at no offset: the
+            // frontier cannot know where the record is.
+            self.stuck = true;
+            return;
+        }
         if seen.offset < self.next {
             // From an earlier frontier's time, it may lie below (the
             // restore read it); sent under this one, it cannot.
@@ -126,7 +133,17 @@ impl Frontier {
             return;
         }
         if seen.offset > self.next {
-            self.ahead.insert(seen.offset, seen);
+            if self
+                .ahead
+                .insert(seen.offset, seen)
+                .is_some_and(|earlier| earlier != seen)
+            {
+                // Two of its own records at one offset: the log was cut
+                // back and written again.
+                self.reused = true;
+                self.ahead = BTreeMap::new();
+                return;
+            }
             if self.ahead.len() > MAX_AHEAD {
                 self.ahead = BTreeMap::new();
                 self.stuck = true;
@@ -238,6 +255,29 @@ mod tests {
         }
         assert!(frontier.reused());
         assert_eq!(frontier.mark(), None);
+    }
+
+    /// The log cut back below records still waiting above the frontier,
+    /// and written again: one of its own records lands where another of
+    /// its own was.
+    #[test]
+    fn two_records_of_its_own_at_one_offset_end_every_mark() {
+        let mut frontier = Frontier::new(1, 100, Some(seen(99)));
+        frontier.delivered(seen(101), 1);
+        frontier.delivered(seen(102), 1);
+        frontier.delivered(Seen::of(102, 7, Some(b"other"), None), 1);
+        frontier.delivered(seen(100), 1);
+        assert!(frontier.reused());
+        assert_eq!(frontier.mark(), None);
+    }
+
+    #[test]
+    fn a_delivery_at_no_offset_holds_the_frontier_where_it_is() {
+        let mut frontier = Frontier::new(1, 100, Some(seen(99)));
+        frontier.delivered(Seen::of(-1, 7, Some(b"k"), None), 1);
+        frontier.delivered(seen(100), 1);
+        assert!(!frontier.reused());
+        assert_eq!(frontier.mark().map(|m| m.next), Some(100));
     }
 
     #[test]

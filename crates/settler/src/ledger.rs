@@ -597,17 +597,18 @@ impl PartitionLedger {
     /// may resume: every record of the changelog below it is taken in here
     /// (see [`set_changelog_read_through`](Self::set_changelog_read_through)).
     /// `None` when never marked (a new ledger, or a ledger moved to another
-    /// cluster or topic).
+    /// cluster or topic), and for a mark it cannot read (one of an older
+    /// hashbuy's): the changelog is then read from its beginning.
     pub fn changelog_read_through(
         &self,
         cluster: &str,
         topic: &str,
     ) -> Result<Option<ReadThrough>, LedgerError> {
         let key = read_through_key(cluster, topic);
-        self.meta
+        Ok(self
+            .meta
             .get(&key)?
-            .map(|bytes| decode(&key, &bytes))
-            .transpose()
+            .and_then(|bytes| decode(&key, &bytes).ok()))
     }
 
     /// Records that every record of `topic` (on `cluster`) below
@@ -626,14 +627,16 @@ impl PartitionLedger {
     }
 
     /// Forgets the mark of `topic` on `cluster`: the next restore reads the
-    /// changelog from its beginning.
+    /// changelog from its beginning. Whether there was one.
     pub fn clear_changelog_read_through(
         &self,
         cluster: &str,
         topic: &str,
-    ) -> Result<(), LedgerError> {
-        self.meta.remove(read_through_key(cluster, topic))?;
-        Ok(())
+    ) -> Result<bool, LedgerError> {
+        Ok(self
+            .meta
+            .remove(read_through_key(cluster, topic))?
+            .is_some())
     }
 
     /// Deletes the entries tweeted before `below` that are not held for
@@ -782,6 +785,29 @@ impl PartitionLedger {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_mark_it_cannot_read_counts_as_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        let mark = ReadThrough {
+            next: 8,
+            last: Seen::of(7, 70, Some(b"k"), None),
+        };
+        p.set_changelog_read_through("c", "t", &mark)
+            .expect("marked");
+        assert_eq!(
+            p.changelog_read_through("c", "t").expect("read"),
+            Some(mark)
+        );
+        assert_eq!(p.changelog_read_through("c", "u").expect("read"), None);
+        // An older hashbuy's mark: an offset alone.
+        p.meta
+            .insert(read_through_key("c", "t"), b"8".as_slice())
+            .expect("written");
+        assert_eq!(p.changelog_read_through("c", "t").expect("read"), None);
+    }
+
     use hashbuy_proto::v1::PaymentCommand;
 
     use super::*;

@@ -62,7 +62,20 @@ fn restore(
             }
         }
     }
-    let mut passes = read_changelog(shared, &ledgers, partitions, &resume, generation)?;
+    let mut passes = match read_changelog(shared, &ledgers, partitions, &resume, generation) {
+        // A broker that never ends a read resumed inside a record batch
+        // (tansu under a cluster id of its own choosing, see
+        // `run::resumable_cluster`): read from the beginning instead.
+        Err(RunError::RestoreStalled { .. }) if !resume.is_empty() => {
+            tracing::warn!(
+                topic = %topic,
+                "the ledger changelog read from where this ledger last got to never ended: \
+                 read from its beginning"
+            );
+            read_changelog(shared, &ledgers, partitions, &HashMap::new(), generation)?
+        }
+        passes => passes?,
+    };
     // A mark whose record is not where it says is not trusted: the
     // partition is read from its beginning. (One a newer restore has is
     // left to it.)

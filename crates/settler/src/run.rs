@@ -471,13 +471,14 @@ impl Shared {
         let ledger = self.ledger.partition(partition)?;
         let topic = &self.config.topics.ledger;
         if reused {
-            tracing::warn!(
-                topic = %topic,
-                partition,
-                "the ledger changelog's offsets began again under this settler (its broker \
-                 lost the log?): the next restore reads it from its beginning"
-            );
-            ledger.clear_changelog_read_through(cluster, topic)?;
+            if ledger.clear_changelog_read_through(cluster, topic)? {
+                tracing::warn!(
+                    topic = %topic,
+                    partition,
+                    "the ledger changelog's offsets began again under this settler (its broker \
+                     lost the log?): the next restore reads it from its beginning"
+                );
+            }
             return Ok(());
         }
         let Some(mark) = mark else {

@@ -416,6 +416,9 @@ impl Shared {
         // a delivery report's timestamp can be the broker's (the embedded
         // one reports a made-up log append time).
         let timestamp = now_ms();
+        // Without a cluster to name marks by, no frontier is ever
+        // installed: the digest and the wait for the report are skipped.
+        let tracked = self.cluster.is_some();
         let epoch = lock(&self.frontiers).get(&partition).map(Frontier::epoch);
         let seen = |offset| Seen::of(offset, timestamp, Some(key), value);
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.topics.ledger)
@@ -431,9 +434,12 @@ impl Shared {
                 .send(record, Timeout::After(CALL_TIMEOUT))
                 .await
                 .map_err(|(e, _)| failed("cannot write the ledger changelog")(e))?;
-            delivered(&self.frontiers, &delivery, seen(delivery.offset), epoch);
+            if tracked {
+                delivered(&self.frontiers, &delivery, seen(delivery.offset), epoch);
+            }
         } else {
             match self.producer.send_result(record) {
+                Ok(_) if !tracked => {}
                 Ok(delivery) => {
                     let frontiers = Arc::clone(&self.frontiers);
                     // Named by its digest now: the record is gone once sent.

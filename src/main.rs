@@ -35,6 +35,29 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for the process (and the children it
+/// starts), as mimalloc itself does when `MIMALLOC_ALLOW_THP=0`, unless
+/// that variable is set either way.
+///
+/// mimalloc asks for huge pages on its arenas, and on a kernel that grants
+/// them on request (`madvise`, Debian's default) every thread's first
+/// small allocation then makes a 2 MiB page resident: a settler restart
+/// with nothing to do peaked at 379 MB with them and 49 MB without
+/// (`hashbuy bench-settle --commands 20000`, the same run's binary), and
+/// throughput did not change (README, Performance). The kernel checks the
+/// flag at every fault, so the arena mimalloc set up before `main` is
+/// covered too.
+fn without_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no
+        // memory of the process; a failure (an old kernel) changes nothing.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
+    }
+}
+
 /// hashbuy turns purchase hashtags in a tweet stream into payment commands.
 #[derive(Parser)]
 #[command(name = "hashbuy", version, about, long_about = None, propagate_version = true)]
@@ -92,6 +115,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    without_huge_pages();
     let cli = Cli::parse();
     // The demo tells its story on stdout, and bench-e2e shows its progress
     // on stderr; their services' progress messages would bury both.

@@ -1,5 +1,7 @@
 //! `hashbuy paysim` serves the simulated provider: a charge retried under
-//! its idempotency key charges once, and SIGTERM stops it cleanly.
+//! its idempotency key charges once, and SIGTERM stops it cleanly. (The
+//! binary-wide choice of memory pages is tried here too, on paysim as a
+//! process that runs until stopped.)
 
 mod common;
 
@@ -67,4 +69,46 @@ fn paysim_charges_once_per_idempotency_key_and_stops_on_sigterm() {
     common::sigterm(&child);
     let status = child.wait().expect("paysim exits");
     assert!(status.success(), "SIGTERM stops paysim cleanly: {status}");
+}
+
+/// Whether the kernel may give a running `hashbuy paysim` transparent huge
+/// pages, as its `/proc/<pid>/status` says, with `MIMALLOC_ALLOW_THP` set
+/// to `allow` (or unset).
+#[cfg(target_os = "linux")]
+fn huge_pages_enabled(allow: Option<&str>) -> bool {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hashbuy"));
+    command
+        .args(["paysim", "--port", "0"])
+        .env_remove("MIMALLOC_ALLOW_THP")
+        .stderr(Stdio::piped());
+    if let Some(allow) = allow {
+        command.env("MIMALLOC_ALLOW_THP", allow);
+    }
+    let mut child = command.spawn().expect("hashbuy paysim starts");
+    let mut banner = String::new();
+    BufReader::new(child.stderr.take().expect("stderr piped"))
+        .read_line(&mut banner)
+        .expect("a start-up line");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .expect("the process's status");
+    common::sigterm(&child);
+    child.wait().expect("paysim exits");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled in {status}"));
+    line.trim() == "1"
+}
+
+/// mimalloc's huge pages made every thread's first allocation a 2 MiB
+/// resident page: hashbuy turns them off unless mimalloc is told either
+/// way.
+#[cfg(target_os = "linux")]
+#[test]
+fn hashbuy_runs_without_transparent_huge_pages_unless_told_otherwise() {
+    assert!(!huge_pages_enabled(None), "off by default");
+    assert!(
+        huge_pages_enabled(Some("1")),
+        "MIMALLOC_ALLOW_THP=1 keeps them"
+    );
 }

@@ -667,24 +667,28 @@ impl PartitionLedger {
         max_age: std::time::Duration,
     ) -> Result<PrunePlan, LedgerError> {
         let old = self.floor()?;
+        // Two reads of the entries rather than one held in memory: the
+        // pass's memory then does not grow with the partition's history.
+        // An entry written between the two reads is judged by its state in
+        // the second, as one written after a single read would be by the
+        // next pass; none written since can be unfinished below the line,
+        // as a command older than the floor is rejected stale on arrival.
         let mut oldest_unfinished: Option<i64> = None;
         let mut newest: Option<i64> = None;
-        let mut entries = Vec::new();
-        for item in self.entries.iter() {
-            let (key, bytes) = item?;
-            let entry = decode_entry(&key, &bytes)?;
+        for entry in self.entries() {
+            let entry = entry?;
             let t = entry.command.tweet_timestamp_ms;
             if has_work_left(&entry) {
                 oldest_unfinished = Some(oldest_unfinished.map_or(t, |o| o.min(t)));
             }
             newest = Some(newest.map_or(t, |n| n.max(t)));
-            entries.push(entry);
         }
         let floor_ms = horizon::floor_capped(now_ms, max_age, newest).max(old.floor_ms);
         let below = horizon::prune_below(floor_ms, oldest_unfinished).max(old.pruned_below_ms);
         let mut counts: std::collections::BTreeMap<(String, String), Bought> = Default::default();
         let mut plan = PrunePlan::default();
-        for entry in entries {
+        for entry in self.entries() {
+            let entry = entry?;
             let c = &entry.command;
             if c.tweet_timestamp_ms >= below {
                 plan.kept += 1;

@@ -83,6 +83,13 @@ async fn pass(
     };
     let (now, max_age) = (now_ms(), shared.config.max_command_age);
     let plan = {
+        // A stopped partition gives up its place in the queue: its task
+        // awaits this pass, and the hand-over awaits its task.
+        let _turn = tokio::select! {
+            turn = shared.planning.acquire() => turn
+                .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))?,
+            _ = watching.wait_for(|s| *s) => return Ok(None),
+        };
         let ledger = ledger.clone();
         tokio::task::spawn_blocking(move || ledger.plan(now, max_age))
             .await

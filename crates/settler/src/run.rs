@@ -359,6 +359,11 @@ pub(crate) struct Shared {
     /// Partitions whose first pruning pass has not ended
     /// ([`crate::prune`]).
     pub(crate) pruning: std::sync::atomic::AtomicUsize,
+    /// One pruning plan at a time: a plan reads every entry of its
+    /// partition, and the first passes of every partition begin together
+    /// at start, where they would take both cores from the settling and a
+    /// blocking thread each.
+    pub(crate) planning: tokio::sync::Semaphore,
     /// Partitions read to their end with nothing in flight.
     pub(crate) at_eof: Mutex<HashSet<i32>>,
     /// Commands being settled, since when.
@@ -670,6 +675,7 @@ pub fn run(
         starting: std::sync::atomic::AtomicUsize::new(0),
         resuming: std::sync::atomic::AtomicUsize::new(0),
         pruning: std::sync::atomic::AtomicUsize::new(0),
+        planning: tokio::sync::Semaphore::new(1),
         at_eof: Mutex::new(HashSet::new()),
         pending: Mutex::new(HashMap::new()),
         first_read: std::sync::OnceLock::new(),

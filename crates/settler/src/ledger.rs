@@ -227,6 +227,19 @@ pub struct Raise {
     pub bought: Vec<(MetaKey, Bought)>,
 }
 
+impl Raise {
+    /// Adds `other` to this raise: the higher of each floor, and its counts
+    /// (which [`PartitionLedger::raise`] merges by their maxima, so the
+    /// order they are added in does not matter).
+    pub fn merge(&mut self, other: Raise) {
+        self.floor = Floor {
+            floor_ms: self.floor.floor_ms.max(other.floor.floor_ms),
+            pruned_below_ms: self.floor.pruned_below_ms.max(other.floor.pruned_below_ms),
+        };
+        self.bought.extend(other.bought);
+    }
+}
+
 /// A ledger record by its key and value bytes, as the changelog carries it.
 pub type Record = (Vec<u8>, Vec<u8>);
 
@@ -815,6 +828,48 @@ mod tests {
     use hashbuy_proto::v1::PaymentCommand;
 
     use super::*;
+
+    #[test]
+    fn raises_merge_to_the_higher_floor_and_every_count() {
+        let count = |user: &str, count| {
+            (
+                MetaKey::Bought {
+                    user_id: user.into(),
+                    offer_id: "o".into(),
+                },
+                Bought {
+                    count,
+                    through_ms: 5,
+                },
+            )
+        };
+        let mut raise = Raise {
+            floor: Floor {
+                floor_ms: 10,
+                pruned_below_ms: 3,
+            },
+            bought: vec![count("a", 1)],
+        };
+        raise.merge(Raise {
+            floor: Floor {
+                floor_ms: 7,
+                pruned_below_ms: 4,
+            },
+            bought: vec![count("b", 2)],
+        });
+        raise.merge(Raise::default());
+        assert_eq!(
+            raise,
+            Raise {
+                floor: Floor {
+                    floor_ms: 10,
+                    pruned_below_ms: 4,
+                },
+                bought: vec![count("a", 1), count("b", 2)],
+            }
+        );
+    }
+
     use crate::entry::{first_key, Outcome};
 
     fn entry(id: &str, user: &str) -> Entry {

@@ -38,6 +38,9 @@ use crate::ledger::{
 };
 use crate::run::{RunError, Shared};
 
+/// The most counts a restore gathers for a partition before writing them.
+const RAISE_AT_ONCE: usize = 4096;
+
 /// Restores the ledgers of newly assigned partitions from the changelog,
 /// with one reader for them all: an entry there that is further along than
 /// the local one (written by another settler that owned the partition)
@@ -228,6 +231,10 @@ fn read_changelog(
             )
         })
         .collect();
+    // Floors and counts are gathered and written a batch at a time: a
+    // sled batch each seals the log's buffer, and a new owner restoring
+    // 100,000 counts one by one spent 12 s where the entries took 3.
+    let mut raises: HashMap<i32, Raise> = HashMap::new();
     let read = read_to_end(&mut reader, "the ledger changelog", |message| {
         let partition = message.partition();
         let (Some(ledger), Some(pass)) = (ledgers.get(&partition), passes.get_mut(&partition))
@@ -247,7 +254,11 @@ fn read_changelog(
         if pass.restored.read == 1 {
             pass.first = seen;
         }
-        let taken = take(ledger, message.key(), message.payload(), offset)?;
+        let raise = raises.entry(partition).or_default();
+        let taken = take(ledger, message.key(), message.payload(), offset, raise)?;
+        if raise.bought.len() >= RAISE_AT_ONCE {
+            ledger.raise(&std::mem::take(raise))?;
+        }
         match taken {
             Taken::Unreadable => {
                 pass.skipped.get_or_insert(offset);
@@ -262,6 +273,13 @@ fn read_changelog(
         }
         Ok::<(), RunError>(())
     });
+    // Taken whatever became of the read: a raise only ever raises, and a
+    // tombstone taken before its count must not be left without it.
+    for (partition, raise) in raises {
+        if let Some(ledger) = ledgers.get(&partition) {
+            ledger.raise(&raise)?;
+        }
+    }
     match read {
         Ok(()) => {}
         Err(ReadToEnd::Record(e)) => return Err(e),
@@ -300,6 +318,7 @@ fn take(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
     offset: i64,
+    raise: &mut Raise,
 ) -> Result<Taken, RunError> {
     let partition = ledger.partition();
     let unreadable = |what: String| {
@@ -314,10 +333,12 @@ fn take(
         return unreadable("no key".to_owned());
     };
     if MetaKey::is_meta(key) {
-        return match restore_meta(ledger, key, value) {
-            Ok(()) => Ok(Taken::Older),
-            Err(Unreadable::Record(what)) => unreadable(what),
-            Err(Unreadable::Ledger(e)) => Err(e),
+        return match meta_raise(key, value) {
+            Ok(meta) => {
+                raise.merge(meta);
+                Ok(Taken::Older)
+            }
+            Err(what) => unreadable(what),
         };
     }
     let Some(value) = value else {
@@ -344,47 +365,26 @@ fn take(
     Ok(Taken::Newer)
 }
 
-/// Why [`restore_meta`] took nothing.
-enum Unreadable {
-    /// The record cannot be read.
-    Record(String),
-    /// The ledger failed.
-    Ledger(RunError),
-}
-
-/// Takes a floor or a count from the changelog, unless the local one is
-/// already as far.
-fn restore_meta(
-    ledger: &PartitionLedger,
-    key: &[u8],
-    value: Option<&[u8]>,
-) -> Result<(), Unreadable> {
+/// A floor or a count from the changelog, as a raise for the ledger to
+/// take (unless its own is already as far); what is wrong with it if it
+/// cannot be read.
+fn meta_raise(key: &[u8], value: Option<&[u8]>) -> Result<Raise, String> {
     let (Some(meta), Some(value)) = (MetaKey::parse(key), value) else {
-        return Err(Unreadable::Record(format!(
-            "key {:?}",
-            String::from_utf8_lossy(key)
-        )));
+        return Err(format!("key {:?}", String::from_utf8_lossy(key)));
     };
-    let raise = match meta {
-        MetaKey::Floor => match decode_meta::<Floor>(key, value) {
-            Ok(floor) => Raise {
-                floor,
-                bought: Vec::new(),
-            },
-            Err(e) => return Err(Unreadable::Record(e.to_string())),
+    Ok(match meta {
+        MetaKey::Floor => Raise {
+            floor: decode_meta::<Floor>(key, value).map_err(|e| e.to_string())?,
+            bought: Vec::new(),
         },
-        bought @ MetaKey::Bought { .. } => match decode_meta::<Bought>(key, value) {
-            Ok(count) => Raise {
-                floor: Floor::default(),
-                bought: vec![(bought, count)],
-            },
-            Err(e) => return Err(Unreadable::Record(e.to_string())),
+        bought @ MetaKey::Bought { .. } => Raise {
+            floor: Floor::default(),
+            bought: vec![(
+                bought,
+                decode_meta::<Bought>(key, value).map_err(|e| e.to_string())?,
+            )],
         },
-    };
-    ledger
-        .raise(&raise)
-        .map_err(|e| Unreadable::Ledger(e.into()))?;
-    Ok(())
+    })
 }
 
 /// What a partition's restore did.

@@ -20,10 +20,11 @@ use anyhow::{bail, Context, Result};
 use hashbuy_kafka::client::{Connection, CONNECT_TIMEOUT};
 use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::health::Health;
-use hashbuy_kafka::produce::{flush_promptly, send_waiting, Deliveries};
+use hashbuy_kafka::produce::{flush_promptly, send_to_partition_waiting, send_waiting, Deliveries};
 use hashbuy_proto::v1::PaymentCommand;
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
 use hashbuy_settler::entry::{first_key, now_ms, Entry};
+use hashbuy_settler::horizon::DEFAULT_MAX_COMMAND_AGE;
 use hashbuy_settler::ledger::Ledger;
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run;
@@ -67,6 +68,16 @@ pub struct Args {
     /// of a Markdown table.
     #[arg(long)]
     json: bool,
+    /// After the restart and restore, age the history past the horizon
+    /// and measure them again: one fresh command a partition, then a
+    /// settler with the default `--max-command-age` prunes every entry
+    /// before, and a restart and a new owner's restore follow. A broker
+    /// that compacts the changelog drops the pruned entries' records;
+    /// this long is given it to do so before the restore (a broker
+    /// compacts a segment only once it is closed and dirty enough: see
+    /// its `segment.ms` and `min.cleanable.dirty.ratio`).
+    #[arg(long, value_name = "SECONDS")]
+    age_past_horizon: Option<u64>,
     /// Commands the one-at-a-time baseline settles.
     #[arg(long, default_value_t = 100)]
     baseline: u64,
@@ -203,6 +214,16 @@ pub fn run(args: Args) -> Result<()> {
     let restore = settle_child(&config, &url, &dir.path().join("ledger-restored"))
         .context("the restoring settler")?;
     let ledger = ledger_figures(&config.ledger_dir, summary.settled)?;
+    let aged = match args.age_past_horizon {
+        Some(wait) => Some(age_past_horizon(
+            &config,
+            &url,
+            &producer,
+            (dir.path(), i32::try_from(partitions)?, args.commands),
+            Duration::from_secs(wait),
+        )?),
+        None => None,
+    };
 
     eprintln!("settling {} one at a time ...", args.baseline);
     let baseline = runtime.block_on(one_at_a_time(
@@ -244,7 +265,24 @@ pub fn run(args: Args) -> Result<()> {
             "bench_process_peak_rss_bytes": peak_rss,
             "open_entries_by_index_ms": ledger.by_index.as_secs_f64() * 1e3,
             "open_entries_by_scan_ms": ledger.by_scan.as_secs_f64() * 1e3,
+            "restart_changelog_read": restart.changelog_read,
+            "restore_changelog_read": restore.changelog_read,
         },
+        "aged_past_horizon": aged.map(|aged| serde_json::json!({
+            "pruned": aged.pruning.pruned,
+            "pruning_s": aged.pruning.took.as_secs_f64(),
+            "entries_left": aged.entries,
+            "bytes_on_disk": aged.bytes,
+            "compaction_wait_s": aged.waited.as_secs_f64(),
+            "restart_s": aged.restart.took.as_secs_f64(),
+            "restart_ledgers_ready_s": aged.restart.ready,
+            "restart_peak_rss_bytes": aged.restart.peak_rss,
+            "restart_changelog_read": aged.restart.changelog_read,
+            "restore_s": aged.restore.took.as_secs_f64(),
+            "restore_ledgers_ready_s": aged.restore.ready,
+            "restore_peak_rss_bytes": aged.restore.peak_rss,
+            "restore_changelog_read": aged.restore.changelog_read,
+        })),
     });
     if args.json {
         println!("{document:#}");
@@ -264,6 +302,20 @@ struct ChildRun {
     /// How long its partitions' ledgers took to be ready once assigned
     /// (the group join excluded), as its last line says.
     ready: Option<f64>,
+    /// Changelog records its restores read, as its log says.
+    changelog_read: u64,
+    /// Ledger entries its pruning passes deleted, as its log says.
+    pruned: u64,
+}
+
+/// The sum of a log's `name=N` fields.
+fn field_sum<'a>(lines: impl IntoIterator<Item = &'a str>, name: &str) -> u64 {
+    let tag = format!(" {name}=");
+    lines
+        .into_iter()
+        .filter_map(|line| line.split_once(tag.as_str()))
+        .filter_map(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Runs `hashbuy settle --exit-at-end` as a child process, as `config`
@@ -295,26 +347,32 @@ fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Re
         .context("cannot start hashbuy settle")?;
     // Its log passed on as it comes, and its last line read.
     let log = child.stderr.take().context("no stderr of hashbuy settle")?;
-    let ready = std::thread::spawn(move || {
-        let mut ready = None;
+    let read = std::thread::spawn(move || {
+        let (mut ready, mut counted) = (None, Vec::new());
         for line in std::io::BufRead::lines(std::io::BufReader::new(log)).map_while(Result::ok) {
             eprintln!("{line}");
             if let Some((_, after)) = line.split_once("ledgers ready ") {
                 ready = after.split(' ').next().and_then(|s| s.parse().ok());
             }
+            if line.contains(" changelog_read=") || line.contains(" pruned=") {
+                counted.push(line);
+            }
         }
-        ready
+        (ready, counted)
     });
     let (status, peak_rss) = wait_with_peak_rss(child)?;
     let took = began.elapsed();
-    let ready = ready.join().ok().flatten();
+    let (ready, counted) = read.join().unwrap_or_default();
     if !status.success() {
         bail!("hashbuy settle ended with {status}");
     }
+    let lines = || counted.iter().map(String::as_str);
     Ok(ChildRun {
         took,
         peak_rss,
         ready,
+        changelog_read: field_sum(lines(), "changelog_read"),
+        pruned: field_sum(lines(), "pruned"),
     })
 }
 
@@ -349,6 +407,88 @@ fn wait_with_peak_rss(mut child: std::process::Child) -> Result<(std::process::E
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// What aging the bench's history past the horizon did, and the restart
+/// and restore after it (`--age-past-horizon`).
+struct Aged {
+    /// The settler that settled the fresh commands and pruned the rest.
+    pruning: ChildRun,
+    /// The entries its ledger kept.
+    entries: u64,
+    /// sled's count of the ledger's bytes after pruning.
+    bytes: u64,
+    /// How long the broker was given to compact the changelog.
+    waited: Duration,
+    /// A restart on the pruned ledger, with nothing to do.
+    restart: ChildRun,
+    /// A new owner's restore into an empty ledger.
+    restore: ChildRun,
+}
+
+/// Ages the bench's history past the horizon: a fresh command (tweeted
+/// now) to each of the `partitions`, a settler under the default
+/// horizon that settles them and prunes every entry before, `wait` for
+/// the broker to compact the changelog, then a restart and a new owner's
+/// restore (into a ledger under `dir`). `base` numbers the fresh
+/// commands' users apart from the bench's.
+fn age_past_horizon(
+    config: &run::Config,
+    url: &str,
+    producer: &BaseProducer<Deliveries>,
+    (dir, partitions, base): (&std::path::Path, i32, u64),
+    wait: Duration,
+) -> Result<Aged> {
+    eprintln!(
+        "aging the history past the horizon: a fresh command a partition, and a settler \
+         under the default --max-command-age that prunes the rest ..."
+    );
+    let now = now_ms();
+    for partition in 0..partitions {
+        let mut fresh = command(base + u64::try_from(partition)?, "fresh");
+        fresh.tweet_timestamp_ms = now;
+        send_to_partition_waiting(
+            producer,
+            &config.topics.commands,
+            Some(partition),
+            Some(fresh.user_id.as_bytes()),
+            &fresh.encode_to_vec(),
+            || false,
+        )?;
+    }
+    flush_promptly(producer, Duration::from_secs(60))?;
+    let aged = run::Config {
+        max_command_age: DEFAULT_MAX_COMMAND_AGE,
+        ..config.clone()
+    };
+    let pruning = settle_child(&aged, url, &config.ledger_dir).context("the pruning settler")?;
+    let (entries, bytes) = {
+        let ledger = Ledger::open(&config.ledger_dir)?;
+        let mut entries = 0;
+        for partition in ledger.partitions() {
+            entries += ledger.partition(partition)?.len() as u64;
+        }
+        (entries, ledger.size_on_disk()?)
+    };
+    eprintln!(
+        "{} entries pruned, {entries} kept; giving the broker {} s to compact the changelog ...",
+        pruning.pruned,
+        wait.as_secs()
+    );
+    std::thread::sleep(wait);
+    eprintln!("restarting the settler on its pruned ledger ...");
+    let restart = settle_child(&aged, url, &config.ledger_dir).context("the restarted settler")?;
+    eprintln!("a settler with an empty ledger restoring the pruned one from the changelog ...");
+    let restore =
+        settle_child(&aged, url, &dir.join("ledger-aged")).context("the restoring settler")?;
+    Ok(Aged {
+        pruning,
+        entries,
+        bytes,
+        waited: wait,
+        restart,
+        restore,
+    })
 }
 
 /// What the ledger of a settled run holds, and what reading it at a start

@@ -1885,6 +1885,8 @@ fn bench_settle_writes_its_figures_as_json() {
         "4",
         "--baseline",
         "5",
+        "--age-past-horizon",
+        "0",
         "--json",
     ]);
     assert_eq!(document["bench"], "settler");
@@ -1893,4 +1895,10 @@ fn bench_settle_writes_its_figures_as_json() {
         .as_f64()
         .is_some_and(|rate| rate > 0.0));
     assert_eq!(document["one_at_a_time"]["commands"], 5);
+    // Aged past the horizon: the 300 pruned, the fresh command of each of
+    // the 4 partitions kept, and a restart reading one record a partition.
+    let aged = &document["aged_past_horizon"];
+    assert_eq!(aged["pruned"], 300, "{aged}");
+    assert_eq!(aged["entries_left"], 4, "{aged}");
+    assert_eq!(aged["restart_changelog_read"], 4, "{aged}");
 }

@@ -539,19 +539,29 @@ impl PartitionLedger {
         if higher.floor_ms != i64::MIN {
             records.push((FLOOR_KEY.to_vec(), to_json(FLOOR_KEY, &higher)?));
         }
+        // Each key's count as this raise leaves it: a raise can hold
+        // several of one key (a restore's, in the changelog's order), and
+        // each is merged with those before it, not only with the stored one.
+        let mut counts: std::collections::BTreeMap<Vec<u8>, (Bought, bool)> = Default::default();
         for (key, bought) in &raise.bought {
             let MetaKey::Bought { user_id, offer_id } = key else {
                 continue;
             };
-            let local = self.bought(user_id, offer_id)?;
+            let bytes = key.to_bytes();
+            let (base, changed) = match counts.get(&bytes) {
+                Some(&held) => held,
+                None => (self.bought(user_id, offer_id)?, false),
+            };
             // Counts only grow with their line: a count taken on a stale
             // base (two passes overlapping) never lowers the one here.
             let merged = Bought {
-                count: local.count.max(bought.count),
-                through_ms: local.through_ms.max(bought.through_ms),
+                count: base.count.max(bought.count),
+                through_ms: base.through_ms.max(bought.through_ms),
             };
-            if merged != local {
-                let key = key.to_bytes();
+            counts.insert(bytes, (merged, changed || merged != base));
+        }
+        for (key, (merged, changed)) in counts {
+            if changed {
                 let value = to_json(&key, &merged)?;
                 records.push((key, value));
             }
@@ -684,8 +694,10 @@ impl PartitionLedger {
         // pass's memory then does not grow with the partition's history.
         // An entry written between the two reads is judged by its state in
         // the second, as one written after a single read would be by the
-        // next pass; none written since can be unfinished below the line,
-        // as a command older than the floor is rejected stale on arrival.
+        // next pass. None written since can be unfinished below the line:
+        // the line lies a day or more below a floor that is itself at
+        // least the horizon (`max_age`) behind now, and a command older
+        // than the horizon is decided stale on arrival.
         let mut oldest_unfinished: Option<i64> = None;
         let mut newest: Option<i64> = None;
         for entry in self.entries() {
@@ -1120,6 +1132,33 @@ mod tests {
                 through_ms: 20
             }
         );
+    }
+
+    #[test]
+    fn one_raise_with_several_counts_of_a_key_takes_their_maxima() {
+        // A restore gathers a partition's counts from the changelog and
+        // raises them together, the same key's in the order written; a
+        // stale writer's lower count can come after a higher one.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        let count = |count, through_ms| (bought_key(), Bought { count, through_ms });
+        let records = p
+            .raise(&Raise {
+                floor: Floor::default(),
+                bought: vec![count(5, 90), count(3, 100), count(4, 80)],
+            })
+            .expect("raised");
+        let highest = Bought {
+            count: 5,
+            through_ms: 100,
+        };
+        assert_eq!(p.bought("u", "o").expect("read"), highest);
+        let sent: Vec<Bought> = records
+            .iter()
+            .map(|(key, value)| decode_meta(key, value).expect("a count"))
+            .collect();
+        assert_eq!(sent, vec![highest], "one record a key, as it stands");
     }
 
     #[test]

@@ -95,7 +95,10 @@ async fn pass(
             .await
             .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??
     };
-    if !shared.lease.holds_since(epoch) {
+    // Stopped while it planned (a hand-over, with the lease unbroken): the
+    // partition's next owner may be writing counts by now, and this plan's
+    // must not land after theirs.
+    if *stopped.borrow() || !shared.lease.holds_since(epoch) {
         return Ok(None);
     }
     let records = ledger.raise(&plan.raise)?;

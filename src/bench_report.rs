@@ -247,22 +247,45 @@ fn settler(document: &Value) -> String {
     );
     let ledger = &document["ledger"];
     if ledger.is_object() {
+        // A restart's or restore's cell: whole, ledgers ready, peak RSS,
+        // changelog records read (files from before it have none).
+        let run = |of: &Value, name: &str| {
+            let read = of[format!("{name}_changelog_read")]
+                .as_u64()
+                .map_or_else(String::new, |n| format!("; {n} read"));
+            format!(
+                "{} ({}; {}{read})",
+                number(&of[format!("{name}_s")], 2),
+                number(&of[format!("{name}_ledgers_ready_s")], 2),
+                megabytes(&of[format!("{name}_peak_rss_bytes")]),
+            )
+        };
         let _ = writeln!(
             table,
-            "\n| ledger | bytes on disk | bytes an entry | keys and values an entry | restart with nothing to do: whole, s (ledgers ready after assignment, s; peak RSS, MB) | a new owner's restore: whole, s (ready, s; peak RSS, MB) | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|---|---|\n| {} entries | {} | {} | {} | {} ({}; {}) | {} ({}; {}) | {} | {} |",
+            "\n| ledger | bytes on disk | bytes an entry | keys and values an entry | restart with nothing to do: whole, s (ledgers ready after assignment, s; peak RSS, MB; changelog records read) | a new owner's restore: whole, s (ready, s; peak RSS, MB; records read) | entries with work left: by the index, ms | by reading every entry, ms |\n|---|---|---|---|---|---|---|---|\n| {} entries | {} | {} | {} | {} | {} | {} | {} |",
             ledger["encoding"].as_str().unwrap_or("-"),
             ledger["bytes_on_disk"],
             number(&ledger["bytes_per_entry"], 0),
             number(&ledger["live_bytes_per_entry"], 0),
-            number(&ledger["restart_s"], 2),
-            number(&ledger["restart_ledgers_ready_s"], 2),
-            megabytes(&ledger["restart_peak_rss_bytes"]),
-            number(&ledger["restore_s"], 2),
-            number(&ledger["restore_ledgers_ready_s"], 2),
-            megabytes(&ledger["restore_peak_rss_bytes"]),
+            run(ledger, "restart"),
+            run(ledger, "restore"),
             number(&ledger["open_entries_by_index_ms"], 2),
             number(&ledger["open_entries_by_scan_ms"], 1),
         );
+        let aged = &document["aged_past_horizon"];
+        if aged.is_object() {
+            let _ = writeln!(
+                table,
+                "| aged past the horizon: {} pruned in {} s, {} kept; {} s for the broker to compact | {} | - | - | {} | {} | - | - |",
+                aged["pruned"],
+                number(&aged["pruning_s"], 1),
+                aged["entries_left"],
+                number(&aged["compaction_wait_s"], 0),
+                aged["bytes_on_disk"],
+                run(aged, "restart"),
+                run(aged, "restore"),
+            );
+        }
     }
     let _ = writeln!(
         table,
@@ -333,6 +356,45 @@ mod tests {
         )
         .expect_err("a missing file");
         assert!(format!("{error:#}").contains("gone.json"), "{error:#}");
+    }
+
+    #[test]
+    fn a_settler_table_shows_its_ledger_and_the_ledger_aged_past_the_horizon() {
+        let document = serde_json::json!({
+            "bench": "settler",
+            "machine": {"cpus": 2, "cpu_model": "Test CPU", "os": "linux", "arch": "x86_64"},
+            "commands": 1000, "partitions": 4, "max_in_flight": 256, "latency_ms": 0,
+            "settler": {"per_second": 5000.0},
+            "one_at_a_time": {"per_second": 500.0},
+            "ledger": {
+                "encoding": "protobuf", "bytes_on_disk": 900_000, "bytes_per_entry": 900.0,
+                "live_bytes_per_entry": 200.0,
+                "restart_s": 1.5, "restart_ledgers_ready_s": 0.1,
+                "restart_peak_rss_bytes": 40_000_000, "restart_changelog_read": 4,
+                "restore_s": 3.0, "restore_ledgers_ready_s": 2.0,
+                "restore_peak_rss_bytes": 90_000_000, "restore_changelog_read": 2000,
+            },
+            "aged_past_horizon": {
+                "pruned": 1000, "pruning_s": 4.0, "entries_left": 4, "bytes_on_disk": 950_000,
+                "compaction_wait_s": 30.0,
+                "restart_s": 1.2, "restart_ledgers_ready_s": 0.2,
+                "restart_peak_rss_bytes": 30_000_000, "restart_changelog_read": 4,
+                "restore_s": 2.5, "restore_ledgers_ready_s": 0.5,
+                "restore_peak_rss_bytes": 60_000_000, "restore_changelog_read": 1004,
+            },
+        });
+        let table = render(&document).expect("renders");
+        assert!(
+            table.contains("| 1.50 (0.10; 40; 4 read) | 3.00 (2.00; 90; 2000 read) |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| aged past the horizon: 1000 pruned in 4.0 s, 4 kept; 30 s for the broker to \
+                 compact | 950000 | - | - | 1.20 (0.20; 30; 4 read) | 2.50 (0.50; 60; 1004 read) |"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct Args {
     /// partition), such as a million commands on tansu.
     #[arg(long)]
     brokers: Option<String>,
+    /// A librdkafka property for every client, the settlers it starts
+    /// included, as KEY=VALUE (repeatable): for a broker that needs one,
+    /// such as a larger `receive.message.max.bytes`.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
+    properties: Vec<(String, String)>,
     /// Partitions of the embedded broker's topics.
     #[arg(long, default_value_t = 64)]
     partitions: u32,
@@ -126,7 +131,7 @@ pub fn run(args: Args) -> Result<()> {
             (None, Some(broker)) => broker.address.clone(),
             (None, None) => bail!("no broker"),
         },
-        properties: Vec::new(),
+        properties: args.properties.clone(),
     };
     let topics = Topics::default();
     let partitions = connection.check_topic(&topics.commands, CONNECT_TIMEOUT)?;
@@ -337,6 +342,13 @@ fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Re
         .args(["--max-in-flight", &config.max_in_flight.to_string()])
         .arg("--max-command-age")
         .arg(humantime::format_duration(config.max_command_age).to_string())
+        .args(
+            config
+                .connection
+                .properties
+                .iter()
+                .flat_map(|(key, value)| ["-X".to_owned(), format!("{key}={value}")]),
+        )
         .arg("--ledger")
         .arg(ledger)
         .env("HASHBUY_PROVIDER_KEY", KEY)

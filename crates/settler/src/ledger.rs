@@ -841,47 +841,6 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn raises_merge_to_the_higher_floor_and_every_count() {
-        let count = |user: &str, count| {
-            (
-                MetaKey::Bought {
-                    user_id: user.into(),
-                    offer_id: "o".into(),
-                },
-                Bought {
-                    count,
-                    through_ms: 5,
-                },
-            )
-        };
-        let mut raise = Raise {
-            floor: Floor {
-                floor_ms: 10,
-                pruned_below_ms: 3,
-            },
-            bought: vec![count("a", 1)],
-        };
-        raise.merge(Raise {
-            floor: Floor {
-                floor_ms: 7,
-                pruned_below_ms: 4,
-            },
-            bought: vec![count("b", 2)],
-        });
-        raise.merge(Raise::default());
-        assert_eq!(
-            raise,
-            Raise {
-                floor: Floor {
-                    floor_ms: 10,
-                    pruned_below_ms: 4,
-                },
-                bought: vec![count("a", 1), count("b", 2)],
-            }
-        );
-    }
-
     use crate::entry::{first_key, Outcome};
 
     fn entry(id: &str, user: &str) -> Entry {
@@ -1130,6 +1089,47 @@ mod tests {
             Bought {
                 count: 2,
                 through_ms: 20
+            }
+        );
+    }
+
+    #[test]
+    fn raises_merge_to_the_higher_floor_and_every_count() {
+        let count = |user: &str, count| {
+            (
+                MetaKey::Bought {
+                    user_id: user.into(),
+                    offer_id: "o".into(),
+                },
+                Bought {
+                    count,
+                    through_ms: 5,
+                },
+            )
+        };
+        let mut raise = Raise {
+            floor: Floor {
+                floor_ms: 10,
+                pruned_below_ms: 3,
+            },
+            bought: vec![count("a", 1)],
+        };
+        raise.merge(Raise {
+            floor: Floor {
+                floor_ms: 7,
+                pruned_below_ms: 4,
+            },
+            bought: vec![count("b", 2)],
+        });
+        raise.merge(Raise::default());
+        assert_eq!(
+            raise,
+            Raise {
+                floor: Floor {
+                    floor_ms: 10,
+                    pruned_below_ms: 4,
+                },
+                bought: vec![count("a", 1), count("b", 2)],
             }
         );
     }

@@ -13,6 +13,7 @@ use hashbuy_core::decode::looks_like_text;
 use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_proto::v1 as pb;
+use hashbuy_settler::ledger::{decode_entry, MetaKey};
 use rdkafka::Message;
 use serde::Serialize;
 use serde_json::Value;
@@ -37,7 +38,8 @@ pub struct Args {
     #[arg(long)]
     max: Option<u64>,
     /// How to decode values; `auto` goes by the topic's role (the commands,
-    /// acks, dead-letters, replies and pending-purchases topics, by their
+    /// acks, dead-letters, replies, pending-purchases and settler-ledger
+    /// topics, by their
     /// default names or as the config file's `[kafka.topics]` names them;
     /// else tweets).
     #[arg(long = "type", value_enum, default_value = "auto")]
@@ -66,6 +68,11 @@ enum ValueType {
     /// The matcher's pending purchases' changelog: `PendingPurchases` by
     /// user, `StreamTime` under the key `stream-time`.
     Pending,
+    /// The settler's ledger changelog: entries by command id (protobuf
+    /// `LedgerEntry`, or JSON from older settlers) in the ledger's JSON
+    /// form, and floors and counts (JSON) under keys that begin with a
+    /// zero byte.
+    Ledger,
 }
 
 impl ValueType {
@@ -76,6 +83,7 @@ impl ValueType {
             ValueType::Auto if topic == names.dead_letters => ValueType::DeadLetter,
             ValueType::Auto if topic == names.replies => ValueType::Reply,
             ValueType::Auto if topic == names.pending => ValueType::Pending,
+            ValueType::Auto if topic == names.ledger => ValueType::Ledger,
             ValueType::Auto => ValueType::Tweet,
             chosen => chosen,
         }
@@ -145,6 +153,7 @@ fn decode_value(kind: ValueType, key: Option<&[u8]>, bytes: &[u8]) -> Value {
             message_json::<pb::StreamTime>(bytes)
         }
         ValueType::Pending => message_json::<pb::PendingPurchases>(bytes),
+        ValueType::Ledger => ledger_json(key, bytes),
         ValueType::Command => message_json::<pb::PaymentCommand>(bytes),
         ValueType::Ack => message_json::<pb::PaymentAck>(bytes),
         ValueType::DeadLetter => message_json::<pb::DeadLetter>(bytes),
@@ -156,6 +165,17 @@ fn decode_value(kind: ValueType, key: Option<&[u8]>, bytes: &[u8]) -> Value {
             "base64": base64::engine::general_purpose::STANDARD.encode(bytes),
         })
     })
+}
+
+/// A ledger changelog record's value: an entry, or a floor or count.
+fn ledger_json(key: Option<&[u8]>, bytes: &[u8]) -> Result<Value, String> {
+    match key {
+        Some(key) if !MetaKey::is_meta(key) => {
+            let entry = decode_entry(key, bytes).map_err(|e| e.to_string())?;
+            serde_json::to_value(&entry).map_err(|e| e.to_string())
+        }
+        _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+    }
 }
 
 fn message_json<M: prost::Message + Default + Serialize>(bytes: &[u8]) -> Result<Value, String> {

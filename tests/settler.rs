@@ -838,6 +838,31 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
     ]);
     assert!(stats.contains(": 20 entries in 2 partitions"), "{stats}");
     assert!(stats.contains("floor: 2 of 2 partitions"), "{stats}");
+    // The changelog as `hashbuy tail` prints it: the entries in the
+    // ledger's JSON form, the pruned ones' tombstones, and the counts.
+    let tailed = succeeds(&[
+        "tail",
+        "--brokers",
+        &brokers,
+        "--topic",
+        "settler-ledger",
+        "--from-beginning",
+        "--exit-at-end",
+    ]);
+    let values: Vec<serde_json::Value> = tailed
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("a JSON line")["value"].clone()
+        })
+        .collect();
+    assert!(
+        values
+            .iter()
+            .any(|v| v["command"]["command_id"] == sent[0].command_id.as_str()),
+        "{tailed}"
+    );
+    assert!(values.iter().any(serde_json::Value::is_null), "{tailed}");
+    assert!(values.iter().any(|v| v["count"] == 1), "{tailed}");
 
     // The same purchases again, and a new one of the first buyer's offer
     // (one per shopper), tweeted now: nothing is charged. The copies lie

@@ -313,14 +313,11 @@ struct ChildRun {
     pruned: u64,
 }
 
-/// The sum of a log's `name=N` fields.
-fn field_sum<'a>(lines: impl IntoIterator<Item = &'a str>, name: &str) -> u64 {
-    let tag = format!(" {name}=");
-    lines
-        .into_iter()
-        .filter_map(|line| line.split_once(tag.as_str()))
-        .filter_map(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok())
-        .sum()
+/// A log line's `name=N` field, 0 where it has none.
+fn field(line: &str, name: &str) -> u64 {
+    line.split_once(&format!(" {name}="))
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Runs `hashbuy settle --exit-at-end` as a child process, as `config`
@@ -360,31 +357,29 @@ fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Re
     // Its log passed on as it comes, and its last line read.
     let log = child.stderr.take().context("no stderr of hashbuy settle")?;
     let read = std::thread::spawn(move || {
-        let (mut ready, mut counted) = (None, Vec::new());
+        let (mut ready, mut changelog_read, mut pruned) = (None, 0, 0);
         for line in std::io::BufRead::lines(std::io::BufReader::new(log)).map_while(Result::ok) {
             eprintln!("{line}");
             if let Some((_, after)) = line.split_once("ledgers ready ") {
                 ready = after.split(' ').next().and_then(|s| s.parse().ok());
             }
-            if line.contains(" changelog_read=") || line.contains(" pruned=") {
-                counted.push(line);
-            }
+            changelog_read += field(&line, "changelog_read");
+            pruned += field(&line, "pruned");
         }
-        (ready, counted)
+        (ready, changelog_read, pruned)
     });
     let (status, peak_rss) = wait_with_peak_rss(child)?;
     let took = began.elapsed();
-    let (ready, counted) = read.join().unwrap_or_default();
+    let (ready, changelog_read, pruned) = read.join().unwrap_or_default();
     if !status.success() {
         bail!("hashbuy settle ended with {status}");
     }
-    let lines = || counted.iter().map(String::as_str);
     Ok(ChildRun {
         took,
         peak_rss,
         ready,
-        changelog_read: field_sum(lines(), "changelog_read"),
-        pruned: field_sum(lines(), "pruned"),
+        changelog_read,
+        pruned,
     })
 }
 

@@ -45,9 +45,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// with nothing to do peaked at 379 MB with them and 49 MB without
 /// (`hashbuy bench-settle --commands 20000`, the same binary), and the
 /// settler settled 12 to 14% more commands a second without them (README:
-/// "The ledger on disk", Memory). The kernel checks the
-/// flag at every fault, so the arena mimalloc set up before `main` is
-/// covered too.
+/// "The ledger on disk", Memory). The kernel checks the flag at every
+/// fault, so the arena mimalloc set up before `main` is covered too.
 fn without_huge_pages() {
     #[cfg(target_os = "linux")]
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {

@@ -39,9 +39,8 @@ pub struct Args {
     max: Option<u64>,
     /// How to decode values; `auto` goes by the topic's role (the commands,
     /// acks, dead-letters, replies, pending-purchases and settler-ledger
-    /// topics, by their
-    /// default names or as the config file's `[kafka.topics]` names them;
-    /// else tweets).
+    /// topics, by their default names or as the config file's
+    /// `[kafka.topics]` names them; else tweets).
     #[arg(long = "type", value_enum, default_value = "auto")]
     kind: ValueType,
     /// Also print records of transactions not (yet) committed.

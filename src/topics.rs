@@ -1,6 +1,7 @@
 //! `hashbuy topics create`: make hashbuy's topics on a real broker (Kafka,
 //! tansu). The embedded broker makes its own at start-up.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -45,7 +46,10 @@ struct CreateArgs {
     /// (`retention.ms=...`). The state changelogs (the settler's
     /// `settler-ledger`, the matcher's `pending-purchases`) and the tables
     /// (`catalog`, `account-links`, `merchants`, one partition each) are
-    /// always compacted.
+    /// always compacted. The ledger changelog gets `segment.ms` and
+    /// `delete.retention.ms` of an hour unless given here: a new owner's
+    /// restore then reads its live entries and about an hour's records,
+    /// not the week Kafka's defaults leave uncompacted.
     #[arg(long, value_name = "KEY=VALUE", value_parser = crate::kafka_args::property)]
     topic_config: Vec<(String, String)>,
 }
@@ -68,6 +72,10 @@ fn create(args: CreateArgs) -> Result<()> {
         .config()
         .create_with_context(QuietContext)
         .context("cannot create an admin client")?;
+    let settings: HashMap<&str, Vec<(String, String)>> = topics
+        .iter()
+        .map(|t| (t.as_str(), settings(&names, t, &args.topic_config)))
+        .collect();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
@@ -76,15 +84,8 @@ fn create(args: CreateArgs) -> Result<()> {
                 names.partitions_of(t, args.partitions),
                 TopicReplication::Fixed(args.replication),
             );
-            // A changelog or a table keeps every key's latest state, for
-            // good: a retention policy given for all topics does not apply.
-            let topic = names
-                .settings_of(t)
-                .into_iter()
-                .fold(topic, |topic, (key, value)| topic.set(key, value));
-            args.topic_config
+            settings[t.as_str()]
                 .iter()
-                .filter(|(key, _)| applies(&names, t, key))
                 .fold(topic, |topic, (key, value)| topic.set(key, value))
         })
         .collect();
@@ -109,16 +110,10 @@ fn create(args: CreateArgs) -> Result<()> {
     for result in results {
         match result {
             Ok(topic) => {
-                let settings: String = names
-                    .settings_of(&topic)
+                let settings: String = settings
+                    .get(topic.as_str())
                     .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .chain(
-                        args.topic_config
-                            .iter()
-                            .filter(|(key, _)| applies(&names, &topic, key))
-                            .cloned(),
-                    )
+                    .flatten()
                     .map(|(k, v)| format!(", {k}={v}"))
                     .collect();
                 eprintln!(
@@ -142,9 +137,72 @@ fn create(args: CreateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Whether a `--topic-config` setting applies to `topic`: all do, except
-/// one of the settings hashbuy gives it ([`Topics::settings_of`]): a
-/// changelog or a table stays compacted, and a table keeps its history.
-fn applies(names: &Topics, topic: &str, key: &str) -> bool {
-    !names.settings_of(topic).iter().any(|(k, _)| *k == key)
+/// The settings `topic` is created with: hashbuy's own
+/// ([`Topics::settings_of`]: a changelog or a table stays compacted, and a
+/// table keeps its history, whatever `--topic-config` says), then its
+/// defaults ([`Topics::defaults_of`]) but those `asked` names, then the
+/// rest of `asked`.
+fn settings(names: &Topics, topic: &str, asked: &[(String, String)]) -> Vec<(String, String)> {
+    let fixed = names.settings_of(topic);
+    let is_fixed = |key: &str| fixed.iter().any(|(k, _)| *k == key);
+    let is_asked = |key: &str| asked.iter().any(|(k, _)| k == key);
+    fixed
+        .iter()
+        .chain(
+            names
+                .defaults_of(topic)
+                .iter()
+                .filter(|(k, _)| !is_asked(k)),
+        )
+        .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+        .chain(asked.iter().filter(|(k, _)| !is_fixed(k)).cloned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_topic_config_overrides_the_ledgers_defaults_but_never_its_compaction() {
+        let names = Topics::default();
+        let told = asked(&[
+            ("cleanup.policy", "delete"),
+            ("segment.ms", "1000"),
+            ("retention.ms", "60000"),
+        ]);
+        assert_eq!(
+            settings(&names, "settler-ledger", &told),
+            asked(&[
+                ("cleanup.policy", "compact"),
+                ("delete.retention.ms", "3600000"),
+                ("segment.ms", "1000"),
+                ("retention.ms", "60000"),
+            ])
+        );
+        assert_eq!(
+            settings(&names, "settler-ledger", &[]),
+            asked(&[
+                ("cleanup.policy", "compact"),
+                ("segment.ms", "3600000"),
+                ("delete.retention.ms", "3600000"),
+            ])
+        );
+        assert_eq!(settings(&names, "tweets", &told), told);
+        assert_eq!(
+            settings(&names, "catalog", &asked(&[("delete.retention.ms", "1")]))
+                .iter()
+                .filter(|(k, _)| k == "delete.retention.ms")
+                .count(),
+            1,
+            "a table keeps its tombstones for good"
+        );
+    }
 }

@@ -119,6 +119,19 @@ pub enum Delivery {
 /// compaction may drop all but the latest: a week, in milliseconds.
 pub const TABLE_HISTORY_MS: &str = "604800000";
 
+/// How long the settler's ledger changelog writes to a segment before it
+/// starts another, and keeps a tombstone after compacting its entry away:
+/// an hour each, in milliseconds.
+///
+/// Compaction never touches the segment being written, and Kafka's own
+/// defaults (a week a segment, a gigabyte, and tombstones kept a day) would
+/// leave a new owner's restore reading every record of up to a week and
+/// every pruned entry's tombstone of a day. A tombstone the restore misses
+/// costs nothing: its entry lies below the partition's floor, whose record
+/// comes before it and is the key's latest, and the restore drops every
+/// entry below the floor (see the settler's `horizon` and `prune`).
+pub const LEDGER_COMPACTED_AFTER_MS: &str = "3600000";
+
 impl Topics {
     /// Every topic, in the data's order: tweets, commands, acks, dead
     /// letters, the ledger changelog, replies, the pending purchases'
@@ -175,6 +188,22 @@ impl Topics {
         }
     }
 
+    /// The settings hashbuy creates `topic` with unless told others
+    /// (`hashbuy topics create --topic-config`): for the settler's ledger
+    /// changelog, segments of an hour and tombstones kept an hour
+    /// ([`LEDGER_COMPACTED_AFTER_MS`]), so that a restore reads the live
+    /// entries and about the last hour's records, not a week's.
+    pub fn defaults_of(&self, topic: &str) -> Vec<(&'static str, &'static str)> {
+        if topic == self.ledger {
+            vec![
+                ("segment.ms", LEDGER_COMPACTED_AFTER_MS),
+                ("delete.retention.ms", LEDGER_COMPACTED_AFTER_MS),
+            ]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// How many partitions `topic` gets when hashbuy creates it: one for a
     /// table, `partitions` for the others.
     pub fn partitions_of(&self, topic: &str, partitions: i32) -> i32 {
@@ -206,5 +235,20 @@ mod tests {
         );
         assert!(topics.settings_of("tweets").is_empty());
         assert_eq!(topics.partitions_of("tweets", 16), 16);
+    }
+
+    #[test]
+    fn only_the_ledger_changelog_is_compacted_within_an_hour_by_default() {
+        let topics = Topics::default();
+        assert_eq!(
+            topics.defaults_of("settler-ledger"),
+            [
+                ("segment.ms", "3600000"),
+                ("delete.retention.ms", "3600000")
+            ]
+        );
+        for other in ["tweets", "pending-purchases", "stock-holds", "catalog"] {
+            assert!(topics.defaults_of(other).is_empty(), "{other}");
+        }
     }
 }

@@ -921,6 +921,68 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
     );
 }
 
+/// A restart soon after a pruning pass, under the same horizon, leaves the
+/// next pass to its turn (an hour after the last) instead of reading every
+/// entry again at start, so that what a restart costs does not grow with
+/// the history; a shortened horizon is still pruned to at once.
+#[test]
+fn a_restart_soon_after_a_pruning_pass_leaves_the_next_to_its_turn() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 2).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let three_days_ago = hashbuy_settler::entry::now_ms() - 3 * 86_400_000;
+    let old = |prefix: &str| {
+        let mut sent = commands(20, 20);
+        for c in &mut sent {
+            c.command_id = format!("{prefix}-{}", c.command_id);
+            c.tweet_timestamp_ms += three_days_ago - 1_780_000_000_000;
+        }
+        sent
+    };
+    // Purchases of today in both partitions, so that a floor may rise.
+    let mut today = commands(10, 10);
+    for c in &mut today {
+        c.command_id = format!("today-{}", c.command_id);
+        c.user_id = format!("9{}", c.user_id);
+        c.tweet_timestamp_ms = hashbuy_settler::entry::now_ms();
+    }
+    produce_commands(&brokers, &old("first"));
+    produce_commands(&brokers, &today);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let entries = || {
+        succeeds(&[
+            "ledger",
+            "stats",
+            "--ledger",
+            ledger.to_str().expect("utf-8"),
+        ])
+    };
+    settle_to_end_with_age(&brokers, &provider, &ledger, "7days");
+    assert!(entries().contains(": 30 entries in 2 partitions"));
+
+    // A horizon of a minute: pruned at once, though a pass ran just now.
+    let pruned = settle_to_end_with_age(&brokers, &provider, &ledger, "1m");
+    let stats = entries();
+    assert!(
+        stats.contains(": 10 entries in 2 partitions"),
+        "{pruned}\n{stats}"
+    );
+
+    // Twenty more of three days ago, rejected as stale; the restarts under
+    // the same horizon within the hour leave them to the next pass.
+    produce_commands(&brokers, &old("second"));
+    let rejected = settle_to_end_with_age(&brokers, &provider, &ledger, "1m");
+    assert!(rejected.contains("20 rejected"), "{rejected}");
+    let restarted = settle_to_end_with_age(&brokers, &provider, &ledger, "1m");
+    let stats = entries();
+    assert!(
+        stats.contains(": 30 entries in 2 partitions"),
+        "{restarted}\n{stats}"
+    );
+    assert!(!restarted.contains("pruned"), "{restarted}");
+}
+
 /// A command a settler charged, and then died before the changelog had
 /// its attempt, arrives at the next owner only once it is past the
 /// horizon: just past it, the next owner looks it up at the provider

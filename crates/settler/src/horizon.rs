@@ -217,6 +217,43 @@ impl Bought {
     }
 }
 
+/// A partition's last pruning pass, as its ledger remembers it (locally:
+/// another owner's passes are its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LastPass {
+    /// When it planned, ms since the epoch.
+    pub at_ms: i64,
+    /// The floor it aimed at ([`floor_at`]), before any cap.
+    pub aim_ms: i64,
+}
+
+/// How long a partition's first pruning pass after a start waits, given
+/// its ledger's `last` pass: until `every` after that one, if it was less
+/// than `every` ago and a pass now would aim no more than `every` higher
+/// (as under the same `--max-command-age`), since it could prune only what
+/// was tweeted in between. A pass reads every entry of the partition, so a
+/// restart that ran one at once would cost as much as the history is
+/// long. No wait after no pass, a clock set back, or a `--max-command-age`
+/// shortened by more than `every`: that floor is raised at once.
+pub fn first_pass_wait(
+    last: Option<LastPass>,
+    now_ms: i64,
+    max_age: Duration,
+    every: Duration,
+) -> Duration {
+    let Some(last) = last else {
+        return Duration::ZERO;
+    };
+    let every_ms = millis(every);
+    let since = now_ms.saturating_sub(last.at_ms);
+    let risen = floor_at(now_ms, max_age).saturating_sub(last.aim_ms);
+    if (0..every_ms).contains(&since) && risen <= every_ms {
+        Duration::from_millis(u64::try_from(every_ms - since).unwrap_or(0))
+    } else {
+        Duration::ZERO
+    }
+}
+
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -268,6 +305,44 @@ mod tests {
             "a purchase of now is not stale"
         );
         assert_eq!(floor_capped(now, WEEK, None), i64::MIN);
+    }
+
+    #[test]
+    fn a_first_pass_waits_its_turn_only_after_a_recent_pass_aiming_as_high() {
+        let now = 100 * DAY;
+        let hour = Duration::from_secs(3600);
+        let pass = |ago: i64, age: Duration| LastPass {
+            at_ms: now - ago,
+            aim_ms: floor_at(now - ago, age),
+        };
+        assert_eq!(first_pass_wait(None, now, WEEK, hour), Duration::ZERO);
+        assert_eq!(
+            first_pass_wait(Some(pass(600_000, WEEK)), now, WEEK, hour),
+            Duration::from_secs(3000),
+            "ten minutes after a pass, the next is in fifty"
+        );
+        assert_eq!(
+            first_pass_wait(Some(pass(3_600_000, WEEK)), now, WEEK, hour),
+            Duration::ZERO,
+            "an hour after, at once"
+        );
+        assert_eq!(
+            first_pass_wait(Some(pass(-600_000, WEEK)), now, WEEK, hour),
+            Duration::ZERO,
+            "a pass in the future (a clock set back) is not trusted"
+        );
+        let shorter = Duration::from_secs(6 * 86_400);
+        assert_eq!(
+            first_pass_wait(Some(pass(600_000, WEEK)), now, shorter, hour),
+            Duration::ZERO,
+            "a day less of age raises the floor a day: at once"
+        );
+        let longer = Duration::from_secs(30 * 86_400);
+        assert_eq!(
+            first_pass_wait(Some(pass(600_000, WEEK)), now, longer, hour),
+            Duration::from_secs(3000),
+            "a longer age prunes nothing more"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use prost::Message as _;
 
 use crate::entry::Entry;
 use crate::frontier::Seen;
-use crate::horizon::{self, Bought};
+use crate::horizon::{self, Bought, LastPass};
 
 /// Why the ledger could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +116,9 @@ const OPEN_INDEXED_KEY: &[u8] = b"\0local\0open-indexed";
 
 /// The local-only mark of how far [`PartitionLedger::drop_pruned`] went.
 const DROPPED_BELOW_KEY: &[u8] = b"\0local\0dropped-below";
+
+/// The local-only record of the partition's last pruning pass here.
+const LAST_PASS_KEY: &[u8] = b"\0local\0last-pass";
 
 /// The beginning of the local-only marks of how far the ledger has taken
 /// a changelog in ([`PartitionLedger::changelog_read_through`]), followed
@@ -613,6 +616,23 @@ impl PartitionLedger {
     pub fn mark_dropped(&self, below: i64) -> Result<(), LedgerError> {
         self.meta
             .insert(DROPPED_BELOW_KEY, to_json(DROPPED_BELOW_KEY, &below)?)?;
+        Ok(())
+    }
+
+    /// The partition's last pruning pass here, if one ended (`None` too
+    /// for a record it cannot read: a pass then runs at once).
+    pub fn last_pass(&self) -> Result<Option<LastPass>, LedgerError> {
+        Ok(self
+            .meta
+            .get(LAST_PASS_KEY)?
+            .and_then(|bytes| decode(LAST_PASS_KEY, &bytes).ok()))
+    }
+
+    /// Records the partition's last pruning pass here (durable at the next
+    /// [`Ledger::flush`]).
+    pub fn set_last_pass(&self, pass: &LastPass) -> Result<(), LedgerError> {
+        self.meta
+            .insert(LAST_PASS_KEY, to_json(LAST_PASS_KEY, pass)?)?;
         Ok(())
     }
 

@@ -5,7 +5,11 @@
 //! A pass runs when a partition task starts and then every
 //! [`PRUNE_EVERY`], beside the commands (a pass touches only decided,
 //! acked entries, and the limit check reads in the order that makes a
-//! pass in between harmless). Its order is what makes it safe:
+//! pass in between harmless). A start within [`PRUNE_EVERY`] of the
+//! ledger's last pass leaves the first to its turn
+//! ([`horizon::first_pass_wait`]): a pass reads every entry, and a
+//! restart is to cost the same however long the history. Its order is
+//! what makes a pass safe:
 //!
 //! 1. the plan: the new floor, the counts it takes and the entries to go,
 //!    from one read of the partition's entries (on a blocking thread);
@@ -26,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::entry::now_ms;
+use crate::horizon::{self, LastPass};
 use crate::ledger::PartitionLedger;
 use crate::run::{RunError, Shared};
 use crate::settle::lease_held;
@@ -46,7 +51,27 @@ pub(crate) async fn prune_partition(
     mut stopped: watch::Receiver<bool>,
 ) {
     let partition = ledger.partition();
-    let mut first = true;
+    let last = ledger.last_pass().unwrap_or_else(|e| {
+        tracing::warn!(
+            partition,
+            "cannot read when the ledger was last pruned: {e}"
+        );
+        None
+    });
+    let wait = horizon::first_pass_wait(last, now_ms(), shared.config.max_command_age, PRUNE_EVERY);
+    let mut first = wait.is_zero();
+    if !first {
+        shared.pruning.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(
+            partition,
+            next_in = ?wait,
+            "pruned recently: the next pruning pass waits its turn"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
     loop {
         match pass(&shared, &ledger, &stopped).await {
             Ok(Some(pruned)) if pruned > 0 => {
@@ -120,6 +145,10 @@ async fn pass(
     // so a restore's drop has nothing to look for under it: said, instead
     // of a second read of every entry.
     ledger.mark_dropped(plan.raise.floor.pruned_below_ms)?;
+    ledger.set_last_pass(&LastPass {
+        at_ms: now,
+        aim_ms: horizon::floor_at(now, max_age),
+    })?;
     shared.commit.durable().await?;
     send_all(shared, partition, tombstones, false).await?;
     metrics::counter!("hashbuy_settler_entries_pruned_total").increment(plan.doomed.len() as u64);

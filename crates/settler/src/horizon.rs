@@ -230,8 +230,9 @@ pub struct LastPass {
 /// How long a partition's first pruning pass after a start waits, given
 /// its ledger's `last` pass: until `every` after that one, if it was less
 /// than `every` ago and a pass now would aim no more than `every` higher
-/// (as under the same `--max-command-age`), since it could prune only what
-/// was tweeted in between. A pass reads every entry of the partition, so a
+/// (as under the same `--max-command-age`): put off no longer than the
+/// pass was due anyway, and pruning is housekeeping (the settler is right
+/// without it). A pass reads every entry of the partition, so a
 /// restart that ran one at once would cost as much as the history is
 /// long. No wait after no pass, a clock set back, or a `--max-command-age`
 /// shortened by more than `every`: that floor is raised at once.

@@ -356,8 +356,9 @@ pub(crate) struct Shared {
     pub(crate) starting: std::sync::atomic::AtomicUsize,
     /// Entries resumed from the ledger and not yet done.
     pub(crate) resuming: std::sync::atomic::AtomicUsize,
-    /// Partitions whose first pruning pass has not ended
-    /// ([`crate::prune`]).
+    /// Partitions whose first pruning pass, run at start, has not ended
+    /// ([`crate::prune`]; one left to its turn after a recent pass is not
+    /// counted).
     pub(crate) pruning: std::sync::atomic::AtomicUsize,
     /// One pruning plan at a time: a plan reads every entry of its
     /// partition, and the first passes of every partition begin together

@@ -44,8 +44,9 @@ const SENDS_AT_ONCE: usize = 10_000;
 /// Runs a pass now (or at its turn, after a recent one:
 /// [`horizon::first_pass_wait`]) and then every [`PRUNE_EVERY`] until
 /// `stopped`. A first pass run at start is counted in [`Shared::pruning`]
-/// until it ends (for `--exit-at-end`); one left to its turn is not. A failed pass is logged and tried again at the next
-/// turn: pruning is housekeeping, and the settler is right without it.
+/// until it ends (for `--exit-at-end`); one left to its turn is not. A
+/// failed pass is logged and tried again at the next turn: pruning is
+/// housekeeping, and the settler is right without it.
 pub(crate) async fn prune_partition(
     shared: Arc<Shared>,
     ledger: PartitionLedger,

@@ -14,7 +14,9 @@ use hashbuy_kafka::client::CONNECT_TIMEOUT;
 use hashbuy_kafka::produce::{flush_promptly, Deliveries};
 use hashbuy_kafka::reader::{ReadOptions, TopicReader};
 use hashbuy_settler::entry::{now_ms, Entry, Outcome, State};
-use hashbuy_settler::ledger::{decode_entry, encode, Encoding, Ledger, PartitionLedger};
+use hashbuy_settler::ledger::{
+    decode_entry, decode_meta, encode, Encoding, Floor, Ledger, MetaKey, PartitionLedger,
+};
 use hashbuy_settler::restore::progress;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
@@ -333,6 +335,7 @@ fn resolve(args: ResolveArgs) -> Result<()> {
     let ledger = open(&args.dir)?;
     let (tree, mut entry) = find(&ledger, &args.command_id)?;
     let kafka = if args.local_only {
+        refuse_below_pruning_line(&entry, tree.partition(), tree.floor()?, None)?;
         None
     } else {
         let (connection, file) = args.kafka.load()?;
@@ -351,9 +354,10 @@ fn resolve(args: ResolveArgs) -> Result<()> {
         // Another settler may have owned the partition since this ledger
         // last did: its copy in the changelog is the one to resolve, and a
         // decided one is not resolved again.
-        if let Some(latest) =
-            latest_in_changelog(&connection, &topic, tree.partition(), &args.command_id)?
-        {
+        let (latest, floor) =
+            latest_in_changelog(&connection, &topic, tree.partition(), &args.command_id)?;
+        refuse_below_pruning_line(&entry, tree.partition(), floor, Some(&topic))?;
+        if let Some(latest) = latest {
             if latest.state.is_terminal() {
                 bail!(
                     "{} was decided as {} by a settler (the changelog {topic} says so); \
@@ -433,13 +437,42 @@ fn group_members(connection: &hashbuy_kafka::client::Connection, group: &str) ->
         .sum())
 }
 
-/// The last copy of `command_id`'s entry in `partition` of the changelog.
+/// Refuses to resolve `entry` when it was tweeted below `floor`'s pruning
+/// line (from the changelog `topic`, or the local ledger's where `None`). The line never passes an entry its owner had not decided, so
+/// one below it was decided, acked and pruned by whichever settler owned
+/// the partition since this ledger did; once compaction drops its record
+/// and tombstone, the floor is all that says so. A decision written there
+/// would contradict the ack the buyer has.
+fn refuse_below_pruning_line(
+    entry: &Entry,
+    partition: i32,
+    floor: Floor,
+    topic: Option<&str>,
+) -> Result<()> {
+    let line = floor.pruned_below_ms;
+    if entry.command.tweet_timestamp_ms < line {
+        let whose = topic.map_or_else(
+            || "this ledger's floor".to_owned(),
+            |topic| format!("the changelog {topic}"),
+        );
+        bail!(
+            "{} was tweeted below partition {partition}'s pruning line ({}, says {whose}): \
+             the partition's owner decided, acked and pruned it; nothing to resolve",
+            entry.command_id(),
+            crate::tables_cmd::shown(line),
+        );
+    }
+    Ok(())
+}
+
+/// The last copy of `command_id`'s entry in `partition` of the changelog,
+/// and the partition's floor there.
 fn latest_in_changelog(
     connection: &hashbuy_kafka::client::Connection,
     topic: &str,
     partition: i32,
     command_id: &str,
-) -> Result<Option<Entry>> {
+) -> Result<(Option<Entry>, Floor)> {
     use rdkafka::Message;
     let mut reader = TopicReader::open_partitions(
         connection,
@@ -452,6 +485,8 @@ fn latest_in_changelog(
         },
     )?;
     let mut latest = None;
+    let mut floor = Floor::default();
+    let floor_key = MetaKey::Floor.to_bytes();
     let deadline = std::time::Instant::now() + CHANGELOG_WAIT;
     while !reader.at_end() {
         if std::time::Instant::now() >= deadline {
@@ -464,7 +499,15 @@ fn latest_in_changelog(
             continue;
         };
         let message = message?;
-        if message.key() == Some(command_id.as_bytes()) {
+        if message.key() == Some(floor_key.as_slice()) {
+            // Unreadable, it could hide a pruning line: nothing is resolved
+            // on a guess.
+            let raised: Floor = decode_meta(&floor_key, message.payload().unwrap_or_default())
+                .with_context(|| {
+                    format!("partition {partition}'s floor in {topic} is unreadable")
+                })?;
+            floor = floor.higher(raised);
+        } else if message.key() == Some(command_id.as_bytes()) {
             let Some(value) = message.payload() else {
                 bail!(
                     "the changelog pruned {command_id} (a tombstone): it was decided and acked \
@@ -476,7 +519,7 @@ fn latest_in_changelog(
             })?);
         }
     }
-    Ok(latest)
+    Ok((latest, floor))
 }
 
 /// How long the changelog record of a resolution may take to be delivered.

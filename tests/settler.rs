@@ -1963,6 +1963,76 @@ fn resolving_an_entry_another_settler_decided_is_refused() {
     assert!(listed.contains(&sent[0].command_id), "{listed}");
 }
 
+/// `ledger resolve` on a ledger that fell behind, of a command another
+/// settler has since decided, acked and pruned, once compaction has dropped
+/// both its record and its tombstone: the changelog holds only the
+/// partition's floor, whose pruning line lies above the command's tweet.
+/// Writing a decision there would leave the changelog contradicting what
+/// its owner acked: refused, and the stale ledger is left as it was. (The
+/// embedded broker does not compact, so the test writes the changelog as
+/// compaction leaves it: the floor alone.)
+#[test]
+fn resolving_an_entry_below_the_pruning_line_is_refused() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sent = commands(1, 1);
+    let stale = dir.path().join("stale");
+    ledger_with_an_expired_attempt(&stale, &sent[0], hashbuy_settler::entry::now_ms());
+    let floor = hashbuy_settler::ledger::Floor {
+        floor_ms: sent[0].tweet_timestamp_ms + 86_400_000,
+        pruned_below_ms: sent[0].tweet_timestamp_ms + 1,
+    };
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create_with_context(Deliveries::default())
+        .expect("producer");
+    producer
+        .send(
+            rdkafka::producer::BaseRecord::to("settler-ledger")
+                .partition(0)
+                .key(&hashbuy_settler::ledger::MetaKey::Floor.to_bytes())
+                .payload(&serde_json::to_vec(&floor).expect("JSON")),
+        )
+        .map_err(|(e, _)| e)
+        .expect("queued");
+    flush_promptly(&producer, Duration::from_secs(30)).expect("floor flushed");
+    assert_eq!(producer.context().failures(), None, "floor delivered");
+
+    let stale_arg = stale.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["ledger", "resolve", "--ledger", &stale_arg])
+        .args(["--brokers", &brokers, "--force", &sent[0].command_id])
+        .args(["--outcome", "failed", "--reason", "checked by hand"])
+        .output()
+        .expect("hashbuy runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} was tweeted below partition 0's pruning line",
+            sent[0].command_id
+        )),
+        "{stderr}"
+    );
+    let tailed = succeeds(&[
+        "tail",
+        "--brokers",
+        &brokers,
+        "--topic",
+        "settler-ledger",
+        "--from-beginning",
+        "--exit-at-end",
+    ]);
+    assert_eq!(tailed.lines().count(), 1, "the floor alone: {tailed}");
+    let shown = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
+        .args(["ledger", "ls", "--ledger", &stale_arg, "--state", "pending"])
+        .output()
+        .expect("hashbuy runs");
+    let listed = String::from_utf8_lossy(&shown.stdout);
+    assert!(listed.contains(&sent[0].command_id), "{listed}");
+}
+
 #[test]
 fn bench_settle_writes_its_figures_as_json() {
     let document = json_document(&[

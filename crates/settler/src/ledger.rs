@@ -147,6 +147,16 @@ pub struct Floor {
     pub pruned_below_ms: i64,
 }
 
+impl Floor {
+    /// The higher of each line of two floors: floors only rise.
+    pub fn higher(self, other: Floor) -> Floor {
+        Floor {
+            floor_ms: self.floor_ms.max(other.floor_ms),
+            pruned_below_ms: self.pruned_below_ms.max(other.pruned_below_ms),
+        }
+    }
+}
+
 impl Default for Floor {
     fn default() -> Floor {
         Floor {
@@ -235,10 +245,7 @@ impl Raise {
     /// (which [`PartitionLedger::raise`] merges by their maxima, so the
     /// order they are added in does not matter).
     pub fn merge(&mut self, other: Raise) {
-        self.floor = Floor {
-            floor_ms: self.floor.floor_ms.max(other.floor.floor_ms),
-            pruned_below_ms: self.floor.pruned_below_ms.max(other.floor.pruned_below_ms),
-        };
+        self.floor = self.floor.higher(other.floor);
         self.bought.extend(other.bought);
     }
 }
@@ -531,11 +538,7 @@ impl PartitionLedger {
     pub fn raise(&self, raise: &Raise) -> Result<Vec<Record>, LedgerError> {
         let mut batch = sled::Batch::default();
         let mut records = Vec::new();
-        let floor = self.floor()?;
-        let higher = Floor {
-            floor_ms: floor.floor_ms.max(raise.floor.floor_ms),
-            pruned_below_ms: floor.pruned_below_ms.max(raise.floor.pruned_below_ms),
-        };
+        let higher = self.floor()?.higher(raise.floor);
         // The floor is sent with every raise that has one, changed or not:
         // a pass whose earlier sending failed must not delete before it is
         // in the changelog.

@@ -860,6 +860,27 @@ mod tests {
         assert_eq!(p.changelog_read_through("c", "t").expect("read"), None);
     }
 
+    /// An unreadable record of the last pass (a newer hashbuy's, say)
+    /// reads as none, so that a pass runs at once rather than the
+    /// partition going unpruned.
+    #[test]
+    fn a_last_pass_it_cannot_read_counts_as_none() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        assert_eq!(p.last_pass().expect("read"), None);
+        let pass = LastPass {
+            at_ms: 1_000,
+            aim_ms: 500,
+        };
+        p.set_last_pass(&pass).expect("written");
+        assert_eq!(p.last_pass().expect("read"), Some(pass));
+        p.meta
+            .insert(LAST_PASS_KEY, b"{\"at\":1}".as_slice())
+            .expect("written");
+        assert_eq!(p.last_pass().expect("read"), None);
+    }
+
     use hashbuy_proto::v1::PaymentCommand;
 
     use super::*;

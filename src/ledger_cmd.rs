@@ -334,8 +334,9 @@ fn export(dir: LedgerDir) -> Result<()> {
 fn resolve(args: ResolveArgs) -> Result<()> {
     let ledger = open(&args.dir)?;
     let (tree, mut entry) = find(&ledger, &args.command_id)?;
+    let local_floor = tree.floor()?;
     let kafka = if args.local_only {
-        refuse_below_pruning_line(&entry, tree.partition(), tree.floor()?, None)?;
+        refuse_below_pruning_line(&entry, tree.partition(), local_floor, None)?;
         None
     } else {
         let (connection, file) = args.kafka.load()?;
@@ -356,7 +357,6 @@ fn resolve(args: ResolveArgs) -> Result<()> {
         // decided one is not resolved again.
         let (latest, floor) =
             latest_in_changelog(&connection, &topic, tree.partition(), &args.command_id)?;
-        refuse_below_pruning_line(&entry, tree.partition(), floor, Some(&topic))?;
         if let Some(latest) = latest {
             if latest.state.is_terminal() {
                 bail!(
@@ -370,6 +370,14 @@ fn resolve(args: ResolveArgs) -> Result<()> {
                 entry = latest;
             }
         }
+        // The local floor too: a changelog made anew (its records lost)
+        // holds none, while this ledger still knows its line.
+        refuse_below_pruning_line(
+            &entry,
+            tree.partition(),
+            floor.higher(local_floor),
+            Some(&topic),
+        )?;
         Some((connection, topic))
     };
     let outcome = match args.outcome {
@@ -437,11 +445,14 @@ fn group_members(connection: &hashbuy_kafka::client::Connection, group: &str) ->
         .sum())
 }
 
-/// Refuses to resolve `entry` when it was tweeted below `floor`'s pruning
-/// line (from the changelog `topic`, or the local ledger's where `None`). The line never passes an entry its owner had not decided, so
-/// one below it was decided, acked and pruned by whichever settler owned
-/// the partition since this ledger did; once compaction drops its record
-/// and tombstone, the floor is all that says so. A decision written there
+/// Refuses to resolve an undecided `entry` when it was tweeted below
+/// `floor`'s pruning line (the changelog `topic`'s and the local ledger's,
+/// or the local ledger's alone where `None`); a decided one is left to
+/// [`Entry::resolve`], which refuses it in its own words. The line never
+/// passes an entry its owner had not decided, so one below it was decided
+/// and acked by whichever settler owned the partition since this ledger
+/// did, and may be pruned; once compaction drops its record and
+/// tombstone, the floor is all that says so. A decision written there
 /// would contradict the ack the buyer has.
 fn refuse_below_pruning_line(
     entry: &Entry,
@@ -450,14 +461,15 @@ fn refuse_below_pruning_line(
     topic: Option<&str>,
 ) -> Result<()> {
     let line = floor.pruned_below_ms;
-    if entry.command.tweet_timestamp_ms < line {
+    if !entry.state.is_terminal() && entry.command.tweet_timestamp_ms < line {
         let whose = topic.map_or_else(
             || "this ledger's floor".to_owned(),
-            |topic| format!("the changelog {topic}"),
+            |topic| format!("the changelog {topic} or this ledger's floor"),
         );
         bail!(
             "{} was tweeted below partition {partition}'s pruning line ({}, says {whose}): \
-             the partition's owner decided, acked and pruned it; nothing to resolve",
+             the partition's owner decided and acked it, and may have pruned it; nothing to \
+             resolve",
             entry.command_id(),
             crate::tables_cmd::shown(line),
         );

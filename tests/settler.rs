@@ -2033,6 +2033,68 @@ fn resolving_an_entry_below_the_pruning_line_is_refused() {
     assert!(listed.contains(&sent[0].command_id), "{listed}");
 }
 
+/// `ledger resolve` where the changelog says nothing of the partition's
+/// floor (made anew, its records lost) but the ledger's own floor puts
+/// the entry below the pruning line (a restore raised it and stopped
+/// before dropping what lies below): refused, with the changelog and with
+/// `--local-only` alike.
+#[test]
+fn a_ledgers_own_pruning_line_refuses_a_resolve_the_changelog_cannot() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sent = commands(1, 1);
+    let stale = dir.path().join("stale");
+    ledger_with_an_expired_attempt(&stale, &sent[0], hashbuy_settler::entry::now_ms());
+    {
+        let ledger = hashbuy_settler::ledger::Ledger::open(&stale).expect("ledger");
+        let raise = hashbuy_settler::ledger::Raise {
+            floor: hashbuy_settler::ledger::Floor {
+                floor_ms: sent[0].tweet_timestamp_ms + 86_400_000,
+                pruned_below_ms: sent[0].tweet_timestamp_ms + 1,
+            },
+            bought: Vec::new(),
+        };
+        ledger
+            .partition(0)
+            .expect("partition")
+            .raise(&raise)
+            .expect("raised");
+        ledger.flush().expect("flush");
+    }
+    let stale_arg = stale.display().to_string();
+    for local in [false, true] {
+        let mut resolve = Command::new(env!("CARGO_BIN_EXE_hashbuy"));
+        resolve
+            .args(["ledger", "resolve", "--ledger", &stale_arg])
+            .args(["--brokers", &brokers, "--force", &sent[0].command_id])
+            .args(["--outcome", "failed", "--reason", "checked by hand"]);
+        if local {
+            resolve.arg("--local-only");
+        }
+        let out = resolve.output().expect("hashbuy runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "local only {local}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{} was tweeted below partition 0's pruning line",
+                sent[0].command_id
+            )),
+            "local only {local}: {stderr}"
+        );
+    }
+    let tailed = succeeds(&[
+        "tail",
+        "--brokers",
+        &brokers,
+        "--topic",
+        "settler-ledger",
+        "--from-beginning",
+        "--exit-at-end",
+    ]);
+    assert_eq!(tailed, "", "nothing written to the changelog");
+}
+
 #[test]
 fn bench_settle_writes_its_figures_as_json() {
     let document = json_document(&[

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use hashbuy_kafka::client::{QuietContext, CONNECT_TIMEOUT};
 use hashbuy_kafka::config::Topics;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::kafka_args::KafkaArgs;
@@ -21,7 +21,9 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum TopicsCommand {
-    /// Create topics; ones that exist already are left as they are.
+    /// Create topics; ones that exist already are left as they are, and
+    /// their settings compared with hashbuy's (an error where one it
+    /// needs, such as a changelog's compaction, differs).
     Create(CreateArgs),
 }
 
@@ -107,6 +109,7 @@ fn create(args: CreateArgs) -> Result<()> {
         .block_on(admin.create_topics(&new_topics, &options))
         .context("the broker did not create the topics within 15 s (the embedded broker cannot create topics: it makes its own at start-up)")?;
     let mut failed = 0;
+    let mut existing = Vec::new();
     for result in results {
         match result {
             Ok(topic) => {
@@ -123,7 +126,8 @@ fn create(args: CreateArgs) -> Result<()> {
                 )
             }
             Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                eprintln!("{topic} exists already; left as it is")
+                eprintln!("{topic} exists already; left as it is");
+                existing.push(topic);
             }
             Err((topic, code)) => {
                 failed += 1;
@@ -134,7 +138,138 @@ fn create(args: CreateArgs) -> Result<()> {
     if failed > 0 {
         bail!("{failed} topics were not created");
     }
+    let lacking = compare_existing(
+        &admin,
+        &runtime,
+        &options,
+        &connection.brokers,
+        &existing,
+        |t| {
+            let wanted = settings.get(t).cloned().unwrap_or_default();
+            (wanted, names.settings_of(t))
+        },
+    );
+    if lacking > 0 {
+        bail!(
+            "{lacking} of the topics that exist already lack settings hashbuy needs (above); \
+             change them before hashbuy uses them"
+        );
+    }
     Ok(())
+}
+
+/// Reads the settings of the `existing` topics and tells where they differ
+/// from those hashbuy would create them with (`wanted`: all of them, and
+/// the ones it needs): a changelog that is not compacted loses the records
+/// a new owner restores from, and a ledger changelog with a week's
+/// segments makes each restore read a week. How many topics lack a
+/// setting hashbuy needs (one not set counts: the broker's default is
+/// Kafka's, deletion). A broker that cannot answer (one without
+/// DescribeConfigs) is told of, not held against the topics.
+fn compare_existing<'a>(
+    admin: &AdminClient<QuietContext>,
+    runtime: &tokio::runtime::Runtime,
+    options: &AdminOptions,
+    brokers: &str,
+    existing: &'a [String],
+    wanted: impl Fn(&str) -> (Vec<(String, String)>, Vec<(&'static str, &'static str)>),
+) -> usize {
+    if existing.is_empty() {
+        return 0;
+    }
+    let resources: Vec<ResourceSpecifier<'a>> = existing
+        .iter()
+        .map(|t| ResourceSpecifier::Topic(t))
+        .collect();
+    let described = match runtime.block_on(admin.describe_configs(&resources, options)) {
+        Ok(described) => described,
+        Err(e) => {
+            eprintln!(
+                "cannot read the settings of the topics that exist already ({e}); check them \
+                 by hand against the ones above"
+            );
+            return 0;
+        }
+    };
+    let mut lacking = 0;
+    for (topic, result) in existing.iter().zip(described) {
+        let resource = match result {
+            Ok(resource) => resource,
+            Err(code) => {
+                eprintln!("cannot read {topic}'s settings ({code}); check them by hand");
+                continue;
+            }
+        };
+        let (wanted, needed) = wanted(topic);
+        let unlike = unlike(&wanted, &needed, |key| {
+            resource.get(key).and_then(|entry| entry.value.clone())
+        });
+        if unlike.iter().any(|u| u.needed) {
+            lacking += 1;
+        }
+        for u in &unlike {
+            // A broker may leave out what was never set on the topic
+            // (tansu does): that is the broker's default.
+            let theirs = u.theirs.as_deref().map_or_else(
+                || format!("no {} set (the broker's default)", u.key),
+                |theirs| format!("{}={theirs}", u.key),
+            );
+            let change = format!(
+                "kafka-configs.sh --bootstrap-server {brokers} --alter --entity-type topics \
+                 --entity-name {topic} --add-config {}={}",
+                u.key, u.ours
+            );
+            if u.needed {
+                eprintln!(
+                    "error: {topic} has {theirs}, where hashbuy needs {}={}: change it with \
+                     {change}",
+                    u.key, u.ours
+                );
+            } else {
+                eprintln!(
+                    "{topic} has {theirs}, where hashbuy would create it with {}={}; to change \
+                     it: {change}",
+                    u.key, u.ours
+                );
+            }
+        }
+    }
+    lacking
+}
+
+/// A setting of a topic that exists already, unlike what hashbuy would
+/// create it with.
+#[derive(Debug, PartialEq)]
+struct Unlike {
+    key: String,
+    /// The topic's (`None`: not set, the broker's default).
+    theirs: Option<String>,
+    /// hashbuy's.
+    ours: String,
+    /// Whether hashbuy needs it ([`Topics::settings_of`]) rather than only
+    /// creating topics with it.
+    needed: bool,
+}
+
+/// The settings of `wanted` that `theirs` (a topic's, by key) has
+/// otherwise; those in `needed` are marked so.
+fn unlike(
+    wanted: &[(String, String)],
+    needed: &[(&str, &str)],
+    theirs: impl Fn(&str) -> Option<String>,
+) -> Vec<Unlike> {
+    wanted
+        .iter()
+        .filter_map(|(key, ours)| {
+            let theirs = theirs(key);
+            (theirs.as_deref() != Some(ours.as_str())).then(|| Unlike {
+                key: key.clone(),
+                theirs,
+                ours: ours.clone(),
+                needed: needed.iter().any(|(k, _)| k == key),
+            })
+        })
+        .collect()
 }
 
 /// The settings `topic` is created with: hashbuy's own
@@ -204,5 +339,53 @@ mod tests {
             1,
             "a table keeps its tombstones for good"
         );
+    }
+
+    #[test]
+    fn an_existing_topic_is_unlike_in_each_setting_it_has_otherwise_or_leaves_unset() {
+        let names = Topics::default();
+        let wanted = settings(&names, "settler-ledger", &[]);
+        let needed = names.settings_of("settler-ledger");
+        let theirs = |pairs: &'static [(&'static str, &'static str)]| {
+            move |key: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let as_made = theirs(&[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "3600000"),
+            ("delete.retention.ms", "3600000"),
+            ("retention.ms", "604800000"),
+        ]);
+        assert_eq!(unlike(&wanted, &needed, as_made), []);
+        let by_default = theirs(&[
+            ("cleanup.policy", "delete"),
+            ("segment.ms", "604800000"),
+            ("delete.retention.ms", "3600000"),
+        ]);
+        assert_eq!(
+            unlike(&wanted, &needed, by_default),
+            [
+                Unlike {
+                    key: "cleanup.policy".into(),
+                    theirs: Some("delete".into()),
+                    ours: "compact".into(),
+                    needed: true,
+                },
+                Unlike {
+                    key: "segment.ms".into(),
+                    theirs: Some("604800000".into()),
+                    ours: "3600000".into(),
+                    needed: false,
+                },
+            ]
+        );
+        let silent = unlike(&wanted, &needed, |_| None);
+        assert_eq!(silent.len(), 3);
+        assert!(silent.iter().all(|u| u.theirs.is_none()));
+        assert_eq!(unlike(&settings(&names, "tweets", &[]), &[], |_| None), []);
     }
 }

@@ -285,6 +285,78 @@ fn tail_acks(topic: &str) -> Vec<(String, String, String)> {
     .collect()
 }
 
+/// A ledger changelog that exists already without compaction (made by
+/// hand, or by a broker's auto-creation) would lose the records a new
+/// owner restores from: `topics create` says which setting differs and
+/// the command that changes it, and fails; one it made itself passes.
+#[test]
+#[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
+fn an_existing_ledger_changelog_without_compaction_is_an_error_saying_how_to_change_it() {
+    let run = std::process::id();
+    let (plain, made) = (format!("plain-ledger-{run}"), format!("made-ledger-{run}"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = |ledger: &str| {
+        let path = dir.path().join(format!("{ledger}.toml"));
+        std::fs::write(&path, format!("[kafka.topics]\nledger = \"{ledger}\"\n")).expect("written");
+        path.display().to_string()
+    };
+    ok(hashbuy(&[
+        "topics",
+        "create",
+        "--topics",
+        &plain,
+        "--partitions",
+        "2",
+    ]));
+    let again = hashbuy(&[
+        "topics",
+        "create",
+        "--config",
+        &config(&plain),
+        "--topics",
+        &plain,
+        "--partitions",
+        "2",
+    ]);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "{said}");
+    // A Kafka says the policy it has; tansu leaves out what was not set.
+    let has = [
+        "cleanup.policy=delete",
+        "no cleanup.policy set (the broker's default)",
+    ];
+    assert!(
+        has.iter().any(|has| said.contains(&format!(
+            "error: {plain} has {has}, where hashbuy needs cleanup.policy=compact"
+        ))) && said.contains(&format!(
+            "--entity-name {plain} --add-config cleanup.policy=compact"
+        )),
+        "{said}"
+    );
+
+    let made_config = config(&made);
+    let create = |topic: &str| {
+        hashbuy(&[
+            "topics",
+            "create",
+            "--config",
+            &made_config,
+            "--topics",
+            topic,
+            "--partitions",
+            "2",
+        ])
+    };
+    ok(create(&made));
+    let again = create(&made);
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{said}");
+    assert!(
+        said.contains("exists already") && !said.contains(" has "),
+        "{said}"
+    );
+}
+
 #[test]
 #[ignore = "needs a broker: HASHBUY_TEST_BROKERS=host:port"]
 fn tweets_to_acks_on_a_real_broker() {

@@ -2095,6 +2095,79 @@ fn a_ledgers_own_pruning_line_refuses_a_resolve_the_changelog_cannot() {
     assert_eq!(tailed, "", "nothing written to the changelog");
 }
 
+/// Sends `records` (key, value; `None` a tombstone) to partition 0 of the
+/// ledger changelog, as a settler would, and waits for their delivery.
+fn write_changelog(brokers: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create_with_context(Deliveries::default())
+        .expect("producer");
+    for (key, value) in records {
+        let record = rdkafka::producer::BaseRecord::<Vec<u8>, Vec<u8>>::to("settler-ledger")
+            .partition(0)
+            .key(key);
+        let record = match value {
+            Some(value) => record.payload(value),
+            None => record,
+        };
+        producer.send(record).map_err(|(e, _)| e).expect("queued");
+    }
+    flush_promptly(&producer, Duration::from_secs(30)).expect("changelog flushed");
+    assert_eq!(producer.context().failures(), None, "changelog delivered");
+}
+
+/// A changelog record of an undecided entry below the partition's pruning
+/// line, written after the floor (a settler that lost the partition and
+/// sent it late, days after its owner decided, acked and pruned the
+/// command): a restore resuming on a ledger that already dropped what lay
+/// below that line does not take it in, so it is never charged again
+/// under a key the provider has long forgotten.
+#[test]
+fn a_late_undecided_record_below_the_pruning_line_is_not_resumed() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let sent = commands(1, 1);
+    produce_commands(&brokers, &sent);
+    settle_to_end(&brokers, &provider, &ledger);
+    let line = sent[0].tweet_timestamp_ms;
+    let floor = hashbuy_settler::ledger::Floor {
+        floor_ms: line + 86_400_000,
+        pruned_below_ms: line,
+    };
+    write_changelog(
+        &brokers,
+        &[(
+            hashbuy_settler::ledger::MetaKey::Floor.to_bytes(),
+            Some(serde_json::to_vec(&floor).expect("JSON")),
+        )],
+    );
+    // The restart takes the floor in and drops what lies below its line.
+    settle_to_end(&brokers, &provider, &ledger);
+
+    let mut late = sent[0].clone();
+    late.command_id = "cmd-late".into();
+    late.tweet_id = "2000000".into();
+    late.user_id = "777".into();
+    late.tweet_timestamp_ms = line - 3 * 86_400_000;
+    let entry = hashbuy_settler::entry::Entry::received(late.clone(), 0, 0, line);
+    let value =
+        hashbuy_settler::ledger::encode(&entry, hashbuy_settler::ledger::Encoding::Protobuf)
+            .expect("encoded");
+    write_changelog(
+        &brokers,
+        &[(late.command_id.as_bytes().to_vec(), Some(value.to_vec()))],
+    );
+    settle_to_end(&brokers, &provider, &ledger);
+    let charged = charges(&provider);
+    assert_eq!(charged.get("cmd-late"), None, "{charged:?}");
+    assert_eq!(charged.get(&sent[0].command_id), Some(&1), "{charged:?}");
+    let listed = succeeds(&["ledger", "ls", "--ledger", ledger.to_str().expect("utf-8")]);
+    assert!(!listed.contains("cmd-late"), "{listed}");
+}
+
 #[test]
 fn bench_settle_writes_its_figures_as_json() {
     let document = json_document(&[

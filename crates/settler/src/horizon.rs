@@ -41,6 +41,13 @@
 //! its entry stays until it is decided and acked, and a copy that
 //! arrives meanwhile finds the entry.
 //!
+//! Nor is a pruned entry brought back undecided. Below the line
+//! ([`prune_below`]) an owner has decided every entry, so an undecided
+//! record of one in the changelog is an older record, or one a settler
+//! that lost the partition sent late: a restore does not take it in
+//! (`crate::restore`), and `hashbuy ledger resolve` refuses to decide one
+//! by hand, which would contradict the ack its owner sent.
+//!
 //! # Why the limits stay right
 //!
 //! - `max_per_user` counts, for the user and offer, the [`Bought`] count

@@ -355,6 +355,19 @@ fn take(
         Ok(entry) => entry,
         Err(e) => return unreadable(e.to_string()),
     };
+    // Below the pruning line the partition's owner has decided every
+    // entry (see `crate::horizon`): an undecided record of one read now
+    // is one a settler that lost the partition sent late, and taking it in
+    // would resume a purchase decided long ago, under a key the provider
+    // has forgotten. (The drop after a restore looks below the line only
+    // when the line rose.) A decided record is taken as any: it may still
+    // owe its ack. One held for review is kept, as a pass keeps it.
+    if !remote.state.is_terminal()
+        && remote.review.is_none()
+        && remote.command.tweet_timestamp_ms < ledger.floor()?.higher(raise.floor).pruned_below_ms
+    {
+        return Ok(Taken::Older);
+    }
     let newer = match ledger.get(remote.command_id())? {
         Some(local) => progress(&remote) > progress(&local),
         None => true,

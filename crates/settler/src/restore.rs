@@ -255,10 +255,20 @@ fn read_changelog(
         if pass.restored.read == 1 {
             pass.first = seen;
         }
-        let raise = raises.entry(partition).or_default();
+        // Each raise begins with the ledger's floor and keeps the floor
+        // across batches: `take` judges entries by its line.
+        let raise = match raises.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(Raise {
+                floor: ledger.floor()?,
+                bought: Vec::new(),
+            }),
+        };
         let taken = take(ledger, message.key(), message.payload(), offset, raise)?;
         if raise.bought.len() >= RAISE_AT_ONCE {
+            let floor = raise.floor;
             ledger.raise(&std::mem::take(raise))?;
+            raise.floor = floor;
         }
         match taken {
             Taken::Unreadable => {
@@ -314,6 +324,8 @@ enum Taken {
 
 /// Takes a changelog record into `ledger`: an entry further along than the
 /// local one, a tombstone (the entry was pruned), a floor or a count.
+/// `raise` gathers floors and counts for the ledger; its floor is the
+/// ledger's with those read so far.
 fn take(
     ledger: &PartitionLedger,
     key: Option<&[u8]>,
@@ -364,7 +376,7 @@ fn take(
     // owe its ack. One held for review is kept, as a pass keeps it.
     if !remote.state.is_terminal()
         && remote.review.is_none()
-        && remote.command.tweet_timestamp_ms < ledger.floor()?.higher(raise.floor).pruned_below_ms
+        && remote.command.tweet_timestamp_ms < raise.floor.pruned_below_ms
     {
         return Ok(Taken::Older);
     }

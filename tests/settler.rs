@@ -2168,6 +2168,89 @@ fn a_late_undecided_record_below_the_pruning_line_is_not_resumed() {
     assert!(!listed.contains("cmd-late"), "{listed}");
 }
 
+/// A settler charged two commands while they were fresh and lost the
+/// partition; its attempts reached the changelog late, after the new
+/// owner's floor had risen past their tweets, and the group has yet to
+/// read the commands (a lag of days). The line says nothing of commands
+/// not yet read: a restore resuming on a ledger whose floor is already
+/// that high takes the first attempt in, a new owner whose restore
+/// raises the line keeps the second, and both are found at the provider
+/// and acked SETTLED, each charged once, not rejected as stale.
+#[test]
+fn an_attempt_below_the_line_of_a_command_not_yet_read_is_resumed() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let now = hashbuy_settler::entry::now_ms();
+    let mut sent = commands(2, 2);
+    for c in &mut sent {
+        c.tweet_timestamp_ms = now - 10 * 86_400_000;
+        c.payment_method_id = "pm_card_visa".into();
+        charge_outside(&provider, c, &[&c.command_id]);
+    }
+    let floor = hashbuy_settler::ledger::Floor {
+        floor_ms: now - 8 * 86_400_000,
+        pruned_below_ms: now - 9 * 86_400_000,
+    };
+    write_changelog(
+        &brokers,
+        &[(
+            hashbuy_settler::ledger::MetaKey::Floor.to_bytes(),
+            Some(serde_json::to_vec(&floor).expect("JSON")),
+        )],
+    );
+    let attempt = |command: &PaymentCommand, offset: i64| {
+        let day_ago = now - 86_400_000;
+        let mut entry =
+            hashbuy_settler::entry::Entry::received(command.clone(), 0, offset, day_ago);
+        entry
+            .attempt(command.command_id.clone(), day_ago)
+            .expect("attempt");
+        let value =
+            hashbuy_settler::ledger::encode(&entry, hashbuy_settler::ledger::Encoding::Protobuf)
+                .expect("encoded");
+        write_changelog(
+            &brokers,
+            &[(command.command_id.as_bytes().to_vec(), Some(value.to_vec()))],
+        );
+    };
+    // Under the default horizon, where the commands are three days stale.
+    let settle_to_end = |ledger: &Path| {
+        finished(
+            settle_with_age(&brokers, &provider, ledger, "7days")
+                .args(["--exit-at-end", "--request-timeout-s", "2"])
+                .output()
+                .expect("settle runs"),
+        )
+    };
+    // The first: a ledger that already holds the floor resumes its read.
+    let ledger = dir.path().join("ledger");
+    settle_to_end(&ledger);
+    produce_commands(&brokers, &sent[..1]);
+    attempt(&sent[0], 0);
+    settle_to_end(&ledger);
+    // The second: a new owner reads the changelog from its beginning.
+    produce_commands(&brokers, &sent[1..]);
+    attempt(&sent[1], 1);
+    settle_to_end(&dir.path().join("elsewhere"));
+
+    let ids: BTreeSet<String> = sent.iter().map(|c| c.command_id.clone()).collect();
+    let acks = acks_of(&brokers, &ids);
+    for c in &sent {
+        let said = acks.get(&c.command_id);
+        assert!(
+            said.is_some_and(|acks| acks.iter().all(|a| a.status() == Status::Settled)),
+            "{}: {said:?}",
+            c.command_id
+        );
+    }
+    let charged = charges(&provider);
+    for c in &sent {
+        assert_eq!(charged.get(&c.command_id), Some(&1), "{charged:?}");
+    }
+}
+
 #[test]
 fn bench_settle_writes_its_figures_as_json() {
     let document = json_document(&[

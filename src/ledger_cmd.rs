@@ -448,14 +448,12 @@ fn group_members(connection: &hashbuy_kafka::client::Connection, group: &str) ->
 /// Refuses to resolve an undecided `entry` when it was tweeted below
 /// `floor`'s pruning line (the changelog `topic`'s and the local ledger's,
 /// or the local ledger's alone where `None`); a decided one is left to
-/// [`Entry::resolve`], which refuses it in its own words. The line passes
-/// only entries the owner that drew it had decided, and commands it had
-/// yet to read (which a restore resumes from the changelog: see
-/// `horizon::finished_by_owner`). So one below it was decided and acked
-/// by whichever settler owned the partition since this ledger did, and
-/// may be pruned (once compaction drops its record and tombstone, the
-/// floor is all that says so), or is resumed by a settler: a decision
-/// written by hand would contradict the ack the buyer has, or race it.
+/// [`Entry::resolve`], which refuses it in its own words. The line never
+/// passes an entry its owner had not decided, so one below it was decided
+/// and acked by whichever settler owned the partition since this ledger
+/// did, and may be pruned; once compaction drops its record and
+/// tombstone, the floor is all that says so. A decision written there
+/// would contradict the ack the buyer has.
 fn refuse_below_pruning_line(
     entry: &Entry,
     partition: i32,
@@ -470,9 +468,8 @@ fn refuse_below_pruning_line(
         );
         bail!(
             "{} was tweeted below partition {partition}'s pruning line ({}, says {whose}): \
-             the partition's owner decided and acked it (and may have pruned it), or, if the \
-             group has yet to read its command, a settler resumes it from the changelog; \
-             nothing to resolve by hand",
+             the partition's owner decided and acked it, and may have pruned it; nothing to \
+             resolve",
             entry.command_id(),
             crate::tables_cmd::shown(line),
         );

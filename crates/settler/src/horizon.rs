@@ -42,16 +42,11 @@
 //! arrives meanwhile finds the entry.
 //!
 //! Nor is a pruned entry brought back undecided. Below the line
-//! ([`prune_below`]) the owner that drew it had decided every entry of
-//! its ledger; one whose command the group has also committed (acked) is
-//! finished ([`finished_by_owner`]), so an undecided record of it in the
-//! changelog is an older record, or one a settler that lost the partition
-//! sent late: a restore does not take it in (`crate::restore`), and
-//! `hashbuy ledger resolve` refuses to decide one below the line by
-//! hand, which would contradict the ack its owner sent. A command the
-//! group has yet to commit is kept whatever the line: the owner that drew
-//! it had not read it, and another settler's record of it (an attempt,
-//! perhaps charged) is what resumes it.
+//! ([`prune_below`]) an owner has decided every entry, so an undecided
+//! record of one in the changelog is an older record, or one a settler
+//! that lost the partition sent late: a restore does not take it in
+//! (`crate::restore`), and `hashbuy ledger resolve` refuses to decide one
+//! by hand, which would contradict the ack its owner sent.
 //!
 //! # Why the limits stay right
 //!
@@ -192,20 +187,6 @@ pub fn prune_below(floor_ms: i64, oldest_unfinished_ms: Option<i64>) -> i64 {
 /// operator's review.
 pub fn finished(entry: &Entry) -> bool {
     entry.state.is_terminal() && entry.acked_ms.is_some() && entry.review.is_none()
-}
-
-/// Whether a copy of an entry, local or read from the changelog, is one
-/// the partition's owner has finished with and may have pruned: tweeted
-/// below the pruning `line`, not held for review, and its command below
-/// the group's `committed` offset of the commands topic (an offset is
-/// committed only once its ack is delivered). The line alone does not
-/// say so: it stops at the oldest unfinished entry of the ledger that
-/// drew it, not at a command its settler has yet to read, whose record
-/// another settler may have sent.
-pub fn finished_by_owner(entry: &Entry, line: i64, committed: Option<i64>) -> bool {
-    entry.command.tweet_timestamp_ms < line
-        && entry.review.is_none()
-        && committed.is_some_and(|c| (0..c).contains(&entry.offset))
 }
 
 /// Whether a settled entry counts towards its user's purchases of its offer

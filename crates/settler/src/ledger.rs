@@ -587,17 +587,16 @@ impl PartitionLedger {
         Ok(())
     }
 
-    /// Deletes the entries the partition's owner has finished with
-    /// ([`horizon::finished_by_owner`] under the partition's
-    /// `pruned_below_ms` and the group's `committed` offset): another
-    /// owner pruned them, or will, so an undecided one here is an old copy
-    /// that must not be resumed (see [`crate::horizon`]). How many went.
+    /// Deletes the entries tweeted before the partition's `pruned_below_ms`
+    /// that are not held for review: another owner pruned them, or
+    /// decided them and will, so an undecided one here is an old copy that
+    /// must not be resumed (see [`crate::horizon`]). How many went.
     ///
     /// Done once for each rise of the line: a local mark says how far it
     /// was done, so a restore that raised the line and stopped before this
     /// (the raise made durable by another partition's flush) is finished
     /// by the next.
-    pub fn drop_pruned(&self, committed: Option<i64>) -> Result<usize, LedgerError> {
+    pub fn drop_pruned(&self) -> Result<usize, LedgerError> {
         let below = self.floor()?.pruned_below_ms;
         let dropped_below = self
             .meta
@@ -608,7 +607,7 @@ impl PartitionLedger {
         if below <= dropped_below {
             return Ok(0);
         }
-        let gone = self.drop_below(below, committed)?;
+        let gone = self.drop_below(below)?;
         self.mark_dropped(below)?;
         Ok(gone)
     }
@@ -688,12 +687,12 @@ impl PartitionLedger {
 
     /// Deletes the entries tweeted before `below` that are not held for
     /// review; how many went.
-    fn drop_below(&self, below: i64, committed: Option<i64>) -> Result<usize, LedgerError> {
+    fn drop_below(&self, below: i64) -> Result<usize, LedgerError> {
         let mut gone = Vec::new();
         for item in self.entries.iter() {
             let (key, bytes) = item?;
             let entry = decode_entry(&key, &bytes)?;
-            if horizon::finished_by_owner(&entry, below, committed) {
+            if entry.command.tweet_timestamp_ms < below && entry.review.is_none() {
                 gone.push((entry.command.command_id, entry.command.user_id));
             }
         }
@@ -1104,28 +1103,11 @@ mod tests {
             },
             bought: Vec::new(),
         };
-        // One whose command the group has yet to finish (its offset not
-        // committed) stays: the settler that drew the line had not read it.
-        let mut unread = entry("c-2", "u");
-        unread.command.tweet_timestamp_ms = 10;
-        unread.offset = 1;
-        p.put(&unread).expect("written");
         p.raise(&line).expect("raised");
-        assert_eq!(p.drop_pruned(Some(1)).expect("dropped"), 1);
-        let left: Vec<String> = p
-            .unfinished()
-            .expect("read")
-            .iter()
-            .map(|e| e.command_id().to_owned())
-            .collect();
-        assert_eq!(left, ["c-2"], "the old copy never resumed");
-        p.remove("c-2", "u").expect("removed");
+        assert_eq!(p.drop_pruned().expect("dropped"), 1);
+        assert!(p.unfinished().expect("read").is_empty(), "never resumed");
         p.put(&old_copy).expect("written again");
-        assert_eq!(
-            p.drop_pruned(Some(1)).expect("read"),
-            0,
-            "once for each rise"
-        );
+        assert_eq!(p.drop_pruned().expect("read"), 0, "once for each rise");
     }
 
     fn bought_key() -> MetaKey {

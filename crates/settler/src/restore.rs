@@ -32,7 +32,7 @@ use rdkafka::Message;
 
 use crate::entry::{key_index, now_ms, Entry, State};
 use crate::frontier::{Frontier, Seen};
-use crate::horizon::{self, Bought};
+use crate::horizon::Bought;
 use crate::ledger::{
     decode_entry, decode_meta, Floor, MetaKey, PartitionLedger, Raise, ReadThrough,
 };
@@ -48,7 +48,6 @@ const RAISE_AT_ONCE: usize = 4096;
 fn restore(
     shared: &Shared,
     partitions: &[i32],
-    committed: &HashMap<i32, i64>,
     generation: u64,
 ) -> Result<HashMap<i32, Restored>, RunError> {
     let mut ledgers = HashMap::new();
@@ -66,10 +65,7 @@ fn restore(
             }
         }
     }
-    let read = |partitions: &[i32], resume: &HashMap<i32, ReadThrough>| {
-        read_changelog(shared, &ledgers, partitions, resume, committed, generation)
-    };
-    let mut passes = match read(partitions, &resume) {
+    let mut passes = match read_changelog(shared, &ledgers, partitions, &resume, generation) {
         // A broker that never ends a read resumed inside a record batch
         // (tansu under a cluster id of its own choosing, see
         // `run::resumable_cluster`): read from the beginning instead.
@@ -79,7 +75,7 @@ fn restore(
                 "the ledger changelog read from where this ledger last got to never ended: \
                  read from its beginning"
             );
-            read(partitions, &HashMap::new())?
+            read_changelog(shared, &ledgers, partitions, &HashMap::new(), generation)?
         }
         passes => passes?,
     };
@@ -101,7 +97,7 @@ fn restore(
             "the ledger changelog no longer holds the record this ledger last read there as \
              it was (compacted away, or the topic made again): read from its beginning"
         );
-        let again = read(&moved, &HashMap::new())?;
+        let again = read_changelog(shared, &ledgers, &moved, &HashMap::new(), generation)?;
         for (partition, mut pass) in again {
             if let Some(earlier) = passes.get(&partition) {
                 pass.restored.read += earlier.restored.read;
@@ -134,7 +130,7 @@ fn restore(
     // the partition's owner pruned since. Looked for once for each rise of
     // the line, so that a restore does not read every entry.
     for (&partition, ledger) in &ledgers {
-        let dropped = ledger.drop_pruned(committed.get(&partition).copied())?;
+        let dropped = ledger.drop_pruned()?;
         if dropped > 0 {
             tracing::info!(
                 partition,
@@ -184,7 +180,6 @@ fn read_changelog(
     ledgers: &HashMap<i32, PartitionLedger>,
     partitions: &[i32],
     resume: &HashMap<i32, ReadThrough>,
-    committed: &HashMap<i32, i64>,
     generation: u64,
 ) -> Result<HashMap<i32, Pass>, RunError> {
     let topic = &shared.config.topics.ledger;
@@ -269,15 +264,7 @@ fn read_changelog(
                 bought: Vec::new(),
             }),
         };
-        let finished_below = committed.get(&partition).copied();
-        let taken = take(
-            ledger,
-            message.key(),
-            message.payload(),
-            offset,
-            raise,
-            finished_below,
-        )?;
+        let taken = take(ledger, message.key(), message.payload(), offset, raise)?;
         if raise.bought.len() >= RAISE_AT_ONCE {
             let floor = raise.floor;
             ledger.raise(&std::mem::take(raise))?;
@@ -338,15 +325,13 @@ enum Taken {
 /// Takes a changelog record into `ledger`: an entry further along than the
 /// local one, a tombstone (the entry was pruned), a floor or a count.
 /// `raise` gathers floors and counts for the ledger; its floor is the
-/// ledger's with those read so far. `committed` is the group's offset of
-/// the partition's commands when it was assigned.
+/// ledger's with those read so far.
 fn take(
     ledger: &PartitionLedger,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
     offset: i64,
     raise: &mut Raise,
-    committed: Option<i64>,
 ) -> Result<Taken, RunError> {
     let partition = ledger.partition();
     let unreadable = |what: String| {
@@ -382,23 +367,17 @@ fn take(
         Ok(entry) => entry,
         Err(e) => return unreadable(e.to_string()),
     };
-    // An undecided record of an entry its owner has finished with (see
-    // `horizon::finished_by_owner`) is one a settler that lost the
-    // partition sent late: taken in, it would be resumed, and charged
-    // again under a key the provider has forgotten. (The drop after a
-    // restore looks below the line only when the line rose.) A decided
-    // record is taken as any.
+    // Below the pruning line the partition's owner has decided every
+    // entry (see `crate::horizon`): an undecided record of one read now
+    // is one a settler that lost the partition sent late, and taking it in
+    // would resume a purchase decided long ago, under a key the provider
+    // has forgotten. (The drop after a restore looks below the line only
+    // when the line rose.) A decided record is taken as any: it may still
+    // owe its ack. One held for review is kept, as a pass keeps it.
     if !remote.state.is_terminal()
-        && horizon::finished_by_owner(&remote, raise.floor.pruned_below_ms, committed)
+        && remote.review.is_none()
+        && remote.command.tweet_timestamp_ms < raise.floor.pruned_below_ms
     {
-        tracing::warn!(
-            partition,
-            offset,
-            command_id = %remote.command_id(),
-            "an undecided ledger changelog record of a command the partition's owner has \
-             finished with, sent late by a settler that lost the partition: not taken in"
-        );
-        metrics::counter!("hashbuy_settler_late_records_skipped_total").increment(1);
         return Ok(Taken::Older);
     }
     let newer = match ledger.get(remote.command_id())? {
@@ -496,10 +475,9 @@ impl Restore {
             .get_or_init(|| async {
                 let restoring = Arc::clone(shared);
                 let partitions = self.partitions.clone();
-                let committed = self.committed.clone();
                 let generation = self.generation;
                 let result = tokio::task::spawn_blocking(move || {
-                    restore(&restoring, &partitions, &committed, generation)
+                    restore(&restoring, &partitions, generation)
                 })
                 .await
                 .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))

@@ -48,6 +48,16 @@
 //! (`crate::restore`), and `hashbuy ledger resolve` refuses to decide one
 //! by hand, which would contradict the ack its owner sent.
 //!
+//! One case this does not cover: the line stops at the oldest unfinished
+//! entry of the ledger that drew it, not at a command its settler has yet
+//! to read. A group lagging more than [`LOOKUP_PAST_HORIZON_MS`] past the
+//! horizon on its commands, with an attempt another settler made of one
+//! of them (and sent late), rejects that command as stale when it reads
+//! it, charged or not. Telling "decided" from "not yet read" below the
+//! line would take the floor to carry how far its owner had read; the
+//! group's committed offset does not say it (it lags behind any command
+//! still in flight, and is unknown to a new group).
+//!
 //! # Why the limits stay right
 //!
 //! - `max_per_user` counts, for the user and offer, the [`Bought`] count

@@ -378,6 +378,14 @@ fn take(
         && remote.review.is_none()
         && remote.command.tweet_timestamp_ms < raise.floor.pruned_below_ms
     {
+        tracing::warn!(
+            partition,
+            offset,
+            command_id = %remote.command_id(),
+            "an undecided ledger changelog record of a command below the pruning line, sent \
+             late by a settler that lost the partition: not taken in"
+        );
+        metrics::counter!("hashbuy_settler_late_records_skipped_total").increment(1);
         return Ok(Taken::Older);
     }
     let newer = match ledger.get(remote.command_id())? {

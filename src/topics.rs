@@ -144,10 +144,8 @@ fn create(args: CreateArgs) -> Result<()> {
         &options,
         &connection.brokers,
         &existing,
-        |t| {
-            let wanted = settings.get(t).cloned().unwrap_or_default();
-            (wanted, names.settings_of(t))
-        },
+        &settings,
+        &names,
     );
     if lacking > 0 {
         bail!(
@@ -159,8 +157,8 @@ fn create(args: CreateArgs) -> Result<()> {
 }
 
 /// Reads the settings of the `existing` topics and tells where they differ
-/// from those hashbuy would create them with (`wanted`: all of them, and
-/// the ones it needs): a changelog that is not compacted loses the records
+/// from those hashbuy would create them with (`settings`, by topic; those
+/// `names` says it needs are marked): a changelog that is not compacted loses the records
 /// a new owner restores from, and a ledger changelog with a week's
 /// segments makes each restore read a week. How many topics lack a
 /// setting hashbuy needs (one not set counts: the broker's default is
@@ -172,7 +170,8 @@ fn compare_existing<'a>(
     options: &AdminOptions,
     brokers: &str,
     existing: &'a [String],
-    wanted: impl Fn(&str) -> (Vec<(String, String)>, Vec<(&'static str, &'static str)>),
+    settings: &HashMap<&str, Vec<(String, String)>>,
+    names: &Topics,
 ) -> usize {
     if existing.is_empty() {
         return 0;
@@ -200,8 +199,8 @@ fn compare_existing<'a>(
                 continue;
             }
         };
-        let (wanted, needed) = wanted(topic);
-        let unlike = unlike(&wanted, &needed, |key| {
+        let wanted = settings.get(topic.as_str()).map_or(&[][..], Vec::as_slice);
+        let unlike = unlike(wanted, &names.settings_of(topic), |key| {
             resource.get(key).and_then(|entry| entry.value.clone())
         });
         if unlike.iter().any(|u| u.needed) {

@@ -840,15 +840,7 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
     assert!(stats.contains("floor: 2 of 2 partitions"), "{stats}");
     // The changelog as `hashbuy tail` prints it: the entries in the
     // ledger's JSON form, the pruned ones' tombstones, and the counts.
-    let tailed = succeeds(&[
-        "tail",
-        "--brokers",
-        &brokers,
-        "--topic",
-        "settler-ledger",
-        "--from-beginning",
-        "--exit-at-end",
-    ]);
+    let tailed = tail_changelog(&brokers);
     let values: Vec<serde_json::Value> = tailed
         .lines()
         .map(|line| {
@@ -1940,10 +1932,7 @@ fn resolving_an_entry_another_settler_decided_is_refused() {
     let stale = dir.path().join("stale");
     ledger_with_an_expired_attempt(&stale, &sent[0], hashbuy_settler::entry::now_ms());
     let stale_arg = stale.display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-        .args(["ledger", "resolve", "--ledger", &stale_arg])
-        .args(["--brokers", &brokers, "--force", &sent[0].command_id])
-        .args(["--outcome", "failed", "--reason", "checked by hand"])
+    let out = resolve_by_hand(&brokers, &stale, &sent[0].command_id)
         .output()
         .expect("hashbuy runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1979,31 +1968,10 @@ fn resolving_an_entry_below_the_pruning_line_is_refused() {
     let sent = commands(1, 1);
     let stale = dir.path().join("stale");
     ledger_with_an_expired_attempt(&stale, &sent[0], hashbuy_settler::entry::now_ms());
-    let floor = hashbuy_settler::ledger::Floor {
-        floor_ms: sent[0].tweet_timestamp_ms + 86_400_000,
-        pruned_below_ms: sent[0].tweet_timestamp_ms + 1,
-    };
-    let producer: BaseProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create_with_context(Deliveries::default())
-        .expect("producer");
-    producer
-        .send(
-            rdkafka::producer::BaseRecord::to("settler-ledger")
-                .partition(0)
-                .key(&hashbuy_settler::ledger::MetaKey::Floor.to_bytes())
-                .payload(&serde_json::to_vec(&floor).expect("JSON")),
-        )
-        .map_err(|(e, _)| e)
-        .expect("queued");
-    flush_promptly(&producer, Duration::from_secs(30)).expect("floor flushed");
-    assert_eq!(producer.context().failures(), None, "floor delivered");
+    write_changelog(&brokers, &[floor_record(line_above(&sent[0]))]);
 
     let stale_arg = stale.display().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
-        .args(["ledger", "resolve", "--ledger", &stale_arg])
-        .args(["--brokers", &brokers, "--force", &sent[0].command_id])
-        .args(["--outcome", "failed", "--reason", "checked by hand"])
+    let out = resolve_by_hand(&brokers, &stale, &sent[0].command_id)
         .output()
         .expect("hashbuy runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -2015,15 +1983,7 @@ fn resolving_an_entry_below_the_pruning_line_is_refused() {
         )),
         "{stderr}"
     );
-    let tailed = succeeds(&[
-        "tail",
-        "--brokers",
-        &brokers,
-        "--topic",
-        "settler-ledger",
-        "--from-beginning",
-        "--exit-at-end",
-    ]);
+    let tailed = tail_changelog(&brokers);
     assert_eq!(tailed.lines().count(), 1, "the floor alone: {tailed}");
     let shown = Command::new(env!("CARGO_BIN_EXE_hashbuy"))
         .args(["ledger", "ls", "--ledger", &stale_arg, "--state", "pending"])
@@ -2049,10 +2009,7 @@ fn a_ledgers_own_pruning_line_refuses_a_resolve_the_changelog_cannot() {
     {
         let ledger = hashbuy_settler::ledger::Ledger::open(&stale).expect("ledger");
         let raise = hashbuy_settler::ledger::Raise {
-            floor: hashbuy_settler::ledger::Floor {
-                floor_ms: sent[0].tweet_timestamp_ms + 86_400_000,
-                pruned_below_ms: sent[0].tweet_timestamp_ms + 1,
-            },
+            floor: line_above(&sent[0]),
             bought: Vec::new(),
         };
         ledger
@@ -2062,13 +2019,8 @@ fn a_ledgers_own_pruning_line_refuses_a_resolve_the_changelog_cannot() {
             .expect("raised");
         ledger.flush().expect("flush");
     }
-    let stale_arg = stale.display().to_string();
     for local in [false, true] {
-        let mut resolve = Command::new(env!("CARGO_BIN_EXE_hashbuy"));
-        resolve
-            .args(["ledger", "resolve", "--ledger", &stale_arg])
-            .args(["--brokers", &brokers, "--force", &sent[0].command_id])
-            .args(["--outcome", "failed", "--reason", "checked by hand"]);
+        let mut resolve = resolve_by_hand(&brokers, &stale, &sent[0].command_id);
         if local {
             resolve.arg("--local-only");
         }
@@ -2083,16 +2035,50 @@ fn a_ledgers_own_pruning_line_refuses_a_resolve_the_changelog_cannot() {
             "local only {local}: {stderr}"
         );
     }
-    let tailed = succeeds(&[
+    let tailed = tail_changelog(&brokers);
+    assert_eq!(tailed, "", "nothing written to the changelog");
+}
+
+/// `hashbuy ledger resolve` of `command_id` in the ledger at `ledger`, as
+/// failed, with `--force` (the embedded broker cannot list a group's
+/// members).
+fn resolve_by_hand(brokers: &str, ledger: &Path, command_id: &str) -> Command {
+    let mut resolve = Command::new(env!("CARGO_BIN_EXE_hashbuy"));
+    resolve
+        .args(["ledger", "resolve", "--ledger"])
+        .arg(ledger)
+        .args(["--brokers", brokers, "--force", command_id])
+        .args(["--outcome", "failed", "--reason", "checked by hand"]);
+    resolve
+}
+
+/// The ledger changelog as `hashbuy tail` prints it, from its beginning.
+fn tail_changelog(brokers: &str) -> String {
+    succeeds(&[
         "tail",
         "--brokers",
-        &brokers,
+        brokers,
         "--topic",
         "settler-ledger",
         "--from-beginning",
         "--exit-at-end",
-    ]);
-    assert_eq!(tailed, "", "nothing written to the changelog");
+    ])
+}
+
+/// A floor whose pruning line lies just above `command`'s tweet.
+fn line_above(command: &PaymentCommand) -> hashbuy_settler::ledger::Floor {
+    hashbuy_settler::ledger::Floor {
+        floor_ms: command.tweet_timestamp_ms + 86_400_000,
+        pruned_below_ms: command.tweet_timestamp_ms + 1,
+    }
+}
+
+/// `floor` as the ledger changelog carries it.
+fn floor_record(floor: hashbuy_settler::ledger::Floor) -> (Vec<u8>, Option<Vec<u8>>) {
+    (
+        hashbuy_settler::ledger::MetaKey::Floor.to_bytes(),
+        Some(serde_json::to_vec(&floor).expect("JSON")),
+    )
 }
 
 /// Sends `records` (key, value; `None` a tombstone) to partition 0 of the
@@ -2137,13 +2123,7 @@ fn a_late_undecided_record_below_the_pruning_line_is_not_resumed() {
         floor_ms: line + 86_400_000,
         pruned_below_ms: line,
     };
-    write_changelog(
-        &brokers,
-        &[(
-            hashbuy_settler::ledger::MetaKey::Floor.to_bytes(),
-            Some(serde_json::to_vec(&floor).expect("JSON")),
-        )],
-    );
+    write_changelog(&brokers, &[floor_record(floor)]);
     // The restart takes the floor in and drops what lies below its line.
     settle_to_end(&brokers, &provider, &ledger);
 

@@ -1010,6 +1010,85 @@ fn a_command_charged_before_it_went_stale_is_found_not_rejected() {
     assert_eq!(charges.get(&charged[1].command_id), None);
 }
 
+/// A group that reads its commands days after they were written (it
+/// lagged, or its settlers were down): a command written while it was
+/// fresh may have been charged by an owner that then lost the partition,
+/// its attempt in the changelog only late, below the pruning line (which a
+/// restore does not take in), or not at all. However far past the horizon
+/// it is by now, it is looked up at the provider before it is rejected,
+/// and a charge found is recorded. A command written long after its tweet
+/// (a recording replayed) is rejected unasked: no owner ever saw it fresh.
+#[test]
+fn a_command_written_while_fresh_and_read_days_late_is_looked_up_before_it_is_rejected() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let day = 86_400_000;
+    let mut sent = commands(3, 3);
+    for c in &mut sent {
+        c.payment_method_id = "pm_card_visa".into();
+        c.tweet_timestamp_ms = hashbuy_settler::entry::now_ms() - 12 * day;
+    }
+    // The first was charged by an owner that lost the partition, the
+    // second never was; both were written by the matcher a minute after
+    // their tweets. The third is a replay, written now: charged outside
+    // too, to show it is not looked up.
+    charge_outside(&provider, &sent[0], &[&sent[0].command_id]);
+    charge_outside(&provider, &sent[2], &[&sent[2].command_id]);
+    let written = sent[0].tweet_timestamp_ms + 60_000;
+    let records = |commands: &[PaymentCommand]| -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        commands
+            .iter()
+            .map(|c| (c.user_id.clone().into_bytes(), Some(c.encode_to_vec())))
+            .collect()
+    };
+    write_partition_0(
+        &brokers,
+        "payment-commands",
+        &records(&sent[..2]),
+        Some(written),
+    );
+    write_partition_0(&brokers, "payment-commands", &records(&sent[2..]), None);
+    let mut attempt = hashbuy_settler::entry::Entry::received(sent[0].clone(), 0, 0, written);
+    attempt
+        .attempt(
+            hashbuy_settler::entry::first_key(&sent[0].command_id),
+            written,
+        )
+        .expect("attempt");
+    let value =
+        hashbuy_settler::ledger::encode(&attempt, hashbuy_settler::ledger::Encoding::Protobuf)
+            .expect("encoded");
+    write_changelog(
+        &brokers,
+        &[
+            floor_record(line_above(&sent[0])),
+            (
+                sent[0].command_id.clone().into_bytes(),
+                Some(value.to_vec()),
+            ),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stderr = settle_to_end_with_age(&brokers, &provider, &dir.path().join("ledger"), "7days");
+
+    let ids: BTreeSet<String> = sent.iter().map(|c| c.command_id.clone()).collect();
+    let acks = acks_of(&brokers, &ids);
+    let found = &acks[&sent[0].command_id];
+    assert_eq!(found.len(), 1, "{found:?}: {stderr}");
+    assert_eq!(found[0].status(), Status::Settled, "{found:?}: {stderr}");
+    for c in &sent[1..] {
+        let rejected = &acks[&c.command_id];
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].status(), Status::Rejected, "{rejected:?}");
+        assert!(rejected[0].reason.starts_with("stale: "), "{rejected:?}");
+    }
+    let charges = charges(&provider);
+    assert_eq!(charges.get(&sent[0].command_id), Some(&1), "{charges:?}");
+    assert_eq!(charges.get(&sent[2].command_id), Some(&1), "{charges:?}");
+    assert_eq!(charges.len(), 2, "{charges:?}");
+}
+
 /// How long after `since` the log file at `log` first holds `line`;
 /// `None` if it does not within `wait`.
 fn logged_within(log: &Path, line: &str, since: Instant, wait: Duration) -> Option<Duration> {
@@ -2084,22 +2163,36 @@ fn floor_record(floor: hashbuy_settler::ledger::Floor) -> (Vec<u8>, Option<Vec<u
 /// Sends `records` (key, value; `None` a tombstone) to partition 0 of the
 /// ledger changelog, as a settler would, and waits for their delivery.
 fn write_changelog(brokers: &str, records: &[(Vec<u8>, Option<Vec<u8>>)]) {
+    write_partition_0(brokers, "settler-ledger", records, None);
+}
+
+/// Sends `records` (key, value; `None` a tombstone) to partition 0 of
+/// `topic`, stamped `written_ms` (ms since the epoch; `None`: now), and
+/// waits for their delivery.
+fn write_partition_0(
+    brokers: &str,
+    topic: &str,
+    records: &[(Vec<u8>, Option<Vec<u8>>)],
+    written_ms: Option<i64>,
+) {
     let producer: BaseProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create_with_context(Deliveries::default())
         .expect("producer");
     for (key, value) in records {
-        let record = rdkafka::producer::BaseRecord::<Vec<u8>, Vec<u8>>::to("settler-ledger")
+        let mut record = rdkafka::producer::BaseRecord::<Vec<u8>, Vec<u8>>::to(topic)
             .partition(0)
             .key(key);
-        let record = match value {
-            Some(value) => record.payload(value),
-            None => record,
-        };
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        if let Some(written_ms) = written_ms {
+            record = record.timestamp(written_ms);
+        }
         producer.send(record).map_err(|(e, _)| e).expect("queued");
     }
-    flush_promptly(&producer, Duration::from_secs(30)).expect("changelog flushed");
-    assert_eq!(producer.context().failures(), None, "changelog delivered");
+    flush_promptly(&producer, Duration::from_secs(30)).expect("records flushed");
+    assert_eq!(producer.context().failures(), None, "records delivered");
 }
 
 /// A changelog record of an undecided entry below the partition's pruning

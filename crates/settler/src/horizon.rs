@@ -48,15 +48,16 @@
 //! (`crate::restore`), and `hashbuy ledger resolve` refuses to decide one
 //! by hand, which would contradict the ack its owner sent.
 //!
-//! One case this does not cover: the line stops at the oldest unfinished
-//! entry of the ledger that drew it, not at a command its settler has yet
-//! to read. A group lagging more than [`LOOKUP_PAST_HORIZON_MS`] past the
-//! horizon on its commands, with an attempt another settler made of one
-//! of them (and sent late), rejects that command as stale when it reads
-//! it, charged or not. Telling "decided" from "not yet read" below the
-//! line would take the floor to carry how far its owner had read; the
-//! group's committed offset does not say it (it lags behind any command
-//! still in flight, and is unknown to a new group).
+//! The line stops at the oldest unfinished entry of the ledger that drew
+//! it, not at a command its settler has yet to read. So a group that reads
+//! its commands days late (it lagged, or its settlers were down) may find
+//! below the line a command another settler attempted while it was fresh,
+//! whose attempt a restore left out as late, or that never reached the
+//! changelog: it has no entry, and is stale. Its record was written while
+//! it was fresh, which the record's timestamp tells (a replayed
+//! recording's is written long after its tweets): such a command is
+//! looked up at the provider before it is rejected, however far past the
+//! horizon ([`look_up_before_rejecting`]), and a charge found is recorded.
 //!
 //! # Why the limits stay right
 //!
@@ -74,7 +75,7 @@
 //!   that is charged is tweeted at or after the floor, and every pruned
 //!   entry more than a day before the floor: none was in its window.
 //!
-//! # Just past the horizon
+//! # Charged while fresh, found stale
 //!
 //! An owner may charge a command while it is fresh and stop before the
 //! changelog has its attempt; the next owner then finds no entry, and the
@@ -85,20 +86,33 @@
 //!   before the provider is called (`crate::settle`), so the next owner
 //!   resumes it;
 //! - a stale command no more than [`LOOKUP_PAST_HORIZON_MS`] past the
-//!   horizon is looked up at the provider before it is rejected: a charge
-//!   found is recorded as settled (or declined), as a reconciliation
-//!   would. Further past, a command is rejected unasked, so a replay of an
-//!   old recording costs no provider calls.
+//!   horizon, or whose record was written while it was fresh, is looked
+//!   up at the provider before it is rejected: a charge found is recorded
+//!   as settled (or declined), as a reconciliation would. A command
+//!   written long after its tweet, further past, was never fresh to any
+//!   settler: it is rejected unasked, so a replay of an old recording
+//!   costs no provider calls.
 //!
-//! Both assume the settlers of a group share `--max-command-age`.
+//! Both assume the settlers of a group share `--max-command-age`, and
+//! that the clock that stamps command records (the matcher's, or the
+//! broker's under `LogAppendTime`) is within [`CLOCK_MARGIN_MS`] of
+//! theirs.
 //!
 //! # What it costs
 //!
-//! A copy of a settled command replayed after its entry was pruned, and
-//! more than [`LOOKUP_PAST_HORIZON_MS`] past the horizon, gets a
-//! `REJECTED` (stale) ack, where the first copy got `SETTLED`: the ledger
-//! no longer knows. Consumers of acks take the first outcome of a command
-//! id. Nearer the horizon, the lookup answers it as at first.
+//! A copy of a settled command replayed after its entry was pruned, more
+//! than [`LOOKUP_PAST_HORIZON_MS`] past the horizon and written long after
+//! its tweet, gets a `REJECTED` (stale) ack, where the first copy got
+//! `SETTLED`: the ledger no longer knows. Consumers of acks take the first
+//! outcome of a command id. Otherwise the lookup answers it as at first,
+//! at the cost of a provider call: a group that reads its commands days
+//! late, or again from the start (a new group name, offsets reset), looks
+//! up every stale command it reads that was written while fresh.
+//!
+//! A charge found for a command below its user's [`Bought`] count's
+//! `through_ms` (one read days late) is recorded, but not added to that
+//! count: `max_per_user` then allows the user one purchase of the offer
+//! too many.
 
 use std::time::Duration;
 
@@ -148,19 +162,39 @@ pub fn stale(tweet_ms: i64, now_ms: i64, max_age: Duration, floor_ms: i64) -> Op
     })
 }
 
-/// How far past the horizon a stale command is still looked up at the
-/// provider before it is rejected: an owner may have charged it while it
-/// was fresh and stopped before its changelog had the attempt (attempts
-/// within a day of the horizon wait for theirs, see
+/// How far past the horizon a stale command is looked up at the provider
+/// before it is rejected, whenever its record was written: an owner may
+/// have charged it while it was fresh and stopped before its changelog had
+/// the attempt (attempts within a day of the horizon wait for theirs, see
 /// `crate::settle`), and the partition may then have waited for its next
-/// owner. Past this, a stale command is rejected unasked, so a replay of an
-/// old recording costs no provider calls.
+/// owner.
 pub const LOOKUP_PAST_HORIZON_MS: i64 = 2 * 24 * 60 * 60 * 1000;
 
-/// Whether a stale command (by [`stale`]) is still close enough to the
-/// horizon to be looked up at the provider before it is rejected.
-pub fn look_up_before_rejecting(tweet_ms: i64, now_ms: i64, max_age: Duration) -> bool {
-    now_ms.saturating_sub(tweet_ms) < millis(max_age).saturating_add(LOOKUP_PAST_HORIZON_MS)
+/// Whether a stale command (by [`stale`]) may have been charged by an
+/// owner that saw it fresh, and so is looked up at the provider before it
+/// is rejected: it is no more than [`LOOKUP_PAST_HORIZON_MS`] past the
+/// horizon, or its record was written (`written_ms`, the record's Kafka
+/// timestamp) while it was still fresh, give or take [`CLOCK_MARGIN_MS`]
+/// for the writer's clock. A settler sees a command only after its record
+/// is written, so a command written long after its tweet (a recording
+/// replayed) was never fresh to any of them: it is rejected unasked, and a
+/// replay costs no provider calls. One written while fresh and read days
+/// later (a group that lagged) may have been charged by an owner that lost
+/// the partition, whose attempt the changelog holds late, below the
+/// pruning line, where a restore does not take it in, or not at all.
+/// A record without a timestamp (`None`) is looked up.
+pub fn look_up_before_rejecting(
+    tweet_ms: i64,
+    now_ms: i64,
+    max_age: Duration,
+    written_ms: Option<i64>,
+) -> bool {
+    let age = millis(max_age);
+    let near = now_ms.saturating_sub(tweet_ms) < age.saturating_add(LOOKUP_PAST_HORIZON_MS);
+    let written_fresh = written_ms.is_none_or(|written| {
+        written.saturating_sub(tweet_ms) < age.saturating_add(CLOCK_MARGIN_MS)
+    });
+    near || written_fresh
 }
 
 /// The floor a pruning pass at `now_ms` raises a partition to: a day below
@@ -364,10 +398,40 @@ mod tests {
     }
 
     #[test]
-    fn only_a_command_just_past_the_horizon_is_looked_up() {
+    fn a_command_just_past_the_horizon_or_written_while_fresh_is_looked_up() {
         let now = 100 * DAY;
-        assert!(look_up_before_rejecting(now - 8 * DAY, now, WEEK));
-        assert!(!look_up_before_rejecting(now - 9 * DAY, now, WEEK));
-        assert!(!look_up_before_rejecting(now - 200 * DAY, now, WEEK));
+        let replayed = Some(now);
+        assert!(look_up_before_rejecting(now - 8 * DAY, now, WEEK, replayed));
+        assert!(!look_up_before_rejecting(
+            now - 9 * DAY,
+            now,
+            WEEK,
+            replayed
+        ));
+        assert!(!look_up_before_rejecting(
+            now - 200 * DAY,
+            now,
+            WEEK,
+            replayed
+        ));
+        let tweet = now - 200 * DAY;
+        assert!(
+            look_up_before_rejecting(tweet, now, WEEK, Some(tweet + 60_000)),
+            "written a minute after its tweet, read long after"
+        );
+        assert!(
+            look_up_before_rejecting(tweet, now, WEEK, Some(tweet + 7 * DAY + DAY / 2)),
+            "written just past the horizon by a clock that may run a day behind"
+        );
+        assert!(!look_up_before_rejecting(
+            tweet,
+            now,
+            WEEK,
+            Some(tweet + 8 * DAY)
+        ));
+        assert!(
+            look_up_before_rejecting(tweet, now, WEEK, None),
+            "a record without a timestamp"
+        );
     }
 }

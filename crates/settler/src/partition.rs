@@ -42,6 +42,8 @@ const MARK_READ_THROUGH_EVERY: Duration = Duration::from_secs(10);
 enum Taken {
     Record {
         offset: i64,
+        /// The record's Kafka timestamp, ms since the epoch, if it has one.
+        written_ms: Option<i64>,
         key: Option<Vec<u8>>,
         value: Vec<u8>,
     },
@@ -61,6 +63,7 @@ async fn take(queue: &Queue<Settling>, arrived: &Notify, dry: &mut bool) -> Take
                 *dry = false;
                 return Taken::Record {
                     offset: message.offset(),
+                    written_ms: message.timestamp().to_millis(),
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().unwrap_or_default().to_vec(),
                 };
@@ -97,6 +100,11 @@ fn lost_before(
 pub(crate) struct Work {
     pub(crate) command: PaymentCommand,
     pub(crate) offset: Option<i64>,
+    /// When the command's record was written (its Kafka timestamp), which
+    /// tells whether an owner could have seen it fresh
+    /// ([`crate::horizon::look_up_before_rejecting`]); `None` for a
+    /// resumed entry, or a record without a timestamp.
+    pub(crate) written_ms: Option<i64>,
 }
 
 /// What a command task reports.
@@ -202,6 +210,7 @@ pub(crate) async fn partition_task(
             Work {
                 command: entry.command,
                 offset: None,
+                written_ms: None,
             },
             &mut users,
             &mut running,
@@ -256,7 +265,7 @@ pub(crate) async fn partition_task(
                         continuity.reached_end(end);
                     }
                 }
-                Taken::Record { offset, key, value } => {
+                Taken::Record { offset, written_ms, key, value } => {
                     at_eof = false;
                     if let Some(gap) = lost_before(&mut continuity, &offsets, offset) {
                         report_lost(&gap);
@@ -278,7 +287,7 @@ pub(crate) async fn partition_task(
                     shared.first_read.get_or_init(Instant::now);
                     match crate::command::decode(&value) {
                         Ok(command) => enqueue(
-                            Work { command, offset: Some(offset) },
+                            Work { command, offset: Some(offset), written_ms },
                             &mut users,
                             &mut running,
                         ),

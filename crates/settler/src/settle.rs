@@ -89,8 +89,8 @@ async fn settle_entry(
     let policy = shared.config.policy;
     // The entry as last written here, for the changelog.
     let mut stored = None;
-    // A stale command near the horizon: its reason, for when the provider
-    // holds no charge of it.
+    // A stale command some owner may have charged while it was fresh: its
+    // reason, for when the provider holds no charge of it.
     let mut stale_lookup = None;
     let mut entry = match ledger.get(&work.command.command_id)? {
         Some(mut known) => {
@@ -131,7 +131,12 @@ async fn settle_entry(
             let routed = if let Some(reason) =
                 horizon::stale(command.tweet_timestamp_ms, now, max_age, floor)
             {
-                if horizon::look_up_before_rejecting(command.tweet_timestamp_ms, now, max_age) {
+                if horizon::look_up_before_rejecting(
+                    command.tweet_timestamp_ms,
+                    now,
+                    max_age,
+                    work.written_ms,
+                ) {
                     stale_lookup = Some(reason);
                     Ok(Route::Platform)
                 } else {
@@ -421,8 +426,8 @@ async fn settle_entry(
     Ok(true)
 }
 
-/// Decides a stale command near the horizon (see
-/// [`horizon::look_up_before_rejecting`]) by what the provider holds of
+/// Decides a stale command some owner may have charged while it was fresh
+/// (see [`horizon::look_up_before_rejecting`]) by what the provider holds of
 /// it: a charge found is recorded, settled or declined, as a
 /// reconciliation would; nothing found rejects it as stale (`reason`). The
 /// lookup runs under the lease, is tried again while the provider cannot

@@ -13,7 +13,7 @@
 //! - Each partition's ledger keeps a **floor**: every command tweeted before
 //!   it is stale to every settler, whatever its clock or its
 //!   `--max-command-age`. The floor only rises; a pruning pass raises it to
-//!   [`floor_at`] (now, less the maximum age, less [`CLOCK_MARGIN`]).
+//!   [`floor_at`] (now, less the maximum age, less [`CLOCK_MARGIN_MS`]).
 //! - An entry is **pruned** (deleted from the local ledger, and by a
 //!   tombstone from the changelog) once it is decided and acked, nobody
 //!   must review it, and its tweet lies more than a day

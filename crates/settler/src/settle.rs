@@ -443,6 +443,9 @@ async fn decide_stale(
         let Some(epoch) = lease_held(shared, stopped).await else {
             return Ok(false);
         };
+        // Counted, so that the provider calls of a group reading stale
+        // commands (days late, or a topic again from its start) show.
+        metrics::counter!("hashbuy_settler_stale_lookups_total").increment(1);
         // From the tweet's time: any charge of it is later.
         let found = shared
             .payments

@@ -978,6 +978,85 @@ fn a_restart_soon_after_a_pruning_pass_leaves_the_next_to_its_turn() {
     );
 }
 
+/// A partition handed from one settler to another and back within the
+/// hour: the second prunes what the first settled; the first, back on its
+/// own ledger, resumes the changelog from its mark and takes in the
+/// other's floor, counts and tombstones, though its own next pass waits
+/// its turn. Its ledger then holds only what is live, copies of the pruned
+/// purchases charge nothing, and a buyer's pruned purchase still counts
+/// against `max_per_user`.
+#[test]
+fn a_partition_handed_over_and_back_within_the_hour_keeps_what_the_other_owner_pruned() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    let three_days_ago = hashbuy_settler::entry::now_ms() - 3 * 86_400_000;
+    let mut old = commands(20, 20);
+    for c in &mut old {
+        c.payment_method_id = "pm_card_visa".into();
+        c.tweet_timestamp_ms += three_days_ago - 1_780_000_000_000;
+    }
+    // Purchases of today, so that a floor may rise.
+    let mut today = commands(5, 5);
+    for c in &mut today {
+        c.command_id = format!("today-{}", c.command_id);
+        c.user_id = format!("9{}", c.user_id);
+        c.payment_method_id = "pm_card_visa".into();
+        c.tweet_timestamp_ms = hashbuy_settler::entry::now_ms();
+    }
+    produce_commands(&brokers, &old);
+    produce_commands(&brokers, &today);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first, other) = (dir.path().join("first"), dir.path().join("other"));
+    let stats = |ledger: &Path| {
+        succeeds(&[
+            "ledger",
+            "stats",
+            "--ledger",
+            ledger.to_str().expect("utf-8"),
+        ])
+    };
+    settle_to_end_with_age(&brokers, &provider, &first, "7days");
+    assert!(stats(&first).contains(": 25 entries in 1 partitions"));
+    let charged = charges(&provider);
+    assert_eq!(charged.len(), 25);
+
+    // The other owner, under a horizon of a minute, prunes the twenty of
+    // three days ago.
+    settle_to_end_with_age(&brokers, &provider, &other, "1m");
+    assert!(stats(&other).contains(": 5 entries in 1 partitions"));
+
+    // Back to the first, within the hour of its own pass.
+    let back = settle_to_end_with_age(&brokers, &provider, &first, "7days");
+    assert!(
+        !back.contains("ledger entries past the horizon pruned"),
+        "its own pass waits its turn: {back}"
+    );
+    let reads = changelog_reads(&back);
+    assert!(
+        reads.values().all(|(from, _)| from.is_some()),
+        "resumed from its mark: {back}"
+    );
+    let held = stats(&first);
+    assert!(held.contains(": 5 entries in 1 partitions"), "{held}");
+    assert!(held.contains("floor: 1 of 1 partitions"), "{held}");
+
+    // The same purchases again, and a second purchase of the first buyer's
+    // offer (one per shopper): nothing more is charged.
+    let mut again = old.clone();
+    let mut second_buy = old[0].clone();
+    second_buy.command_id = "cmd-again".into();
+    second_buy.tweet_id = "2000000".into();
+    second_buy.tweet_timestamp_ms = hashbuy_settler::entry::now_ms();
+    again.push(second_buy);
+    produce_commands(&brokers, &again);
+    settle_to_end_with_age(&brokers, &provider, &first, "7days");
+    let ids: BTreeSet<String> = ["cmd-again"].map(String::from).into();
+    let reason = &acks_of(&brokers, &ids)["cmd-again"][0].reason;
+    assert!(reason.contains("max_per_user is 1"), "{reason}");
+    assert_eq!(charges(&provider), charged, "each command charged once");
+}
+
 /// A command a settler charged, and then died before the changelog had
 /// its attempt, arrives at the next owner only once it is past the
 /// horizon: just past it, the next owner looks it up at the provider

@@ -110,6 +110,21 @@ pub struct ReadOptions {
     pub read_uncommitted: bool,
 }
 
+/// How much a reader fetches ahead of what it has handed out, where
+/// librdkafka's defaults differ (`-X` overrides them):
+/// `queued.max.messages.kbytes` 2 MB (librdkafka: 64 MB), and
+/// `fetch.queue.backoff.ms` 10 (librdkafka: 1000), so that a full queue
+/// is fetched into again as soon as it drains rather than a second later.
+/// A settler's restore held some 35 MB read ahead of records it decodes
+/// far slower than a broker serves them; at 2 MB its peak resident memory
+/// fell by a fifth, and it took no longer (README, the settler at scale).
+fn read_ahead() -> [(&'static str, String); 2] {
+    [
+        ("queued.max.messages.kbytes", "2048".to_owned()),
+        ("fetch.queue.backoff.ms", "10".to_owned()),
+    ]
+}
+
 /// A reader over all partitions of one topic.
 pub struct TopicReader {
     consumer: BaseConsumer<QuietContext>,
@@ -170,7 +185,7 @@ impl TopicReader {
             None => (0..count as i32).collect(),
         };
         let consumer: BaseConsumer<QuietContext> = connection
-            .config()
+            .config_with(&read_ahead())
             .set("group.id", format!("hashbuy-reader-{}", std::process::id()))
             .set("enable.auto.commit", "false")
             .set(

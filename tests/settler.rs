@@ -2123,17 +2123,9 @@ fn resolving_an_entry_below_the_pruning_line_is_refused() {
     write_changelog(&brokers, &[floor_record(line_above(&sent[0]))]);
 
     let stale_arg = stale.display().to_string();
-    let out = resolve_by_hand(&brokers, &stale, &sent[0].command_id)
-        .output()
-        .expect("hashbuy runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "{} was tweeted below partition 0's pruning line",
-            sent[0].command_id
-        )),
-        "{stderr}"
+    refused_below_the_line(
+        resolve_by_hand(&brokers, &stale, &sent[0].command_id),
+        &sent[0].command_id,
     );
     let tailed = tail_changelog(&brokers);
     assert_eq!(tailed.lines().count(), 1, "the floor alone: {tailed}");
@@ -2176,16 +2168,7 @@ fn a_ledgers_own_pruning_line_refuses_a_resolve_the_changelog_cannot() {
         if local {
             resolve.arg("--local-only");
         }
-        let out = resolve.output().expect("hashbuy runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "local only {local}: {stderr}");
-        assert!(
-            stderr.contains(&format!(
-                "{} was tweeted below partition 0's pruning line",
-                sent[0].command_id
-            )),
-            "local only {local}: {stderr}"
-        );
+        refused_below_the_line(resolve, &sent[0].command_id);
     }
     let tailed = tail_changelog(&brokers);
     assert_eq!(tailed, "", "nothing written to the changelog");
@@ -2202,6 +2185,21 @@ fn resolve_by_hand(brokers: &str, ledger: &Path, command_id: &str) -> Command {
         .args(["--brokers", brokers, "--force", command_id])
         .args(["--outcome", "failed", "--reason", "checked by hand"]);
     resolve
+}
+
+/// Runs `resolve` (a `hashbuy ledger resolve` of `command_id` in
+/// partition 0) and asserts that it fails because the entry lies below the
+/// partition's pruning line.
+fn refused_below_the_line(mut resolve: Command, command_id: &str) {
+    let out = resolve.output().expect("hashbuy runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{resolve:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{command_id} was tweeted below partition 0's pruning line"
+        )),
+        "{resolve:?}: {stderr}"
+    );
 }
 
 /// The ledger changelog as `hashbuy tail` prints it, from its beginning.

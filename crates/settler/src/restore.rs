@@ -266,9 +266,8 @@ fn read_changelog(
         };
         let taken = take(ledger, message.key(), message.payload(), offset, raise)?;
         if raise.bought.len() >= RAISE_AT_ONCE {
-            let floor = raise.floor;
-            ledger.raise(&std::mem::take(raise))?;
-            raise.floor = floor;
+            ledger.raise(raise)?;
+            raise.bought.clear();
         }
         match taken {
             Taken::Unreadable => {

@@ -360,6 +360,7 @@ pub fn payment_command(
         reserved: false,
         sold_out: false,
         stock_partition: None,
+        offer_ends_at_ms: offer.ends_at_ms,
     }
 }
 

@@ -132,3 +132,24 @@ fn activity_window_is_judged_at_the_tweets_time() {
     assert!(!is_active(&offer, 200));
     assert!(is_active(&Offer::default(), i64::MIN));
 }
+
+#[test]
+fn a_command_carries_its_offers_end_for_the_settler() {
+    let (catalog, accounts) = hashbuy_core::samples::tables();
+    let rules = Rules::new(&catalog, &accounts);
+    // 2026-01-15, while the winter coat is on sale; the sneakers have no end.
+    let line = r##"{"id_str": "78", "text": "#BuyWinterCoat #BuyRedSneakers42", "user": {"id_str": "12345"}, "timestamp_ms": "1768435200000"}"##;
+    let ends: Vec<_> = rules
+        .decide_bytes(line.as_bytes())
+        .commands()
+        .iter()
+        .map(|c| (c.offer_id.clone(), c.offer_ends_at_ms))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            ("winter-coat".to_owned(), Some(1_772_323_200_000)),
+            ("red-sneakers-42".to_owned(), None)
+        ]
+    );
+}

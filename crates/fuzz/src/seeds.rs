@@ -240,6 +240,7 @@ fn whole_command() -> pb::PaymentCommand {
         reserved: true,
         sold_out: false,
         stock_partition: Some(3),
+        offer_ends_at_ms: Some(1_780_920_000_000),
     }
 }
 

@@ -160,6 +160,7 @@ fn stats(args: StatsArgs) -> Result<()> {
     let now = now_ms();
     let mut by_state: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let (mut entries, mut review, mut doomed, mut live) = (0u64, 0u64, 0u64, 0u64);
+    let (mut counts, mut outlived) = (0u64, 0u64);
     let mut oldest: Option<Entry> = None;
     let mut floors = Vec::new();
     let partitions = ledger.partitions();
@@ -185,7 +186,10 @@ fn stats(args: StatsArgs) -> Result<()> {
         if floor.floor_ms != i64::MIN {
             floors.push(floor.floor_ms);
         }
-        doomed += tree.plan(now, args.max_command_age)?.doomed.len() as u64;
+        counts += tree.counts()? as u64;
+        let plan = tree.plan(now, args.max_command_age)?;
+        doomed += plan.doomed.len() as u64;
+        outlived += plan.outlived.len() as u64;
     }
     let mut out = BufWriter::new(io::stdout().lock());
     let per_entry = bytes.checked_div(entries).unwrap_or(0);
@@ -228,7 +232,12 @@ fn stats(args: StatsArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "  pruning now, with --max-command-age {}, would remove {doomed} entries",
+        "  counts of pruned purchases (for max_per_user): {counts}"
+    )?;
+    writeln!(
+        out,
+        "  pruning now, with --max-command-age {}, would remove {doomed} entries and \
+         {outlived} counts of offers that ended",
         humantime::format_duration(args.max_command_age)
     )?;
     out.flush()?;

@@ -57,6 +57,7 @@ fn commands(count: usize, users: usize) -> Vec<PaymentCommand> {
             reserved: false,
             sold_out: false,
             stock_partition: None,
+            offer_ends_at_ms: None,
         })
         .collect()
 }
@@ -924,6 +925,101 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
         charged,
         "each command charged once, as at first"
     );
+}
+
+/// What `max_per_user` keeps of pruned purchases is forgotten once their
+/// offer ended below the floor, and only then: the ledger and the
+/// changelog keep counts for the buyers of offers still on sale, so that
+/// what a new owner restores does not grow with every purchase ever made.
+/// The ended purchases' copies still charge nothing, and a second purchase
+/// of an offer without an end is still refused, by a new owner too.
+#[test]
+fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
+    let broker = EmbeddedBroker::start(&Topics::default().all(), 2).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    // Forty buyers of forty offers three days ago: the first twenty
+    // offers ended an hour after their purchase, the others have no end.
+    let mut sent = tweeted_days_ago(40, 3);
+    for c in &mut sent[..20] {
+        c.offer_ends_at_ms = Some(c.tweet_timestamp_ms + 3_600_000);
+    }
+    let today = purchases_of_today(20);
+    produce_commands(&brokers, &sent);
+    produce_commands(&brokers, &today);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let first = settle_to_end_with_age(&brokers, &provider, &ledger, "7days");
+    assert!(first.contains(": 58 settled, 2 declined"), "{first}");
+    let charged = charges(&provider);
+
+    // A horizon of a minute puts the floor a day and a minute ago: past
+    // the first twenty offers' ends. Of each half, one was declined.
+    settle_to_end_with_age(&brokers, &provider, &ledger, "1m");
+    let stats = |ledger: &Path| {
+        succeeds(&[
+            "ledger",
+            "stats",
+            "--ledger",
+            ledger.to_str().expect("utf-8"),
+        ])
+    };
+    let pruned = stats(&ledger);
+    assert!(pruned.contains(": 20 entries in 2 partitions"), "{pruned}");
+    assert!(
+        pruned.contains("counts of pruned purchases (for max_per_user): 19\n"),
+        "{pruned}"
+    );
+    let tailed = tail_changelog(&brokers);
+    let count_records: Vec<serde_json::Value> = tailed
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+        .filter(|record| record["key"].as_str().is_some_and(|k| k.contains("bought")))
+        .collect();
+    let of_offer = |i: usize, value_is_null: bool| {
+        count_records.iter().any(|r| {
+            r["key"]
+                .as_str()
+                .is_some_and(|k| k.ends_with(&format!("\u{0}offer-{i}")))
+                && r["value"].is_null() == value_is_null
+        })
+    };
+    assert!(
+        of_offer(0, true) && !of_offer(0, false),
+        "an ended offer's count goes to the changelog as a tombstone: {count_records:?}"
+    );
+    assert!(
+        of_offer(20, false) && !of_offer(20, true),
+        "{count_records:?}"
+    );
+
+    // A new owner restores the counts of the offers without an end alone,
+    // taking the tombstones without a word; a second purchase of such an
+    // offer by its buyer, tweeted now, is refused, and the old purchases'
+    // copies charge nothing.
+    let mut second_buy = sent[20].clone();
+    second_buy.command_id = "cmd-again".into();
+    second_buy.tweet_id = "2000000".into();
+    second_buy.tweet_timestamp_ms = hashbuy_settler::entry::now_ms();
+    let mut again = sent.clone();
+    again.push(second_buy);
+    produce_commands(&brokers, &again);
+    let elsewhere = dir.path().join("ledger-elsewhere");
+    let restored = settle_to_end_with_age(&brokers, &provider, &elsewhere, "7days");
+    assert!(
+        restored.contains(": 38 settled, 2 declined, 1 rejected"),
+        "{restored}"
+    );
+    assert!(!restored.contains("unreadable"), "{restored}");
+    let ids: BTreeSet<String> = ["cmd-again"].map(String::from).into();
+    let reason = &acks_of(&brokers, &ids)["cmd-again"][0].reason;
+    assert!(reason.contains("max_per_user is 1"), "{reason}");
+    let restored_stats = stats(&elsewhere);
+    assert!(
+        restored_stats.contains("counts of pruned purchases (for max_per_user): 19\n"),
+        "{restored_stats}"
+    );
+    assert_eq!(charges(&provider), charged, "each command charged once");
 }
 
 /// A restart soon after a pruning pass, under the same horizon, leaves the

@@ -75,6 +75,28 @@
 //!   that is charged is tweeted at or after the floor, and every pruned
 //!   entry more than a day before the floor: none was in its window.
 //!
+//! # Counts of ended offers
+//!
+//! A [`Bought`] count is kept for good while its offer is on sale, but
+//! the matcher buys an offer only by a tweet before its end (`ends_at`),
+//! and each command carries that end. A count keeps the latest end of the
+//! purchases it counts. Once the floor passes that end, and the end that
+//! every entry of the offer still in the partition carries, every command
+//! of the offer is stale: none is checked against the count again. A
+//! pass then forgets the count ([`outlived`]): it deletes it locally and
+//! by a tombstone from the changelog, after the floor is durable in both,
+//! as it deletes entries. So what a new owner restores grows with the
+//! buyers of the offers still on sale, or ended within the horizon, not
+//! with every purchase ever made; an offer without an end keeps its
+//! counts for good.
+//!
+//! A restore does not take a count's tombstone: keeping a count is never
+//! wrong, and the owner's own pass forgets it. An offer put on sale again
+//! after its end (its `ends_at` moved later, or removed) is counted
+//! afresh once its earlier counts are forgotten: a buyer who bought it
+//! before may buy it again, unless a command of the offer carrying the
+//! new end reached the partition within the horizon.
+//!
 //! # Charged while fresh, found stale
 //!
 //! An owner may charge a command while it is fresh and stop before the
@@ -248,6 +270,19 @@ pub struct Bought {
     /// The tweet time they lie before, ms since the epoch; entries at or
     /// after it are counted one by one.
     pub through_ms: i64,
+    /// The latest end of the offer ([`offer_end`]) among the purchases
+    /// counted, ms since the epoch: once the floor passes it, the count
+    /// is forgotten ([`outlived`]). A count written before hashbuy kept
+    /// it reads as [`NO_END`].
+    #[serde(default = "no_end")]
+    pub offer_ends_ms: i64,
+}
+
+/// The end of an offer that has none.
+pub const NO_END: i64 = i64::MAX;
+
+fn no_end() -> i64 {
+    NO_END
 }
 
 impl Default for Bought {
@@ -256,6 +291,7 @@ impl Default for Bought {
         Bought {
             count: 0,
             through_ms: i64::MIN,
+            offer_ends_ms: i64::MIN,
         }
     }
 }
@@ -266,6 +302,39 @@ impl Bought {
     pub fn covers(&self, entry: &Entry) -> bool {
         entry.command.tweet_timestamp_ms < self.through_ms
     }
+
+    /// Counts `entry`'s purchase in: one more, and its offer's end.
+    pub fn add(&mut self, entry: &Entry) {
+        self.count += 1;
+        self.offer_ends_ms = self.offer_ends_ms.max(offer_end(entry));
+    }
+
+    /// The higher of each field of two counts of one key: counts only
+    /// grow, and an offer's end only moves later.
+    pub fn higher(self, other: Bought) -> Bought {
+        Bought {
+            count: self.count.max(other.count),
+            through_ms: self.through_ms.max(other.through_ms),
+            offer_ends_ms: self.offer_ends_ms.max(other.offer_ends_ms),
+        }
+    }
+}
+
+/// The end of an entry's offer as its command carries it ([`NO_END`]
+/// when it has none, or came from a matcher that did not say): its tweet
+/// lies before it.
+pub fn offer_end(entry: &Entry) -> i64 {
+    entry.command.offer_ends_at_ms.unwrap_or(NO_END)
+}
+
+/// Whether a count can be forgotten under `floor_ms`: its offer ended at
+/// or below the floor, and so did the offer as every entry of it that the
+/// partition still holds carries it (`latest_end_held`, its latest
+/// [`offer_end`]; `None` when none is held). Every command of the offer
+/// is then tweeted before the floor, so stale: none is ever checked
+/// against the count again (see the module docs).
+pub fn outlived(bought: &Bought, floor_ms: i64, latest_end_held: Option<i64>) -> bool {
+    bought.offer_ends_ms <= floor_ms && latest_end_held.is_none_or(|end| end <= floor_ms)
 }
 
 /// A partition's last pruning pass, as its ledger remembers it (locally:

@@ -13,6 +13,7 @@
 //! sled was chosen as an embedded, crash-safe ordered store in pure Rust
 //! with atomic batches and explicit flushes, which is all the ledger needs.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -260,6 +261,9 @@ pub struct PrunePlan {
     pub raise: Raise,
     /// The entries to delete then, by command id with their users.
     pub doomed: Vec<(String, String)>,
+    /// The counts to delete then: their offers ended below the floor
+    /// ([`horizon::outlived`]).
+    pub outlived: Vec<MetaKey>,
     /// Entries the partition keeps.
     pub kept: usize,
 }
@@ -560,10 +564,7 @@ impl PartitionLedger {
             };
             // Counts only grow with their line: a count taken on a stale
             // base (two passes overlapping) never lowers the one here.
-            let merged = Bought {
-                count: base.count.max(bought.count),
-                through_ms: base.through_ms.max(bought.through_ms),
-            };
+            let merged = base.higher(*bought);
             counts.insert(bytes, (merged, changed || merged != base));
         }
         for (key, (merged, changed)) in counts {
@@ -723,6 +724,9 @@ impl PartitionLedger {
         // than the horizon is decided stale on arrival.
         let mut oldest_unfinished: Option<i64> = None;
         let mut newest: Option<i64> = None;
+        // Each offer's latest end among the entries held, whatever their
+        // state: a count is kept while one of them says the offer is on.
+        let mut ends: HashMap<String, i64> = HashMap::new();
         for entry in self.entries() {
             let entry = entry?;
             let t = entry.command.tweet_timestamp_ms;
@@ -730,6 +734,13 @@ impl PartitionLedger {
                 oldest_unfinished = Some(oldest_unfinished.map_or(t, |o| o.min(t)));
             }
             newest = Some(newest.map_or(t, |n| n.max(t)));
+            let end = horizon::offer_end(&entry);
+            match ends.get_mut(&entry.command.offer_id) {
+                Some(latest) => *latest = (*latest).max(end),
+                None => {
+                    ends.insert(entry.command.offer_id.clone(), end);
+                }
+            }
         }
         let floor_ms = horizon::floor_capped(now_ms, max_age, newest).max(old.floor_ms);
         let below = horizon::prune_below(floor_ms, oldest_unfinished).max(old.pruned_below_ms);
@@ -751,7 +762,7 @@ impl PartitionLedger {
                     }
                 };
                 if !counted.covers(&entry) {
-                    counted.count += 1;
+                    counted.add(&entry);
                 }
             }
             if horizon::finished(&entry) {
@@ -760,20 +771,58 @@ impl PartitionLedger {
                 plan.kept += 1;
             }
         }
+        let outlived = |offer_id: &str, bought: &Bought| {
+            horizon::outlived(bought, floor_ms, ends.get(offer_id).copied())
+        };
+        // The counts held that this pass does not raise, judged as they
+        // stand; those it raises, as it leaves them (and then not written).
+        for item in self.meta.scan_prefix(BOUGHT_PREFIX) {
+            let (key, bytes) = item?;
+            let Some(MetaKey::Bought { user_id, offer_id }) = MetaKey::parse(&key) else {
+                continue;
+            };
+            if counts.contains_key(&(user_id.clone(), offer_id.clone())) {
+                continue;
+            }
+            if outlived(&offer_id, &decode(&key, &bytes)?) {
+                plan.outlived.push(MetaKey::Bought { user_id, offer_id });
+            }
+        }
+        let mut bought = Vec::with_capacity(counts.len());
+        for ((user_id, offer_id), mut count) in counts {
+            count.through_ms = count.through_ms.max(below);
+            let outlived = outlived(&offer_id, &count);
+            let key = MetaKey::Bought { user_id, offer_id };
+            if outlived {
+                plan.outlived.push(key);
+            } else {
+                bought.push((key, count));
+            }
+        }
         plan.raise = Raise {
             floor: Floor {
                 floor_ms,
                 pruned_below_ms: below,
             },
-            bought: counts
-                .into_iter()
-                .map(|((user_id, offer_id), mut bought)| {
-                    bought.through_ms = bought.through_ms.max(below);
-                    (MetaKey::Bought { user_id, offer_id }, bought)
-                })
-                .collect(),
+            bought,
         };
         Ok(plan)
+    }
+
+    /// How many [`Bought`] counts the partition holds.
+    pub fn counts(&self) -> Result<usize, LedgerError> {
+        let mut held = 0;
+        for item in self.meta.scan_prefix(BOUGHT_PREFIX).keys() {
+            item?;
+            held += 1;
+        }
+        Ok(held)
+    }
+
+    /// Deletes a count (see [`horizon::outlived`]), if there.
+    pub fn forget(&self, count: &MetaKey) -> Result<(), LedgerError> {
+        self.meta.remove(count.to_bytes())?;
+        Ok(())
     }
 
     /// The bytes of the keys and values the partition holds, in every one
@@ -883,7 +932,10 @@ mod tests {
 
     use hashbuy_proto::v1::PaymentCommand;
 
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::horizon::NO_END;
 
     use crate::entry::{first_key, Outcome};
 
@@ -1124,7 +1176,14 @@ mod tests {
         let p = ledger.partition(0).expect("tree");
         let raise = |count, through_ms| Raise {
             floor: Floor::default(),
-            bought: vec![(bought_key(), Bought { count, through_ms })],
+            bought: vec![(
+                bought_key(),
+                Bought {
+                    count,
+                    through_ms,
+                    offer_ends_ms: NO_END,
+                },
+            )],
         };
         p.raise(&raise(2, 10)).expect("raised");
         p.raise(&raise(1, 20)).expect("raised");
@@ -1132,7 +1191,8 @@ mod tests {
             p.bought("u", "o").expect("read"),
             Bought {
                 count: 2,
-                through_ms: 20
+                through_ms: 20,
+                offer_ends_ms: NO_END,
             }
         );
     }
@@ -1148,6 +1208,7 @@ mod tests {
                 Bought {
                     count,
                     through_ms: 5,
+                    offer_ends_ms: NO_END,
                 },
             )
         };
@@ -1186,7 +1247,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let ledger = Ledger::open(dir.path()).expect("opens");
         let p = ledger.partition(0).expect("tree");
-        let count = |count, through_ms| (bought_key(), Bought { count, through_ms });
+        let count = |count, through_ms| {
+            (
+                bought_key(),
+                Bought {
+                    count,
+                    through_ms,
+                    offer_ends_ms: NO_END,
+                },
+            )
+        };
         let records = p
             .raise(&Raise {
                 floor: Floor::default(),
@@ -1196,6 +1266,7 @@ mod tests {
         let highest = Bought {
             count: 5,
             through_ms: 100,
+            offer_ends_ms: NO_END,
         };
         assert_eq!(p.bought("u", "o").expect("read"), highest);
         let sent: Vec<Bought> = records
@@ -1203,6 +1274,100 @@ mod tests {
             .map(|(key, value)| decode_meta(key, value).expect("a count"))
             .collect();
         assert_eq!(sent, vec![highest], "one record a key, as it stands");
+    }
+
+    /// A settled and acked purchase of `offer` by `user`, tweeted at
+    /// `at_ms`, its offer ending at `ends_ms`.
+    fn bought_at(id: &str, user: &str, offer: &str, at_ms: i64, ends_ms: Option<i64>) -> Entry {
+        let mut e = entry(id, user);
+        e.command.offer_id = offer.into();
+        e.command.tweet_timestamp_ms = at_ms;
+        e.command.offer_ends_at_ms = ends_ms;
+        e.attempt(first_key(id), at_ms).expect("attempt");
+        e.decide(
+            Outcome::Settled {
+                payment_intent: format!("pi-{id}"),
+            },
+            at_ms,
+        )
+        .expect("settled");
+        e.acked(at_ms).expect("acked");
+        e
+    }
+
+    #[test]
+    fn a_pass_forgets_the_counts_of_offers_that_ended_below_the_floor() {
+        const DAY: i64 = 86_400_000;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        let now = 100 * DAY;
+        // A day's horizon: the floor at 98 days, the line at 97.
+        let age = Duration::from_millis(DAY as u64);
+        for e in [
+            bought_at("ended", "a", "ended", 90 * DAY, Some(91 * DAY)),
+            bought_at("no-end", "a", "no-end", 90 * DAY, None),
+            bought_at("ends-later", "a", "ends-later", 90 * DAY, Some(99 * DAY)),
+            // Held, and bought again since its end was moved later.
+            bought_at("reopened", "d", "reopened", now, Some(120 * DAY)),
+        ] {
+            p.put(&e).expect("written");
+        }
+        let count = |user: &str, offer: &str, ends: i64| {
+            (
+                MetaKey::Bought {
+                    user_id: user.into(),
+                    offer_id: offer.into(),
+                },
+                Bought {
+                    count: 1,
+                    through_ms: 50 * DAY,
+                    offer_ends_ms: ends,
+                },
+            )
+        };
+        p.raise(&Raise {
+            floor: Floor::default(),
+            bought: vec![
+                count("c", "ended-long-ago", 40 * DAY),
+                count("c", "reopened", 40 * DAY),
+            ],
+        })
+        .expect("raised");
+        // A count written before counts kept their offer's end.
+        let legacy = MetaKey::Bought {
+            user_id: "c".into(),
+            offer_id: "legacy".into(),
+        }
+        .to_bytes();
+        p.meta
+            .insert(legacy, &br#"{"count":1,"through_ms":1}"#[..])
+            .expect("written");
+        let plan = p.plan(now, age).expect("planned");
+        let key = |user: &str, offer: &str| (user.to_owned(), offer.to_owned());
+        let keys = |counts: Vec<&MetaKey>| -> BTreeSet<(String, String)> {
+            counts
+                .into_iter()
+                .map(|k| match k {
+                    MetaKey::Bought { user_id, offer_id } => key(user_id, offer_id),
+                    MetaKey::Floor => panic!("a floor among the counts"),
+                })
+                .collect()
+        };
+        assert_eq!(
+            keys(plan.outlived.iter().collect()),
+            BTreeSet::from([key("a", "ended"), key("c", "ended-long-ago")]),
+        );
+        assert_eq!(
+            keys(plan.raise.bought.iter().map(|(k, _)| k).collect()),
+            BTreeSet::from([key("a", "no-end"), key("a", "ends-later")]),
+            "counted, and kept"
+        );
+        assert_eq!(plan.doomed.len(), 3, "every purchase below the line goes");
+        for forgotten in &plan.outlived {
+            p.forget(forgotten).expect("forgotten");
+        }
+        assert_eq!(p.counts().expect("read"), 2, "the legacy and the reopened");
     }
 
     #[test]

@@ -139,6 +139,7 @@ mod tests {
 
     use super::*;
     use crate::entry::{first_key, Outcome};
+    use crate::horizon::NO_END;
 
     fn command(id: &str, offer: &str, amount: u64, at_ms: i64) -> PaymentCommand {
         PaymentCommand {
@@ -238,6 +239,7 @@ mod tests {
         let counted = |count| Bought {
             count,
             through_ms: 15,
+            offer_ends_ms: NO_END,
         };
         let none = std::iter::empty::<&Entry>();
         assert!(check(&twice, none.clone(), counted(1)).is_ok(), "pruned");

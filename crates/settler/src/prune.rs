@@ -15,9 +15,10 @@
 //!    from one read of the partition's entries (on a blocking thread);
 //! 2. the floor and the counts, written locally, made durable, and
 //!    delivered to the changelog;
-//! 3. only then the entries, deleted locally, with a tombstone each in the
-//!    changelog (not waited for: a tombstone lost is an entry the next
-//!    owner drops at its restore, by the floor).
+//! 3. only then the entries, and the counts of offers that ended below
+//!    the floor, deleted locally, with a tombstone each in the changelog
+//!    (not waited for: a tombstone lost is an entry the next owner drops
+//!    at its restore, by the floor, or a count its own pass forgets).
 //!
 //! A pass stopped at any point (a revocation, a crash) has deleted nothing
 //! whose floor and count are not already durable in both places.
@@ -138,10 +139,14 @@ async fn pass(
     if *stopped.borrow() || !shared.lease.holds_since(epoch) {
         return Ok(None);
     }
-    let mut tombstones = Vec::with_capacity(plan.doomed.len());
+    let mut tombstones = Vec::with_capacity(plan.doomed.len() + plan.outlived.len());
     for (command_id, user_id) in &plan.doomed {
         ledger.remove(command_id, user_id)?;
         tombstones.push((command_id.as_bytes().to_vec(), None));
+    }
+    for count in &plan.outlived {
+        ledger.forget(count)?;
+        tombstones.push((count.to_bytes(), None));
     }
     // Nothing undecided lies below the line (a pass stops at the oldest),
     // so a restore's drop has nothing to look for under it: said, instead
@@ -154,6 +159,8 @@ async fn pass(
     shared.commit.durable().await?;
     send_all(shared, partition, tombstones, false).await?;
     metrics::counter!("hashbuy_settler_entries_pruned_total").increment(plan.doomed.len() as u64);
+    metrics::counter!("hashbuy_settler_counts_forgotten_total")
+        .increment(plan.outlived.len() as u64);
     Ok(Some(plan.doomed.len()))
 }
 

@@ -345,6 +345,11 @@ fn take(
         return unreadable("no key".to_owned());
     };
     if MetaKey::is_meta(key) {
+        if value.is_none() && matches!(MetaKey::parse(key), Some(MetaKey::Bought { .. })) {
+            // A count forgotten by a pass: keeping it is never wrong, and
+            // this ledger's own pass forgets it (see `crate::horizon`).
+            return Ok(Taken::Older);
+        }
         return match meta_raise(key, value) {
             Ok(meta) => {
                 raise.merge(meta);

@@ -276,10 +276,12 @@ fn settler(document: &Value) -> String {
         if aged.is_object() {
             let _ = writeln!(
                 table,
-                "| aged past the horizon: {} pruned in {} s, {} kept; {} s for the broker to compact | {} | - | - | {} | {} | - | - |",
+                "| aged past the horizon: {} pruned in {} s, {} kept, {} counts ({}); {} s for the broker to compact | {} | - | - | {} | {} | - | - |",
                 aged["pruned"],
                 number(&aged["pruning_s"], 1),
                 aged["entries_left"],
+                aged["counts_left"],
+                if aged["offer_ended"] == true { "the offer ended" } else { "an offer without an end" },
                 number(&aged["compaction_wait_s"], 0),
                 aged["bytes_on_disk"],
                 run(aged, "restart"),
@@ -375,7 +377,8 @@ mod tests {
                 "restore_peak_rss_bytes": 90_000_000, "restore_changelog_read": 2000,
             },
             "aged_past_horizon": {
-                "pruned": 1000, "pruning_s": 4.0, "entries_left": 4, "bytes_on_disk": 950_000,
+                "pruned": 1000, "pruning_s": 4.0, "entries_left": 4, "counts_left": 996,
+                "offer_ended": false, "bytes_on_disk": 950_000,
                 "compaction_wait_s": 30.0,
                 "restart_s": 1.2, "restart_ledgers_ready_s": 0.2,
                 "restart_peak_rss_bytes": 30_000_000, "restart_changelog_read": 4,
@@ -390,8 +393,8 @@ mod tests {
         );
         assert!(
             table.contains(
-                "| aged past the horizon: 1000 pruned in 4.0 s, 4 kept; 30 s for the broker to \
-                 compact | 950000 | - | - | 1.20 (0.20; 30; 4 read) | 2.50 (0.50; 60; 1004 read) |"
+                "| aged past the horizon: 1000 pruned in 4.0 s, 4 kept, 996 counts (an offer \
+                 without an end); 30 s for the broker to compact | 950000 | - | - | 1.20 (0.20; 30; 4 read) | 2.50 (0.50; 60; 1004 read) |"
             ),
             "{table}"
         );

@@ -83,6 +83,14 @@ pub struct Args {
     /// its `segment.ms` and `min.cleanable.dirty.ratio`).
     #[arg(long, value_name = "SECONDS")]
     age_past_horizon: Option<u64>,
+    /// The bench's commands buy an offer that ended an hour after their
+    /// tweets (a campaign over), so that `--age-past-horizon`'s pass
+    /// forgets their buyers' counts with their entries. Without it the
+    /// offer has no end, and every buyer's count is kept for good (what
+    /// `max_per_user` needs; each command is its own buyer, the worst
+    /// case).
+    #[arg(long)]
+    offer_ended: bool,
     /// Commands the one-at-a-time baseline settles.
     #[arg(long, default_value_t = 100)]
     baseline: u64,
@@ -116,6 +124,7 @@ fn command(i: u64, prefix: &str) -> PaymentCommand {
         reserved: false,
         sold_out: false,
         stock_partition: None,
+        offer_ends_at_ms: None,
     }
 }
 
@@ -155,7 +164,10 @@ pub fn run(args: Args) -> Result<()> {
         .create_with_context(Deliveries::default())
         .context("cannot create the producer")?;
     for i in 0..args.commands {
-        let command = command(i, "bench");
+        let mut command = command(i, "bench");
+        if args.offer_ended {
+            command.offer_ends_at_ms = Some(command.tweet_timestamp_ms + 3_600_000);
+        }
         send_waiting(
             &producer,
             &topics.commands,
@@ -276,7 +288,9 @@ pub fn run(args: Args) -> Result<()> {
         "aged_past_horizon": aged.map(|aged| serde_json::json!({
             "pruned": aged.pruning.pruned,
             "pruning_s": aged.pruning.took.as_secs_f64(),
+            "offer_ended": args.offer_ended,
             "entries_left": aged.entries,
+            "counts_left": aged.counts,
             "bytes_on_disk": aged.bytes,
             "compaction_wait_s": aged.waited.as_secs_f64(),
             "restart_s": aged.restart.took.as_secs_f64(),
@@ -423,6 +437,8 @@ struct Aged {
     pruning: ChildRun,
     /// The entries its ledger kept.
     entries: u64,
+    /// The counts its ledger kept for `max_per_user`.
+    counts: u64,
     /// sled's count of the ledger's bytes after pruning.
     bytes: u64,
     /// How long the broker was given to compact the changelog.
@@ -454,6 +470,9 @@ fn age_past_horizon(
     for partition in 0..partitions {
         let mut fresh = command(base + u64::try_from(partition)?, "fresh");
         fresh.tweet_timestamp_ms = now;
+        // An offer of today: one of the bench's offer bought now would say
+        // it is on sale, and keep its counts.
+        fresh.offer_id = "bench-fresh-offer".into();
         send_to_partition_waiting(
             producer,
             &config.topics.commands,
@@ -469,16 +488,19 @@ fn age_past_horizon(
         ..config.clone()
     };
     let pruning = settle_child(&aged, url, &config.ledger_dir).context("the pruning settler")?;
-    let (entries, bytes) = {
+    let (entries, counts, bytes) = {
         let ledger = Ledger::open(&config.ledger_dir)?;
-        let mut entries = 0;
+        let (mut entries, mut counts) = (0, 0);
         for partition in ledger.partitions() {
-            entries += ledger.partition(partition)?.len() as u64;
+            let partition = ledger.partition(partition)?;
+            entries += partition.len() as u64;
+            counts += partition.counts()? as u64;
         }
-        (entries, ledger.size_on_disk()?)
+        (entries, counts, ledger.size_on_disk()?)
     };
     eprintln!(
-        "{} entries pruned, {entries} kept; giving the broker {} s to compact the changelog ...",
+        "{} entries pruned, {entries} kept, and {counts} counts; giving the broker {} s to \
+         compact the changelog ...",
         pruning.pruned,
         wait.as_secs()
     );
@@ -491,6 +513,7 @@ fn age_past_horizon(
     Ok(Aged {
         pruning,
         entries,
+        counts,
         bytes,
         waited: wait,
         restart,

@@ -128,6 +128,27 @@ fn command(i: u64, prefix: &str) -> PaymentCommand {
     }
 }
 
+/// The catalog the bench's settlers follow: the offer the bench's
+/// commands buy (ended an hour after their tweets with `ended`, as they
+/// say) and the offer of the fresh commands of `--age-past-horizon`.
+fn bench_catalog(ended: bool) -> String {
+    let mut catalog = String::from(
+        "[[offers]]\nhashtag = \"BuyBench\"\noffer_id = \"bench-offer\"\nmerchant_id = \"bench\"\n\
+         amount = 1000\ncurrency = \"usd\"\n",
+    );
+    if ended {
+        let end = command(0, "bench").tweet_timestamp_ms + OFFER_LASTS_MS;
+        let end = std::time::UNIX_EPOCH + Duration::from_millis(end.unsigned_abs());
+        catalog += &format!("ends_at = \"{}\"\n", humantime::format_rfc3339_seconds(end));
+    }
+    catalog
+        + "[[offers]]\nhashtag = \"BuyBenchFresh\"\noffer_id = \"bench-fresh-offer\"\n\
+               merchant_id = \"bench\"\namount = 1000\ncurrency = \"usd\"\n"
+}
+
+/// How long after its tweets the offer of `--offer-ended` ended.
+const OFFER_LASTS_MS: i64 = 3_600_000;
+
 /// Runs `hashbuy bench-settle`.
 pub fn run(args: Args) -> Result<()> {
     let broker = match &args.brokers {
@@ -166,7 +187,7 @@ pub fn run(args: Args) -> Result<()> {
     for i in 0..args.commands {
         let mut command = command(i, "bench");
         if args.offer_ended {
-            command.offer_ends_at_ms = Some(command.tweet_timestamp_ms + 3_600_000);
+            command.offer_ends_at_ms = Some(command.tweet_timestamp_ms + OFFER_LASTS_MS);
         }
         send_waiting(
             &producer,
@@ -182,6 +203,9 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let dir = tempfile::tempdir().context("no temporary directory")?;
+    let catalog = dir.path().join("catalog.toml");
+    std::fs::write(&catalog, bench_catalog(args.offer_ended))
+        .with_context(|| format!("cannot write {}", catalog.display()))?;
     let mut settings = SettleConfig {
         group: format!("hashbuy-bench-settle-{}", std::process::id()),
         max_command_age: RECORDINGS_MAX_COMMAND_AGE,
@@ -225,10 +249,10 @@ pub fn run(args: Args) -> Result<()> {
 
     let peak_rss = peak_rss_bytes();
     eprintln!("restarting the settler on its ledger, with nothing to do ...");
-    let restart =
-        settle_child(&config, &url, &config.ledger_dir).context("the restarted settler")?;
+    let restart = settle_child(&config, &url, &config.ledger_dir, &catalog)
+        .context("the restarted settler")?;
     eprintln!("a settler with an empty ledger restoring it from the changelog ...");
-    let restore = settle_child(&config, &url, &dir.path().join("ledger-restored"))
+    let restore = settle_child(&config, &url, &dir.path().join("ledger-restored"), &catalog)
         .context("the restoring settler")?;
     let ledger = ledger_figures(&config.ledger_dir, summary.settled)?;
     let aged = match args.age_past_horizon {
@@ -238,6 +262,7 @@ pub fn run(args: Args) -> Result<()> {
             &producer,
             (dir.path(), i32::try_from(partitions)?, args.commands),
             Duration::from_secs(wait),
+            &catalog,
         )?),
         None => None,
     };
@@ -337,7 +362,14 @@ fn field(line: &str, name: &str) -> u64 {
 /// Runs `hashbuy settle --exit-at-end` as a child process, as `config`
 /// has it (broker, group, encoding, in flight, horizon) but on `ledger`,
 /// against the bench's paysim at `url`, and waits for it to end.
-fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Result<ChildRun> {
+/// `config`'s settler as a process of its own, on the ledger in `ledger`,
+/// with the bench's catalog file `catalog`.
+fn settle_child(
+    config: &run::Config,
+    url: &str,
+    ledger: &std::path::Path,
+    catalog: &std::path::Path,
+) -> Result<ChildRun> {
     let exe = std::env::current_exe().context("cannot find the hashbuy binary")?;
     let encoding = format!("{:?}", config.ledger_encoding).to_lowercase();
     let began = Instant::now();
@@ -362,6 +394,8 @@ fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Re
         )
         .arg("--ledger")
         .arg(ledger)
+        .arg("--catalog")
+        .arg(catalog)
         .env("HASHBUY_PROVIDER_KEY", KEY)
         .env_remove("STRIPE_API_KEY")
         .stdout(std::process::Stdio::null())
@@ -453,14 +487,16 @@ struct Aged {
 /// now) to each of the `partitions`, a settler under the default
 /// horizon that settles them and prunes every entry before, `wait` for
 /// the broker to compact the changelog, then a restart and a new owner's
-/// restore (into a ledger under `dir`). `base` numbers the fresh
-/// commands' users apart from the bench's.
+/// restore (into a ledger under `dir`), each following the catalog file
+/// `catalog`. `base` numbers the fresh commands' users apart from the
+/// bench's.
 fn age_past_horizon(
     config: &run::Config,
     url: &str,
     producer: &BaseProducer<Deliveries>,
     (dir, partitions, base): (&std::path::Path, i32, u64),
     wait: Duration,
+    catalog: &std::path::Path,
 ) -> Result<Aged> {
     eprintln!(
         "aging the history past the horizon: a fresh command a partition, and a settler \
@@ -473,6 +509,7 @@ fn age_past_horizon(
         // An offer of today: one of the bench's offer bought now would say
         // it is on sale, and keep its counts.
         fresh.offer_id = "bench-fresh-offer".into();
+        fresh.hashtag = "BuyBenchFresh".into();
         send_to_partition_waiting(
             producer,
             &config.topics.commands,
@@ -487,7 +524,8 @@ fn age_past_horizon(
         max_command_age: DEFAULT_MAX_COMMAND_AGE,
         ..config.clone()
     };
-    let pruning = settle_child(&aged, url, &config.ledger_dir).context("the pruning settler")?;
+    let pruning =
+        settle_child(&aged, url, &config.ledger_dir, catalog).context("the pruning settler")?;
     let (entries, counts, bytes) = {
         let ledger = Ledger::open(&config.ledger_dir)?;
         let (mut entries, mut counts) = (0, 0);
@@ -506,10 +544,11 @@ fn age_past_horizon(
     );
     std::thread::sleep(wait);
     eprintln!("restarting the settler on its pruned ledger ...");
-    let restart = settle_child(&aged, url, &config.ledger_dir).context("the restarted settler")?;
+    let restart =
+        settle_child(&aged, url, &config.ledger_dir, catalog).context("the restarted settler")?;
     eprintln!("a settler with an empty ledger restoring the pruned one from the changelog ...");
-    let restore =
-        settle_child(&aged, url, &dir.join("ledger-aged")).context("the restoring settler")?;
+    let restore = settle_child(&aged, url, &dir.join("ledger-aged"), catalog)
+        .context("the restoring settler")?;
     Ok(Aged {
         pruning,
         entries,

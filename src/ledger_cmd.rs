@@ -20,6 +20,7 @@ use hashbuy_settler::ledger::{
 use hashbuy_settler::restore::progress;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+use crate::inspect::load_catalog;
 use crate::kafka_args::KafkaArgs;
 
 /// Arguments of `hashbuy ledger`.
@@ -57,6 +58,11 @@ struct StatsArgs {
     /// (words as "7days", "36h").
     #[arg(long, value_parser = humantime::parse_duration, default_value = "7days")]
     max_command_age: Duration,
+    /// The settler's catalog table file, for the counts of ended offers
+    /// pruning would forget (without it: none; the live catalog is not
+    /// read).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
 }
 
 /// Where the ledger is.
@@ -161,6 +167,7 @@ fn stats(args: StatsArgs) -> Result<()> {
     let mut by_state: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let (mut entries, mut review, mut doomed, mut live) = (0u64, 0u64, 0u64, 0u64);
     let (mut counts, mut outlived) = (0u64, 0u64);
+    let catalog = args.catalog.as_deref().map(load_catalog).transpose()?;
     let mut oldest: Option<Entry> = None;
     let mut floors = Vec::new();
     let partitions = ledger.partitions();
@@ -187,7 +194,11 @@ fn stats(args: StatsArgs) -> Result<()> {
             floors.push(floor.floor_ms);
         }
         counts += tree.counts()? as u64;
-        let plan = tree.plan(now, args.max_command_age)?;
+        let plan = tree.plan(now, args.max_command_age, &|offer_id, floor_ms| {
+            catalog
+                .as_ref()
+                .is_some_and(|c| c.on_sale_from(offer_id, floor_ms) == Some(false))
+        })?;
         doomed += plan.doomed.len() as u64;
         outlived += plan.outlived.len() as u64;
     }

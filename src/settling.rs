@@ -16,7 +16,7 @@ use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run;
 
 use crate::config::{override_with, LedgerEncodingArg, OnDataLossArg};
-use crate::inspect::load_merchants;
+use crate::inspect::{load_catalog, load_merchants};
 use crate::kafka_args::{self, KafkaArgs};
 use crate::telemetry;
 
@@ -40,7 +40,15 @@ pub struct Args {
     /// [config: settle.connect].
     #[arg(long)]
     connect: bool,
-    /// Do not follow the live `merchants` topic: the --merchants file alone
+    /// Catalog table file (TOML or JSON), the matcher's: with it (or the
+    /// live `catalog` topic), a pruning pass forgets the `max_per_user`
+    /// counts of an offer once it ended more than --max-command-age and a
+    /// day ago; without either, they are kept for good
+    /// [config: settle.catalog].
+    #[arg(long, env = "HASHBUY_CATALOG")]
+    catalog: Option<PathBuf>,
+    /// Do not follow the live `merchants` and `catalog` topics: the
+    /// --merchants and --catalog files alone
     /// [config: settle.live_tables = false].
     #[arg(long)]
     no_live_tables: bool,
@@ -267,6 +275,11 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     config.merchants = merchants.map(|m| Arc::new(RwLock::new(m)));
+    config.catalog = args
+        .catalog
+        .or(settings.catalog.take())
+        .map(|path| load_catalog(&path))
+        .transpose()?;
     check_provider(&provider)?;
     let payments = Payments::new(provider, Backoff::default());
     let health = Arc::new(Health::default());

@@ -928,34 +928,85 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
 }
 
 /// What `max_per_user` keeps of pruned purchases is forgotten once their
-/// offer ended below the floor, and only then: the ledger and the
-/// changelog keep counts for the buyers of offers still on sale, so that
-/// what a new owner restores does not grow with every purchase ever made.
-/// The ended purchases' copies still charge nothing, and a second purchase
-/// of an offer without an end is still refused, by a new owner too.
+/// offer ended below the floor, as the settler's catalog (`--catalog`) and
+/// the commands both say, and only then: the ledger and the changelog
+/// keep counts for the buyers of offers still on sale, so that what a new
+/// owner restores does not grow with every purchase ever made. The ended
+/// purchases' copies still charge nothing, and a second purchase of an
+/// offer still on sale is refused, by a new owner too, though its end was
+/// moved later after the first purchase.
 #[test]
 fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
     let broker = EmbeddedBroker::start(&Topics::default().all(), 2).expect("broker");
     let brokers = broker.bootstrap_servers();
     let provider = Provider::start(PaysimConfig::default());
-    // Forty buyers of forty offers three days ago: the first twenty
-    // offers ended an hour after their purchase, the others have no end.
+    // Forty buyers of forty offers three days ago, each command carrying
+    // an end an hour after its tweet. The catalog agrees for the first
+    // twenty; the others' ends were moved later, or removed, since.
     let mut sent = tweeted_days_ago(40, 3);
-    for c in &mut sent[..20] {
+    for c in &mut sent {
         c.offer_ends_at_ms = Some(c.tweet_timestamp_ms + 3_600_000);
     }
     let today = purchases_of_today(20);
     produce_commands(&brokers, &sent);
     produce_commands(&brokers, &today);
+    let rfc3339 = |ms: i64| {
+        let at =
+            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).expect("after 1970"));
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    let month_ago = hashbuy_settler::entry::now_ms() - 30 * 86_400_000;
+    let mut catalog = String::new();
+    let mut offer = |hashtag: &str, offer_id: &str, ends_ms: Option<i64>| {
+        catalog += &format!(
+            "[[offers]]\nhashtag = \"{hashtag}\"\noffer_id = \"{offer_id}\"\nmerchant_id = \"acme\"\n\
+             amount = 100\ncurrency = \"usd\"\n"
+        );
+        if let Some(ends_ms) = ends_ms {
+            catalog += &format!("ends_at = \"{}\"\n", rfc3339(ends_ms));
+        }
+    };
+    for (i, c) in sent.iter().enumerate() {
+        let ends = (i < 20).then_some(c.tweet_timestamp_ms + 3_600_000);
+        offer(&c.hashtag, &c.offer_id, ends);
+    }
+    offer("BuyGone", "gone-offer", Some(month_ago));
+    offer("BuyLegacy", "legacy-offer", Some(month_ago));
     let dir = tempfile::tempdir().expect("temp dir");
+    let catalog_file = dir.path().join("catalog.toml");
+    std::fs::write(&catalog_file, catalog).expect("catalog written");
+    // Two counts another owner wrote: of an offer that ended a month ago,
+    // and one from before counts kept their offer's end.
+    let count_key = |user: &str, offer: &str| format!("\0bought\0{user}\0{offer}").into_bytes();
+    write_changelog(
+        &brokers,
+        &[
+            (
+                count_key("7000", "gone-offer"),
+                Some(
+                    format!(
+                        r#"{{"count":1,"through_ms":{month_ago},"offer_ends_ms":{month_ago}}}"#
+                    )
+                    .into_bytes(),
+                ),
+            ),
+            (
+                count_key("7001", "legacy-offer"),
+                Some(format!(r#"{{"count":1,"through_ms":{month_ago}}}"#).into_bytes()),
+            ),
+        ],
+    );
     let ledger = dir.path().join("ledger");
-    let first = settle_to_end_with_age(&brokers, &provider, &ledger, "7days");
-    assert!(first.contains(": 58 settled, 2 declined"), "{first}");
-    let charged = charges(&provider);
-
-    // A horizon of a minute puts the floor a day and a minute ago: past
-    // the first twenty offers' ends. Of each half, one was declined.
-    settle_to_end_with_age(&brokers, &provider, &ledger, "1m");
+    let settle_to_end = |ledger: &Path, age: &str| {
+        finished(
+            settle_with_age(&brokers, &provider, ledger, age)
+                .arg("--catalog")
+                .arg(&catalog_file)
+                .arg("--exit-at-end")
+                .output()
+                .expect("settle runs"),
+        )
+    };
     let stats = |ledger: &Path| {
         succeeds(&[
             "ledger",
@@ -964,48 +1015,61 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
             ledger.to_str().expect("utf-8"),
         ])
     };
-    let pruned = stats(&ledger);
-    assert!(pruned.contains(": 20 entries in 2 partitions"), "{pruned}");
-    assert!(
-        pruned.contains("counts of pruned purchases (for max_per_user): 19\n"),
-        "{pruned}"
-    );
-    let tailed = tail_changelog(&brokers);
-    let count_records: Vec<serde_json::Value> = tailed
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
-        .filter(|record| record["key"].as_str().is_some_and(|k| k.contains("bought")))
-        .collect();
-    let of_offer = |i: usize, value_is_null: bool| {
-        count_records.iter().any(|r| {
-            r["key"]
-                .as_str()
-                .is_some_and(|k| k.ends_with(&format!("\u{0}offer-{i}")))
-                && r["value"].is_null() == value_is_null
-        })
+    let counts_kept = |n: usize| format!("counts of pruned purchases (for max_per_user): {n}\n");
+    let count_records = |offer: &str| -> Vec<serde_json::Value> {
+        tail_changelog(&brokers)
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+            .filter(|record| {
+                record["key"].as_str().is_some_and(|k| {
+                    k.starts_with("\0bought\0") && k.ends_with(&format!("\0{offer}"))
+                })
+            })
+            .map(|record| record["value"].clone())
+            .collect()
     };
+    let first = settle_to_end(&ledger, "7days");
+    assert!(first.contains(": 58 settled, 2 declined"), "{first}");
+    let charged = charges(&provider);
+    // The first pass, under a week's horizon, forgets the month-old count.
+    let after_first = stats(&ledger);
+    assert!(after_first.contains(&counts_kept(1)), "{after_first}");
+    let gone = count_records("gone-offer");
     assert!(
-        of_offer(0, true) && !of_offer(0, false),
-        "an ended offer's count goes to the changelog as a tombstone: {count_records:?}"
-    );
-    assert!(
-        of_offer(20, false) && !of_offer(20, true),
-        "{count_records:?}"
+        gone.len() == 2 && gone[1].is_null(),
+        "a count forgotten goes from the changelog by a tombstone: {gone:?}"
     );
 
-    // A new owner restores the counts of the offers without an end alone,
-    // taking the tombstones without a word; a second purchase of such an
+    // A horizon of a minute puts the floor a day and a minute ago: past
+    // every end the commands carried. Of each half, one was declined.
+    settle_to_end(&ledger, "1m");
+    let pruned = stats(&ledger);
+    assert!(pruned.contains(": 20 entries in 2 partitions"), "{pruned}");
+    assert!(pruned.contains(&counts_kept(20)), "{pruned}");
+    assert!(
+        count_records("offer-0").is_empty(),
+        "an ended offer's purchases are counted and forgotten in one pass, never written"
+    );
+    assert_eq!(
+        count_records("offer-20").len(),
+        1,
+        "an offer still on sale keeps its count"
+    );
+
+    // A new owner restores the counts of the offers still on sale alone,
+    // taking the tombstone without a word; a second purchase of such an
     // offer by its buyer, tweeted now, is refused, and the old purchases'
     // copies charge nothing.
     let mut second_buy = sent[20].clone();
     second_buy.command_id = "cmd-again".into();
     second_buy.tweet_id = "2000000".into();
     second_buy.tweet_timestamp_ms = hashbuy_settler::entry::now_ms();
+    second_buy.offer_ends_at_ms = None;
     let mut again = sent.clone();
     again.push(second_buy);
     produce_commands(&brokers, &again);
     let elsewhere = dir.path().join("ledger-elsewhere");
-    let restored = settle_to_end_with_age(&brokers, &provider, &elsewhere, "7days");
+    let restored = settle_to_end(&elsewhere, "7days");
     assert!(
         restored.contains(": 38 settled, 2 declined, 1 rejected"),
         "{restored}"
@@ -1016,7 +1080,7 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
     assert!(reason.contains("max_per_user is 1"), "{reason}");
     let restored_stats = stats(&elsewhere);
     assert!(
-        restored_stats.contains("counts of pruned purchases (for max_per_user): 19\n"),
+        restored_stats.contains(&counts_kept(20)),
         "{restored_stats}"
     );
     assert_eq!(charges(&provider), charged, "each command charged once");

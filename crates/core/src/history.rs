@@ -95,6 +95,30 @@ impl<V> History<V> {
             .collect()
     }
 
+    /// The times of `key`'s changes at or after `from_ms`, in order.
+    pub fn times_from(&self, key: &str, from_ms: i64) -> impl Iterator<Item = i64> + '_ {
+        self.versions
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|(t, _)| *t)
+            .filter(move |t| *t >= from_ms)
+    }
+
+    /// Every value a change of `key` set, at any time.
+    pub fn values(&self, key: &str) -> impl Iterator<Item = &V> + '_ {
+        self.versions
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v.as_ref())
+    }
+
+    /// Whether `key` has changes.
+    pub fn has(&self, key: &str) -> bool {
+        self.versions.contains_key(key)
+    }
+
     /// The time of `key`'s latest change, if it has one.
     pub fn latest_time(&self, key: &str) -> Option<i64> {
         self.versions.get(key)?.last().map(|(t, _)| *t)

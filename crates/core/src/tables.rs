@@ -635,6 +635,36 @@ impl Catalog {
         offer.filter(|o| o.offer_id == offer_id)
     }
 
+    /// Whether a tweet at or after `from_ms` may buy the offer with id
+    /// `offer_id`, as the catalog reads now (changes still to come aside):
+    /// some version of it in effect then has no end, or ends after the
+    /// version takes effect. `None` when the catalog never held the
+    /// offer, which tells nothing. The settler forgets what `max_per_user`
+    /// keeps of an offer only when this says `Some(false)` of its floor.
+    pub fn on_sale_from(&self, offer_id: &str, from_ms: i64) -> Option<bool> {
+        let base = self
+            .by_offer_id
+            .get(offer_id)
+            .map(|&i| normalize(&self.offers[i].hashtag).into_owned());
+        if base.is_none() && !self.id_changes.has(offer_id) {
+            return None;
+        }
+        // What the offer is changes only where its id moves or a hashtag
+        // it was under changes.
+        let mut times: Vec<i64> = vec![from_ms];
+        times.extend(self.id_changes.times_from(offer_id, from_ms));
+        let keys = base
+            .into_iter()
+            .chain(self.id_changes.values(offer_id).cloned());
+        for key in keys {
+            times.extend(self.changes.times_from(&key, from_ms));
+        }
+        Some(times.into_iter().any(|t| {
+            self.get_by_id_at(offer_id, t)
+                .is_some_and(|offer| offer.ends_at_ms.is_none_or(|end| end > t))
+        }))
+    }
+
     /// The time of the latest live change of `key`, if it has one.
     pub fn latest_change(&self, key: &str) -> Option<i64> {
         self.changes.latest_time(key)

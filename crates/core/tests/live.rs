@@ -308,3 +308,54 @@ fn an_offer_id_is_one_offer_s_at_a_time() {
         .expect_err("still taken at T + 5");
     assert!(e.contains("\"BUYREDSNEAKERS42\""), "{e}");
 }
+
+/// Whether an offer may still be bought from a time on, which the settler
+/// asks before it forgets the offer's `max_per_user` counts: an end moved
+/// later, by a change before or after that time, keeps it on sale, and
+/// so does a version of the offer under another hashtag; an offer the
+/// catalog never held tells nothing.
+#[test]
+fn an_offer_is_on_sale_from_a_time_while_any_version_from_then_may_sell_it() {
+    const DAY: i64 = 86_400_000;
+    let ending = |end: i64| Offer {
+        ends_at_ms: Some(end),
+        ..offer("BuyRedSneakers42", "red")
+    };
+    let mut catalog = Catalog::new(vec![ending(T + 10 * DAY)]).expect("catalog");
+    assert_eq!(catalog.on_sale_from("red", T + 20 * DAY), Some(false));
+    assert_eq!(catalog.on_sale_from("red", T + 5 * DAY), Some(true));
+    assert_eq!(catalog.on_sale_from("blue", T), None, "never held");
+
+    // Moved later while on sale: on sale until the new end.
+    let key = normalize("BuyRedSneakers42").into_owned();
+    catalog
+        .change(&key, T + 5 * DAY, Some(ending(T + 60 * DAY)))
+        .expect("extended");
+    assert_eq!(catalog.on_sale_from("red", T + 20 * DAY), Some(true));
+    assert_eq!(catalog.on_sale_from("red", T + 61 * DAY), Some(false));
+
+    // Ended early by a change after the time asked about: the version in
+    // effect at that time still sold it.
+    catalog
+        .change(&key, T + 30 * DAY, Some(ending(T + 30 * DAY)))
+        .expect("ended early");
+    assert_eq!(catalog.on_sale_from("red", T + 20 * DAY), Some(true));
+    assert_eq!(catalog.on_sale_from("red", T + 31 * DAY), Some(false));
+
+    // Put on sale again under another hashtag, without an end.
+    catalog.change(&key, T + 40 * DAY, None).expect("removed");
+    catalog
+        .change(
+            &normalize("BuyRedSneakersAgain").into_owned(),
+            T + 40 * DAY,
+            Some(offer("BuyRedSneakersAgain", "red")),
+        )
+        .expect("again");
+    assert_eq!(catalog.on_sale_from("red", T + 31 * DAY), Some(true));
+
+    // Removed: nothing sells it from then on.
+    let mut removed = Catalog::new(vec![offer("BuyRedSneakers42", "red")]).expect("catalog");
+    removed.change(&key, T, None).expect("removed");
+    assert_eq!(removed.on_sale_from("red", T + DAY), Some(false));
+    assert_eq!(removed.on_sale_from("red", T - DAY), Some(true));
+}

@@ -77,25 +77,41 @@
 //!
 //! # Counts of ended offers
 //!
-//! A [`Bought`] count is kept for good while its offer is on sale, but
-//! the matcher buys an offer only by a tweet before its end (`ends_at`),
-//! and each command carries that end. A count keeps the latest end of the
-//! purchases it counts. Once the floor passes that end, and the end that
-//! every entry of the offer still in the partition carries, every command
-//! of the offer is stale: none is checked against the count again. A
-//! pass then forgets the count ([`outlived`]): it deletes it locally and
-//! by a tombstone from the changelog, after the floor is durable in both,
-//! as it deletes entries. So what a new owner restores grows with the
-//! buyers of the offers still on sale, or ended within the horizon, not
-//! with every purchase ever made; an offer without an end keeps its
-//! counts for good.
+//! A [`Bought`] count is kept for good while its offer may still be
+//! bought. The matcher buys an offer only by a tweet before its end
+//! (`ends_at`), and each command carries that end; a count keeps the
+//! latest end of the purchases it counts. A pass forgets a count
+//! ([`ended_as_carried`]) once both say the offer ended at or below the
+//! floor:
 //!
-//! A restore does not take a count's tombstone: keeping a count is never
-//! wrong, and the owner's own pass forgets it. An offer put on sale again
-//! after its end (its `ends_at` moved later, or removed) is counted
-//! afresh once its earlier counts are forgotten: a buyer who bought it
-//! before may buy it again, unless a command of the offer carrying the
-//! new end reached the partition within the horizon.
+//! - the catalog the settler follows (`--catalog`, the live `catalog`
+//!   topic): no version of the offer in effect at or after the floor may
+//!   sell it. An end moved later while the offer is on sale reaches the
+//!   commands only with the next purchase, but the catalog at once.
+//! - the ends the commands carried: the count's, and those of every entry
+//!   of the offer the partition still holds. A settler whose catalog is
+//!   behind the matcher's does not end an offer early.
+//!
+//! Every command of the offer is then tweeted before the floor, so stale:
+//! none is checked against the count again. The pass deletes the count
+//! locally, and by a tombstone from the changelog, after the floor is
+//! durable in both, as it deletes entries. Nor can a pass forget a count
+//! under a check under way: the limits are checked only for a command
+//! seen for the first time and not stale, so tweeted within
+//! `--max-command-age` of now, while a floor lies a day further down
+//! ([`floor_at`]) on any clock within [`CLOCK_MARGIN_MS`]; a command
+//! already past its check (in flight, or found charged by a lookup) is
+//! not checked again. A settler without a catalog, or whose catalog never
+//! held the offer, forgets nothing.
+//!
+//! So the counts kept, and what a new owner restores, grow with the
+//! buyers of the offers on sale or ended within the horizon, not with
+//! every purchase ever made; an offer without an end keeps its counts for
+//! good. A restore does not take a count's tombstone: keeping a count is
+//! never wrong, and the owner's own pass forgets it. An offer put on sale
+//! again after its counts were forgotten (a change, more than the horizon
+//! after its end, that moves the end later or adds it again) is counted
+//! afresh: a buyer who bought it before may buy it again.
 //!
 //! # Charged while fresh, found stale
 //!
@@ -272,7 +288,7 @@ pub struct Bought {
     pub through_ms: i64,
     /// The latest end of the offer ([`offer_end`]) among the purchases
     /// counted, ms since the epoch: once the floor passes it, the count
-    /// is forgotten ([`outlived`]). A count written before hashbuy kept
+    /// is forgotten ([`ended_as_carried`]). A count written before hashbuy kept
     /// it reads as [`NO_END`].
     #[serde(default = "no_end")]
     pub offer_ends_ms: i64,
@@ -327,13 +343,17 @@ pub fn offer_end(entry: &Entry) -> i64 {
     entry.command.offer_ends_at_ms.unwrap_or(NO_END)
 }
 
-/// Whether a count can be forgotten under `floor_ms`: its offer ended at
-/// or below the floor, and so did the offer as every entry of it that the
-/// partition still holds carries it (`latest_end_held`, its latest
-/// [`offer_end`]; `None` when none is held). Every command of the offer
-/// is then tweeted before the floor, so stale: none is ever checked
+/// Whether a count's offer ended at or below `floor_ms` as the purchases
+/// counted carried it, and as every entry of it that the partition still
+/// holds carries it (`latest_end_held`, its latest [`offer_end`]; `None`
+/// when none is held). A pass forgets the count when this holds and the
+/// catalog the settler follows says no tweet at or after the floor can
+/// buy the offer: the catalog because an end moved later reaches a
+/// command only once one is tweeted, the commands because a catalog
+/// behind the matcher's must not end an offer early. Every command of the
+/// offer is then tweeted before the floor, so stale: none is ever checked
 /// against the count again (see the module docs).
-pub fn outlived(bought: &Bought, floor_ms: i64, latest_end_held: Option<i64>) -> bool {
+pub fn ended_as_carried(bought: &Bought, floor_ms: i64, latest_end_held: Option<i64>) -> bool {
     bought.offer_ends_ms <= floor_ms && latest_end_held.is_none_or(|end| end <= floor_ms)
 }
 

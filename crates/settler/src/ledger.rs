@@ -262,7 +262,7 @@ pub struct PrunePlan {
     /// The entries to delete then, by command id with their users.
     pub doomed: Vec<(String, String)>,
     /// The counts to delete then: their offers ended below the floor
-    /// ([`horizon::outlived`]).
+    /// ([`horizon::ended_as_carried`]).
     pub outlived: Vec<MetaKey>,
     /// Entries the partition keeps.
     pub kept: usize,
@@ -708,10 +708,15 @@ impl PartitionLedger {
     /// [`crate::horizon`]). The floor is never raised past where the
     /// partition's newest tweet puts it ([`horizon::floor_capped`]), so a
     /// clock far ahead cannot make every purchase stale for good.
+    ///
+    /// `ended(offer_id, floor_ms)` tells whether the catalog says no tweet
+    /// at or after the floor can buy the offer: only then are its counts
+    /// forgotten ([`horizon::ended_as_carried`]).
     pub fn plan(
         &self,
         now_ms: i64,
         max_age: std::time::Duration,
+        ended: &dyn Fn(&str, i64) -> bool,
     ) -> Result<PrunePlan, LedgerError> {
         let old = self.floor()?;
         // Two reads of the entries rather than one held in memory: the
@@ -771,8 +776,15 @@ impl PartitionLedger {
                 plan.kept += 1;
             }
         }
-        let outlived = |offer_id: &str, bought: &Bought| {
-            horizon::outlived(bought, floor_ms, ends.get(offer_id).copied())
+        // The catalog is asked last (most counts are of offers on sale),
+        // and once an offer.
+        let mut verdicts: HashMap<String, bool> = HashMap::new();
+        let mut outlived = |offer_id: &str, bought: &Bought| {
+            let held = ends.get(offer_id).copied();
+            horizon::ended_as_carried(bought, floor_ms, held)
+                && *verdicts
+                    .entry(offer_id.to_owned())
+                    .or_insert_with(|| ended(offer_id, floor_ms))
         };
         // The counts held that this pass does not raise, judged as they
         // stand; those it raises, as it leaves them (and then not written).
@@ -819,10 +831,9 @@ impl PartitionLedger {
         Ok(held)
     }
 
-    /// Deletes a count (see [`horizon::outlived`]), if there.
-    pub fn forget(&self, count: &MetaKey) -> Result<(), LedgerError> {
-        self.meta.remove(count.to_bytes())?;
-        Ok(())
+    /// Deletes a count (see [`horizon::ended_as_carried`]); whether it was there.
+    pub fn forget(&self, count: &MetaKey) -> Result<bool, LedgerError> {
+        Ok(self.meta.remove(count.to_bytes())?.is_some())
     }
 
     /// The bytes of the keys and values the partition holds, in every one
@@ -1331,6 +1342,9 @@ mod tests {
             bought: vec![
                 count("c", "ended-long-ago", 40 * DAY),
                 count("c", "reopened", 40 * DAY),
+                // Its end moved later while it was on sale: the catalog
+                // knows, though no purchase since carried the new end.
+                count("c", "extended", 40 * DAY),
             ],
         })
         .expect("raised");
@@ -1343,7 +1357,9 @@ mod tests {
         p.meta
             .insert(legacy, &br#"{"count":1,"through_ms":1}"#[..])
             .expect("written");
-        let plan = p.plan(now, age).expect("planned");
+        let plan = p
+            .plan(now, age, &|offer, _floor| offer != "extended")
+            .expect("planned");
         let key = |user: &str, offer: &str| (user.to_owned(), offer.to_owned());
         let keys = |counts: Vec<&MetaKey>| -> BTreeSet<(String, String)> {
             counts
@@ -1367,7 +1383,11 @@ mod tests {
         for forgotten in &plan.outlived {
             p.forget(forgotten).expect("forgotten");
         }
-        assert_eq!(p.counts().expect("read"), 2, "the legacy and the reopened");
+        assert_eq!(
+            p.counts().expect("read"),
+            3,
+            "the legacy, the reopened and the extended"
+        );
     }
 
     #[test]

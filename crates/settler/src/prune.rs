@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use crate::entry::now_ms;
 use crate::horizon::{self, LastPass};
 use crate::ledger::PartitionLedger;
-use crate::run::{RunError, Shared};
+use crate::run::{self, RunError, Shared};
 use crate::settle::lease_held;
 
 /// How often a partition is pruned after its first pass.
@@ -119,7 +119,15 @@ async fn pass(
             _ = watching.wait_for(|s| *s) => return Ok(None),
         };
         let ledger = ledger.clone();
-        tokio::task::spawn_blocking(move || ledger.plan(now, max_age))
+        let catalog = shared.catalog.clone();
+        // An offer is ended only when the catalog followed says so: one it
+        // never held, or no catalog, keeps every count.
+        let ended = move |offer_id: &str, floor_ms: i64| {
+            catalog
+                .as_deref()
+                .is_some_and(|c| run::read(c).on_sale_from(offer_id, floor_ms) == Some(false))
+        };
+        tokio::task::spawn_blocking(move || ledger.plan(now, max_age, &ended))
             .await
             .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??
     };
@@ -145,8 +153,11 @@ async fn pass(
         tombstones.push((command_id.as_bytes().to_vec(), None));
     }
     for count in &plan.outlived {
-        ledger.forget(count)?;
-        tombstones.push((count.to_bytes(), None));
+        // One never written (its purchases counted and forgotten in this
+        // pass) is in no changelog either: a restore takes in every count.
+        if ledger.forget(count)? {
+            tombstones.push((count.to_bytes(), None));
+        }
     }
     // Nothing undecided lies below the line (a pass stops at the oldest),
     // so a restore's drop has nothing to look for under it: said, instead

@@ -89,7 +89,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use hashbuy_core::tables::Merchants;
+use hashbuy_core::tables::{Catalog, Merchants};
 use hashbuy_kafka::client::{
     failed, BrokerKind, ConnectError, Connection, Failed, QuietContext, CONNECT_TIMEOUT,
 };
@@ -104,7 +104,7 @@ use hashbuy_kafka::loss::{
 use hashbuy_kafka::produce::record_budget;
 use hashbuy_kafka::tables::{self, FollowError, Follower, Letters};
 use hashbuy_kafka::{chosen, lock};
-use hashbuy_proto::v1::Merchant;
+use hashbuy_proto::v1::{Merchant, Offer};
 use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -149,8 +149,14 @@ pub struct Config {
     /// applied over it while the settler runs.
     pub merchants: Option<Arc<RwLock<Merchants>>>,
     /// Follow the live `merchants` topic, if it exists, over
-    /// [`Config::merchants`] (which must then be given).
+    /// [`Config::merchants`] (which must then be given), and the live
+    /// `catalog` topic, if it exists, over [`Config::catalog`].
     pub live_tables: bool,
+    /// The catalog, as the matcher reads it: what tells a pruning pass
+    /// that an offer ended, so that its buyers' `max_per_user` counts can
+    /// be forgotten (see [`crate::horizon`]). `None` (and no live
+    /// catalog): every count is kept for good.
+    pub catalog: Option<Catalog>,
     /// Most commands in flight per partition.
     pub max_in_flight: usize,
     /// Stop once the group has settled what the commands topic held at
@@ -333,6 +339,8 @@ fn delivered(
 /// What the partition and command tasks share.
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// The catalog followed ([`follow_catalog`]).
+    pub(crate) catalog: Option<Arc<RwLock<Catalog>>>,
     pub(crate) payments: Payments,
     pub(crate) ledger: Ledger,
     pub(crate) commit: Arc<GroupCommit>,
@@ -583,18 +591,65 @@ fn follow_merchants(config: &Config) -> Result<Option<Follower>, RunError> {
     Ok(follower)
 }
 
-/// The stage name dead letters of the live merchants table carry.
-pub const TABLES_STAGE: &str = "tables";
-
-/// The merchants table, to read: a writer only applies a checked change,
-/// which cannot panic half-way, so a poisoned lock still holds a whole
-/// table.
-pub(crate) fn read(merchants: &RwLock<Merchants>) -> RwLockReadGuard<'_, Merchants> {
-    merchants.read().unwrap_or_else(PoisonError::into_inner)
+/// The catalog the settler follows: [`Config::catalog`], with the live
+/// `catalog` topic's changes applied over it while the settler runs when
+/// [`Config::live_tables`] and the topic exists (read to its end first);
+/// `None` when there is neither.
+fn follow_catalog(
+    config: &Config,
+) -> Result<(Option<Arc<RwLock<Catalog>>>, Option<Follower>), RunError> {
+    let reader = if config.live_tables {
+        let reader = tables::open(&config.connection, &config.topics.catalog)?;
+        if reader.is_none() {
+            tracing::info!(
+                "the live catalog is not followed: topic {} does not exist; counts of ended \
+                 offers are forgotten by the --catalog file alone, if one is given",
+                config.topics.catalog
+            );
+        }
+        reader
+    } else {
+        None
+    };
+    let Some(reader) = reader else {
+        return Ok((
+            config.catalog.clone().map(|c| Arc::new(RwLock::new(c))),
+            None,
+        ));
+    };
+    let catalog = Arc::new(RwLock::new(config.catalog.clone().unwrap_or_default()));
+    let letters = Letters {
+        topic: config.topics.dead_letters.clone(),
+        stage: TABLES_STAGE,
+    };
+    let applying = Arc::clone(&catalog);
+    let follower = tables::follow(
+        &config.connection,
+        vec![(config.topics.catalog.clone(), reader)],
+        letters,
+        move |change| {
+            let offer = change
+                .value
+                .map(Offer::decode)
+                .transpose()
+                .map_err(|e| format!("not a protobuf Offer: {e}"))?;
+            write(&applying).change(change.key, change.at_ms, offer)
+        },
+    )?;
+    Ok((Some(catalog), Some(follower)))
 }
 
-fn write(merchants: &RwLock<Merchants>) -> RwLockWriteGuard<'_, Merchants> {
-    merchants.write().unwrap_or_else(PoisonError::into_inner)
+/// The stage name dead letters of the live tables carry.
+pub const TABLES_STAGE: &str = "tables";
+
+/// A live table, to read: a writer only applies a checked change, which
+/// cannot panic half-way, so a poisoned lock still holds a whole table.
+pub(crate) fn read<T>(table: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    table.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(table: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    table.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs the settler until `stop` is raised or, with `exit_at_end`, the
@@ -626,6 +681,7 @@ pub fn run(
     // Before the first command: a command is routed by the merchants table
     // as it stood at its tweet's time.
     let _follower = follow_merchants(config)?;
+    let (catalog, _catalog_follower) = follow_catalog(config)?;
     let ledger = Ledger::open(&config.ledger_dir)?.with_encoding(config.ledger_encoding);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -662,6 +718,7 @@ pub fn run(
     runtime.spawn(Arc::clone(&commit).run());
     let shared = Arc::new(Shared {
         config: config.clone(),
+        catalog,
         payments,
         ledger,
         commit,

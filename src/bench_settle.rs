@@ -21,7 +21,7 @@ use hashbuy_kafka::client::{Connection, CONNECT_TIMEOUT};
 use hashbuy_kafka::config::Topics;
 use hashbuy_kafka::health::Health;
 use hashbuy_kafka::produce::{flush_promptly, send_to_partition_waiting, send_waiting, Deliveries};
-use hashbuy_proto::v1::PaymentCommand;
+use hashbuy_proto::v1::{Offer, PaymentCommand};
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
 use hashbuy_settler::entry::{first_key, now_ms, Entry};
 use hashbuy_settler::horizon::DEFAULT_MAX_COMMAND_AGE;
@@ -35,6 +35,7 @@ use rdkafka::producer::{BaseProducer, Producer};
 use crate::bench::{cpu_time, machine, median, peak_rss_bytes, threads_cpu_time, BrokerChild};
 use crate::config::{override_with, LedgerEncodingArg, SettleConfig, RECORDINGS_MAX_COMMAND_AGE};
 use crate::paysim::{self, InProcess};
+use crate::tables_cmd::put_offers;
 
 /// Arguments of `hashbuy bench-settle`.
 #[derive(clap::Args)]
@@ -88,7 +89,8 @@ pub struct Args {
     /// forgets their buyers' counts with their entries. Without it the
     /// offer has no end, and every buyer's count is kept for good (what
     /// `max_per_user` needs; each command is its own buyer, the worst
-    /// case).
+    /// case). Either way the offer is put on the live catalog topic, which
+    /// the bench's settlers follow (`--forget-ended-offers`).
     #[arg(long)]
     offer_ended: bool,
     /// Commands the one-at-a-time baseline settles.
@@ -128,22 +130,28 @@ fn command(i: u64, prefix: &str) -> PaymentCommand {
     }
 }
 
-/// The catalog the bench's settlers follow: the offer the bench's
-/// commands buy (ended an hour after their tweets with `ended`, as they
-/// say) and the offer of the fresh commands of `--age-past-horizon`.
-fn bench_catalog(ended: bool) -> String {
-    let mut catalog = String::from(
-        "[[offers]]\nhashtag = \"BuyBench\"\noffer_id = \"bench-offer\"\nmerchant_id = \"bench\"\n\
-         amount = 1000\ncurrency = \"usd\"\n",
-    );
-    if ended {
-        let end = command(0, "bench").tweet_timestamp_ms + OFFER_LASTS_MS;
-        let end = std::time::UNIX_EPOCH + Duration::from_millis(end.unsigned_abs());
-        catalog += &format!("ends_at = \"{}\"\n", humantime::format_rfc3339_seconds(end));
-    }
-    catalog
-        + "[[offers]]\nhashtag = \"BuyBenchFresh\"\noffer_id = \"bench-fresh-offer\"\n\
-               merchant_id = \"bench\"\namount = 1000\ncurrency = \"usd\"\n"
+/// The offers the bench puts on the live catalog, which its settlers
+/// follow (`--forget-ended-offers`): the one the bench's commands buy
+/// (ended an hour after their tweets with `ended`, as they say) and the
+/// one of the fresh commands of `--age-past-horizon`.
+fn bench_offers(ended: bool) -> Vec<Offer> {
+    let offer = |hashtag: &str, offer_id: &str| Offer {
+        hashtag: hashtag.into(),
+        offer_id: offer_id.into(),
+        merchant_id: "bench".into(),
+        amount: 1_000,
+        currency: "usd".into(),
+        max_per_user: 1,
+        ..Offer::default()
+    };
+    let bought = command(0, "bench");
+    vec![
+        Offer {
+            ends_at_ms: ended.then_some(bought.tweet_timestamp_ms + OFFER_LASTS_MS),
+            ..offer(&bought.hashtag, &bought.offer_id)
+        },
+        offer("BuyBenchFresh", "bench-fresh-offer"),
+    ]
 }
 
 /// How long after its tweets the offer of `--offer-ended` ended.
@@ -176,6 +184,15 @@ pub fn run(args: Args) -> Result<()> {
         Ok(Provider::new(config)?)
     };
 
+    // On the live catalog a day before the bench's tweets, as a matcher
+    // would have had them.
+    put_offers(
+        &connection,
+        &topics.catalog,
+        command(0, "bench").tweet_timestamp_ms - 86_400_000,
+        bench_offers(args.offer_ended),
+    )
+    .context("cannot put the bench's offers on the live catalog")?;
     eprintln!(
         "producing {} commands to {partitions} partitions ...",
         args.commands
@@ -203,9 +220,6 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let dir = tempfile::tempdir().context("no temporary directory")?;
-    let catalog = dir.path().join("catalog.toml");
-    std::fs::write(&catalog, bench_catalog(args.offer_ended))
-        .with_context(|| format!("cannot write {}", catalog.display()))?;
     let mut settings = SettleConfig {
         group: format!("hashbuy-bench-settle-{}", std::process::id()),
         max_command_age: RECORDINGS_MAX_COMMAND_AGE,
@@ -249,10 +263,10 @@ pub fn run(args: Args) -> Result<()> {
 
     let peak_rss = peak_rss_bytes();
     eprintln!("restarting the settler on its ledger, with nothing to do ...");
-    let restart = settle_child(&config, &url, &config.ledger_dir, &catalog)
-        .context("the restarted settler")?;
+    let restart =
+        settle_child(&config, &url, &config.ledger_dir).context("the restarted settler")?;
     eprintln!("a settler with an empty ledger restoring it from the changelog ...");
-    let restore = settle_child(&config, &url, &dir.path().join("ledger-restored"), &catalog)
+    let restore = settle_child(&config, &url, &dir.path().join("ledger-restored"))
         .context("the restoring settler")?;
     let ledger = ledger_figures(&config.ledger_dir, summary.settled)?;
     let aged = match args.age_past_horizon {
@@ -262,7 +276,6 @@ pub fn run(args: Args) -> Result<()> {
             &producer,
             (dir.path(), i32::try_from(partitions)?, args.commands),
             Duration::from_secs(wait),
-            &catalog,
         )?),
         None => None,
     };
@@ -363,13 +376,8 @@ fn field(line: &str, name: &str) -> u64 {
 /// has it (broker, group, encoding, in flight, horizon) but on `ledger`,
 /// against the bench's paysim at `url`, and waits for it to end.
 /// `config`'s settler as a process of its own, on the ledger in `ledger`,
-/// with the bench's catalog file `catalog`.
-fn settle_child(
-    config: &run::Config,
-    url: &str,
-    ledger: &std::path::Path,
-    catalog: &std::path::Path,
-) -> Result<ChildRun> {
+/// following the live catalog as `--forget-ended-offers` does.
+fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Result<ChildRun> {
     let exe = std::env::current_exe().context("cannot find the hashbuy binary")?;
     let encoding = format!("{:?}", config.ledger_encoding).to_lowercase();
     let began = Instant::now();
@@ -394,8 +402,7 @@ fn settle_child(
         )
         .arg("--ledger")
         .arg(ledger)
-        .arg("--catalog")
-        .arg(catalog)
+        .arg("--forget-ended-offers")
         .env("HASHBUY_PROVIDER_KEY", KEY)
         .env_remove("STRIPE_API_KEY")
         .stdout(std::process::Stdio::null())
@@ -487,16 +494,14 @@ struct Aged {
 /// now) to each of the `partitions`, a settler under the default
 /// horizon that settles them and prunes every entry before, `wait` for
 /// the broker to compact the changelog, then a restart and a new owner's
-/// restore (into a ledger under `dir`), each following the catalog file
-/// `catalog`. `base` numbers the fresh commands' users apart from the
-/// bench's.
+/// restore (into a ledger under `dir`). `base` numbers the fresh
+/// commands' users apart from the bench's.
 fn age_past_horizon(
     config: &run::Config,
     url: &str,
     producer: &BaseProducer<Deliveries>,
     (dir, partitions, base): (&std::path::Path, i32, u64),
     wait: Duration,
-    catalog: &std::path::Path,
 ) -> Result<Aged> {
     eprintln!(
         "aging the history past the horizon: a fresh command a partition, and a settler \
@@ -524,8 +529,7 @@ fn age_past_horizon(
         max_command_age: DEFAULT_MAX_COMMAND_AGE,
         ..config.clone()
     };
-    let pruning =
-        settle_child(&aged, url, &config.ledger_dir, catalog).context("the pruning settler")?;
+    let pruning = settle_child(&aged, url, &config.ledger_dir).context("the pruning settler")?;
     let (entries, counts, bytes) = {
         let ledger = Ledger::open(&config.ledger_dir)?;
         let (mut entries, mut counts) = (0, 0);
@@ -544,11 +548,10 @@ fn age_past_horizon(
     );
     std::thread::sleep(wait);
     eprintln!("restarting the settler on its pruned ledger ...");
-    let restart =
-        settle_child(&aged, url, &config.ledger_dir, catalog).context("the restarted settler")?;
+    let restart = settle_child(&aged, url, &config.ledger_dir).context("the restarted settler")?;
     eprintln!("a settler with an empty ledger restoring the pruned one from the changelog ...");
-    let restore = settle_child(&aged, url, &dir.join("ledger-aged"), catalog)
-        .context("the restoring settler")?;
+    let restore =
+        settle_child(&aged, url, &dir.join("ledger-aged")).context("the restoring settler")?;
     Ok(Aged {
         pruning,
         entries,

@@ -105,11 +105,10 @@ pub struct SettleConfig {
     /// Charge through Stripe Connect with the live merchants table, with
     /// or without a file (default false; a file implies it).
     pub connect: bool,
-    /// Catalog table file (TOML or JSON), relative to the config file: the
-    /// matcher's, so that a pruning pass can tell an offer ended and
-    /// forget its buyers' `max_per_user` counts (none, and no live
-    /// catalog: they are kept for good).
-    pub catalog: Option<PathBuf>,
+    /// Follow the live `catalog` topic, and forget the `max_per_user`
+    /// counts of an offer once it ended more than `max_command_age` and a
+    /// day ago (default false: kept for good).
+    pub forget_ended_offers: bool,
     /// Follow the live `merchants` topic over the file (default true).
     pub live_tables: bool,
     /// The provider's base URL (default `https://api.stripe.com`).
@@ -162,7 +161,7 @@ impl Default for SettleConfig {
             ledger: None,
             merchants: None,
             connect: false,
-            catalog: None,
+            forget_ended_offers: false,
             live_tables: true,
             provider_url: STRIPE_API.to_owned(),
             provider_key_file: None,
@@ -220,8 +219,8 @@ impl SettleConfig {
             topics,
             ledger_dir,
             merchants: None,
-            catalog: None,
             live_tables: self.live_tables,
+            forget_ended_offers: self.forget_ended_offers,
             max_in_flight: self.max_in_flight.max(1),
             exit_at_end,
             on_data_loss: self.on_data_loss.into(),
@@ -369,7 +368,6 @@ impl File {
             &mut file.matcher.accounts,
             &mut file.settle.ledger,
             &mut file.settle.merchants,
-            &mut file.settle.catalog,
             &mut file.settle.provider_key_file,
         ]
         .into_iter()

@@ -20,7 +20,6 @@ use hashbuy_settler::ledger::{
 use hashbuy_settler::restore::progress;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use crate::inspect::load_catalog;
 use crate::kafka_args::KafkaArgs;
 
 /// Arguments of `hashbuy ledger`.
@@ -58,11 +57,6 @@ struct StatsArgs {
     /// (words as "7days", "36h").
     #[arg(long, value_parser = humantime::parse_duration, default_value = "7days")]
     max_command_age: Duration,
-    /// The settler's catalog table file, for the counts of ended offers
-    /// pruning would forget (without it: none; the live catalog is not
-    /// read).
-    #[arg(long)]
-    catalog: Option<PathBuf>,
 }
 
 /// Where the ledger is.
@@ -166,8 +160,7 @@ fn stats(args: StatsArgs) -> Result<()> {
     let now = now_ms();
     let mut by_state: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let (mut entries, mut review, mut doomed, mut live) = (0u64, 0u64, 0u64, 0u64);
-    let (mut counts, mut outlived) = (0u64, 0u64);
-    let catalog = args.catalog.as_deref().map(load_catalog).transpose()?;
+    let mut counts = 0u64;
     let mut oldest: Option<Entry> = None;
     let mut floors = Vec::new();
     let partitions = ledger.partitions();
@@ -194,13 +187,12 @@ fn stats(args: StatsArgs) -> Result<()> {
             floors.push(floor.floor_ms);
         }
         counts += tree.counts()? as u64;
-        let plan = tree.plan(now, args.max_command_age, &|offer_id, floor_ms| {
-            catalog
-                .as_ref()
-                .is_some_and(|c| c.on_sale_from(offer_id, floor_ms) == Some(false))
-        })?;
-        doomed += plan.doomed.len() as u64;
-        outlived += plan.outlived.len() as u64;
+        // Counts of ended offers aside: which offers ended, the live
+        // catalog a running settler follows tells.
+        doomed += tree
+            .plan(now, args.max_command_age, &|_, _| false)?
+            .doomed
+            .len() as u64;
     }
     let mut out = BufWriter::new(io::stdout().lock());
     let per_entry = bytes.checked_div(entries).unwrap_or(0);
@@ -247,8 +239,7 @@ fn stats(args: StatsArgs) -> Result<()> {
     )?;
     writeln!(
         out,
-        "  pruning now, with --max-command-age {}, would remove {doomed} entries and \
-         {outlived} counts of offers that ended",
+        "  pruning now, with --max-command-age {}, would remove {doomed} entries",
         humantime::format_duration(args.max_command_age)
     )?;
     out.flush()?;

@@ -16,7 +16,7 @@ use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run;
 
 use crate::config::{override_with, LedgerEncodingArg, OnDataLossArg};
-use crate::inspect::{load_catalog, load_merchants};
+use crate::inspect::load_merchants;
 use crate::kafka_args::{self, KafkaArgs};
 use crate::telemetry;
 
@@ -40,15 +40,16 @@ pub struct Args {
     /// [config: settle.connect].
     #[arg(long)]
     connect: bool,
-    /// Catalog table file (TOML or JSON), the matcher's: with it (or the
-    /// live `catalog` topic), a pruning pass forgets the `max_per_user`
-    /// counts of an offer once it ended more than --max-command-age and a
-    /// day ago; without either, they are kept for good
-    /// [config: settle.catalog].
-    #[arg(long, env = "HASHBUY_CATALOG")]
-    catalog: Option<PathBuf>,
-    /// Do not follow the live `merchants` and `catalog` topics: the
-    /// --merchants and --catalog files alone
+    /// Follow the live `catalog` topic (which must exist), and forget the
+    /// `max_per_user` counts of an offer once the live catalog and its
+    /// purchases say it ended more than --max-command-age and a day ago,
+    /// so that the ledger does not keep a count for every purchase ever
+    /// made. Only offers put through the live catalog (`hashbuy catalog
+    /// put`) are ever forgotten; moving an offer's end later must then go
+    /// through it too [config: settle.forget_ended_offers].
+    #[arg(long)]
+    forget_ended_offers: bool,
+    /// Do not follow the live `merchants` topic: the --merchants file alone
     /// [config: settle.live_tables = false].
     #[arg(long)]
     no_live_tables: bool,
@@ -259,6 +260,15 @@ pub fn run(args: Args) -> Result<()> {
     if args.no_live_tables {
         settings.live_tables = false;
     }
+    if args.forget_ended_offers {
+        settings.forget_ended_offers = true;
+    }
+    if settings.forget_ended_offers && !settings.live_tables {
+        bail!(
+            "--forget-ended-offers reads the live catalog topic, which --no-live-tables leaves \
+             unread: the counts of ended offers are forgotten only on the catalog the matchers read"
+        );
+    }
     let mut config = settings.run_config(connection, topics, ledger_dir, args.exit_at_end);
     // Connect mode: a merchants file, or the live merchants table alone.
     let merchants = match args.merchants.or(settings.merchants.take()) {
@@ -275,11 +285,7 @@ pub fn run(args: Args) -> Result<()> {
         None => None,
     };
     config.merchants = merchants.map(|m| Arc::new(RwLock::new(m)));
-    config.catalog = args
-        .catalog
-        .or(settings.catalog.take())
-        .map(|path| load_catalog(&path))
-        .transpose()?;
+
     check_provider(&provider)?;
     let payments = Payments::new(provider, Backoff::default());
     let health = Arc::new(Health::default());

@@ -928,8 +928,9 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
 }
 
 /// What `max_per_user` keeps of pruned purchases is forgotten once their
-/// offer ended below the floor, as the settler's catalog (`--catalog`) and
-/// the commands both say, and only then: the ledger and the changelog
+/// offer ended below the floor, as the live catalog (followed with
+/// `--forget-ended-offers`) and the commands both say, and only then:
+/// the ledger and the changelog
 /// keep counts for the buyers of offers still on sale, so that what a new
 /// owner restores does not grow with every purchase ever made. The ended
 /// purchases' copies still charge nothing, and a second purchase of an
@@ -955,6 +956,8 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
             std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).expect("after 1970"));
         humantime::format_rfc3339_seconds(at).to_string()
     };
+    // The offers go on the live catalog in effect long before the tweets,
+    // as a matcher would have had them.
     let month_ago = hashbuy_settler::entry::now_ms() - 30 * 86_400_000;
     let mut catalog = String::new();
     let mut offer = |hashtag: &str, offer_id: &str, ends_ms: Option<i64>| {
@@ -975,14 +978,35 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog_file = dir.path().join("catalog.toml");
     std::fs::write(&catalog_file, catalog).expect("catalog written");
-    // Two counts another owner wrote: of an offer that ended a month ago,
-    // and one from before counts kept their offer's end.
+    succeeds(&[
+        "catalog",
+        "put",
+        catalog_file.to_str().expect("utf-8"),
+        "--brokers",
+        &brokers,
+        "--at",
+        &(month_ago - 86_400_000).to_string(),
+        "--allow-past",
+    ]);
+    // Three counts another owner wrote: of an offer that ended a month
+    // ago, of one that did too but that the live catalog never held (a
+    // matcher's file offer: it tells nothing), and one from before counts
+    // kept their offer's end.
     let count_key = |user: &str, offer: &str| format!("\0bought\0{user}\0{offer}").into_bytes();
     write_changelog(
         &brokers,
         &[
             (
                 count_key("7000", "gone-offer"),
+                Some(
+                    format!(
+                        r#"{{"count":1,"through_ms":{month_ago},"offer_ends_ms":{month_ago}}}"#
+                    )
+                    .into_bytes(),
+                ),
+            ),
+            (
+                count_key("7002", "file-offer"),
                 Some(
                     format!(
                         r#"{{"count":1,"through_ms":{month_ago},"offer_ends_ms":{month_ago}}}"#
@@ -1000,8 +1024,7 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
     let settle_to_end = |ledger: &Path, age: &str| {
         finished(
             settle_with_age(&brokers, &provider, ledger, age)
-                .arg("--catalog")
-                .arg(&catalog_file)
+                .arg("--forget-ended-offers")
                 .arg("--exit-at-end")
                 .output()
                 .expect("settle runs"),
@@ -1028,12 +1051,22 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
             .map(|record| record["value"].clone())
             .collect()
     };
+    // The live catalog is what the matchers read: without it, nothing.
+    let refused = settle_with_age(&brokers, &provider, &ledger, "7days")
+        .args(["--forget-ended-offers", "--no-live-tables", "--exit-at-end"])
+        .output()
+        .expect("settle runs");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("--forget-ended-offers reads the live catalog"),
+        "{said}"
+    );
     let first = settle_to_end(&ledger, "7days");
     assert!(first.contains(": 58 settled, 2 declined"), "{first}");
     let charged = charges(&provider);
     // The first pass, under a week's horizon, forgets the month-old count.
     let after_first = stats(&ledger);
-    assert!(after_first.contains(&counts_kept(1)), "{after_first}");
+    assert!(after_first.contains(&counts_kept(2)), "{after_first}");
     let gone = count_records("gone-offer");
     assert!(
         gone.len() == 2 && gone[1].is_null(),
@@ -1045,7 +1078,7 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
     settle_to_end(&ledger, "1m");
     let pruned = stats(&ledger);
     assert!(pruned.contains(": 20 entries in 2 partitions"), "{pruned}");
-    assert!(pruned.contains(&counts_kept(20)), "{pruned}");
+    assert!(pruned.contains(&counts_kept(21)), "{pruned}");
     assert!(
         count_records("offer-0").is_empty(),
         "an ended offer's purchases are counted and forgotten in one pass, never written"
@@ -1080,7 +1113,7 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
     assert!(reason.contains("max_per_user is 1"), "{reason}");
     let restored_stats = stats(&elsewhere);
     assert!(
-        restored_stats.contains(&counts_kept(20)),
+        restored_stats.contains(&counts_kept(21)),
         "{restored_stats}"
     );
     assert_eq!(charges(&provider), charged, "each command charged once");

@@ -97,12 +97,9 @@ impl<V> History<V> {
 
     /// The times of `key`'s changes at or after `from_ms`, in order.
     pub fn times_from(&self, key: &str, from_ms: i64) -> impl Iterator<Item = i64> + '_ {
-        self.versions
-            .get(key)
-            .into_iter()
-            .flatten()
-            .map(|(t, _)| *t)
-            .filter(move |t| *t >= from_ms)
+        let versions = self.versions.get(key).map_or(&[][..], Vec::as_slice);
+        let first = versions.partition_point(|(t, _)| *t < from_ms);
+        versions[first..].iter().map(|(t, _)| *t)
     }
 
     /// Every value a change of `key` set, at any time.

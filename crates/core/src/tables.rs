@@ -637,31 +637,36 @@ impl Catalog {
 
     /// Whether a tweet at or after `from_ms` may buy the offer with id
     /// `offer_id`, as the catalog reads now (changes still to come aside):
-    /// some version of it in effect then has no end, or ends after the
-    /// version takes effect. `None` when the catalog never held the
+    /// under some hashtag that ever held it, the version in effect at
+    /// `from_ms` or at a later change of that hashtag is the offer, with no
+    /// end or one after that time. `None` when the catalog never held the
     /// offer, which tells nothing. The settler forgets what `max_per_user`
     /// keeps of an offer only when this says `Some(false)` of its floor.
     pub fn on_sale_from(&self, offer_id: &str, from_ms: i64) -> Option<bool> {
-        let base = self
+        // Every hashtag that held the offer, in the files or by a change,
+        // once each: a version read by hashtag, not through the id's
+        // latest hashtag, since changes put out of time order can leave
+        // the id under two at once.
+        let mut keys: Vec<String> = self
             .by_offer_id
             .get(offer_id)
-            .map(|&i| normalize(&self.offers[i].hashtag).into_owned());
-        if base.is_none() && !self.id_changes.has(offer_id) {
+            .map(|&i| normalize(&self.offers[i].hashtag).into_owned())
+            .into_iter()
+            .chain(self.id_changes.values(offer_id).cloned())
+            .collect();
+        if keys.is_empty() && !self.id_changes.has(offer_id) {
             return None;
         }
-        // What the offer is changes only where its id moves or a hashtag
-        // it was under changes.
-        let mut times: Vec<i64> = vec![from_ms];
-        times.extend(self.id_changes.times_from(offer_id, from_ms));
-        let keys = base
-            .into_iter()
-            .chain(self.id_changes.values(offer_id).cloned());
-        for key in keys {
-            times.extend(self.changes.times_from(&key, from_ms));
-        }
-        Some(times.into_iter().any(|t| {
-            self.get_by_id_at(offer_id, t)
-                .is_some_and(|offer| offer.ends_at_ms.is_none_or(|end| end > t))
+        keys.sort_unstable();
+        keys.dedup();
+        // A hashtag's version changes only at its own changes.
+        let sells = |key: &str, t: i64| {
+            self.get_at(key, t).is_some_and(|offer| {
+                offer.offer_id == offer_id && offer.ends_at_ms.is_none_or(|end| end > t)
+            })
+        };
+        Some(keys.iter().any(|key| {
+            sells(key, from_ms) || self.changes.times_from(key, from_ms).any(|t| sells(key, t))
         }))
     }
 

@@ -346,12 +346,30 @@ fn an_offer_is_on_sale_from_a_time_while_any_version_from_then_may_sell_it() {
     catalog.change(&key, T + 40 * DAY, None).expect("removed");
     catalog
         .change(
-            &normalize("BuyRedSneakersAgain").into_owned(),
+            &normalize("BuyRedSneakersAgain"),
             T + 40 * DAY,
             Some(offer("BuyRedSneakersAgain", "red")),
         )
         .expect("again");
     assert_eq!(catalog.on_sale_from("red", T + 31 * DAY), Some(true));
+
+    // Changes put out of time order can leave one id under two hashtags:
+    // the one still selling it counts, whichever the id moved to last.
+    let mut twice = Catalog::default();
+    twice
+        .change(
+            &normalize("BuyTwo"),
+            T + 400,
+            Some(Offer {
+                ends_at_ms: Some(T + 500),
+                ..offer("BuyTwo", "x")
+            }),
+        )
+        .expect("put first, in effect later");
+    twice
+        .change(&normalize("BuyOne"), T + 100, Some(offer("BuyOne", "x")))
+        .expect("put second, in effect earlier");
+    assert_eq!(twice.on_sale_from("x", T + 600), Some(true));
 
     // Removed: nothing sells it from then on.
     let mut removed = Catalog::new(vec![offer("BuyRedSneakers42", "red")]).expect("catalog");

@@ -80,17 +80,20 @@
 //! A [`Bought`] count is kept for good while its offer may still be
 //! bought. The matcher buys an offer only by a tweet before its end
 //! (`ends_at`), and each command carries that end; a count keeps the
-//! latest end of the purchases it counts. A pass forgets a count
-//! ([`ended_as_carried`]) once both say the offer ended at or below the
-//! floor:
+//! latest end of the purchases it counts. With `--forget-ended-offers`,
+//! a pass forgets a count once both of these say the offer ended at or
+//! below the floor ([`ended_as_carried`]):
 //!
-//! - the catalog the settler follows (`--catalog`, the live `catalog`
-//!   topic): no version of the offer in effect at or after the floor may
-//!   sell it. An end moved later while the offer is on sale reaches the
-//!   commands only with the next purchase, but the catalog at once.
+//! - the live catalog (the `catalog` topic, which the settler then
+//!   follows, as the matchers do): no version of the offer in effect at or
+//!   after the floor, under any hashtag that held it, may sell it. An end
+//!   moved later while the offer is on sale reaches the commands only
+//!   with the next purchase, but the catalog at once. A file is never
+//!   asked: it is each process's own, and a settler's could lag its
+//!   matchers'. An offer the live catalog never held (a matcher's file
+//!   offer) keeps its counts.
 //! - the ends the commands carried: the count's, and those of every entry
-//!   of the offer the partition still holds. A settler whose catalog is
-//!   behind the matcher's does not end an offer early.
+//!   of the offer the partition still holds.
 //!
 //! Every command of the offer is then tweeted before the floor, so stale:
 //! none is checked against the count again. The pass deletes the count
@@ -101,17 +104,17 @@
 //! `--max-command-age` of now, while a floor lies a day further down
 //! ([`floor_at`]) on any clock within [`CLOCK_MARGIN_MS`]; a command
 //! already past its check (in flight, or found charged by a lookup) is
-//! not checked again. A settler without a catalog, or whose catalog never
-//! held the offer, forgets nothing.
+//! not checked again.
 //!
 //! So the counts kept, and what a new owner restores, grow with the
 //! buyers of the offers on sale or ended within the horizon, not with
 //! every purchase ever made; an offer without an end keeps its counts for
-//! good. A restore does not take a count's tombstone: keeping a count is
-//! never wrong, and the owner's own pass forgets it. An offer put on sale
-//! again after its counts were forgotten (a change, more than the horizon
-//! after its end, that moves the end later or adds it again) is counted
-//! afresh: a buyer who bought it before may buy it again.
+//! good, as does every offer without `--forget-ended-offers`. A restore
+//! does not take a count's tombstone: keeping a count is never wrong, and
+//! the owner's own pass forgets it. An offer put on sale again by a
+//! change written after its counts were forgotten (one that moves its end
+//! later, or adds it again, whatever time it takes effect from) is
+//! counted afresh: a buyer who bought it before may buy it again.
 //!
 //! # Charged while fresh, found stale
 //!
@@ -347,12 +350,8 @@ pub fn offer_end(entry: &Entry) -> i64 {
 /// counted carried it, and as every entry of it that the partition still
 /// holds carries it (`latest_end_held`, its latest [`offer_end`]; `None`
 /// when none is held). A pass forgets the count when this holds and the
-/// catalog the settler follows says no tweet at or after the floor can
-/// buy the offer: the catalog because an end moved later reaches a
-/// command only once one is tweeted, the commands because a catalog
-/// behind the matcher's must not end an offer early. Every command of the
-/// offer is then tweeted before the floor, so stale: none is ever checked
-/// against the count again (see the module docs).
+/// live catalog says no tweet at or after the floor can buy the offer
+/// (see the module docs).
 pub fn ended_as_carried(bought: &Bought, floor_ms: i64, latest_end_held: Option<i64>) -> bool {
     bought.offer_ends_ms <= floor_ms && latest_end_held.is_none_or(|end| end <= floor_ms)
 }

@@ -1358,7 +1358,10 @@ mod tests {
             .insert(legacy, &br#"{"count":1,"through_ms":1}"#[..])
             .expect("written");
         let plan = p
-            .plan(now, age, &|offer, _floor| offer != "extended")
+            .plan(now, age, &|offer, floor| {
+                assert_eq!(floor, 98 * DAY, "the catalog is asked of the floor");
+                offer != "extended"
+            })
             .expect("planned");
         let key = |user: &str, offer: &str| (user.to_owned(), offer.to_owned());
         let keys = |counts: Vec<&MetaKey>| -> BTreeSet<(String, String)> {

@@ -149,14 +149,15 @@ pub struct Config {
     /// applied over it while the settler runs.
     pub merchants: Option<Arc<RwLock<Merchants>>>,
     /// Follow the live `merchants` topic, if it exists, over
-    /// [`Config::merchants`] (which must then be given), and the live
-    /// `catalog` topic, if it exists, over [`Config::catalog`].
+    /// [`Config::merchants`] (which must then be given).
     pub live_tables: bool,
-    /// The catalog, as the matcher reads it: what tells a pruning pass
-    /// that an offer ended, so that its buyers' `max_per_user` counts can
-    /// be forgotten (see [`crate::horizon`]). `None` (and no live
-    /// catalog): every count is kept for good.
-    pub catalog: Option<Catalog>,
+    /// Follow the live `catalog` topic (which must exist, with
+    /// [`Config::live_tables`]), so that a pruning pass forgets the
+    /// `max_per_user` counts of an offer once it tells the offer ended
+    /// below the floor (see [`crate::horizon`]); off, every count is kept
+    /// for good. The live catalog alone is asked, never a file: it is the
+    /// one the matchers read too, where a file is each process's own.
+    pub forget_ended_offers: bool,
     /// Most commands in flight per partition.
     pub max_in_flight: usize,
     /// Stop once the group has settled what the commands topic held at
@@ -225,6 +226,18 @@ pub enum RunError {
     /// command.
     #[error(transparent)]
     Tables(#[from] FollowError),
+    /// Ended offers' counts to be forgotten, and the live catalog that
+    /// tells which offers ended cannot be followed.
+    #[error(
+        "--forget-ended-offers needs the live catalog topic {topic}, and {why}: the counts of \
+         ended offers are forgotten only on the catalog the matchers read"
+    )]
+    CatalogNotFollowed {
+        /// The catalog topic.
+        topic: String,
+        /// Why it cannot be followed.
+        why: String,
+    },
     /// Connect mode with no merchant: every command would be rejected.
     #[error(
         "the merchants table has no merchants (neither the file nor topic {topic} gives one): \
@@ -340,7 +353,7 @@ fn delivered(
 pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The catalog followed ([`follow_catalog`]).
-    pub(crate) catalog: Option<Arc<RwLock<Catalog>>>,
+    pub(crate) catalog: Option<SharedCatalog>,
     pub(crate) payments: Payments,
     pub(crate) ledger: Ledger,
     pub(crate) commit: Arc<GroupCommit>,
@@ -591,33 +604,25 @@ fn follow_merchants(config: &Config) -> Result<Option<Follower>, RunError> {
     Ok(follower)
 }
 
-/// The catalog the settler follows: [`Config::catalog`], with the live
-/// `catalog` topic's changes applied over it while the settler runs when
-/// [`Config::live_tables`] and the topic exists (read to its end first);
-/// `None` when there is neither.
-fn follow_catalog(
-    config: &Config,
-) -> Result<(Option<Arc<RwLock<Catalog>>>, Option<Follower>), RunError> {
-    let reader = if config.live_tables {
-        let reader = tables::open(&config.connection, &config.topics.catalog)?;
-        if reader.is_none() {
-            tracing::info!(
-                "the live catalog is not followed: topic {} does not exist; counts of ended \
-                 offers are forgotten by the --catalog file alone, if one is given",
-                config.topics.catalog
-            );
-        }
-        reader
-    } else {
-        None
+/// The catalog as the settler follows it, read by its pruning passes.
+pub(crate) type SharedCatalog = Arc<RwLock<Catalog>>;
+
+/// The live catalog, read to its end and then followed while the settler
+/// runs, when [`Config::forget_ended_offers`] asks for it.
+fn follow_catalog(config: &Config) -> Result<(Option<SharedCatalog>, Option<Follower>), RunError> {
+    if !config.forget_ended_offers {
+        return Ok((None, None));
+    }
+    let not_followed = |why: &str| RunError::CatalogNotFollowed {
+        topic: config.topics.catalog.clone(),
+        why: why.to_owned(),
     };
-    let Some(reader) = reader else {
-        return Ok((
-            config.catalog.clone().map(|c| Arc::new(RwLock::new(c))),
-            None,
-        ));
-    };
-    let catalog = Arc::new(RwLock::new(config.catalog.clone().unwrap_or_default()));
+    if !config.live_tables {
+        return Err(not_followed("live tables are off"));
+    }
+    let reader = tables::open(&config.connection, &config.topics.catalog)?
+        .ok_or_else(|| not_followed("the topic does not exist (hashbuy topics create makes it)"))?;
+    let catalog = Arc::new(RwLock::new(Catalog::default()));
     let letters = Letters {
         topic: config.topics.dead_letters.clone(),
         stage: TABLES_STAGE,

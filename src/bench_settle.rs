@@ -374,9 +374,8 @@ fn field(line: &str, name: &str) -> u64 {
 
 /// Runs `hashbuy settle --exit-at-end` as a child process, as `config`
 /// has it (broker, group, encoding, in flight, horizon) but on `ledger`,
-/// against the bench's paysim at `url`, and waits for it to end.
-/// `config`'s settler as a process of its own, on the ledger in `ledger`,
-/// following the live catalog as `--forget-ended-offers` does.
+/// against the bench's paysim at `url`, following the live catalog
+/// (`--forget-ended-offers`), and waits for it to end.
 fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Result<ChildRun> {
     let exe = std::env::current_exe().context("cannot find the hashbuy binary")?;
     let encoding = format!("{:?}", config.ledger_encoding).to_lowercase();

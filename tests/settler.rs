@@ -1781,6 +1781,36 @@ fn a_key_the_provider_refuses_is_an_error_at_start_that_does_not_show_it() {
     assert!(!stderr.contains(CANARY_KEY), "{stderr}");
 }
 
+/// Forgetting the counts of ended offers without the live catalog that
+/// tells which ended is an error at start, naming the topic, and charges
+/// nothing.
+#[test]
+fn forgetting_ended_offers_without_the_live_catalog_is_an_error_at_start() {
+    let topics = Topics::default();
+    let without: Vec<&str> = topics
+        .all()
+        .into_iter()
+        .filter(|t| *t != topics.catalog)
+        .collect();
+    let broker = EmbeddedBroker::start(&without, 1).expect("broker");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig::default());
+    produce_commands(&brokers, &commands(3, 3));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = settle(&brokers, &provider, &dir.path().join("ledger"))
+        .args(["--forget-ended-offers", "--exit-at-end"])
+        .output()
+        .expect("settle runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("needs the live catalog topic catalog")
+            && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(charges(&provider).is_empty(), "nothing charged");
+}
+
 /// A merchants table with no merchants would reject every command: it is
 /// an error at start, naming the file, and so is a bad row.
 #[test]

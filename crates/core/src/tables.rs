@@ -635,14 +635,18 @@ impl Catalog {
         offer.filter(|o| o.offer_id == offer_id)
     }
 
-    /// Whether a tweet at or after `from_ms` may buy the offer with id
-    /// `offer_id`, as the catalog reads now (changes still to come aside):
-    /// under some hashtag that ever held it, the version in effect at
-    /// `from_ms` or at a later change of that hashtag is the offer, with no
-    /// end or one after that time. `None` when the catalog never held the
-    /// offer, which tells nothing. The settler forgets what `max_per_user`
-    /// keeps of an offer only when this says `Some(false)` of its floor.
-    pub fn on_sale_from(&self, offer_id: &str, from_ms: i64) -> Option<bool> {
+    /// Whether this catalog shows the offer with id `offer_id` ended for
+    /// every tweet at or after `from_ms` (changes still to come aside):
+    /// under every hashtag that ever held it, the version in effect at
+    /// `from_ms`, and at each later change of that hashtag, removes the
+    /// hashtag or is the offer itself, ended by then. Anything else tells
+    /// too little, and is not an end: no hashtag ever held the offer; the
+    /// hashtag had no version yet (a catalog whose older changes were
+    /// compacted away, or that lacks a matcher's files); or it held
+    /// another offer (a change a matcher whose files clash with it would
+    /// have refused, keeping the offer). The settler forgets what
+    /// `max_per_user` keeps of an offer only when this holds at its floor.
+    pub fn ended_from(&self, offer_id: &str, from_ms: i64) -> bool {
         // Every hashtag that held the offer, in the files or by a change,
         // once each: a version read by hashtag, not through the id's
         // latest hashtag, since changes put out of time order can leave
@@ -654,20 +658,26 @@ impl Catalog {
             .into_iter()
             .chain(self.id_changes.values(offer_id).cloned())
             .collect();
-        if keys.is_empty() && !self.id_changes.has(offer_id) {
-            return None;
-        }
         keys.sort_unstable();
         keys.dedup();
         // A hashtag's version changes only at its own changes.
-        let sells = |key: &str, t: i64| {
-            self.get_at(key, t).is_some_and(|offer| {
-                offer.offer_id == offer_id && offer.ends_at_ms.is_none_or(|end| end > t)
-            })
+        let ended_at = |key: &str, t: i64| match self.changes.at(key, t) {
+            Version::Removed => true,
+            Version::Set(offer) => {
+                offer.offer_id == offer_id && offer.ends_at_ms.is_some_and(|end| end <= t)
+            }
+            Version::Base => self.get(key).is_some_and(|offer| {
+                offer.offer_id == offer_id && offer.ends_at_ms.is_some_and(|end| end <= t)
+            }),
         };
-        Some(keys.iter().any(|key| {
-            sells(key, from_ms) || self.changes.times_from(key, from_ms).any(|t| sells(key, t))
-        }))
+        !keys.is_empty()
+            && keys.iter().all(|key| {
+                ended_at(key, from_ms)
+                    && self
+                        .changes
+                        .times_from(key, from_ms)
+                        .all(|t| ended_at(key, t))
+            })
     }
 
     /// The time of the latest live change of `key`, if it has one.

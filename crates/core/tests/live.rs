@@ -309,38 +309,39 @@ fn an_offer_id_is_one_offer_s_at_a_time() {
     assert!(e.contains("\"BUYREDSNEAKERS42\""), "{e}");
 }
 
-/// Whether an offer may still be bought from a time on, which the settler
-/// asks before it forgets the offer's `max_per_user` counts: an end moved
-/// later, by a change before or after that time, keeps it on sale, and
-/// so does a version of the offer under another hashtag; an offer the
-/// catalog never held tells nothing.
+/// Whether the catalog shows an offer ended from a time on, which the
+/// settler asks before it forgets the offer's `max_per_user` counts: an
+/// end moved later, by a change before or after that time, keeps it on
+/// sale, and so does a version of it under another hashtag; an offer the
+/// catalog never held, a hashtag with no version yet at that time, and a
+/// hashtag given to another offer tell too little to end it.
 #[test]
-fn an_offer_is_on_sale_from_a_time_while_any_version_from_then_may_sell_it() {
+fn an_offer_is_ended_from_a_time_only_when_every_version_from_then_says_so() {
     const DAY: i64 = 86_400_000;
     let ending = |end: i64| Offer {
         ends_at_ms: Some(end),
         ..offer("BuyRedSneakers42", "red")
     };
     let mut catalog = Catalog::new(vec![ending(T + 10 * DAY)]).expect("catalog");
-    assert_eq!(catalog.on_sale_from("red", T + 20 * DAY), Some(false));
-    assert_eq!(catalog.on_sale_from("red", T + 5 * DAY), Some(true));
-    assert_eq!(catalog.on_sale_from("blue", T), None, "never held");
+    assert!(catalog.ended_from("red", T + 20 * DAY));
+    assert!(!catalog.ended_from("red", T + 5 * DAY));
+    assert!(!catalog.ended_from("blue", T), "never held");
 
     // Moved later while on sale: on sale until the new end.
     let key = normalize("BuyRedSneakers42").into_owned();
     catalog
         .change(&key, T + 5 * DAY, Some(ending(T + 60 * DAY)))
         .expect("extended");
-    assert_eq!(catalog.on_sale_from("red", T + 20 * DAY), Some(true));
-    assert_eq!(catalog.on_sale_from("red", T + 61 * DAY), Some(false));
+    assert!(!catalog.ended_from("red", T + 20 * DAY));
+    assert!(catalog.ended_from("red", T + 61 * DAY));
 
     // Ended early by a change after the time asked about: the version in
     // effect at that time still sold it.
     catalog
         .change(&key, T + 30 * DAY, Some(ending(T + 30 * DAY)))
         .expect("ended early");
-    assert_eq!(catalog.on_sale_from("red", T + 20 * DAY), Some(true));
-    assert_eq!(catalog.on_sale_from("red", T + 31 * DAY), Some(false));
+    assert!(!catalog.ended_from("red", T + 20 * DAY));
+    assert!(catalog.ended_from("red", T + 31 * DAY));
 
     // Put on sale again under another hashtag, without an end.
     catalog.change(&key, T + 40 * DAY, None).expect("removed");
@@ -351,7 +352,7 @@ fn an_offer_is_on_sale_from_a_time_while_any_version_from_then_may_sell_it() {
             Some(offer("BuyRedSneakersAgain", "red")),
         )
         .expect("again");
-    assert_eq!(catalog.on_sale_from("red", T + 31 * DAY), Some(true));
+    assert!(!catalog.ended_from("red", T + 31 * DAY));
 
     // Changes put out of time order can leave one id under two hashtags:
     // the one still selling it counts, whichever the id moved to last.
@@ -369,11 +370,47 @@ fn an_offer_is_on_sale_from_a_time_while_any_version_from_then_may_sell_it() {
     twice
         .change(&normalize("BuyOne"), T + 100, Some(offer("BuyOne", "x")))
         .expect("put second, in effect earlier");
-    assert_eq!(twice.on_sale_from("x", T + 600), Some(true));
+    assert!(!twice.ended_from("x", T + 600));
+
+    // A hashtag given to another offer: a matcher whose files hold that
+    // offer under another hashtag refuses the change and sells on.
+    let mut reused = Catalog::default();
+    let k = normalize("BuyK").into_owned();
+    reused
+        .change(&k, T, Some(offer("BuyK", "x")))
+        .expect("x under K");
+    reused
+        .change(&k, T + DAY, Some(offer("BuyK", "z")))
+        .expect("K to z");
+    assert!(!reused.ended_from("x", T + 2 * DAY));
+    let mut files = Catalog::new(vec![offer("BuyM", "z")]).expect("files");
+    files
+        .change(&k, T, Some(offer("BuyK", "x")))
+        .expect("x under K");
+    assert!(
+        files.change(&k, T + DAY, Some(offer("BuyK", "z"))).is_err(),
+        "refused where the files hold z"
+    );
+
+    // No version yet at the time asked about (older changes compacted
+    // away): the offer may have been on sale then.
+    let mut compacted = Catalog::default();
+    compacted
+        .change(
+            &k,
+            T + 10 * DAY,
+            Some(Offer {
+                ends_at_ms: Some(T + 9 * DAY),
+                ..offer("BuyK", "x")
+            }),
+        )
+        .expect("ended when put");
+    assert!(!compacted.ended_from("x", T + 5 * DAY));
+    assert!(compacted.ended_from("x", T + 11 * DAY));
 
     // Removed: nothing sells it from then on.
     let mut removed = Catalog::new(vec![offer("BuyRedSneakers42", "red")]).expect("catalog");
     removed.change(&key, T, None).expect("removed");
-    assert_eq!(removed.on_sale_from("red", T + DAY), Some(false));
-    assert_eq!(removed.on_sale_from("red", T - DAY), Some(true));
+    assert!(removed.ended_from("red", T + DAY));
+    assert!(!removed.ended_from("red", T - DAY));
 }

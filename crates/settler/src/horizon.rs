@@ -110,11 +110,14 @@
 //! buyers of the offers on sale or ended within the horizon, not with
 //! every purchase ever made; an offer without an end keeps its counts for
 //! good, as does every offer without `--forget-ended-offers`. A restore
-//! does not take a count's tombstone: keeping a count is never wrong, and
-//! the owner's own pass forgets it. An offer put on sale again by a
-//! change written after its counts were forgotten (one that moves its end
-//! later, or adds it again, whatever time it takes effect from) is
-//! counted afresh: a buyer who bought it before may buy it again.
+//! does not take a count's tombstone, and the owner's own pass forgets
+//! the count: a count kept too long can only refuse a buyer of an offer
+//! put on sale again, never let one buy twice. An offer put on sale again
+//! by a change written while a pass forgets its counts, or after (one
+//! that moves its end later, or adds it again, whatever time it takes
+//! effect from), is counted afresh: a buyer who bought it before may buy
+//! it again. A pass asks the catalog twice, as it plans and again just
+//! before it writes, so the window is the writes' own.
 //!
 //! # Charged while fresh, found stale
 //!

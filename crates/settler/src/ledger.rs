@@ -261,9 +261,11 @@ pub struct PrunePlan {
     pub raise: Raise,
     /// The entries to delete then, by command id with their users.
     pub doomed: Vec<(String, String)>,
-    /// The counts to delete then: their offers ended below the floor
-    /// ([`horizon::ended_as_carried`]).
-    pub outlived: Vec<MetaKey>,
+    /// The counts to delete then, their offers ended below the floor
+    /// ([`horizon::ended_as_carried`]), with the value this pass took for
+    /// one it counted purchases into (to be written instead, should the
+    /// offer turn out on sale again before the deletes).
+    pub outlived: Vec<(MetaKey, Option<Bought>)>,
     /// Entries the partition keeps.
     pub kept: usize,
 }
@@ -797,7 +799,8 @@ impl PartitionLedger {
                 continue;
             }
             if outlived(&offer_id, &decode(&key, &bytes)?) {
-                plan.outlived.push(MetaKey::Bought { user_id, offer_id });
+                plan.outlived
+                    .push((MetaKey::Bought { user_id, offer_id }, None));
             }
         }
         let mut bought = Vec::with_capacity(counts.len());
@@ -806,7 +809,7 @@ impl PartitionLedger {
             let outlived = outlived(&offer_id, &count);
             let key = MetaKey::Bought { user_id, offer_id };
             if outlived {
-                plan.outlived.push(key);
+                plan.outlived.push((key, Some(count)));
             } else {
                 bought.push((key, count));
             }
@@ -1374,7 +1377,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            keys(plan.outlived.iter().collect()),
+            keys(plan.outlived.iter().map(|(k, _)| k).collect()),
             BTreeSet::from([key("a", "ended"), key("c", "ended-long-ago")]),
         );
         assert_eq!(
@@ -1383,7 +1386,7 @@ mod tests {
             "counted, and kept"
         );
         assert_eq!(plan.doomed.len(), 3, "every purchase below the line goes");
-        for forgotten in &plan.outlived {
+        for (forgotten, _) in &plan.outlived {
             p.forget(forgotten).expect("forgotten");
         }
         assert_eq!(

@@ -14,7 +14,8 @@
 //! 1. the plan: the new floor, the counts it takes and the entries to go,
 //!    from one read of the partition's entries (on a blocking thread);
 //! 2. the floor and the counts, written locally, made durable, and
-//!    delivered to the changelog;
+//!    delivered to the changelog (the live catalog asked again first: an
+//!    offer on sale again keeps its counts);
 //! 3. only then the entries, and the counts of offers that ended below
 //!    the floor, deleted locally, with a tombstone each in the changelog
 //!    (not waited for: a tombstone lost is an entry the next owner drops
@@ -32,7 +33,7 @@ use tokio::task::JoinSet;
 
 use crate::entry::now_ms;
 use crate::horizon::{self, LastPass};
-use crate::ledger::PartitionLedger;
+use crate::ledger::{MetaKey, PartitionLedger};
 use crate::run::{self, RunError, Shared};
 use crate::settle::lease_held;
 
@@ -110,7 +111,7 @@ async fn pass(
         return Ok(None);
     };
     let (now, max_age) = (now_ms(), shared.config.max_command_age);
-    let plan = {
+    let mut plan = {
         // A stopped partition gives up its place in the queue: its task
         // awaits this pass, and the hand-over awaits its task.
         let _turn = tokio::select! {
@@ -119,14 +120,7 @@ async fn pass(
             _ = watching.wait_for(|s| *s) => return Ok(None),
         };
         let ledger = ledger.clone();
-        let catalog = shared.catalog.clone();
-        // An offer is ended only when the catalog followed says so: one it
-        // never held, or no catalog, keeps every count.
-        let ended = move |offer_id: &str, floor_ms: i64| {
-            catalog
-                .as_deref()
-                .is_some_and(|c| run::read(c).on_sale_from(offer_id, floor_ms) == Some(false))
-        };
+        let ended = ended_on(shared);
         tokio::task::spawn_blocking(move || ledger.plan(now, max_age, &ended))
             .await
             .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??
@@ -137,6 +131,23 @@ async fn pass(
     if *stopped.borrow() || !shared.lease.holds_since(epoch) {
         return Ok(None);
     }
+    // The catalog asked again, as late as the raise allows: an offer put on
+    // sale again while the pass planned keeps its counts, and one this
+    // pass counted purchases into is written instead.
+    let ended = ended_on(shared);
+    let floor_ms = plan.raise.floor.floor_ms;
+    let (outlived, on_sale): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.outlived)
+        .into_iter()
+        .partition(|(count, _)| match count {
+            MetaKey::Bought { offer_id, .. } => ended(offer_id, floor_ms),
+            MetaKey::Floor => false,
+        });
+    plan.outlived = outlived;
+    plan.raise.bought.extend(
+        on_sale
+            .into_iter()
+            .filter_map(|(count, taken)| taken.map(|taken| (count, taken))),
+    );
     let records = ledger.raise(&plan.raise)?;
     shared.commit.durable().await?;
     let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
@@ -152,7 +163,7 @@ async fn pass(
         ledger.remove(command_id, user_id)?;
         tombstones.push((command_id.as_bytes().to_vec(), None));
     }
-    for count in &plan.outlived {
+    for (count, _) in &plan.outlived {
         // One never written (its purchases counted and forgotten in this
         // pass) is in no changelog either: a restore takes in every count.
         if ledger.forget(count)? {
@@ -173,6 +184,17 @@ async fn pass(
     metrics::counter!("hashbuy_settler_counts_forgotten_total")
         .increment(plan.outlived.len() as u64);
     Ok(Some(plan.doomed.len()))
+}
+
+/// Whether the live catalog the settler follows shows an offer ended from
+/// a floor on (`Catalog::ended_from`): without one, none is.
+fn ended_on(shared: &Shared) -> impl Fn(&str, i64) -> bool + Send + 'static {
+    let catalog = shared.catalog.clone();
+    move |offer_id, floor_ms| {
+        catalog
+            .as_deref()
+            .is_some_and(|c| run::read(c).ended_from(offer_id, floor_ms))
+    }
 }
 
 /// Sends `records` to the changelog, [`SENDS_AT_ONCE`] at a time; with

@@ -45,8 +45,11 @@ pub struct Args {
     /// purchases say it ended more than --max-command-age and a day ago,
     /// so that the ledger does not keep a count for every purchase ever
     /// made. Only offers put through the live catalog (`hashbuy catalog
-    /// put`) are ever forgotten; moving an offer's end later must then go
-    /// through it too [config: settle.forget_ended_offers].
+    /// put`) are ever forgotten, and moving an offer's end later must then
+    /// go through it too. For matchers that read the live catalog alone
+    /// (no --catalog file): a live change a matcher refuses for clashing
+    /// with its files would look to the settler like taken
+    /// [config: settle.forget_ended_offers].
     #[arg(long)]
     forget_ended_offers: bool,
     /// Do not follow the live `merchants` topic: the --merchants file alone

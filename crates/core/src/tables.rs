@@ -643,9 +643,10 @@ impl Catalog {
     /// too little, and is not an end: no hashtag ever held the offer; the
     /// hashtag had no version yet (a catalog whose older changes were
     /// compacted away, or that lacks a matcher's files); or it held
-    /// another offer (a change a matcher whose files clash with it would
-    /// have refused, keeping the offer). The settler forgets what
-    /// `max_per_user` keeps of an offer only when this holds at its floor.
+    /// another offer. A change this catalog took that another, with other
+    /// files, refused is read as taken: catalogs agree only on the same
+    /// files. The settler forgets what `max_per_user` keeps of an offer
+    /// only when this holds at its floor.
     pub fn ended_from(&self, offer_id: &str, from_ms: i64) -> bool {
         // Every hashtag that held the offer, in the files or by a change,
         // once each: a version read by hashtag, not through the id's

@@ -85,13 +85,22 @@
 //! below the floor ([`ended_as_carried`]):
 //!
 //! - the live catalog (the `catalog` topic, which the settler then
-//!   follows, as the matchers do): no version of the offer in effect at or
-//!   after the floor, under any hashtag that held it, may sell it. An end
-//!   moved later while the offer is on sale reaches the commands only
-//!   with the next purchase, but the catalog at once. A file is never
-//!   asked: it is each process's own, and a settler's could lag its
-//!   matchers'. An offer the live catalog never held (a matcher's file
-//!   offer) keeps its counts.
+//!   follows, as the matchers do): under every hashtag that held the
+//!   offer, every version in effect at or after the floor removes the
+//!   hashtag or is the offer ended by then
+//!   (`hashbuy_core::tables::Catalog::ended_from`). A hashtag given to
+//!   another offer, or with no version yet at the floor (older changes
+//!   compacted away), tells too little: the counts stay. An end moved
+//!   later while the offer is on sale reaches the commands only with the
+//!   next purchase, but the catalog at once. A file is never asked: it is
+//!   each process's own, and a settler's could lag its matchers'. An
+//!   offer the live catalog never held (a matcher's file offer) keeps its
+//!   counts. The settler reads the live catalog alone, so the flag is for
+//!   matchers that do too (no catalog files): a matcher refuses a live
+//!   change that clashes with its files and keeps the version before,
+//!   while the settler, which has none, takes it; were it one that ends
+//!   the offer, the settler would forget counts the matchers still
+//!   need.
 //! - the ends the commands carried: the count's, and those of every entry
 //!   of the offer the partition still holds.
 //!

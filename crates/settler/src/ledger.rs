@@ -270,6 +270,29 @@ pub struct PrunePlan {
     pub kept: usize,
 }
 
+impl PrunePlan {
+    /// Keeps the counts to delete whose offers `ended(offer_id,
+    /// floor_ms)` no longer says ended (asked again just before the pass
+    /// writes): a stored one is left as it is, one this pass counted
+    /// purchases into is written with the rest instead, as the entries it
+    /// counts are deleted all the same.
+    pub fn keep_on_sale(&mut self, ended: &dyn Fn(&str, i64) -> bool) {
+        let floor_ms = self.raise.floor.floor_ms;
+        let (outlived, on_sale): (Vec<_>, Vec<_>) = std::mem::take(&mut self.outlived)
+            .into_iter()
+            .partition(|(count, _)| match count {
+                MetaKey::Bought { offer_id, .. } => ended(offer_id, floor_ms),
+                MetaKey::Floor => false,
+            });
+        self.outlived = outlived;
+        self.raise.bought.extend(
+            on_sale
+                .into_iter()
+                .filter_map(|(count, taken)| taken.map(|taken| (count, taken))),
+        );
+    }
+}
+
 const ENTRIES_PREFIX: &str = "entries-";
 
 /// The file in a sled directory that holds its log (sled 0.34).
@@ -1386,6 +1409,27 @@ mod tests {
             "counted, and kept"
         );
         assert_eq!(plan.doomed.len(), 3, "every purchase below the line goes");
+        // Put on sale again before the pass writes: the one it counted
+        // into is written instead, the stored one left.
+        let mut again = plan.clone();
+        again.keep_on_sale(&|offer, _| offer == "ended-long-ago");
+        assert_eq!(
+            keys(again.outlived.iter().map(|(k, _)| k).collect()),
+            BTreeSet::from([key("c", "ended-long-ago")])
+        );
+        let written: Vec<_> = again
+            .raise
+            .bought
+            .iter()
+            .filter(|(k, _)| {
+                *k == MetaKey::Bought {
+                    user_id: "a".into(),
+                    offer_id: "ended".into(),
+                }
+            })
+            .collect();
+        assert_eq!(written.len(), 1, "{written:?}");
+        assert_eq!(written[0].1.count, 1, "the purchase counted in");
         for (forgotten, _) in &plan.outlived {
             p.forget(forgotten).expect("forgotten");
         }

@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 
 use crate::entry::now_ms;
 use crate::horizon::{self, LastPass};
-use crate::ledger::{MetaKey, PartitionLedger};
+use crate::ledger::PartitionLedger;
 use crate::run::{self, RunError, Shared};
 use crate::settle::lease_held;
 
@@ -134,20 +134,7 @@ async fn pass(
     // The catalog asked again, as late as the raise allows: an offer put on
     // sale again while the pass planned keeps its counts, and one this
     // pass counted purchases into is written instead.
-    let ended = ended_on(shared);
-    let floor_ms = plan.raise.floor.floor_ms;
-    let (outlived, on_sale): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.outlived)
-        .into_iter()
-        .partition(|(count, _)| match count {
-            MetaKey::Bought { offer_id, .. } => ended(offer_id, floor_ms),
-            MetaKey::Floor => false,
-        });
-    plan.outlived = outlived;
-    plan.raise.bought.extend(
-        on_sale
-            .into_iter()
-            .filter_map(|(count, taken)| taken.map(|taken| (count, taken))),
-    );
+    plan.keep_on_sale(&ended_on(shared));
     let records = ledger.raise(&plan.raise)?;
     shared.commit.durable().await?;
     let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = records

@@ -189,10 +189,7 @@ fn stats(args: StatsArgs) -> Result<()> {
         counts += tree.counts()? as u64;
         // Counts of ended offers aside: which offers ended, the live
         // catalog a running settler follows tells.
-        doomed += tree
-            .plan(now, args.max_command_age, &|_, _| false)?
-            .doomed
-            .len() as u64;
+        doomed += tree.plan(now, args.max_command_age, None)?.doomed.len() as u64;
     }
     let mut out = BufWriter::new(io::stdout().lock());
     let per_entry = bytes.checked_div(entries).unwrap_or(0);

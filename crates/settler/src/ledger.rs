@@ -270,13 +270,17 @@ pub struct PrunePlan {
     pub kept: usize,
 }
 
+/// Whether the live catalog shows an offer ended from a floor on:
+/// `ended(offer_id, floor_ms)` (`hashbuy_core::tables::Catalog::ended_from`).
+pub type Ended = dyn Fn(&str, i64) -> bool;
+
 impl PrunePlan {
     /// Keeps the counts to delete whose offers `ended(offer_id,
     /// floor_ms)` no longer says ended (asked again just before the pass
     /// writes): a stored one is left as it is, one this pass counted
     /// purchases into is written with the rest instead, as the entries it
     /// counts are deleted all the same.
-    pub fn keep_on_sale(&mut self, ended: &dyn Fn(&str, i64) -> bool) {
+    pub fn keep_on_sale(&mut self, ended: &Ended) {
         let floor_ms = self.raise.floor.floor_ms;
         let (outlived, on_sale): (Vec<_>, Vec<_>) = std::mem::take(&mut self.outlived)
             .into_iter()
@@ -736,12 +740,13 @@ impl PartitionLedger {
     ///
     /// `ended(offer_id, floor_ms)` tells whether the catalog says no tweet
     /// at or after the floor can buy the offer: only then are its counts
-    /// forgotten ([`horizon::ended_as_carried`]).
+    /// forgotten ([`horizon::ended_as_carried`]). Without it (no catalog
+    /// followed) none is, and the counts held are not read.
     pub fn plan(
         &self,
         now_ms: i64,
         max_age: std::time::Duration,
-        ended: &dyn Fn(&str, i64) -> bool,
+        ended: Option<&Ended>,
     ) -> Result<PrunePlan, LedgerError> {
         let old = self.floor()?;
         // Two reads of the entries rather than one held in memory: the
@@ -806,14 +811,17 @@ impl PartitionLedger {
         let mut verdicts: HashMap<String, bool> = HashMap::new();
         let mut outlived = |offer_id: &str, bought: &Bought| {
             let held = ends.get(offer_id).copied();
-            horizon::ended_as_carried(bought, floor_ms, held)
-                && *verdicts
-                    .entry(offer_id.to_owned())
-                    .or_insert_with(|| ended(offer_id, floor_ms))
+            ended.is_some_and(|ended| {
+                horizon::ended_as_carried(bought, floor_ms, held)
+                    && *verdicts
+                        .entry(offer_id.to_owned())
+                        .or_insert_with(|| ended(offer_id, floor_ms))
+            })
         };
         // The counts held that this pass does not raise, judged as they
         // stand; those it raises, as it leaves them (and then not written).
-        for item in self.meta.scan_prefix(BOUGHT_PREFIX) {
+        let held = ended.map(|_| self.meta.scan_prefix(BOUGHT_PREFIX));
+        for item in held.into_iter().flatten() {
             let (key, bytes) = item?;
             let Some(MetaKey::Bought { user_id, offer_id }) = MetaKey::parse(&key) else {
                 continue;
@@ -1383,11 +1391,18 @@ mod tests {
         p.meta
             .insert(legacy, &br#"{"count":1,"through_ms":1}"#[..])
             .expect("written");
+        let without = p.plan(now, age, None).expect("planned");
+        assert!(without.outlived.is_empty(), "no catalog: every count kept");
+        assert_eq!(without.raise.bought.len(), 3, "and those counted written");
         let plan = p
-            .plan(now, age, &|offer, floor| {
-                assert_eq!(floor, 98 * DAY, "the catalog is asked of the floor");
-                offer != "extended"
-            })
+            .plan(
+                now,
+                age,
+                Some(&|offer, floor| {
+                    assert_eq!(floor, 98 * DAY, "the catalog is asked of the floor");
+                    offer != "extended"
+                }),
+            )
             .expect("planned");
         let key = |user: &str, offer: &str| (user.to_owned(), offer.to_owned());
         let keys = |counts: Vec<&MetaKey>| -> BTreeSet<(String, String)> {

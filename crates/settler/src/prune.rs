@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 
 use crate::entry::now_ms;
 use crate::horizon::{self, LastPass};
-use crate::ledger::PartitionLedger;
+use crate::ledger::{Ended, PartitionLedger};
 use crate::run::{self, RunError, Shared};
 use crate::settle::lease_held;
 
@@ -121,9 +121,12 @@ async fn pass(
         };
         let ledger = ledger.clone();
         let ended = ended_on(shared);
-        tokio::task::spawn_blocking(move || ledger.plan(now, max_age, &ended))
-            .await
-            .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??
+        tokio::task::spawn_blocking(move || {
+            let ended = ended.as_ref().map(|e| e as &Ended);
+            ledger.plan(now, max_age, ended)
+        })
+        .await
+        .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??
     };
     // Stopped while it planned (a hand-over, with the lease unbroken): the
     // partition's next owner may be writing counts by now, and this plan's
@@ -134,7 +137,9 @@ async fn pass(
     // The catalog asked again, as late as the raise allows: an offer put on
     // sale again while the pass planned keeps its counts, and one this
     // pass counted purchases into is written instead.
-    plan.keep_on_sale(&ended_on(shared));
+    if let Some(ended) = ended_on(shared) {
+        plan.keep_on_sale(&ended);
+    }
     let records = ledger.raise(&plan.raise)?;
     shared.commit.durable().await?;
     let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
@@ -174,14 +179,11 @@ async fn pass(
 }
 
 /// Whether the live catalog the settler follows shows an offer ended from
-/// a floor on (`Catalog::ended_from`): without one, none is.
-fn ended_on(shared: &Shared) -> impl Fn(&str, i64) -> bool + Send + 'static {
-    let catalog = shared.catalog.clone();
-    move |offer_id, floor_ms| {
-        catalog
-            .as_deref()
-            .is_some_and(|c| run::read(c).ended_from(offer_id, floor_ms))
-    }
+/// a floor on (`Catalog::ended_from`); `None` without one
+/// (`--forget-ended-offers` off).
+fn ended_on(shared: &Shared) -> Option<impl Fn(&str, i64) -> bool + Send + 'static> {
+    let catalog = shared.catalog.clone()?;
+    Some(move |offer_id: &str, floor_ms| run::read(&catalog).ended_from(offer_id, floor_ms))
 }
 
 /// Sends `records` to the changelog, [`SENDS_AT_ONCE`] at a time; with

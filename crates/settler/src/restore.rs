@@ -346,8 +346,10 @@ fn take(
     };
     if MetaKey::is_meta(key) {
         if value.is_none() && matches!(MetaKey::parse(key), Some(MetaKey::Bought { .. })) {
-            // A count forgotten by a pass: keeping it is never wrong, and
-            // this ledger's own pass forgets it (see `crate::horizon`).
+            // A count forgotten by a pass, kept here until this ledger's
+            // own pass forgets it: a count kept too long can refuse a buyer
+            // of an offer put on sale again, never let one buy twice (see
+            // `crate::horizon`).
             return Ok(Taken::Older);
         }
         return match meta_raise(key, value) {

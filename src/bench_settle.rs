@@ -89,8 +89,9 @@ pub struct Args {
     /// forgets their buyers' counts with their entries. Without it the
     /// offer has no end, and every buyer's count is kept for good (what
     /// `max_per_user` needs; each command is its own buyer, the worst
-    /// case). Either way the offer is put on the live catalog topic, which
-    /// the bench's settlers follow (`--forget-ended-offers`).
+    /// case). The ended offer is put on the live catalog topic (which must
+    /// then exist), and the bench's settlers follow it
+    /// (`--forget-ended-offers`).
     #[arg(long)]
     offer_ended: bool,
     /// Commands the one-at-a-time baseline settles.
@@ -130,11 +131,11 @@ fn command(i: u64, prefix: &str) -> PaymentCommand {
     }
 }
 
-/// The offers the bench puts on the live catalog, which its settlers
-/// follow (`--forget-ended-offers`): the one the bench's commands buy
-/// (ended an hour after their tweets with `ended`, as they say) and the
+/// The offers `--offer-ended` puts on the live catalog, which the bench's
+/// settlers then follow (`--forget-ended-offers`): the one the bench's
+/// commands buy, ended an hour after their tweets (as they say), and the
 /// one of the fresh commands of `--age-past-horizon`.
-fn bench_offers(ended: bool) -> Vec<Offer> {
+fn bench_offers() -> Vec<Offer> {
     let offer = |hashtag: &str, offer_id: &str| Offer {
         hashtag: hashtag.into(),
         offer_id: offer_id.into(),
@@ -147,7 +148,7 @@ fn bench_offers(ended: bool) -> Vec<Offer> {
     let bought = command(0, "bench");
     vec![
         Offer {
-            ends_at_ms: ended.then_some(bought.tweet_timestamp_ms + OFFER_LASTS_MS),
+            ends_at_ms: Some(bought.tweet_timestamp_ms + OFFER_LASTS_MS),
             ..offer(&bought.hashtag, &bought.offer_id)
         },
         offer("BuyBenchFresh", "bench-fresh-offer"),
@@ -186,13 +187,15 @@ pub fn run(args: Args) -> Result<()> {
 
     // On the live catalog a day before the bench's tweets, as a matcher
     // would have had them.
-    put_offers(
-        &connection,
-        &topics.catalog,
-        command(0, "bench").tweet_timestamp_ms - 86_400_000,
-        bench_offers(args.offer_ended),
-    )
-    .context("cannot put the bench's offers on the live catalog")?;
+    if args.offer_ended {
+        put_offers(
+            &connection,
+            &topics.catalog,
+            command(0, "bench").tweet_timestamp_ms - 86_400_000,
+            bench_offers(),
+        )
+        .context("cannot put the bench's offers on the live catalog")?;
+    }
     eprintln!(
         "producing {} commands to {partitions} partitions ...",
         args.commands
@@ -227,6 +230,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     override_with(&mut settings.max_in_flight, args.max_in_flight);
     override_with(&mut settings.ledger_encoding, args.ledger_encoding);
+    settings.forget_ended_offers = args.offer_ended;
     let config = settings.run_config(
         connection.clone(),
         topics.clone(),
@@ -373,9 +377,8 @@ fn field(line: &str, name: &str) -> u64 {
 }
 
 /// Runs `hashbuy settle --exit-at-end` as a child process, as `config`
-/// has it (broker, group, encoding, in flight, horizon) but on `ledger`,
-/// against the bench's paysim at `url`, following the live catalog
-/// (`--forget-ended-offers`), and waits for it to end.
+/// has it (broker, group, encoding, in flight, horizon, ended offers) but on `ledger`,
+/// against the bench's paysim at `url`, and waits for it to end.
 fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Result<ChildRun> {
     let exe = std::env::current_exe().context("cannot find the hashbuy binary")?;
     let encoding = format!("{:?}", config.ledger_encoding).to_lowercase();
@@ -401,7 +404,11 @@ fn settle_child(config: &run::Config, url: &str, ledger: &std::path::Path) -> Re
         )
         .arg("--ledger")
         .arg(ledger)
-        .arg("--forget-ended-offers")
+        .args(
+            config
+                .forget_ended_offers
+                .then_some("--forget-ended-offers"),
+        )
         .env("HASHBUY_PROVIDER_KEY", KEY)
         .env_remove("STRIPE_API_KEY")
         .stdout(std::process::Stdio::null())

@@ -102,10 +102,9 @@ use hashbuy_kafka::loss::{
     check_starts, report_before_group, report_lost, Continuity, Gap, OnDataLoss, PartitionOffsets,
 };
 use hashbuy_kafka::produce::record_budget;
+use hashbuy_kafka::reader::TopicReader;
 use hashbuy_kafka::tables::{self, FollowError, Follower, Letters};
 use hashbuy_kafka::{chosen, lock};
-use hashbuy_proto::v1::{Merchant, Offer};
-use prost::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::Delivery;
@@ -570,23 +569,12 @@ fn follow_merchants(config: &Config) -> Result<Option<Follower>, RunError> {
     if config.live_tables {
         match tables::open(&config.connection, &config.topics.merchants)? {
             Some(reader) => {
-                let letters = Letters {
-                    topic: config.topics.dead_letters.clone(),
-                    stage: TABLES_STAGE,
-                };
-                let applying = Arc::clone(merchants);
-                follower = Some(tables::follow(
-                    &config.connection,
-                    vec![(config.topics.merchants.clone(), reader)],
-                    letters,
-                    move |change| {
-                        let merchant = change
-                            .value
-                            .map(Merchant::decode)
-                            .transpose()
-                            .map_err(|e| format!("not a protobuf Merchant: {e}"))?;
-                        write(&applying).change(change.key, change.at_ms, merchant)
-                    },
+                follower = Some(follow_table(
+                    config,
+                    &config.topics.merchants,
+                    reader,
+                    merchants,
+                    ("Merchant", Merchants::change),
                 )?);
             }
             None => tracing::info!(
@@ -623,25 +611,56 @@ fn follow_catalog(config: &Config) -> Result<(Option<SharedCatalog>, Option<Foll
     let reader = tables::open(&config.connection, &config.topics.catalog)?
         .ok_or_else(|| not_followed("the topic does not exist (hashbuy topics create makes it)"))?;
     let catalog = Arc::new(RwLock::new(Catalog::default()));
+    let follower = follow_table(
+        config,
+        &config.topics.catalog,
+        reader,
+        &catalog,
+        ("Offer", Catalog::change),
+    )?;
+    Ok((Some(catalog), Some(follower)))
+}
+
+/// How a live table takes a change: the protobuf message its records
+/// hold (named, for the dead letter of one that is not), and the table's
+/// own `change(key, at_ms, value)`.
+type TableChange<T, M> = (
+    &'static str,
+    fn(&mut T, &str, i64, Option<M>) -> Result<(), String>,
+);
+
+/// Reads the live table `topic` (from `reader`) to its end into `table`,
+/// then follows it while the settler runs: each record decoded as `M`
+/// and applied by `change`, one refused set aside as a dead letter.
+fn follow_table<T, M>(
+    config: &Config,
+    topic: &str,
+    reader: TopicReader,
+    table: &Arc<RwLock<T>>,
+    (kind, change): TableChange<T, M>,
+) -> Result<Follower, RunError>
+where
+    T: Send + Sync + 'static,
+    M: prost::Message + Default + 'static,
+{
     let letters = Letters {
         topic: config.topics.dead_letters.clone(),
         stage: TABLES_STAGE,
     };
-    let applying = Arc::clone(&catalog);
-    let follower = tables::follow(
+    let applying = Arc::clone(table);
+    Ok(tables::follow(
         &config.connection,
-        vec![(config.topics.catalog.clone(), reader)],
+        vec![(topic.to_owned(), reader)],
         letters,
-        move |change| {
-            let offer = change
+        move |record| {
+            let value = record
                 .value
-                .map(Offer::decode)
+                .map(M::decode)
                 .transpose()
-                .map_err(|e| format!("not a protobuf Offer: {e}"))?;
-            write(&applying).change(change.key, change.at_ms, offer)
+                .map_err(|e| format!("not a protobuf {kind}: {e}"))?;
+            change(&mut write(&applying), record.key, record.at_ms, value)
         },
-    )?;
-    Ok((Some(catalog), Some(follower)))
+    )?)
 }
 
 /// The stage name dead letters of the live tables carry.

@@ -761,6 +761,7 @@ impl PartitionLedger {
         let mut newest: Option<i64> = None;
         // Each offer's latest end among the entries held, whatever their
         // state: a count is kept while one of them says the offer is on.
+        // Gathered only when counts may be forgotten (a catalog followed).
         let mut ends: HashMap<String, i64> = HashMap::new();
         for entry in self.entries() {
             let entry = entry?;
@@ -769,6 +770,9 @@ impl PartitionLedger {
                 oldest_unfinished = Some(oldest_unfinished.map_or(t, |o| o.min(t)));
             }
             newest = Some(newest.map_or(t, |n| n.max(t)));
+            if ended.is_none() {
+                continue;
+            }
             let end = horizon::offer_end(&entry);
             match ends.get_mut(&entry.command.offer_id) {
                 Some(latest) => *latest = (*latest).max(end),

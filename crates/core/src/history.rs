@@ -111,11 +111,6 @@ impl<V> History<V> {
             .filter_map(|(_, v)| v.as_ref())
     }
 
-    /// Whether `key` has changes.
-    pub fn has(&self, key: &str) -> bool {
-        self.versions.contains_key(key)
-    }
-
     /// The time of `key`'s latest change, if it has one.
     pub fn latest_time(&self, key: &str) -> Option<i64> {
         self.versions.get(key)?.last().map(|(t, _)| *t)

@@ -302,33 +302,61 @@ const ENTRIES_PREFIX: &str = "entries-";
 /// The file in a sled directory that holds its log (sled 0.34).
 const SLED_LOG: &str = "db";
 
+/// How long [`Ledger::open`] waits for a lock that is held: long past the
+/// moments sled's threads take to let go of a dropped ledger's, and short
+/// beside a settler's lifetime, which holds it for good.
+const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// How often [`Ledger::open`] tries a held lock again.
+const LOCK_RETRY_EVERY: Duration = Duration::from_millis(20);
+
+/// Opens sled in `dir` once, naming a lock held elsewhere as such.
+fn open_sled(dir: &Path) -> Result<sled::Db, LedgerError> {
+    sled::Config::new()
+        .path(dir)
+        // Durability comes from the settler's own flushes, one a batch.
+        .flush_every_ms(None)
+        // Entries are written once or twice and read back rarely: a
+        // small cache (sled's default is 1 GiB) keeps the process lean.
+        .cache_capacity(64 * 1024 * 1024)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|source| match &source {
+            // sled reports a lock held elsewhere in words only.
+            sled::Error::Io(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                LedgerError::InUse {
+                    path: dir.to_owned(),
+                }
+            }
+            _ => LedgerError::Open {
+                path: dir.to_owned(),
+                source,
+            },
+        })
+}
+
 impl Ledger {
     /// Opens (or creates) the ledger in `dir`.
+    ///
+    /// A ledger that is in use is waited for up to two seconds before
+    /// [`LedgerError::InUse`]: sled lets go of its lock from its own
+    /// threads some moments after a ledger is dropped (sled issues 1234 and
+    /// 1289), so a ledger closed and opened again in one process (a bench
+    /// reading a stopped settler's ledger and then restarting it) would
+    /// otherwise find it in use by itself.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
-        let db = sled::Config::new()
-            .path(dir)
-            // Durability comes from the settler's own flushes, one a batch.
-            .flush_every_ms(None)
-            // Entries are written once or twice and read back rarely: a
-            // small cache (sled's default is 1 GiB) keeps the process lean.
-            .cache_capacity(64 * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| match &source {
-                // sled reports a lock held elsewhere in words only.
-                sled::Error::Io(e)
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.to_string().contains("could not acquire lock") =>
-                {
-                    LedgerError::InUse {
-                        path: dir.to_owned(),
-                    }
+        let began = Instant::now();
+        let db = loop {
+            match open_sled(dir) {
+                Err(LedgerError::InUse { .. }) if began.elapsed() < LOCK_RELEASE_WAIT => {
+                    std::thread::sleep(LOCK_RETRY_EVERY);
                 }
-                _ => LedgerError::Open {
-                    path: dir.to_owned(),
-                    source,
-                },
-            })?;
+                opened => break opened?,
+            }
+        };
         let open_failed = |source| LedgerError::Open {
             path: dir.to_owned(),
             source: sled::Error::Io(source),
@@ -1501,6 +1529,23 @@ mod tests {
             .expect("child runs");
         let out = String::from_utf8_lossy(&second.stdout);
         assert!(out.contains("in use by another process"), "{out}");
+    }
+
+    /// A ledger closed while another open of it waits opens: sled lets go
+    /// of a dropped ledger's lock from its own threads, a moment later, and
+    /// a bench that reads a stopped settler's ledger and then restarts it
+    /// opens it twice in one process.
+    #[test]
+    fn a_ledger_let_go_while_an_open_waits_for_it_opens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = Ledger::open(dir.path()).expect("opens");
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(LOCK_RELEASE_WAIT / 10);
+            drop(first);
+        });
+        let second = Ledger::open(dir.path());
+        letting_go.join().expect("let go");
+        assert!(second.is_ok(), "{:?}", second.err());
     }
 
     /// Run by the test above in a child process (sled's lock is per

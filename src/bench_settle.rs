@@ -25,7 +25,7 @@ use hashbuy_proto::v1::{Offer, PaymentCommand};
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
 use hashbuy_settler::entry::{first_key, now_ms, Entry};
 use hashbuy_settler::horizon::DEFAULT_MAX_COMMAND_AGE;
-use hashbuy_settler::ledger::Ledger;
+use hashbuy_settler::ledger::{Ledger, Raise};
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run;
 use hashbuy_settler::steps::{self, Policy, Step};
@@ -79,9 +79,11 @@ pub struct Args {
     /// settler with the default `--max-command-age` prunes every entry
     /// before, and a restart and a new owner's restore follow. A broker
     /// that compacts the changelog drops the pruned entries' records;
-    /// this long is given it to do so before the restore (a broker
-    /// compacts a segment only once it is closed and dirty enough: see
-    /// its `segment.ms` and `min.cleanable.dirty.ratio`).
+    /// this long is given it to do so before the restore, while the bench
+    /// writes each partition's floor anew every second, as a running
+    /// settler's writes would (a broker compacts a segment only once it is
+    /// closed and dirty enough, and closes one only on a write: see its
+    /// `segment.ms` and `min.cleanable.dirty.ratio`).
     #[arg(long, value_name = "SECONDS")]
     age_past_horizon: Option<u64>,
     /// The bench's commands buy an offer that ended an hour after their
@@ -552,7 +554,7 @@ fn age_past_horizon(
         pruning.pruned,
         wait.as_secs()
     );
-    std::thread::sleep(wait);
+    keep_the_changelog_written(config, producer, wait)?;
     eprintln!("restarting the settler on its pruned ledger ...");
     let restart = settle_child(&aged, url, &config.ledger_dir).context("the restarted settler")?;
     eprintln!("a settler with an empty ledger restoring the pruned one from the changelog ...");
@@ -567,6 +569,56 @@ fn age_past_horizon(
         restart,
         restore,
     })
+}
+
+/// How often [`keep_the_changelog_written`] writes each partition's floor.
+const FLOORS_EVERY: Duration = Duration::from_secs(1);
+
+/// Waits `wait` for the broker to compact the ledger changelog, writing
+/// each partition's floor anew every [`FLOORS_EVERY`] (read from the
+/// stopped settler's ledger, as its next pass would send it), as a running
+/// settler's writes would: a broker compacts only a segment it has closed,
+/// and closes one only when a record is written to its partition after
+/// `segment.ms`. A settler left idle for the wait would leave every pruned
+/// record in an open segment.
+fn keep_the_changelog_written(
+    config: &run::Config,
+    producer: &BaseProducer<Deliveries>,
+    wait: Duration,
+) -> Result<()> {
+    let began = Instant::now();
+    let ledger = Ledger::open(&config.ledger_dir)?;
+    let partitions = ledger
+        .partitions()
+        .into_iter()
+        .map(|p| ledger.partition(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    loop {
+        let left = wait.saturating_sub(began.elapsed());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(FLOORS_EVERY));
+        for partition in &partitions {
+            let floor = partition.floor()?;
+            // A raise to the floor as it stands changes nothing and gives
+            // the floor's record as the changelog holds it.
+            let raise = Raise {
+                floor,
+                bought: Vec::new(),
+            };
+            for (key, value) in partition.raise(&raise)? {
+                send_to_partition_waiting(
+                    producer,
+                    &config.topics.ledger,
+                    Some(partition.partition()),
+                    Some(&key),
+                    &value,
+                    || false,
+                )?;
+            }
+        }
+    }
 }
 
 /// What the ledger of a settled run holds, and what reading it at a start

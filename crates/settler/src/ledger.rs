@@ -322,10 +322,12 @@ fn open_sled(dir: &Path) -> Result<sled::Db, LedgerError> {
         .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|source| match &source {
-            // sled reports a lock held elsewhere in words only.
+            // sled reports a lock held elsewhere in words only, the OS
+            // error's kind among them: a file system that cannot lock
+            // (ENOLCK) is not a ledger in use, and is not waited for.
             sled::Error::Io(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().contains("could not acquire lock") =>
+                if e.to_string().contains("could not acquire lock")
+                    && e.to_string().contains("WouldBlock") =>
             {
                 LedgerError::InUse {
                     path: dir.to_owned(),
@@ -1546,6 +1548,21 @@ mod tests {
         let second = Ledger::open(dir.path());
         letting_go.join().expect("let go");
         assert!(second.is_ok(), "{:?}", second.err());
+    }
+
+    /// A ledger held for longer than the wait is named in use, after it.
+    #[test]
+    fn a_ledger_held_past_the_wait_is_named_in_use() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _held = Ledger::open(dir.path()).expect("opens");
+        let path = dir.path().to_owned();
+        let (opened, told) = std::sync::mpsc::channel();
+        std::thread::spawn(move || opened.send(Ledger::open(&path).err()));
+        match told.recv_timeout(LOCK_RELEASE_WAIT * 10) {
+            Ok(Some(LedgerError::InUse { path })) => assert_eq!(path, dir.path()),
+            Ok(other) => panic!("expected InUse, got {other:?}"),
+            Err(_) => panic!("still waiting ten times the wait"),
+        }
     }
 
     /// Run by the test above in a child process (sled's lock is per

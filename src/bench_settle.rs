@@ -80,10 +80,10 @@ pub struct Args {
     /// before, and a restart and a new owner's restore follow. A broker
     /// that compacts the changelog drops the pruned entries' records;
     /// this long is given it to do so before the restore, while the bench
-    /// writes each partition's floor anew every second, as a running
-    /// settler's writes would (a broker compacts a segment only once it is
-    /// closed and dirty enough, and closes one only on a write: see its
-    /// `segment.ms` and `min.cleanable.dirty.ratio`).
+    /// writes each partition's floor anew every second, in place of the
+    /// records a running settler writes (a broker compacts a segment only
+    /// once it is closed and dirty enough, and closes one only on a write:
+    /// see its `segment.ms` and `min.cleanable.dirty.ratio`).
     #[arg(long, value_name = "SECONDS")]
     age_past_horizon: Option<u64>,
     /// The bench's commands buy an offer that ended an hour after their
@@ -500,8 +500,8 @@ struct Aged {
 
 /// Ages the bench's history past the horizon: a fresh command (tweeted
 /// now) to each of the `partitions`, a settler under the default
-/// horizon that settles them and prunes every entry before, `wait` for
-/// the broker to compact the changelog, then a restart and a new owner's
+/// horizon that settles them and prunes every entry before, a restart,
+/// `wait` for the broker to compact the changelog, then a new owner's
 /// restore (into a ledger under `dir`). `base` numbers the fresh
 /// commands' users apart from the bench's.
 fn age_past_horizon(
@@ -549,14 +549,18 @@ fn age_past_horizon(
         (entries, counts, ledger.size_on_disk()?)
     };
     eprintln!(
-        "{} entries pruned, {entries} kept, and {counts} counts; giving the broker {} s to \
-         compact the changelog ...",
+        "{} entries pruned, {entries} kept, and {counts} counts; restarting the settler on its \
+         pruned ledger ...",
         pruning.pruned,
+    );
+    // Restarted before the bench writes to the changelog: those records are
+    // not the settler's own, and a restart reads what lies past its mark.
+    let restart = settle_child(&aged, url, &config.ledger_dir).context("the restarted settler")?;
+    eprintln!(
+        "giving the broker {} s to compact the changelog ...",
         wait.as_secs()
     );
     keep_the_changelog_written(config, producer, wait)?;
-    eprintln!("restarting the settler on its pruned ledger ...");
-    let restart = settle_child(&aged, url, &config.ledger_dir).context("the restarted settler")?;
     eprintln!("a settler with an empty ledger restoring the pruned one from the changelog ...");
     let restore =
         settle_child(&aged, url, &dir.join("ledger-aged")).context("the restoring settler")?;
@@ -575,24 +579,24 @@ fn age_past_horizon(
 const FLOORS_EVERY: Duration = Duration::from_secs(1);
 
 /// Waits `wait` for the broker to compact the ledger changelog, writing
-/// each partition's floor anew every [`FLOORS_EVERY`] (read from the
-/// stopped settler's ledger, as its next pass would send it), as a running
-/// settler's writes would: a broker compacts only a segment it has closed,
-/// and closes one only when a record is written to its partition after
-/// `segment.ms`. A settler left idle for the wait would leave every pruned
-/// record in an open segment.
+/// each partition's floor as it stands (read from the stopped settler's
+/// ledger) every [`FLOORS_EVERY`], in place of the records a running
+/// settler writes for every command: a broker compacts only a segment it
+/// has closed, and closes one only when a record is written to its
+/// partition after `segment.ms`. A changelog left idle for the wait would
+/// keep every pruned record in an open segment.
 fn keep_the_changelog_written(
     config: &run::Config,
     producer: &BaseProducer<Deliveries>,
     wait: Duration,
 ) -> Result<()> {
-    let began = Instant::now();
     let ledger = Ledger::open(&config.ledger_dir)?;
     let partitions = ledger
         .partitions()
         .into_iter()
         .map(|p| ledger.partition(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let began = Instant::now();
     loop {
         let left = wait.saturating_sub(began.elapsed());
         if left.is_zero() {
@@ -617,6 +621,10 @@ fn keep_the_changelog_written(
                     || false,
                 )?;
             }
+        }
+        flush_promptly(producer, Duration::from_secs(60))?;
+        if let Some((count, first)) = producer.context().failures() {
+            bail!("{count} floors were not written to the ledger changelog: {first}");
         }
     }
 }

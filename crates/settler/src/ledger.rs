@@ -1565,8 +1565,8 @@ mod tests {
         }
     }
 
-    /// Run by the test above in a child process (sled's lock is per
-    /// process); does nothing on its own.
+    /// Run by `a_ledger_in_use_is_named_as_such` in a child process, as a
+    /// second settler would be; does nothing on its own.
     #[test]
     fn open_from_child() {
         if let Some(dir) = std::env::var_os("HASHBUY_TEST_LEDGER_DIR") {

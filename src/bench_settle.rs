@@ -25,7 +25,7 @@ use hashbuy_proto::v1::{Offer, PaymentCommand};
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, SecretString};
 use hashbuy_settler::entry::{first_key, now_ms, Entry};
 use hashbuy_settler::horizon::DEFAULT_MAX_COMMAND_AGE;
-use hashbuy_settler::ledger::{Ledger, Raise};
+use hashbuy_settler::ledger::Ledger;
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run;
 use hashbuy_settler::steps::{self, Policy, Step};
@@ -604,14 +604,7 @@ fn keep_the_changelog_written(
         }
         std::thread::sleep(left.min(FLOORS_EVERY));
         for partition in &partitions {
-            let floor = partition.floor()?;
-            // A raise to the floor as it stands changes nothing and gives
-            // the floor's record as the changelog holds it.
-            let raise = Raise {
-                floor,
-                bought: Vec::new(),
-            };
-            for (key, value) in partition.raise(&raise)? {
+            if let Some((key, value)) = partition.floor_record()? {
                 send_to_partition_waiting(
                     producer,
                     &config.topics.ledger,

@@ -869,6 +869,25 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
     );
     assert!(values.iter().any(serde_json::Value::is_null), "{tailed}");
     assert!(values.iter().any(|v| v["count"] == 1), "{tailed}");
+    // Each partition's changelog ends with its floor, written again after
+    // the pass's tombstones: the record a restart's mark names then
+    // outlives the tombstones, which compaction drops.
+    let mut last = std::collections::BTreeMap::new();
+    for line in tailed.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        let offset: i64 = record["offset"]
+            .as_str()
+            .and_then(|o| o.parse().ok())
+            .expect("an offset");
+        let partition = record["partition"].as_i64().expect("a partition");
+        if last.get(&partition).is_none_or(|(at, _)| *at < offset) {
+            last.insert(partition, (offset, record["key"].clone()));
+        }
+    }
+    assert_eq!(last.len(), 2, "{tailed}");
+    for (partition, (_, key)) in &last {
+        assert_eq!(key, "\0floor", "partition {partition}: {tailed}");
+    }
 
     // The same purchases again, and a new one of the first buyer's offer
     // (one per shopper), tweeted now: nothing is charged. The copies lie

@@ -579,6 +579,16 @@ impl PartitionLedger {
             .map(Option::unwrap_or_default)
     }
 
+    /// The partition's floor as the changelog carries it (none when never
+    /// raised): what a pass sends, for sending again.
+    pub fn floor_record(&self) -> Result<Option<Record>, LedgerError> {
+        let floor = self.floor()?;
+        if floor.floor_ms == i64::MIN {
+            return Ok(None);
+        }
+        Ok(Some((FLOOR_KEY.to_vec(), to_json(FLOOR_KEY, &floor)?)))
+    }
+
     /// A user's purchases of an offer counted past the floor (none, counted
     /// from the beginning of time, when never counted).
     pub fn bought(&self, user_id: &str, offer_id: &str) -> Result<Bought, LedgerError> {

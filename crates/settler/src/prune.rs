@@ -19,7 +19,8 @@
 //! 3. only then the entries, and the counts of offers that ended below
 //!    the floor, deleted locally, with a tombstone each in the changelog
 //!    (not waited for: a tombstone lost is an entry the next owner drops
-//!    at its restore, by the floor, or a count its own pass forgets).
+//!    at its restore, by the floor, or a count its own pass forgets), and
+//!    the floor once more after them, delivered, for a restart's mark.
 //!
 //! A pass stopped at any point (a revocation, a crash) has deleted nothing
 //! whose floor and count are not already durable in both places.
@@ -171,7 +172,23 @@ async fn pass(
         aim_ms: horizon::floor_at(now, max_age),
     })?;
     shared.commit.durable().await?;
+    let tombstoned = !tombstones.is_empty();
     send_all(shared, partition, tombstones, false).await?;
+    // The floor once more, after the tombstones: a restart reads the
+    // changelog past the last record its ledger wrote, and finds that
+    // record again first. A tombstone is gone at a compaction an hour on,
+    // which would send a settler that wrote nothing after its pass back
+    // to the partition's beginning; the floor's latest record stays until
+    // a later floor replaces it. Under the lease and delivered before the
+    // pass ends, as the first: a floor that landed after the next owner's
+    // would be the one compaction keeps. The ledger's own, which only
+    // rises.
+    if tombstoned && !*stopped.borrow() && shared.lease.holds_since(epoch) {
+        let floor = ledger
+            .floor_record()?
+            .map(|(key, value)| (key, Some(value)));
+        send_all(shared, partition, floor.into_iter().collect(), true).await?;
+    }
     metrics::counter!("hashbuy_settler_entries_pruned_total").increment(plan.doomed.len() as u64);
     metrics::counter!("hashbuy_settler_counts_forgotten_total")
         .increment(plan.outlived.len() as u64);

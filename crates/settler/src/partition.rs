@@ -328,9 +328,12 @@ pub(crate) async fn partition_task(
     }
     shared.mark_read_through(partition).await?;
     // A pass stops at its next safe point once the partition is stopped;
-    // one the run ends without is safe too (see `crate::prune`).
+    // one the run ends without is safe too (see `crate::prune`). What the
+    // pass delivered meanwhile (its floor, sent again last) is marked too:
+    // the mark above may name a tombstone, which compaction drops.
     if *stopped.borrow() {
         let _ = pruner.await;
+        shared.mark_read_through(partition).await?;
     } else {
         pruner.abort();
     }

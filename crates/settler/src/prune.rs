@@ -183,11 +183,21 @@ async fn pass(
     // pass ends, as the first: a floor that landed after the next owner's
     // would be the one compaction keeps. The ledger's own, which only
     // rises.
+    // Its failure is only a restart's cost: logged, and the pass done.
     if tombstoned && !*stopped.borrow() && shared.lease.holds_since(epoch) {
-        let floor = ledger
-            .floor_record()?
-            .map(|(key, value)| (key, Some(value)));
-        send_all(shared, partition, floor.into_iter().collect(), true).await?;
+        let sent = match ledger.floor_record() {
+            Ok(floor) => {
+                let floor = floor.map(|(key, value)| (key, Some(value)));
+                send_all(shared, partition, floor.into_iter().collect(), true).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(
+                partition,
+                "cannot send the floor again after a pass's tombstones: {e}"
+            );
+        }
     }
     metrics::counter!("hashbuy_settler_entries_pruned_total").increment(plan.doomed.len() as u64);
     metrics::counter!("hashbuy_settler_counts_forgotten_total")

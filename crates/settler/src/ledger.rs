@@ -446,6 +446,14 @@ fn to_json<T: serde::Serialize>(key: &[u8], value: &T) -> Result<Vec<u8>, Ledger
     })
 }
 
+/// `floor` as the changelog carries it; none for a floor never raised.
+fn floor_record(floor: &Floor) -> Result<Option<Record>, LedgerError> {
+    if floor.floor_ms == i64::MIN {
+        return Ok(None);
+    }
+    Ok(Some((FLOOR_KEY.to_vec(), to_json(FLOOR_KEY, floor)?)))
+}
+
 /// A meta record as the changelog carries it, decoded.
 pub fn decode_meta<T: serde::de::DeserializeOwned>(
     key: &[u8],
@@ -582,11 +590,7 @@ impl PartitionLedger {
     /// The partition's floor as the changelog carries it (none when never
     /// raised): what a pass sends, for sending again.
     pub fn floor_record(&self) -> Result<Option<Record>, LedgerError> {
-        let floor = self.floor()?;
-        if floor.floor_ms == i64::MIN {
-            return Ok(None);
-        }
-        Ok(Some((FLOOR_KEY.to_vec(), to_json(FLOOR_KEY, &floor)?)))
+        floor_record(&self.floor()?)
     }
 
     /// A user's purchases of an offer counted past the floor (none, counted
@@ -615,9 +619,7 @@ impl PartitionLedger {
         // The floor is sent with every raise that has one, changed or not:
         // a pass whose earlier sending failed must not delete before it is
         // in the changelog.
-        if higher.floor_ms != i64::MIN {
-            records.push((FLOOR_KEY.to_vec(), to_json(FLOOR_KEY, &higher)?));
-        }
+        records.extend(floor_record(&higher)?);
         // Each key's count as this raise leaves it: a raise can hold
         // several of one key (a restore's, in the changelog's order), and
         // each is merged with those before it, not only with the stored one.

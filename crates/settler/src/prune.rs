@@ -182,17 +182,16 @@ async fn pass(
     // a later floor replaces it. Under the lease and delivered before the
     // pass ends, as the first: a floor that landed after the next owner's
     // would be the one compaction keeps. The ledger's own, which only
-    // rises.
-    // Its failure is only a restart's cost: logged, and the pass done.
+    // rises. Its failure is only a restart's cost: logged, and the pass
+    // done.
     if tombstoned && !*stopped.borrow() && shared.lease.holds_since(epoch) {
-        let sent = match ledger.floor_record() {
-            Ok(floor) => {
-                let floor = floor.map(|(key, value)| (key, Some(value)));
-                send_all(shared, partition, floor.into_iter().collect(), true).await
-            }
-            Err(e) => Err(e.into()),
+        let sent = async {
+            let floor = ledger
+                .floor_record()?
+                .map(|(key, value)| (key, Some(value)));
+            send_all(shared, partition, floor.into_iter().collect(), true).await
         };
-        if let Err(e) = sent {
+        if let Err(e) = sent.await {
             tracing::warn!(
                 partition,
                 "cannot send the floor again after a pass's tombstones: {e}"

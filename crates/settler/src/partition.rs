@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use crate::entry::now_ms;
 use crate::prune::prune_partition;
 use crate::restore::{acked_earlier, Restore};
-use crate::run::{RunError, Settling, Shared, Starting};
+use crate::run::{Counted, RunError, Settling, Shared};
 use crate::settle::settle;
 
 /// How often a partition task marks in its ledger how far the ledger
@@ -124,7 +124,7 @@ pub(crate) struct PartitionRun {
     pub(crate) number: u64,
     pub(crate) stopped: watch::Receiver<bool>,
     /// Dropped once the task has queued the entries it resumes.
-    pub(crate) starting: Starting,
+    pub(crate) starting: Counted,
     /// The partition's next expected offset, to find commands deleted
     /// under the reader.
     pub(crate) continuity: Continuity,
@@ -197,12 +197,16 @@ pub(crate) async fn partition_task(
     };
     let mut resumed = Resumed::new(shared, unfinished.len());
     // Counted before the task stops counting as starting, so that
-    // `--exit-at-end` never sees neither.
-    shared.pruning.fetch_add(1, Ordering::Relaxed);
-    let pruner = tokio::spawn(prune_partition(
+    // `--exit-at-end` never sees neither. Owned by this task, so that an
+    // abort of it (a revocation past `REVOKE_WAIT`) aborts the pass too:
+    // nothing of the partition's is sent after the hand-over has waited
+    // for what was queued.
+    let mut pruner = JoinSet::new();
+    pruner.spawn(prune_partition(
         Arc::clone(shared),
         ledger.clone(),
         stopped.clone(),
+        Counted::new(shared, |s| &s.pruning),
     ));
     drop(starting);
     for entry in unfinished {
@@ -332,10 +336,10 @@ pub(crate) async fn partition_task(
     // pass delivered meanwhile (its floor, sent again last) is marked too:
     // the mark above may name a tombstone, which compaction drops.
     if *stopped.borrow() {
-        let _ = pruner.await;
+        pruner.join_next().await;
         shared.mark_read_through(partition).await?;
     } else {
-        pruner.abort();
+        pruner.abort_all();
     }
     Ok(())
 }

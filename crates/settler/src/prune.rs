@@ -25,7 +25,6 @@
 //! A pass stopped at any point (a revocation, a crash) has deleted nothing
 //! whose floor and count are not already durable in both places.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +34,7 @@ use tokio::task::JoinSet;
 use crate::entry::now_ms;
 use crate::horizon::{self, LastPass};
 use crate::ledger::{Ended, PartitionLedger};
-use crate::run::{self, RunError, Shared};
+use crate::run::{self, Counted, RunError, Shared};
 use crate::settle::lease_held;
 
 /// How often a partition is pruned after its first pass.
@@ -47,13 +46,14 @@ const SENDS_AT_ONCE: usize = 10_000;
 /// Runs a pass now (or at its turn, after a recent one:
 /// [`horizon::first_pass_wait`]) and then every [`PRUNE_EVERY`] until
 /// `stopped`. A first pass run at start is counted in [`Shared::pruning`]
-/// until it ends (for `--exit-at-end`); one left to its turn is not. A
-/// failed pass is logged and tried again at the next turn: pruning is
-/// housekeeping, and the settler is right without it.
+/// until it ends (for `--exit-at-end`), by `first_pass`; one left to its
+/// turn is not. A failed pass is logged and tried again at the next turn:
+/// pruning is housekeeping, and the settler is right without it.
 pub(crate) async fn prune_partition(
     shared: Arc<Shared>,
     ledger: PartitionLedger,
     mut stopped: watch::Receiver<bool>,
+    first_pass: Counted,
 ) {
     let partition = ledger.partition();
     let last = ledger.last_pass().unwrap_or_else(|e| {
@@ -64,9 +64,9 @@ pub(crate) async fn prune_partition(
         None
     });
     let wait = horizon::first_pass_wait(last, now_ms(), shared.config.max_command_age, PRUNE_EVERY);
-    let mut first = wait.is_zero();
-    if !first {
-        shared.pruning.fetch_sub(1, Ordering::Relaxed);
+    let mut first_pass = Some(first_pass);
+    if !wait.is_zero() {
+        drop(first_pass.take());
         tracing::debug!(
             partition,
             next_in = ?wait,
@@ -85,10 +85,7 @@ pub(crate) async fn prune_partition(
             Ok(_) => {}
             Err(e) => tracing::warn!(partition, "pruning the ledger failed: {e}"),
         }
-        if first {
-            first = false;
-            shared.pruning.fetch_sub(1, Ordering::Relaxed);
-        }
+        drop(first_pass.take());
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
             _ = stopped.wait_for(|s| *s) => return,

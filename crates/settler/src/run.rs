@@ -33,7 +33,10 @@
 //!   [`REVOKE_WAIT`] (a provider call that has not answered) are aborted,
 //!   and whatever they would still report is ignored: offsets are
 //!   committed only for partitions this settler owns, from the tasks of
-//!   the current assignment.
+//!   the current assignment. Their tasks ended, it waits for the records
+//!   they queued to be delivered or failed ([`DELIVERY_TIMEOUT`]), so
+//!   that none lands after the next owner's (see
+//!   [`Settling::stop_partitions`]).
 //!
 //! # Fenced ownership
 //!
@@ -76,8 +79,12 @@
 //! successor waits it out (3.), and otherwise calls under the same key
 //! (2.), which replays it. Nor are the settler's own Kafka writes fenced
 //! (acks and changelog records go through an idempotent, not a
-//! transactional, producer): a settler thawed after a freeze may still
-//! deliver records it had queued, which the next owner's decisions
+//! transactional, producer). A hand-over the settler takes part in waits
+//! until what it queued for the partitions is delivered or failed, which
+//! its delivery timeout bounds ([`DELIVERY_TIMEOUT`]); but a settler
+//! thawed after a freeze, or cut off from the group and not from the
+//! partition leaders, may still deliver records it had queued before
+//! librdkafka finds them timed out, which the next owner's decisions
 //! outrank on restore only while compaction keeps them. Brokers that
 //! accept commits without checking
 //! the generation (tansu 0.6) weaken 1. to the session timeout that
@@ -108,7 +115,7 @@ use hashbuy_kafka::{chosen, lock};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
@@ -309,6 +316,19 @@ pub enum RunError {
     /// The runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The user's producer settings leave a record's delivery unbounded,
+    /// or bounded too far off.
+    #[error(
+        "-X message.timeout.ms={value} (or its alias delivery.timeout.ms): the settler needs its \
+         records' delivery bounded, at most {} ms, so that a partition handed over gets none of \
+         its records after the next owner's; leave it unset ({} ms)",
+        MAX_DELIVERY_TIMEOUT.as_millis(),
+        DELIVERY_TIMEOUT.as_millis()
+    )]
+    UnboundedDelivery {
+        /// The value librdkafka read (`0`: never time out).
+        value: String,
+    },
 }
 
 /// How long a Kafka call may take.
@@ -320,6 +340,47 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// How long a revocation waits for the partition's commands to reach a
 /// recovery point.
 const REVOKE_WAIT: Duration = Duration::from_secs(60);
+
+/// How long the settler's producer tries to deliver a record before it
+/// reports it failed (librdkafka's `message.timeout.ms`, five minutes by
+/// default): a waited write that the broker does not take stops the
+/// settler with its error after this long, and a hand-over waits at most
+/// this long (and [`DELIVERY_MARGIN`]) for the records of the partitions
+/// it gives up (see [`Settling::stop_partitions`]). Kafka's own leader
+/// elections take seconds.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What librdkafka may take past a record's delivery timeout to report
+/// it: it looks for records that timed out once a second, and fails a
+/// request in flight when its first record's time is up.
+const DELIVERY_MARGIN: Duration = Duration::from_secs(5);
+
+/// The longest delivery timeout a user's `-X message.timeout.ms` may set:
+/// librdkafka's default, so that a hand-over never waits longer than a
+/// rebalance allows by default (`max.poll.interval.ms`, five minutes).
+const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The delivery timeout the producer settings `config` give (the user's
+/// `-X message.timeout.ms`, or its alias `delivery.timeout.ms`, over
+/// [`DELIVERY_TIMEOUT`]), as librdkafka reads them; one that is not
+/// bounded by [`MAX_DELIVERY_TIMEOUT`] is refused. The alias, only ever
+/// the user's, is moved to the name: librdkafka takes settings in no set
+/// order, so with both the one it kept would be chance.
+fn delivery_timeout(config: &mut rdkafka::ClientConfig) -> Result<Duration, RunError> {
+    const ALIAS: &str = "delivery.timeout.ms";
+    if let Some(alias) = config.get(ALIAS).map(str::to_owned) {
+        config.remove(ALIAS).set("message.timeout.ms", alias);
+    }
+    let value = config
+        .create_native_config()
+        .and_then(|native| native.get("message.timeout.ms"))
+        .map_err(failed("cannot read the producer's settings"))?;
+    let timeout = value.parse::<u64>().ok().map(Duration::from_millis);
+    match timeout {
+        Some(timeout) if !timeout.is_zero() && timeout <= MAX_DELIVERY_TIMEOUT => Ok(timeout),
+        _ => Err(RunError::UnboundedDelivery { value }),
+    }
+}
 
 /// The cluster whose changelog a restore may resume reading where the
 /// ledger last got to (see [`crate::restore`]), by its id: `None` for a
@@ -372,7 +433,7 @@ pub(crate) struct Shared {
     /// The number of the next partition task (an assignment of one
     /// partition).
     pub(crate) next_task: AtomicU64,
-    /// Partition tasks still starting ([`Starting`]).
+    /// Partition tasks still starting ([`Counted`]).
     pub(crate) starting: std::sync::atomic::AtomicUsize,
     /// Entries resumed from the ledger and not yet done.
     pub(crate) resuming: std::sync::atomic::AtomicUsize,
@@ -713,10 +774,15 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    let producer_config = config.connection.config_with(&[
+    let mut producer_config = config.connection.config_with(&[
         ("linger.ms", "5".to_owned()),
         ("enable.idempotence", "true".to_owned()),
+        (
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        ),
     ]);
+    let delivery_timeout = delivery_timeout(&mut producer_config)?;
     let letter_bytes = record_budget(&producer_config);
     let producer: FutureProducer<QuietContext> = producer_config
         .create_with_context(QuietContext)
@@ -772,6 +838,7 @@ pub fn run(
         shared: Arc::clone(&shared),
         runtime: runtime.handle().clone(),
         tasks: HashMap::new(),
+        delivery_timeout,
         renewal: Renewal::new(MAX_POLL_GAP, session),
         // The first renewal at once.
         last_renewal: now.checked_sub(COMMIT_EVERY).unwrap_or(now),
@@ -800,6 +867,9 @@ pub(crate) struct Settling {
     runtime: tokio::runtime::Handle,
     /// The partitions owned, by partition.
     tasks: HashMap<i32, PartitionTask>,
+    /// How long the producer tries to deliver a record
+    /// ([`delivery_timeout`]).
+    delivery_timeout: Duration,
     /// When the coordinator's turns renew the lease by themselves.
     renewal: Renewal,
     last_renewal: Instant,
@@ -818,9 +888,18 @@ impl Settling {
 
     /// Stops the tasks of `partitions` (all when `None`) at their next
     /// recovery point, waiting at most [`REVOKE_WAIT`], then aborts those
-    /// still running: their commands are resumed by the next owner. The
-    /// partitions stopped, with the numbers of their tasks, whose done
-    /// offsets are final.
+    /// still running: their commands are resumed by the next owner. Then
+    /// waits until every record the settler queued is delivered or has
+    /// failed, for at most the delivery timeout ([`DELIVERY_TIMEOUT`]) and
+    /// [`DELIVERY_MARGIN`]: a changelog record of a partition handed over
+    /// (a state sent without waiting, or one an aborted task was waiting
+    /// for) that librdkafka still retried could land after the next
+    /// owner's records of the same key, and compaction keeps the latest,
+    /// an older state of a command or a lower floor. With the default
+    /// (eager) assignment every partition is stopped here, so what is
+    /// queued is theirs; with a cooperative one, the kept partitions'
+    /// records are waited for too. The partitions stopped, with the
+    /// numbers of their tasks, whose done offsets are final.
     fn stop_partitions(&mut self, partitions: Option<&[i32]>) -> HashMap<i32, u64> {
         let stopped: Vec<(i32, PartitionTask)> = chosen(&self.tasks, partitions)
             .into_iter()
@@ -848,6 +927,18 @@ impl Settling {
                 join_all(handles.iter_mut()).await;
             }
         });
+        if let Err(e) = self
+            .shared
+            .producer
+            .flush(self.delivery_timeout + DELIVERY_MARGIN)
+        {
+            tracing::error!(
+                records = self.shared.producer.in_flight_count(),
+                "the settler's records were neither delivered nor failed within {} s ({e}): \
+                 ledger changelog records among them could still land after the next owner's",
+                (self.delivery_timeout + DELIVERY_MARGIN).as_secs()
+            );
+        }
         metrics::gauge!("hashbuy_settler_partitions_assigned").set(self.tasks.len() as f64);
         numbers
     }
@@ -982,7 +1073,7 @@ impl Stage for Settling {
             let shared = Arc::clone(&self.shared);
             let restore = Arc::clone(&restore);
             let number = shared.next_task.fetch_add(1, Ordering::Relaxed);
-            let starting = Starting::new(&shared);
+            let starting = Counted::new(&shared, |s| &s.starting);
             let continuity = Continuity::new(topic, partition, next.get(&partition).copied());
             let offsets = PartitionOffsets::new(member, topic, partition);
             let handle = self.runtime.spawn(async move {
@@ -1111,20 +1202,30 @@ fn owned_done(done: &HashMap<i32, (u64, i64)>, owned: &HashMap<i32, u64>) -> Has
         .collect()
 }
 
-/// A partition task that has not yet restored its ledger and queued the
-/// entries it resumes: until none is, `--exit-at-end` does not end.
-pub(crate) struct Starting(Arc<Shared>);
+/// One in a count of [`Shared`]'s that `--exit-at-end` waits out (a
+/// partition task still starting, a first pruning pass not ended), counted
+/// while this lives: dropped however its task ends, an abort too.
+pub(crate) struct Counted {
+    shared: Arc<Shared>,
+    count: fn(&Shared) -> &std::sync::atomic::AtomicUsize,
+}
 
-impl Starting {
-    fn new(shared: &Arc<Shared>) -> Starting {
-        shared.starting.fetch_add(1, Ordering::Relaxed);
-        Starting(Arc::clone(shared))
+impl Counted {
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        count: fn(&Shared) -> &std::sync::atomic::AtomicUsize,
+    ) -> Counted {
+        count(shared).fetch_add(1, Ordering::Relaxed);
+        Counted {
+            shared: Arc::clone(shared),
+            count,
+        }
     }
 }
 
-impl Drop for Starting {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.starting.fetch_sub(1, Ordering::Relaxed);
+        (self.count)(&self.shared).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -1147,6 +1248,43 @@ async fn join_all(tasks: impl IntoIterator<Item = &mut tokio::task::JoinHandle<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn producer_settings(user: &[(&str, &str)]) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        config.set(
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        );
+        for (key, value) in user {
+            config.set(*key, *value);
+        }
+        config
+    }
+
+    #[test]
+    fn a_records_delivery_is_bounded_by_the_settler_or_by_the_user() {
+        let bounded = |user: &[(&str, &str)]| delivery_timeout(&mut producer_settings(user));
+        assert_eq!(bounded(&[]).ok(), Some(DELIVERY_TIMEOUT));
+        assert_eq!(
+            bounded(&[("message.timeout.ms", "10000")]).ok(),
+            Some(Duration::from_secs(10))
+        );
+        // Its alias is read as librdkafka reads it.
+        assert_eq!(
+            bounded(&[("delivery.timeout.ms", "120000")]).ok(),
+            Some(Duration::from_secs(120))
+        );
+        for unbounded in ["0", "300001"] {
+            match bounded(&[("message.timeout.ms", unbounded)]) {
+                Err(e @ RunError::UnboundedDelivery { .. }) => assert!(
+                    e.to_string()
+                        .contains(&format!("-X message.timeout.ms={unbounded} ")),
+                    "{e}"
+                ),
+                other => panic!("{unbounded} ms was taken: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn only_the_owning_tasks_offsets_are_committed() {

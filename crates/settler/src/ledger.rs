@@ -611,7 +611,8 @@ impl PartitionLedger {
     /// Writes a floor and counts at once (durable at the next
     /// [`Ledger::flush`]), never lowering what is there: a value from the
     /// changelog older than the local one is ignored. The records as
-    /// stored, for the changelog.
+    /// stored, for the changelog: the floor and every count of the raise,
+    /// changed or not.
     pub fn raise(&self, raise: &Raise) -> Result<Vec<Record>, LedgerError> {
         let mut batch = sled::Batch::default();
         let mut records = Vec::new();
@@ -619,7 +620,10 @@ impl PartitionLedger {
         // The floor is sent with every raise that has one, changed or not:
         // a pass whose earlier sending failed must not delete before it is
         // in the changelog.
-        records.extend(floor_record(&higher)?);
+        if let Some((key, value)) = floor_record(&higher)? {
+            batch.insert(key.as_slice(), value.as_slice());
+            records.push((key, value));
+        }
         // Each key's count as this raise leaves it: a raise can hold
         // several of one key (a restore's, in the changelog's order), and
         // each is merged with those before it, not only with the stored one.
@@ -638,14 +642,16 @@ impl PartitionLedger {
             let merged = base.higher(*bought);
             counts.insert(bytes, (merged, changed || merged != base));
         }
+        // Sent changed or not, as the floor: a pass whose sending failed (or
+        // was aborted by a hand-over) has raised its counts here, and the
+        // next pass, finding them as it plans them, must not delete the
+        // entries they count before they are in the changelog.
         for (key, (merged, changed)) in counts {
+            let value = to_json(&key, &merged)?;
             if changed {
-                let value = to_json(&key, &merged)?;
-                records.push((key, value));
+                batch.insert(key.as_slice(), value.as_slice());
             }
-        }
-        for (key, value) in &records {
-            batch.insert(key.as_slice(), value.as_slice());
+            records.push((key, value));
         }
         self.meta.apply_batch(batch)?;
         Ok(records)
@@ -1530,6 +1536,42 @@ mod tests {
             .map(|(key, value)| decode_meta(key, value).expect("a floor"))
             .collect();
         assert_eq!(sent, vec![floor.floor], "the floor as it stands");
+    }
+
+    #[test]
+    fn a_pass_after_one_whose_sending_failed_sends_its_counts_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        const DAY: i64 = 86_400_000;
+        let now = 100 * DAY;
+        let age = Duration::from_millis(DAY as u64);
+        // A purchase of today lets the floor rise past the old one.
+        for e in [
+            bought_at("old", "a", "offer", 90 * DAY, None),
+            bought_at("new", "b", "offer", now, None),
+        ] {
+            p.put(&e).expect("written");
+        }
+        // The first pass raised its count here, and its sending failed.
+        let first = p.plan(now, age, None).expect("planned");
+        p.raise(&first.raise).expect("raised");
+        // The next plans the same: the entry is still there to delete.
+        let next = p.plan(now, age, None).expect("planned");
+        assert_eq!(next.doomed.len(), 1, "the entry is still to go");
+        let sent: Vec<Bought> = p
+            .raise(&next.raise)
+            .expect("raised")
+            .iter()
+            .filter(|(key, _)| MetaKey::parse(key) != Some(MetaKey::Floor))
+            .map(|(key, value)| decode_meta(key, value).expect("a count"))
+            .collect();
+        assert_eq!(
+            sent,
+            vec![p.bought("a", "offer").expect("read")],
+            "the count goes to the changelog before the entry it counts is deleted"
+        );
+        assert_eq!(sent[0].count, 1);
     }
 
     #[test]

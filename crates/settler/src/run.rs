@@ -33,10 +33,11 @@
 //!   [`REVOKE_WAIT`] (a provider call that has not answered) are aborted,
 //!   and whatever they would still report is ignored: offsets are
 //!   committed only for partitions this settler owns, from the tasks of
-//!   the current assignment. Their tasks ended, it waits for the records
-//!   they queued to be delivered or failed ([`DELIVERY_TIMEOUT`]), so
-//!   that none lands after the next owner's (see
-//!   [`Settling::stop_partitions`]).
+//!   the current assignment. Their tasks ended, it seals the partitions
+//!   (no changelog record of theirs is queued any more) and waits for
+//!   what was queued to be delivered or failed ([`DELIVERY_TIMEOUT`]), so
+//!   that nothing librdkafka still retries lands after the next owner's
+//!   records (see [`Settling::stop_partitions`]).
 //!
 //! # Fenced ownership
 //!
@@ -81,7 +82,8 @@
 //! (acks and changelog records go through an idempotent, not a
 //! transactional, producer). A hand-over the settler takes part in waits
 //! until what it queued for the partitions is delivered or failed, which
-//! its delivery timeout bounds ([`DELIVERY_TIMEOUT`]); but a settler
+//! its delivery timeout bounds ([`DELIVERY_TIMEOUT`]), a request already
+//! on its way to the broker aside (it cannot be called back); but a settler
 //! thawed after a freeze, or cut off from the group and not from the
 //! partition leaders, may still deliver records it had queued before
 //! librdkafka finds them timed out, which the next owner's decisions
@@ -114,8 +116,9 @@ use hashbuy_kafka::tables::{self, FollowError, Follower, Letters};
 use hashbuy_kafka::{chosen, lock};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::future_producer::Delivery;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::future_producer::{Delivery, DeliveryFuture};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{watch, Notify};
@@ -316,18 +319,45 @@ pub enum RunError {
     /// The runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
-    /// The user's producer settings leave a record's delivery unbounded,
-    /// or bounded too far off.
+    /// The user's settings leave a record's delivery unbounded, or bounded
+    /// past what a hand-over may take.
     #[error(
-        "-X message.timeout.ms={value} (or its alias delivery.timeout.ms): the settler needs its \
-         records' delivery bounded, at most {} ms, so that a partition handed over gets none of \
-         its records after the next owner's; leave it unset ({} ms)",
-        MAX_DELIVERY_TIMEOUT.as_millis(),
+        "-X message.timeout.ms={} (or its alias delivery.timeout.ms): the settler needs its \
+         records' delivery bounded, at most {} ms with max.poll.interval.ms \
+         {max_poll_ms} (a hand-over waits up to {} s for its commands, then for their records, \
+         within what the group allows), so that a partition handed over gets none of its \
+         records after the next owner's; leave it unset ({} ms)",
+        timeout.as_millis(),
+        most.as_millis(),
+        REVOKE_WAIT.as_secs(),
         DELIVERY_TIMEOUT.as_millis()
     )]
     UnboundedDelivery {
-        /// The value librdkafka read (`0`: never time out).
+        /// The delivery timeout read (zero: never time out).
+        timeout: Duration,
+        /// The longest that fits.
+        most: Duration,
+        /// The consumer's `max.poll.interval.ms`.
+        max_poll_ms: u64,
+    },
+    /// A Kafka setting in milliseconds that librdkafka reads as something
+    /// else.
+    #[error("the Kafka setting {key} is {value}, not a number of milliseconds")]
+    NotMilliseconds {
+        /// The setting.
+        key: &'static str,
+        /// Its value.
         value: String,
+    },
+    /// A changelog record of a partition this settler handed over, from a
+    /// task of it being aborted: the partition's records are the next
+    /// owner's to write.
+    #[error(
+        "partition {partition} of the ledger changelog was handed over: its record is not sent"
+    )]
+    HandedOver {
+        /// The partition.
+        partition: i32,
     },
 }
 
@@ -355,31 +385,46 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 /// request in flight when its first record's time is up.
 const DELIVERY_MARGIN: Duration = Duration::from_secs(5);
 
-/// The longest delivery timeout a user's `-X message.timeout.ms` may set:
-/// librdkafka's default, so that a hand-over never waits longer than a
-/// rebalance allows by default (`max.poll.interval.ms`, five minutes).
-const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
+/// A setting in milliseconds as librdkafka reads `config` (its default
+/// where unset).
+fn setting_ms(config: &rdkafka::ClientConfig, key: &'static str) -> Result<u64, RunError> {
+    let value = config
+        .create_native_config()
+        .and_then(|native| native.get(key))
+        .map_err(failed("cannot read the Kafka settings"))?;
+    value
+        .parse()
+        .map_err(|_| RunError::NotMilliseconds { key, value })
+}
 
 /// The delivery timeout the producer settings `config` give (the user's
 /// `-X message.timeout.ms`, or its alias `delivery.timeout.ms`, over
-/// [`DELIVERY_TIMEOUT`]), as librdkafka reads them; one that is not
-/// bounded by [`MAX_DELIVERY_TIMEOUT`] is refused. The alias, only ever
-/// the user's, is moved to the name: librdkafka takes settings in no set
-/// order, so with both the one it kept would be chance.
-fn delivery_timeout(config: &mut rdkafka::ClientConfig) -> Result<Duration, RunError> {
+/// [`DELIVERY_TIMEOUT`]), as librdkafka reads them. A hand-over waits up
+/// to [`REVOKE_WAIT`] for the partitions' commands and then up to this
+/// (and [`DELIVERY_MARGIN`]) for their records, and the group gives a
+/// member `max_poll_ms` (`max.poll.interval.ms`) for it before it takes
+/// the partitions anyway: a timeout of 0 (never) or one that does not fit
+/// is refused. The alias, only ever the user's, is moved to the name:
+/// librdkafka takes settings in no set order, so with both the one it kept
+/// would be chance.
+fn delivery_timeout(
+    config: &mut rdkafka::ClientConfig,
+    max_poll_ms: u64,
+) -> Result<Duration, RunError> {
     const ALIAS: &str = "delivery.timeout.ms";
     if let Some(alias) = config.get(ALIAS).map(str::to_owned) {
         config.remove(ALIAS).set("message.timeout.ms", alias);
     }
-    let value = config
-        .create_native_config()
-        .and_then(|native| native.get("message.timeout.ms"))
-        .map_err(failed("cannot read the producer's settings"))?;
-    let timeout = value.parse::<u64>().ok().map(Duration::from_millis);
-    match timeout {
-        Some(timeout) if !timeout.is_zero() && timeout <= MAX_DELIVERY_TIMEOUT => Ok(timeout),
-        _ => Err(RunError::UnboundedDelivery { value }),
+    let timeout = Duration::from_millis(setting_ms(config, "message.timeout.ms")?);
+    let most = Duration::from_millis(max_poll_ms).saturating_sub(REVOKE_WAIT + DELIVERY_MARGIN);
+    if timeout.is_zero() || timeout > most {
+        return Err(RunError::UnboundedDelivery {
+            timeout,
+            most,
+            max_poll_ms,
+        });
     }
+    Ok(timeout)
 }
 
 /// The cluster whose changelog a restore may resume reading where the
@@ -408,6 +453,10 @@ fn delivered(
         frontier.delivered(seen, epoch.unwrap_or(0));
     }
 }
+
+/// A changelog record queued, or the reason it is not with the record
+/// back (to try again when the queue was full).
+type Queued<'a> = Result<DeliveryFuture, (KafkaError, FutureRecord<'a, [u8], [u8]>)>;
 
 /// What the partition and command tasks share.
 pub(crate) struct Shared {
@@ -460,6 +509,11 @@ pub(crate) struct Shared {
     /// Per partition, how far its ledger holds the changelog, moved by the
     /// delivery reports of the settler's own records ([`Frontier`]).
     pub(crate) frontiers: Arc<Mutex<HashMap<i32, Frontier>>>,
+    /// Partitions handed over: their changelog records are refused from
+    /// the moment a hand-over waits for what was queued (a task aborted
+    /// mid-step may still be running that step) until the partition is
+    /// assigned again.
+    pub(crate) sealed: Mutex<HashSet<i32>>,
     /// The number of the last restore begun ([`Restore::new`]).
     pub(crate) next_restore: AtomicU64,
     /// Per partition, the number of its newest restore.
@@ -516,16 +570,31 @@ impl Shared {
             record = record.payload(value);
         }
         if wait {
-            let delivery = self
-                .producer
-                .send(record, Timeout::After(CALL_TIMEOUT))
-                .await
-                .map_err(|(e, _)| failed("cannot write the ledger changelog")(e))?;
+            let deadline = Instant::now() + CALL_TIMEOUT;
+            let queued = loop {
+                match self.queue_changelog(record, partition)? {
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                        if Instant::now() < deadline =>
+                    {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    queued => break queued,
+                }
+            };
+            let delivery = match queued {
+                Ok(delivery) => delivery
+                    .await
+                    .map_err(|_| KafkaError::Canceled)
+                    .and_then(|delivered| delivered.map_err(|(e, _)| e)),
+                Err((e, _)) => Err(e),
+            }
+            .map_err(failed("cannot write the ledger changelog"))?;
             if tracked {
                 delivered(&self.frontiers, &delivery, seen(delivery.offset), epoch);
             }
         } else {
-            match self.producer.send_result(record) {
+            match self.queue_changelog(record, partition)? {
                 Ok(_) if !tracked => {}
                 Ok(delivery) => {
                     let frontiers = Arc::clone(&self.frontiers);
@@ -547,6 +616,24 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Queues a changelog record of `partition`, once; refused once the
+    /// partition is handed over ([`Shared::sealed`]). The check and the
+    /// queueing are one step under the seal's lock, so a hand-over that
+    /// seals and then waits for what was queued waits for every record it
+    /// did not refuse.
+    #[allow(clippy::result_large_err)]
+    fn queue_changelog<'a>(
+        &self,
+        record: FutureRecord<'a, [u8], [u8]>,
+        partition: i32,
+    ) -> Result<Queued<'a>, RunError> {
+        let sealed = lock(&self.sealed);
+        if sealed.contains(&partition) {
+            return Err(RunError::HandedOver { partition });
+        }
+        Ok(self.producer.send_result(record))
     }
 
     /// Marks in `partition`'s ledger how far it holds the changelog (its
@@ -774,19 +861,6 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    let mut producer_config = config.connection.config_with(&[
-        ("linger.ms", "5".to_owned()),
-        ("enable.idempotence", "true".to_owned()),
-        (
-            "message.timeout.ms",
-            DELIVERY_TIMEOUT.as_millis().to_string(),
-        ),
-    ]);
-    let delivery_timeout = delivery_timeout(&mut producer_config)?;
-    let letter_bytes = record_budget(&producer_config);
-    let producer: FutureProducer<QuietContext> = producer_config
-        .create_with_context(QuietContext)
-        .map_err(failed("cannot create the producer"))?;
     let membership = Membership {
         connection: config.connection.clone(),
         group: config.group.clone(),
@@ -801,9 +875,27 @@ pub fn run(
         exit_at_end: config.exit_at_end,
         settings: Vec::new(),
     };
+    let member_settings = membership.consumer_settings()?;
     // The lease is a third of the session the member will have (a short
     // one on the embedded broker).
-    let session = membership.session_timeout(&membership.consumer_settings()?);
+    let session = membership.session_timeout(&member_settings);
+    let max_poll = setting_ms(
+        &config.connection.config_with(&member_settings),
+        "max.poll.interval.ms",
+    )?;
+    let mut producer_config = config.connection.config_with(&[
+        ("linger.ms", "5".to_owned()),
+        ("enable.idempotence", "true".to_owned()),
+        (
+            "message.timeout.ms",
+            DELIVERY_TIMEOUT.as_millis().to_string(),
+        ),
+    ]);
+    let delivery_timeout = delivery_timeout(&mut producer_config, max_poll)?;
+    let letter_bytes = record_budget(&producer_config);
+    let producer: FutureProducer<QuietContext> = producer_config
+        .create_with_context(QuietContext)
+        .map_err(failed("cannot create the producer"))?;
     let commit = GroupCommit::new(ledger.clone());
     runtime.spawn(Arc::clone(&commit).run());
     let shared = Arc::new(Shared {
@@ -830,6 +922,7 @@ pub fn run(
         last_ack: Mutex::new(None),
         cluster: resumable_cluster(&config.connection)?,
         frontiers: Arc::new(Mutex::new(HashMap::new())),
+        sealed: Mutex::new(HashSet::new()),
         next_restore: AtomicU64::new(0),
         restores: Mutex::new(HashMap::new()),
     });
@@ -889,23 +982,30 @@ impl Settling {
     /// Stops the tasks of `partitions` (all when `None`) at their next
     /// recovery point, waiting at most [`REVOKE_WAIT`], then aborts those
     /// still running: their commands are resumed by the next owner. Then
-    /// waits until every record the settler queued is delivered or has
-    /// failed, for at most the delivery timeout ([`DELIVERY_TIMEOUT`]) and
-    /// [`DELIVERY_MARGIN`]: a changelog record of a partition handed over
-    /// (a state sent without waiting, or one an aborted task was waiting
-    /// for) that librdkafka still retried could land after the next
-    /// owner's records of the same key, and compaction keeps the latest,
-    /// an older state of a command or a lower floor. With the default
-    /// (eager) assignment every partition is stopped here, so what is
-    /// queued is theirs; with a cooperative one, the kept partitions'
-    /// records are waited for too. The partitions stopped, with the
-    /// numbers of their tasks, whose done offsets are final.
-    fn stop_partitions(&mut self, partitions: Option<&[i32]>) -> HashMap<i32, u64> {
+    /// seals the partitions ([`Shared::sealed`]) and waits until every
+    /// record the settler queued is delivered or has failed, for at most
+    /// the delivery timeout ([`DELIVERY_TIMEOUT`]) and [`DELIVERY_MARGIN`]:
+    /// a changelog record of a partition handed over (a state sent without
+    /// waiting, or one an aborted task was waiting for) that librdkafka
+    /// still retried could land after the next owner's records of the same
+    /// key, and compaction keeps the latest, an older state of a command
+    /// or a lower floor. Partitions `lost` (the group gave them away
+    /// without this member) may be the next owner's already: what is
+    /// queued and not yet sent is dropped instead of delivered, as is
+    /// everything left when the wait runs out. A record on its way to the
+    /// broker cannot be called back: librdkafka reports it failed, "possibly
+    /// persisted", when its time is up, and the broker may append it still.
+    /// With the default (eager) assignment every partition is stopped
+    /// here, so what is queued is theirs; with a cooperative one (set by
+    /// `-X`), the kept partitions' records are waited for too. The
+    /// partitions stopped, with the numbers of their tasks, whose done
+    /// offsets are final.
+    fn stop_partitions(&mut self, partitions: Option<&[i32]>, lost: bool) -> HashMap<i32, u64> {
         let stopped: Vec<(i32, PartitionTask)> = chosen(&self.tasks, partitions)
             .into_iter()
             .filter_map(|p| self.tasks.remove(&p).map(|task| (p, task)))
             .collect();
-        let numbers = stopped
+        let numbers: HashMap<i32, u64> = stopped
             .iter()
             .map(|(partition, task)| (*partition, task.number))
             .collect();
@@ -927,17 +1027,22 @@ impl Settling {
                 join_all(handles.iter_mut()).await;
             }
         });
-        if let Err(e) = self
-            .shared
-            .producer
-            .flush(self.delivery_timeout + DELIVERY_MARGIN)
-        {
+        lock(&self.shared.sealed).extend(numbers.keys());
+        let producer = &self.shared.producer;
+        if lost {
+            producer.purge(PurgeConfig::default().queue());
+        }
+        let wait = self.delivery_timeout + DELIVERY_MARGIN;
+        if let Err(e) = producer.flush(wait) {
             tracing::error!(
-                records = self.shared.producer.in_flight_count(),
+                records = producer.in_flight_count(),
                 "the settler's records were neither delivered nor failed within {} s ({e}): \
-                 ledger changelog records among them could still land after the next owner's",
-                (self.delivery_timeout + DELIVERY_MARGIN).as_secs()
+                 dropped, but those already sent could still land after the next owner's",
+                wait.as_secs()
             );
+            producer.purge(PurgeConfig::default().queue().inflight());
+            // Serves the reports the purge made ready.
+            let _ = producer.flush(DELIVERY_MARGIN);
         }
         metrics::gauge!("hashbuy_settler_partitions_assigned").set(self.tasks.len() as f64);
         numbers
@@ -1064,6 +1169,9 @@ impl Stage for Settling {
                 return;
             }
         }
+        // Sealed when this member last handed them over; its aborted tasks
+        // are long gone.
+        lock(&self.shared.sealed).retain(|p| !partitions.contains(p));
         let restore = Arc::new(Restore::new(&self.shared, partitions, committed));
         for (partition, mut queue) in queues {
             let arrived = Arc::new(Notify::new());
@@ -1102,7 +1210,7 @@ impl Stage for Settling {
     }
 
     fn revoking(&mut self, member: &Member<Settling>, partitions: &[i32]) {
-        let stopped = self.stop_partitions(Some(partitions));
+        let stopped = self.stop_partitions(Some(partitions), member.assignment_lost());
         match commit_done(member, &self.shared, &stopped, CommitMode::Sync) {
             Ok(_) => {}
             // Lost with its session, or taken in a rebalance this member
@@ -1155,7 +1263,7 @@ impl Stage for Settling {
     fn finish(&mut self, member: &Member<Settling>, _failed: bool) -> Result<(), RunError> {
         // Whatever happened, every task stops, and what is done (acked) is
         // committed: an offset is done only once its ack was delivered.
-        let stopped = self.stop_partitions(None);
+        let stopped = self.stop_partitions(None, false);
         commit_done(member, &self.shared, &stopped, CommitMode::Sync)?;
         Ok(())
     }
@@ -1263,7 +1371,10 @@ mod tests {
 
     #[test]
     fn a_records_delivery_is_bounded_by_the_settler_or_by_the_user() {
-        let bounded = |user: &[(&str, &str)]| delivery_timeout(&mut producer_settings(user));
+        // librdkafka's default max.poll.interval.ms.
+        const MAX_POLL_MS: u64 = 300_000;
+        let bounded =
+            |user: &[(&str, &str)]| delivery_timeout(&mut producer_settings(user), MAX_POLL_MS);
         assert_eq!(bounded(&[]).ok(), Some(DELIVERY_TIMEOUT));
         assert_eq!(
             bounded(&[("message.timeout.ms", "10000")]).ok(),
@@ -1274,7 +1385,13 @@ mod tests {
             bounded(&[("delivery.timeout.ms", "120000")]).ok(),
             Some(Duration::from_secs(120))
         );
-        for unbounded in ["0", "300001"] {
+        // The longest a hand-over leaves room for: 300 s less 60 s for the
+        // commands and 5 s for the reports.
+        assert_eq!(
+            bounded(&[("message.timeout.ms", "235000")]).ok(),
+            Some(Duration::from_secs(235))
+        );
+        for unbounded in ["0", "235001"] {
             match bounded(&[("message.timeout.ms", unbounded)]) {
                 Err(e @ RunError::UnboundedDelivery { .. }) => assert!(
                     e.to_string()
@@ -1283,6 +1400,19 @@ mod tests {
                 ),
                 other => panic!("{unbounded} ms was taken: {other:?}"),
             }
+        }
+        // A group that gives a member less time than a hand-over takes
+        // leaves no delivery timeout room, and says so.
+        match delivery_timeout(&mut producer_settings(&[]), 60_000) {
+            Err(
+                e @ RunError::UnboundedDelivery {
+                    most: Duration::ZERO,
+                    ..
+                },
+            ) => {
+                assert!(e.to_string().contains("max.poll.interval.ms 60000"), "{e}")
+            }
+            other => panic!("taken: {other:?}"),
         }
     }
 

@@ -397,32 +397,55 @@ fn setting_ms(config: &rdkafka::ClientConfig, key: &'static str) -> Result<u64, 
         .map_err(|_| RunError::NotMilliseconds { key, value })
 }
 
+/// What a hand-over may take besides its wait for records, within the
+/// group's `max.poll.interval.ms`: [`REVOKE_WAIT`] for the commands, the
+/// reports' margin twice (the wait, and the purge after one that ran
+/// out), and the commit of the offsets ([`CALL_TIMEOUT`]).
+fn hand_over_besides_delivery() -> Duration {
+    REVOKE_WAIT + DELIVERY_MARGIN * 2 + CALL_TIMEOUT
+}
+
 /// The delivery timeout the producer settings `config` give (the user's
 /// `-X message.timeout.ms`, or its alias `delivery.timeout.ms`, over
 /// [`DELIVERY_TIMEOUT`]), as librdkafka reads them. A hand-over waits up
-/// to [`REVOKE_WAIT`] for the partitions' commands and then up to this
-/// (and [`DELIVERY_MARGIN`]) for their records, and the group gives a
-/// member `max_poll_ms` (`max.poll.interval.ms`) for it before it takes
-/// the partitions anyway: a timeout of 0 (never) or one that does not fit
-/// is refused. The alias, only ever the user's, is moved to the name:
-/// librdkafka takes settings in no set order, so with both the one it kept
-/// would be chance.
+/// to [`REVOKE_WAIT`] for the partitions' commands and then up to this for
+/// their records, and the group gives a member `max_poll_ms`
+/// (`max.poll.interval.ms`) before it takes the partitions anyway. A
+/// timeout of 0 (never) is refused, as is one the user set (`user_set`)
+/// that does not fit; hashbuy's own that does not fit (the user shortened
+/// `max.poll.interval.ms`) is said at start. The alias, only ever the
+/// user's, is moved to the name: librdkafka takes settings in no set
+/// order, so with both the one it kept would be chance.
 fn delivery_timeout(
     config: &mut rdkafka::ClientConfig,
     max_poll_ms: u64,
+    user_set: bool,
 ) -> Result<Duration, RunError> {
     const ALIAS: &str = "delivery.timeout.ms";
     if let Some(alias) = config.get(ALIAS).map(str::to_owned) {
         config.remove(ALIAS).set("message.timeout.ms", alias);
     }
     let timeout = Duration::from_millis(setting_ms(config, "message.timeout.ms")?);
-    let most = Duration::from_millis(max_poll_ms).saturating_sub(REVOKE_WAIT + DELIVERY_MARGIN);
-    if timeout.is_zero() || timeout > most {
+    let max_poll = Duration::from_millis(max_poll_ms);
+    let most = max_poll.saturating_sub(hand_over_besides_delivery());
+    if timeout.is_zero() || (user_set && timeout > most) {
         return Err(RunError::UnboundedDelivery {
             timeout,
             most,
             max_poll_ms,
         });
+    }
+    if timeout > most {
+        tracing::warn!(
+            "max.poll.interval.ms {max_poll_ms} is shorter than a hand-over may take ({} s: up \
+             to {} s for the partitions' commands, {} s for their records): the group may give \
+             partitions to another settler while this one still delivers their changelog \
+             records; set it to {} ms at least",
+            (hand_over_besides_delivery() + timeout).as_secs(),
+            REVOKE_WAIT.as_secs(),
+            timeout.as_secs(),
+            (hand_over_besides_delivery() + timeout).as_millis()
+        );
     }
     Ok(timeout)
 }
@@ -891,7 +914,12 @@ pub fn run(
             DELIVERY_TIMEOUT.as_millis().to_string(),
         ),
     ]);
-    let delivery_timeout = delivery_timeout(&mut producer_config, max_poll)?;
+    let user_set = config
+        .connection
+        .properties
+        .iter()
+        .any(|(key, _)| key == "message.timeout.ms" || key == "delivery.timeout.ms");
+    let delivery_timeout = delivery_timeout(&mut producer_config, max_poll, user_set)?;
     let letter_bytes = record_budget(&producer_config);
     let producer: FutureProducer<QuietContext> = producer_config
         .create_with_context(QuietContext)
@@ -991,15 +1019,15 @@ impl Settling {
     /// key, and compaction keeps the latest, an older state of a command
     /// or a lower floor. Partitions `lost` (the group gave them away
     /// without this member) may be the next owner's already: what is
-    /// queued and not yet sent is dropped instead of delivered, as is
-    /// everything left when the wait runs out. A record on its way to the
-    /// broker cannot be called back: librdkafka reports it failed, "possibly
-    /// persisted", when its time is up, and the broker may append it still.
-    /// With the default (eager) assignment every partition is stopped
-    /// here, so what is queued is theirs; with a cooperative one (set by
-    /// `-X`), the kept partitions' records are waited for too. The
-    /// partitions stopped, with the numbers of their tasks, whose done
-    /// offsets are final.
+    /// still queued once their tasks have stopped is dropped instead of
+    /// delivered, as is everything left when the wait runs out. A record
+    /// on its way to the broker cannot be called back: librdkafka reports
+    /// it failed, "possibly persisted", when its time is up, and the
+    /// broker may append it still. With the default (eager) assignment
+    /// every partition is stopped here, so what is queued is theirs; with
+    /// a cooperative one (set by `-X`), the kept partitions' records are
+    /// waited for too, and nothing is dropped. The partitions stopped,
+    /// with the numbers of their tasks, whose done offsets are final.
     fn stop_partitions(&mut self, partitions: Option<&[i32]>, lost: bool) -> HashMap<i32, u64> {
         let stopped: Vec<(i32, PartitionTask)> = chosen(&self.tasks, partitions)
             .into_iter()
@@ -1029,7 +1057,11 @@ impl Settling {
         });
         lock(&self.shared.sealed).extend(numbers.keys());
         let producer = &self.shared.producer;
-        if lost {
+        // A purge drops every partition's records: only once none is kept
+        // (a cooperative assignment keeps some, whose waited writes would
+        // fail).
+        let none_kept = self.tasks.is_empty();
+        if lost && none_kept {
             producer.purge(PurgeConfig::default().queue());
         }
         let wait = self.delivery_timeout + DELIVERY_MARGIN;
@@ -1037,12 +1069,14 @@ impl Settling {
             tracing::error!(
                 records = producer.in_flight_count(),
                 "the settler's records were neither delivered nor failed within {} s ({e}): \
-                 dropped, but those already sent could still land after the next owner's",
+                 ledger changelog records among them could land after the next owner's",
                 wait.as_secs()
             );
-            producer.purge(PurgeConfig::default().queue().inflight());
-            // Serves the reports the purge made ready.
-            let _ = producer.flush(DELIVERY_MARGIN);
+            if none_kept {
+                producer.purge(PurgeConfig::default().queue().inflight());
+                // Serves the reports the purge made ready.
+                let _ = producer.flush(DELIVERY_MARGIN);
+            }
         }
         metrics::gauge!("hashbuy_settler_partitions_assigned").set(self.tasks.len() as f64);
         numbers
@@ -1373,8 +1407,9 @@ mod tests {
     fn a_records_delivery_is_bounded_by_the_settler_or_by_the_user() {
         // librdkafka's default max.poll.interval.ms.
         const MAX_POLL_MS: u64 = 300_000;
-        let bounded =
-            |user: &[(&str, &str)]| delivery_timeout(&mut producer_settings(user), MAX_POLL_MS);
+        let bounded = |user: &[(&str, &str)]| {
+            delivery_timeout(&mut producer_settings(user), MAX_POLL_MS, !user.is_empty())
+        };
         assert_eq!(bounded(&[]).ok(), Some(DELIVERY_TIMEOUT));
         assert_eq!(
             bounded(&[("message.timeout.ms", "10000")]).ok(),
@@ -1386,12 +1421,12 @@ mod tests {
             Some(Duration::from_secs(120))
         );
         // The longest a hand-over leaves room for: 300 s less 60 s for the
-        // commands and 5 s for the reports.
+        // commands, 5 s twice for the reports and 30 s for the commit.
         assert_eq!(
-            bounded(&[("message.timeout.ms", "235000")]).ok(),
-            Some(Duration::from_secs(235))
+            bounded(&[("message.timeout.ms", "200000")]).ok(),
+            Some(Duration::from_secs(200))
         );
-        for unbounded in ["0", "235001"] {
+        for unbounded in ["0", "200001"] {
             match bounded(&[("message.timeout.ms", unbounded)]) {
                 Err(e @ RunError::UnboundedDelivery { .. }) => assert!(
                     e.to_string()
@@ -1401,19 +1436,23 @@ mod tests {
                 other => panic!("{unbounded} ms was taken: {other:?}"),
             }
         }
-        // A group that gives a member less time than a hand-over takes
-        // leaves no delivery timeout room, and says so.
-        match delivery_timeout(&mut producer_settings(&[]), 60_000) {
-            Err(
-                e @ RunError::UnboundedDelivery {
-                    most: Duration::ZERO,
-                    ..
-                },
-            ) => {
+        // A group that gives a member less time than a hand-over takes:
+        // the user's timeout is refused, naming the group's setting, and
+        // hashbuy's own is kept (and said at start).
+        match delivery_timeout(
+            &mut producer_settings(&[("message.timeout.ms", "5000")]),
+            60_000,
+            true,
+        ) {
+            Err(e @ RunError::UnboundedDelivery { .. }) => {
                 assert!(e.to_string().contains("max.poll.interval.ms 60000"), "{e}")
             }
             other => panic!("taken: {other:?}"),
         }
+        assert_eq!(
+            delivery_timeout(&mut producer_settings(&[]), 60_000, false).ok(),
+            Some(DELIVERY_TIMEOUT)
+        );
     }
 
     #[test]

@@ -322,14 +322,16 @@ pub enum RunError {
     /// The user's settings leave a record's delivery unbounded, or bounded
     /// past what a hand-over may take.
     #[error(
-        "-X message.timeout.ms={} (or its alias delivery.timeout.ms): the settler needs its \
-         records' delivery bounded, at most {} ms with max.poll.interval.ms \
-         {max_poll_ms} (a hand-over waits up to {} s for its commands, then for their records, \
-         within what the group allows), so that a partition handed over gets none of its \
-         records after the next owner's; leave it unset ({} ms)",
+        "-X message.timeout.ms={} (or an alias, delivery.timeout.ms): the settler needs its \
+         records' delivery bounded, and a hand-over (up to {} s for its commands, this for \
+         their records, {} s for the reports and the commit) within max.poll.interval.ms \
+         {max_poll_ms}, so that a partition handed over gets none of its records after the \
+         next owner's: at most {} ms here; leave it unset ({} ms), or raise \
+         max.poll.interval.ms",
         timeout.as_millis(),
-        most.as_millis(),
         REVOKE_WAIT.as_secs(),
+        (hand_over_besides_delivery() - REVOKE_WAIT).as_secs(),
+        most.as_millis(),
         DELIVERY_TIMEOUT.as_millis()
     )]
     UnboundedDelivery {
@@ -400,35 +402,49 @@ fn setting_ms(config: &rdkafka::ClientConfig, key: &'static str) -> Result<u64, 
 /// What a hand-over may take besides its wait for records, within the
 /// group's `max.poll.interval.ms`: [`REVOKE_WAIT`] for the commands, the
 /// reports' margin twice (the wait, and the purge after one that ran
-/// out), and the commit of the offsets ([`CALL_TIMEOUT`]).
+/// out), and the commit of the offsets, allowed [`CALL_TIMEOUT`]
+/// (librdkafka's synchronous commit has no limit of its own: it waits for
+/// the group coordinator's answer).
 fn hand_over_besides_delivery() -> Duration {
     REVOKE_WAIT + DELIVERY_MARGIN * 2 + CALL_TIMEOUT
 }
 
-/// The delivery timeout the producer settings `config` give (the user's
-/// `-X message.timeout.ms`, or its alias `delivery.timeout.ms`, over
-/// [`DELIVERY_TIMEOUT`]), as librdkafka reads them. A hand-over waits up
-/// to [`REVOKE_WAIT`] for the partitions' commands and then up to this for
-/// their records, and the group gives a member `max_poll_ms`
-/// (`max.poll.interval.ms`) before it takes the partitions anyway. A
-/// timeout of 0 (never) is refused, as is one the user set (`user_set`)
-/// that does not fit; hashbuy's own that does not fit (the user shortened
-/// `max.poll.interval.ms`) is said at start. The alias, only ever the
-/// user's, is moved to the name: librdkafka takes settings in no set
-/// order, so with both the one it kept would be chance.
+/// The names librdkafka takes for the delivery timeout: the first, and
+/// the aliases moved to it ([`delivery_timeout`]).
+const DELIVERY_TIMEOUT_NAMES: [&str; 4] = [
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "topic.message.timeout.ms",
+    "topic.delivery.timeout.ms",
+];
+
+/// The delivery timeout the producer settings `config` give (the user's,
+/// by any of [`DELIVERY_TIMEOUT_NAMES`], over [`DELIVERY_TIMEOUT`]), as
+/// librdkafka reads them. A hand-over waits up to [`REVOKE_WAIT`] for the
+/// partitions' commands and then up to this for their records, and the
+/// group gives a member `max_poll_ms` (`max.poll.interval.ms`) before it
+/// takes the partitions anyway. A timeout of 0 (never) is refused, as is
+/// one the user set (`user_set`) longer than hashbuy's that does not fit;
+/// one that does not fit because the user shortened
+/// `max.poll.interval.ms` is said at start. The aliases, only ever the
+/// user's, are moved to the first name: librdkafka takes settings in no
+/// set order, so with two the one it kept would be chance.
 fn delivery_timeout(
     config: &mut rdkafka::ClientConfig,
     max_poll_ms: u64,
     user_set: bool,
 ) -> Result<Duration, RunError> {
-    const ALIAS: &str = "delivery.timeout.ms";
-    if let Some(alias) = config.get(ALIAS).map(str::to_owned) {
-        config.remove(ALIAS).set("message.timeout.ms", alias);
+    let [name, aliases @ ..] = DELIVERY_TIMEOUT_NAMES;
+    for alias in aliases {
+        if let Some(value) = config.get(alias).map(str::to_owned) {
+            config.remove(alias).set(name, value);
+        }
     }
-    let timeout = Duration::from_millis(setting_ms(config, "message.timeout.ms")?);
+    let timeout = Duration::from_millis(setting_ms(config, name)?);
     let max_poll = Duration::from_millis(max_poll_ms);
     let most = max_poll.saturating_sub(hand_over_besides_delivery());
-    if timeout.is_zero() || (user_set && timeout > most) {
+    let lengthened = user_set && timeout > DELIVERY_TIMEOUT;
+    if timeout.is_zero() || (lengthened && timeout > most) {
         return Err(RunError::UnboundedDelivery {
             timeout,
             most,
@@ -918,7 +934,7 @@ pub fn run(
         .connection
         .properties
         .iter()
-        .any(|(key, _)| key == "message.timeout.ms" || key == "delivery.timeout.ms");
+        .any(|(key, _)| DELIVERY_TIMEOUT_NAMES.contains(&key.as_str()));
     let delivery_timeout = delivery_timeout(&mut producer_config, max_poll, user_set)?;
     let letter_bytes = record_budget(&producer_config);
     let producer: FutureProducer<QuietContext> = producer_config
@@ -1012,7 +1028,8 @@ impl Settling {
     /// still running: their commands are resumed by the next owner. Then
     /// seals the partitions ([`Shared::sealed`]) and waits until every
     /// record the settler queued is delivered or has failed, for at most
-    /// the delivery timeout ([`DELIVERY_TIMEOUT`]) and [`DELIVERY_MARGIN`]:
+    /// the delivery timeout ([`DELIVERY_TIMEOUT`]) and [`DELIVERY_MARGIN`]
+    /// (and the margin again for the reports of a purge, below):
     /// a changelog record of a partition handed over (a state sent without
     /// waiting, or one an aborted task was waiting for) that librdkafka
     /// still retried could land after the next owner's records of the same
@@ -1436,11 +1453,12 @@ mod tests {
                 other => panic!("{unbounded} ms was taken: {other:?}"),
             }
         }
-        // A group that gives a member less time than a hand-over takes:
-        // the user's timeout is refused, naming the group's setting, and
-        // hashbuy's own is kept (and said at start).
+        // A group that gives a member less time than a hand-over takes: a
+        // timeout the user lengthened is refused, naming the group's
+        // setting; hashbuy's own, or one the user shortened, is kept (and
+        // said at start).
         match delivery_timeout(
-            &mut producer_settings(&[("message.timeout.ms", "5000")]),
+            &mut producer_settings(&[("message.timeout.ms", "40000")]),
             60_000,
             true,
         ) {
@@ -1453,6 +1471,22 @@ mod tests {
             delivery_timeout(&mut producer_settings(&[]), 60_000, false).ok(),
             Some(DELIVERY_TIMEOUT)
         );
+        assert_eq!(
+            delivery_timeout(
+                &mut producer_settings(&[("message.timeout.ms", "5000")]),
+                60_000,
+                true
+            )
+            .ok(),
+            Some(Duration::from_secs(5))
+        );
+        // librdkafka's topic-level spelling is the same setting.
+        match bounded(&[("topic.message.timeout.ms", "600000")]) {
+            Err(e @ RunError::UnboundedDelivery { .. }) => {
+                assert!(e.to_string().contains("=600000 "), "{e}")
+            }
+            other => panic!("taken: {other:?}"),
+        }
     }
 
     #[test]

@@ -807,6 +807,102 @@ fn a_settler_whose_records_the_broker_stops_taking_stops_with_the_error() {
     assert_settled_once(&run.brokers, &run.provider, &run.sent);
 }
 
+/// A purchase whose merchant the live merchants table lacks is refused
+/// only once the table's follower has shown it holds every change written
+/// so far. With the table's broker down, it cannot: the settler stops,
+/// naming why, rather than refusing a purchase of a merchant that may
+/// have been put a moment ago. Started again once the broker is back, it
+/// reads the table whole and refuses the purchase then: its merchant is
+/// in no version of the table.
+#[test]
+fn a_merchant_missing_from_a_table_not_shown_current_refuses_no_purchase() {
+    use rdkafka::mocking::MockCoordinator;
+
+    let topics = Topics::default();
+    let broker = EmbeddedBroker::start_brokers(&topics.all(), 2, 2).expect("broker");
+    let cluster = broker.cluster();
+    // Everything on broker 1 but the merchants table, on broker 2.
+    for topic in topics.all() {
+        let leader = if topic == topics.merchants { 2 } else { 1 };
+        for partition in 0..topics.partitions_of(topic, 2) {
+            cluster
+                .partition_leader(topic, partition, Some(leader))
+                .expect("a leader");
+        }
+    }
+    cluster
+        .coordinator(MockCoordinator::Group("hashbuy-settler".into()), 1)
+        .expect("the group's coordinator");
+    let brokers = broker.bootstrap_servers();
+    let provider = Provider::start(PaysimConfig {
+        connected_accounts: BTreeSet::from(["acct_1Acme".to_owned()]),
+        ..PaysimConfig::default()
+    });
+    succeeds(&[
+        "merchants",
+        "put",
+        "--brokers",
+        &brokers,
+        "--merchant",
+        r#"{"merchant_id": "acme", "account_id": "acct_1Acme"}"#,
+    ]);
+    let mut sent = commands(1, 1);
+    sent[0].merchant_id = "nobody".into();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ledger = dir.path().join("ledger");
+    let log = dir.path().join("settle.log");
+    let started = Instant::now();
+    let child = settle(&brokers, &provider, &ledger)
+        .arg("--connect")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("settle starts");
+    let assigned = logged_within(
+        &log,
+        "partitions assigned",
+        started,
+        Duration::from_secs(60),
+    );
+    cluster.broker_down(2).expect("the table's broker down");
+    produce_commands(&brokers, &sent);
+    let (status, _) = finish_within(child, Duration::from_secs(120));
+    let stderr = std::fs::read_to_string(&log).expect("the settler's log");
+    assert!(
+        assigned.is_some(),
+        "the settler got its partitions: {stderr}"
+    );
+    assert!(!status.success(), "the settler stopped: {stderr}");
+    assert!(
+        stderr.contains("cannot be shown to hold every change"),
+        "it said why: {stderr}"
+    );
+    assert!(
+        acks_of(&brokers, &BTreeSet::from(["cmd-00000".to_owned()])).is_empty(),
+        "the purchase was not refused"
+    );
+    cluster.broker_up(2).expect("the table's broker up");
+    let again = settle(&brokers, &provider, &ledger)
+        .args(["--connect", "--exit-at-end"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("settle starts");
+    let (status, stderr) = finish_within(again, Duration::from_secs(120));
+    assert!(
+        status.success(),
+        "the settler started again ends well: {stderr}"
+    );
+    let acks = acks_of(&brokers, &BTreeSet::from(["cmd-00000".to_owned()]));
+    assert!(
+        acks.values()
+            .flatten()
+            .all(|ack| ack.status() == Status::Rejected),
+        "refused once the table is read whole: {acks:?}"
+    );
+    assert!(!acks.is_empty(), "acked");
+}
+
 /// `hashbuy settle --exit-at-end` with `--max-command-age` `age`, run to
 /// its end: its stderr, checked as [`finished`] does.
 fn settle_to_end_with_age(brokers: &str, provider: &Provider, ledger: &Path, age: &str) -> String {

@@ -63,8 +63,19 @@ impl EmbeddedBroker {
     /// partitions but hashbuy's tables (by their default names), which get
     /// one ([`Topics::partitions_of`]).
     pub fn start(topics: &[&str], partitions: i32) -> Result<Self, KafkaError> {
+        Self::start_brokers(topics, partitions, 1)
+    }
+
+    /// [`EmbeddedBroker::start`] with `brokers` brokers (ids 1 and up),
+    /// each partition led by one of them: for tests that take one broker
+    /// down, or slow it, while the others answer.
+    pub fn start_brokers(
+        topics: &[&str],
+        partitions: i32,
+        brokers: i32,
+    ) -> Result<Self, KafkaError> {
         let host: BaseProducer = ClientConfig::new()
-            .set("test.mock.num.brokers", "1")
+            .set("test.mock.num.brokers", brokers.to_string())
             .create()?;
         let broker = EmbeddedBroker { host, partitions };
         let names = Topics::default();

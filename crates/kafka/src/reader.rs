@@ -282,6 +282,23 @@ impl TopicReader {
         &self.read_through
     }
 
+    /// Per partition the consumer has a position in, the offset of the
+    /// next record it would hand out: below it, every record was handed
+    /// out (or skipped, a transaction marker). Asks librdkafka, not the
+    /// broker.
+    pub fn positions(&self) -> HashMap<i32, i64> {
+        self.consumer
+            .position()
+            .map(|list| {
+                list.elements()
+                    .iter()
+                    .filter_map(|e| Some((e.partition(), e.offset().to_raw()?)))
+                    .filter(|&(_, offset)| offset >= 0)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Whether everything asked for is read (only with `exit_at_end`).
     pub fn at_end(&self) -> bool {
         self.exit_at_end && self.ends.is_empty()

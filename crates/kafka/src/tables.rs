@@ -12,20 +12,30 @@
 //! every start of one, reads the tables from their beginning, so each sets
 //! a bad record aside again: its dead letters carry the record's topic,
 //! partition and offset to tell repeats apart.
+//!
+//! A follower may fall behind its topics (a broker that does not answer,
+//! a thread that died), and a table read from it then lacks changes the
+//! topics hold. Whoever acts on what a table lacks (a merchant not in it,
+//! an offer it shows ended) asks [`Progress::read_through_now`] first:
+//! the topics' ends, asked of the broker, and a wait until the follower
+//! has handed on every change below them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::BaseProducer;
 use rdkafka::Message;
 
+use crate::client::QuietContext;
 use crate::client::{failed, ConnectError, Connection, Failed};
+use crate::lock;
 use crate::produce::{dead_letter_of, flush_promptly, record_budget, send_waiting, Deliveries};
-use crate::reader::{read_to_end, ReadOptions, ReadToEnd, TopicReader};
+use crate::reader::{read_to_end, watermarks, ReadOptions, ReadToEnd, TopicReader};
 
 /// How long the dead letters of table records may take to be delivered.
 const LETTERS_WAIT: Duration = Duration::from_secs(30);
@@ -120,6 +130,142 @@ pub enum FollowError {
 pub struct Follower {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    progress: Progress,
+}
+
+impl Follower {
+    /// How far the follower has got, to ask while it runs.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+}
+
+/// Per topic and partition, the offset below which the follower has
+/// handed on every change.
+type Positions = Arc<Mutex<HashMap<(String, i32), i64>>>;
+
+/// How far a [`Follower`] has got in its topics; cheap to clone.
+#[derive(Clone)]
+pub struct Progress {
+    connection: Connection,
+    topics: Vec<String>,
+    positions: Positions,
+}
+
+/// Why [`Progress::read_through_now`] could not show the follower current.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Behind {
+    /// The follower had not handed on a partition's changes up to the end
+    /// the broker gave, within the wait.
+    #[error(
+        "the table follower has read {topic} partition {partition} to offset {position:?}, short \
+         of its end {end} when asked, after {} ms",
+        waited.as_millis()
+    )]
+    Follower {
+        /// The table topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Where the follower got to (`None`: nowhere yet).
+        position: Option<i64>,
+        /// The partition's end when asked.
+        end: i64,
+        /// How long it was waited for.
+        waited: Duration,
+    },
+    /// The broker did not give the topics' ends.
+    #[error("cannot ask where table topic {topic} ends: {why}")]
+    Ends {
+        /// The table topic.
+        topic: String,
+        /// Why.
+        why: String,
+    },
+}
+
+impl Progress {
+    /// Waits, about `wait` at most (the broker's answers included), until
+    /// the follower has handed on every change its topics held when this
+    /// was called: their ends, asked of the broker now (read uncommitted,
+    /// so a transaction still open makes it wait), each reached by the
+    /// follower's position. Blocking.
+    pub fn read_through_now(&self, wait: Duration) -> Result<(), Behind> {
+        let began = Instant::now();
+        let mut ends = Vec::new();
+        for topic in &self.topics {
+            let left = wait.saturating_sub(began.elapsed());
+            let asked = ask_ends(&self.connection, topic, left).map_err(|why| Behind::Ends {
+                topic: topic.clone(),
+                why,
+            })?;
+            ends.extend(
+                asked
+                    .into_iter()
+                    .filter(|&(_, (low, high))| high > low)
+                    .map(|(partition, (_, high))| (topic.clone(), partition, high)),
+            );
+        }
+        loop {
+            let short = {
+                let positions = lock(&self.positions);
+                ends.iter()
+                    .find(|(topic, partition, end)| {
+                        positions
+                            .get(&(topic.clone(), *partition))
+                            .is_none_or(|position| position < end)
+                    })
+                    .map(|(topic, partition, end)| {
+                        (
+                            topic.clone(),
+                            *partition,
+                            positions.get(&(topic.clone(), *partition)).copied(),
+                            *end,
+                        )
+                    })
+            };
+            let Some((topic, partition, position, end)) = short else {
+                return Ok(());
+            };
+            if began.elapsed() >= wait {
+                return Err(Behind::Follower {
+                    topic,
+                    partition,
+                    position,
+                    end,
+                    waited: began.elapsed(),
+                });
+            }
+            std::thread::sleep(POSITION_CHECK_EVERY);
+        }
+    }
+}
+
+/// How often [`Progress::read_through_now`] looks at the follower's
+/// positions.
+const POSITION_CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// Each partition's `(low, high)` watermarks of `topic`, asked read
+/// uncommitted, in about `within` (a third of it for each of the
+/// topic's partitions, its oldest offsets and its latest).
+fn ask_ends(
+    connection: &Connection,
+    topic: &str,
+    within: Duration,
+) -> Result<HashMap<i32, (i64, i64)>, String> {
+    let each = within / 3;
+    if each.is_zero() {
+        return Err("no time was left to ask".to_owned());
+    }
+    let partitions = connection
+        .check_topic(topic, each)
+        .map_err(|e| e.to_string())?;
+    let asking: rdkafka::consumer::BaseConsumer<QuietContext> = connection
+        .config()
+        .set("isolation.level", "read_uncommitted")
+        .create_with_context(QuietContext)
+        .map_err(|e| e.to_string())?;
+    watermarks(&asking, topic, 0..partitions as i32, each).map_err(|e| e.to_string())
 }
 
 impl Drop for Follower {
@@ -160,18 +306,37 @@ pub fn follow(
         topics = ?tables.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
         "tables read; following them"
     );
+    let positions = Positions::default();
+    for (topic, reader) in &tables {
+        handed_on(&positions, topic, reader.positions());
+    }
+    let progress = Progress {
+        connection: connection.clone(),
+        topics: tables.iter().map(|(topic, _)| topic.clone()).collect(),
+        positions: Arc::clone(&positions),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("tables".into())
-            .spawn(move || follow_until(&stop, tables, &apply, &sink))
+            .spawn(move || follow_until(&stop, tables, &apply, &sink, &positions))
             .map_err(|e| FollowError::Thread(e.to_string()))?
     };
     Ok(Follower {
         stop,
         thread: Some(thread),
+        progress,
     })
+}
+
+/// Records that every change of `topic` below `positions` (per partition)
+/// was handed on.
+fn handed_on(all: &Positions, topic: &str, positions: HashMap<i32, i64>) {
+    let mut all = lock(all);
+    for (partition, position) in positions {
+        all.insert((topic.to_owned(), partition), position);
+    }
 }
 
 /// Hands on each change as it comes, until `stop`.
@@ -180,21 +345,30 @@ fn follow_until(
     mut tables: Vec<(String, TopicReader)>,
     apply: &impl Fn(Change<'_>) -> Result<(), String>,
     sink: &Sink,
+    positions: &Positions,
 ) {
     // Each reader waits in turn, so the stop is seen within about this
     // much a topic.
     let wait = Duration::from_millis(50);
-    while !stop.load(Ordering::Relaxed) {
+    'following: while !stop.load(Ordering::Relaxed) {
         for (topic, reader) in &mut tables {
             while let Some(message) = reader.next(wait) {
                 if stop.load(Ordering::Relaxed) {
-                    break;
+                    // Read and not handed on: nothing more is said past it.
+                    break 'following;
                 }
                 match message {
-                    Ok(message) => take(&message, apply, sink),
+                    Ok(message) => {
+                        take(&message, apply, sink);
+                        let next = HashMap::from([(message.partition(), message.offset() + 1)]);
+                        handed_on(positions, topic, next);
+                    }
                     Err(e) => tracing::warn!("reading the table topic {topic}: {e}"),
                 }
             }
+            // Past what the records say: the consumer steps over
+            // transaction markers too.
+            handed_on(positions, topic, reader.positions());
         }
         sink.poll();
     }

@@ -126,7 +126,12 @@
 //! that moves its end later, or adds it again, whatever time it takes
 //! effect from), is counted afresh: a buyer who bought it before may buy
 //! it again. A pass asks the catalog twice, as it plans and again just
-//! before it writes, so the window is the writes' own.
+//! before it writes, so the window is the writes' own: the second time
+//! once the catalog's follower has shown it holds every change written
+//! so far (`hashbuy_kafka::tables::Progress::read_through_now`, on a
+//! broker whose high watermark counts records), so a change written
+//! before that is not missed for the follower's lag. A follower that
+//! cannot show it forgets no count in that pass.
 //!
 //! # Charged while fresh, found stale
 //!

@@ -26,7 +26,7 @@
 //! whose floor and count are not already durable in both places.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -126,6 +126,18 @@ async fn pass(
         .await
         .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??
     };
+    // The catalog's follower shown to hold every change written so far,
+    // before the check below, so that nothing is waited for between the
+    // check and the writes; a stop meanwhile ends the pass. One that fell
+    // behind, or stopped, would miss an offer put on sale again before
+    // the pass.
+    let current = match (&shared.catalog_current, plan.outlived.is_empty()) {
+        (Some(current), false) => tokio::select! {
+            shown = current.since(Instant::now()) => Some(shown?),
+            _ = watching.wait_for(|s| *s) => return Ok(None),
+        },
+        _ => None,
+    };
     // Stopped while it planned (a hand-over, with the lease unbroken): the
     // partition's next owner may be writing counts by now, and this plan's
     // must not land after theirs.
@@ -134,9 +146,19 @@ async fn pass(
     }
     // The catalog asked again, as late as the raise allows: an offer put on
     // sale again while the pass planned keeps its counts, and one this
-    // pass counted purchases into is written instead.
+    // pass counted purchases into is written instead; on a catalog not
+    // shown current, every count is kept.
     if let Some(ended) = ended_on(shared) {
-        plan.keep_on_sale(&ended);
+        match current {
+            Some(Err(behind)) => {
+                tracing::warn!(
+                    partition,
+                    "{behind}: this pass forgets no count of an ended offer"
+                );
+                plan.keep_on_sale(&|_: &str, _| false);
+            }
+            _ => plan.keep_on_sale(&ended),
+        }
     }
     let records = ledger.raise(&plan.raise)?;
     shared.commit.durable().await?;

@@ -112,7 +112,7 @@ use hashbuy_kafka::loss::{
 };
 use hashbuy_kafka::produce::record_budget;
 use hashbuy_kafka::reader::TopicReader;
-use hashbuy_kafka::tables::{self, FollowError, Follower, Letters};
+use hashbuy_kafka::tables::{self, Behind, FollowError, Follower, Letters, Progress};
 use hashbuy_kafka::{chosen, lock};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -319,6 +319,15 @@ pub enum RunError {
     /// The runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// The live merchants table refuses a purchase (its merchant missing,
+    /// removed, or its fee), and could not be shown current: refusing it
+    /// could lose a purchase of a merchant put a moment ago. A restart
+    /// reads the table whole before its first command.
+    #[error(
+        "the live merchants table refuses a purchase, and cannot be shown to hold every change \
+         written so far ({0}): the purchase is not refused on a table that may lack a change"
+    )]
+    MerchantsBehind(Behind),
     /// The user's settings leave a record's delivery unbounded, or bounded
     /// past what a hand-over may take.
     #[error(
@@ -365,6 +374,50 @@ pub enum RunError {
 
 /// How long a Kafka call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the settler waits for a live table's follower to show it has
+/// read every change written so far ([`Progress::read_through_now`])
+/// before it acts on what the table lacks.
+pub(crate) const TABLES_WAIT: Duration = Duration::from_secs(10);
+
+/// A live table's follower asked to show it holds every change written
+/// so far ([`Progress::read_through_now`], on a blocking thread, about
+/// [`TABLES_WAIT`] at most), one ask at a time: callers that found the
+/// table lacking something at some moment share the answer of an ask
+/// begun after it, so a burst of refusals costs one round trip to the
+/// broker.
+pub(crate) struct TableCurrent {
+    progress: Progress,
+    /// When the last ask began, and what it found.
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), Behind>)>>,
+}
+
+impl TableCurrent {
+    fn new(progress: Progress) -> TableCurrent {
+        TableCurrent {
+            progress,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether the follower has handed on every change written before
+    /// `decided`.
+    pub(crate) async fn since(&self, decided: Instant) -> Result<Result<(), Behind>, RunError> {
+        let mut last = self.last.lock().await;
+        if let Some((began, found)) = last.as_ref() {
+            if *began >= decided {
+                return Ok(found.clone());
+            }
+        }
+        let began = Instant::now();
+        let progress = self.progress.clone();
+        let found = tokio::task::spawn_blocking(move || progress.read_through_now(TABLES_WAIT))
+            .await
+            .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))?;
+        *last = Some((began, found.clone()));
+        Ok(found)
+    }
+}
 
 /// How often done offsets are committed.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
@@ -502,6 +555,12 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// The catalog followed ([`follow_catalog`]).
     pub(crate) catalog: Option<SharedCatalog>,
+    /// The catalog's follower, asked: a pruning pass forgets counts only
+    /// on a catalog shown current.
+    pub(crate) catalog_current: Option<TableCurrent>,
+    /// The live merchants table's follower, asked: a purchase is refused
+    /// by the table only once it is shown current.
+    pub(crate) merchants_current: Option<TableCurrent>,
     pub(crate) payments: Payments,
     pub(crate) ledger: Ledger,
     pub(crate) commit: Arc<GroupCommit>,
@@ -891,8 +950,8 @@ pub fn run(
         .check_topic(&config.topics.stock_requests, CONNECT_TIMEOUT)?;
     // Before the first command: a command is routed by the merchants table
     // as it stood at its tweet's time.
-    let _follower = follow_merchants(config)?;
-    let (catalog, _catalog_follower) = follow_catalog(config)?;
+    let merchants_follower = follow_merchants(config)?;
+    let (catalog, catalog_follower) = follow_catalog(config)?;
     let ledger = Ledger::open(&config.ledger_dir)?.with_encoding(config.ledger_encoding);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -945,6 +1004,12 @@ pub fn run(
     let shared = Arc::new(Shared {
         config: config.clone(),
         catalog,
+        catalog_current: catalog_follower
+            .as_ref()
+            .map(|f| TableCurrent::new(f.progress())),
+        merchants_current: merchants_follower
+            .as_ref()
+            .map(|f| TableCurrent::new(f.progress())),
         payments,
         ledger,
         commit,

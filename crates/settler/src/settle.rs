@@ -147,7 +147,7 @@ async fn settle_entry(
             } else if command.stock > 0 && !command.reserved {
                 Err(UNRESERVED.to_owned())
             } else {
-                route_of(shared, command)
+                route_now(shared, command).await?
             };
             let refused = match routed {
                 Ok(Route::Platform) => None,
@@ -212,7 +212,7 @@ async fn settle_entry(
                     // given: a key past the first is minted only once the
                     // provider is known to hold no charge, so it is a fresh
                     // request, routed as a fresh command would be.
-                    match route_of(shared, &entry.command) {
+                    match route_now(shared, &entry.command).await? {
                         Ok(Route::Platform) => {}
                         Ok(Route::Connect(destination)) => entry.destination = Some(destination),
                         Err(reason) => {
@@ -628,6 +628,25 @@ async fn send_ack(shared: &Shared, ack: &PaymentAck) -> Result<(), RunError> {
     *lock(&shared.last_ack) = Some(Instant::now());
     metrics::counter!("hashbuy_settler_acks_total").increment(1);
     Ok(())
+}
+
+/// [`route_of`], a refusal by the live merchants table made only once its
+/// follower has shown it holds every change written so far: a merchant
+/// put a moment ago is not refused for this settler's lag.
+async fn route_now(
+    shared: &Shared,
+    command: &PaymentCommand,
+) -> Result<Result<Route, String>, RunError> {
+    let decided = Instant::now();
+    let routed = route_of(shared, command);
+    let (Err(_), Some(current)) = (&routed, &shared.merchants_current) else {
+        return Ok(routed);
+    };
+    current
+        .since(decided)
+        .await?
+        .map_err(RunError::MerchantsBehind)?;
+    Ok(route_of(shared, command))
 }
 
 /// Where `command`'s charge goes, by the merchants table as it stood at

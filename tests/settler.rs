@@ -851,19 +851,8 @@ fn a_merchant_missing_from_a_table_not_shown_current_refuses_no_purchase() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ledger = dir.path().join("ledger");
     let log = dir.path().join("settle.log");
-    let started = Instant::now();
-    let child = settle(&brokers, &provider, &ledger)
-        .arg("--connect")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("settle starts");
-    let assigned = logged_within(
-        &log,
-        "partitions assigned",
-        started,
-        Duration::from_secs(60),
-    );
+    let (child, assigned) =
+        started_with_partitions(settle(&brokers, &provider, &ledger).arg("--connect"), &log);
     cluster.broker_down(2).expect("the table's broker down");
     produce_commands(&brokers, &sent);
     let (status, _) = finish_within(child, Duration::from_secs(120));
@@ -1556,6 +1545,20 @@ fn a_command_written_while_fresh_and_read_days_late_is_looked_up_before_it_is_re
 
 /// How long after `since` the log file at `log` first holds `line`;
 /// `None` if it does not within `wait`.
+/// Starts `command` (a `hashbuy settle`) with its log in `log`, and waits
+/// up to a minute for its partitions: the child, and how long they took
+/// to come.
+fn started_with_partitions(command: &mut Command, log: &Path) -> (Child, Option<Duration>) {
+    let started = Instant::now();
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("settle starts");
+    let assigned = logged_within(log, "partitions assigned", started, Duration::from_secs(60));
+    (child, assigned)
+}
+
 fn logged_within(log: &Path, line: &str, since: Instant, wait: Duration) -> Option<Duration> {
     while since.elapsed() < wait {
         if std::fs::read_to_string(log).is_ok_and(|text| text.contains(line)) {
@@ -1583,18 +1586,8 @@ fn a_restarted_settler_gets_its_partitions_back_within_seconds() {
     let mut waits = Vec::new();
     for run in 0..2 {
         let log = dir.path().join(format!("settle-{run}.log"));
-        let started = Instant::now();
-        let child = settle(&brokers, &provider, &ledger)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("settle starts");
-        let assigned = logged_within(
-            &log,
-            "partitions assigned",
-            started,
-            Duration::from_secs(60),
-        );
+        let (child, assigned) =
+            started_with_partitions(&mut settle(&brokers, &provider, &ledger), &log);
         signal(&child, "TERM");
         let (status, _) = finish_within(child, Duration::from_secs(60));
         let stderr = std::fs::read_to_string(&log).expect("the settler's log");

@@ -185,7 +185,9 @@ pub enum Behind {
 }
 
 impl Progress {
-    /// Waits, about `wait` at most (the broker's answers included), until
+    /// Waits, about `wait` at most (the broker's answers included, each
+    /// given a third of what is left: up to a third more in all when the
+    /// broker is slow to answer), until
     /// the follower has handed on every change its topics held when this
     /// was called: their ends, asked of the broker now (read uncommitted,
     /// so a transaction still open makes it wait), each reached by the
@@ -246,8 +248,9 @@ impl Progress {
 const POSITION_CHECK_EVERY: Duration = Duration::from_millis(10);
 
 /// Each partition's `(low, high)` watermarks of `topic`, asked read
-/// uncommitted, in about `within` (a third of it for each of the
-/// topic's partitions, its oldest offsets and its latest).
+/// uncommitted, each request given a third of `within`: the topic's
+/// partitions, its oldest offsets, its latest, and a partition left out
+/// of those answers asked alone.
 fn ask_ends(
     connection: &Connection,
     topic: &str,

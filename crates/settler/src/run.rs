@@ -382,10 +382,11 @@ pub(crate) const TABLES_WAIT: Duration = Duration::from_secs(10);
 
 /// A live table's follower asked to show it holds every change written
 /// so far ([`Progress::read_through_now`], on a blocking thread, about
-/// [`TABLES_WAIT`] at most), one ask at a time: callers that found the
-/// table lacking something at some moment share the answer of an ask
-/// begun after it, so a burst of refusals costs one round trip to the
-/// broker.
+/// [`TABLES_WAIT`] at most), one ask at a time (an ask whose caller went
+/// away runs on, and the next may begin beside it): callers that found
+/// the table lacking something at some moment share the answer of the
+/// first ask begun after it, so refusals that come while an ask is under
+/// way cost one more round trip to the broker, not one each.
 pub(crate) struct TableCurrent {
     progress: Progress,
     /// When the last ask began, and what it found.

@@ -60,6 +60,22 @@ pub fn watermarks<C: ConsumerContext>(
         .collect()
 }
 
+/// [`watermarks`] asked read uncommitted, by a client of its own: the high
+/// watermark, not the last stable offset, which stops short of records
+/// written after a transaction still open.
+pub fn uncommitted_watermarks(
+    connection: &Connection,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+    timeout: Duration,
+) -> Result<HashMap<i32, (i64, i64)>, KafkaError> {
+    let asking: BaseConsumer<QuietContext> = connection
+        .config()
+        .set("isolation.level", "read_uncommitted")
+        .create_with_context(QuietContext)?;
+    watermarks(&asking, topic, partitions, timeout)
+}
+
 /// The offsets the broker lists for `partitions` of `topic` at `at` (the
 /// oldest or the latest), in one request a broker; a partition answered
 /// with an error, or not with an offset, is left out.
@@ -228,11 +244,12 @@ impl TopicReader {
             // member's frozen mid-batch, say), which a changelog's restore
             // must not miss. Reading to the high watermark waits for that
             // transaction to end (within its timeout).
-            let asking: BaseConsumer<QuietContext> = connection
-                .config()
-                .set("isolation.level", "read_uncommitted")
-                .create_with_context(QuietContext)?;
-            watermarks(&asking, topic, partitions.iter().copied(), CONNECT_TIMEOUT)?
+            uncommitted_watermarks(
+                connection,
+                topic,
+                partitions.iter().copied(),
+                CONNECT_TIMEOUT,
+            )?
         } else {
             HashMap::new()
         };

@@ -31,11 +31,10 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::BaseProducer;
 use rdkafka::Message;
 
-use crate::client::QuietContext;
 use crate::client::{failed, ConnectError, Connection, Failed};
 use crate::lock;
 use crate::produce::{dead_letter_of, flush_promptly, record_budget, send_waiting, Deliveries};
-use crate::reader::{read_to_end, watermarks, ReadOptions, ReadToEnd, TopicReader};
+use crate::reader::{read_to_end, uncommitted_watermarks, ReadOptions, ReadToEnd, TopicReader};
 
 /// How long the dead letters of table records may take to be delivered.
 const LETTERS_WAIT: Duration = Duration::from_secs(30);
@@ -211,20 +210,12 @@ impl Progress {
         loop {
             let short = {
                 let positions = lock(&self.positions);
-                ends.iter()
-                    .find(|(topic, partition, end)| {
-                        positions
-                            .get(&(topic.clone(), *partition))
-                            .is_none_or(|position| position < end)
-                    })
-                    .map(|(topic, partition, end)| {
-                        (
-                            topic.clone(),
-                            *partition,
-                            positions.get(&(topic.clone(), *partition)).copied(),
-                            *end,
-                        )
-                    })
+                ends.iter().find_map(|(topic, partition, end)| {
+                    let position = positions.get(&(topic.clone(), *partition)).copied();
+                    position
+                        .is_none_or(|position| position < *end)
+                        .then(|| (topic.clone(), *partition, position, *end))
+                })
             };
             let Some((topic, partition, position, end)) = short else {
                 return Ok(());
@@ -263,12 +254,7 @@ fn ask_ends(
     let partitions = connection
         .check_topic(topic, each)
         .map_err(|e| e.to_string())?;
-    let asking: rdkafka::consumer::BaseConsumer<QuietContext> = connection
-        .config()
-        .set("isolation.level", "read_uncommitted")
-        .create_with_context(QuietContext)
-        .map_err(|e| e.to_string())?;
-    watermarks(&asking, topic, 0..partitions as i32, each).map_err(|e| e.to_string())
+    uncommitted_watermarks(connection, topic, 0..partitions as i32, each).map_err(|e| e.to_string())
 }
 
 impl Drop for Follower {

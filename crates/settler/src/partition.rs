@@ -233,7 +233,7 @@ pub(crate) async fn partition_task(
             _ = marking.tick() => shared.mark_read_through(partition).await?,
             Some(joined) = running.join_next(), if !running.is_empty() => {
                 let done = joined
-                    .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??;
+                    .map_err(RunError::task)??;
                 if done.offset.is_none() {
                     resumed.one_done();
                 }

@@ -114,7 +114,7 @@ async fn pass(
         // awaits this pass, and the hand-over awaits its task.
         let _turn = tokio::select! {
             turn = shared.planning.acquire() => turn
-                .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))?,
+                .map_err(RunError::task)?,
             _ = watching.wait_for(|s| *s) => return Ok(None),
         };
         let ledger = ledger.clone();
@@ -124,7 +124,7 @@ async fn pass(
             ledger.plan(now, max_age, ended)
         })
         .await
-        .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))??
+        .map_err(RunError::task)??
     };
     // The catalog's follower shown to hold every change written so far,
     // before the check below, so that nothing is waited for between the
@@ -261,7 +261,7 @@ fn joined(
     done: Option<Result<Result<(), RunError>, tokio::task::JoinError>>,
 ) -> Result<(), RunError> {
     match done {
-        Some(done) => done.map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))?,
+        Some(done) => done.map_err(RunError::task)?,
         None => Ok(()),
     }
 }

@@ -494,7 +494,7 @@ impl Restore {
                     restore(&restoring, &partitions, generation)
                 })
                 .await
-                .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))
+                .map_err(RunError::task)
                 .and_then(|restored| restored);
                 let took = self.began.elapsed();
                 shared.count(|s| s.restoring = s.restoring.max(took));

@@ -372,6 +372,14 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// A task of the settler's runtime that failed to run to its end (it
+    /// panicked, or its semaphore closed), as the runtime's error.
+    pub(crate) fn task(e: impl std::fmt::Display) -> RunError {
+        RunError::Runtime(std::io::Error::other(e.to_string()))
+    }
+}
+
 /// How long a Kafka call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -414,7 +422,7 @@ impl TableCurrent {
         let progress = self.progress.clone();
         let found = tokio::task::spawn_blocking(move || progress.read_through_now(TABLES_WAIT))
             .await
-            .map_err(|e| RunError::Runtime(std::io::Error::other(e.to_string())))?;
+            .map_err(RunError::task)?;
         *last = Some((began, found.clone()));
         Ok(found)
     }

@@ -244,9 +244,7 @@ fn faults_at_the_provider_never_charge_twice_nor_lose_a_command() {
 
 #[test]
 fn a_settler_killed_again_and_again_still_charges_each_command_once() {
-    let broker = EmbeddedBroker::start(&Topics::default().all(), 8).expect("broker");
-    let brokers = broker.bootstrap_servers();
-    let provider = Provider::start(PaysimConfig {
+    let run = AtWork::prepare_with(PaysimConfig {
         latency_ms: 20,
         fail_500: 0.10,
         fail_429: 0.05,
@@ -254,14 +252,11 @@ fn a_settler_killed_again_and_again_still_charges_each_command_once() {
         seed: 5,
         ..PaysimConfig::default()
     });
-    let sent = commands(3_000, 600);
-    produce_commands(&brokers, &sent);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ledger = dir.path().join("ledger");
+    let (brokers, provider, ledger) = (&run.brokers, &run.provider, &run.ledger);
     let mut kills = 0;
     for round in 1..=4 {
         let port = free_port();
-        let mut child = settle(&brokers, &provider, &ledger)
+        let mut child = settle(brokers, provider, ledger)
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -278,8 +273,8 @@ fn a_settler_killed_again_and_again_still_charges_each_command_once() {
         kills >= 2,
         "the settler was killed mid-stream ({kills} times)"
     );
-    settle_to_end(&brokers, &provider, &ledger);
-    assert_settled_once(&brokers, &provider, &sent);
+    settle_to_end(brokers, provider, ledger);
+    assert_settled_once(brokers, provider, &run.sent);
 }
 
 /// Waits until the settler on `port` has delivered `acks` acks in this
@@ -632,6 +627,24 @@ fn the_live_merchants_table_routes_each_purchase_by_its_time() {
     assert_eq!(last.status, Status::Rejected as i32, "{}", last.reason);
 }
 
+/// paysim holding acme's connected account, and acme put on the live
+/// merchants table of `brokers` now.
+fn acme_put_live(brokers: &str) -> Provider {
+    let provider = Provider::start(PaysimConfig {
+        connected_accounts: BTreeSet::from(["acct_1Acme".to_owned()]),
+        ..PaysimConfig::default()
+    });
+    succeeds(&[
+        "merchants",
+        "put",
+        "--brokers",
+        brokers,
+        "--merchant",
+        r#"{"merchant_id": "acme", "account_id": "acct_1Acme"}"#,
+    ]);
+    provider
+}
+
 /// A merchant put on the live table after its first purchases were
 /// tweeted (onboarding, a backlog of commands) still takes them: only a
 /// removal at or before a purchase's time refuses it.
@@ -639,20 +652,9 @@ fn the_live_merchants_table_routes_each_purchase_by_its_time() {
 fn a_merchant_put_after_its_purchases_were_tweeted_still_takes_them() {
     let broker = EmbeddedBroker::start(&Topics::default().all(), 2).expect("broker");
     let brokers = broker.bootstrap_servers();
-    let provider = Provider::start(PaysimConfig {
-        connected_accounts: BTreeSet::from(["acct_1Acme".to_owned()]),
-        ..PaysimConfig::default()
-    });
     // Tweeted in 2026-05, the merchant put now.
     let sent = commands(4, 4);
-    succeeds(&[
-        "merchants",
-        "put",
-        "--brokers",
-        &brokers,
-        "--merchant",
-        r#"{"merchant_id": "acme", "account_id": "acct_1Acme"}"#,
-    ]);
+    let provider = acme_put_live(&brokers);
     produce_commands(&brokers, &sent);
     let dir = tempfile::tempdir().expect("temp dir");
     finished(
@@ -689,13 +691,18 @@ struct AtWork {
 impl AtWork {
     /// The surroundings, the commands produced.
     fn prepare() -> AtWork {
-        let broker = EmbeddedBroker::start(&Topics::default().all(), 8).expect("broker");
-        let brokers = broker.bootstrap_servers();
-        let provider = Provider::start(PaysimConfig {
+        AtWork::prepare_with(PaysimConfig {
             latency_ms: 20,
             seed: 7,
             ..PaysimConfig::default()
-        });
+        })
+    }
+
+    /// [`AtWork::prepare`] against paysim as `paysim` says.
+    fn prepare_with(paysim: PaysimConfig) -> AtWork {
+        let broker = EmbeddedBroker::start(&Topics::default().all(), 8).expect("broker");
+        let brokers = broker.bootstrap_servers();
+        let provider = Provider::start(paysim);
         let sent = commands(3_000, 600);
         produce_commands(&brokers, &sent);
         let dir = tempfile::tempdir().expect("temp dir");
@@ -834,18 +841,7 @@ fn a_merchant_missing_from_a_table_not_shown_current_refuses_no_purchase() {
         .coordinator(MockCoordinator::Group("hashbuy-settler".into()), 1)
         .expect("the group's coordinator");
     let brokers = broker.bootstrap_servers();
-    let provider = Provider::start(PaysimConfig {
-        connected_accounts: BTreeSet::from(["acct_1Acme".to_owned()]),
-        ..PaysimConfig::default()
-    });
-    succeeds(&[
-        "merchants",
-        "put",
-        "--brokers",
-        &brokers,
-        "--merchant",
-        r#"{"merchant_id": "acme", "account_id": "acct_1Acme"}"#,
-    ]);
+    let provider = acme_put_live(&brokers);
     let mut sent = commands(1, 1);
     sent[0].merchant_id = "nobody".into();
     let dir = tempfile::tempdir().expect("temp dir");

@@ -802,8 +802,12 @@ fn a_settler_whose_records_the_broker_stops_taking_stops_with_the_error() {
         refused.elapsed().as_secs_f64()
     );
     assert!(!status.success(), "the settler failed: {stderr}");
+    // librdkafka's idempotent producer, its records timed out, may find
+    // its batches beyond repair and fail for good ("Fatal error: ...
+    // unable to guarantee consistency"), failing the records still queued
+    // as purged: then that is what the settler's log names.
     assert!(
-        stderr.contains("Message timed out"),
+        stderr.contains("Message timed out") || stderr.contains("Fatal error"),
         "the settler named the undelivered record: {stderr}"
     );
     assert!(!stderr.contains(CANARY_KEY), "the provider key was printed");

@@ -1,7 +1,8 @@
 //! `hashbuy ledger`: operators look into the settler's ledger: list entries
-//! (pending ones first), show one, export all, sum it up (`stats`), and
-//! resolve a stuck one by hand. The settler holds the ledger's lock while
-//! it runs, so these work on a stopped settler's ledger.
+//! (pending ones first), show one, export all, sum it up (`stats`),
+//! resolve a stuck one by hand, and compact it. The settler holds the
+//! ledger's lock while it runs, so these work on a stopped settler's
+//! ledger.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter, Write};
@@ -47,6 +48,11 @@ enum LedgerCommand {
     /// Sum the ledger up: entries by state, the oldest undecided, bytes on
     /// disk, each partition's floor, and what pruning would remove now.
     Stats(StatsArgs),
+    /// Copy the ledger afresh, giving back to the file system the space
+    /// pruning freed (sled never shortens its file), and print its size
+    /// before and after. A settler does this itself on a clean stop when
+    /// its file takes over 8 times its keys and values and over 64 MiB.
+    Compact(LedgerDir),
 }
 
 #[derive(clap::Args)]
@@ -143,14 +149,37 @@ pub fn run(args: Args) -> Result<()> {
         LedgerCommand::Export(dir) => export(dir),
         LedgerCommand::Resolve(args) => resolve(args),
         LedgerCommand::Stats(args) => stats(args),
+        LedgerCommand::Compact(dir) => compact(dir),
     }
 }
 
-fn open(dir: &LedgerDir) -> Result<Ledger> {
+/// `hashbuy ledger compact`.
+fn compact(dir: LedgerDir) -> Result<()> {
+    eprintln!("compacting the ledger at {} ...", dir.ledger.display());
+    let done = hashbuy_settler::compact::compact(existing(&dir)?)?;
+    println!(
+        "ledger at {}: {} bytes on disk before, {} after, for {} bytes of keys and values; \
+         took {:.1} s",
+        dir.ledger.display(),
+        done.before,
+        done.after,
+        done.live,
+        done.took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The ledger's directory, if there is one: a command that only reads
+/// must not make an empty ledger of a mistyped path.
+fn existing(dir: &LedgerDir) -> Result<&std::path::Path> {
     if !dir.ledger.exists() {
         bail!("no ledger at {}", dir.ledger.display());
     }
-    Ok(Ledger::open(&dir.ledger)?)
+    Ok(&dir.ledger)
+}
+
+fn open(dir: &LedgerDir) -> Result<Ledger> {
+    Ok(Ledger::open(existing(dir)?)?)
 }
 
 /// `hashbuy ledger stats`.

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use hashbuy_core::tables::Merchants;
 use hashbuy_kafka::health::Health;
 use hashbuy_provider::{Backoff, Provider, ProviderConfig, ProviderError, SecretString};
+use hashbuy_settler::compact;
 use hashbuy_settler::payments::Payments;
 use hashbuy_settler::run;
 
@@ -313,6 +314,25 @@ pub fn run(args: Args) -> Result<()> {
         summary.duplicates,
         summary.resumed,
         summary.restoring.as_secs_f64(),
+    );
+    compact_on_stop(&config.ledger_dir)
+}
+
+/// Gives back what pruning freed, on a clean stop, when the ledger's file
+/// has grown far past its keys and values (`hashbuy_settler::compact`):
+/// the next start then opens a small file, and holds a small page table.
+fn compact_on_stop(dir: &std::path::Path) -> Result<()> {
+    let Some(done) = compact::compact_if_worth(dir)
+        .with_context(|| format!("cannot compact the ledger at {}", dir.display()))?
+    else {
+        return Ok(());
+    };
+    eprintln!(
+        "compacted the ledger in {:.1} s: {} MB on disk for {} MB of keys and values, now {} MB",
+        done.took.as_secs_f64(),
+        done.before >> 20,
+        done.live >> 20,
+        done.after >> 20,
     );
     Ok(())
 }

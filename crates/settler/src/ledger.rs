@@ -54,6 +54,26 @@ pub enum LedgerError {
         /// What the system said.
         source: std::io::Error,
     },
+    /// A file or directory of the ledger could not be read, written,
+    /// moved or removed.
+    #[error("cannot {doing} {path}: {source}")]
+    Files {
+        /// What was being done.
+        doing: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// A compaction's copy did not hold what the ledger holds, or could
+    /// not be swapped in; the ledger is left as it was.
+    #[error("cannot compact the ledger at {path}: {reason}")]
+    Compaction {
+        /// The ledger's directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// An entry could not be read back.
     #[error("ledger entry {key} is unreadable: {reason}")]
     Corrupt {
@@ -300,18 +320,18 @@ impl PrunePlan {
 const ENTRIES_PREFIX: &str = "entries-";
 
 /// The file in a sled directory that holds its log (sled 0.34).
-const SLED_LOG: &str = "db";
+pub(crate) const SLED_LOG: &str = "db";
 
 /// How long [`Ledger::open`] waits for a lock that is held: long past the
 /// moments sled's threads take to let go of a dropped ledger's, and short
 /// beside a settler's lifetime, which holds it for good.
-const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// How often [`Ledger::open`] tries a held lock again.
-const LOCK_RETRY_EVERY: Duration = Duration::from_millis(20);
+pub(crate) const LOCK_RETRY_EVERY: Duration = Duration::from_millis(20);
 
 /// Opens sled in `dir` once, naming a lock held elsewhere as such.
-fn open_sled(dir: &Path) -> Result<sled::Db, LedgerError> {
+pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, LedgerError> {
     sled::Config::new()
         .path(dir)
         // Durability comes from the settler's own flushes, one a batch.
@@ -349,7 +369,11 @@ impl Ledger {
     /// 1289), so a ledger closed and opened again in one process (a bench
     /// reading a stopped settler's ledger and then restarting it) would
     /// otherwise find it in use by itself.
+    ///
+    /// A compaction cut off part way ([`crate::compact`]) is finished or
+    /// undone first.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        crate::compact::finish_interrupted(dir)?;
         let began = Instant::now();
         let db = loop {
             match open_sled(dir) {
@@ -410,6 +434,25 @@ impl Ledger {
             .collect();
         partitions.sort_unstable();
         partitions
+    }
+
+    /// The bytes of the keys and values of every tree: what the ledger
+    /// would take on disk with nothing added, to set beside
+    /// [`Ledger::size_on_disk`].
+    pub fn live_bytes(&self) -> Result<u64, LedgerError> {
+        let mut bytes = 0;
+        for name in self.db.tree_names() {
+            for item in self.db.open_tree(name)?.iter() {
+                let (key, value) = item?;
+                bytes += (key.len() + value.len()) as u64;
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// The sled store beneath, for [`crate::compact`] to copy.
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// The bytes of the ledger's files on disk, as sled counts them.

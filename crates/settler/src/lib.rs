@@ -16,6 +16,7 @@
 //!   against the user's earlier entries (pure).
 //! - [`ledger`]: entries in sled, per input partition, with a user index.
 //! - [`group_commit`]: one flush for the writes of many tasks.
+//! - [`compact`]: a ledger copied afresh, to give back what pruning freed.
 //! - [`horizon`]: how old a command may be, and which entries may be
 //!   pruned; the argument that pruning charges nothing twice (pure).
 //! - [`steps`]: what to do next with a command, from what the provider
@@ -32,6 +33,7 @@
 //! - [`partition`]: a partition's task, many commands in flight.
 //! - [`settle`]: one command, from its entry to its ack.
 pub mod command;
+pub mod compact;
 pub mod entry;
 pub mod frontier;
 pub mod group_commit;

@@ -1,0 +1,489 @@
+//! A ledger compacted by copy, to give back the space pruning frees.
+//!
+//! sled reuses a segment of its file only once most of it is garbage, and
+//! never shortens the file: a ledger pruned from a million entries down to
+//! a few dozen still takes the file of a million, and every open of it
+//! rebuilds sled's page table of that file in memory. The one way sled
+//! offers to shed that is a fresh store holding the same keys and values,
+//! so compaction copies the ledger into one and swaps the copy's file in.
+//!
+//! # Steps, and why a crash at any of them loses nothing
+//!
+//! 1. With the ledger open (so locked: no settler writes to it), every
+//!    tree is copied into a new sled store in `compacting/`, inside the
+//!    ledger's directory (which may be a volume's mount point, so never
+//!    beside it). The copy is flushed, synced, and compared with the
+//!    ledger key by key and value by value. A copy that differs is removed
+//!    and the ledger is left as it was.
+//! 2. The ledger is closed, and its directory locked again with the lock
+//!    sled takes (on its `db` file), so that no settler opens it until
+//!    the swap is done.
+//! 3. The copy is marked whole (`compacting/whole`, synced).
+//! 4. The ledger's snapshots (`snap.*`, sled's record of where its pages
+//!    lie in `db`, which it rebuilds from `db` alone when there is none)
+//!    are removed, and the copy's `db` is renamed over the ledger's: one
+//!    atomic step from the old file to the new. The directory is synced
+//!    between the two, so no old snapshot is ever beside the new file.
+//! 5. `compacting/` is removed.
+//!
+//! Cut off before 3, the ledger is whole and the copy is removed when the
+//! ledger is next opened; from 3 on, the copy is whole and the next open
+//! ([`finish_interrupted`], under the same lock) carries on from 4. Either
+//! way the ledger holds every key and value it held, in the old file or
+//! in the new.
+//!
+//! A settler compacts its ledger when it stops cleanly, if the ledger's
+//! file has grown to [`COMPACT_ABOVE_RATIO`] times its keys and values
+//! and over [`COMPACT_ABOVE_BYTES`] ([`worth_compacting`]); `hashbuy
+//! ledger compact` does it on demand.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fs2::FileExt as _;
+
+use crate::ledger::{
+    open_sled, Ledger, LedgerError, LOCK_RELEASE_WAIT, LOCK_RETRY_EVERY, SLED_LOG,
+};
+
+/// Where the copy is built, inside the ledger's directory.
+const COPY_DIR: &str = "compacting";
+
+/// The mark, in the copy's directory, that the copy is whole and verified.
+const WHOLE: &str = "whole";
+
+/// How sled names its snapshot files.
+const SNAPSHOT_PREFIX: &str = "snap.";
+
+/// Where sled keeps values too big for its pages.
+const BLOBS: &str = "blobs";
+
+/// How many keys the copy writes a batch.
+const COPY_BATCH: usize = 10_000;
+
+/// A ledger smaller than this is never compacted on stop: what it could
+/// give back is not worth a slower stop.
+pub const COMPACT_ABOVE_BYTES: u64 = 64 << 20;
+
+/// How many times its keys and values a ledger's file must take before a
+/// stop compacts it. sled's files take 4.5 to 5.5 times the keys and
+/// values of a ledger that is only written (measured at 100,000 and a
+/// million commands), so a ledger reaches this by pruning, not by use.
+pub const COMPACT_ABOVE_RATIO: u64 = 8;
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    /// The ledger's bytes on disk before.
+    pub before: u64,
+    /// Its bytes on disk after.
+    pub after: u64,
+    /// The bytes of its keys and values.
+    pub live: u64,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Whether a ledger whose file takes `size_on_disk` bytes for `live`
+/// bytes of keys and values is worth compacting on stop.
+pub fn worth_compacting(size_on_disk: u64, live: u64) -> bool {
+    size_on_disk > COMPACT_ABOVE_BYTES && size_on_disk / COMPACT_ABOVE_RATIO > live
+}
+
+/// Compacts the ledger in `dir` if it is [`worth_compacting`]; `None`
+/// if it is not. The ledger must not be open.
+pub fn compact_if_worth(dir: &Path) -> Result<Option<Compaction>, LedgerError> {
+    let began = Instant::now();
+    let ledger = Ledger::open(dir)?;
+    let before = ledger.size_on_disk()?;
+    // The keys and values are read only when the file could be worth it.
+    if before <= COMPACT_ABOVE_BYTES {
+        return Ok(None);
+    }
+    let live = ledger.live_bytes()?;
+    if !worth_compacting(before, live) {
+        return Ok(None);
+    }
+    compact_open(ledger, dir, (before, live), began).map(Some)
+}
+
+/// Compacts the ledger in `dir` whatever its size. The ledger must not
+/// be open.
+pub fn compact(dir: &Path) -> Result<Compaction, LedgerError> {
+    let began = Instant::now();
+    let ledger = Ledger::open(dir)?;
+    let sizes = (ledger.size_on_disk()?, ledger.live_bytes()?);
+    compact_open(ledger, dir, sizes, began)
+}
+
+/// Steps 1 to 5 of the module docs, for `ledger`, open from `dir`.
+fn compact_open(
+    ledger: Ledger,
+    dir: &Path,
+    (before, live): (u64, u64),
+    began: Instant,
+) -> Result<Compaction, LedgerError> {
+    tracing::info!(
+        ledger = %dir.display(),
+        bytes_on_disk = before,
+        keys_and_values = live,
+        "compacting the ledger"
+    );
+    let copy = dir.join(COPY_DIR);
+    if let Err(e) = copy_verified(ledger.db(), &copy, dir) {
+        // Best effort: the next open removes a copy not marked whole.
+        let _ = fs::remove_dir_all(&copy);
+        return Err(e);
+    }
+    drop(ledger);
+    let lock = lock_ledger(dir)?;
+    let whole = copy.join(WHOLE);
+    File::create(&whole)
+        .and_then(|f| f.sync_all())
+        .map_err(files("mark the copy whole at", &whole))?;
+    sync_dir(&copy)?;
+    swap(dir)?;
+    drop(lock);
+    let after = Ledger::open(dir)?.size_on_disk()?;
+    Ok(Compaction {
+        before,
+        after,
+        live,
+        took: began.elapsed(),
+    })
+}
+
+/// Finishes a compaction of the ledger in `dir` that was cut off after its
+/// copy was marked whole, or removes a copy that was not: see the module
+/// docs. Nothing to do (no copy) costs one look at the directory.
+pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), LedgerError> {
+    let copy = dir.join(COPY_DIR);
+    if !exists(&copy)? {
+        return Ok(());
+    }
+    // Under the ledger's lock: a compaction under way holds it while it
+    // swaps, and a settler while it runs, and neither leaves a copy to
+    // another (a settler that holds it has itself found no copy).
+    let _lock = lock_ledger(dir)?;
+    if !exists(&copy)? {
+        return Ok(());
+    }
+    if exists(&copy.join(WHOLE))? {
+        tracing::warn!(ledger = %dir.display(), "finishing a compaction that was cut off");
+        swap(dir)
+    } else {
+        fs::remove_dir_all(&copy).map_err(files("remove the unfinished copy", &copy))?;
+        sync_dir(dir)
+    }
+}
+
+/// Copies every tree of `db` into a new sled store at `copy`, makes it
+/// durable, and checks it holds every key and value `db` holds and no
+/// other.
+fn copy_verified(db: &sled::Db, copy: &Path, dir: &Path) -> Result<(), LedgerError> {
+    let refused = |reason: String| LedgerError::Compaction {
+        path: dir.to_owned(),
+        reason,
+    };
+    if exists(copy)? {
+        fs::remove_dir_all(copy).map_err(files("remove an earlier copy", copy))?;
+    }
+    let new = open_sled(copy)?;
+    let names = db.tree_names();
+    for name in &names {
+        let (from, to) = (db.open_tree(name)?, new.open_tree(name)?);
+        let mut batch = sled::Batch::default();
+        let mut held = 0;
+        for item in from.iter() {
+            let (key, value) = item?;
+            batch.insert(key, value);
+            held += 1;
+            if held % COPY_BATCH == 0 {
+                to.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        to.apply_batch(batch)?;
+    }
+    new.flush()?;
+    let log = copy.join(SLED_LOG);
+    File::open(&log)
+        .and_then(|f| f.sync_all())
+        .map_err(files("sync the copy", &log))?;
+    sync_dir(copy)?;
+    let mut copied = new.tree_names();
+    let mut held = names.clone();
+    copied.sort();
+    held.sort();
+    if copied != held {
+        return Err(refused("the copy does not hold the ledger's trees".into()));
+    }
+    for name in &names {
+        let (mut theirs, mut ours) = (db.open_tree(name)?.iter(), new.open_tree(name)?.iter());
+        loop {
+            match (theirs.next().transpose()?, ours.next().transpose()?) {
+                (None, None) => break,
+                (a, b) if a == b => {}
+                _ => {
+                    return Err(refused(format!(
+                        "the copy of tree {} differs from the ledger",
+                        String::from_utf8_lossy(name)
+                    )))
+                }
+            }
+        }
+    }
+    drop(new);
+    // sled keeps big values in files of their own, which the swap does not
+    // move: an entry is a few KB, far below, so a copy with any is refused.
+    let blobs = copy.join(BLOBS);
+    if exists(&blobs)?
+        && fs::read_dir(&blobs)
+            .map_err(files("read", &blobs))?
+            .next()
+            .is_some()
+    {
+        return Err(refused(
+            "it holds values sled keeps in files of their own (blobs)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Steps 4 and 5 of the module docs, the copy being whole and the ledger
+/// locked.
+fn swap(dir: &Path) -> Result<(), LedgerError> {
+    let copy = dir.join(COPY_DIR);
+    let new_log = copy.join(SLED_LOG);
+    if exists(&new_log)? {
+        for item in fs::read_dir(dir).map_err(files("read", dir))? {
+            let path = item.map_err(files("read", dir))?.path();
+            let snapshot = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(SNAPSHOT_PREFIX));
+            if snapshot {
+                fs::remove_file(&path).map_err(files("remove the snapshot", &path))?;
+            }
+        }
+        sync_dir(dir)?;
+        let log = dir.join(SLED_LOG);
+        fs::rename(&new_log, &log).map_err(files("move the copy's file over", &log))?;
+        sync_dir(dir)?;
+    }
+    fs::remove_dir_all(&copy).map_err(files("remove the copy", &copy))?;
+    sync_dir(dir)
+}
+
+/// The lock sled takes on the ledger's file, taken as sled does, waiting
+/// up to [`LOCK_RELEASE_WAIT`] for sled's threads to let go of a ledger
+/// just closed.
+fn lock_ledger(dir: &Path) -> Result<File, LedgerError> {
+    let log = dir.join(SLED_LOG);
+    let file = File::open(&log).map_err(files("open", &log))?;
+    let began = Instant::now();
+    loop {
+        match file.try_lock_exclusive() {
+            Ok(()) => return Ok(file),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if began.elapsed() >= LOCK_RELEASE_WAIT {
+                    return Err(LedgerError::InUse {
+                        path: dir.to_owned(),
+                    });
+                }
+                std::thread::sleep(LOCK_RETRY_EVERY);
+            }
+            Err(e) => return Err(files("lock", &log)(e)),
+        }
+    }
+}
+
+fn exists(path: &Path) -> Result<bool, LedgerError> {
+    path.try_exists().map_err(files("look for", path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(files("sync the directory", dir))
+}
+
+fn files(doing: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LedgerError {
+    let path: PathBuf = path.to_owned();
+    move |source| LedgerError::Files {
+        doing,
+        path,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Dump = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+    /// Every tree's keys and values, in order.
+    fn dump(dir: &Path) -> Dump {
+        let ledger = Ledger::open(dir).expect("opens");
+        let mut names = ledger.db().tree_names();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let tree = ledger.db().open_tree(&name).expect("tree");
+                let items = tree
+                    .iter()
+                    .map(|item| {
+                        let (k, v) = item.expect("reads");
+                        (k.to_vec(), v.to_vec())
+                    })
+                    .collect();
+                (name.to_vec(), items)
+            })
+            .collect()
+    }
+
+    /// A ledger in `dir` that held `written` keys of 500 bytes over four
+    /// trees and keeps one in `keep_every`: a pruned ledger's file. sled
+    /// writes its snapshot when it next opens it.
+    fn pruned_ledger(dir: &Path, written: usize, keep_every: usize) {
+        let ledger = Ledger::open(dir).expect("opens");
+        let trees: Vec<_> = (0..4)
+            .map(|t| ledger.db().open_tree(format!("entries-{t}")).expect("tree"))
+            .collect();
+        for i in 0..written {
+            let value = vec![u8::try_from(i % 251).expect("small"); 500];
+            trees[i % 4]
+                .insert(format!("command-{i:08}"), value)
+                .expect("inserts");
+        }
+        ledger.flush().expect("flushes");
+        for i in (0..written).filter(|i| i % keep_every != 0) {
+            trees[i % 4]
+                .remove(format!("command-{i:08}"))
+                .expect("removes");
+        }
+        ledger.flush().expect("flushes");
+    }
+
+    fn snapshots(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .expect("reads")
+            .filter(|e| {
+                e.as_ref()
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(SNAPSHOT_PREFIX)
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_pruned_ledger_compacts_to_its_live_size_and_keeps_every_key_and_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pruned_ledger(dir.path(), 40_000, 100);
+        let held = dump(dir.path());
+        assert!(snapshots(dir.path()) > 0, "sled left a snapshot to remove");
+        let done = compact(dir.path()).expect("compacts");
+        assert!(
+            done.after * 4 < done.before,
+            "gave back most of the file: {done:?}"
+        );
+        assert!(!dir.path().join(COPY_DIR).exists(), "the copy is gone");
+        assert_eq!(dump(dir.path()), held);
+        // And it is a ledger that goes on being written.
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        ledger
+            .db()
+            .open_tree("entries-0")
+            .expect("tree")
+            .insert("after", "compaction")
+            .expect("inserts");
+        ledger.flush().expect("flushes");
+        drop(ledger);
+        let keys =
+            |dump: &Dump| -> Vec<usize> { dump.iter().map(|(_, items)| items.len()).collect() };
+        let mut more = keys(&held);
+        let first = held
+            .iter()
+            .position(|(name, _)| name == b"entries-0")
+            .expect("held");
+        more[first] += 1;
+        assert_eq!(keys(&dump(dir.path())), more);
+    }
+
+    #[test]
+    fn a_stop_compacts_only_a_ledger_mostly_garbage_and_large() {
+        let mib = 1 << 20;
+        assert!(!worth_compacting(64 * mib, 0), "small");
+        assert!(worth_compacting(100 * mib, 10 * mib), "ten times");
+        assert!(!worth_compacting(100 * mib, 20 * mib), "as sled keeps it");
+        let dir = tempfile::tempdir().expect("tempdir");
+        pruned_ledger(dir.path(), 40_000, 100);
+        let held = dump(dir.path());
+        assert_eq!(compact_if_worth(dir.path()).expect("looks"), None);
+        assert_eq!(dump(dir.path()), held);
+    }
+
+    #[test]
+    fn a_compaction_cut_off_before_its_copy_was_whole_leaves_the_ledger_as_it_was() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pruned_ledger(dir.path(), 8_000, 10);
+        let held = dump(dir.path());
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        copy_verified(ledger.db(), &dir.path().join(COPY_DIR), dir.path()).expect("copies");
+        drop(ledger);
+        assert_eq!(dump(dir.path()), held);
+        assert!(!dir.path().join(COPY_DIR).exists(), "the copy is removed");
+    }
+
+    /// Cut off at each point after the copy was marked whole: with every
+    /// snapshot left, with the snapshots removed, and after the rename.
+    #[test]
+    fn a_compaction_cut_off_after_its_copy_was_whole_is_finished_on_open() {
+        for cut in ["marked", "snapshots removed", "renamed"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            pruned_ledger(dir.path(), 20_000, 100);
+            let held = dump(dir.path());
+            let ledger = Ledger::open(dir.path()).expect("opens");
+            let before = ledger.size_on_disk().expect("size");
+            let copy = dir.path().join(COPY_DIR);
+            copy_verified(ledger.db(), &copy, dir.path()).expect("copies");
+            drop(ledger);
+            let lock = lock_ledger(dir.path()).expect("locks");
+            File::create(copy.join(WHOLE)).expect("marks");
+            if cut != "marked" {
+                for e in fs::read_dir(dir.path()).expect("reads") {
+                    let path = e.expect("entry").path();
+                    if path.to_string_lossy().contains(SNAPSHOT_PREFIX) {
+                        fs::remove_file(path).expect("removes");
+                    }
+                }
+            }
+            if cut == "renamed" {
+                fs::rename(copy.join(SLED_LOG), dir.path().join(SLED_LOG)).expect("renames");
+            }
+            drop(lock);
+            assert_eq!(dump(dir.path()), held, "cut off {cut}");
+            assert!(!copy.exists(), "cut off {cut}: the copy is gone");
+            let after = Ledger::open(dir.path()).expect("opens");
+            assert!(
+                after.size_on_disk().expect("size") * 4 < before,
+                "cut off {cut}: the compacted file is the one kept"
+            );
+        }
+    }
+
+    #[test]
+    fn a_ledger_in_use_is_not_compacted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pruned_ledger(dir.path(), 1_000, 10);
+        let held = Ledger::open(dir.path()).expect("opens");
+        let refused = compact(dir.path()).expect_err("in use");
+        assert!(matches!(refused, LedgerError::InUse { .. }), "{refused}");
+        drop(held);
+    }
+}

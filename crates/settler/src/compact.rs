@@ -1,36 +1,47 @@
 //! A ledger compacted by copy, to give back the space pruning frees.
 //!
 //! sled reuses a segment of its file only once most of it is garbage, and
-//! never shortens the file: a ledger pruned from a million entries down to
-//! a few dozen still takes the file of a million, and every open of it
-//! rebuilds sled's page table of that file in memory. The one way sled
-//! offers to shed that is a fresh store holding the same keys and values,
-//! so compaction copies the ledger into one and swaps the copy's file in.
+//! gives back to the file system only free segments at the very end of
+//! the file: a ledger pruned from a million entries down to a few dozen
+//! still took 1.27 GB, and every open of it rebuilds sled's page table of
+//! that file in memory. The one way sled offers to shed that is a fresh
+//! store holding the same keys and values, so compaction copies the
+//! ledger into one and swaps the copy's file in.
 //!
 //! # Steps, and why a crash at any of them loses nothing
 //!
-//! 1. With the ledger open (so locked: no settler writes to it), every
-//!    tree is copied into a new sled store in `compacting/`, inside the
-//!    ledger's directory (which may be a volume's mount point, so never
-//!    beside it). The copy is flushed, synced, and compared with the
-//!    ledger key by key and value by value. A copy that differs is removed
-//!    and the ledger is left as it was.
-//! 2. The ledger is closed, and its directory locked again with the lock
-//!    sled takes (on its `db` file), so that no settler opens it until
-//!    the swap is done.
+//! The ledger stays open from the first step to the rename, so sled's
+//! lock on its `db` file keeps every other process out of it (a settler,
+//! `hashbuy ledger`, another compaction) until the copy is in place:
+//! nothing is written to the ledger that the copy lacks.
+//!
+//! 1. Every tree is copied into a new sled store in `compacting/`, inside
+//!    the ledger's directory (which may be a volume's mount point, so
+//!    never beside it). The copy is flushed, synced, closed, opened again
+//!    from its file, and compared with the ledger key by key and value by
+//!    value. A copy that differs is removed and the ledger is left as it
+//!    was.
+//! 2. The copy's `db` file is locked as sled locks it: that file becomes
+//!    the ledger's at the rename, and stays locked until `compacting/` is
+//!    gone.
 //! 3. The copy is marked whole (`compacting/whole`, synced).
 //! 4. The ledger's snapshots (`snap.*`, sled's record of where its pages
-//!    lie in `db`, which it rebuilds from `db` alone when there is none)
-//!    are removed, and the copy's `db` is renamed over the ledger's: one
-//!    atomic step from the old file to the new. The directory is synced
-//!    between the two, so no old snapshot is ever beside the new file.
-//! 5. `compacting/` is removed.
+//!    lie in `db`, which it rebuilds from `db` alone when there is none;
+//!    sled writes one only as it opens a store) are removed, and the
+//!    copy's `db` is renamed over the ledger's: one atomic step from the
+//!    old file to the new. The directory is synced between the two, so no
+//!    old snapshot is ever beside the new file. Then the old file's blobs
+//!    (`blobs/`, page fragments over a quarter of a segment; a copy that
+//!    has any is refused) are removed.
+//! 5. `compacting/` is removed, and the old ledger closed: its file is
+//!    gone from the directory, and sled writes to a store it closes only
+//!    through the file it has open.
 //!
 //! Cut off before 3, the ledger is whole and the copy is removed when the
 //! ledger is next opened; from 3 on, the copy is whole and the next open
-//! ([`finish_interrupted`], under the same lock) carries on from 4. Either
-//! way the ledger holds every key and value it held, in the old file or
-//! in the new.
+//! ([`finish_interrupted`], under the ledger's lock) carries on from 4.
+//! Either way the ledger holds every key and value it held, in the old
+//! file or in the new.
 //!
 //! A settler compacts its ledger when it stops cleanly, if the ledger's
 //! file has grown to [`COMPACT_ABOVE_RATIO`] times its keys and values
@@ -45,7 +56,8 @@ use std::time::{Duration, Instant};
 use fs2::FileExt as _;
 
 use crate::ledger::{
-    open_sled, Ledger, LedgerError, LOCK_RELEASE_WAIT, LOCK_RETRY_EVERY, SLED_LOG,
+    open_sled, open_sled_waiting, Ledger, LedgerError, LOCK_RELEASE_WAIT, LOCK_RETRY_EVERY,
+    SLED_LOG,
 };
 
 /// Where the copy is built, inside the ledger's directory.
@@ -57,7 +69,7 @@ const WHOLE: &str = "whole";
 /// How sled names its snapshot files.
 const SNAPSHOT_PREFIX: &str = "snap.";
 
-/// Where sled keeps values too big for its pages.
+/// Where sled keeps page fragments over a quarter of a segment.
 const BLOBS: &str = "blobs";
 
 /// How many keys the copy writes a batch.
@@ -106,7 +118,7 @@ pub fn compact_if_worth(dir: &Path) -> Result<Option<Compaction>, LedgerError> {
     if !worth_compacting(before, live) {
         return Ok(None);
     }
-    compact_open(ledger, dir, (before, live), began).map(Some)
+    compact_open(ledger, dir, (before, live), began, &|| {}).map(Some)
 }
 
 /// Compacts the ledger in `dir` whatever its size. The ledger must not
@@ -115,15 +127,18 @@ pub fn compact(dir: &Path) -> Result<Compaction, LedgerError> {
     let began = Instant::now();
     let ledger = Ledger::open(dir)?;
     let sizes = (ledger.size_on_disk()?, ledger.live_bytes()?);
-    compact_open(ledger, dir, sizes, began)
+    compact_open(ledger, dir, sizes, began, &|| {})
 }
 
-/// Steps 1 to 5 of the module docs, for `ledger`, open from `dir`.
+/// Steps 1 to 5 of the module docs, for `ledger`, open from `dir`;
+/// `verified` runs once the copy is verified (tests stand other
+/// processes there).
 fn compact_open(
     ledger: Ledger,
     dir: &Path,
     (before, live): (u64, u64),
     began: Instant,
+    verified: &dyn Fn(),
 ) -> Result<Compaction, LedgerError> {
     tracing::info!(
         ledger = %dir.display(),
@@ -132,13 +147,16 @@ fn compact_open(
         "compacting the ledger"
     );
     let copy = dir.join(COPY_DIR);
-    if let Err(e) = copy_verified(ledger.db(), &copy, dir) {
-        // Best effort: the next open removes a copy not marked whole.
-        let _ = fs::remove_dir_all(&copy);
-        return Err(e);
-    }
-    drop(ledger);
-    let lock = lock_ledger(dir)?;
+    let after = match copy_verified(ledger.db(), &copy, dir) {
+        Ok(after) => after,
+        Err(e) => {
+            // Best effort: the next open removes a copy not marked whole.
+            let _ = fs::remove_dir_all(&copy);
+            return Err(e);
+        }
+    };
+    verified();
+    let lock = lock_ledger(&copy)?;
     let whole = copy.join(WHOLE);
     File::create(&whole)
         .and_then(|f| f.sync_all())
@@ -146,7 +164,7 @@ fn compact_open(
     sync_dir(&copy)?;
     swap(dir)?;
     drop(lock);
-    let after = Ledger::open(dir)?.size_on_disk()?;
+    drop(ledger);
     Ok(Compaction {
         before,
         after,
@@ -172,6 +190,12 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), LedgerError> {
     }
     if exists(&copy.join(WHOLE))? {
         tracing::warn!(ledger = %dir.display(), "finishing a compaction that was cut off");
+        // The copy's file, once renamed, is the ledger's: locked until the
+        // copy is gone, as a compaction under way holds it.
+        let _copy_lock = match exists(&copy.join(SLED_LOG))? {
+            true => Some(lock_ledger(&copy)?),
+            false => None,
+        };
         swap(dir)
     } else {
         fs::remove_dir_all(&copy).map_err(files("remove the unfinished copy", &copy))?;
@@ -180,9 +204,9 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), LedgerError> {
 }
 
 /// Copies every tree of `db` into a new sled store at `copy`, makes it
-/// durable, and checks it holds every key and value `db` holds and no
-/// other.
-fn copy_verified(db: &sled::Db, copy: &Path, dir: &Path) -> Result<(), LedgerError> {
+/// durable, and checks, opened again from its file, that it holds every
+/// key and value `db` holds and no other; the copy's bytes on disk.
+fn copy_verified(db: &sled::Db, copy: &Path, dir: &Path) -> Result<u64, LedgerError> {
     let refused = |reason: String| LedgerError::Compaction {
         path: dir.to_owned(),
         reason,
@@ -212,6 +236,9 @@ fn copy_verified(db: &sled::Db, copy: &Path, dir: &Path) -> Result<(), LedgerErr
         .and_then(|f| f.sync_all())
         .map_err(files("sync the copy", &log))?;
     sync_dir(copy)?;
+    drop(new);
+    // Read back from the file, not from what sled still holds in memory.
+    let new = open_sled_waiting(copy)?;
     let mut copied = new.tree_names();
     let mut held = names.clone();
     copied.sort();
@@ -220,7 +247,16 @@ fn copy_verified(db: &sled::Db, copy: &Path, dir: &Path) -> Result<(), LedgerErr
         return Err(refused("the copy does not hold the ledger's trees".into()));
     }
     for name in &names {
-        let (mut theirs, mut ours) = (db.open_tree(name)?.iter(), new.open_tree(name)?.iter());
+        let (theirs, ours) = (db.open_tree(name)?, new.open_tree(name)?);
+        if theirs.len() != ours.len() {
+            return Err(refused(format!(
+                "the copy of tree {} holds {} keys, the ledger {}",
+                String::from_utf8_lossy(name),
+                ours.len(),
+                theirs.len()
+            )));
+        }
+        let (mut theirs, mut ours) = (theirs.iter(), ours.iter());
         loop {
             match (theirs.next().transpose()?, ours.next().transpose()?) {
                 (None, None) => break,
@@ -234,9 +270,11 @@ fn copy_verified(db: &sled::Db, copy: &Path, dir: &Path) -> Result<(), LedgerErr
             }
         }
     }
+    let size = new.size_on_disk()?;
     drop(new);
-    // sled keeps big values in files of their own, which the swap does not
-    // move: an entry is a few KB, far below, so a copy with any is refused.
+    // The swap moves `db` alone: a copy with page fragments in blob files
+    // of their own (over a quarter of a segment; an entry is a few KB) is
+    // refused.
     let blobs = copy.join(BLOBS);
     if exists(&blobs)?
         && fs::read_dir(&blobs)
@@ -245,14 +283,14 @@ fn copy_verified(db: &sled::Db, copy: &Path, dir: &Path) -> Result<(), LedgerErr
             .is_some()
     {
         return Err(refused(
-            "it holds values sled keeps in files of their own (blobs)".into(),
+            "sled keeps some of its pages in blob files of their own".into(),
         ));
     }
-    Ok(())
+    Ok(size)
 }
 
-/// Steps 4 and 5 of the module docs, the copy being whole and the ledger
-/// locked.
+/// Steps 4 and 5 of the module docs, the copy being whole, and the
+/// ledger's file and the copy's locked.
 fn swap(dir: &Path) -> Result<(), LedgerError> {
     let copy = dir.join(COPY_DIR);
     let new_log = copy.join(SLED_LOG);
@@ -271,6 +309,17 @@ fn swap(dir: &Path) -> Result<(), LedgerError> {
         let log = dir.join(SLED_LOG);
         fs::rename(&new_log, &log).map_err(files("move the copy's file over", &log))?;
         sync_dir(dir)?;
+    }
+    // The new file has no blobs (`copy_verified`): those left are the old
+    // file's, which sled would not clear and whose names a new blob could
+    // take.
+    let blobs = dir.join(BLOBS);
+    if exists(&blobs)? {
+        for item in fs::read_dir(&blobs).map_err(files("read", &blobs))? {
+            let path = item.map_err(files("read", &blobs))?.path();
+            fs::remove_file(&path).map_err(files("remove the old blob", &path))?;
+        }
+        sync_dir(&blobs)?;
     }
     fs::remove_dir_all(&copy).map_err(files("remove the copy", &copy))?;
     sync_dir(dir)
@@ -387,7 +436,11 @@ mod tests {
         pruned_ledger(dir.path(), 40_000, 100);
         let held = dump(dir.path());
         assert!(snapshots(dir.path()) > 0, "sled left a snapshot to remove");
+        // A blob of the old file's, which the new one must not find.
+        let old_blob = dir.path().join(BLOBS).join("4096");
+        fs::write(&old_blob, b"an old page").expect("writes");
         let done = compact(dir.path()).expect("compacts");
+        assert!(!old_blob.exists(), "the old file's blobs are gone");
         assert!(
             done.after * 4 < done.before,
             "gave back most of the file: {done:?}"
@@ -475,6 +528,39 @@ mod tests {
                 "cut off {cut}: the compacted file is the one kept"
             );
         }
+    }
+
+    /// Another process (a settler, `hashbuy ledger resolve --local-only`)
+    /// opening the ledger between the copy and the swap, having looked for
+    /// a copy before there was one (it waits for the lock after that): it
+    /// is kept out, or what it wrote is in the ledger after.
+    #[test]
+    fn nothing_written_while_a_compaction_runs_is_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pruned_ledger(dir.path(), 8_000, 10);
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let sizes = (ledger.size_on_disk().expect("size"), 0);
+        let wrote = std::cell::Cell::new(false);
+        let elsewhere = || match open_sled_waiting(dir.path()) {
+            Ok(other) => {
+                let tree = other.open_tree("entries-0").expect("tree");
+                tree.insert("written-elsewhere", "meanwhile")
+                    .expect("inserts");
+                other.flush().expect("flushes");
+                wrote.set(true);
+            }
+            Err(e) => assert!(matches!(e, LedgerError::InUse { .. }), "{e}"),
+        };
+        compact_open(ledger, dir.path(), sizes, Instant::now(), &elsewhere).expect("compacts");
+        let held = dump(dir.path());
+        let written = held
+            .iter()
+            .any(|(_, items)| items.iter().any(|(k, _)| k == b"written-elsewhere"));
+        assert_eq!(
+            written,
+            wrote.get(),
+            "a write elsewhere is kept, or none was made"
+        );
     }
 
     #[test]

@@ -360,6 +360,19 @@ pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, LedgerError> {
         })
 }
 
+/// [`open_sled`], waiting up to [`LOCK_RELEASE_WAIT`] for a lock held.
+pub(crate) fn open_sled_waiting(dir: &Path) -> Result<sled::Db, LedgerError> {
+    let began = Instant::now();
+    loop {
+        match open_sled(dir) {
+            Err(LedgerError::InUse { .. }) if began.elapsed() < LOCK_RELEASE_WAIT => {
+                std::thread::sleep(LOCK_RETRY_EVERY);
+            }
+            opened => return opened,
+        }
+    }
+}
+
 impl Ledger {
     /// Opens (or creates) the ledger in `dir`.
     ///
@@ -374,15 +387,7 @@ impl Ledger {
     /// undone first.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
         crate::compact::finish_interrupted(dir)?;
-        let began = Instant::now();
-        let db = loop {
-            match open_sled(dir) {
-                Err(LedgerError::InUse { .. }) if began.elapsed() < LOCK_RELEASE_WAIT => {
-                    std::thread::sleep(LOCK_RETRY_EVERY);
-                }
-                opened => break opened?,
-            }
-        };
+        let db = open_sled_waiting(dir)?;
         let open_failed = |source| LedgerError::Open {
             path: dir.to_owned(),
             source: sled::Error::Io(source),

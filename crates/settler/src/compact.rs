@@ -10,38 +10,39 @@
 //!
 //! # Steps, and why a crash at any of them loses nothing
 //!
-//! The ledger stays open from the first step to the rename, so sled's
-//! lock on its `db` file keeps every other process out of it (a settler,
-//! `hashbuy ledger`, another compaction) until the copy is in place:
-//! nothing is written to the ledger that the copy lacks.
+//! Every process that opens the ledger first locks its `hashbuy.lock`
+//! (`Ledger::open`), a file never moved; the compaction holds that lock
+//! from before the copy until the old store is gone, so no settler,
+//! `hashbuy ledger` command or other compaction opens the ledger, old file
+//! or new, in between: nothing is written to it that the copy lacks.
+//! (sled's own lock is on `db`, the very file the swap replaces.)
 //!
 //! 1. Every tree is copied into a new sled store in `compacting/`, inside
 //!    the ledger's directory (which may be a volume's mount point, so
 //!    never beside it). The copy is flushed, synced, closed, opened again
 //!    from its file, and compared with the ledger key by key and value by
-//!    value. A copy that differs is removed and the ledger is left as it
-//!    was.
-//! 2. The copy's `db` file is locked as sled locks it: that file becomes
-//!    the ledger's at the rename, and stays locked until `compacting/` is
-//!    gone.
-//! 3. The copy is marked whole (`compacting/whole`, synced).
-//! 4. The ledger's snapshots (`snap.*`, sled's record of where its pages
+//!    value. A copy that differs, or that has blobs (below), is removed
+//!    and the ledger is left as it was. The copy's store is closed, and
+//!    its file's lock waited for: sled has let go of it then.
+//! 2. The copy is marked whole (`compacting/whole`, synced).
+//! 3. The ledger's snapshots (`snap.*`, sled's record of where its pages
 //!    lie in `db`, which it rebuilds from `db` alone when there is none;
 //!    sled writes one only as it opens a store) are removed, and the
 //!    copy's `db` is renamed over the ledger's: one atomic step from the
 //!    old file to the new. The directory is synced between the two, so no
-//!    old snapshot is ever beside the new file. Then the old file's blobs
-//!    (`blobs/`, page fragments over a quarter of a segment; a copy that
-//!    has any is refused) are removed.
-//! 5. `compacting/` is removed, and the old ledger closed: its file is
-//!    gone from the directory, and sled writes to a store it closes only
-//!    through the file it has open.
+//!    old snapshot is ever beside the new file.
+//! 4. The old store is closed, and its file's lock waited for: until
+//!    then sled's threads may still flush to that file (gone from the
+//!    directory, harmless) and remove its blobs by their paths.
+//! 5. The old file's blobs (`blobs/`, page fragments over a quarter of a
+//!    segment, kept in files of their own and named by their place in the
+//!    log, which a new blob could take) are removed, then `compacting/`.
 //!
-//! Cut off before 3, the ledger is whole and the copy is removed when the
-//! ledger is next opened; from 3 on, the copy is whole and the next open
-//! ([`finish_interrupted`], under the ledger's lock) carries on from 4.
-//! Either way the ledger holds every key and value it held, in the old
-//! file or in the new.
+//! Cut off before 2, the ledger is whole and the copy is removed when the
+//! ledger is next opened; from 2 on, the copy is whole and the next open
+//! ([`finish_interrupted`], under the ledger's lock) carries on from 3,
+//! or from 5 if the rename was done. Either way the ledger holds every
+//! key and value it held, in the old file or in the new.
 //!
 //! A settler compacts its ledger when it stops cleanly, if the ledger's
 //! file has grown to [`COMPACT_ABOVE_RATIO`] times its keys and values
@@ -53,12 +54,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fs2::FileExt as _;
-
-use crate::ledger::{
-    open_sled, open_sled_waiting, Ledger, LedgerError, LOCK_RELEASE_WAIT, LOCK_RETRY_EVERY,
-    SLED_LOG,
-};
+use crate::ledger::{lock_waiting, open_sled, open_sled_waiting, Ledger, LedgerError, SLED_LOG};
 
 /// Where the copy is built, inside the ledger's directory.
 const COPY_DIR: &str = "compacting";
@@ -156,15 +152,19 @@ fn compact_open(
         }
     };
     verified();
-    let lock = lock_ledger(&copy)?;
     let whole = copy.join(WHOLE);
     File::create(&whole)
         .and_then(|f| f.sync_all())
         .map_err(files("mark the copy whole at", &whole))?;
     sync_dir(&copy)?;
+    let log = dir.join(SLED_LOG);
+    let old = File::open(&log).map_err(files("open", &log))?;
     swap(dir)?;
-    drop(lock);
+    let lock = ledger.lock();
     drop(ledger);
+    drop(lock_waiting(old, &log, dir)?);
+    finish_swap(dir)?;
+    drop(lock);
     Ok(Compaction {
         before,
         after,
@@ -175,28 +175,19 @@ fn compact_open(
 
 /// Finishes a compaction of the ledger in `dir` that was cut off after its
 /// copy was marked whole, or removes a copy that was not: see the module
-/// docs. Nothing to do (no copy) costs one look at the directory.
+/// docs. The caller holds the ledger's lock (`Ledger::open`). Nothing to
+/// do (no copy) costs one look at the directory.
 pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), LedgerError> {
     let copy = dir.join(COPY_DIR);
     if !exists(&copy)? {
         return Ok(());
     }
-    // Under the ledger's lock: a compaction under way holds it while it
-    // swaps, and a settler while it runs, and neither leaves a copy to
-    // another (a settler that holds it has itself found no copy).
-    let _lock = lock_ledger(dir)?;
-    if !exists(&copy)? {
-        return Ok(());
-    }
     if exists(&copy.join(WHOLE))? {
         tracing::warn!(ledger = %dir.display(), "finishing a compaction that was cut off");
-        // The copy's file, once renamed, is the ledger's: locked until the
-        // copy is gone, as a compaction under way holds it.
-        let _copy_lock = match exists(&copy.join(SLED_LOG))? {
-            true => Some(lock_ledger(&copy)?),
-            false => None,
-        };
-        swap(dir)
+        if exists(&copy.join(SLED_LOG))? {
+            swap(dir)?;
+        }
+        finish_swap(dir)
     } else {
         fs::remove_dir_all(&copy).map_err(files("remove the unfinished copy", &copy))?;
         sync_dir(dir)
@@ -272,6 +263,14 @@ fn copy_verified(db: &sled::Db, copy: &Path, dir: &Path) -> Result<u64, LedgerEr
     }
     let size = new.size_on_disk()?;
     drop(new);
+    // sled lets go of a closed store's file from its own threads, a moment
+    // on: once the lock is had, nothing of the copy's store is left.
+    let copy_log = copy.join(SLED_LOG);
+    let file = File::open(&copy_log).map_err(files("open", &copy_log))?;
+    drop(
+        lock_waiting(file, &copy_log, dir)
+            .map_err(|_| refused("the copy's store did not let go of its file".into()))?,
+    );
     // The swap moves `db` alone: a copy with page fragments in blob files
     // of their own (over a quarter of a segment; an entry is a few KB) is
     // refused.
@@ -289,30 +288,26 @@ fn copy_verified(db: &sled::Db, copy: &Path, dir: &Path) -> Result<u64, LedgerEr
     Ok(size)
 }
 
-/// Steps 4 and 5 of the module docs, the copy being whole, and the
-/// ledger's file and the copy's locked.
+/// Step 3 of the module docs: the copy's file in place of the ledger's.
 fn swap(dir: &Path) -> Result<(), LedgerError> {
-    let copy = dir.join(COPY_DIR);
-    let new_log = copy.join(SLED_LOG);
-    if exists(&new_log)? {
-        for item in fs::read_dir(dir).map_err(files("read", dir))? {
-            let path = item.map_err(files("read", dir))?.path();
-            let snapshot = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with(SNAPSHOT_PREFIX));
-            if snapshot {
-                fs::remove_file(&path).map_err(files("remove the snapshot", &path))?;
-            }
+    for item in fs::read_dir(dir).map_err(files("read", dir))? {
+        let path = item.map_err(files("read", dir))?.path();
+        let snapshot = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with(SNAPSHOT_PREFIX));
+        if snapshot {
+            fs::remove_file(&path).map_err(files("remove the snapshot", &path))?;
         }
-        sync_dir(dir)?;
-        let log = dir.join(SLED_LOG);
-        fs::rename(&new_log, &log).map_err(files("move the copy's file over", &log))?;
-        sync_dir(dir)?;
     }
-    // The new file has no blobs (`copy_verified`): those left are the old
-    // file's, which sled would not clear and whose names a new blob could
-    // take.
+    sync_dir(dir)?;
+    let (new_log, log) = (dir.join(COPY_DIR).join(SLED_LOG), dir.join(SLED_LOG));
+    fs::rename(&new_log, &log).map_err(files("move the copy's file over", &log))?;
+    sync_dir(dir)
+}
+
+/// Step 5 of the module docs, the old store gone.
+fn finish_swap(dir: &Path) -> Result<(), LedgerError> {
     let blobs = dir.join(BLOBS);
     if exists(&blobs)? {
         for item in fs::read_dir(&blobs).map_err(files("read", &blobs))? {
@@ -321,31 +316,9 @@ fn swap(dir: &Path) -> Result<(), LedgerError> {
         }
         sync_dir(&blobs)?;
     }
+    let copy = dir.join(COPY_DIR);
     fs::remove_dir_all(&copy).map_err(files("remove the copy", &copy))?;
     sync_dir(dir)
-}
-
-/// The lock sled takes on the ledger's file, taken as sled does, waiting
-/// up to [`LOCK_RELEASE_WAIT`] for sled's threads to let go of a ledger
-/// just closed.
-fn lock_ledger(dir: &Path) -> Result<File, LedgerError> {
-    let log = dir.join(SLED_LOG);
-    let file = File::open(&log).map_err(files("open", &log))?;
-    let began = Instant::now();
-    loop {
-        match file.try_lock_exclusive() {
-            Ok(()) => return Ok(file),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if began.elapsed() >= LOCK_RELEASE_WAIT {
-                    return Err(LedgerError::InUse {
-                        path: dir.to_owned(),
-                    });
-                }
-                std::thread::sleep(LOCK_RETRY_EVERY);
-            }
-            Err(e) => return Err(files("lock", &log)(e)),
-        }
-    }
 }
 
 fn exists(path: &Path) -> Result<bool, LedgerError> {
@@ -441,6 +414,11 @@ mod tests {
         fs::write(&old_blob, b"an old page").expect("writes");
         let done = compact(dir.path()).expect("compacts");
         assert!(!old_blob.exists(), "the old file's blobs are gone");
+        assert_eq!(
+            snapshots(dir.path()),
+            0,
+            "the old file's snapshots are gone"
+        );
         assert!(
             done.after * 4 < done.before,
             "gave back most of the file: {done:?}"
@@ -506,7 +484,6 @@ mod tests {
             let copy = dir.path().join(COPY_DIR);
             copy_verified(ledger.db(), &copy, dir.path()).expect("copies");
             drop(ledger);
-            let lock = lock_ledger(dir.path()).expect("locks");
             File::create(copy.join(WHOLE)).expect("marks");
             if cut != "marked" {
                 for e in fs::read_dir(dir.path()).expect("reads") {
@@ -519,7 +496,6 @@ mod tests {
             if cut == "renamed" {
                 fs::rename(copy.join(SLED_LOG), dir.path().join(SLED_LOG)).expect("renames");
             }
-            drop(lock);
             assert_eq!(dump(dir.path()), held, "cut off {cut}");
             assert!(!copy.exists(), "cut off {cut}: the copy is gone");
             let after = Ledger::open(dir.path()).expect("opens");
@@ -531,36 +507,64 @@ mod tests {
     }
 
     /// Another process (a settler, `hashbuy ledger resolve --local-only`)
-    /// opening the ledger between the copy and the swap, having looked for
-    /// a copy before there was one (it waits for the lock after that): it
-    /// is kept out, or what it wrote is in the ledger after.
+    /// opening the ledger between the copy and the swap, as every process
+    /// opens it, or past its look for a copy (waiting for sled's lock
+    /// since before there was one): it is kept out, or what it wrote is
+    /// in the ledger after.
     #[test]
     fn nothing_written_while_a_compaction_runs_is_lost() {
         let dir = tempfile::tempdir().expect("tempdir");
         pruned_ledger(dir.path(), 8_000, 10);
         let ledger = Ledger::open(dir.path()).expect("opens");
         let sizes = (ledger.size_on_disk().expect("size"), 0);
-        let wrote = std::cell::Cell::new(false);
-        let elsewhere = || match open_sled_waiting(dir.path()) {
-            Ok(other) => {
-                let tree = other.open_tree("entries-0").expect("tree");
-                tree.insert("written-elsewhere", "meanwhile")
-                    .expect("inserts");
-                other.flush().expect("flushes");
-                wrote.set(true);
+        let wrote = std::cell::Cell::new(0);
+        let write = |db: &sled::Db, key: &str| {
+            let tree = db.open_tree("entries-0").expect("tree");
+            tree.insert(key, "meanwhile").expect("inserts");
+            db.flush().expect("flushes");
+            wrote.set(wrote.get() + 1);
+        };
+        let elsewhere = || {
+            match Ledger::open(dir.path()) {
+                Ok(other) => write(other.db(), "opened-elsewhere"),
+                Err(e) => assert!(matches!(e, LedgerError::InUse { .. }), "{e}"),
             }
-            Err(e) => assert!(matches!(e, LedgerError::InUse { .. }), "{e}"),
+            match open_sled_waiting(dir.path()) {
+                Ok(other) => write(&other, "past-its-look"),
+                Err(e) => assert!(matches!(e, LedgerError::InUse { .. }), "{e}"),
+            }
         };
         compact_open(ledger, dir.path(), sizes, Instant::now(), &elsewhere).expect("compacts");
         let held = dump(dir.path());
-        let written = held
+        let kept = held
             .iter()
-            .any(|(_, items)| items.iter().any(|(k, _)| k == b"written-elsewhere"));
+            .flat_map(|(_, items)| items)
+            .filter(|(k, _)| k == b"opened-elsewhere" || k == b"past-its-look")
+            .count();
         assert_eq!(
-            written,
+            kept,
             wrote.get(),
             "a write elsewhere is kept, or none was made"
         );
+    }
+
+    /// sled keeps a page fragment over a quarter of a segment in a file of
+    /// its own, which the swap would not carry: such a ledger is refused,
+    /// and left as it was.
+    #[test]
+    fn a_ledger_with_blobs_is_refused_and_left_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let tree = ledger.db().open_tree("entries-0").expect("tree");
+        tree.insert("big", vec![7u8; 300_000]).expect("inserts");
+        tree.insert("small", "entry").expect("inserts");
+        ledger.flush().expect("flushes");
+        drop((tree, ledger));
+        let held = dump(dir.path());
+        let refused = compact(dir.path()).expect_err("refused");
+        assert!(refused.to_string().contains("blob"), "{refused}");
+        assert!(!dir.path().join(COPY_DIR).exists(), "the copy is removed");
+        assert_eq!(dump(dir.path()), held);
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub struct Ledger {
     encoding: Encoding,
     /// sled's log file, synced after each flush (see [`Ledger::flush`]).
     log: Arc<LogFile>,
+    /// The ledger's own lock ([`DIR_LOCK`]), held while any clone lives.
+    lock: Arc<File>,
 }
 
 /// sled's log file, opened to be synced.
@@ -360,6 +362,39 @@ pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, LedgerError> {
         })
 }
 
+/// The file whose lock a process holds while it has the ledger open: a
+/// file of its own, never moved, where sled's lock is on `db`, which a
+/// compaction replaces ([`crate::compact`]): a process that opened the
+/// old `db` just before would lock a file no longer the ledger's.
+const DIR_LOCK: &str = "hashbuy.lock";
+
+/// Locks `file` (as sled does, with `flock`), waiting up to
+/// [`LOCK_RELEASE_WAIT`]; [`LedgerError::InUse`] for `dir` after that.
+pub(crate) fn lock_waiting(file: File, path: &Path, dir: &Path) -> Result<File, LedgerError> {
+    use fs2::FileExt as _;
+    let began = Instant::now();
+    loop {
+        match file.try_lock_exclusive() {
+            Ok(()) => return Ok(file),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if began.elapsed() >= LOCK_RELEASE_WAIT {
+                    return Err(LedgerError::InUse {
+                        path: dir.to_owned(),
+                    });
+                }
+                std::thread::sleep(LOCK_RETRY_EVERY);
+            }
+            Err(source) => {
+                return Err(LedgerError::Files {
+                    doing: "lock",
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
 /// [`open_sled`], waiting up to [`LOCK_RELEASE_WAIT`] for a lock held.
 pub(crate) fn open_sled_waiting(dir: &Path) -> Result<sled::Db, LedgerError> {
     let began = Instant::now();
@@ -386,12 +421,21 @@ impl Ledger {
     /// A compaction cut off part way ([`crate::compact`]) is finished or
     /// undone first.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
-        crate::compact::finish_interrupted(dir)?;
-        let db = open_sled_waiting(dir)?;
         let open_failed = |source| LedgerError::Open {
             path: dir.to_owned(),
             source: sled::Error::Io(source),
         };
+        std::fs::create_dir_all(dir).map_err(open_failed)?;
+        let path = dir.join(DIR_LOCK);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(open_failed)?;
+        let lock = Arc::new(lock_waiting(lock, &path, dir)?);
+        crate::compact::finish_interrupted(dir)?;
+        let db = open_sled_waiting(dir)?;
         // The directory entries of a new ledger's files are synced once, so
         // a power cut cannot lose the files themselves.
         File::open(dir)
@@ -403,6 +447,7 @@ impl Ledger {
             db,
             encoding: Encoding::default(),
             log: Arc::new(LogFile { path, file }),
+            lock,
         })
     }
 
@@ -458,6 +503,12 @@ impl Ledger {
     /// The sled store beneath, for [`crate::compact`] to copy.
     pub(crate) fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// The ledger's own lock, for [`crate::compact`] to hold past the
+    /// ledger's close.
+    pub(crate) fn lock(&self) -> Arc<File> {
+        Arc::clone(&self.lock)
     }
 
     /// The bytes of the ledger's files on disk, as sled counts them.

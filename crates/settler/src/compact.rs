@@ -10,8 +10,8 @@
 //!
 //! # Steps, and why a crash at any of them loses nothing
 //!
-//! Every process that opens the ledger first locks its `hashbuy.lock`
-//! (`Ledger::open`), a file never moved; the compaction holds that lock
+//! Every process that opens the ledger first locks its directory
+//! (`Ledger::open`), which is never moved; the compaction holds that lock
 //! from before the copy until the old store is gone, so no settler,
 //! `hashbuy ledger` command or other compaction opens the ledger, old file
 //! or new, in between: nothing is written to it that the copy lacks.
@@ -24,7 +24,9 @@
 //!    value. A copy that differs, or that has blobs (below), is removed
 //!    and the ledger is left as it was. The copy's store is closed, and
 //!    its file's lock waited for: sled has let go of it then.
-//! 2. The copy is marked whole (`compacting/whole`, synced).
+//! 2. The copy is marked whole (`compacting/whole`, synced), naming the
+//!    ledger's file as it stands (device, inode, length, modification
+//!    time).
 //! 3. The ledger's snapshots (`snap.*`, sled's record of where its pages
 //!    lie in `db`, which it rebuilds from `db` alone when there is none;
 //!    sled writes one only as it opens a store) are removed, and the
@@ -42,7 +44,10 @@
 //! ledger is next opened; from 2 on, the copy is whole and the next open
 //! ([`finish_interrupted`], under the ledger's lock) carries on from 3,
 //! or from 5 if the rename was done. Either way the ledger holds every
-//! key and value it held, in the old file or in the new.
+//! key and value it held, in the old file or in the new. A ledger's file
+//! that is no longer the one the mark names (written since, by a hashbuy
+//! from before compaction, which does not look for a copy) keeps its
+//! place, and the copy is removed.
 //!
 //! A settler compacts its ledger when it stops cleanly, if the ledger's
 //! file has grown to [`COMPACT_ABOVE_RATIO`] times its keys and values
@@ -97,21 +102,29 @@ pub struct Compaction {
 /// Whether a ledger whose file takes `size_on_disk` bytes for `live`
 /// bytes of keys and values is worth compacting on stop.
 pub fn worth_compacting(size_on_disk: u64, live: u64) -> bool {
-    size_on_disk > COMPACT_ABOVE_BYTES && size_on_disk / COMPACT_ABOVE_RATIO > live
+    worth(size_on_disk, live, COMPACT_ABOVE_BYTES)
+}
+
+fn worth(size_on_disk: u64, live: u64, above_bytes: u64) -> bool {
+    size_on_disk > above_bytes && size_on_disk / COMPACT_ABOVE_RATIO > live
 }
 
 /// Compacts the ledger in `dir` if it is [`worth_compacting`]; `None`
 /// if it is not. The ledger must not be open.
 pub fn compact_if_worth(dir: &Path) -> Result<Option<Compaction>, LedgerError> {
+    compact_if_above(dir, COMPACT_ABOVE_BYTES)
+}
+
+fn compact_if_above(dir: &Path, above_bytes: u64) -> Result<Option<Compaction>, LedgerError> {
     let began = Instant::now();
     let ledger = Ledger::open(dir)?;
     let before = ledger.size_on_disk()?;
     // The keys and values are read only when the file could be worth it.
-    if before <= COMPACT_ABOVE_BYTES {
+    if before <= above_bytes {
         return Ok(None);
     }
     let live = ledger.live_bytes()?;
-    if !worth_compacting(before, live) {
+    if !worth(before, live, above_bytes) {
         return Ok(None);
     }
     compact_open(ledger, dir, (before, live), began, &|| {}).map(Some)
@@ -152,12 +165,12 @@ fn compact_open(
         }
     };
     verified();
+    let log = dir.join(SLED_LOG);
     let whole = copy.join(WHOLE);
-    File::create(&whole)
-        .and_then(|f| f.sync_all())
+    fs::write(&whole, identity(&log)?)
+        .and_then(|()| File::open(&whole)?.sync_all())
         .map_err(files("mark the copy whole at", &whole))?;
     sync_dir(&copy)?;
-    let log = dir.join(SLED_LOG);
     let old = File::open(&log).map_err(files("open", &log))?;
     swap(dir)?;
     let lock = ledger.lock();
@@ -182,12 +195,25 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), LedgerError> {
     if !exists(&copy)? {
         return Ok(());
     }
-    if exists(&copy.join(WHOLE))? {
-        tracing::warn!(ledger = %dir.display(), "finishing a compaction that was cut off");
-        if exists(&copy.join(SLED_LOG))? {
-            swap(dir)?;
+    let whole = copy.join(WHOLE);
+    if exists(&whole)? {
+        if !exists(&copy.join(SLED_LOG))? {
+            tracing::warn!(ledger = %dir.display(), "finishing a compaction that was cut off");
+            return finish_swap(dir);
         }
-        finish_swap(dir)
+        let named = fs::read_to_string(&whole).map_err(files("read", &whole))?;
+        if named == identity(&dir.join(SLED_LOG))? {
+            tracing::warn!(ledger = %dir.display(), "finishing a compaction that was cut off");
+            swap(dir)?;
+            return finish_swap(dir);
+        }
+        tracing::warn!(
+            ledger = %dir.display(),
+            "the ledger's file was written after a compaction's copy of it was made: the \
+             copy is removed, the ledger kept as it is"
+        );
+        fs::remove_dir_all(&copy).map_err(files("remove the outdated copy", &copy))?;
+        sync_dir(dir)
     } else {
         fs::remove_dir_all(&copy).map_err(files("remove the unfinished copy", &copy))?;
         sync_dir(dir)
@@ -312,13 +338,34 @@ fn finish_swap(dir: &Path) -> Result<(), LedgerError> {
     if exists(&blobs)? {
         for item in fs::read_dir(&blobs).map_err(files("read", &blobs))? {
             let path = item.map_err(files("read", &blobs))?.path();
-            fs::remove_file(&path).map_err(files("remove the old blob", &path))?;
+            // Gone already is done: a store cut off closing removes its own.
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(files("remove the old blob", &path)(e))
+                }
+                _ => {}
+            }
         }
         sync_dir(&blobs)?;
     }
     let copy = dir.join(COPY_DIR);
     fs::remove_dir_all(&copy).map_err(files("remove the copy", &copy))?;
     sync_dir(dir)
+}
+
+/// What names the file at `path` as it stands: its device and inode, its
+/// length and its modification time.
+fn identity(path: &Path) -> Result<String, LedgerError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let held = fs::metadata(path).map_err(files("look at", path))?;
+    Ok(format!(
+        "{} {} {} {}.{:09}",
+        held.dev(),
+        held.ino(),
+        held.len(),
+        held.mtime(),
+        held.mtime_nsec()
+    ))
 }
 
 fn exists(path: &Path) -> Result<bool, LedgerError> {
@@ -346,15 +393,23 @@ mod tests {
 
     type Dump = Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>;
 
-    /// Every tree's keys and values, in order.
+    /// Every tree's keys and values, in order, as `Ledger::open` finds
+    /// them.
     fn dump(dir: &Path) -> Dump {
-        let ledger = Ledger::open(dir).expect("opens");
-        let mut names = ledger.db().tree_names();
+        dump_of(&Ledger::open(dir).expect("opens"))
+    }
+
+    fn dump_of(ledger: &Ledger) -> Dump {
+        dump_of_db(ledger.db())
+    }
+
+    fn dump_of_db(db: &sled::Db) -> Dump {
+        let mut names = db.tree_names();
         names.sort();
         names
             .into_iter()
             .map(|name| {
-                let tree = ledger.db().open_tree(&name).expect("tree");
+                let tree = db.open_tree(&name).expect("tree");
                 let items = tree
                     .iter()
                     .map(|item| {
@@ -452,30 +507,45 @@ mod tests {
         assert!(!worth_compacting(64 * mib, 0), "small");
         assert!(worth_compacting(100 * mib, 10 * mib), "ten times");
         assert!(!worth_compacting(100 * mib, 20 * mib), "as sled keeps it");
+        // Below the least size, and above it (a smaller least, here).
         let dir = tempfile::tempdir().expect("tempdir");
         pruned_ledger(dir.path(), 40_000, 100);
         let held = dump(dir.path());
         assert_eq!(compact_if_worth(dir.path()).expect("looks"), None);
+        let done = compact_if_above(dir.path(), mib)
+            .expect("looks")
+            .expect("compacts");
+        assert!(done.after * 4 < done.before, "{done:?}");
         assert_eq!(dump(dir.path()), held);
+        // Above it, but every entry live: as sled keeps a ledger in use.
+        let live = tempfile::tempdir().expect("tempdir");
+        pruned_ledger(live.path(), 40_000, 1);
+        assert_eq!(compact_if_above(live.path(), mib).expect("looks"), None);
     }
 
     #[test]
     fn a_compaction_cut_off_before_its_copy_was_whole_leaves_the_ledger_as_it_was() {
         let dir = tempfile::tempdir().expect("tempdir");
         pruned_ledger(dir.path(), 8_000, 10);
-        let held = dump(dir.path());
         let ledger = Ledger::open(dir.path()).expect("opens");
         copy_verified(ledger.db(), &dir.path().join(COPY_DIR), dir.path()).expect("copies");
-        drop(ledger);
+        // Written after the copy: only the ledger kept has it.
+        let tree = ledger.db().open_tree("entries-0").expect("tree");
+        tree.insert("after-the-copy", "kept").expect("inserts");
+        ledger.flush().expect("flushes");
+        let held = dump_of(&ledger);
+        drop((tree, ledger));
         assert_eq!(dump(dir.path()), held);
         assert!(!dir.path().join(COPY_DIR).exists(), "the copy is removed");
     }
 
     /// Cut off at each point after the copy was marked whole: with every
     /// snapshot left, with the snapshots removed, and after the rename.
+    /// And the ledger's file written since the mark, by a hashbuy from
+    /// before compaction: the copy is not the ledger any more.
     #[test]
     fn a_compaction_cut_off_after_its_copy_was_whole_is_finished_on_open() {
-        for cut in ["marked", "snapshots removed", "renamed"] {
+        for cut in ["marked", "snapshots removed", "renamed", "written since"] {
             let dir = tempfile::tempdir().expect("tempdir");
             pruned_ledger(dir.path(), 20_000, 100);
             let held = dump(dir.path());
@@ -484,7 +554,22 @@ mod tests {
             let copy = dir.path().join(COPY_DIR);
             copy_verified(ledger.db(), &copy, dir.path()).expect("copies");
             drop(ledger);
-            File::create(copy.join(WHOLE)).expect("marks");
+            // sled has let go of the old file (and flushed) once its lock is had.
+            let log = dir.path().join(SLED_LOG);
+            let file = File::open(&log).expect("opens");
+            drop(lock_waiting(file, &log, dir.path()).expect("let go"));
+            fs::write(copy.join(WHOLE), identity(&log).expect("names")).expect("marks");
+            if cut == "written since" {
+                let older = open_sled_waiting(dir.path()).expect("opens as before");
+                let tree = older.open_tree("entries-0").expect("tree");
+                tree.insert("written-since", "kept").expect("inserts");
+                older.flush().expect("flushes");
+                let held = dump_of_db(&older);
+                drop((tree, older));
+                assert_eq!(dump(dir.path()), held, "the file written since is kept");
+                assert!(!copy.exists(), "the outdated copy is removed");
+                continue;
+            }
             if cut != "marked" {
                 for e in fs::read_dir(dir.path()).expect("reads") {
                     let path = e.expect("entry").path();
@@ -507,45 +592,46 @@ mod tests {
     }
 
     /// Another process (a settler, `hashbuy ledger resolve --local-only`)
-    /// opening the ledger between the copy and the swap, as every process
-    /// opens it, or past its look for a copy (waiting for sled's lock
-    /// since before there was one): it is kept out, or what it wrote is
-    /// in the ledger after.
+    /// opening the ledger while a compaction runs: it waits (or, after
+    /// two seconds, is told the ledger is in use), and what it writes once
+    /// in is in the ledger after, the compacted one.
     #[test]
     fn nothing_written_while_a_compaction_runs_is_lost() {
         let dir = tempfile::tempdir().expect("tempdir");
         pruned_ledger(dir.path(), 8_000, 10);
         let ledger = Ledger::open(dir.path()).expect("opens");
         let sizes = (ledger.size_on_disk().expect("size"), 0);
-        let wrote = std::cell::Cell::new(0);
-        let write = |db: &sled::Db, key: &str| {
-            let tree = db.open_tree("entries-0").expect("tree");
-            tree.insert(key, "meanwhile").expect("inserts");
-            db.flush().expect("flushes");
-            wrote.set(wrote.get() + 1);
-        };
+        let path = dir.path().to_owned();
+        let opener = std::sync::Mutex::new(None);
         let elsewhere = || {
-            match Ledger::open(dir.path()) {
-                Ok(other) => write(other.db(), "opened-elsewhere"),
-                Err(e) => assert!(matches!(e, LedgerError::InUse { .. }), "{e}"),
-            }
-            match open_sled_waiting(dir.path()) {
-                Ok(other) => write(&other, "past-its-look"),
-                Err(e) => assert!(matches!(e, LedgerError::InUse { .. }), "{e}"),
-            }
+            // Kept out for as long as the wait...
+            let refused = Ledger::open(dir.path()).map(|_| ()).expect_err("kept out");
+            assert!(matches!(refused, LedgerError::InUse { .. }), "{refused}");
+            // ...and one that comes now is in once the compaction is done.
+            let path = path.clone();
+            *opener.lock().expect("unpoisoned") = Some(std::thread::spawn(move || {
+                let other = Ledger::open(&path)?;
+                let tree = other.db().open_tree("entries-0")?;
+                tree.insert("opened-elsewhere", "meanwhile")?;
+                other.flush()?;
+                Ok::<_, LedgerError>(())
+            }));
         };
         compact_open(ledger, dir.path(), sizes, Instant::now(), &elsewhere).expect("compacts");
-        let held = dump(dir.path());
-        let kept = held
+        let opened = opener
+            .into_inner()
+            .expect("unpoisoned")
+            .expect("started")
+            .join()
+            .expect("ran");
+        let kept = dump(dir.path())
             .iter()
             .flat_map(|(_, items)| items)
-            .filter(|(k, _)| k == b"opened-elsewhere" || k == b"past-its-look")
-            .count();
-        assert_eq!(
-            kept,
-            wrote.get(),
-            "a write elsewhere is kept, or none was made"
-        );
+            .any(|(k, _)| k == b"opened-elsewhere");
+        match opened {
+            Ok(()) => assert!(kept, "what was written once in is kept"),
+            Err(e) => assert!(matches!(e, LedgerError::InUse { .. }) && !kept, "{e}"),
+        }
     }
 
     /// sled keeps a page fragment over a quarter of a segment in a file of

@@ -105,7 +105,8 @@ pub struct Ledger {
     encoding: Encoding,
     /// sled's log file, synced after each flush (see [`Ledger::flush`]).
     log: Arc<LogFile>,
-    /// The ledger's own lock ([`DIR_LOCK`]), held while any clone lives.
+    /// The ledger's own lock (see [`lock_dir`]), held while any clone,
+    /// or any [`PartitionLedger`] of it, lives.
     lock: Arc<File>,
 }
 
@@ -129,6 +130,8 @@ pub struct PartitionLedger {
     /// long its history. A key may outlive its entry's work (a crash
     /// between the two writes); it is dropped when read.
     open: sled::Tree,
+    /// The ledger's lock: its trees are the ledger's store, open.
+    _lock: Arc<File>,
 }
 
 /// The local-only mark, in the meta tree, that the `open` index holds
@@ -362,11 +365,18 @@ pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, LedgerError> {
         })
 }
 
-/// The file whose lock a process holds while it has the ledger open: a
-/// file of its own, never moved, where sled's lock is on `db`, which a
-/// compaction replaces ([`crate::compact`]): a process that opened the
-/// old `db` just before would lock a file no longer the ledger's.
-const DIR_LOCK: &str = "hashbuy.lock";
+/// The lock a process holds while it has the ledger open: on the ledger's
+/// directory itself, which is never moved nor removed, where sled's lock
+/// is on `db`, the file a compaction replaces ([`crate::compact`]): a
+/// process that opened the old `db` just before would lock a file no
+/// longer the ledger's.
+fn lock_dir(dir: &Path) -> Result<Arc<File>, LedgerError> {
+    let handle = File::open(dir).map_err(|source| LedgerError::Open {
+        path: dir.to_owned(),
+        source: sled::Error::Io(source),
+    })?;
+    Ok(Arc::new(lock_waiting(handle, dir, dir)?))
+}
 
 /// Locks `file` (as sled does, with `flock`), waiting up to
 /// [`LOCK_RELEASE_WAIT`]; [`LedgerError::InUse`] for `dir` after that.
@@ -426,14 +436,7 @@ impl Ledger {
             source: sled::Error::Io(source),
         };
         std::fs::create_dir_all(dir).map_err(open_failed)?;
-        let path = dir.join(DIR_LOCK);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(open_failed)?;
-        let lock = Arc::new(lock_waiting(lock, &path, dir)?);
+        let lock = lock_dir(dir)?;
         crate::compact::finish_interrupted(dir)?;
         let db = open_sled_waiting(dir)?;
         // The directory entries of a new ledger's files are synced once, so
@@ -465,6 +468,7 @@ impl Ledger {
             users: self.db.open_tree(format!("users-{partition}"))?,
             meta: self.db.open_tree(format!("meta-{partition}"))?,
             open: self.db.open_tree(format!("open-{partition}"))?,
+            _lock: Arc::clone(&self.lock),
         })
     }
 

@@ -50,8 +50,9 @@ enum LedgerCommand {
     Stats(StatsArgs),
     /// Copy the ledger afresh, giving back to the file system the space
     /// pruning freed (sled never shortens its file), and print its size
-    /// before and after. A settler does this itself on a clean stop when
-    /// its file takes over 8 times its keys and values and over 64 MiB.
+    /// before and after. A settler does this itself on a clean stop after
+    /// its passes pruned at least as much as they kept, when its file
+    /// takes over 8 times its keys and values and over 64 MiB.
     Compact(LedgerDir),
 }
 

@@ -79,10 +79,16 @@ pub(crate) async fn prune_partition(
     }
     loop {
         match pass(&shared, &ledger, &stopped).await {
-            Ok(Some(pruned)) if pruned > 0 => {
-                tracing::info!(partition, pruned, "ledger entries past the horizon pruned");
+            Ok(Some((pruned, kept))) => {
+                if pruned > 0 {
+                    tracing::info!(partition, pruned, "ledger entries past the horizon pruned");
+                }
+                shared.count(|s| {
+                    s.pruned += pruned as u64;
+                    s.kept_after_passes.insert(partition, kept as u64);
+                });
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) => tracing::warn!(partition, "pruning the ledger failed: {e}"),
         }
         drop(first_pass.take());
@@ -93,13 +99,13 @@ pub(crate) async fn prune_partition(
     }
 }
 
-/// One pass; how many entries it deleted (`None`: stopped before it
-/// deleted any).
+/// One pass; how many entries it deleted and how many the partition kept
+/// (`None`: stopped before it deleted any).
 async fn pass(
     shared: &Arc<Shared>,
     ledger: &PartitionLedger,
     stopped: &watch::Receiver<bool>,
-) -> Result<Option<usize>, RunError> {
+) -> Result<Option<(usize, usize)>, RunError> {
     let partition = ledger.partition();
     // A pass runs under the lease, as a provider call does: a settler
     // paused past its session must not publish a floor, nor delete, for a
@@ -220,7 +226,7 @@ async fn pass(
     metrics::counter!("hashbuy_settler_entries_pruned_total").increment(plan.doomed.len() as u64);
     metrics::counter!("hashbuy_settler_counts_forgotten_total")
         .increment(plan.outlived.len() as u64);
-    Ok(Some(plan.doomed.len()))
+    Ok(Some((plan.doomed.len(), plan.kept)))
 }
 
 /// Whether the live catalog the settler follows shows an offer ended from

@@ -223,6 +223,12 @@ pub struct Summary {
     /// The longest an assignment waited for its partitions' ledgers
     /// (restored from the changelog) before their first command.
     pub restoring: Duration,
+    /// Entries pruned by this run's passes.
+    pub pruned: u64,
+    /// The entries each partition pruned in this run kept after its latest
+    /// pass: beside `pruned`, how much of the ledger's file this run's
+    /// passes freed, told without reading the ledger.
+    pub kept_after_passes: std::collections::BTreeMap<i32, u64>,
 }
 
 /// Why the settler stopped with an error.

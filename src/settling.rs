@@ -319,8 +319,8 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Gives back what pruning freed, on a clean stop, when this run's passes
-/// pruned at least as many entries as their partitions kept and the
+/// Gives back what pruning freed, on a clean stop, when this run's largest
+/// passes pruned at least as many entries as their partitions kept and the
 /// ledger's file has grown far past its keys and values
 /// (`hashbuy_settler::compact`): the next start then opens a small file,
 /// and holds a small page table. Only then are the keys and values read
@@ -329,8 +329,9 @@ pub fn run(args: Args) -> Result<()> {
 /// then, so a compaction that fails is told, not made the stop's
 /// failure: the ledger still holds all it held.
 fn compact_on_stop(dir: &std::path::Path, summary: &run::Summary) {
-    let kept = summary.kept_after_passes.values().sum();
-    if !compact::pruned_enough(summary.pruned, kept) {
+    let passes = summary.passes.values();
+    let (largest, kept) = passes.fold((0, 0), |(l, k), p| (l + p.largest, k + p.kept));
+    if !compact::pruned_enough(largest, kept) {
         return;
     }
     match compact::compact_if_worth(dir) {

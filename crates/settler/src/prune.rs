@@ -84,8 +84,9 @@ pub(crate) async fn prune_partition(
                     tracing::info!(partition, pruned, "ledger entries past the horizon pruned");
                 }
                 shared.count(|s| {
-                    s.pruned += pruned as u64;
-                    s.kept_after_passes.insert(partition, kept as u64);
+                    let passes = s.passes.entry(partition).or_default();
+                    passes.largest = passes.largest.max(pruned as u64);
+                    passes.kept = kept as u64;
                 });
             }
             Ok(None) => {}

@@ -223,12 +223,18 @@ pub struct Summary {
     /// The longest an assignment waited for its partitions' ledgers
     /// (restored from the changelog) before their first command.
     pub restoring: Duration,
-    /// Entries pruned by this run's passes.
-    pub pruned: u64,
-    /// The entries each partition pruned in this run kept after its latest
-    /// pass: beside `pruned`, how much of the ledger's file this run's
-    /// passes freed, told without reading the ledger.
-    pub kept_after_passes: std::collections::BTreeMap<i32, u64>,
+    /// The pruning passes of this run, by partition: how much of the
+    /// ledger's file they freed, told without reading the ledger.
+    pub passes: std::collections::BTreeMap<i32, Passes>,
+}
+
+/// A partition's pruning passes in a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Passes {
+    /// The most entries one pass pruned.
+    pub largest: u64,
+    /// The entries the partition kept after its latest pass.
+    pub kept: u64,
 }
 
 /// Why the settler stopped with an error.

@@ -1013,23 +1013,21 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
     // A horizon of a minute: a pass at start puts the floor a day below
     // it, and prunes what lies a day below that: the 40 of three days ago.
     settle_to_end_with_age(&brokers, &provider, &ledger, "1m");
-    let stats = succeeds(&[
-        "ledger",
-        "stats",
-        "--ledger",
-        ledger.to_str().expect("utf-8"),
-    ]);
+    let ledger_says = |command: &str| {
+        succeeds(&[
+            "ledger",
+            command,
+            "--ledger",
+            ledger.to_str().expect("utf-8"),
+        ])
+    };
+    let stats = ledger_says("stats");
     assert!(stats.contains(": 20 entries in 2 partitions"), "{stats}");
     assert!(stats.contains("floor: 2 of 2 partitions"), "{stats}");
     // Compacted by copy, the ledger holds what it held: its stats say so,
     // and the rest of this test, which its floor and counts answer, runs
     // on the copy.
-    let compacted = succeeds(&[
-        "ledger",
-        "compact",
-        "--ledger",
-        ledger.to_str().expect("utf-8"),
-    ]);
+    let compacted = ledger_says("compact");
     assert!(compacted.contains("bytes on disk before"), "{compacted}");
     let held = |stats: &str| -> Vec<String> {
         stats
@@ -1038,13 +1036,7 @@ fn pruned_entries_never_charge_again_and_still_count_against_the_limits() {
             .map(str::to_owned)
             .collect()
     };
-    let restats = succeeds(&[
-        "ledger",
-        "stats",
-        "--ledger",
-        ledger.to_str().expect("utf-8"),
-    ]);
-    assert_eq!(held(&restats), held(&stats));
+    assert_eq!(held(&ledger_says("stats")), held(&stats));
     // The changelog as `hashbuy tail` prints it: the entries in the
     // ledger's JSON form, the pruned ones' tombstones, and the counts.
     let tailed = tail_changelog(&brokers);

@@ -51,8 +51,8 @@ enum LedgerCommand {
     /// Copy the ledger afresh, giving back to the file system the space
     /// pruning freed (sled never shortens its file), and print its size
     /// before and after. A settler does this itself on a clean stop after
-    /// its passes pruned at least as much as they kept, when its file
-    /// takes over 8 times its keys and values and over 64 MiB.
+    /// each partition's largest pass pruned as much as it kept, when its
+    /// file takes over 8 times its keys and values and over 64 MiB.
     Compact(LedgerDir),
 }
 

@@ -59,7 +59,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::ledger::{lock_waiting, open_sled, open_sled_waiting, Ledger, LedgerError, SLED_LOG};
+use crate::ledger::{
+    lock_waiting, open_sled, open_sled_waiting, Ledger, LedgerError, LOCK_RELEASE_WAIT, SLED_LOG,
+};
 
 /// Where the copy is built, inside the ledger's directory.
 const COPY_DIR: &str = "compacting";
@@ -72,6 +74,11 @@ const SNAPSHOT_PREFIX: &str = "snap.";
 
 /// Where sled keeps page fragments over a quarter of a segment.
 const BLOBS: &str = "blobs";
+
+/// How long a swap waits for the old store to let go of its file: far
+/// past the moments sled's threads take, since the compaction then gives
+/// up the ledger's lock with them still running.
+const OLD_STORE_WAIT: Duration = Duration::from_secs(60);
 
 /// How many keys the copy writes a batch.
 const COPY_BATCH: usize = 10_000;
@@ -221,11 +228,17 @@ pub(crate) fn finish_interrupted(dir: &Path) -> Result<(), LedgerError> {
         // The ledger stays open (sled's lock on the file the rename
         // replaces) until the swap is done, as a compaction holds it.
         let held = open_sled_waiting(dir)?;
+        let mut copy_closed = Ok(());
         let compared = open_sled_waiting(&copy).and_then(|copied| {
             let differs = difference(&held, &copied);
-            close(copied, &copy, dir)?;
+            copy_closed = close(copied, &copy, dir);
             differs
         });
+        // A copy whose store has not let go is not removed under it.
+        if let Err(e) = copy_closed {
+            close(held, dir, dir)?;
+            return Err(e);
+        }
         let differs = match compared {
             Ok(differs) => differs,
             Err(e) => Some(format!("the copy cannot be read: {e}")),
@@ -354,7 +367,7 @@ fn close(store: sled::Db, at: &Path, dir: &Path) -> Result<(), LedgerError> {
     let log = at.join(SLED_LOG);
     let file = File::open(&log).map_err(files("open", &log))?;
     drop(store);
-    drop(lock_waiting(file, &log, dir)?);
+    drop(lock_waiting(file, &log, dir, LOCK_RELEASE_WAIT)?);
     Ok(())
 }
 
@@ -382,7 +395,14 @@ fn swap_and_close<T>(dir: &Path, old: T) -> Result<(), LedgerError> {
     let file = File::open(&log).map_err(files("open", &log))?;
     let swapped = swap(dir);
     drop(old);
-    let let_go = lock_waiting(file, &log, dir);
+    // Once swapped, the store is gone from the directory and will let go:
+    // it is waited for past a busy moment, as the lock that keeps others
+    // out is given up after.
+    let wait = match swapped {
+        Ok(()) => OLD_STORE_WAIT,
+        Err(_) => LOCK_RELEASE_WAIT,
+    };
+    let let_go = lock_waiting(file, &log, dir, wait);
     swapped?;
     drop(let_go?);
     Ok(())
@@ -641,7 +661,7 @@ mod tests {
             // sled has let go of the old file (and flushed) once its lock is had.
             let log = dir.path().join(SLED_LOG);
             let file = File::open(&log).expect("opens");
-            drop(lock_waiting(file, &log, dir.path()).expect("let go"));
+            drop(lock_waiting(file, &log, dir.path(), LOCK_RELEASE_WAIT).expect("let go"));
             fs::write(copy.join(WHOLE), identity(&log).expect("names")).expect("marks");
             if cut.starts_with("written since") {
                 let older = open_sled_waiting(dir.path()).expect("opens as before");

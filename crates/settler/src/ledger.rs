@@ -375,19 +375,24 @@ fn lock_dir(dir: &Path) -> Result<Arc<File>, LedgerError> {
         path: dir.to_owned(),
         source: sled::Error::Io(source),
     })?;
-    Ok(Arc::new(lock_waiting(handle, dir, dir)?))
+    Ok(Arc::new(lock_waiting(handle, dir, dir, LOCK_RELEASE_WAIT)?))
 }
 
-/// Locks `file` (as sled does, with `flock`), waiting up to
-/// [`LOCK_RELEASE_WAIT`]; [`LedgerError::InUse`] for `dir` after that.
-pub(crate) fn lock_waiting(file: File, path: &Path, dir: &Path) -> Result<File, LedgerError> {
+/// Locks `file` (as sled does, with `flock`), waiting up to `wait`;
+/// [`LedgerError::InUse`] for `dir` after that.
+pub(crate) fn lock_waiting(
+    file: File,
+    path: &Path,
+    dir: &Path,
+    wait: Duration,
+) -> Result<File, LedgerError> {
     use fs2::FileExt as _;
     let began = Instant::now();
     loop {
         match file.try_lock_exclusive() {
             Ok(()) => return Ok(file),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if began.elapsed() >= LOCK_RELEASE_WAIT {
+                if began.elapsed() >= wait {
                     return Err(LedgerError::InUse {
                         path: dir.to_owned(),
                     });

@@ -49,10 +49,11 @@ enum LedgerCommand {
     /// disk, each partition's floor, and what pruning would remove now.
     Stats(StatsArgs),
     /// Copy the ledger afresh, giving back to the file system the space
-    /// pruning freed (sled never shortens its file), and print its size
-    /// before and after. A settler does this itself on a clean stop after
-    /// each partition's largest pass pruned as much as it kept, when its
-    /// file takes over 8 times its keys and values and over 64 MiB.
+    /// pruning freed (sled gives back only free segments at the end of
+    /// its file), and print its size before and after. A settler does
+    /// this itself on a clean stop after each partition's largest pass
+    /// pruned as much as it kept, when its file takes over 8 times its
+    /// keys and values and over 64 MiB.
     Compact(LedgerDir),
 }
 
@@ -170,8 +171,8 @@ fn compact(dir: LedgerDir) -> Result<()> {
     Ok(())
 }
 
-/// The ledger's directory, if there is one: a command that only reads
-/// must not make an empty ledger of a mistyped path.
+/// The ledger's directory, if there is one: a command on a ledger must
+/// not make an empty one of a mistyped path.
 fn existing(dir: &LedgerDir) -> Result<&std::path::Path> {
     if !dir.ledger.exists() {
         bail!("no ledger at {}", dir.ledger.display());

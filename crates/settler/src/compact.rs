@@ -45,14 +45,16 @@
 //! ([`finish_interrupted`], under the ledger's lock) carries on from 3,
 //! or from 5 if the rename was done. Either way the ledger holds every
 //! key and value it held, in the old file or in the new. A ledger's file
-//! that is no longer the one the mark names (written since, by a hashbuy
-//! from before compaction, which does not look for a copy) keeps its
-//! place, and the copy is removed.
+//! that is no longer the one the mark names, or that holds other keys or
+//! values than the copy (written since, by a hashbuy from before
+//! compaction, which does not look for a copy, within the tick of a file
+//! system's clock), keeps its place, and the copy is removed.
 //!
-//! A settler compacts its ledger when it stops cleanly, if the ledger's
-//! file has grown to [`COMPACT_ABOVE_RATIO`] times its keys and values
-//! and over [`COMPACT_ABOVE_BYTES`] ([`worth_compacting`]); `hashbuy
-//! ledger compact` does it on demand.
+//! A settler compacts its ledger when it stops cleanly, if its passes in
+//! that run freed much of it ([`pruned_enough`]) and the ledger's file
+//! has grown to [`COMPACT_ABOVE_RATIO`] times its keys and values and
+//! over [`COMPACT_ABOVE_BYTES`] ([`worth_compacting`]); `hashbuy ledger
+//! compact` does it on demand.
 
 use std::fs::{self, File};
 use std::io;

@@ -333,7 +333,7 @@ pub(crate) const SLED_LOG: &str = "db";
 pub(crate) const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// How often [`Ledger::open`] tries a held lock again.
-pub(crate) const LOCK_RETRY_EVERY: Duration = Duration::from_millis(20);
+const LOCK_RETRY_EVERY: Duration = Duration::from_millis(20);
 
 /// Opens sled in `dir` once, naming a lock held elsewhere as such.
 pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, LedgerError> {

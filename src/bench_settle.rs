@@ -673,10 +673,7 @@ fn ledger_figures(dir: &std::path::Path, settled: u64) -> Result<LedgerFigures> 
     }
     Ok(LedgerFigures {
         bytes: ledger.size_on_disk()?,
-        live: partitions
-            .iter()
-            .map(|p| p.live_bytes())
-            .sum::<Result<u64, _>>()?,
+        live: ledger.live_bytes()?,
         by_index: Duration::from_secs_f64(median(&by_index)),
         by_scan: Duration::from_secs_f64(median(&by_scan)),
     })

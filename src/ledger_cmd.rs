@@ -190,7 +190,8 @@ fn stats(args: StatsArgs) -> Result<()> {
     let bytes = ledger.size_on_disk()?;
     let now = now_ms();
     let mut by_state: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
-    let (mut entries, mut review, mut doomed, mut live) = (0u64, 0u64, 0u64, 0u64);
+    let live = ledger.live_bytes()?;
+    let (mut entries, mut review, mut doomed) = (0u64, 0u64, 0u64);
     let mut counts = 0u64;
     let mut oldest: Option<Entry> = None;
     let mut floors = Vec::new();
@@ -212,7 +213,6 @@ fn stats(args: StatsArgs) -> Result<()> {
                 oldest = Some(entry);
             }
         }
-        live += tree.live_bytes()?;
         let floor = tree.floor()?;
         if floor.floor_ms != i64::MIN {
             floors.push(floor.floor_ms);

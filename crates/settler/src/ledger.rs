@@ -1030,20 +1030,6 @@ impl PartitionLedger {
         Ok(self.meta.remove(count.to_bytes())?.is_some())
     }
 
-    /// The bytes of the keys and values the partition holds, in every one
-    /// of its trees: what it would take on disk with nothing added, to
-    /// set beside [`Ledger::size_on_disk`].
-    pub fn live_bytes(&self) -> Result<u64, LedgerError> {
-        let mut bytes = 0;
-        for tree in [&self.entries, &self.users, &self.meta, &self.open] {
-            for item in tree.iter() {
-                let (key, value) = item?;
-                bytes += (key.len() + value.len()) as u64;
-            }
-        }
-        Ok(bytes)
-    }
-
     /// How many entries the partition holds.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -166,12 +166,16 @@ fn decode_value(kind: ValueType, key: Option<&[u8]>, bytes: &[u8]) -> Value {
     })
 }
 
-/// A ledger changelog record's value: an entry, or a floor or count.
+/// A ledger changelog record's value: an entry, a bucket of counts, or a
+/// floor or count (JSON).
 fn ledger_json(key: Option<&[u8]>, bytes: &[u8]) -> Result<Value, String> {
     match key {
         Some(key) if !MetaKey::is_meta(key) => {
             let entry = decode_entry(key, bytes).map_err(|e| e.to_string())?;
             serde_json::to_value(&entry).map_err(|e| e.to_string())
+        }
+        Some(key) if matches!(MetaKey::parse(key), Some(MetaKey::Counts { .. })) => {
+            message_json::<pb::LedgerCounts>(bytes)
         }
         _ => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
     }

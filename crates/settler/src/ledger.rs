@@ -13,15 +13,18 @@
 //! sled was chosen as an embedded, crash-safe ordered store in pure Rust
 //! with atomic batches and explicit flushes, which is all the ledger needs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hashbuy_proto::v1::LedgerEntry;
 use prost::Message as _;
 
+use hashbuy_kafka::lock;
+
+use crate::counts::{self, Counts};
 use crate::entry::Entry;
 use crate::frontier::Seen;
 use crate::horizon::{self, Bought, LastPass};
@@ -108,6 +111,12 @@ pub struct Ledger {
     /// The ledger's own lock (see [`lock_dir`]), held while any clone,
     /// or any [`PartitionLedger`] of it, lives.
     lock: Arc<File>,
+    /// Held while a floor or a bucket of counts is read, merged and
+    /// written again ([`PartitionLedger::raise`], and the counts'
+    /// [`PartitionLedger::forget`]): a restore of an earlier assignment
+    /// still raising as a pass raises would otherwise write a bucket
+    /// merged on a stale read over the pass's, and lose counts.
+    merging: Arc<Mutex<()>>,
 }
 
 /// sled's log file, opened to be synced.
@@ -123,7 +132,8 @@ pub struct PartitionLedger {
     encoding: Encoding,
     entries: sled::Tree,
     users: sled::Tree,
-    /// The floor and the [`Bought`] counts, by their [`MetaKey`] bytes.
+    /// The floor and the [`Bought`] counts' buckets, by their [`MetaKey`]
+    /// bytes, and the ledger's local marks.
     meta: sled::Tree,
     /// The ids of the entries with work left (undecided, or not yet
     /// acked), so that a partition starts by reading those alone, however
@@ -132,6 +142,8 @@ pub struct PartitionLedger {
     open: sled::Tree,
     /// The ledger's lock: its trees are the ledger's store, open.
     _lock: Arc<File>,
+    /// The ledger's [`Ledger::merging`].
+    merging: Arc<Mutex<()>>,
 }
 
 /// The local-only mark, in the meta tree, that the `open` index holds
@@ -199,12 +211,20 @@ impl Default for Floor {
 pub enum MetaKey {
     /// The partition's [`Floor`].
     Floor,
-    /// A user's [`Bought`] count of an offer.
+    /// A user's [`Bought`] count of an offer: kept in its bucket
+    /// ([`MetaKey::Counts`]). A changelog written before the buckets holds
+    /// such records one by one, which a restore still reads.
     Bought {
         /// The user.
         user_id: String,
         /// The offer.
         offer_id: String,
+    },
+    /// A bucket of [`Bought`] counts ([`crate::counts`]); its number is
+    /// written in decimal, so that the key reads as text.
+    Counts {
+        /// Which ([`crate::counts::bucket_of`]).
+        bucket: u16,
     },
 }
 
@@ -219,6 +239,7 @@ fn read_through_key(cluster: &str, topic: &str) -> Vec<u8> {
     key
 }
 const BOUGHT_PREFIX: &[u8] = b"\0bought\0";
+const COUNTS_PREFIX: &[u8] = b"\0counts\0";
 
 impl MetaKey {
     /// The key's bytes, in the ledger and the changelog.
@@ -232,6 +253,11 @@ impl MetaKey {
                 key.extend_from_slice(offer_id.as_bytes());
                 key
             }
+            MetaKey::Counts { bucket } => {
+                let mut key = COUNTS_PREFIX.to_vec();
+                key.extend_from_slice(bucket.to_string().as_bytes());
+                key
+            }
         }
     }
 
@@ -240,6 +266,11 @@ impl MetaKey {
     pub fn parse(key: &[u8]) -> Option<MetaKey> {
         if key == FLOOR_KEY {
             return Some(MetaKey::Floor);
+        }
+        if let Some(bucket) = key.strip_prefix(COUNTS_PREFIX) {
+            return Some(MetaKey::Counts {
+                bucket: std::str::from_utf8(bucket).ok()?.parse().ok()?,
+            });
         }
         let rest = key.strip_prefix(BOUGHT_PREFIX)?;
         let split = rest.iter().position(|&b| b == 0)?;
@@ -279,6 +310,10 @@ impl Raise {
 /// A ledger record by its key and value bytes, as the changelog carries it.
 pub type Record = (Vec<u8>, Vec<u8>);
 
+/// A ledger record by its key and value bytes, or its tombstone (no
+/// value): what a pass sends the changelog.
+pub type Change = (Vec<u8>, Option<Vec<u8>>);
+
 /// A pruning pass's plan for a partition ([`PartitionLedger::plan`]).
 #[derive(Debug, Clone, Default)]
 pub struct PrunePlan {
@@ -311,7 +346,7 @@ impl PrunePlan {
             .into_iter()
             .partition(|(count, _)| match count {
                 MetaKey::Bought { offer_id, .. } => ended(offer_id, floor_ms),
-                MetaKey::Floor => false,
+                MetaKey::Floor | MetaKey::Counts { .. } => false,
             });
         self.outlived = outlived;
         self.raise.bought.extend(
@@ -456,6 +491,7 @@ impl Ledger {
             encoding: Encoding::default(),
             log: Arc::new(LogFile { path, file }),
             lock,
+            merging: Arc::default(),
         })
     }
 
@@ -464,9 +500,10 @@ impl Ledger {
         Ledger { encoding, ..self }
     }
 
-    /// The entries of input partition `partition`.
+    /// The entries of input partition `partition`. Counts a ledger from
+    /// before their buckets holds one by one are moved into them first.
     pub fn partition(&self, partition: i32) -> Result<PartitionLedger, LedgerError> {
-        Ok(PartitionLedger {
+        let ledger = PartitionLedger {
             partition,
             encoding: self.encoding,
             entries: self.db.open_tree(format!("{ENTRIES_PREFIX}{partition}"))?,
@@ -474,7 +511,10 @@ impl Ledger {
             meta: self.db.open_tree(format!("meta-{partition}"))?,
             open: self.db.open_tree(format!("open-{partition}"))?,
             _lock: Arc::clone(&self.lock),
-        })
+            merging: Arc::clone(&self.merging),
+        };
+        ledger.bucket_loose_counts()?;
+        Ok(ledger)
     }
 
     /// The partitions the ledger has entries for, in order.
@@ -594,6 +634,15 @@ pub fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry, LedgerError> {
     Entry::try_from(stored).map_err(|e| corrupt(e.to_owned()))
 }
 
+/// A bucket of counts as stored, and as the changelog carries it
+/// ([`crate::counts`]).
+pub fn decode_counts(key: &[u8], bytes: &[u8]) -> Result<Counts, LedgerError> {
+    counts::decode(bytes).map_err(|reason| LedgerError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason,
+    })
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, LedgerError> {
     serde_json::from_slice(bytes).map_err(|e| LedgerError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -704,24 +753,115 @@ impl PartitionLedger {
     /// A user's purchases of an offer counted past the floor (none, counted
     /// from the beginning of time, when never counted).
     pub fn bought(&self, user_id: &str, offer_id: &str) -> Result<Bought, LedgerError> {
-        let key = MetaKey::Bought {
-            user_id: user_id.to_owned(),
-            offer_id: offer_id.to_owned(),
+        let mut held = self.counts_of(counts::bucket_of(user_id))?;
+        Ok(held
+            .remove(&(user_id.to_owned(), offer_id.to_owned()))
+            .unwrap_or_default())
+    }
+
+    /// The counts of a bucket (none when it was never written).
+    fn counts_of(&self, bucket: u16) -> Result<Counts, LedgerError> {
+        let key = MetaKey::Counts { bucket }.to_bytes();
+        match self.meta.get(&key)? {
+            Some(bytes) => decode_counts(&key, &bytes),
+            None => Ok(Counts::new()),
         }
-        .to_bytes();
-        self.meta
-            .get(&key)?
-            .map(|bytes| decode(&key, &bytes))
-            .transpose()
-            .map(Option::unwrap_or_default)
+    }
+
+    /// The bucket `user_id`'s counts are in, among `held` (read into it
+    /// when first asked for), and whether it has changed since.
+    fn bucket_in<'h>(
+        &self,
+        held: &'h mut BTreeMap<u16, (Counts, bool)>,
+        user_id: &str,
+    ) -> Result<&'h mut (Counts, bool), LedgerError> {
+        let bucket = counts::bucket_of(user_id);
+        Ok(match held.entry(bucket) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert((self.counts_of(bucket)?, false))
+            }
+        })
+    }
+
+    /// Merges `raised` (user, offer, count) into their buckets, by the
+    /// maximum of each field, in `batch`; the record of every bucket they
+    /// fall in, whole, changed or not. The caller holds
+    /// [`Ledger::merging`] until the batch is applied.
+    fn merge_counts<'a>(
+        &self,
+        raised: impl IntoIterator<Item = (&'a str, &'a str, Bought)>,
+        batch: &mut sled::Batch,
+    ) -> Result<Vec<Record>, LedgerError> {
+        let mut held = BTreeMap::new();
+        for (user_id, offer_id, bought) in raised {
+            let (counts, changed) = self.bucket_in(&mut held, user_id)?;
+            let key = (user_id.to_owned(), offer_id.to_owned());
+            let base = counts.get(&key).copied().unwrap_or_default();
+            // Counts only grow with their line: a count taken on a stale
+            // base (two passes overlapping) never lowers the one here.
+            let merged = base.higher(bought);
+            if merged != base {
+                counts.insert(key, merged);
+                *changed = true;
+            }
+        }
+        let mut records = Vec::with_capacity(held.len());
+        for (bucket, (counts, changed)) in held {
+            if counts.is_empty() {
+                continue;
+            }
+            let key = MetaKey::Counts { bucket }.to_bytes();
+            let value = counts::encode(&counts);
+            if changed {
+                batch.insert(key.as_slice(), value.as_slice());
+            }
+            records.push((key, value));
+        }
+        Ok(records)
+    }
+
+    /// Moves the counts a ledger from before their buckets holds one by one
+    /// into the buckets, each in the same write that deletes it.
+    fn bucket_loose_counts(&self) -> Result<(), LedgerError> {
+        const AT_ONCE: usize = 4096;
+        loop {
+            let mut loose = Vec::new();
+            for item in self.meta.scan_prefix(BOUGHT_PREFIX) {
+                let (key, bytes) = item?;
+                if let Some(MetaKey::Bought { user_id, offer_id }) = MetaKey::parse(&key) {
+                    let bought = decode::<Bought>(&key, &bytes)?;
+                    loose.push((key, user_id, offer_id, bought));
+                }
+                if loose.len() == AT_ONCE {
+                    break;
+                }
+            }
+            if loose.is_empty() {
+                return Ok(());
+            }
+            let _merging = lock(&self.merging);
+            let mut batch = sled::Batch::default();
+            self.merge_counts(
+                loose.iter().map(|(_, user_id, offer_id, bought)| {
+                    (user_id.as_str(), offer_id.as_str(), *bought)
+                }),
+                &mut batch,
+            )?;
+            for (key, ..) in &loose {
+                batch.remove(key);
+            }
+            self.meta.apply_batch(batch)?;
+        }
     }
 
     /// Writes a floor and counts at once (durable at the next
     /// [`Ledger::flush`]), never lowering what is there: a value from the
     /// changelog older than the local one is ignored. The records as
-    /// stored, for the changelog: the floor and every count of the raise,
-    /// changed or not.
+    /// stored, for the changelog: the floor, and the bucket of every count
+    /// of the raise, whole, changed or not.
     pub fn raise(&self, raise: &Raise) -> Result<Vec<Record>, LedgerError> {
+        let _merging = lock(&self.merging);
         let mut batch = sled::Batch::default();
         let mut records = Vec::new();
         let higher = self.floor()?.higher(raise.floor);
@@ -732,35 +872,21 @@ impl PartitionLedger {
             batch.insert(key.as_slice(), value.as_slice());
             records.push((key, value));
         }
-        // Each key's count as this raise leaves it: a raise can hold
-        // several of one key (a restore's, in the changelog's order), and
-        // each is merged with those before it, not only with the stored one.
-        let mut counts: std::collections::BTreeMap<Vec<u8>, (Bought, bool)> = Default::default();
-        for (key, bought) in &raise.bought {
-            let MetaKey::Bought { user_id, offer_id } = key else {
-                continue;
-            };
-            let bytes = key.to_bytes();
-            let (base, changed) = match counts.get(&bytes) {
-                Some(&held) => held,
-                None => (self.bought(user_id, offer_id)?, false),
-            };
-            // Counts only grow with their line: a count taken on a stale
-            // base (two passes overlapping) never lowers the one here.
-            let merged = base.higher(*bought);
-            counts.insert(bytes, (merged, changed || merged != base));
-        }
         // Sent changed or not, as the floor: a pass whose sending failed (or
         // was aborted by a hand-over) has raised its counts here, and the
         // next pass, finding them as it plans them, must not delete the
-        // entries they count before they are in the changelog.
-        for (key, (merged, changed)) in counts {
-            let value = to_json(&key, &merged)?;
-            if changed {
-                batch.insert(key.as_slice(), value.as_slice());
-            }
-            records.push((key, value));
-        }
+        // entries they count before they are in the changelog. A raise can
+        // hold several of one key (a restore's, in the changelog's order):
+        // each is merged with those before it, not only with the stored one.
+        records.extend(self.merge_counts(
+            raise.bought.iter().filter_map(|(key, bought)| match key {
+                MetaKey::Bought { user_id, offer_id } => {
+                    Some((user_id.as_str(), offer_id.as_str(), *bought))
+                }
+                MetaKey::Floor | MetaKey::Counts { .. } => None,
+            }),
+            &mut batch,
+        )?);
         self.meta.apply_batch(batch)?;
         Ok(records)
     }
@@ -939,7 +1065,9 @@ impl PartitionLedger {
         }
         let floor_ms = horizon::floor_capped(now_ms, max_age, newest).max(old.floor_ms);
         let below = horizon::prune_below(floor_ms, oldest_unfinished).max(old.pruned_below_ms);
-        let mut counts: std::collections::BTreeMap<(String, String), Bought> = Default::default();
+        let mut counts = Counts::new();
+        // The buckets of the counts raised, each read once.
+        let mut held = BTreeMap::new();
         let mut plan = PrunePlan::default();
         for entry in self.entries() {
             let entry = entry?;
@@ -953,7 +1081,9 @@ impl PartitionLedger {
                 let counted = match counts.entry(id) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(self.bought(&c.user_id, &c.offer_id)?)
+                        let (bucket, _) = self.bucket_in(&mut held, &c.user_id)?;
+                        let stored = bucket.get(v.key()).copied().unwrap_or_default();
+                        v.insert(stored)
                     }
                 };
                 if !counted.covers(&entry) {
@@ -980,16 +1110,15 @@ impl PartitionLedger {
         };
         // The counts held that this pass does not raise, judged as they
         // stand; those it raises, as it leaves them (and then not written).
-        let held = ended.map(|_| self.meta.scan_prefix(BOUGHT_PREFIX));
-        for item in held.into_iter().flatten() {
+        drop(held);
+        let buckets = ended.map(|_| self.meta.scan_prefix(COUNTS_PREFIX));
+        for item in buckets.into_iter().flatten() {
             let (key, bytes) = item?;
-            let Some(MetaKey::Bought { user_id, offer_id }) = MetaKey::parse(&key) else {
-                continue;
-            };
-            if counts.contains_key(&(user_id.clone(), offer_id.clone())) {
-                continue;
-            }
-            if outlived(&offer_id, &decode(&key, &bytes)?) {
+            for (id, bought) in decode_counts(&key, &bytes)? {
+                if counts.contains_key(&id) || !outlived(&id.1, &bought) {
+                    continue;
+                }
+                let (user_id, offer_id) = id;
                 plan.outlived
                     .push((MetaKey::Bought { user_id, offer_id }, None));
             }
@@ -1018,16 +1147,54 @@ impl PartitionLedger {
     /// How many [`Bought`] counts the partition holds.
     pub fn counts(&self) -> Result<usize, LedgerError> {
         let mut held = 0;
-        for item in self.meta.scan_prefix(BOUGHT_PREFIX).keys() {
-            item?;
-            held += 1;
+        for item in self.meta.scan_prefix(COUNTS_PREFIX) {
+            let (key, bytes) = item?;
+            held += decode_counts(&key, &bytes)?.len();
         }
         Ok(held)
     }
 
-    /// Deletes a count (see [`horizon::ended_as_carried`]); whether it was there.
-    pub fn forget(&self, count: &MetaKey) -> Result<bool, LedgerError> {
-        Ok(self.meta.remove(count.to_bytes())?.is_some())
+    /// Deletes counts (see [`horizon::ended_as_carried`]). The changelog
+    /// records of the buckets that held any, each as it now stands: the
+    /// bucket, or a tombstone for one left empty (none for counts that
+    /// were not here, which no changelog holds either: a restore takes in
+    /// every count).
+    pub fn forget<'a>(
+        &self,
+        forgotten: impl IntoIterator<Item = &'a MetaKey>,
+    ) -> Result<Vec<Change>, LedgerError> {
+        let _merging = lock(&self.merging);
+        let mut held = BTreeMap::new();
+        for count in forgotten {
+            let MetaKey::Bought { user_id, offer_id } = count else {
+                continue;
+            };
+            let (counts, changed) = self.bucket_in(&mut held, user_id)?;
+            if counts
+                .remove(&(user_id.clone(), offer_id.clone()))
+                .is_some()
+            {
+                *changed = true;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
+        for (bucket, (counts, changed)) in held {
+            if !changed {
+                continue;
+            }
+            let key = MetaKey::Counts { bucket }.to_bytes();
+            if counts.is_empty() {
+                batch.remove(key.as_slice());
+                records.push((key, None));
+            } else {
+                let value = counts::encode(&counts);
+                batch.insert(key.as_slice(), value.as_slice());
+                records.push((key, Some(value)));
+            }
+        }
+        self.meta.apply_batch(batch)?;
+        Ok(records)
     }
 
     /// How many entries the partition holds.
@@ -1353,6 +1520,134 @@ mod tests {
         assert_eq!(p.drop_pruned().expect("read"), 0, "once for each rise");
     }
 
+    /// Users whose counts fall in bucket 0, one per number asked.
+    fn users_of_bucket_zero(n: usize) -> Vec<String> {
+        (0..)
+            .map(|i| format!("user-{i}"))
+            .filter(|u| counts::bucket_of(u) == 0)
+            .take(n)
+            .collect()
+    }
+
+    fn one_count(user_id: &str, count: u32) -> Raise {
+        Raise {
+            floor: Floor::default(),
+            bought: vec![(
+                MetaKey::Bought {
+                    user_id: user_id.into(),
+                    offer_id: "o".into(),
+                },
+                Bought {
+                    count,
+                    through_ms: 10,
+                    offer_ends_ms: NO_END,
+                },
+            )],
+        }
+    }
+
+    #[test]
+    fn counts_are_kept_in_one_record_a_bucket_and_a_bucket_left_empty_goes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        let users: Vec<String> = (0..2000).map(|i| format!("user-{i}")).collect();
+        let mut raise = Raise::default();
+        for user in &users {
+            raise.merge(one_count(user, 1));
+        }
+        let records = p.raise(&raise).expect("raised");
+        assert_eq!(
+            records.len(),
+            counts::BUCKETS as usize,
+            "one record a bucket"
+        );
+        assert_eq!(p.meta.scan_prefix(COUNTS_PREFIX).count(), records.len());
+        assert_eq!(p.counts().expect("read"), users.len());
+        for user in &users {
+            assert_eq!(p.bought(user, "o").expect("read").count, 1, "{user}");
+        }
+        for (key, _) in &records {
+            let parsed = MetaKey::parse(key).expect("a meta key");
+            assert!(matches!(parsed, MetaKey::Counts { .. }), "{parsed:?}");
+            assert_eq!(&parsed.to_bytes(), key);
+            assert!(std::str::from_utf8(key).is_ok(), "a key that reads as text");
+        }
+        // Forgetting a bucket's every count but one writes it again;
+        // forgetting the last one too sends its tombstone.
+        let zero = users_of_bucket_zero(2);
+        p.raise(&one_count(&zero[1], 1)).expect("raised");
+        let key = |user: &String| MetaKey::Bought {
+            user_id: user.clone(),
+            offer_id: "o".into(),
+        };
+        let held: Vec<MetaKey> = users
+            .iter()
+            .chain(&zero)
+            .filter(|u| counts::bucket_of(u) == 0 && **u != zero[0])
+            .map(key)
+            .collect();
+        let rewritten = p.forget(&held).expect("forgotten");
+        let bucket = MetaKey::Counts { bucket: 0 }.to_bytes();
+        assert_eq!(rewritten.len(), 1);
+        assert_eq!(rewritten[0].0, bucket);
+        let value = rewritten[0]
+            .1
+            .as_ref()
+            .expect("the bucket, not a tombstone");
+        assert_eq!(
+            decode_counts(&bucket, value)
+                .expect("a bucket")
+                .keys()
+                .collect::<Vec<_>>(),
+            [&(zero[0].clone(), "o".to_owned())]
+        );
+        assert_eq!(
+            p.forget(&[key(&zero[0])]).expect("forgotten"),
+            vec![(bucket.clone(), None)]
+        );
+        assert!(
+            p.meta.get(&bucket).expect("read").is_none(),
+            "gone here too"
+        );
+        assert!(
+            p.forget(&[key(&zero[0])]).expect("forgotten").is_empty(),
+            "nothing to send"
+        );
+    }
+
+    /// A restore of an earlier assignment can still be raising counts (it
+    /// writes what it gathered however its read ended) while a pass raises
+    /// the same buckets: each merge of a bucket is read and written whole,
+    /// one at a time, so neither writes over the other's counts.
+    #[test]
+    fn raises_at_once_into_one_bucket_lose_no_count() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let users = users_of_bucket_zero(400);
+        let halves: Vec<Vec<String>> = users.chunks(200).map(<[String]>::to_vec).collect();
+        let raising: Vec<_> = halves
+            .into_iter()
+            .map(|half| {
+                let p = ledger.partition(0).expect("tree");
+                std::thread::spawn(move || {
+                    for user in &half {
+                        p.raise(&one_count(user, 1)).expect("raised");
+                    }
+                })
+            })
+            .collect();
+        for thread in raising {
+            thread.join().expect("raised");
+        }
+        let p = ledger.partition(0).expect("tree");
+        let lost: Vec<&String> = users
+            .iter()
+            .filter(|u| p.bought(u, "o").expect("read").count != 1)
+            .collect();
+        assert!(lost.is_empty(), "{} counts lost: {lost:?}", lost.len());
+    }
+
     fn bought_key() -> MetaKey {
         MetaKey::Bought {
             user_id: "u".into(),
@@ -1460,11 +1755,15 @@ mod tests {
             offer_ends_ms: NO_END,
         };
         assert_eq!(p.bought("u", "o").expect("read"), highest);
-        let sent: Vec<Bought> = records
+        let sent: Vec<Counts> = records
             .iter()
-            .map(|(key, value)| decode_meta(key, value).expect("a count"))
+            .map(|(key, value)| decode_counts(key, value).expect("a bucket"))
             .collect();
-        assert_eq!(sent, vec![highest], "one record a key, as it stands");
+        assert_eq!(
+            sent,
+            vec![Counts::from([(("u".to_owned(), "o".to_owned()), highest)])],
+            "one record a bucket, as it stands"
+        );
     }
 
     /// A settled and acked purchase of `offer` by `user`, tweeted at
@@ -1528,7 +1827,9 @@ mod tests {
             ],
         })
         .expect("raised");
-        // A count written before counts kept their offer's end.
+        // A count written before counts kept their offer's end, and
+        // before their buckets: moved into its bucket as the partition is
+        // opened.
         let legacy = MetaKey::Bought {
             user_id: "c".into(),
             offer_id: "legacy".into(),
@@ -1537,6 +1838,9 @@ mod tests {
         p.meta
             .insert(legacy, &br#"{"count":1,"through_ms":1}"#[..])
             .expect("written");
+        let p = ledger.partition(0).expect("tree");
+        assert_eq!(p.bought("c", "legacy").expect("read").count, 1);
+        assert_eq!(p.meta.scan_prefix(BOUGHT_PREFIX).count(), 0, "moved");
         let without = p.plan(now, age, None).expect("planned");
         assert!(without.outlived.is_empty(), "no catalog: every count kept");
         assert_eq!(without.raise.bought.len(), 3, "and those counted written");
@@ -1556,7 +1860,7 @@ mod tests {
                 .into_iter()
                 .map(|k| match k {
                     MetaKey::Bought { user_id, offer_id } => key(user_id, offer_id),
-                    MetaKey::Floor => panic!("a floor among the counts"),
+                    other => panic!("{other:?} among the counts"),
                 })
                 .collect()
         };
@@ -1591,9 +1895,26 @@ mod tests {
             .collect();
         assert_eq!(written.len(), 1, "{written:?}");
         assert_eq!(written[0].1.count, 1, "the purchase counted in");
-        for (forgotten, _) in &plan.outlived {
-            p.forget(forgotten).expect("forgotten");
-        }
+        let records = p
+            .forget(plan.outlived.iter().map(|(count, _)| count))
+            .expect("forgotten");
+        let left: Vec<Option<Counts>> = records
+            .iter()
+            .map(|(key, value)| {
+                value
+                    .as_ref()
+                    .map(|v| decode_counts(key, v).expect("a bucket"))
+            })
+            .collect();
+        // a's count was never written (this pass counted it), so c's
+        // bucket alone changed, and goes to the changelog with the counts
+        // it keeps.
+        assert_eq!(left.len(), 1, "{left:?}");
+        let kept: Vec<&str> = left[0]
+            .iter()
+            .flat_map(|c| c.keys().map(|(_, offer)| offer.as_str()))
+            .collect();
+        assert_eq!(kept, ["extended", "legacy", "reopened"]);
         assert_eq!(
             p.counts().expect("read"),
             3,
@@ -1658,7 +1979,7 @@ mod tests {
             .expect("raised")
             .iter()
             .filter(|(key, _)| MetaKey::parse(key) != Some(MetaKey::Floor))
-            .map(|(key, value)| decode_meta(key, value).expect("a count"))
+            .flat_map(|(key, value)| decode_counts(key, value).expect("a bucket").into_values())
             .collect();
         assert_eq!(
             sent,

@@ -15,6 +15,7 @@
 //! - [`limits`]: `max_per_user` and the rolling 24 h `spend_limit`, checked
 //!   against the user's earlier entries (pure).
 //! - [`ledger`]: entries in sled, per input partition, with a user index.
+//! - [`counts`]: the counts of pruned purchases, kept in buckets (pure).
 //! - [`group_commit`]: one flush for the writes of many tasks.
 //! - [`compact`]: a ledger copied afresh, to give back what pruning freed.
 //! - [`horizon`]: how old a command may be, and which entries may be
@@ -34,6 +35,7 @@
 //! - [`settle`]: one command, from its entry to its ack.
 pub mod command;
 pub mod compact;
+pub mod counts;
 pub mod entry;
 pub mod frontier;
 pub mod group_commit;

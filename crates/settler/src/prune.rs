@@ -18,8 +18,9 @@
 //!    offer on sale again keeps its counts);
 //! 3. only then the entries, and the counts of offers that ended below
 //!    the floor, deleted locally, with a tombstone each in the changelog
-//!    (not waited for: a tombstone lost is an entry the next owner drops
-//!    at its restore, by the floor, or a count its own pass forgets), and
+//!    (their buckets written again without them, for counts; not waited
+//!    for: a tombstone lost is an entry the next owner drops at its
+//!    restore, by the floor, or a count its own pass forgets), and
 //!    the floor once more after them, delivered, for a restart's mark.
 //!
 //! A pass stopped at any point (a revocation, a crash) has deleted nothing
@@ -33,7 +34,7 @@ use tokio::task::JoinSet;
 
 use crate::entry::now_ms;
 use crate::horizon::{self, LastPass};
-use crate::ledger::{Ended, PartitionLedger};
+use crate::ledger::{Change, Ended, PartitionLedger};
 use crate::run::{self, Counted, RunError, Shared};
 use crate::settle::lease_held;
 
@@ -169,7 +170,7 @@ async fn pass(
     }
     let records = ledger.raise(&plan.raise)?;
     shared.commit.durable().await?;
-    let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = records
+    let records: Vec<Change> = records
         .into_iter()
         .map(|(key, value)| (key, Some(value)))
         .collect();
@@ -177,18 +178,13 @@ async fn pass(
     if *stopped.borrow() || !shared.lease.holds_since(epoch) {
         return Ok(None);
     }
-    let mut tombstones = Vec::with_capacity(plan.doomed.len() + plan.outlived.len());
+    let mut tombstones = Vec::with_capacity(plan.doomed.len());
     for (command_id, user_id) in &plan.doomed {
         ledger.remove(command_id, user_id)?;
         tombstones.push((command_id.as_bytes().to_vec(), None));
     }
-    for (count, _) in &plan.outlived {
-        // One never written (its purchases counted and forgotten in this
-        // pass) is in no changelog either: a restore takes in every count.
-        if ledger.forget(count)? {
-            tombstones.push((count.to_bytes(), None));
-        }
-    }
+    // Their buckets as they are left, or a tombstone for one left empty.
+    tombstones.extend(ledger.forget(plan.outlived.iter().map(|(count, _)| count))?);
     // Nothing undecided lies below the line (a pass stops at the oldest),
     // so a restore's drop has nothing to look for under it: said, instead
     // of a second read of every entry.
@@ -243,7 +239,7 @@ fn ended_on(shared: &Shared) -> Option<impl Fn(&str, i64) -> bool + Send + 'stat
 async fn send_all(
     shared: &Arc<Shared>,
     partition: i32,
-    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    records: Vec<Change>,
     wait: bool,
 ) -> Result<(), RunError> {
     let mut sends = JoinSet::new();

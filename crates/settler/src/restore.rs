@@ -34,7 +34,7 @@ use crate::entry::{key_index, now_ms, Entry, State};
 use crate::frontier::{Frontier, Seen};
 use crate::horizon::Bought;
 use crate::ledger::{
-    decode_entry, decode_meta, Floor, MetaKey, PartitionLedger, Raise, ReadThrough,
+    decode_counts, decode_entry, decode_meta, Floor, MetaKey, PartitionLedger, Raise, ReadThrough,
 };
 use crate::run::{RunError, Shared};
 
@@ -345,11 +345,16 @@ fn take(
         return unreadable("no key".to_owned());
     };
     if MetaKey::is_meta(key) {
-        if value.is_none() && matches!(MetaKey::parse(key), Some(MetaKey::Bought { .. })) {
-            // A count forgotten by a pass, kept here until this ledger's
-            // own pass forgets it: a count kept too long can refuse a buyer
-            // of an offer put on sale again, never let one buy twice (see
-            // `crate::horizon`).
+        if value.is_none()
+            && matches!(
+                MetaKey::parse(key),
+                Some(MetaKey::Bought { .. } | MetaKey::Counts { .. })
+            )
+        {
+            // Counts forgotten by a pass (a bucket left empty), kept here
+            // until this ledger's own pass forgets them: a count kept too
+            // long can refuse a buyer of an offer put on sale again, never
+            // let one buy twice (see `crate::horizon`).
             return Ok(Taken::Older);
         }
         return match meta_raise(key, value) {
@@ -405,9 +410,11 @@ fn take(
     Ok(Taken::Newer)
 }
 
-/// A floor or a count from the changelog, as a raise for the ledger to
-/// take (unless its own is already as far); what is wrong with it if it
-/// cannot be read.
+/// A floor, a bucket of counts or a count (written before the buckets)
+/// from the changelog, as a raise for the ledger to take (unless its own
+/// is already as far); what is wrong with it if it cannot be read. A
+/// bucket's counts are merged into the ledger's (a count the record lacks
+/// is kept here, as for a count's tombstone above).
 fn meta_raise(key: &[u8], value: Option<&[u8]>) -> Result<Raise, String> {
     let (Some(meta), Some(value)) = (MetaKey::parse(key), value) else {
         return Err(format!("key {:?}", String::from_utf8_lossy(key)));
@@ -423,6 +430,16 @@ fn meta_raise(key: &[u8], value: Option<&[u8]>) -> Result<Raise, String> {
                 bought,
                 decode_meta::<Bought>(key, value).map_err(|e| e.to_string())?,
             )],
+        },
+        MetaKey::Counts { .. } => Raise {
+            floor: Floor::default(),
+            bought: decode_counts(key, value)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|((user_id, offer_id), bought)| {
+                    (MetaKey::Bought { user_id, offer_id }, bought)
+                })
+                .collect(),
         },
     })
 }
@@ -548,4 +565,75 @@ pub(crate) fn acked_earlier(
         }
     }
     Ok(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counts::{self, Counts};
+    use crate::horizon::NO_END;
+    use crate::ledger::Ledger;
+
+    fn bought(count: u32) -> Bought {
+        Bought {
+            count,
+            through_ms: 10,
+            offer_ends_ms: NO_END,
+        }
+    }
+
+    fn count(user: &str, n: u32) -> (MetaKey, Bought) {
+        let key = MetaKey::Bought {
+            user_id: user.into(),
+            offer_id: "o".into(),
+        };
+        (key, bought(n))
+    }
+
+    /// A bucket read from the changelog is merged into the one held, count
+    /// by count: the higher of each, and the counts either side lacks kept;
+    /// a count written one by one (before the buckets) is taken in as
+    /// before; a bucket's tombstone takes nothing away here.
+    #[test]
+    fn a_restore_merges_buckets_and_still_reads_counts_written_one_by_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        let p = ledger.partition(0).expect("tree");
+        // Users of one bucket.
+        let users: Vec<String> = (0..)
+            .map(|i| format!("user-{i}"))
+            .filter(|u| counts::bucket_of(u) == 7)
+            .take(4)
+            .collect();
+        p.raise(&Raise {
+            floor: Floor::default(),
+            bought: vec![count(&users[0], 2), count(&users[1], 1)],
+        })
+        .expect("raised");
+        let bucket = MetaKey::Counts { bucket: 7 }.to_bytes();
+        let remote = Counts::from([
+            ((users[0].clone(), "o".to_owned()), bought(1)),
+            ((users[2].clone(), "o".to_owned()), bought(3)),
+        ]);
+        let legacy = count(&users[3], 1).0.to_bytes();
+        let mut raise = Raise::default();
+        let records: [(&[u8], Option<Vec<u8>>); 3] = [
+            (&bucket, Some(counts::encode(&remote))),
+            (&legacy, Some(br#"{"count":1,"through_ms":10}"#.to_vec())),
+            (&bucket, None),
+        ];
+        for (offset, (key, value)) in records.into_iter().enumerate() {
+            let taken =
+                take(&p, Some(key), value.as_deref(), offset as i64, &mut raise).expect("taken");
+            assert_eq!(taken, Taken::Older);
+        }
+        p.raise(&raise).expect("raised");
+        let held: Vec<u32> = users
+            .iter()
+            .map(|u| p.bought(u, "o").expect("read").count)
+            .collect();
+        assert_eq!(held, [2, 1, 3, 1]);
+        let unreadable = take(&p, Some(&bucket), Some(b"\xff\xff"), 9, &mut raise);
+        assert_eq!(unreadable.expect("taken"), Taken::Unreadable);
+    }
 }

@@ -11,15 +11,29 @@
 //! records a second however small. In buckets it reads at most
 //! [`BUCKETS`] records a partition, whatever the number of buyers.
 //!
-//! A pass writes a bucket whole, with every count it holds, so the
+//! A bucket is written whole, with every count it holds, so the
 //! changelog's latest record of a bucket (all that compaction keeps) holds
-//! all of its counts. Counts only grow ([`Bought::higher`]), and a restore
-//! merges a bucket into the one it holds, count by count: records read in
-//! any order leave the highest of each.
+//! all of its counts as its owner last sent them. Counts only grow
+//! ([`Bought::higher`]), and a restore merges a bucket into the one it
+//! holds, count by count: records read in any order leave the highest of
+//! each, and a count a record lacks is kept.
 //!
-//! A bucket of 4,000 buyers takes some 150 kB; a changelog record is
-//! limited to about 1 MB by Kafka's defaults, which a partition reaches
-//! at some 6 million buyers with counts.
+//! Written whole, a bucket that lands after the next owner's (sent by a
+//! settler that lost the partition, paused with it in flight) is the one
+//! compaction keeps, without the counts the next owner raised in it since
+//! it took over; per count, such a record held only its own. So a pass
+//! delivers every bucket it writes before it ends (a hand-over awaits the
+//! pass), and every pass sends every bucket of its partition, raised or
+//! not: a late bucket is put right within the hour (`prune::PRUNE_EVERY`).
+//! A new owner that restores in between, after the broker compacted the
+//! late record over the owner's, misses those counts.
+//!
+//! A count is one buyer's of one offer, some 40 to 50 bytes with ids of
+//! up to 19 digits: a changelog record, about 1 MB by Kafka's and
+//! librdkafka's defaults, holds some 20,000, so a partition's buckets
+//! fill at some 5 million counts. A pass with a bucket past what one
+//! record may carry stops before it deletes anything, with an error that
+//! names it and the settings to raise.
 
 use std::collections::BTreeMap;
 
@@ -36,12 +50,17 @@ pub const BUCKETS: u32 = 256;
 /// A bucket's counts, by user and offer.
 pub type Counts = BTreeMap<(String, String), Bought>;
 
-/// The bucket a user's counts are kept in: CRC-32 (a stable hash, the
-/// same in every version and on every machine) of the user id, modulo
-/// [`BUCKETS`].
+/// The bucket a user's counts are kept in: the user id's XXH3 (64-bit,
+/// seed 0: a specified algorithm, the same in every version and on every
+/// machine, by `xxhash-rust`, which follows the reference's test
+/// vectors), modulo [`BUCKETS`]. Not CRC-32: librdkafka's default
+/// partitioner puts a command in partition CRC-32(user id) mod N, so
+/// within a partition CRC-32 mod 256 takes only 256 / N values (4 buckets
+/// a partition of 64); XXH3 is unrelated to it and to murmur2, the Java
+/// client's.
 pub fn bucket_of(user_id: &str) -> u16 {
     // Below BUCKETS, which is far below u16::MAX.
-    (crc32fast::hash(user_id.as_bytes()) % BUCKETS) as u16
+    (xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()) % u64::from(BUCKETS)) as u16
 }
 
 /// A bucket's record: its counts as `hashbuy.v1.LedgerCounts`.
@@ -88,11 +107,27 @@ mod tests {
 
     #[test]
     fn a_users_bucket_is_the_same_in_every_version() {
-        // Changelogs written by earlier runs name these buckets: CRC-32 as
-        // zlib computes it (`zlib.crc32(b"12345")` is 0xcbf53a1c).
-        assert_eq!(bucket_of(""), 0);
-        assert_eq!(bucket_of("12345"), 0x1c);
+        // Changelogs written by earlier runs name these buckets: XXH3 64
+        // as the reference computes it (Python's `xxhash.xxh3_64`: no bytes
+        // hash to 0x2d06800538d394c2, "12345" to 0xf34099ede96b5581).
+        assert_eq!(bucket_of(""), 0xc2);
+        assert_eq!(bucket_of("12345"), 0x81);
         assert!((0..10_000).all(|u| u32::from(bucket_of(&u.to_string())) < BUCKETS));
+    }
+
+    /// The users of one partition, as librdkafka's default partitioner
+    /// places them (CRC-32 of the key, modulo the partitions), fill every
+    /// bucket, however many partitions.
+    #[test]
+    fn one_partitions_users_fill_every_bucket() {
+        for partitions in [4, 64] {
+            let used: std::collections::BTreeSet<u16> = (0..200_000)
+                .map(|u| u.to_string())
+                .filter(|u| crc32fast::hash(u.as_bytes()) % partitions == 1)
+                .map(|u| bucket_of(&u))
+                .collect();
+            assert_eq!(used.len() as u32, BUCKETS, "{partitions} partitions");
+        }
     }
 
     proptest! {

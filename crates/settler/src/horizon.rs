@@ -70,7 +70,8 @@
 //!   remain (not yet deleted, or kept for review) are not counted again,
 //!   so deleting them later, or a crash between the two steps, changes no
 //!   count. In the changelog each count carries its own `through_ms`, so a
-//!   restoring owner counts it the same way.
+//!   restoring owner counts it the same way. Counts are kept in buckets of
+//!   users ([`crate::counts`]), each written whole.
 //! - The 24 h spend limit looks a day either side of a purchase. A purchase
 //!   that is charged is tweeted at or after the floor, and every pruned
 //!   entry more than a day before the floor: none was in its window.
@@ -106,8 +107,9 @@
 //!
 //! Every command of the offer is then tweeted before the floor, so stale:
 //! none is checked against the count again. The pass deletes the count
-//! locally, and by a tombstone from the changelog, after the floor is
-//! durable in both, as it deletes entries. Nor can a pass forget a count
+//! locally, and from the changelog (its bucket written again without it,
+//! or a tombstone for a bucket left empty), after the floor is durable in
+//! both, as it deletes entries. Nor can a pass forget a count
 //! under a check under way: the limits are checked only for a command
 //! seen for the first time and not stale, so tweeted within
 //! `--max-command-age` of now, while a floor lies a day further down

@@ -155,6 +155,11 @@ const OPEN_INDEXED_KEY: &[u8] = b"\0local\0open-indexed";
 /// The local-only mark of how far [`PartitionLedger::drop_pruned`] went.
 const DROPPED_BELOW_KEY: &[u8] = b"\0local\0dropped-below";
 
+/// The local-only mark that the counts a ledger from before their buckets
+/// held one by one are in the buckets
+/// ([`PartitionLedger::bucket_loose_counts`]).
+const COUNTS_BUCKETED_KEY: &[u8] = b"\0local\0counts-bucketed";
+
 /// The local-only record of the partition's last pruning pass here.
 const LAST_PASS_KEY: &[u8] = b"\0local\0last-pass";
 
@@ -501,7 +506,7 @@ impl Ledger {
     }
 
     /// The entries of input partition `partition`. Counts a ledger from
-    /// before their buckets holds one by one are moved into them first.
+    /// before their buckets holds one by one are copied into them first.
     pub fn partition(&self, partition: i32) -> Result<PartitionLedger, LedgerError> {
         let ledger = PartitionLedger {
             partition,
@@ -753,8 +758,21 @@ impl PartitionLedger {
     /// A user's purchases of an offer counted past the floor (none, counted
     /// from the beginning of time, when never counted).
     pub fn bought(&self, user_id: &str, offer_id: &str) -> Result<Bought, LedgerError> {
-        let mut held = self.counts_of(counts::bucket_of(user_id))?;
-        Ok(held
+        let key = MetaKey::Counts {
+            bucket: counts::bucket_of(user_id),
+        }
+        .to_bytes();
+        let Some(bytes) = self.meta.get(&key)? else {
+            return Ok(Bought::default());
+        };
+        // A bucket holds its users' ids as they are (protobuf strings): one
+        // without the id has no count of the user, told without decoding
+        // the bucket, as for most purchases (the limit check asks this of
+        // every new command).
+        if memchr::memmem::find(&bytes, user_id.as_bytes()).is_none() {
+            return Ok(Bought::default());
+        }
+        Ok(decode_counts(&key, &bytes)?
             .remove(&(user_id.to_owned(), offer_id.to_owned()))
             .unwrap_or_default())
     }
@@ -821,38 +839,42 @@ impl PartitionLedger {
         Ok(records)
     }
 
-    /// Moves the counts a ledger from before their buckets holds one by one
-    /// into the buckets, each in the same write that deletes it.
+    /// Copies the counts a ledger from before their buckets holds one by
+    /// one into the buckets, once (a local mark says so), a bucket at a
+    /// time. They are left where they are and never read again here: a
+    /// hashbuy from before the buckets reads them alone, so one started on
+    /// this ledger again still has the counts kept before this one ran
+    /// (not those kept since, which it cannot read).
     fn bucket_loose_counts(&self) -> Result<(), LedgerError> {
-        const AT_ONCE: usize = 4096;
-        loop {
-            let mut loose = Vec::new();
-            for item in self.meta.scan_prefix(BOUGHT_PREFIX) {
-                let (key, bytes) = item?;
-                if let Some(MetaKey::Bought { user_id, offer_id }) = MetaKey::parse(&key) {
-                    let bought = decode::<Bought>(&key, &bytes)?;
-                    loose.push((key, user_id, offer_id, bought));
-                }
-                if loose.len() == AT_ONCE {
-                    break;
-                }
+        if self.meta.contains_key(COUNTS_BUCKETED_KEY)? {
+            return Ok(());
+        }
+        let mut loose: BTreeMap<u16, Vec<(String, String, Bought)>> = BTreeMap::new();
+        for item in self.meta.scan_prefix(BOUGHT_PREFIX) {
+            let (key, bytes) = item?;
+            if let Some(MetaKey::Bought { user_id, offer_id }) = MetaKey::parse(&key) {
+                let bought = decode::<Bought>(&key, &bytes)?;
+                loose
+                    .entry(counts::bucket_of(&user_id))
+                    .or_default()
+                    .push((user_id, offer_id, bought));
             }
-            if loose.is_empty() {
-                return Ok(());
-            }
-            let _merging = lock(&self.merging);
+        }
+        let _merging = lock(&self.merging);
+        for held in loose.values() {
             let mut batch = sled::Batch::default();
             self.merge_counts(
-                loose.iter().map(|(_, user_id, offer_id, bought)| {
+                held.iter().map(|(user_id, offer_id, bought)| {
                     (user_id.as_str(), offer_id.as_str(), *bought)
                 }),
                 &mut batch,
             )?;
-            for (key, ..) in &loose {
-                batch.remove(key);
-            }
             self.meta.apply_batch(batch)?;
         }
+        // Marked once every bucket is written: a crash before copies them
+        // again, which changes nothing (a merge keeps the higher).
+        self.meta.insert(COUNTS_BUCKETED_KEY, &[] as &[u8])?;
+        Ok(())
     }
 
     /// Writes a floor and counts at once (durable at the next
@@ -1142,6 +1164,18 @@ impl PartitionLedger {
             bought,
         };
         Ok(plan)
+    }
+
+    /// Every bucket of counts as stored: what a pass sends, raised or not
+    /// (see [`crate::counts`]).
+    pub fn count_records(&self) -> Result<Vec<Record>, LedgerError> {
+        self.meta
+            .scan_prefix(COUNTS_PREFIX)
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((key.to_vec(), value.to_vec()))
+            })
+            .collect()
     }
 
     /// How many [`Bought`] counts the partition holds.
@@ -1838,9 +1872,14 @@ mod tests {
         p.meta
             .insert(legacy, &br#"{"count":1,"through_ms":1}"#[..])
             .expect("written");
+        p.meta.remove(COUNTS_BUCKETED_KEY).expect("unmarked");
         let p = ledger.partition(0).expect("tree");
         assert_eq!(p.bought("c", "legacy").expect("read").count, 1);
-        assert_eq!(p.meta.scan_prefix(BOUGHT_PREFIX).count(), 0, "moved");
+        assert_eq!(
+            p.meta.scan_prefix(BOUGHT_PREFIX).count(),
+            1,
+            "left for a hashbuy from before the buckets"
+        );
         let without = p.plan(now, age, None).expect("planned");
         assert!(without.outlived.is_empty(), "no catalog: every count kept");
         assert_eq!(without.raise.bought.len(), 3, "and those counted written");

@@ -18,14 +18,15 @@
 //!    offer on sale again keeps its counts);
 //! 3. only then the entries, and the counts of offers that ended below
 //!    the floor, deleted locally, with a tombstone each in the changelog
-//!    (their buckets written again without them, for counts; not waited
-//!    for: a tombstone lost is an entry the next owner drops at its
-//!    restore, by the floor, or a count its own pass forgets), and
+//!    (not waited for: a tombstone lost is an entry the next owner drops
+//!    at its restore, by the floor), their buckets written again without
+//!    the counts (delivered: see [`crate::counts`]), and
 //!    the floor once more after them, delivered, for a restart's mark.
 //!
 //! A pass stopped at any point (a revocation, a crash) has deleted nothing
 //! whose floor and count are not already durable in both places.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,12 +169,26 @@ async fn pass(
             _ => plan.keep_on_sale(&ended),
         }
     }
-    let records = ledger.raise(&plan.raise)?;
-    shared.commit.durable().await?;
+    let mut records = ledger.raise(&plan.raise)?;
+    // Every other bucket of counts too, as it stands: a bucket that a
+    // settler which lost the partition sent late is put right by the next
+    // pass (see `crate::counts`).
+    let raised: HashSet<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
+    records.extend(
+        ledger
+            .count_records()?
+            .into_iter()
+            .filter(|(key, _)| !raised.contains(key)),
+    );
     let records: Vec<Change> = records
         .into_iter()
         .map(|(key, value)| (key, Some(value)))
         .collect();
+    fits(partition, &records, shared.letter_bytes)?;
+    shared.commit.durable().await?;
+    if *stopped.borrow() || !shared.lease.holds_since(epoch) {
+        return Ok(None);
+    }
     send_all(shared, partition, records, true).await?;
     if *stopped.borrow() || !shared.lease.holds_since(epoch) {
         return Ok(None);
@@ -183,8 +198,9 @@ async fn pass(
         ledger.remove(command_id, user_id)?;
         tombstones.push((command_id.as_bytes().to_vec(), None));
     }
-    // Their buckets as they are left, or a tombstone for one left empty.
-    tombstones.extend(ledger.forget(plan.outlived.iter().map(|(count, _)| count))?);
+    // Their buckets as they are left (smaller than they were), or a
+    // tombstone for one left empty.
+    let forgotten = ledger.forget(plan.outlived.iter().map(|(count, _)| count))?;
     // Nothing undecided lies below the line (a pass stops at the oldest),
     // so a restore's drop has nothing to look for under it: said, instead
     // of a second read of every entry.
@@ -194,7 +210,15 @@ async fn pass(
         aim_ms: horizon::floor_at(now, max_age),
     })?;
     shared.commit.durable().await?;
-    let tombstoned = !tombstones.is_empty();
+    if *stopped.borrow() || !shared.lease.holds_since(epoch) {
+        return Ok(None);
+    }
+    let tombstoned = !tombstones.is_empty() || !forgotten.is_empty();
+    // The buckets are delivered before the pass ends, as the raise's: a
+    // hand-over awaits the pass, and a bucket that landed after the next
+    // owner's would be the one compaction keeps, without the counts that
+    // owner raised in it since.
+    send_all(shared, partition, forgotten, true).await?;
     send_all(shared, partition, tombstones, false).await?;
     // The floor once more, after the tombstones: a restart reads the
     // changelog past the last record its ledger wrote, and finds that
@@ -234,6 +258,23 @@ fn ended_on(shared: &Shared) -> Option<impl Fn(&str, i64) -> bool + Send + 'stat
     Some(move |offer_id: &str, floor_ms| run::read(&catalog).ended_from(offer_id, floor_ms))
 }
 
+/// Whether each of `records` fits in one changelog record of `budget`
+/// bytes (key and value): a bucket of counts can outgrow it.
+fn fits(partition: i32, records: &[Change], budget: usize) -> Result<(), RunError> {
+    for (key, value) in records {
+        let bytes = key.len() + value.as_ref().map_or(0, Vec::len);
+        if bytes > budget {
+            return Err(RunError::RecordTooLarge {
+                partition,
+                key: String::from_utf8_lossy(key).escape_debug().to_string(),
+                bytes,
+                budget,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Sends `records` to the changelog, [`SENDS_AT_ONCE`] at a time; with
 /// `wait`, each is delivered before this returns.
 async fn send_all(
@@ -266,5 +307,46 @@ fn joined(
     match done {
         Some(done) => done.map_err(RunError::task)?,
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counts::{self, Counts};
+    use crate::horizon::{Bought, NO_END};
+
+    #[test]
+    fn a_bucket_past_what_a_record_carries_is_named_before_anything_is_sent() {
+        let bucket: Counts = (0..30_000)
+            .map(|i| {
+                let bought = Bought {
+                    count: 1,
+                    through_ms: 1_765_000_000_000,
+                    offer_ends_ms: NO_END,
+                };
+                (
+                    (
+                        format!("{}", 1_234_567_890_123_456_789u64 + i),
+                        "offer-1".to_owned(),
+                    ),
+                    bought,
+                )
+            })
+            .collect();
+        let records = vec![
+            (b"cmd-1".to_vec(), None),
+            (b"\0counts\x007".to_vec(), Some(counts::encode(&bucket))),
+        ];
+        let budget = hashbuy_kafka::produce::record_budget(&rdkafka::ClientConfig::new());
+        let said = fits(3, &records, budget)
+            .expect_err("too large")
+            .to_string();
+        assert!(
+            said.contains("\\0counts\\07 of partition 3")
+                && said.contains("over the 999488 one record may carry"),
+            "{said}"
+        );
+        assert!(fits(3, &records[..1], budget).is_ok());
     }
 }

@@ -302,6 +302,23 @@ pub enum RunError {
         /// What was lost.
         gap: Gap,
     },
+    /// A record for the ledger changelog is larger than one record may
+    /// carry.
+    #[error(
+        "the ledger changelog record {key} of partition {partition} takes {bytes} bytes, over the \
+         {budget} one record may carry (message.max.bytes): the partition is not pruned until \
+         the settler's producer (-X message.max.bytes) and the topic (max.message.bytes) allow it"
+    )]
+    RecordTooLarge {
+        /// The input partition.
+        partition: i32,
+        /// The record's key, as text.
+        key: String,
+        /// Its key and value.
+        bytes: usize,
+        /// What one record may carry.
+        budget: usize,
+    },
     /// The ledger's changelog could not be read to its end.
     #[error(
         "restoring partitions {partitions:?} from the ledger changelog {topic} read nothing for \

@@ -1307,8 +1307,10 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
         ended.iter().all(Vec::is_empty),
         "an ended offer's purchases are counted and forgotten in one pass, never written"
     );
-    let (_, on_sale) = count_records("offer-20");
+    let (sent_with, on_sale) = count_records("offer-20");
     assert_eq!(on_sale.len(), 1, "an offer still on sale keeps its count");
+    let times_sent = |sent: &[Vec<String>]| sent.iter().filter(|b| !b.is_empty()).count();
+    let sent_before = times_sent(&sent_with);
 
     // A new owner restores the counts of the offers still on sale alone,
     // taking the tombstone without a word; a second purchase of such an
@@ -1329,6 +1331,14 @@ fn counts_of_an_offer_that_ended_below_the_floor_are_forgotten() {
         "{restored}"
     );
     assert!(!restored.contains("unreadable"), "{restored}");
+    // Its first pass raised no count, and sent every bucket again all the
+    // same: one that a settler which lost the partition sent late is put
+    // right.
+    let (sent_with, _) = count_records("offer-20");
+    assert!(
+        times_sent(&sent_with) > sent_before,
+        "{sent_before} then {sent_with:?}"
+    );
     let ids: BTreeSet<String> = ["cmd-again"].map(String::from).into();
     let reason = &acks_of(&brokers, &ids)["cmd-again"][0].reason;
     assert!(reason.contains("max_per_user is 1"), "{reason}");

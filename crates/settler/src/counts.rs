@@ -80,6 +80,23 @@ pub fn encode(counts: &Counts) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// A user's count of an offer in a bucket's record (none when it holds
+/// none), without building the bucket's map; what is wrong with the
+/// record if it cannot be read.
+pub fn find(bytes: &[u8], user_id: &str, offer_id: &str) -> Result<Option<Bought>, String> {
+    let stored = LedgerCounts::decode(bytes).map_err(|e| e.to_string())?;
+    Ok(stored
+        .counts
+        .into_iter()
+        .filter(|count| count.user_id == user_id && count.offer_id == offer_id)
+        .map(|count| Bought {
+            count: count.count,
+            through_ms: count.through_ms,
+            offer_ends_ms: count.offer_ends_ms.unwrap_or(NO_END),
+        })
+        .reduce(Bought::higher))
+}
+
 /// A bucket's counts from its record; what is wrong with it if it cannot
 /// be read. A user and offer twice (no version writes that) keep the
 /// higher of each field.
@@ -147,6 +164,25 @@ mod tests {
                 .collect();
             prop_assert_eq!(decode(&encode(&counts)), Ok(counts));
         }
+    }
+
+    #[test]
+    fn a_count_is_found_as_the_bucket_holds_it() {
+        let bought = |count| Bought {
+            count,
+            through_ms: 5,
+            offer_ends_ms: NO_END,
+        };
+        let bucket = Counts::from([
+            (("u".to_owned(), "o".to_owned()), bought(2)),
+            (("u".to_owned(), "p".to_owned()), bought(3)),
+            (("uu".to_owned(), "o".to_owned()), bought(4)),
+        ]);
+        let bytes = encode(&bucket);
+        assert_eq!(find(&bytes, "u", "o"), Ok(Some(bought(2))));
+        assert_eq!(find(&bytes, "uu", "o"), Ok(Some(bought(4))));
+        assert_eq!(find(&bytes, "u", "q"), Ok(None));
+        assert!(find(b"\xff\xff", "u", "o").is_err());
     }
 
     #[test]

@@ -642,10 +642,15 @@ pub fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry, LedgerError> {
 /// A bucket of counts as stored, and as the changelog carries it
 /// ([`crate::counts`]).
 pub fn decode_counts(key: &[u8], bytes: &[u8]) -> Result<Counts, LedgerError> {
-    counts::decode(bytes).map_err(|reason| LedgerError::Corrupt {
+    counts::decode(bytes).map_err(counts_unreadable(key))
+}
+
+/// A bucket of counts at `key` that cannot be read, and why.
+fn counts_unreadable(key: &[u8]) -> impl Fn(String) -> LedgerError + '_ {
+    |reason| LedgerError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason,
-    })
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, LedgerError> {
@@ -772,9 +777,9 @@ impl PartitionLedger {
         if memchr::memmem::find(&bytes, user_id.as_bytes()).is_none() {
             return Ok(Bought::default());
         }
-        Ok(decode_counts(&key, &bytes)?
-            .remove(&(user_id.to_owned(), offer_id.to_owned()))
-            .unwrap_or_default())
+        counts::find(&bytes, user_id, offer_id)
+            .map(Option::unwrap_or_default)
+            .map_err(counts_unreadable(&key))
     }
 
     /// The counts of a bucket (none when it was never written).

@@ -26,16 +26,17 @@
 //! A pass stopped at any point (a revocation, a crash) has deleted nothing
 //! whose floor and count are not already durable in both places.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::counts;
 use crate::entry::now_ms;
 use crate::horizon::{self, LastPass};
-use crate::ledger::{Change, Ended, PartitionLedger};
+use crate::ledger::{Change, Ended, MetaKey, PartitionLedger};
 use crate::run::{self, Counted, RunError, Shared};
 use crate::settle::lease_held;
 
@@ -169,24 +170,20 @@ async fn pass(
             _ => plan.keep_on_sale(&ended),
         }
     }
-    let mut records = ledger.raise(&plan.raise)?;
-    // Every other bucket of counts too, as it stands: a bucket that a
+    let floor = ledger.raise(&plan.raise)?;
+    // Every bucket of counts, raised or not, as it stands: a bucket that a
     // settler which lost the partition sent late is put right by the next
     // pass (see `crate::counts`).
-    let raised: HashSet<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
-    records.extend(
-        ledger
-            .count_records()?
-            .into_iter()
-            .filter(|(key, _)| !raised.contains(key)),
-    );
-    let records: Vec<Change> = records
+    let mut records: Vec<Change> = floor
         .into_iter()
         .map(|(key, value)| (key, Some(value)))
         .collect();
+    records.extend(ledger.count_records(None)?);
     fits(partition, &records, shared.letter_bytes)?;
     shared.commit.durable().await?;
-    if *stopped.borrow() || !shared.lease.holds_since(epoch) {
+    // Paused in the wait past the lease: the next owner may be writing
+    // these buckets by now.
+    if !shared.lease.holds_since(epoch) {
         return Ok(None);
     }
     send_all(shared, partition, records, true).await?;
@@ -198,9 +195,20 @@ async fn pass(
         ledger.remove(command_id, user_id)?;
         tombstones.push((command_id.as_bytes().to_vec(), None));
     }
-    // Their buckets as they are left (smaller than they were), or a
-    // tombstone for one left empty.
-    let forgotten = ledger.forget(plan.outlived.iter().map(|(count, _)| count))?;
+    let mut forgotten = BTreeSet::new();
+    for (count, _) in &plan.outlived {
+        if let (MetaKey::Bought { user_id, .. }, true) = (count, ledger.forget(count)?) {
+            forgotten.insert(counts::bucket_of(user_id));
+        }
+    }
+    // Their buckets as they are left, or a tombstone for one left empty
+    // (one of a count never written, counted and forgotten in this pass,
+    // is in no changelog either: a restore takes in every count).
+    let forgotten = if forgotten.is_empty() {
+        Vec::new()
+    } else {
+        ledger.count_records(Some(&forgotten))?
+    };
     // Nothing undecided lies below the line (a pass stops at the oldest),
     // so a restore's drop has nothing to look for under it: said, instead
     // of a second read of every entry.
@@ -210,16 +218,17 @@ async fn pass(
         aim_ms: horizon::floor_at(now, max_age),
     })?;
     shared.commit.durable().await?;
-    if *stopped.borrow() || !shared.lease.holds_since(epoch) {
-        return Ok(None);
-    }
     let tombstoned = !tombstones.is_empty() || !forgotten.is_empty();
     // The buckets are delivered before the pass ends, as the raise's: a
     // hand-over awaits the pass, and a bucket that landed after the next
     // owner's would be the one compaction keeps, without the counts that
-    // owner raised in it since.
-    send_all(shared, partition, forgotten, true).await?;
-    send_all(shared, partition, tombstones, false).await?;
+    // owner raised in it since. A settler paused in the wait past the
+    // lease sends nothing more: the next owner drops the entries by the
+    // floor, and keeps the counts until its own pass forgets them.
+    if shared.lease.holds_since(epoch) {
+        send_all(shared, partition, forgotten, true).await?;
+        send_all(shared, partition, tombstones, false).await?;
+    }
     // The floor once more, after the tombstones: a restart reads the
     // changelog past the last record its ledger wrote, and finds that
     // record again first. A tombstone is gone at a compaction an hour on,

@@ -1,39 +1,35 @@
 //! The counts of pruned purchases ([`Bought`], what `max_per_user` keeps
-//! of entries past the horizon) as the changelog carries them: in
-//! buckets (pure).
+//! of entries past the horizon) as the ledger and its changelog hold them:
+//! in buckets (pure).
 //!
 //! A partition's counts are split into [`BUCKETS`] buckets by a hash of
-//! the user id ([`bucket_of`]), and each bucket is one changelog record
-//! (`hashbuy.v1.LedgerCounts`). An offer without an end keeps every
-//! buyer's count for good, so a new owner's restore would otherwise read
-//! one changelog record a buyer: a million buyers took 17.5 s on
-//! noida-db, where a broker serves some 100,000 records a second however
-//! small. In buckets it reads at most [`BUCKETS`] records a partition,
-//! whatever the number of buyers.
+//! the user id ([`bucket_of`]), and each bucket is one record, in the
+//! ledger and in the changelog alike (`hashbuy.v1.LedgerCounts`). An offer
+//! without an end keeps every buyer's count for good, so a new owner's
+//! restore would otherwise read one changelog record a buyer: a million
+//! buyers took 17.5 s on noida-db, where a broker serves some 100,000
+//! records a second however small. In buckets it reads at most
+//! [`BUCKETS`] records a partition, whatever the number of buyers.
 //!
-//! The ledger keeps each count under its own key, as small values: the
-//! limit check reads one, and sled writes a page over a quarter of its
-//! segment (128 KiB) to a blob file of its own, which a flush does not
-//! sync and a compaction refuses, as a few dozen buckets in one page
-//! would be. A pass builds each bucket's record from the counts as it
-//! reads them ([`encode_count`]).
-//!
-//! A bucket is sent whole, with every count it holds, so the changelog's
-//! latest record of a bucket (all that compaction keeps) holds all of its
-//! counts as its owner last sent them. Counts only grow
-//! ([`Bought::higher`]), and a restore merges a bucket into the counts it
+//! A bucket is written whole, with every count it holds, so the
+//! changelog's latest record of a bucket (all that compaction keeps) holds
+//! all of its counts as its owner last sent them. Counts only grow
+//! ([`Bought::higher`]), and a restore merges a bucket into the one it
 //! holds, count by count: records read in any order leave the highest of
 //! each, and a count a record lacks is kept.
 //!
-//! Sent whole, a bucket that lands after the next owner's (sent by a
+//! Written whole, a bucket that lands after the next owner's (sent by a
 //! settler that lost the partition, paused with it in flight) is the one
 //! compaction keeps, without the counts the next owner raised in it since
 //! it took over; per count, such a record held only its own. So a pass
-//! delivers every bucket it sends before it ends (a hand-over awaits the
-//! pass), and every pass sends every bucket of its partition, raised or
-//! not: a late bucket is put right within the hour (`prune::PRUNE_EVERY`).
-//! A new owner that restores in between, after the broker compacted the
-//! late record over the owner's, misses those counts.
+//! delivers every bucket it writes before it ends (a hand-over awaits the
+//! pass), every pass sends every bucket of its partition, raised or not,
+//! and a first pass that sent them soon after the partition came here
+//! sends them again once any record of the last owner's has landed or
+//! failed (the producer's delivery timeout and its margin): a late bucket
+//! is put right within that time, before a broker compacts the segment
+//! that holds both (Kafka's `segment.ms`, an hour on the ledger topic as
+//! `topics create` makes it).
 //!
 //! A count is one buyer's of one offer, some 40 to 50 bytes with ids of
 //! up to 19 digits: a changelog record, about 1 MB by Kafka's and
@@ -70,22 +66,38 @@ pub fn bucket_of(user_id: &str) -> u16 {
     (xxhash_rust::xxh3::xxh3_64(user_id.as_bytes()) % u64::from(BUCKETS)) as u16
 }
 
-/// One count as a bucket's record (`hashbuy.v1.LedgerCounts`) holds it:
-/// a bucket's record is its counts' encodings one after the other, as
-/// protobuf reads a message's repeated field from parts written apart,
-/// so that a bucket is built from the ledger's counts as they are read,
-/// never held decoded all at once.
-pub fn encode_count(user_id: &str, offer_id: &str, bought: Bought) -> Vec<u8> {
+/// A bucket's record: its counts as `hashbuy.v1.LedgerCounts`.
+pub fn encode(counts: &Counts) -> Vec<u8> {
     LedgerCounts {
-        counts: vec![LedgerCount {
-            user_id: user_id.to_owned(),
-            offer_id: offer_id.to_owned(),
-            count: bought.count,
-            through_ms: bought.through_ms,
-            offer_ends_ms: (bought.offer_ends_ms != NO_END).then_some(bought.offer_ends_ms),
-        }],
+        counts: counts
+            .iter()
+            .map(|((user_id, offer_id), bought)| LedgerCount {
+                user_id: user_id.clone(),
+                offer_id: offer_id.clone(),
+                count: bought.count,
+                through_ms: bought.through_ms,
+                offer_ends_ms: (bought.offer_ends_ms != NO_END).then_some(bought.offer_ends_ms),
+            })
+            .collect(),
     }
     .encode_to_vec()
+}
+
+/// A user's count of an offer in a bucket's record (none when it holds
+/// none), without building the bucket's map; what is wrong with the
+/// record if it cannot be read.
+pub fn find(bytes: &[u8], user_id: &str, offer_id: &str) -> Result<Option<Bought>, String> {
+    let stored = LedgerCounts::decode(bytes).map_err(|e| e.to_string())?;
+    Ok(stored
+        .counts
+        .into_iter()
+        .filter(|count| count.user_id == user_id && count.offer_id == offer_id)
+        .map(|count| Bought {
+            count: count.count,
+            through_ms: count.through_ms,
+            offer_ends_ms: count.offer_ends_ms.unwrap_or(NO_END),
+        })
+        .reduce(Bought::higher))
 }
 
 /// A bucket's counts from its record; what is wrong with it if it cannot
@@ -106,15 +118,6 @@ pub fn decode(bytes: &[u8]) -> Result<Counts, String> {
             .or_insert(bought);
     }
     Ok(counts)
-}
-
-/// A bucket's record of `counts`, as a pass builds it.
-#[cfg(test)]
-pub(crate) fn encode(counts: &Counts) -> Vec<u8> {
-    counts
-        .iter()
-        .flat_map(|((user_id, offer_id), bought)| encode_count(user_id, offer_id, *bought))
-        .collect()
 }
 
 #[cfg(test)]
@@ -164,6 +167,25 @@ mod tests {
                 .collect();
             prop_assert_eq!(decode(&encode(&counts)), Ok(counts));
         }
+    }
+
+    #[test]
+    fn a_count_is_found_as_the_bucket_holds_it() {
+        let bought = |count| Bought {
+            count,
+            through_ms: 5,
+            offer_ends_ms: NO_END,
+        };
+        let bucket = Counts::from([
+            (("u".to_owned(), "o".to_owned()), bought(2)),
+            (("u".to_owned(), "p".to_owned()), bought(3)),
+            (("uu".to_owned(), "o".to_owned()), bought(4)),
+        ]);
+        let bytes = encode(&bucket);
+        assert_eq!(find(&bytes, "u", "o"), Ok(Some(bought(2))));
+        assert_eq!(find(&bytes, "uu", "o"), Ok(Some(bought(4))));
+        assert_eq!(find(&bytes, "u", "q"), Ok(None));
+        assert!(find(b"\xff\xff", "u", "o").is_err());
     }
 
     #[test]

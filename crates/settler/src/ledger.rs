@@ -13,7 +13,7 @@
 //! sled was chosen as an embedded, crash-safe ordered store in pure Rust
 //! with atomic batches and explicit flushes, which is all the ledger needs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -111,11 +111,14 @@ pub struct Ledger {
     /// The ledger's own lock (see [`lock_dir`]), held while any clone,
     /// or any [`PartitionLedger`] of it, lives.
     lock: Arc<File>,
-    /// Held while a floor and counts are read, merged and written again
-    /// ([`PartitionLedger::raise`]): a restore of an earlier assignment
-    /// still raising as a pass raises would otherwise write a floor or a
-    /// count merged on a stale read over the pass's, and lower it.
+    /// Held while a floor or a bucket of counts is read, merged and
+    /// written again ([`PartitionLedger::raise`], and the counts'
+    /// [`PartitionLedger::forget`]): a restore of an earlier assignment
+    /// still raising as a pass raises would otherwise write a bucket
+    /// merged on a stale read over the pass's, and lose counts.
     merging: Arc<Mutex<()>>,
+    /// sled's blob files synced so far ([`Ledger::flush`]).
+    synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
 }
 
 /// sled's log file, opened to be synced.
@@ -131,8 +134,8 @@ pub struct PartitionLedger {
     encoding: Encoding,
     entries: sled::Tree,
     users: sled::Tree,
-    /// The floor and the [`Bought`] counts, by their [`MetaKey`] bytes,
-    /// and the ledger's local marks.
+    /// The floor and the [`Bought`] counts' buckets, by their [`MetaKey`]
+    /// bytes, and the ledger's local marks.
     meta: sled::Tree,
     /// The ids of the entries with work left (undecided, or not yet
     /// acked), so that a partition starts by reading those alone, however
@@ -153,6 +156,11 @@ const OPEN_INDEXED_KEY: &[u8] = b"\0local\0open-indexed";
 
 /// The local-only mark of how far [`PartitionLedger::drop_pruned`] went.
 const DROPPED_BELOW_KEY: &[u8] = b"\0local\0dropped-below";
+
+/// The local-only mark that the counts a ledger from before their buckets
+/// held one by one are in the buckets
+/// ([`PartitionLedger::bucket_loose_counts`]).
+const COUNTS_BUCKETED_KEY: &[u8] = b"\0local\0counts-bucketed";
 
 /// The local-only record of the partition's last pruning pass here.
 const LAST_PASS_KEY: &[u8] = b"\0local\0last-pass";
@@ -210,10 +218,9 @@ impl Default for Floor {
 pub enum MetaKey {
     /// The partition's [`Floor`].
     Floor,
-    /// A user's [`Bought`] count of an offer, as the ledger keeps it; the
-    /// changelog carries it in its bucket ([`MetaKey::Counts`]). One
-    /// written before the buckets holds such records one by one, which a
-    /// restore still reads.
+    /// A user's [`Bought`] count of an offer: kept in its bucket
+    /// ([`MetaKey::Counts`]). A changelog written before the buckets holds
+    /// such records one by one, which a restore still reads.
     Bought {
         /// The user.
         user_id: String,
@@ -492,6 +499,7 @@ impl Ledger {
             log: Arc::new(LogFile { path, file }),
             lock,
             merging: Arc::default(),
+            synced_blobs: Arc::default(),
         })
     }
 
@@ -500,9 +508,10 @@ impl Ledger {
         Ledger { encoding, ..self }
     }
 
-    /// The entries of input partition `partition`.
+    /// The entries of input partition `partition`. Counts a ledger from
+    /// before their buckets holds one by one are copied into them first.
     pub fn partition(&self, partition: i32) -> Result<PartitionLedger, LedgerError> {
-        Ok(PartitionLedger {
+        let ledger = PartitionLedger {
             partition,
             encoding: self.encoding,
             entries: self.db.open_tree(format!("{ENTRIES_PREFIX}{partition}"))?,
@@ -511,7 +520,9 @@ impl Ledger {
             open: self.db.open_tree(format!("open-{partition}"))?,
             _lock: Arc::clone(&self.lock),
             merging: Arc::clone(&self.merging),
-        })
+        };
+        ledger.bucket_loose_counts()?;
+        Ok(ledger)
     }
 
     /// The partitions the ledger has entries for, in order.
@@ -568,11 +579,14 @@ impl Ledger {
     /// neither flushes the disk's write cache nor records the file's new
     /// length: a process crash loses nothing after it, a power cut could.
     /// `fdatasync` on the log file completes it (measured here: about
-    /// 0.2 ms, once a batch). sled keeps values over about 128 KB in blob
-    /// files of their own, which this does not sync; an entry is a few KB.
+    /// 0.2 ms, once a batch). sled writes a page over a quarter of its
+    /// segment (128 KiB) to a blob file of its own, and syncs none: those
+    /// written since the last flush are synced first (a page of buckets of
+    /// counts grows that large at some 50,000 counts a partition).
     pub fn flush(&self) -> Result<Duration, LedgerError> {
         let began = Instant::now();
         self.db.flush()?;
+        self.sync_blobs()?;
         self.log
             .file
             .sync_data()
@@ -581,6 +595,47 @@ impl Ledger {
                 source,
             })?;
         Ok(began.elapsed())
+    }
+}
+
+impl Ledger {
+    /// Syncs the blob files sled wrote since the last call, and their
+    /// directory; those it removed since are forgotten.
+    fn sync_blobs(&self) -> Result<(), LedgerError> {
+        let dir = self.log.path.with_file_name("blobs");
+        let failed = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LedgerError::Sync { path, source }
+        };
+        let listed = match std::fs::read_dir(&dir) {
+            Ok(listed) => listed,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(failed(&dir)(e)),
+        };
+        let mut synced = lock(&self.synced_blobs);
+        let mut present = HashSet::new();
+        let mut new = false;
+        for item in listed {
+            let item = item.map_err(failed(&dir))?;
+            let name = item.file_name();
+            if !synced.contains(&name) {
+                let path = item.path();
+                match File::open(&path).and_then(|f| f.sync_data()) {
+                    Ok(()) => new = true,
+                    // Removed by sled meanwhile: nothing left to sync.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(failed(&path)(e)),
+                }
+            }
+            present.insert(name);
+        }
+        if new {
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(failed(&dir))?;
+        }
+        *synced = present;
+        Ok(())
     }
 }
 
@@ -634,10 +689,15 @@ pub fn decode_entry(key: &[u8], bytes: &[u8]) -> Result<Entry, LedgerError> {
 /// A bucket of counts as stored, and as the changelog carries it
 /// ([`crate::counts`]).
 pub fn decode_counts(key: &[u8], bytes: &[u8]) -> Result<Counts, LedgerError> {
-    counts::decode(bytes).map_err(|reason| LedgerError::Corrupt {
+    counts::decode(bytes).map_err(counts_unreadable(key))
+}
+
+/// A bucket of counts at `key` that cannot be read, and why.
+fn counts_unreadable(key: &[u8]) -> impl Fn(String) -> LedgerError + '_ {
+    |reason| LedgerError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         reason,
-    })
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, LedgerError> {
@@ -750,23 +810,130 @@ impl PartitionLedger {
     /// A user's purchases of an offer counted past the floor (none, counted
     /// from the beginning of time, when never counted).
     pub fn bought(&self, user_id: &str, offer_id: &str) -> Result<Bought, LedgerError> {
-        let key = MetaKey::Bought {
-            user_id: user_id.to_owned(),
-            offer_id: offer_id.to_owned(),
+        let key = MetaKey::Counts {
+            bucket: counts::bucket_of(user_id),
         }
         .to_bytes();
-        self.meta
-            .get(&key)?
-            .map(|bytes| decode(&key, &bytes))
-            .transpose()
+        let Some(bytes) = self.meta.get(&key)? else {
+            return Ok(Bought::default());
+        };
+        // A bucket holds its users' ids as they are (protobuf strings): one
+        // without the id has no count of the user, told without decoding
+        // the bucket, as for most purchases (the limit check asks this of
+        // every new command).
+        if memchr::memmem::find(&bytes, user_id.as_bytes()).is_none() {
+            return Ok(Bought::default());
+        }
+        counts::find(&bytes, user_id, offer_id)
             .map(Option::unwrap_or_default)
+            .map_err(counts_unreadable(&key))
+    }
+
+    /// The counts of a bucket (none when it was never written).
+    fn counts_of(&self, bucket: u16) -> Result<Counts, LedgerError> {
+        let key = MetaKey::Counts { bucket }.to_bytes();
+        match self.meta.get(&key)? {
+            Some(bytes) => decode_counts(&key, &bytes),
+            None => Ok(Counts::new()),
+        }
+    }
+
+    /// The bucket `user_id`'s counts are in, among `held` (read into it
+    /// when first asked for), and whether it has changed since.
+    fn bucket_in<'h>(
+        &self,
+        held: &'h mut BTreeMap<u16, (Counts, bool)>,
+        user_id: &str,
+    ) -> Result<&'h mut (Counts, bool), LedgerError> {
+        let bucket = counts::bucket_of(user_id);
+        Ok(match held.entry(bucket) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert((self.counts_of(bucket)?, false))
+            }
+        })
+    }
+
+    /// Merges `raised` (user, offer, count) into their buckets, by the
+    /// maximum of each field, in `batch`; the record of every bucket they
+    /// fall in, whole, changed or not. The caller holds
+    /// [`Ledger::merging`] until the batch is applied.
+    fn merge_counts<'a>(
+        &self,
+        raised: impl IntoIterator<Item = (&'a str, &'a str, Bought)>,
+        batch: &mut sled::Batch,
+    ) -> Result<Vec<Record>, LedgerError> {
+        let mut held = BTreeMap::new();
+        for (user_id, offer_id, bought) in raised {
+            let (counts, changed) = self.bucket_in(&mut held, user_id)?;
+            let key = (user_id.to_owned(), offer_id.to_owned());
+            let base = counts.get(&key).copied().unwrap_or_default();
+            // Counts only grow with their line: a count taken on a stale
+            // base (two passes overlapping) never lowers the one here.
+            let merged = base.higher(bought);
+            if merged != base {
+                counts.insert(key, merged);
+                *changed = true;
+            }
+        }
+        let mut records = Vec::with_capacity(held.len());
+        for (bucket, (counts, changed)) in held {
+            if counts.is_empty() {
+                continue;
+            }
+            let key = MetaKey::Counts { bucket }.to_bytes();
+            let value = counts::encode(&counts);
+            if changed {
+                batch.insert(key.as_slice(), value.as_slice());
+            }
+            records.push((key, value));
+        }
+        Ok(records)
+    }
+
+    /// Copies the counts a ledger from before their buckets holds one by
+    /// one into the buckets, once (a local mark says so), a bucket at a
+    /// time. They are left where they are and never read again here: a
+    /// hashbuy from before the buckets reads them alone, so one started on
+    /// this ledger again still has the counts kept before this one ran
+    /// (not those kept since, which it cannot read).
+    fn bucket_loose_counts(&self) -> Result<(), LedgerError> {
+        if self.meta.contains_key(COUNTS_BUCKETED_KEY)? {
+            return Ok(());
+        }
+        let mut loose: BTreeMap<u16, Vec<(String, String, Bought)>> = BTreeMap::new();
+        for item in self.meta.scan_prefix(BOUGHT_PREFIX) {
+            let (key, bytes) = item?;
+            if let Some(MetaKey::Bought { user_id, offer_id }) = MetaKey::parse(&key) {
+                let bought = decode::<Bought>(&key, &bytes)?;
+                loose
+                    .entry(counts::bucket_of(&user_id))
+                    .or_default()
+                    .push((user_id, offer_id, bought));
+            }
+        }
+        let _merging = lock(&self.merging);
+        for held in loose.values() {
+            let mut batch = sled::Batch::default();
+            self.merge_counts(
+                held.iter().map(|(user_id, offer_id, bought)| {
+                    (user_id.as_str(), offer_id.as_str(), *bought)
+                }),
+                &mut batch,
+            )?;
+            self.meta.apply_batch(batch)?;
+        }
+        // Marked once every bucket is written: a crash before copies them
+        // again, which changes nothing (a merge keeps the higher).
+        self.meta.insert(COUNTS_BUCKETED_KEY, &[] as &[u8])?;
+        Ok(())
     }
 
     /// Writes a floor and counts at once (durable at the next
     /// [`Ledger::flush`]), never lowering what is there: a value from the
-    /// changelog older than the local one is ignored. The floor's record
-    /// as stored, for the changelog, changed or not (the counts go there in
-    /// their buckets: [`PartitionLedger::count_records`]).
+    /// changelog older than the local one is ignored. The records as
+    /// stored, for the changelog: the floor, and the bucket of every count
+    /// of the raise, whole, changed or not.
     pub fn raise(&self, raise: &Raise) -> Result<Vec<Record>, LedgerError> {
         let _merging = lock(&self.merging);
         let mut batch = sled::Batch::default();
@@ -779,29 +946,21 @@ impl PartitionLedger {
             batch.insert(key.as_slice(), value.as_slice());
             records.push((key, value));
         }
-        // Each key's count as this raise leaves it: a raise can hold
-        // several of one key (a restore's, in the changelog's order), and
+        // Sent changed or not, as the floor: a pass whose sending failed (or
+        // was aborted by a hand-over) has raised its counts here, and the
+        // next pass, finding them as it plans them, must not delete the
+        // entries they count before they are in the changelog. A raise can
+        // hold several of one key (a restore's, in the changelog's order):
         // each is merged with those before it, not only with the stored one.
-        let mut counts: std::collections::BTreeMap<Vec<u8>, (Bought, bool)> = Default::default();
-        for (key, bought) in &raise.bought {
-            let MetaKey::Bought { user_id, offer_id } = key else {
-                continue;
-            };
-            let bytes = key.to_bytes();
-            let (base, changed) = match counts.get(&bytes) {
-                Some(&held) => held,
-                None => (self.bought(user_id, offer_id)?, false),
-            };
-            // Counts only grow with their line: a count taken on a stale
-            // base (two passes overlapping) never lowers the one here.
-            let merged = base.higher(*bought);
-            counts.insert(bytes, (merged, changed || merged != base));
-        }
-        for (key, (merged, changed)) in counts {
-            if changed {
-                batch.insert(key.as_slice(), to_json(&key, &merged)?);
-            }
-        }
+        records.extend(self.merge_counts(
+            raise.bought.iter().filter_map(|(key, bought)| match key {
+                MetaKey::Bought { user_id, offer_id } => {
+                    Some((user_id.as_str(), offer_id.as_str(), *bought))
+                }
+                MetaKey::Floor | MetaKey::Counts { .. } => None,
+            }),
+            &mut batch,
+        )?);
         self.meta.apply_batch(batch)?;
         Ok(records)
     }
@@ -980,7 +1139,9 @@ impl PartitionLedger {
         }
         let floor_ms = horizon::floor_capped(now_ms, max_age, newest).max(old.floor_ms);
         let below = horizon::prune_below(floor_ms, oldest_unfinished).max(old.pruned_below_ms);
-        let mut counts: std::collections::BTreeMap<(String, String), Bought> = Default::default();
+        let mut counts = Counts::new();
+        // The buckets of the counts raised, each read once.
+        let mut held = BTreeMap::new();
         let mut plan = PrunePlan::default();
         for entry in self.entries() {
             let entry = entry?;
@@ -994,7 +1155,9 @@ impl PartitionLedger {
                 let counted = match counts.entry(id) {
                     std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(self.bought(&c.user_id, &c.offer_id)?)
+                        let (bucket, _) = self.bucket_in(&mut held, &c.user_id)?;
+                        let stored = bucket.get(v.key()).copied().unwrap_or_default();
+                        v.insert(stored)
                     }
                 };
                 if !counted.covers(&entry) {
@@ -1021,16 +1184,15 @@ impl PartitionLedger {
         };
         // The counts held that this pass does not raise, judged as they
         // stand; those it raises, as it leaves them (and then not written).
-        let held = ended.map(|_| self.meta.scan_prefix(BOUGHT_PREFIX));
-        for item in held.into_iter().flatten() {
+        drop(held);
+        let buckets = ended.map(|_| self.meta.scan_prefix(COUNTS_PREFIX));
+        for item in buckets.into_iter().flatten() {
             let (key, bytes) = item?;
-            let Some(MetaKey::Bought { user_id, offer_id }) = MetaKey::parse(&key) else {
-                continue;
-            };
-            if counts.contains_key(&(user_id.clone(), offer_id.clone())) {
-                continue;
-            }
-            if outlived(&offer_id, &decode(&key, &bytes)?) {
+            for (id, bought) in decode_counts(&key, &bytes)? {
+                if counts.contains_key(&id) || !outlived(&id.1, &bought) {
+                    continue;
+                }
+                let (user_id, offer_id) = id;
                 plan.outlived
                     .push((MetaKey::Bought { user_id, offer_id }, None));
             }
@@ -1056,54 +1218,69 @@ impl PartitionLedger {
         Ok(plan)
     }
 
+    /// Every bucket of counts as stored: what a pass sends, raised or not
+    /// (see [`crate::counts`]).
+    pub fn count_records(&self) -> Result<Vec<Record>, LedgerError> {
+        self.meta
+            .scan_prefix(COUNTS_PREFIX)
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((key.to_vec(), value.to_vec()))
+            })
+            .collect()
+    }
+
     /// How many [`Bought`] counts the partition holds.
     pub fn counts(&self) -> Result<usize, LedgerError> {
         let mut held = 0;
-        for item in self.meta.scan_prefix(BOUGHT_PREFIX).keys() {
-            item?;
-            held += 1;
+        for item in self.meta.scan_prefix(COUNTS_PREFIX) {
+            let (key, bytes) = item?;
+            held += decode_counts(&key, &bytes)?.len();
         }
         Ok(held)
     }
 
-    /// The partition's counts in their buckets, as the changelog carries
-    /// them ([`crate::counts`]), built from one read of every count: each
-    /// bucket that holds one, or of `only` those buckets, with a tombstone
-    /// for one that holds none.
-    pub fn count_records(&self, only: Option<&BTreeSet<u16>>) -> Result<Vec<Change>, LedgerError> {
-        let mut buckets: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
-        for item in self.meta.scan_prefix(BOUGHT_PREFIX) {
-            let (key, bytes) = item?;
-            let Some(MetaKey::Bought { user_id, offer_id }) = MetaKey::parse(&key) else {
+    /// Deletes counts (see [`horizon::ended_as_carried`]). The changelog
+    /// records of the buckets that held any, each as it now stands: the
+    /// bucket, or a tombstone for one left empty (none for counts that
+    /// were not here, which no changelog holds either: a restore takes in
+    /// every count).
+    pub fn forget<'a>(
+        &self,
+        forgotten: impl IntoIterator<Item = &'a MetaKey>,
+    ) -> Result<Vec<Change>, LedgerError> {
+        let _merging = lock(&self.merging);
+        let mut held = BTreeMap::new();
+        for count in forgotten {
+            let MetaKey::Bought { user_id, offer_id } = count else {
                 continue;
             };
-            let bucket = counts::bucket_of(&user_id);
-            if only.is_some_and(|only| !only.contains(&bucket)) {
+            let (counts, changed) = self.bucket_in(&mut held, user_id)?;
+            if counts
+                .remove(&(user_id.clone(), offer_id.clone()))
+                .is_some()
+            {
+                *changed = true;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
+        for (bucket, (counts, changed)) in held {
+            if !changed {
                 continue;
             }
-            let bought = decode::<Bought>(&key, &bytes)?;
-            buckets
-                .entry(bucket)
-                .or_default()
-                .extend(counts::encode_count(&user_id, &offer_id, bought));
-        }
-        let mut records: Vec<Change> = Vec::new();
-        for bucket in only.into_iter().flatten() {
-            if !buckets.contains_key(bucket) {
-                records.push((MetaKey::Counts { bucket: *bucket }.to_bytes(), None));
+            let key = MetaKey::Counts { bucket }.to_bytes();
+            if counts.is_empty() {
+                batch.remove(key.as_slice());
+                records.push((key, None));
+            } else {
+                let value = counts::encode(&counts);
+                batch.insert(key.as_slice(), value.as_slice());
+                records.push((key, Some(value)));
             }
         }
-        records.extend(
-            buckets
-                .into_iter()
-                .map(|(bucket, value)| (MetaKey::Counts { bucket }.to_bytes(), Some(value))),
-        );
+        self.meta.apply_batch(batch)?;
         Ok(records)
-    }
-
-    /// Deletes a count (see [`horizon::ended_as_carried`]); whether it was there.
-    pub fn forget(&self, count: &MetaKey) -> Result<bool, LedgerError> {
-        Ok(self.meta.remove(count.to_bytes())?.is_some())
     }
 
     /// How many entries the partition holds.
@@ -1429,6 +1606,15 @@ mod tests {
         assert_eq!(p.drop_pruned().expect("read"), 0, "once for each rise");
     }
 
+    /// Users whose counts fall in bucket 0, one per number asked.
+    fn users_of_bucket_zero(n: usize) -> Vec<String> {
+        (0..)
+            .map(|i| format!("user-{i}"))
+            .filter(|u| counts::bucket_of(u) == 0)
+            .take(n)
+            .collect()
+    }
+
     fn one_count(user_id: &str, count: u32) -> Raise {
         Raise {
             floor: Floor::default(),
@@ -1447,7 +1633,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_go_to_the_changelog_in_buckets_and_an_emptied_bucket_as_a_tombstone() {
+    fn counts_are_kept_in_one_record_a_bucket_and_a_bucket_left_empty_goes() {
         let dir = tempfile::tempdir().expect("temp dir");
         let ledger = Ledger::open(dir.path()).expect("opens");
         let p = ledger.partition(0).expect("tree");
@@ -1456,45 +1642,45 @@ mod tests {
         for user in &users {
             raise.merge(one_count(user, 1));
         }
-        p.raise(&raise).expect("raised");
-        let records = p.count_records(None).expect("read");
+        let records = p.raise(&raise).expect("raised");
         assert_eq!(
             records.len(),
             counts::BUCKETS as usize,
             "one record a bucket"
         );
-        let mut sent = BTreeSet::new();
-        for (key, value) in &records {
+        assert_eq!(p.meta.scan_prefix(COUNTS_PREFIX).count(), records.len());
+        assert_eq!(p.counts().expect("read"), users.len());
+        for user in &users {
+            assert_eq!(p.bought(user, "o").expect("read").count, 1, "{user}");
+        }
+        for (key, _) in &records {
             let parsed = MetaKey::parse(key).expect("a meta key");
-            let MetaKey::Counts { bucket } = parsed else {
-                panic!("{parsed:?}");
-            };
+            assert!(matches!(parsed, MetaKey::Counts { .. }), "{parsed:?}");
             assert_eq!(&parsed.to_bytes(), key);
             assert!(std::str::from_utf8(key).is_ok(), "a key that reads as text");
-            let held = decode_counts(key, value.as_ref().expect("a bucket")).expect("readable");
-            for (user, offer) in held.keys() {
-                assert_eq!(counts::bucket_of(user), bucket, "{user} in its own bucket");
-                sent.insert((user.clone(), offer.clone()));
-            }
         }
-        assert_eq!(sent.len(), users.len(), "every count, once");
-        // Forgetting all but one of a bucket's counts leaves it with that
-        // one; forgetting the last one too sends the bucket's tombstone.
-        let zero: Vec<&String> = users.iter().filter(|u| counts::bucket_of(u) == 0).collect();
-        assert!(zero.len() > 1);
+        // Forgetting a bucket's every count but one writes it again;
+        // forgetting the last one too sends its tombstone.
+        let zero = users_of_bucket_zero(2);
+        p.raise(&one_count(&zero[1], 1)).expect("raised");
         let key = |user: &String| MetaKey::Bought {
             user_id: user.clone(),
             offer_id: "o".into(),
         };
-        for user in &zero[1..] {
-            assert!(p.forget(&key(user)).expect("forgotten"));
-        }
-        let only = BTreeSet::from([0]);
-        let left = p.count_records(Some(&only)).expect("read");
+        let held: Vec<MetaKey> = users
+            .iter()
+            .chain(&zero)
+            .filter(|u| counts::bucket_of(u) == 0 && **u != zero[0])
+            .map(key)
+            .collect();
+        let rewritten = p.forget(&held).expect("forgotten");
         let bucket = MetaKey::Counts { bucket: 0 }.to_bytes();
-        assert_eq!(left.len(), 1);
-        assert_eq!(left[0].0, bucket);
-        let value = left[0].1.as_ref().expect("the bucket, not a tombstone");
+        assert_eq!(rewritten.len(), 1);
+        assert_eq!(rewritten[0].0, bucket);
+        let value = rewritten[0]
+            .1
+            .as_ref()
+            .expect("the bucket, not a tombstone");
         assert_eq!(
             decode_counts(&bucket, value)
                 .expect("a bucket")
@@ -1502,46 +1688,68 @@ mod tests {
                 .collect::<Vec<_>>(),
             [&(zero[0].clone(), "o".to_owned())]
         );
-        assert!(p.forget(&key(zero[0])).expect("forgotten"));
         assert_eq!(
-            p.count_records(Some(&only)).expect("read"),
-            vec![(bucket, None)]
+            p.forget(&[key(&zero[0])]).expect("forgotten"),
+            vec![(bucket.clone(), None)]
         );
+        assert!(
+            p.meta.get(&bucket).expect("read").is_none(),
+            "gone here too"
+        );
+        assert!(
+            p.forget(&[key(&zero[0])]).expect("forgotten").is_empty(),
+            "nothing to send"
+        );
+    }
+
+    /// sled's blob files (pages over a quarter of a segment, which it
+    /// does not sync) are synced by a flush, each once, and one sled
+    /// removed is forgotten.
+    #[test]
+    fn a_flush_syncs_the_blob_files_it_finds_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger = Ledger::open(dir.path()).expect("opens");
+        ledger.flush().expect("flushed without a blob directory");
+        let blobs = dir.path().join("blobs");
+        std::fs::create_dir_all(&blobs).expect("made");
+        std::fs::write(blobs.join("4096"), b"a page").expect("written");
+        ledger.flush().expect("flushed");
+        assert_eq!(lock(&ledger.synced_blobs).len(), 1);
+        std::fs::remove_file(blobs.join("4096")).expect("removed");
+        ledger.flush().expect("flushed");
+        assert!(lock(&ledger.synced_blobs).is_empty());
     }
 
     /// A restore of an earlier assignment can still be raising counts (it
     /// writes what it gathered however its read ended) while a pass raises
-    /// the same ones: each raise reads and writes under the ledger's lock,
-    /// so neither writes a count merged on a stale read over the other's.
+    /// the same buckets: each merge of a bucket is read and written whole,
+    /// one at a time, so neither writes over the other's counts.
     #[test]
-    fn raises_at_once_never_lower_a_count() {
+    fn raises_at_once_into_one_bucket_lose_no_count() {
         let dir = tempfile::tempdir().expect("temp dir");
         let ledger = Ledger::open(dir.path()).expect("opens");
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        // Each of its raises changes the count's line, so each is written:
-        // merged on a stale read, it would write the count it read.
-        let stale = {
-            let (p, done) = (ledger.partition(0).expect("tree"), Arc::clone(&done));
-            std::thread::spawn(move || {
-                let mut through_ms = 10;
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    through_ms += 1;
-                    let mut raise = one_count("u", 1);
-                    raise.bought[0].1.through_ms = through_ms;
-                    p.raise(&raise).expect("raised");
-                }
-            })
-        };
-        let p = ledger.partition(0).expect("tree");
-        let lowered: Vec<u32> = (2..2000)
-            .filter(|&n| {
-                p.raise(&one_count("u", n)).expect("raised");
-                p.bought("u", "o").expect("read").count < n
+        let users = users_of_bucket_zero(400);
+        let halves: Vec<Vec<String>> = users.chunks(200).map(<[String]>::to_vec).collect();
+        let raising: Vec<_> = halves
+            .into_iter()
+            .map(|half| {
+                let p = ledger.partition(0).expect("tree");
+                std::thread::spawn(move || {
+                    for user in &half {
+                        p.raise(&one_count(user, 1)).expect("raised");
+                    }
+                })
             })
             .collect();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        stale.join().expect("raised");
-        assert!(lowered.is_empty(), "lowered after {lowered:?}");
+        for thread in raising {
+            thread.join().expect("raised");
+        }
+        let p = ledger.partition(0).expect("tree");
+        let lost: Vec<&String> = users
+            .iter()
+            .filter(|u| p.bought(u, "o").expect("read").count != 1)
+            .collect();
+        assert!(lost.is_empty(), "{} counts lost: {lost:?}", lost.len());
     }
 
     fn bought_key() -> MetaKey {
@@ -1651,14 +1859,9 @@ mod tests {
             offer_ends_ms: NO_END,
         };
         assert_eq!(p.bought("u", "o").expect("read"), highest);
-        assert!(records.is_empty(), "no floor raised: {records:?}");
-        let sent: Vec<Counts> = p
-            .count_records(None)
-            .expect("read")
+        let sent: Vec<Counts> = records
             .iter()
-            .map(|(key, value)| {
-                decode_counts(key, value.as_ref().expect("a bucket")).expect("read")
-            })
+            .map(|(key, value)| decode_counts(key, value).expect("a bucket"))
             .collect();
         assert_eq!(
             sent,
@@ -1728,7 +1931,9 @@ mod tests {
             ],
         })
         .expect("raised");
-        // A count written before counts kept their offer's end.
+        // A count written before counts kept their offer's end, and
+        // before their buckets: moved into its bucket as the partition is
+        // opened.
         let legacy = MetaKey::Bought {
             user_id: "c".into(),
             offer_id: "legacy".into(),
@@ -1737,6 +1942,14 @@ mod tests {
         p.meta
             .insert(legacy, &br#"{"count":1,"through_ms":1}"#[..])
             .expect("written");
+        p.meta.remove(COUNTS_BUCKETED_KEY).expect("unmarked");
+        let p = ledger.partition(0).expect("tree");
+        assert_eq!(p.bought("c", "legacy").expect("read").count, 1);
+        assert_eq!(
+            p.meta.scan_prefix(BOUGHT_PREFIX).count(),
+            1,
+            "left for a hashbuy from before the buckets"
+        );
         let without = p.plan(now, age, None).expect("planned");
         assert!(without.outlived.is_empty(), "no catalog: every count kept");
         assert_eq!(without.raise.bought.len(), 3, "and those counted written");
@@ -1791,23 +2004,24 @@ mod tests {
             .collect();
         assert_eq!(written.len(), 1, "{written:?}");
         assert_eq!(written[0].1.count, 1, "the purchase counted in");
-        let forgotten: Vec<bool> = plan
-            .outlived
+        let records = p
+            .forget(plan.outlived.iter().map(|(count, _)| count))
+            .expect("forgotten");
+        let left: Vec<Option<Counts>> = records
             .iter()
-            .map(|(count, _)| p.forget(count).expect("forgotten"))
-            .collect();
-        // a's count was never written: this pass counted it.
-        assert_eq!(forgotten.iter().filter(|&&f| f).count(), 1);
-        // c's bucket goes to the changelog with the counts it keeps.
-        let only = BTreeSet::from([counts::bucket_of("c")]);
-        let left = p.count_records(Some(&only)).expect("read");
-        let kept: Vec<String> = left
-            .iter()
-            .flat_map(|(key, value)| {
-                decode_counts(key, value.as_ref().expect("a bucket")).expect("readable")
+            .map(|(key, value)| {
+                value
+                    .as_ref()
+                    .map(|v| decode_counts(key, v).expect("a bucket"))
             })
-            .filter(|((user, _), _)| user == "c")
-            .map(|((_, offer), _)| offer)
+            .collect();
+        // a's count was never written (this pass counted it), so c's
+        // bucket alone changed, and goes to the changelog with the counts
+        // it keeps.
+        assert_eq!(left.len(), 1, "{left:?}");
+        let kept: Vec<&str> = left[0]
+            .iter()
+            .flat_map(|c| c.keys().map(|(_, offer)| offer.as_str()))
             .collect();
         assert_eq!(kept, ["extended", "legacy", "reopened"]);
         assert_eq!(
@@ -1869,16 +2083,12 @@ mod tests {
         // The next plans the same: the entry is still there to delete.
         let next = p.plan(now, age, None).expect("planned");
         assert_eq!(next.doomed.len(), 1, "the entry is still to go");
-        p.raise(&next.raise).expect("raised");
         let sent: Vec<Bought> = p
-            .count_records(None)
-            .expect("read")
+            .raise(&next.raise)
+            .expect("raised")
             .iter()
-            .flat_map(|(key, value)| {
-                decode_counts(key, value.as_ref().expect("a bucket"))
-                    .expect("readable")
-                    .into_values()
-            })
+            .filter(|(key, _)| MetaKey::parse(key) != Some(MetaKey::Floor))
+            .flat_map(|(key, value)| decode_counts(key, value).expect("a bucket").into_values())
             .collect();
         assert_eq!(
             sent,

@@ -26,17 +26,16 @@
 //! A pass stopped at any point (a revocation, a crash) has deleted nothing
 //! whose floor and count are not already durable in both places.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::counts;
 use crate::entry::now_ms;
 use crate::horizon::{self, LastPass};
-use crate::ledger::{Change, Ended, MetaKey, PartitionLedger};
+use crate::ledger::{Change, Ended, PartitionLedger};
 use crate::run::{self, Counted, RunError, Shared};
 use crate::settle::lease_held;
 
@@ -67,6 +66,11 @@ pub(crate) async fn prune_partition(
         None
     });
     let wait = horizon::first_pass_wait(last, now_ms(), shared.config.max_command_age, PRUNE_EVERY);
+    // The buckets of counts a first pass sends right away may land before
+    // a record the partition's last owner had in flight (a settler paused
+    // past its session), which compaction would then keep over them (see
+    // `crate::counts`): sent again once such a record has landed or failed.
+    let send_again_at = Instant::now() + shared.records_settled_within;
     let mut first_pass = Some(first_pass);
     if !wait.is_zero() {
         drop(first_pass.take());
@@ -80,9 +84,12 @@ pub(crate) async fn prune_partition(
             _ = stopped.wait_for(|s| *s) => return,
         }
     }
+    let mut early = true;
     loop {
-        match pass(&shared, &ledger, &stopped).await {
-            Ok(Some((pruned, kept))) => {
+        let early_pass = std::mem::take(&mut early) && Instant::now() < send_again_at;
+        let passed = pass(&shared, &ledger, &stopped).await;
+        match &passed {
+            &Ok(Some((pruned, kept))) => {
                 if pruned > 0 {
                     tracing::info!(partition, pruned, "ledger entries past the horizon pruned");
                 }
@@ -96,11 +103,43 @@ pub(crate) async fn prune_partition(
             Err(e) => tracing::warn!(partition, "pruning the ledger failed: {e}"),
         }
         drop(first_pass.take());
+        if early_pass && matches!(passed, Ok(Some(_))) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(send_again_at.into()) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = send_buckets_again(&shared, &ledger, &stopped).await {
+                tracing::warn!(partition, "cannot send the buckets of counts again: {e}");
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Sends every bucket of counts to the changelog again, as it stands,
+/// under the lease, as a pass does.
+async fn send_buckets_again(
+    shared: &Arc<Shared>,
+    ledger: &PartitionLedger,
+    stopped: &watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let mut watching = stopped.clone();
+    let Some(epoch) = lease_held(shared, &mut watching).await else {
+        return Ok(());
+    };
+    let records: Vec<Change> = ledger
+        .count_records()?
+        .into_iter()
+        .map(|(key, value)| (key, Some(value)))
+        .collect();
+    fits(ledger.partition(), &records, shared.letter_bytes)?;
+    if !shared.lease.holds_since(epoch) {
+        return Ok(());
+    }
+    send_all(shared, ledger.partition(), records, true).await
 }
 
 /// One pass; how many entries it deleted and how many the partition kept
@@ -170,15 +209,21 @@ async fn pass(
             _ => plan.keep_on_sale(&ended),
         }
     }
-    let floor = ledger.raise(&plan.raise)?;
-    // Every bucket of counts, raised or not, as it stands: a bucket that a
+    let mut records = ledger.raise(&plan.raise)?;
+    // Every other bucket of counts too, as it stands: a bucket that a
     // settler which lost the partition sent late is put right by the next
     // pass (see `crate::counts`).
-    let mut records: Vec<Change> = floor
+    let raised: HashSet<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
+    records.extend(
+        ledger
+            .count_records()?
+            .into_iter()
+            .filter(|(key, _)| !raised.contains(key)),
+    );
+    let records: Vec<Change> = records
         .into_iter()
         .map(|(key, value)| (key, Some(value)))
         .collect();
-    records.extend(ledger.count_records(None)?);
     fits(partition, &records, shared.letter_bytes)?;
     shared.commit.durable().await?;
     // Paused in the wait past the lease: the next owner may be writing
@@ -195,20 +240,9 @@ async fn pass(
         ledger.remove(command_id, user_id)?;
         tombstones.push((command_id.as_bytes().to_vec(), None));
     }
-    let mut forgotten = BTreeSet::new();
-    for (count, _) in &plan.outlived {
-        if let (MetaKey::Bought { user_id, .. }, true) = (count, ledger.forget(count)?) {
-            forgotten.insert(counts::bucket_of(user_id));
-        }
-    }
-    // Their buckets as they are left, or a tombstone for one left empty
-    // (one of a count never written, counted and forgotten in this pass,
-    // is in no changelog either: a restore takes in every count).
-    let forgotten = if forgotten.is_empty() {
-        Vec::new()
-    } else {
-        ledger.count_records(Some(&forgotten))?
-    };
+    // Their buckets as they are left (smaller than they were), or a
+    // tombstone for one left empty.
+    let forgotten = ledger.forget(plan.outlived.iter().map(|(count, _)| count))?;
     // Nothing undecided lies below the line (a pass stops at the oldest),
     // so a restore's drop has nothing to look for under it: said, instead
     // of a second read of every entry.

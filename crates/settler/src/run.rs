@@ -605,6 +605,12 @@ pub(crate) struct Shared {
     pub(crate) producer: FutureProducer<QuietContext>,
     /// The most a dead letter may take, to be sure the producer sends it.
     pub(crate) letter_bytes: usize,
+    /// By when a record queued now has landed or failed: the producer's
+    /// delivery timeout ([`delivery_timeout`]) and what librdkafka may
+    /// take past it ([`DELIVERY_MARGIN`]). A settler that lost a partition
+    /// queued its last records before its lease ran out, so by this long
+    /// after the partition came here they have landed, or never will.
+    pub(crate) records_settled_within: Duration,
     /// The partitions of the stock-requests topic at start.
     pub(crate) stock_partitions: usize,
     pub(crate) summary: Mutex<Summary>,
@@ -1053,6 +1059,7 @@ pub fn run(
         commit,
         producer,
         letter_bytes,
+        records_settled_within: delivery_timeout + DELIVERY_MARGIN,
         stock_partitions,
         summary: Mutex::new(Summary::default()),
         failure: Mutex::new(None),

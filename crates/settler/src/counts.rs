@@ -27,9 +27,10 @@
 //! and a first pass that sent them soon after the partition came here
 //! sends them again once any record of the last owner's has landed or
 //! failed (the producer's delivery timeout and its margin): a late bucket
-//! is put right within that time, before a broker compacts the segment
-//! that holds both (Kafka's `segment.ms`, an hour on the ledger topic as
-//! `topics create` makes it).
+//! is put right within that time, and only a restore within it can read
+//! the late bucket as the latest. This assumes every settler of the group
+//! has the same delivery timeout, and does not fence a settler paused
+//! between its lease check and the queueing of a record.
 //!
 //! A count is one buyer's of one offer, some 40 to 50 bytes with ids of
 //! up to 19 digits: a changelog record, about 1 MB by Kafka's and

@@ -13,7 +13,7 @@
 //! sled was chosen as an embedded, crash-safe ordered store in pure Rust
 //! with atomic batches and explicit flushes, which is all the ledger needs.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -117,8 +117,9 @@ pub struct Ledger {
     /// still raising as a pass raises would otherwise write a bucket
     /// merged on a stale read over the pass's, and lose counts.
     merging: Arc<Mutex<()>>,
-    /// sled's blob files synced so far ([`Ledger::flush`]).
-    synced_blobs: Arc<Mutex<HashSet<std::ffi::OsString>>>,
+    /// sled's blob files synced so far, with the length each had then
+    /// ([`Ledger::flush`]).
+    synced_blobs: Arc<Mutex<HashMap<std::ffi::OsString, u64>>>,
 }
 
 /// sled's log file, opened to be synced.
@@ -585,6 +586,10 @@ impl Ledger {
     /// counts grows that large at some 50,000 counts a partition).
     pub fn flush(&self) -> Result<Duration, LedgerError> {
         let began = Instant::now();
+        // Before sled's flush as well, which makes the log that points to
+        // them durable (as far as `sync_file_range` goes), and after it,
+        // for those it wrote meanwhile.
+        self.sync_blobs()?;
         self.db.flush()?;
         self.sync_blobs()?;
         self.log
@@ -599,8 +604,9 @@ impl Ledger {
 }
 
 impl Ledger {
-    /// Syncs the blob files sled wrote since the last call, and their
-    /// directory; those it removed since are forgotten.
+    /// Syncs the blob files sled wrote since the last call (or that grew
+    /// since: sled writes one in parts), and their directory; those it
+    /// removed since are forgotten.
     fn sync_blobs(&self) -> Result<(), LedgerError> {
         let dir = self.log.path.with_file_name("blobs");
         let failed = |path: &Path| {
@@ -613,21 +619,26 @@ impl Ledger {
             Err(e) => return Err(failed(&dir)(e)),
         };
         let mut synced = lock(&self.synced_blobs);
-        let mut present = HashSet::new();
+        let mut present = HashMap::new();
         let mut new = false;
         for item in listed {
             let item = item.map_err(failed(&dir))?;
-            let name = item.file_name();
-            if !synced.contains(&name) {
-                let path = item.path();
-                match File::open(&path).and_then(|f| f.sync_data()) {
-                    Ok(()) => new = true,
-                    // Removed by sled meanwhile: nothing left to sync.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(failed(&path)(e)),
+            let (name, path) = (item.file_name(), item.path());
+            let synced_len = synced.get(&name).copied();
+            let len = match File::open(&path).and_then(|file| {
+                let len = file.metadata()?.len();
+                if synced_len != Some(len) {
+                    file.sync_data()?;
                 }
-            }
-            present.insert(name);
+                Ok(len)
+            }) {
+                Ok(len) => len,
+                // Removed by sled meanwhile: nothing left to sync.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed(&path)(e)),
+            };
+            new |= synced_len != Some(len);
+            present.insert(name, len);
         }
         if new {
             File::open(&dir)
@@ -1703,10 +1714,10 @@ mod tests {
     }
 
     /// sled's blob files (pages over a quarter of a segment, which it
-    /// does not sync) are synced by a flush, each once, and one sled
-    /// removed is forgotten.
+    /// does not sync) are synced by a flush, again once one grew, and one
+    /// sled removed is forgotten.
     #[test]
-    fn a_flush_syncs_the_blob_files_it_finds_once() {
+    fn a_flush_syncs_each_blob_file_it_finds_as_it_grows() {
         let dir = tempfile::tempdir().expect("temp dir");
         let ledger = Ledger::open(dir.path()).expect("opens");
         ledger.flush().expect("flushed without a blob directory");
@@ -1714,7 +1725,17 @@ mod tests {
         std::fs::create_dir_all(&blobs).expect("made");
         std::fs::write(blobs.join("4096"), b"a page").expect("written");
         ledger.flush().expect("flushed");
-        assert_eq!(lock(&ledger.synced_blobs).len(), 1);
+        assert_eq!(
+            lock(&ledger.synced_blobs).get(std::ffi::OsStr::new("4096")),
+            Some(&6)
+        );
+        // Written in parts: synced again once it grew.
+        std::fs::write(blobs.join("4096"), b"a longer page").expect("written");
+        ledger.flush().expect("flushed");
+        assert_eq!(
+            lock(&ledger.synced_blobs).get(std::ffi::OsStr::new("4096")),
+            Some(&13)
+        );
         std::fs::remove_file(blobs.join("4096")).expect("removed");
         ledger.flush().expect("flushed");
         assert!(lock(&ledger.synced_blobs).is_empty());

@@ -103,7 +103,9 @@ pub(crate) async fn prune_partition(
             Err(e) => tracing::warn!(partition, "pruning the ledger failed: {e}"),
         }
         drop(first_pass.take());
-        if early_pass && matches!(passed, Ok(Some(_))) {
+        // Whatever became of the pass: one that failed after it sent its
+        // buckets has sent them early all the same.
+        if early_pass {
             tokio::select! {
                 _ = tokio::time::sleep_until(send_again_at.into()) => {}
                 _ = stopped.wait_for(|s| *s) => return,
@@ -119,8 +121,8 @@ pub(crate) async fn prune_partition(
     }
 }
 
-/// Sends every bucket of counts to the changelog again, as it stands,
-/// under the lease, as a pass does.
+/// Sends the floor and every bucket of counts to the changelog again, as
+/// they stand, under the lease, as a pass does.
 async fn send_buckets_again(
     shared: &Arc<Shared>,
     ledger: &PartitionLedger,
@@ -130,9 +132,12 @@ async fn send_buckets_again(
     let Some(epoch) = lease_held(shared, &mut watching).await else {
         return Ok(());
     };
+    // The floor too: a late one of the last owner's would otherwise be
+    // the latest until the next pass.
     let records: Vec<Change> = ledger
-        .count_records()?
+        .floor_record()?
         .into_iter()
+        .chain(ledger.count_records()?)
         .map(|(key, value)| (key, Some(value)))
         .collect();
     fits(ledger.partition(), &records, shared.letter_bytes)?;

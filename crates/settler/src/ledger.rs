@@ -866,14 +866,13 @@ impl PartitionLedger {
     }
 
     /// Merges `raised` (user, offer, count) into their buckets, by the
-    /// maximum of each field, in `batch`; the record of every bucket they
-    /// fall in, whole, changed or not. The caller holds
-    /// [`Ledger::merging`] until the batch is applied.
+    /// maximum of each field, in `batch` (the buckets changed). The caller
+    /// holds [`Ledger::merging`] until the batch is applied.
     fn merge_counts<'a>(
         &self,
         raised: impl IntoIterator<Item = (&'a str, &'a str, Bought)>,
         batch: &mut sled::Batch,
-    ) -> Result<Vec<Record>, LedgerError> {
+    ) -> Result<(), LedgerError> {
         let mut held = BTreeMap::new();
         for (user_id, offer_id, bought) in raised {
             let (counts, changed) = self.bucket_in(&mut held, user_id)?;
@@ -887,19 +886,13 @@ impl PartitionLedger {
                 *changed = true;
             }
         }
-        let mut records = Vec::with_capacity(held.len());
         for (bucket, (counts, changed)) in held {
-            if counts.is_empty() {
-                continue;
-            }
-            let key = MetaKey::Counts { bucket }.to_bytes();
-            let value = counts::encode(&counts);
             if changed {
-                batch.insert(key.as_slice(), value.as_slice());
+                let key = MetaKey::Counts { bucket }.to_bytes();
+                batch.insert(key, counts::encode(&counts));
             }
-            records.push((key, value));
         }
-        Ok(records)
+        Ok(())
     }
 
     /// Copies the counts a ledger from before their buckets holds one by
@@ -942,28 +935,21 @@ impl PartitionLedger {
 
     /// Writes a floor and counts at once (durable at the next
     /// [`Ledger::flush`]), never lowering what is there: a value from the
-    /// changelog older than the local one is ignored. The records as
-    /// stored, for the changelog: the floor, and the bucket of every count
-    /// of the raise, whole, changed or not.
-    pub fn raise(&self, raise: &Raise) -> Result<Vec<Record>, LedgerError> {
+    /// changelog older than the local one is ignored. What goes to the
+    /// changelog then is the floor and the buckets as they stand
+    /// ([`PartitionLedger::floor_record`],
+    /// [`PartitionLedger::count_records`]), changed or not.
+    pub fn raise(&self, raise: &Raise) -> Result<(), LedgerError> {
         let _merging = lock(&self.merging);
         let mut batch = sled::Batch::default();
-        let mut records = Vec::new();
         let higher = self.floor()?.higher(raise.floor);
-        // The floor is sent with every raise that has one, changed or not:
-        // a pass whose earlier sending failed must not delete before it is
-        // in the changelog.
         if let Some((key, value)) = floor_record(&higher)? {
-            batch.insert(key.as_slice(), value.as_slice());
-            records.push((key, value));
+            batch.insert(key, value);
         }
-        // Sent changed or not, as the floor: a pass whose sending failed (or
-        // was aborted by a hand-over) has raised its counts here, and the
-        // next pass, finding them as it plans them, must not delete the
-        // entries they count before they are in the changelog. A raise can
-        // hold several of one key (a restore's, in the changelog's order):
-        // each is merged with those before it, not only with the stored one.
-        records.extend(self.merge_counts(
+        // A raise can hold several of one key (a restore's, in the
+        // changelog's order): each is merged with those before it, not only
+        // with the stored one.
+        self.merge_counts(
             raise.bought.iter().filter_map(|(key, bought)| match key {
                 MetaKey::Bought { user_id, offer_id } => {
                     Some((user_id.as_str(), offer_id.as_str(), *bought))
@@ -971,9 +957,9 @@ impl PartitionLedger {
                 MetaKey::Floor | MetaKey::Counts { .. } => None,
             }),
             &mut batch,
-        )?);
+        )?;
         self.meta.apply_batch(batch)?;
-        Ok(records)
+        Ok(())
     }
 
     /// Deletes a command's entry and its index key, if there.
@@ -1653,7 +1639,8 @@ mod tests {
         for user in &users {
             raise.merge(one_count(user, 1));
         }
-        let records = p.raise(&raise).expect("raised");
+        p.raise(&raise).expect("raised");
+        let records = p.count_records().expect("read");
         assert_eq!(
             records.len(),
             counts::BUCKETS as usize,
@@ -1868,12 +1855,12 @@ mod tests {
                 },
             )
         };
-        let records = p
-            .raise(&Raise {
-                floor: Floor::default(),
-                bought: vec![count(5, 90), count(3, 100), count(4, 80)],
-            })
-            .expect("raised");
+        p.raise(&Raise {
+            floor: Floor::default(),
+            bought: vec![count(5, 90), count(3, 100), count(4, 80)],
+        })
+        .expect("raised");
+        let records = p.count_records().expect("read");
         let highest = Bought {
             count: 5,
             through_ms: 100,
@@ -2074,8 +2061,10 @@ mod tests {
             },
             bought: Vec::new(),
         };
-        let records = p.raise(&lower).expect("raised");
-        let sent: Vec<Floor> = records
+        p.raise(&lower).expect("raised");
+        let sent: Vec<Floor> = p
+            .floor_record()
+            .expect("read")
             .iter()
             .filter(|(key, _)| MetaKey::parse(key) == Some(MetaKey::Floor))
             .map(|(key, value)| decode_meta(key, value).expect("a floor"))
@@ -2104,11 +2093,11 @@ mod tests {
         // The next plans the same: the entry is still there to delete.
         let next = p.plan(now, age, None).expect("planned");
         assert_eq!(next.doomed.len(), 1, "the entry is still to go");
+        p.raise(&next.raise).expect("raised");
         let sent: Vec<Bought> = p
-            .raise(&next.raise)
-            .expect("raised")
+            .count_records()
+            .expect("read")
             .iter()
-            .filter(|(key, _)| MetaKey::parse(key) != Some(MetaKey::Floor))
             .flat_map(|(key, value)| decode_counts(key, value).expect("a bucket").into_values())
             .collect();
         assert_eq!(

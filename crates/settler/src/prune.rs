@@ -26,7 +26,6 @@
 //! A pass stopped at any point (a revocation, a crash) has deleted nothing
 //! whose floor and count are not already durable in both places.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,12 +83,10 @@ pub(crate) async fn prune_partition(
             _ = stopped.wait_for(|s| *s) => return,
         }
     }
-    let mut early = true;
+    let mut send_again = Instant::now() < send_again_at;
     loop {
-        let early_pass = std::mem::take(&mut early) && Instant::now() < send_again_at;
-        let passed = pass(&shared, &ledger, &stopped).await;
-        match &passed {
-            &Ok(Some((pruned, kept))) => {
+        match pass(&shared, &ledger, &stopped).await {
+            Ok(Some((pruned, kept))) => {
                 if pruned > 0 {
                     tracing::info!(partition, pruned, "ledger entries past the horizon pruned");
                 }
@@ -105,7 +102,7 @@ pub(crate) async fn prune_partition(
         drop(first_pass.take());
         // Whatever became of the pass: one that failed after it sent its
         // buckets has sent them early all the same.
-        if early_pass {
+        if std::mem::take(&mut send_again) {
             tokio::select! {
                 _ = tokio::time::sleep_until(send_again_at.into()) => {}
                 _ = stopped.wait_for(|s| *s) => return,
@@ -134,6 +131,16 @@ async fn send_buckets_again(
     };
     // The floor too: a late one of the last owner's would otherwise be
     // the latest until the next pass.
+    let records = floor_and_buckets(shared, ledger)?;
+    if !shared.lease.holds_since(epoch) {
+        return Ok(());
+    }
+    send_all(shared, ledger.partition(), records, true).await
+}
+
+/// The partition's floor and every bucket of its counts, as they stand,
+/// for the changelog, each checked to fit in one record.
+fn floor_and_buckets(shared: &Shared, ledger: &PartitionLedger) -> Result<Vec<Change>, RunError> {
     let records: Vec<Change> = ledger
         .floor_record()?
         .into_iter()
@@ -141,10 +148,7 @@ async fn send_buckets_again(
         .map(|(key, value)| (key, Some(value)))
         .collect();
     fits(ledger.partition(), &records, shared.letter_bytes)?;
-    if !shared.lease.holds_since(epoch) {
-        return Ok(());
-    }
-    send_all(shared, ledger.partition(), records, true).await
+    Ok(records)
 }
 
 /// One pass; how many entries it deleted and how many the partition kept
@@ -214,22 +218,14 @@ async fn pass(
             _ => plan.keep_on_sale(&ended),
         }
     }
-    let mut records = ledger.raise(&plan.raise)?;
-    // Every other bucket of counts too, as it stands: a bucket that a
-    // settler which lost the partition sent late is put right by the next
-    // pass (see `crate::counts`).
-    let raised: HashSet<Vec<u8>> = records.iter().map(|(key, _)| key.clone()).collect();
-    records.extend(
-        ledger
-            .count_records()?
-            .into_iter()
-            .filter(|(key, _)| !raised.contains(key)),
-    );
-    let records: Vec<Change> = records
-        .into_iter()
-        .map(|(key, value)| (key, Some(value)))
-        .collect();
-    fits(partition, &records, shared.letter_bytes)?;
+    ledger.raise(&plan.raise)?;
+    // The floor and every bucket of counts, raised or not, as they stand:
+    // a pass whose earlier sending failed (or was aborted by a hand-over)
+    // has raised them here, and must not delete the entries they count
+    // before they are in the changelog; and a bucket that a settler which
+    // lost the partition sent late is put right by the next pass (see
+    // `crate::counts`).
+    let records = floor_and_buckets(shared, ledger)?;
     shared.commit.durable().await?;
     // Paused in the wait past the lease: the next owner may be writing
     // these buckets by now.

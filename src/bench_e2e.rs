@@ -342,9 +342,9 @@ struct Pipeline {
     /// Stops all of them; raised by Ctrl-C too.
     stop: Arc<AtomicBool>,
     matcher: Running<matching::Summary>,
-    matcher_health: Arc<Health>,
+    matcher_health: Health,
     settler: Running<settling::Summary>,
-    settler_health: Arc<Health>,
+    settler_health: Health,
     produced: Watch<PaymentCommand>,
     visible: Watch<PaymentCommand>,
     acked: Watch<PaymentAck>,
@@ -391,9 +391,9 @@ impl Pipeline {
         )?;
 
         let match_config = settings.run_config(connection.clone(), topics.clone(), false);
-        let matcher_health = Arc::new(Health::default());
+        let matcher_health = Health::default();
         let matcher = Running::spawn("the matcher", {
-            let (stop, health) = (Arc::clone(&stop), Arc::clone(&matcher_health));
+            let (stop, health) = (Arc::clone(&stop), matcher_health.clone());
             move || {
                 Ok(matching::run(
                     Arc::new(matcher),
@@ -424,9 +424,9 @@ impl Pipeline {
             ledger.path().join("ledger"),
             false,
         );
-        let settler_health = Arc::new(Health::default());
+        let settler_health = Health::default();
         let settler = Running::spawn("the settler", {
-            let (stop, health) = (Arc::clone(&stop), Arc::clone(&settler_health));
+            let (stop, health) = (Arc::clone(&stop), settler_health.clone());
             move || Ok(settling::run(&settle_config, payments, &stop, &health)?)
         })?;
         Ok(Pipeline {

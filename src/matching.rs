@@ -157,9 +157,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let config = settings.run_config(connection, topics, args.exit_at_end);
     let matcher = Arc::new(Matcher::new(catalog, accounts).with_validation(validation));
-    let health = Arc::new(Health::default());
+    let health = Health::default();
     if let Some(addr) = args.metrics_addr.or(settings.metrics_addr) {
-        telemetry::serve(&addr, Arc::clone(&health))?;
+        telemetry::serve(&addr, health.clone())?;
     }
     let stop = kafka_args::stop_flag()?;
     let started = Instant::now();

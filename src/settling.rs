@@ -292,9 +292,9 @@ pub fn run(args: Args) -> Result<()> {
 
     check_provider(&provider)?;
     let payments = Payments::new(provider, Backoff::default());
-    let health = Arc::new(Health::default());
+    let health = Health::default();
     if let Some(addr) = args.metrics_addr.or(settings.metrics_addr) {
-        telemetry::serve(&addr, Arc::clone(&health))?;
+        telemetry::serve(&addr, health.clone())?;
     }
     let stop = kafka_args::stop_flag()?;
     let started = Instant::now();

@@ -2,7 +2,6 @@
 //! `hashbuy_stock`). Settings come from flags, `HASHBUY_…` variables and
 //! the config file's `[kafka]` and `[stock]` tables, in that order.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -71,9 +70,9 @@ pub fn run(args: Args) -> Result<()> {
     override_with(&mut settings.instance, args.instance);
     override_with(&mut settings.delivery, args.delivery);
     let config = settings.run_config(connection, topics, args.exit_at_end);
-    let health = Arc::new(Health::default());
+    let health = Health::default();
     if let Some(addr) = args.metrics_addr.or(settings.metrics_addr) {
-        telemetry::serve(&addr, Arc::clone(&health))?;
+        telemetry::serve(&addr, health.clone())?;
     }
     let stop = kafka_args::stop_flag()?;
     let started = Instant::now();

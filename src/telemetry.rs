@@ -4,8 +4,6 @@
 //! and readiness at `/readyz`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::http::StatusCode;
@@ -33,13 +31,10 @@ pub fn init_logs(default: &str) {
         .try_init();
 }
 
-/// A loop that has not turned for this long is reported dead.
-const STALLED_AFTER: Duration = Duration::from_secs(60);
-
 /// Installs the Prometheus recorder and serves it with the health checks
 /// on `addr`, on a thread of its own. The address is bound before this
 /// returns, so a taken port is an error at start-up.
-pub fn serve(addr: &str, health: Arc<Health>) -> Result<SocketAddr> {
+pub fn serve(addr: &str, health: Health) -> Result<SocketAddr> {
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("--metrics-addr {addr:?} is not host:port"))?;
@@ -80,24 +75,20 @@ pub fn serve(addr: &str, health: Arc<Health>) -> Result<SocketAddr> {
     Ok(bound)
 }
 
-fn router(handle: PrometheusHandle, health: Arc<Health>) -> Router {
-    let live = Arc::clone(&health);
+fn router(handle: PrometheusHandle, health: Health) -> Router {
+    let live = health.clone();
     Router::new()
         .route("/metrics", get(move || async move { handle.render() }))
         .route(
             "/healthz",
             get(move || async move {
-                let since = live.since_beat();
-                if since >= STALLED_AFTER {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("stalled: no progress for {} s\n", since.as_secs()),
-                    )
-                } else if let Some(stuck) = live.stuck() {
-                    (StatusCode::SERVICE_UNAVAILABLE, format!("stuck: {stuck}\n"))
+                let liveness = live.liveness();
+                let status = if liveness.is_alive() {
+                    StatusCode::OK
                 } else {
-                    (StatusCode::OK, "ok\n".to_owned())
-                }
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, format!("{liveness}\n"))
             }),
         )
         .route(

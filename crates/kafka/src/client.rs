@@ -134,6 +134,12 @@ pub struct Connection {
 /// instead of two a second.
 pub const DEFAULTS: &[(&str, &str)] = &[("fetch.wait.max.ms", "10")];
 
+/// A setting as librdkafka reads `config`: the value set last, or its
+/// own default where unset.
+pub fn setting(config: &ClientConfig, key: &str) -> Result<String, KafkaError> {
+    config.create_native_config()?.get(key)
+}
+
 /// How long [`Connection::check_topic`] waits for the brokers by default.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

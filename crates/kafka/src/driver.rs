@@ -48,7 +48,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, TopicPartitionList};
 
-use crate::client::{failed, ConnectError, Connection, Failed, CONNECT_TIMEOUT};
+use crate::client::{failed, setting, ConnectError, Connection, Failed, CONNECT_TIMEOUT};
 use crate::group::{consumed_to, ends_at_start, member_settings, serve_main_queue};
 use crate::health::Health;
 use crate::lease::session_timeout;
@@ -193,6 +193,11 @@ pub struct DriverContext<S: Stage> {
     /// borrows in callbacks: a weak handle (or the consumer would own
     /// itself).
     member: OnceLock<Weak<Member<S>>>,
+    /// Told of hand-overs, which run inside a poll and so stop the loop's
+    /// beat.
+    health: Health,
+    /// What the group allows a hand-over: its `max.poll.interval.ms`.
+    hand_over_allowed: Duration,
 }
 
 impl<S: Stage> ClientContext for DriverContext<S> {
@@ -240,11 +245,13 @@ impl<S: Stage> ConsumerContext for DriverContext<S> {
                     // rejoins: not ready meanwhile.
                     self.joined.store(false, Ordering::Relaxed);
                 }
+                let _handing = self.health.handing_over(self.hand_over_allowed);
                 lock(&self.stage).revoking(member, &partitions(list));
             }
             Rebalance::Error(e) => {
                 tracing::error!("rebalance failed: {e}");
                 if let Ok(owned) = member.assignment() {
+                    let _handing = self.health.handing_over(self.hand_over_allowed);
                     lock(&self.stage).revoking(member, &partitions(&owned));
                 }
             }
@@ -255,6 +262,10 @@ impl<S: Stage> ConsumerContext for DriverContext<S> {
 /// How long a member may wait to join its group before it says so (and
 /// again after each such interval).
 const JOIN_WARNING: Duration = Duration::from_secs(30);
+
+/// librdkafka's `max.poll.interval.ms` where a value cannot be read as
+/// milliseconds (librdkafka refuses such a value as the consumer is made).
+const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How often `--exit-at-end` checks the group's committed offsets.
 const END_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -272,9 +283,10 @@ pub enum DriveError<E> {
 
 /// Joins the group of `membership` and drives `stage` until `stop` is
 /// raised or, with `exit_at_end`, the group has committed what the input
-/// held at start; see the module docs. `health` beats on every turn and is
+/// held at start; see the module docs. `health` beats on every turn, is
 /// ready once the group has given the member its partitions (possibly
-/// none). What the stage's [`finish`](Stage::finish) gives back.
+/// none), and is told of each hand-over, which the group allows its
+/// `max.poll.interval.ms`. What the stage's [`finish`](Stage::finish) gives back.
 pub fn drive<S: Stage>(
     membership: &Membership,
     stage: S,
@@ -286,16 +298,22 @@ pub fn drive<S: Stage>(
     let settings = membership.consumer_settings()?;
     let stage_error =
         |what: &'static str| move |e: KafkaError| DriveError::Stage(failed(what)(e).into());
+    let config = connection.config_with(&settings);
+    let hand_over_allowed = setting(&config, "max.poll.interval.ms")
+        .map_err(stage_error("cannot read the consumer's settings"))?
+        .parse::<u64>()
+        .map_or(DEFAULT_MAX_POLL_INTERVAL, Duration::from_millis);
     let context = DriverContext {
         stage: Mutex::new(stage),
         input: membership.input.clone(),
         joined: AtomicBool::new(false),
         had_partitions: AtomicBool::new(false),
         member: OnceLock::new(),
+        health: health.clone(),
+        hand_over_allowed,
     };
     let member: Arc<Member<S>> = Arc::new(
-        connection
-            .config_with(&settings)
+        config
             .create_with_context(context)
             .map_err(stage_error("cannot create the consumer"))?,
     );

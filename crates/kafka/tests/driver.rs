@@ -1,17 +1,18 @@
 //! The group driver as a stage sees it: an error the stage recorded
 //! outside its turn (in a rebalance, in a worker) ends the run with that
 //! error: before the next turn, which may commit, and even when a stop
-//! arrived meanwhile.
+//! arrived meanwhile; a hand-over runs with the service's health saying
+//! so, for `/healthz`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hashbuy_kafka::broker::EmbeddedBroker;
 use hashbuy_kafka::client::{Connection, Failed};
 use hashbuy_kafka::driver::{drive, DriveError, Member, Membership, Queue, Stage};
-use hashbuy_kafka::health::Health;
+use hashbuy_kafka::health::{Health, Liveness};
 use rdkafka::error::KafkaError;
 
 /// When the stage meets its failure.
@@ -84,6 +85,22 @@ impl Stage for Failing {
     }
 }
 
+/// The membership of member `instance` of `group`, reading `input`.
+fn member_of(broker: &EmbeddedBroker, group: &str, instance: &str) -> Membership {
+    Membership {
+        connection: Connection {
+            brokers: broker.bootstrap_servers(),
+            properties: Vec::new(),
+        },
+        group: group.to_owned(),
+        instance: instance.to_owned(),
+        input: "input".to_owned(),
+        outputs: Vec::new(),
+        exit_at_end: false,
+        settings: Vec::new(),
+    }
+}
+
 /// Drives a stage failing `when`, in a group of its own: the run must end
 /// with the stage's error.
 fn drive_failing(when: When, group: &str) {
@@ -96,18 +113,7 @@ fn drive_failing(when: When, group: &str) {
         pending: None,
         deadline: Instant::now() + Duration::from_secs(60),
     };
-    let membership = Membership {
-        connection: Connection {
-            brokers: broker.bootstrap_servers(),
-            properties: Vec::new(),
-        },
-        group: group.to_owned(),
-        instance: "0".to_owned(),
-        input: "input".to_owned(),
-        outputs: Vec::new(),
-        exit_at_end: false,
-        settings: Vec::new(),
-    };
+    let membership = member_of(&broker, group, "0");
     match drive(&membership, stage, &stop, &Health::default()) {
         Err(DriveError::Stage(e)) => assert_eq!(e.what, "the stage failed"),
         other => panic!("the stage's failure was lost: {other:?}"),
@@ -122,4 +128,93 @@ fn a_failure_recorded_between_turns_is_returned_though_a_stop_came_too() {
 #[test]
 fn a_failure_met_in_a_rebalance_ends_the_run_before_the_next_turn() {
     drive_failing(When::OnAssignment, "driver-on-assignment");
+}
+
+/// A stage that keeps what the service's health said while it handed
+/// partitions over, and then stops its run.
+struct Watching {
+    health: Health,
+    during_hand_over: Arc<Mutex<Option<Liveness>>>,
+    stop: Arc<AtomicBool>,
+    deadline: Instant,
+}
+
+impl Stage for Watching {
+    type Error = Failed;
+    type Output = ();
+
+    fn assigned(&mut self, _: &Arc<Member<Self>>, _queues: Vec<(i32, Queue<Self>)>) {}
+
+    fn revoking(&mut self, _: &Member<Self>, partitions: &[i32]) {
+        if !partitions.is_empty() {
+            *self.during_hand_over.lock().expect("lock") = Some(self.health.liveness());
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn tick(&mut self, _: &Arc<Member<Self>>, _: &Health) -> Result<(), Failed> {
+        assert!(Instant::now() < self.deadline, "no hand-over came");
+        Ok(())
+    }
+
+    fn at_eof(&self) -> HashSet<i32> {
+        HashSet::new()
+    }
+
+    fn finish(&mut self, _: &Member<Self>, _failed: bool) -> Result<(), Failed> {
+        Ok(())
+    }
+}
+
+/// A hand-over runs inside a poll, where the loop does not beat, and may
+/// rightly take minutes (a settler waits for its provider calls): the
+/// health a liveness probe reads says it is handing over, not stalled, and
+/// once it is done, that the loop is live.
+#[test]
+fn a_hand_over_runs_with_the_health_saying_so() {
+    let broker = EmbeddedBroker::start(&["input"], 2).expect("broker starts");
+    let group = "driver-hand-over";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let stage = |stop: &Arc<AtomicBool>, health: &Health| Watching {
+        health: health.clone(),
+        during_hand_over: Arc::new(Mutex::new(None)),
+        stop: Arc::clone(stop),
+        deadline,
+    };
+    let (first, second) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (watched, joiner) = (Health::default(), Health::default());
+    let (one, two) = (stage(&first, &watched), stage(&second, &joiner));
+    let during_hand_over = Arc::clone(&one.during_hand_over);
+    std::thread::scope(|scope| {
+        let membership = member_of(&broker, group, "0");
+        let (stop, health) = (Arc::clone(&first), watched.clone());
+        let watching = scope.spawn(move || drive(&membership, one, &stop, &health));
+        // The second member joins once the first holds both partitions,
+        // so that the first hands one over.
+        while !watched.is_ready() {
+            assert!(Instant::now() < deadline, "the first member never joined");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let membership = member_of(&broker, group, "1");
+        let (stop, health) = (Arc::clone(&second), joiner.clone());
+        let joining = scope.spawn(move || drive(&membership, two, &stop, &health));
+        watching
+            .join()
+            .expect("no panic")
+            .expect("the first member ran");
+        second.store(true, Ordering::Relaxed);
+        joining
+            .join()
+            .expect("no panic")
+            .expect("the second member ran");
+    });
+    let seen = during_hand_over.lock().expect("lock").clone();
+    assert!(
+        matches!(seen, Some(Liveness::HandingOver(_))),
+        "health during a hand-over: {seen:?}"
+    );
+    assert_eq!(watched.liveness(), Liveness::Live);
 }

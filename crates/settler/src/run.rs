@@ -481,9 +481,7 @@ const DELIVERY_MARGIN: Duration = Duration::from_secs(5);
 /// A setting in milliseconds as librdkafka reads `config` (its default
 /// where unset).
 fn setting_ms(config: &rdkafka::ClientConfig, key: &'static str) -> Result<u64, RunError> {
-    let value = config
-        .create_native_config()
-        .and_then(|native| native.get(key))
+    let value = hashbuy_kafka::client::setting(config, key)
         .map_err(failed("cannot read the Kafka settings"))?;
     value
         .parse()

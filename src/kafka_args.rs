@@ -65,12 +65,40 @@ impl KafkaArgs {
 }
 
 /// A flag raised by the first Ctrl-C or SIGTERM, for commands that stop
-/// between records.
+/// between records, and said in the log. A second one ends the process at
+/// once, with 128 and the signal's number (130 for Ctrl-C, 143 for
+/// SIGTERM), as a shell reports a process it killed: a stop can wait
+/// minutes on work under way (a settler's provider calls and records, a
+/// ledger's compaction), and an operator who will not wait gets what a
+/// crash leaves, which every command is built to resume from.
 pub fn stop_flag() -> Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    for signal in [SIGINT, SIGTERM] {
+        // First, so that it sees the flag as an earlier signal left it.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&flag))
+            .context("cannot watch for signals")?;
         signal_hook::flag::register(signal, Arc::clone(&flag))
             .context("cannot watch for signals")?;
     }
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot watch for signals")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let name = if signal == SIGINT {
+                    "Ctrl-C"
+                } else {
+                    "SIGTERM"
+                };
+                tracing::info!(
+                    "{name}: stopping once the work under way is done; a second Ctrl-C or \
+                     SIGTERM stops at once, as a crash would (what is unfinished is taken up \
+                     again at the next start)"
+                );
+            }
+        })
+        .context("cannot start the signal thread")?;
     Ok(flag)
 }

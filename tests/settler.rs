@@ -775,6 +775,37 @@ fn a_settler_frozen_past_its_session_rejoins_and_goes_on() {
     assert_settled_once(&run.brokers, &run.provider, &run.sent);
 }
 
+/// A first SIGTERM stops the settler once its provider calls have
+/// answered (here they take 20 s); a second one stops it at once, with
+/// 143 (128 and SIGTERM's number), as a shell reports a process it killed:
+/// what it leaves is what a crash leaves (see the kill tests above). The
+/// first is said in the log, with what a second would do.
+#[test]
+fn a_second_sigterm_stops_the_settler_at_once() {
+    let run = AtWork::prepare_with(PaysimConfig {
+        latency_ms: 20_000,
+        latency_sigma: 0.0,
+        seed: 7,
+        ..PaysimConfig::default()
+    });
+    let mut child = run.settle();
+    let calling = poll_metrics(run.port, &mut child, Duration::from_secs(120), |body| {
+        metric(body, "hashbuy_settler_oldest_pending_seconds") >= 1.0
+    });
+    assert!(calling.is_some(), "a call was under way: {}", run.log());
+    signal(&child, "TERM");
+    let said = logged_within(
+        &run.log,
+        "a second Ctrl-C or SIGTERM stops at once",
+        Instant::now(),
+        Duration::from_secs(10),
+    );
+    assert!(said.is_some(), "the first SIGTERM is said: {}", run.log());
+    signal(&child, "TERM");
+    let (status, _) = finish_within(child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(143), "stopped at once: {}", run.log());
+}
+
 /// A broker that stops taking the settler's records (every produce
 /// answered with a retriable error, as a partition without its replicas
 /// answers) stops the settler with the error after a bounded wait, rather

@@ -387,7 +387,6 @@ pub(crate) fn open_sled(dir: &Path) -> Result<sled::Db, LedgerError> {
         // Entries are written once or twice and read back rarely: a
         // small cache (sled's default is 1 GiB) keeps the process lean.
         .cache_capacity(64 * 1024 * 1024)
-        .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|source| match &source {
             // sled reports a lock held elsewhere in words only, the OS

@@ -332,9 +332,13 @@ pub fn drive<S: Stage>(
     let stage = &member.context().stage;
     let result = turn(membership, &member, &ends, stop, health).and_then(|()| pending(stage));
     health.set_ready(false);
+    // The stage gives its partitions up as in a hand-over, in the same
+    // time.
+    let handing = health.handing_over(member.context().hand_over_allowed);
     let finished = lock(stage)
         .finish(&member, result.is_err())
         .map_err(DriveError::Stage);
+    drop(handing);
     let output = result.and(finished)?;
     // Workers stopped by `finish` may have failed on their way out.
     pending(stage)?;

@@ -131,10 +131,12 @@ fn a_failure_met_in_a_rebalance_ends_the_run_before_the_next_turn() {
 }
 
 /// A stage that keeps what the service's health said while it handed
-/// partitions over, and then stops its run.
+/// partitions over, and then stops its run, and what it said as the run
+/// finished.
 struct Watching {
     health: Health,
     during_hand_over: Arc<Mutex<Option<Liveness>>>,
+    during_finish: Arc<Mutex<Option<Liveness>>>,
     stop: Arc<AtomicBool>,
     deadline: Instant,
 }
@@ -162,6 +164,7 @@ impl Stage for Watching {
     }
 
     fn finish(&mut self, _: &Member<Self>, _failed: bool) -> Result<(), Failed> {
+        *self.during_finish.lock().expect("lock") = Some(self.health.liveness());
         Ok(())
     }
 }
@@ -169,7 +172,8 @@ impl Stage for Watching {
 /// A hand-over runs inside a poll, where the loop does not beat, and may
 /// rightly take minutes (a settler waits for its provider calls): the
 /// health a liveness probe reads says it is handing over, not stalled, and
-/// once it is done, that the loop is live.
+/// once it is done, that the loop is live. A stop gives the partitions up
+/// the same way.
 #[test]
 fn a_hand_over_runs_with_the_health_saying_so() {
     let broker = EmbeddedBroker::start(&["input"], 2).expect("broker starts");
@@ -178,6 +182,7 @@ fn a_hand_over_runs_with_the_health_saying_so() {
     let stage = |stop: &Arc<AtomicBool>, health: &Health| Watching {
         health: health.clone(),
         during_hand_over: Arc::new(Mutex::new(None)),
+        during_finish: Arc::new(Mutex::new(None)),
         stop: Arc::clone(stop),
         deadline,
     };
@@ -188,6 +193,7 @@ fn a_hand_over_runs_with_the_health_saying_so() {
     let (watched, joiner) = (Health::default(), Health::default());
     let (one, two) = (stage(&first, &watched), stage(&second, &joiner));
     let during_hand_over = Arc::clone(&one.during_hand_over);
+    let during_finish = Arc::clone(&one.during_finish);
     std::thread::scope(|scope| {
         let membership = member_of(&broker, group, "0");
         let (stop, health) = (Arc::clone(&first), watched.clone());
@@ -215,6 +221,11 @@ fn a_hand_over_runs_with_the_health_saying_so() {
     assert!(
         matches!(seen, Some(Liveness::HandingOver(_))),
         "health during a hand-over: {seen:?}"
+    );
+    let seen = during_finish.lock().expect("lock").clone();
+    assert!(
+        matches!(seen, Some(Liveness::HandingOver(_))),
+        "health as the run finished: {seen:?}"
     );
     assert_eq!(watched.liveness(), Liveness::Live);
 }

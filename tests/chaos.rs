@@ -117,6 +117,11 @@ const PURCHASE_SHARE: &str = "0.1";
 const MEMBER_PROPERTIES: [&str; 2] = ["session.timeout.ms=6000", "heartbeat.interval.ms=1000"];
 /// The session timeout of [`MEMBER_PROPERTIES`].
 const SESSION: Duration = Duration::from_secs(6);
+/// What the settlers of the rounds log: librdkafka's group protocol too
+/// (with `-X debug=cgrp`), so that a join that stalls can be read in their
+/// logs (part B's first round has twice waited over 120 s for a group of
+/// two fresh members to form, until one was killed).
+const ROUND_SETTLER_LOG: &str = "info,librdkafka=debug";
 /// The settler's gauge of the partitions it holds.
 const ASSIGNED: &str = "hashbuy_settler_partitions_assigned";
 /// How long a group may take to move partitions (a session timeout and a
@@ -592,6 +597,19 @@ impl Run {
             self.settler_args(instance, ledger),
             vec![("HASHBUY_PROVIDER_KEY".to_owned(), self.canary.clone())],
         )
+    }
+
+    /// A [`settler`](Run::settler) of the rounds, which also logs
+    /// librdkafka's group protocol ([`ROUND_SETTLER_LOG`]).
+    fn round_settler(&self, instance: &str, ledger: &str) -> Proc {
+        let mut settler = self.settler(instance, ledger);
+        settler
+            .args
+            .extend(["-X".to_owned(), "debug=cgrp".to_owned()]);
+        settler
+            .envs
+            .push(("HASHBUY_LOG".to_owned(), ROUND_SETTLER_LOG.to_owned()));
+        settler
     }
 
     /// Runs a short hashbuy command to its end, for at most `bound`: its
@@ -1492,7 +1510,7 @@ fn a_matcher_and_settler_killed_together() {
     let rounds = settings.kills_a;
     let mut run = Run::new("a", &settings, rounds);
     let mut matcher = run.matcher();
-    let mut settler = run.settler("0", "0");
+    let mut settler = run.round_settler("0", "0");
     for round in 0..rounds {
         run.ensure_running(&mut matcher, round);
         run.ensure_running(&mut settler, round);
@@ -1553,8 +1571,8 @@ impl Pair {
     fn start(run: &mut Run) -> Pair {
         let mut pair = Pair {
             matcher: run.matcher(),
-            s0: run.settler("0", "0"),
-            s1: [run.settler("1", "1a"), run.settler("1", "1b")],
+            s0: run.round_settler("0", "0"),
+            s1: [run.round_settler("1", "1a"), run.round_settler("1", "1b")],
             takeover: takeover(),
         };
         run.event(format!("partitions are taken over by: {:?}", pair.takeover));
@@ -1734,7 +1752,8 @@ fn c_a_settler_frozen_past_its_session_and_thawed() {
             Some((_, true)) => 0,
             _ => frozen,
         };
-        let said = tail_lines(&pair.s1[stopped].log, 60)
+        // Far back: the round settlers log librdkafka's group protocol.
+        let said = tail_lines(&pair.s1[stopped].log, 5000)
             .lines()
             .rfind(|l| l.contains("ERROR") || l.contains("Fenced") || l.contains("hashbuy:"))
             .unwrap_or_default()

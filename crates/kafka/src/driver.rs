@@ -214,6 +214,15 @@ impl<S: Stage> ClientContext for DriverContext<S> {
     }
 }
 
+impl<S: Stage> DriverContext<S> {
+    /// Has the stage give `partitions` up, the service's health told of
+    /// the hand-over while it runs.
+    fn hand_over(&self, member: &Member<S>, partitions: &[i32]) {
+        let _handing = self.health.handing_over(self.hand_over_allowed);
+        lock(&self.stage).revoking(member, partitions);
+    }
+}
+
 impl<S: Stage> ConsumerContext for DriverContext<S> {
     fn pre_rebalance(&self, member: &Member<S>, rebalance: &Rebalance<'_>) {
         let Some(owner) = self.member.get().and_then(Weak::upgrade) else {
@@ -245,14 +254,12 @@ impl<S: Stage> ConsumerContext for DriverContext<S> {
                     // rejoins: not ready meanwhile.
                     self.joined.store(false, Ordering::Relaxed);
                 }
-                let _handing = self.health.handing_over(self.hand_over_allowed);
-                lock(&self.stage).revoking(member, &partitions(list));
+                self.hand_over(member, &partitions(list));
             }
             Rebalance::Error(e) => {
                 tracing::error!("rebalance failed: {e}");
                 if let Ok(owned) = member.assignment() {
-                    let _handing = self.health.handing_over(self.hand_over_allowed);
-                    lock(&self.stage).revoking(member, &partitions(&owned));
+                    self.hand_over(member, &partitions(&owned));
                 }
             }
         }
